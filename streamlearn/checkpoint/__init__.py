@@ -1,0 +1,6 @@
+"""Durable, atomic, checksummed checkpoints of the whole learning state."""
+
+from streamlearn.checkpoint.format import decode, encode
+from streamlearn.checkpoint.store import FileCheckpointStore, LoadedCheckpoint
+
+__all__ = ["FileCheckpointStore", "LoadedCheckpoint", "decode", "encode"]

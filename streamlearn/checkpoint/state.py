@@ -1,0 +1,52 @@
+"""What one checkpoint holds, as plain data, and whether it fits the current settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamlearn.errors import CheckpointError
+from streamlearn.settings import ModelSettings
+from streamlearn.types import Offsets, TopicPartition
+
+# Settings that change tensor shapes or meaning: a checkpoint made under other values
+# cannot be loaded into the model these settings build.
+_SHAPE_SETTINGS = ("task", "n_features", "features", "hidden", "activation", "optimizer",
+                   "max_classes", "standardize", "factory")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointState:
+    offsets: Offsets
+    engine: dict[str, Any]
+    model_settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "offsets": [[tp.topic, tp.partition, offset]
+                        for tp, offset in sorted(self.offsets.items())],
+            "engine": self.engine,
+            "model_settings": self.model_settings,
+        }
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> CheckpointState:
+        try:
+            offsets = {TopicPartition(str(t), int(p)): int(o) for t, p, o in state["offsets"]}
+            return cls(offsets, dict(state["engine"]), dict(state["model_settings"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint is missing or mangles a section: {exc}") from None
+
+
+def check_compatible(state: CheckpointState, model: ModelSettings, path: Path) -> None:
+    current = model.model_dump(mode="json")
+    changed = [f"model.{key}: checkpoint {state.model_settings.get(key)!r}, "
+               f"settings {current[key]!r}"
+               for key in _SHAPE_SETTINGS if state.model_settings.get(key) != current[key]]
+    if changed:
+        raise CheckpointError(
+            f"{path} was written with other model settings, so its weights do not fit:\n  "
+            + "\n  ".join(changed)
+            + "\nRestore those settings, or move the checkpoint directory away to start fresh.")

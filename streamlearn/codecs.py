@@ -1,0 +1,153 @@
+"""Bytes from Kafka -> samples, and bad bytes -> dead letters with a reason.
+
+A record is one JSON object (``{"x": ..., "y": ..., "id": ..., "task": ..., "ts": ...}``) or
+a batch record (``{"samples": [ ... ]}``). In a batch record each sample stands alone: the
+good ones are learned and each bad one is dead-lettered by itself with its index, so one bad
+sample never costs its neighbours. Reasons are fixed strings, used as metric labels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Strict, TypeAdapter, ValidationError
+
+from streamlearn.errors import CodecError
+from streamlearn.types import DeadLetter, DecodedRecord, Label, Record, Sample
+
+Task = Literal["classification", "regression"]
+Number = Annotated[float, Strict()]  # ints are accepted as floats, strings and bools are not
+
+REASONS = ("oversize", "not_json", "non_finite", "schema", "feature_count", "bad_label",
+           "too_many_samples", "too_many_classes")
+
+
+class SampleIn(BaseModel):
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    x: list[Number] | dict[str, Number]
+    y: Annotated[int, Strict()] | Number | str | None = None
+    id: str | int | None = None
+    task: str | int | None = None
+    ts: float | str | None = None
+
+
+_SAMPLE = TypeAdapter(SampleIn)
+
+
+class Codec:
+    """Decodes records for one model shape (feature count or names, task)."""
+
+    def __init__(
+        self,
+        task: Task = "classification",
+        n_features: int | None = None,
+        features: Sequence[str] | None = None,
+        max_record_bytes: int = 1_048_576,
+        max_samples_per_record: int = 10_000,
+    ) -> None:
+        self.task = task
+        self.features = list(features) if features is not None else None
+        self.n_features = len(self.features) if self.features is not None else n_features
+        self.max_record_bytes = max_record_bytes
+        self.max_samples_per_record = max_samples_per_record
+
+    def decode(self, record: Record) -> DecodedRecord:
+        out = DecodedRecord(record)
+        try:
+            items, is_batch = self._items(record.value)
+        except CodecError as exc:
+            out.dead_letters.append(DeadLetter(record.value, exc.reason, exc.detail, record))
+            return out
+        for index, item in enumerate(items):
+            try:
+                out.samples.append(self.decode_sample(item))
+            except CodecError as exc:
+                value = json.dumps(item).encode() if is_batch else record.value
+                out.dead_letters.append(DeadLetter(value, exc.reason, exc.detail, record,
+                                                   index if is_batch else None))
+        return out
+
+    def _items(self, value: bytes) -> tuple[list[Any], bool]:
+        """The record's sample objects, and whether it was a batch record."""
+        if len(value) > self.max_record_bytes:
+            raise CodecError("oversize", f"{len(value)} bytes > {self.max_record_bytes}")
+        try:
+            # NaN and Infinity parse here so that validation can name them as non-finite.
+            raw = pydantic_core.from_json(value, allow_inf_nan=True)
+        except ValueError as exc:
+            raise CodecError("not_json", str(exc)) from None
+        if isinstance(raw, dict) and "samples" in raw:
+            samples = raw["samples"]
+            if not isinstance(samples, list):
+                raise CodecError("schema", "samples: must be a list of sample objects")
+            if len(samples) > self.max_samples_per_record:
+                raise CodecError("too_many_samples",
+                                 f"{len(samples)} samples > {self.max_samples_per_record}")
+            return samples, True
+        return [raw], False
+
+    def decode_sample(self, item: Any) -> Sample:
+        try:
+            parsed = _SAMPLE.validate_python(item)
+        except ValidationError as exc:
+            raise _codec_error(exc) from None
+        x = self._features(parsed.x)
+        return Sample(x=x, y=self._label(parsed.y), id=_opt_str(parsed.id),
+                      task=_opt_str(parsed.task), ts=_timestamp(parsed.ts))
+
+    def _features(self, x: list[float] | dict[str, float]) -> list[float]:
+        if isinstance(x, dict):
+            if self.features is None:
+                raise CodecError("schema", "x: named features given but model.features is unset")
+            missing = [name for name in self.features if name not in x]
+            extra = [name for name in x if name not in set(self.features)]
+            if missing or extra:
+                raise CodecError("feature_count",
+                                 f"x: missing features {missing}, unknown features {extra}")
+            return [float(x[name]) for name in self.features]
+        if self.n_features is not None and len(x) != self.n_features:
+            raise CodecError("feature_count", f"x: {len(x)} features, expected {self.n_features}")
+        if not x:
+            raise CodecError("feature_count", "x: empty")
+        return [float(v) for v in x]
+
+    def _label(self, y: Label | None) -> Label | None:
+        if y is None:
+            return None
+        if self.task == "regression":
+            if isinstance(y, str):
+                raise CodecError("bad_label", f"y: regression needs a number, got {y!r}")
+            return float(y)
+        if isinstance(y, float):
+            if not y.is_integer():
+                raise CodecError("bad_label", f"y: class labels are integers or strings, got {y}")
+            return int(y)
+        return y
+
+
+def _codec_error(exc: ValidationError) -> CodecError:
+    errors = exc.errors()
+    if errors[0]["type"] == "model_type":
+        return CodecError("schema", "record: must be a JSON object with an 'x' field")
+    # A union (y) reports one error per member; a non-finite number is the one to name.
+    non_finite = [e for e in errors if e["type"] == "finite_number"]
+    first = non_finite[0] if non_finite else errors[0]
+    loc = str(first["loc"][0]) if first["loc"] else "record"
+    return CodecError("non_finite" if non_finite else "schema", f"{loc}: {first['msg']}")
+
+
+def _opt_str(value: str | int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _timestamp(value: float | str | None) -> float | None:
+    if value is None or isinstance(value, float):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        return None

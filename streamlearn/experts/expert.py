@@ -1,0 +1,92 @@
+"""The neural expert: a torch module, its optimizer and a per-sample loss.
+
+For classification the network has ``max_classes`` outputs; only the classes seen so far
+take part in the softmax, so a class that appears late is not pre-trained into oblivion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, cast
+
+import torch
+from torch import Tensor, nn
+
+from streamlearn.errors import ModelError
+from streamlearn.models import build_mlp, load_factory
+from streamlearn.protocols import Expert, StateDict
+from streamlearn.settings import ModelSettings
+
+
+class NeuralExpert:
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer,
+                 task: Literal["classification", "regression"]) -> None:
+        self.module = module
+        self.optimizer = optimizer
+        self.task = task
+        self.n_seen = 0  # classes seen so far: outputs [0, n_seen) take part in the loss
+
+    def predict(self, x: Tensor) -> Tensor:
+        was_training = self.module.training
+        self.module.eval()
+        with torch.no_grad():
+            out = self.module(x)
+        self.module.train(was_training)
+        return out if self.task == "classification" else out.squeeze(-1)
+
+    def learn(self, x: Tensor, y: Tensor) -> Tensor:
+        self.module.train()
+        out = self.module(x)
+        if self.task == "classification":
+            self.n_seen = max(self.n_seen, int(y.max()) + 1)
+            losses = nn.functional.cross_entropy(out[:, : self.n_seen], y, reduction="none")
+        else:
+            losses = nn.functional.mse_loss(out.squeeze(-1), y, reduction="none")
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.mean().backward()
+        self.optimizer.step()
+        return losses.detach()
+
+    def state_dict(self) -> StateDict:
+        return {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "n_seen": self.n_seen}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.n_seen = int(state["n_seen"])
+
+
+def build_expert(settings: ModelSettings, n_features: int, device: torch.device) -> Expert:
+    """The expert the settings describe, seeded, on ``device``."""
+    n_outputs = settings.max_classes if settings.task == "classification" else 1
+    torch.manual_seed(settings.seed)
+    if settings.factory is not None:
+        built = load_factory(settings.factory)(
+            n_features=n_features, n_outputs=n_outputs, settings=settings)
+        if not isinstance(built, nn.Module):
+            if not all(hasattr(built, m) for m in ("predict", "learn", "state_dict")):
+                raise ModelError("model.factory: must return a torch.nn.Module or an Expert")
+            return cast(Expert, built)
+        module = built
+    else:
+        module = build_mlp(n_features, n_outputs, settings.hidden, settings.activation)
+    module = module.to(device)
+    return NeuralExpert(module, _optimizer(settings, module), settings.task)
+
+
+def _optimizer(settings: ModelSettings, module: nn.Module) -> torch.optim.Optimizer:
+    params = module.parameters()
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=settings.learning_rate, momentum=settings.momentum,
+                               weight_decay=settings.weight_decay)
+    return torch.optim.Adam(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"model.device: {name!r} asked for, but CUDA is not available")
+    return device

@@ -1,0 +1,196 @@
+"""All settings, one pydantic model per section.
+
+Sources, highest priority first: ``STREAMLEARN_<SECTION>__<KEY>`` environment variables, the
+YAML file given with ``--config``, then the defaults below (mirrored, with comments, in
+``config/default.yaml``). Unknown keys are errors: a typo must never silently fall back to
+a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from streamlearn.errors import SettingsError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = "localhost:9092"
+    group_id: str = "streamlearn"
+    client_id: str = "streamlearn"
+    input_topic: str = "streamlearn.samples"
+    predictions_topic: str = "streamlearn.predictions"
+    events_topic: str = "streamlearn.events"
+    dlq_topic: str = "streamlearn.dlq"
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    # A group forms only after about one session timeout, so shorter is faster to start;
+    # too short and a GC pause or a slow broker gets the member evicted.
+    session_timeout_ms: int = Field(10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(3_000, ge=100)
+    max_poll_interval_ms: int = Field(300_000, ge=1_000)
+    max_poll_records: int = Field(2_000, ge=1)
+    poll_timeout_ms: int = Field(100, ge=0)
+    # Above this many decoded-but-unlearned samples the partitions are paused (polling
+    # goes on, so the member stays in its group); they resume below half of it.
+    max_buffered_samples: int = Field(20_000, ge=1)
+    publish_predictions: bool = True
+    # How long the sinks may take to land their records before a checkpoint is skipped.
+    flush_timeout_s: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _heartbeat_below_session(self) -> KafkaSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError(
+                "heartbeat_interval_ms must be at most a third of session_timeout_ms "
+                f"(got {self.heartbeat_interval_ms} and {self.session_timeout_ms})"
+            )
+        return self
+
+
+class ModelSettings(Section):
+    task: Literal["classification", "regression"] = "classification"
+    # Fixed feature count; null infers it from the first valid sample and keeps it.
+    n_features: int | None = Field(None, ge=1)
+    # Named features: records then carry x as an object with exactly these keys.
+    features: list[str] | None = None
+    hidden: list[int] = Field(default_factory=lambda: [64, 64])
+    activation: Literal["relu", "tanh", "gelu"] = "relu"
+    optimizer: Literal["sgd", "adam"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    max_classes: int = Field(64, ge=2)
+    standardize: bool = True
+    # "package.module:function" returning a torch.nn.Module or an Expert; overrides hidden.
+    factory: str | None = None
+    seed: int = 0
+    device: str = Field("cpu", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+
+    @model_validator(mode="after")
+    def _features_match_count(self) -> ModelSettings:
+        if self.features is not None:
+            if len(set(self.features)) != len(self.features):
+                raise ValueError("features must be unique names")
+            if self.n_features not in (None, len(self.features)):
+                raise ValueError(
+                    f"n_features={self.n_features} but {len(self.features)} features are named"
+                )
+        return self
+
+    def feature_count(self) -> int | None:
+        return len(self.features) if self.features is not None else self.n_features
+
+
+class EngineSettings(Section):
+    max_batch: int = Field(32, ge=1)
+    max_wait_ms: int = Field(50, ge=0)
+    rolling_window: int = Field(1_000, ge=1)
+    max_record_bytes: int = Field(1_048_576, ge=16)
+    max_samples_per_record: int = Field(10_000, ge=1)
+
+
+class CheckpointSettings(Section):
+    enabled: bool = True
+    dir: Path = Path("./checkpoints")
+    every_samples: int = Field(10_000, ge=1)
+    every_seconds: float = Field(60.0, gt=0)
+    # The promise is "keep the last 3": enough to fall back past one torn and one corrupt file.
+    keep: int = Field(3, ge=1)
+
+
+class MetricsSettings(Section):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(9100, ge=0, le=65535)
+
+
+class LogSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMLEARN_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first so it overrides the YAML file, which arrives as init kwargs.
+        return env_settings, init_settings
+
+
+def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any), apply environment overrides, validate everything.
+
+    Raises :class:`SettingsError` with one line per field at fault.
+    """
+    data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update(values)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError([f"{path}: cannot read ({exc.strerror})"]) from None
+    except yaml.YAMLError as exc:
+        raise SettingsError([f"{path}: not valid YAML ({exc})"]) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise SettingsError([f"{path}: the top level must be a mapping of sections"])
+    return loaded
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    problems = []
+    for error in exc.errors():
+        loc = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{loc}: unknown setting; allowed here: {_allowed(error['loc'])}")
+        else:
+            problems.append(f"{loc}: {error['msg']} (got {error.get('input')!r})")
+    return problems
+
+
+def _allowed(loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        annotation = model.model_fields[str(part)].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return ", ".join(model.model_fields)
+
+
+def dump_defaults() -> dict[str, Any]:
+    """Every default, as YAML-ready plain data (used to check config/default.yaml)."""
+    return Settings.model_construct().model_dump(mode="json")

@@ -1,0 +1,30 @@
+"""Keeps every output in lists: for unit tests and learner-only benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from streamlearn.types import DeadLetter, Prediction
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.predicted: list[Prediction] = []
+        self.dead: list[DeadLetter] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def predictions(self, items: list[Prediction]) -> None:
+        self.predicted.extend(items)
+
+    def dead_letters(self, items: list[DeadLetter]) -> None:
+        self.dead.extend(items)
+
+    def event(self, kind: str, payload: Mapping[str, Any]) -> None:
+        self.events.append((kind, dict(payload)))
+
+    def flush(self, timeout_s: float) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass

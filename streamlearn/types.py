@@ -1,0 +1,83 @@
+"""Plain data that flows between the parts: records, samples, predictions, signals."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+#: A label as it arrives on the wire: an integer class, a string class, or a float target.
+Label = int | str | float
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+
+#: Next offset to read, per partition (Kafka's convention: last processed + 1).
+Offsets = dict[TopicPartition, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One message as it came from the source, before decoding."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    timestamp_ms: int | None = None
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+
+@dataclass(slots=True)
+class Sample:
+    """One decoded sample; ``y is None`` means unlabeled."""
+
+    x: list[float]
+    y: Label | None = None
+    id: str | None = None
+    task: str | None = None
+    ts: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """Bytes that could not be used, the reason why, and where they came from."""
+
+    value: bytes
+    reason: str
+    detail: str
+    source: Record
+    sample_index: int | None = None
+
+
+@dataclass(slots=True)
+class Prediction:
+    """What the model said about one unlabeled sample."""
+
+    id: str | None
+    prediction: Label | None
+    probabilities: dict[str, float] | None
+    model_version: int
+    expert: str = "0"
+
+
+@dataclass(slots=True)
+class DecodedRecord:
+    """A record's samples and dead letters; the offset is done once both are handled."""
+
+    record: Record
+    samples: list[Sample] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+
+
+class DriftSignal(enum.IntEnum):
+    NONE = 0
+    WARNING = 1
+    DRIFT = 2
