@@ -115,17 +115,23 @@ class Daemon:
 
     def run(self) -> None:
         """Restore, connect, learn until asked to stop, then checkpoint and close."""
-        self.restore()
-        if not self._connect():
+        if not self.start():
             return
-        self.ready.set()
-        log.info("daemon_ready", topic=self.settings.kafka.input_topic,
-                 group=self.settings.kafka.group_id)
         try:
             while not self._stop.is_set():
                 self.step()
         finally:
-            self._shutdown()
+            self.shutdown()
+
+    def start(self) -> bool:
+        """Restore the newest valid checkpoint and connect; False if stopped meanwhile."""
+        self.restore()
+        if not self._connect():
+            return False
+        self.ready.set()
+        log.info("daemon_ready", topic=self.settings.kafka.input_topic,
+                 group=self.settings.kafka.group_id)
+        return True
 
     def restore(self) -> None:
         if self.store is None:
@@ -163,7 +169,8 @@ class Daemon:
                 delay = min(delay * 2, 10.0)
         return False
 
-    def _shutdown(self) -> None:
+    def shutdown(self) -> None:
+        """Checkpoint (outputs flushed first), commit what it holds, close."""
         self.checkpoint("shutdown", flush_timeout_s=_SHUTDOWN_FLUSH_S)
         if self.source is not None:
             # Commit only what the last checkpoint holds; never ahead of it.

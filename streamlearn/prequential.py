@@ -53,8 +53,11 @@ class PrequentialStats:
         return self._rings[name].mean()
 
     def summary(self) -> dict[str, float]:
+        """Scores that have data (accuracy for classifiers, absolute error for regressors)."""
         out: dict[str, float] = {}
         for name in self.sums:
+            if not self._rings[name].filled:
+                continue
             out[f"{name}_cumulative"] = self.cumulative(name)
             out[f"{name}_rolling"] = self.rolling(name)
         return out

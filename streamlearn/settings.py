@@ -99,7 +99,7 @@ class EngineSettings(Section):
 
 class CheckpointSettings(Section):
     enabled: bool = True
-    dir: Path = Path("./checkpoints")
+    dir: Path = Path("checkpoints")
     every_samples: int = Field(10_000, ge=1)
     every_seconds: float = Field(60.0, gt=0)
     # The promise is "keep the last 3": enough to fall back past one torn and one corrupt file.

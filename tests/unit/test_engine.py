@@ -1,0 +1,129 @@
+import io
+import random
+
+import pytest
+import torch
+
+from streamlearn.engine import Engine
+from streamlearn.settings import EngineSettings, ModelSettings
+from streamlearn.types import Sample
+
+
+def separable(n: int, seed: int = 0) -> list[Sample]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        x = [rng.gauss(5, 10) for _ in range(4)]
+        out.append(Sample(x, "high" if x[0] + x[1] > 10 else "low"))
+    return out
+
+
+def run(engine: Engine, samples: list[Sample], batch: int = 32) -> None:
+    for start in range(0, len(samples), batch):
+        engine.process(samples[start: start + batch])
+
+
+def test_learns_a_separable_stream_prequentially():
+    engine = Engine(ModelSettings(hidden=[16], seed=1, learning_rate=0.01),
+                    EngineSettings(rolling_window=500))
+    run(engine, separable(6_000))
+    assert engine.stats.rolling("correct") > 0.95
+    assert engine.stats.cumulative("correct") < engine.stats.rolling("correct")
+    assert engine.samples_learned == 6_000
+    assert engine.version == 6_000 // 32 + 1
+
+
+def test_each_sample_is_scored_before_it_is_learned():
+    engine = Engine(ModelSettings(hidden=[], n_features=1, standardize=False))
+    # One class ever seen: the first prediction cannot be wrong, even before any step.
+    first = engine.process([Sample([1.0], "only")])
+    assert (first.labeled, first.correct) == (1, 1)
+    # A new class is scored before the model has seen it, so it must count as wrong.
+    second = engine.process([Sample([1.0], "new")])
+    assert (second.labeled, second.correct) == (1, 0)
+
+
+def test_labels_grow_up_to_max_classes_then_are_rejected():
+    engine = Engine(ModelSettings(hidden=[], n_features=1, max_classes=2))
+    result = engine.process([Sample([0.0], "a"), Sample([1.0], 7), Sample([2.0], "c")])
+    assert engine.labels.labels == ["a", 7]
+    assert [(r.index, r.reason) for r in result.rejections] == [(2, "too_many_classes")]
+    assert result.labeled == 2
+
+
+def test_wrong_feature_count_after_inference_is_rejected():
+    engine = Engine(ModelSettings(hidden=[4]))
+    result = engine.process([Sample([1.0, 2.0], 0), Sample([1.0], 1)])
+    assert engine.n_features == 2
+    assert [(r.index, r.reason) for r in result.rejections] == [(1, "feature_count")]
+
+
+def test_unlabeled_samples_get_label_and_probabilities_with_the_model_version():
+    engine = Engine(ModelSettings(hidden=[8]))
+    run(engine, separable(640))
+    result = engine.process([Sample([50.0, 50.0, 0.0, 0.0], id="q1")])
+    [pred] = result.predictions
+    assert pred.id == "q1" and pred.prediction == "high"
+    assert set(pred.probabilities) == {"high", "low"}
+    assert sum(pred.probabilities.values()) == pytest.approx(1.0)
+    assert pred.model_version == engine.version
+
+
+def test_predicting_before_any_label_says_nothing():
+    engine = Engine(ModelSettings(hidden=[4]))
+    [pred] = engine.process([Sample([1.0, 2.0])]).predictions
+    assert pred.prediction is None and pred.probabilities is None
+
+
+def test_regression_learns_an_unscaled_linear_target():
+    rng = random.Random(3)
+    engine = Engine(ModelSettings(task="regression", hidden=[16], learning_rate=0.01),
+                    EngineSettings(rolling_window=500))
+    samples = []
+    for _ in range(8_000):
+        x = [rng.gauss(0, 1) for _ in range(3)]
+        samples.append(Sample(x, 1_000 + 50 * x[0] - 20 * x[1]))
+    run(engine, samples)
+    assert engine.stats.rolling("abs_error") < 10  # target spread is about 54
+    [pred] = engine.process([Sample([0.0, 0.0, 0.0])]).predictions
+    assert pred.prediction == pytest.approx(1_000, abs=15)
+
+
+def roundtrip(state: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_state_round_trip_continues_identically():
+    settings = ModelSettings(hidden=[8], seed=5)
+    data = separable(2_000, seed=2)
+    a = Engine(settings)
+    run(a, data[:1_000])
+    b = Engine(settings)
+    b.load_state_dict(roundtrip(a.state_dict()))
+    run(a, data[1_000:])
+    run(b, data[1_000:])
+    assert a.stats.summary() == b.stats.summary()
+    for pa, pb in zip(a.expert.module.parameters(), b.expert.module.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_seeded_runs_are_deterministic():
+    results = []
+    for _ in range(2):
+        engine = Engine(ModelSettings(hidden=[8], seed=11))
+        run(engine, separable(500))
+        results.append(engine.stats.summary())
+    assert results[0] == results[1]
+
+
+def test_predict_never_mutates_the_expert():
+    engine = Engine(ModelSettings(hidden=[8]))
+    run(engine, separable(100))
+    before = roundtrip(engine.expert.state_dict())
+    engine.expert.predict(torch.randn(5, 4))
+    after = engine.expert.state_dict()
+    for key, tensor in before["module"].items():
+        assert torch.equal(tensor, after["module"][key])

@@ -1,0 +1,79 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamlearn.errors import SettingsError
+from streamlearn.settings import dump_defaults, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("STREAMLEARN_"):
+            monkeypatch.delenv(key)
+
+
+def test_default_yaml_lists_every_default_exactly():
+    documented = yaml.safe_load((ROOT / "config" / "default.yaml").read_text())
+    assert documented == dump_defaults()
+    assert load_settings(ROOT / "config" / "default.yaml") == load_settings()
+
+
+def test_environment_overrides_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "s.yaml"
+    path.write_text("kafka:\n  group_id: from-file\n  input_topic: in\n")
+    monkeypatch.setenv("STREAMLEARN_KAFKA__GROUP_ID", "from-env")
+    monkeypatch.setenv("STREAMLEARN_MODEL__HIDDEN", "[8, 4]")
+    settings = load_settings(path)
+    assert settings.kafka.group_id == "from-env"
+    assert settings.kafka.input_topic == "in"
+    assert settings.model.hidden == [8, 4]
+
+
+def test_unknown_key_names_the_field_and_what_is_allowed():
+    with pytest.raises(SettingsError) as info:
+        load_settings(None, kafka={"bootstrap_server": "x"})
+    [problem] = info.value.problems
+    assert problem.startswith("kafka.bootstrap_server: unknown setting")
+    assert "bootstrap_servers" in problem
+
+
+def test_unknown_section_is_an_error():
+    with pytest.raises(SettingsError, match="modle: unknown setting; allowed here: kafka"):
+        load_settings(None, modle={})
+
+
+def test_bad_choice_lists_the_allowed_values():
+    with pytest.raises(SettingsError, match="model.optimizer: Input should be 'sgd' or 'adam'"):
+        load_settings(None, model={"optimizer": "adamw"})
+
+
+def test_cross_field_rules():
+    with pytest.raises(SettingsError, match="heartbeat_interval_ms must be at most a third"):
+        load_settings(None, kafka={"session_timeout_ms": 3000, "heartbeat_interval_ms": 2000})
+    with pytest.raises(SettingsError, match="n_features=3 but 2 features are named"):
+        load_settings(None, model={"n_features": 3, "features": ["a", "b"]})
+
+
+def test_cli_reports_bad_settings_with_exit_code_2_and_no_traceback(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  learning_rate: -1\n  activaton: relu\n")
+    proc = subprocess.run([sys.executable, "-m", "streamlearn", "run", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "model.learning_rate" in proc.stderr and "model.activaton" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_reports_an_unreadable_file(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "streamlearn", "run", "--config",
+                           str(tmp_path / "missing.yaml")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "cannot read" in proc.stderr
