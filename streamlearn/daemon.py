@@ -141,7 +141,7 @@ class Daemon:
             log.warning("checkpoint_partial_removed", files=[str(p) for p in removed])
         loaded = self.store.load_latest()
         if loaded is None:
-            if self.store.list():
+            if self.store.files():
                 log.warning("checkpoint_none_valid", action="cold start from committed offsets")
             else:
                 log.info("checkpoint_none", action="cold start from committed offsets")

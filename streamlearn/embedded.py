@@ -6,6 +6,7 @@ what it holds is gone when it stops, which is what a demo and a test want.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -100,11 +101,9 @@ def create_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
     admin = KafkaAdminClient(bootstrap_servers=bootstrap.split(","))
     try:
         for name, partitions in topics.items():
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics([NewTopic(name, num_partitions=partitions,
                                               replication_factor=1)])
-            except TopicAlreadyExistsError:
-                pass
     except KafkaError as exc:
         raise BrokerError(f"cannot create topics on {bootstrap}: {exc}") from None
     finally:

@@ -49,7 +49,7 @@ class FileCheckpointStore:
         self._write_delay_s = write_delay_s
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def list(self) -> list[Path]:
+    def files(self) -> list[Path]:
         """Complete checkpoint files, oldest first."""
         return sorted(p for p in self.directory.iterdir() if _NAME.match(p.name))
 
@@ -78,7 +78,7 @@ class FileCheckpointStore:
     def load_latest(self) -> LoadedCheckpoint | None:
         """The newest checkpoint that verifies, or None when there is none at all."""
         skipped: list[Path] = []
-        for path in reversed(self.list()):
+        for path in reversed(self.files()):
             try:
                 state = load_file(path)
             except CheckpointError as exc:
@@ -91,7 +91,7 @@ class FileCheckpointStore:
         return None
 
     def _next_seq(self) -> int:
-        existing = self.list()
+        existing = self.files()
         if not existing:
             return 1
         match = _NAME.match(existing[-1].name)
@@ -99,7 +99,7 @@ class FileCheckpointStore:
         return int(match.group(1)) + 1
 
     def _prune(self) -> None:
-        for path in self.list()[: -self.keep]:
+        for path in self.files()[: -self.keep]:
             path.unlink(missing_ok=True)
 
 

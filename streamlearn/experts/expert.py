@@ -30,7 +30,7 @@ class NeuralExpert:
         was_training = self.module.training
         self.module.eval()
         with torch.no_grad():
-            out = self.module(x)
+            out: Tensor = self.module(x)
         self.module.train(was_training)
         return out if self.task == "classification" else out.squeeze(-1)
 
@@ -43,7 +43,7 @@ class NeuralExpert:
         else:
             losses = nn.functional.mse_loss(out.squeeze(-1), y, reduction="none")
         self.optimizer.zero_grad(set_to_none=True)
-        losses.mean().backward()
+        losses.mean().backward()  # type: ignore[no-untyped-call]
         self.optimizer.step()
         return losses.detach()
 

@@ -26,7 +26,7 @@ def test_keeps_only_the_newest_k(tmp_path):
     store = FileCheckpointStore(tmp_path, keep=3)
     for n in range(5):
         store.save(state(n))
-    names = [p.name for p in store.list()]
+    names = [p.name for p in store.files()]
     assert names == ["ckpt-000000000003.slck", "ckpt-000000000004.slck",
                      "ckpt-000000000005.slck"]
 

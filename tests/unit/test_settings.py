@@ -46,12 +46,12 @@ def test_unknown_key_names_the_field_and_what_is_allowed():
 
 
 def test_unknown_section_is_an_error():
-    with pytest.raises(SettingsError, match="modle: unknown setting; allowed here: kafka"):
+    with pytest.raises(SettingsError, match=r"modle: unknown setting; allowed here: kafka"):
         load_settings(None, modle={})
 
 
 def test_bad_choice_lists_the_allowed_values():
-    with pytest.raises(SettingsError, match="model.optimizer: Input should be 'sgd' or 'adam'"):
+    with pytest.raises(SettingsError, match=r"model\.optimizer: Input should be 'sgd' or 'adam'"):
         load_settings(None, model={"optimizer": "adamw"})
 
 

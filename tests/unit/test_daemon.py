@@ -1,0 +1,117 @@
+"""The learner loop on an in-memory source and sink (the Kafka path is in integration/)."""
+
+import json
+import time
+
+from streamlearn.checkpoint import FileCheckpointStore
+from streamlearn.daemon import Daemon
+from streamlearn.metrics import Metrics
+from streamlearn.settings import load_settings
+from streamlearn.sinks import MemorySink
+from streamlearn.sources import MemorySource
+from streamlearn.types import TopicPartition
+
+TP0, TP1 = TopicPartition("in", 0), TopicPartition("in", 1)
+
+
+def records(n: int, start: int = 0) -> list[bytes]:
+    return [json.dumps({"x": [i % 7, i % 3], "y": i % 2}).encode()
+            for i in range(start, start + n)]
+
+
+def make(tmp_path, source: MemorySource, sink=None, **sections):
+    sections = {"model": {"hidden": [4]}, **sections}
+    settings = load_settings(None, checkpoint={"dir": str(tmp_path), "every_samples": 10**9,
+                                               "every_seconds": 3600}, **sections)
+    sink = sink or MemorySink()
+    daemon = Daemon(settings, source_factory=lambda listener: source._bind(listener),
+                    sink_factory=lambda metrics: sink, metrics=Metrics())
+    return daemon, sink
+
+
+class Source(MemorySource):
+    def _bind(self, listener):
+        self._listener = listener
+        return self
+
+
+def drain(daemon: Daemon, source: MemorySource, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if source.exhausted() and len(daemon.buffer) == 0:
+            return
+        daemon.step()
+    raise AssertionError("the daemon did not drain its source")
+
+
+def test_pauses_on_backlog_keeps_polling_and_learns_everything(tmp_path):
+    source = Source("in", [records(300), records(200)])
+    pauses = []
+    daemon, _ = make(tmp_path, source, kafka={"max_buffered_samples": 50,
+                                              "max_poll_records": 100})
+    original = source.pause
+    source.pause = lambda: (pauses.append(1), original())[1]
+    assert daemon.start()
+    drain(daemon, source)
+    assert pauses, "a backlog above max_buffered_samples must pause the input"
+    assert not source.paused
+    assert daemon.engine.samples_learned == 500
+    assert daemon.positions == {TP0: 300, TP1: 200}
+
+
+def test_restart_resumes_at_the_checkpoint_offsets(tmp_path):
+    first_source = Source("in", [records(100), records(60)])
+    first, _ = make(tmp_path, first_source)
+    first.start()
+    drain(first, first_source)
+    assert first.checkpoint("test")
+    assert first_source.committed == {TP0: 100, TP1: 60}
+
+    second_source = Source("in", [records(150), records(60)])  # 50 new records on partition 0
+    second, _ = make(tmp_path, second_source)
+    second.start()
+    assert second.engine.samples_learned == 160
+    drain(second, second_source)
+    assert second.engine.samples_learned == 210
+    assert second.positions == {TP0: 150, TP1: 60}
+
+
+def test_samples_the_engine_refuses_are_dead_lettered_with_their_origin(tmp_path):
+    values = [json.dumps({"x": [1, 2], "y": label}).encode() for label in ("a", "b", "c")]
+    source = Source("in", [values])
+    daemon, sink = make(tmp_path, source, model={"hidden": [4], "max_classes": 2})
+    daemon.start()
+    drain(daemon, source)
+    [dead] = sink.dead
+    assert (dead.reason, dead.source.offset) == ("too_many_classes", 2)
+    assert json.loads(dead.value)["y"] == "c"
+    assert daemon.positions == {TP0: 3}
+
+
+class StuckSink(MemorySink):
+    def flush(self, timeout_s: float) -> bool:
+        return False
+
+
+def test_checkpoint_is_deferred_while_outputs_have_not_landed(tmp_path):
+    source = Source("in", [records(40)])
+    daemon, _ = make(tmp_path, source, sink=StuckSink())
+    daemon.start()
+    drain(daemon, source)
+    assert not daemon.checkpoint("test")
+    assert FileCheckpointStore(tmp_path).files() == []
+    assert source.committed == {}
+    value = daemon.metrics.registry.get_sample_value(
+        "streamlearn_checkpoints_total", {"result": "outputs_pending"})
+    assert value == 1
+
+
+def test_shutdown_writes_a_checkpoint_and_commits_its_offsets(tmp_path):
+    source = Source("in", [records(70)])
+    daemon, _ = make(tmp_path, source)
+    daemon.start()
+    drain(daemon, source)
+    daemon.shutdown()
+    loaded = FileCheckpointStore(tmp_path).load_latest()
+    assert loaded.state["offsets"] == [["in", 0, 70]]
+    assert source.committed == {TP0: 70}
