@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafka.errors import KafkaError
+from structlog.contextvars import bound_contextvars
 
 from streamlearn.buffer import InputBuffer
 from streamlearn.checkpoint import FileCheckpointStore
@@ -217,6 +218,14 @@ class Daemon:
         self.metrics.partitions_paused.set(int(self._paused))
 
     def _learn(self, records: list[DecodedRecord]) -> None:
+        # Every line logged while this batch is handled names the records it came from.
+        first, last = records[0].record, records[-1].record
+        with bound_contextvars(topic=first.topic, partition=first.partition,
+                               offset=first.offset, last_partition=last.partition,
+                               last_offset=last.offset):
+            self._learn_records(records)
+
+    def _learn_records(self, records: list[DecodedRecord]) -> None:
         assert self.sink is not None
         samples = [s for r in records for s in r.samples]
         origins = [(r, i) for r in records for i in range(len(r.samples))]
@@ -265,10 +274,11 @@ class Daemon:
             self.metrics.records_invalid.labels(reason=item.reason).inc()
             self._counts["invalid"] += 1
             if self._dead_log.allow():
-                log.warning("record_invalid", topic=item.source.topic,
-                            partition=item.source.partition, offset=item.source.offset,
-                            sample_index=item.sample_index, reason=item.reason,
-                            detail=item.detail)
+                with bound_contextvars(topic=item.source.topic,
+                                       partition=item.source.partition,
+                                       offset=item.source.offset):
+                    log.warning("record_invalid", sample_index=item.sample_index,
+                                reason=item.reason, detail=item.detail)
         if suppressed := self._dead_log.take_suppressed():
             log.warning("record_invalid_suppressed", count=suppressed)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -68,6 +70,9 @@ def test_bad_records_are_dead_lettered_and_good_ones_still_learned(broker, topic
         assert metrics[f'streamlearn_records_invalid_total{{reason="{reason}"}}'] == 5
     dead = read_topic(broker, topics["dlq"], 25)
     assert len(dead) == 25
+    logged = [e for e in daemon.log_events() if e["event"] == "record_invalid"]
+    assert {e["reason"] for e in logged} == set(BAD.values())
+    assert all(e["partition"] == 0 and isinstance(e["offset"], int) for e in logged)
     for record in dead:
         headers = dict(record.headers)
         assert BAD[record.value] == headers["reason"].decode()
@@ -90,6 +95,10 @@ def test_sigterm_checkpoints_then_commits_and_exits_quickly(broker, topics, daem
     assert summary["offsets"] == {f"{topics['input']}/0": 500, f"{topics['input']}/1": 500}
     assert committed(broker, daemon.group, topics["input"], 2) == {0: 500, 1: 500}
     assert not list(daemon.checkpoint_dir.glob("*.tmp"))
+    inspected = subprocess.run(
+        [sys.executable, "-m", "streamlearn", "checkpoint", "inspect", "--json",
+         str(daemon.checkpoint_dir)], capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(inspected.stdout)["offsets"] == summary["offsets"]
 
 
 def seq_records(keys: range, seqs: range) -> tuple[list[bytes], list[int]]:

@@ -1,0 +1,51 @@
+"""The command line against a real broker: produce and the demo."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def streamlearn(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamlearn", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_produce_a_builtin_stream_as_batch_records(broker, topics):
+    done = streamlearn("produce", "--bootstrap-servers", broker.bootstrap, "--topic",
+                       topics["dlq"], "--stream", "sea", "--samples", "250", "--per-record",
+                       "100")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(r.value) for r in read_topic(broker, topics["dlq"], 3)]
+    assert [len(r["samples"]) for r in records] == [100, 100, 50]
+    assert set(records[0]["samples"][0]) == {"x", "y", "task", "id"}
+
+
+def test_produce_a_json_lines_file_as_is(broker, topics, tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"x": [1], "y": 0}\n\n{"x": [2]}\nnot json\n')
+    done = streamlearn("produce", "--bootstrap-servers", broker.bootstrap, "--topic",
+                       topics["dlq"], "--file", str(path))
+    assert done.returncode == 0, done.stderr
+    values = [r.value for r in read_topic(broker, topics["dlq"], 3)]
+    assert values == [b'{"x": [1], "y": 0}', b'{"x": [2]}', b"not json"]
+
+
+def test_produce_names_an_unknown_stream():
+    done = streamlearn("produce", "--stream", "nope")
+    assert done.returncode == 2 and "allowed: agrawal, sea" in done.stderr
+
+
+def test_demo_runs_its_own_broker_and_prints_a_summary():
+    done = streamlearn("demo", "--samples", "3000", "--segment", "1000", "--duration", "60",
+                       "--rate", "1000", timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "summary: 3000 records sent" in done.stdout
+    assert "accuracy per concept segment" in done.stdout
