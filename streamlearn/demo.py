@@ -24,6 +24,7 @@ from rich.table import Table
 
 from streamlearn.daemon import Daemon, Progress, kafka_daemon
 from streamlearn.embedded import EmbeddedBroker, create_topics
+from streamlearn.errors import SettingsError
 from streamlearn.logging import configure_logging
 from streamlearn.producer import produce
 from streamlearn.settings import Settings, load_settings
@@ -32,6 +33,7 @@ from streamlearn.streams import STREAMS, drifting_stream
 _UNLABELED_SHARE = 0.02  # some traffic without labels: predicted and published
 _BAD_SHARE = 0.001  # some broken records: dead-lettered, counted, never a crash
 _TICK_S = 0.25
+_SEED = 7  # which records become unlabeled or broken: fixed, so every demo run is alike
 
 
 @dataclass
@@ -64,7 +66,8 @@ class _Tracker:
 def run_demo(args: argparse.Namespace, install_signals: Callable[[Callable[[], None]], None]
              ) -> int:
     if args.stream not in STREAMS:
-        raise SystemExit(f"--stream: unknown {args.stream!r}; allowed: {', '.join(STREAMS)}")
+        raise SettingsError([f"--stream: unknown {args.stream!r}; allowed: "
+                             f"{', '.join(STREAMS)}"])
     configure_logging("error")
     console = Console()
     stop = threading.Event()
@@ -114,7 +117,7 @@ def _settings(bootstrap: str, ckpt_dir: Path) -> Settings:
 
 
 def _records(args: argparse.Namespace) -> Iterator[bytes]:
-    rng = random.Random(args.seed if hasattr(args, "seed") else 7)
+    rng = random.Random(_SEED)
     for sample in drifting_stream(args.stream, args.samples, 42, args.segment):
         roll = rng.random()
         if roll < _BAD_SHARE:
