@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check streamlearn tests benchmarks
 	$(BIN)/mypy --strict streamlearn
+	$(BIN)/python scripts/protogen.py --check
+
+proto: $(STAMP)
+	$(BIN)/python scripts/protogen.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py

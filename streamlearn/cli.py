@@ -106,11 +106,23 @@ def _run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     configure_logging(settings.log.level, settings.log.format)
     daemon = kafka_daemon(settings)
-    _install_signal_handlers(daemon.request_stop)
     if settings.metrics.enabled:
         port, _ = daemon.metrics.serve(settings.metrics.host, settings.metrics.port)
         log.info("metrics_listening", host=settings.metrics.host, port=port)
-    daemon.run()
+    if not settings.serve.enabled:
+        _install_signal_handlers(daemon.request_stop)
+        daemon.run()
+        return 0
+    from streamlearn.service import Service
+
+    try:
+        service = Service(daemon)
+    except OSError as exc:
+        raise StreamlearnError(f"serve: cannot listen on {settings.serve.host} "
+                               f"(http_port {settings.serve.http_port}, grpc_port "
+                               f"{settings.serve.grpc_port}): {exc}") from None
+    _install_signal_handlers(service.request_stop)
+    service.run()
     return 0
 
 

@@ -9,7 +9,8 @@ Checkpoint order (the promise in docs/operations.md):
 1. the sinks flush: every prediction and dead letter of a processed record has landed;
 2. the state (engine + next offsets of every partition this lineage has read) is written
    durably by the store (tmp, fsync, rename, fsync dir);
-3. only then are the same offsets committed to Kafka, for lag and cold start only.
+3. only then are the same offsets committed to Kafka, for lag and cold start only;
+4. a serving snapshot of the checkpointed state is published.
 
 If step 1 fails (broker down) the checkpoint is skipped and retried later: a checkpoint's
 offsets never run ahead of outputs that did not land.
@@ -37,9 +38,11 @@ from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
 from streamlearn.protocols import Sink, Source
 from streamlearn.ratelimit import LogLimiter
+from streamlearn.serve.inbox import HTTP_RECORD, Inbox
+from streamlearn.serve.snapshot import SnapshotBoard
 from streamlearn.settings import Settings
 from streamlearn.sources.base import AssignmentListener
-from streamlearn.types import DeadLetter, DecodedRecord, Offsets, TopicPartition
+from streamlearn.types import DeadLetter, DecodedRecord, Offsets, Record, Sample, TopicPartition
 
 log = get_logger(__name__)
 
@@ -96,6 +99,11 @@ class Daemon:
         self.known: Offsets = {}  # partitions not assigned now: where this lineage stopped
         self.ready = threading.Event()
         self.progress = Progress()
+        # Serving's two windows into the learner: snapshots out, samples and requests in.
+        self.snapshots = SnapshotBoard(self.metrics)
+        self.inbox = Inbox(settings.serve.learn_queue_samples)
+        self._last_publish = 0.0
+        self._last_checkpoint_path: str | None = None
         self._stop = threading.Event()
         self._paused = False
         self._dirty = False
@@ -127,6 +135,7 @@ class Daemon:
     def start(self) -> bool:
         """Restore the newest valid checkpoint and connect; False if stopped meanwhile."""
         self.restore()
+        self._publish_snapshot()  # serving answers from the restored model, broker or not
         if not self._connect():
             return False
         self.ready.set()
@@ -171,7 +180,9 @@ class Daemon:
         return False
 
     def shutdown(self) -> None:
-        """Checkpoint (outputs flushed first), commit what it holds, close."""
+        """Learn what serving queued, checkpoint (outputs flushed first), commit, close."""
+        if self.sink is not None:
+            self._serve_inbox()
         self.checkpoint("shutdown", flush_timeout_s=_SHUTDOWN_FLUSH_S)
         if self.source is not None:
             # Commit only what the last checkpoint holds; never ahead of it.
@@ -185,8 +196,9 @@ class Daemon:
 
     def step(self) -> None:
         assert self.source is not None
-        wait = 0.0 if self.buffer.due() else min(self.buffer.wait_left(),
-                                                 self.settings.kafka.poll_timeout_ms / 1000)
+        busy = self.buffer.due() or self.inbox.pending()
+        wait = 0.0 if busy else min(self.buffer.wait_left(),
+                                    self.settings.kafka.poll_timeout_ms / 1000)
         records = self.source.poll(self.settings.kafka.max_poll_records, wait)
         if records:
             self._accept(records)
@@ -195,7 +207,9 @@ class Daemon:
             self._learn(self.buffer.take())
             if self._paused:
                 break  # go back to poll() so the group keeps seeing us while we catch up
+        self._serve_inbox()
         self._maybe_checkpoint()
+        self._maybe_publish_snapshot()
         self._maybe_update_gauges()
 
     def _accept(self, records: list[Any]) -> None:
@@ -226,10 +240,17 @@ class Daemon:
             self._learn_records(records)
 
     def _learn_records(self, records: list[DecodedRecord]) -> None:
-        assert self.sink is not None
         samples = [s for r in records for s in r.samples]
-        origins = [(r, i) for r in records for i in range(len(r.samples))]
+        origins = [(r.record, i if len(r.samples) > 1 else None)
+                   for r in records for i in range(len(r.samples))]
         dead = [d for r in records for d in r.dead_letters]
+        self._learn_samples(samples, origins, dead)
+        for record in records:
+            self.positions[record.record.tp] = record.record.offset + 1
+
+    def _learn_samples(self, samples: list[Sample], origins: list[tuple[Record, int | None]],
+                       dead: list[DeadLetter]) -> None:
+        """Learn in micro-batches; ``origins[i]`` names where sample i came from."""
         step = self.settings.engine.max_batch
         for start in range(0, len(samples), step):
             chunk = samples[start: start + step]
@@ -237,26 +258,48 @@ class Daemon:
             result = self.engine.process(chunk)
             self.metrics.learn_latency.observe(time.perf_counter() - began)
             self.metrics.batch_size.observe(len(chunk))
-            dead += self._rejected(result, origins[start: start + step])
+            dead += self._rejected(result, chunk, origins[start: start + step])
             self._publish(result)
         if dead:
             self._dead_letter(dead)
-        for record in records:
-            self.positions[record.record.tp] = record.record.offset + 1
         self._sync_codec()
         self._dirty = True
         self._since_checkpoint += len(samples) + len(dead)
 
-    def _rejected(self, result: StepResult, origins: list[tuple[DecodedRecord, int]]
-                  ) -> list[DeadLetter]:
+    def _rejected(self, result: StepResult, chunk: list[Sample],
+                  origins: list[tuple[Record, int | None]]) -> list[DeadLetter]:
         out = []
         for rejection in result.rejections:
             record, index = origins[rejection.index]
-            sample = record.samples[index]
-            value = _sample_json(sample)
-            out.append(DeadLetter(value, rejection.reason, rejection.detail, record.record,
-                                  index if len(record.samples) > 1 else None))
+            value = _sample_json(chunk[rejection.index])
+            out.append(DeadLetter(value, rejection.reason, rejection.detail, record, index))
         return out
+
+    def _serve_inbox(self) -> None:
+        """Learn samples posted over HTTP and answer checkpoint requests."""
+        samples = self.inbox.take(self.inbox.capacity)
+        if samples:
+            origins: list[tuple[Record, int | None]] = [(HTTP_RECORD, i)
+                                                        for i in range(len(samples))]
+            self._learn_samples(samples, origins, [])
+        for request in self.inbox.take_checkpoint_requests():
+            saved = self.checkpoint("api")
+            request.set_result({
+                "saved": saved, "path": self._last_checkpoint_path,
+                "samples_learned": self.engine.samples_learned,
+                "offsets": {f"{tp.topic}/{tp.partition}": o
+                            for tp, o in {**self.known, **self.positions}.items()},
+            })
+
+    def _maybe_publish_snapshot(self) -> None:
+        interval = self.settings.serve.publish_interval_ms / 1000
+        if time.monotonic() - self._last_publish >= interval:
+            self._publish_snapshot()
+
+    def _publish_snapshot(self) -> None:
+        self._last_publish = time.monotonic()
+        if self.engine.version > 0:  # an untrained model has nothing worth serving
+            self.snapshots.publish_from(self.engine)
 
     def _publish(self, result: StepResult) -> None:
         assert self.sink is not None
@@ -321,9 +364,12 @@ class Daemon:
         self.metrics.checkpoint_bytes.set(path.stat().st_size)
         self.metrics.checkpoint_done()
         self._counts["checkpoints"] += 1
+        self._last_checkpoint_path = str(path)
         log.info("checkpoint_saved", reason=reason, path=str(path), seconds=round(elapsed, 4),
                  samples_learned=self.engine.samples_learned)
-        return self._commit()
+        committed = self._commit()
+        self._publish_snapshot()
+        return committed
 
     def _commit(self) -> bool:
         if self.source is not None:

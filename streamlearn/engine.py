@@ -10,6 +10,7 @@ The engine owns no I/O; the daemon feeds it and publishes what it returns.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,8 @@ class Engine:
         self.version = 0  # optimizer steps taken; served and published as the model version
         self.samples_learned = 0
         self.samples_predicted = 0
+        self.created_at = time.time()
+        self.last_learned_at: float | None = None
         self.n_features: int | None = None
         self.expert: Expert | None = None
         self.scaler: RunningStandardizer | None = None
@@ -140,6 +143,7 @@ class Engine:
             self.stats.update(losses.cpu(), abs_error=(pred - y_raw).abs().squeeze(1))
         self.version += 1
         self.samples_learned += len(y_values)
+        self.last_learned_at = time.time()
         result.labeled = len(y_values)
         result.losses = losses
 
@@ -170,6 +174,8 @@ class Engine:
             "version": self.version,
             "samples_learned": self.samples_learned,
             "samples_predicted": self.samples_predicted,
+            "created_at": self.created_at,
+            "last_learned_at": self.last_learned_at,
             "labels": self.labels.state_dict(),
             "stats": self.stats.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
@@ -193,4 +199,7 @@ class Engine:
         self.version = int(state["version"])
         self.samples_learned = int(state["samples_learned"])
         self.samples_predicted = int(state["samples_predicted"])
+        # Absent from checkpoints written before serving existed.
+        self.created_at = float(state.get("created_at", self.created_at))
+        self.last_learned_at = state.get("last_learned_at")
         torch.set_rng_state(state["rng"])

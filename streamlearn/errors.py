@@ -42,3 +42,17 @@ class SourceError(StreamlearnError):
 
 class BrokerError(StreamlearnError):
     """The embedded broker could not be found or started."""
+
+
+class RequestError(StreamlearnError):
+    """A serving request that cannot be answered.
+
+    ``status`` is the HTTP status (gRPC maps it to a status code) and ``reason`` a short
+    metric label; the message names the field or input at fault.
+    """
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        self.status = status
+        self.reason = reason
+        self.message = message
+        super().__init__(message)

@@ -87,6 +87,7 @@ class Metrics:
         self.model_version = Gauge(
             "streamlearn_model_version", "Optimizer steps taken by the active model.",
             registry=r)
+        self._serving(r)
         self.info = Info("streamlearn", "Build and runtime information.", registry=r)
         self.info.info({"version": streamlearn.__version__, "torch": torch.__version__,
                         "python": platform.python_version()})
@@ -95,6 +96,35 @@ class Metrics:
         if registry is None:
             r.register(PROCESS_COLLECTOR)
             r.register(PLATFORM_COLLECTOR)
+
+    def _serving(self, r: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "streamlearn_requests", "Serving requests answered, by transport, endpoint "
+            "(route template or gRPC method) and status code.",
+            ["transport", "endpoint", "code"], registry=r)
+        self.request_latency = Histogram(
+            "streamlearn_request_latency_seconds", "Time to answer one serving request.",
+            ["transport", "endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests_rejected = Counter(
+            "streamlearn_requests_rejected", "Serving requests refused, by reason.",
+            ["transport", "reason"], registry=r)
+        self.requests_in_flight = Gauge(
+            "streamlearn_requests_in_flight", "Serving requests being answered now.",
+            ["transport"], registry=r)
+        self.served_model_version = Gauge(
+            "streamlearn_served_model_version", "Model version of the snapshot being served.",
+            registry=r)
+        self.snapshot_age = Gauge(
+            "streamlearn_snapshot_age_seconds", "Seconds since the served snapshot was last "
+            "known to match the learner.", registry=r)
+        self.snapshot_publishes = Counter(
+            "streamlearn_snapshot_publishes", "Serving snapshots built, by result.", ["result"],
+            registry=r)
+        self.learn_queue_samples = Gauge(
+            "streamlearn_learn_queue_samples", "Samples from POST /v1/learn waiting for the "
+            "learner.", registry=r)
+        self.serving_ready = Gauge(
+            "streamlearn_serving_ready", "1 while the server answers ready.", registry=r)
 
     def checkpoint_done(self) -> None:
         self._last_checkpoint = time.monotonic()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamlearn.errors import SettingsError
@@ -112,6 +112,42 @@ class MetricsSettings(Section):
     port: int = Field(9100, ge=0, le=65535)
 
 
+class ServeSettings(Section):
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    http_port: int = Field(8080, ge=0, le=65535)
+    grpc_enabled: bool = True
+    grpc_port: int = Field(8081, ge=0, le=65535)
+    grpc_workers: int = Field(8, ge=1)
+    # The name clients address in /v2/models/{name}; one model per daemon.
+    model_name: str = Field("streamlearn", pattern=r"^[A-Za-z0-9_.-]+$")
+    # The input tensor's name in model metadata and infer requests.
+    input_name: str = "input"
+    publish_interval_ms: int = Field(500, ge=10)
+    # Checked before parsing: a bigger HTTP body is answered 413 unread (chunked ones too).
+    max_body_bytes: int = Field(4_194_304, ge=1_024)
+    grpc_max_message_bytes: int = Field(4_194_304, ge=1_024)
+    max_batch_rows: int = Field(4_096, ge=1)
+    # Samples waiting in the POST /v1/learn queue; beyond this requests get 429.
+    learn_queue_samples: int = Field(10_000, ge=1)
+    # Bearer token for /v1/learn and /v1/checkpoint (and infer when auth_infer). Without a
+    # token those write endpoints are refused: learning from anyone who can reach the port
+    # is never a default.
+    auth_token: SecretStr | None = None
+    auth_token_file: Path | None = None
+    auth_infer: bool = False
+    # SIGTERM: readiness turns 503, requests are still served this long so load balancers
+    # stop sending, then in-flight requests get drain_timeout_s to finish.
+    shutdown_delay_s: float = Field(1.0, ge=0)
+    drain_timeout_s: float = Field(5.0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_token_source(self) -> ServeSettings:
+        if self.auth_token is not None and self.auth_token_file is not None:
+            raise ValueError("set auth_token or auth_token_file, not both")
+        return self
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -127,6 +163,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod

@@ -1,0 +1,58 @@
+"""Bearer-token checks shared by HTTP and gRPC.
+
+Two scopes: ``write`` (POST /v1/learn, POST /v1/checkpoint) always needs the token, and with
+no token configured those endpoints are refused outright; ``read`` (infer, metadata, /v1
+reads) needs it only when ``serve.auth_infer`` is set. Probes and /metrics never do, so
+orchestrators and scrapers work without secrets.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Literal
+
+from streamlearn.errors import RequestError, SettingsError
+from streamlearn.settings import ServeSettings
+
+Scope = Literal["read", "write"]
+
+
+class TokenAuth:
+    def __init__(self, token: str | None, protect_reads: bool) -> None:
+        self._token = token.encode() if token else None
+        self.protect_reads = protect_reads
+
+    @classmethod
+    def from_settings(cls, settings: ServeSettings) -> TokenAuth:
+        token = settings.auth_token.get_secret_value() if settings.auth_token else None
+        if settings.auth_token_file is not None:
+            try:
+                token = settings.auth_token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SettingsError([f"serve.auth_token_file: cannot read "
+                                     f"{settings.auth_token_file} ({exc.strerror})"]) from None
+            if not token:
+                raise SettingsError([f"serve.auth_token_file: {settings.auth_token_file} "
+                                     "is empty"])
+        if settings.auth_infer and token is None:
+            raise SettingsError(["serve.auth_infer: needs serve.auth_token or "
+                                 "serve.auth_token_file"])
+        return cls(token, settings.auth_infer)
+
+    @property
+    def writes_enabled(self) -> bool:
+        return self._token is not None
+
+    def check(self, scope: Scope, authorization: str | None) -> None:
+        """Raise :class:`RequestError` unless ``authorization`` grants ``scope``."""
+        if scope == "read" and not self.protect_reads:
+            return
+        if self._token is None:
+            raise RequestError(403, "writes_disabled", "this endpoint is off: set "
+                               "serve.auth_token or serve.auth_token_file to enable it")
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not given:
+            raise RequestError(401, "unauthorized", "missing bearer token "
+                               "(header 'Authorization: Bearer <token>')")
+        if not hmac.compare_digest(given.strip().encode(), self._token):
+            raise RequestError(401, "unauthorized", "invalid bearer token")

@@ -1,0 +1,188 @@
+"""The HTTP front end: Open Inference Protocol v2 under /v2, streamlearn's own API under /v1.
+
+Handlers translate JSON to :class:`ServingCore` calls and back; they never touch the
+learner. Every error body is ``{"error": "..."}`` (the v2 error format). The OpenAPI
+document is at /openapi.json, rendered at /docs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+import streamlearn
+from streamlearn.errors import RequestError
+from streamlearn.logging import get_logger
+from streamlearn.serve import schemas
+from streamlearn.serve.asgi import TRANSPORT, BodyLimit, RequestMetrics
+from streamlearn.serve.auth import Scope
+from streamlearn.serve.core import InferAnswer, ServingCore
+from streamlearn.serve.tensors import TensorIn
+
+log = get_logger(__name__)
+
+# Batches up to this many rows are predicted on the event loop (tens of microseconds);
+# bigger ones go to a worker thread so one large request cannot stall the others.
+INLINE_ROWS = 64
+# How long POST /v1/checkpoint waits for the learner to take and finish the request.
+CHECKPOINT_WAIT_S = 30.0
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503)
+}
+_bearer = HTTPBearer(auto_error=False, description="serve.auth_token")
+
+
+def create_app(core: ServingCore) -> FastAPI:
+    # strict_content_type off: v2 clients may send JSON without a Content-Type header.
+    app = FastAPI(title="streamlearn", version=streamlearn.__version__,
+                  strict_content_type=False,
+                  description="Open Inference Protocol v2 (/v2) and streamlearn's own "
+                              "endpoints (/v1) over a model that keeps learning.")
+    _error_handlers(app, core)
+    _v2_routes(app, core)
+    _v1_routes(app, core)
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    def metrics() -> Response:
+        return Response(generate_latest(core.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodyLimit, max_bytes=core.serve.max_body_bytes,
+                       on_reject=lambda reason: _rejected(core, reason))
+    app.add_middleware(RequestMetrics, metrics=core.metrics)
+    return app
+
+
+def _rejected(core: ServingCore, reason: str) -> None:
+    core.metrics.requests_rejected.labels(transport=TRANSPORT, reason=reason).inc()
+
+
+def _auth(core: ServingCore, scope: Scope) -> Any:
+    def check(credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                     Depends(_bearer)]) -> None:
+        header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+        core.auth.check(scope, header)
+
+    return Depends(check)
+
+
+def _error_handlers(app: FastAPI, core: ServingCore) -> None:
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError) -> Response:
+        _rejected(core, exc.reason)
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return JSONResponse({"error": exc.message}, exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        first = next((e for e in errors if e["type"] == "finite_number"), errors[0])
+        if first["type"] == "json_invalid":
+            _rejected(core, "malformed_json")
+            position = first["loc"][-1]
+            reason = first.get("ctx", {}).get("error", "cannot parse")
+            return JSONResponse({"error": f"malformed JSON at character {position}: {reason}"},
+                                400)
+        _rejected(core, "non_finite" if first["type"] == "finite_number" else "schema")
+        if tuple(first["loc"]) == ("body",):
+            return JSONResponse({"error": "body: must be a JSON object "
+                                          "(Content-Type: application/json)"}, 422)
+        where = ".".join(str(p) for p in first["loc"][1:])
+        return JSONResponse({"error": f"{where}: {first['msg']}"}, 422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code)
+
+
+def _v2_routes(app: FastAPI, core: ServingCore) -> None:
+    read = [_auth(core, "read")]
+
+    @app.get("/v2", response_model=schemas.ServerMetadata, tags=["v2"], dependencies=read)
+    async def server_metadata() -> Response:
+        return JSONResponse(core.server_metadata())
+
+    @app.get("/v2/health/live", response_model=schemas.LiveBody, tags=["v2"])
+    async def live() -> Response:
+        return JSONResponse({"live": core.live()})
+
+    @app.get("/v2/health/ready", response_model=schemas.ReadyBody, tags=["v2"],
+             responses={503: {"model": schemas.ReadyBody}})
+    async def ready() -> Response:
+        ok = core.ready()
+        return JSONResponse({"ready": ok}, 200 if ok else 503)
+
+    @app.get("/v2/models/{name}", response_model=schemas.ModelMetadata, tags=["v2"],
+             dependencies=read, responses=_ERRORS)
+    async def model_metadata(name: str) -> Response:
+        return JSONResponse(core.model_metadata(name))
+
+    @app.get("/v2/models/{name}/ready", response_model=schemas.ReadyBody, tags=["v2"],
+             dependencies=read, responses=_ERRORS)
+    async def model_ready(name: str) -> Response:
+        ok = core.model_ready(name)
+        return JSONResponse({"name": name, "ready": ok}, 200 if ok else 503)
+
+    @app.post("/v2/models/{name}/infer", response_model=schemas.InferResponse, tags=["v2"],
+              dependencies=read, responses=_ERRORS)
+    async def infer(name: str, body: schemas.InferRequest) -> Response:
+        inputs = [TensorIn(t.name, t.datatype, t.shape, t.data) for t in body.inputs]
+        outputs = [o.name for o in body.outputs] if body.outputs else None
+        rows = body.inputs[0].shape[0] if body.inputs and body.inputs[0].shape else 0
+        if rows <= INLINE_ROWS:
+            answer = core.infer(name, inputs, outputs, body.id)
+        else:
+            answer = await run_in_threadpool(core.infer, name, inputs, outputs, body.id)
+        return JSONResponse(_infer_json(answer))
+
+
+def _infer_json(answer: InferAnswer) -> dict[str, Any]:
+    return {
+        "model_name": answer.model_name, "model_version": answer.model_version,
+        "id": answer.id, "parameters": answer.parameters,
+        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": t.data}
+                    for t in answer.outputs],
+    }
+
+
+def _v1_routes(app: FastAPI, core: ServingCore) -> None:
+    read, write = [_auth(core, "read")], [_auth(core, "write")]
+
+    @app.get("/v1/status", tags=["v1"], dependencies=read, responses=_ERRORS)
+    async def status() -> Response:
+        return JSONResponse(core.status())
+
+    @app.get("/v1/experts", tags=["v1"], dependencies=read, responses=_ERRORS)
+    async def experts() -> Response:
+        return JSONResponse(core.experts())
+
+    @app.get("/v1/drift-events", tags=["v1"], dependencies=read, responses=_ERRORS)
+    async def drift_events() -> Response:
+        return JSONResponse({"events": list(core.drift_events)})
+
+    @app.post("/v1/learn", response_model=schemas.LearnAccepted, status_code=202,
+              tags=["v1"], dependencies=write, responses=_ERRORS)
+    async def learn(body: schemas.LearnRequest) -> Response:
+        accepted = core.learn([s.model_dump() for s in body.samples])
+        return JSONResponse({"accepted": accepted, "queued": core.inbox.samples}, 202)
+
+    @app.post("/v1/checkpoint", response_model=schemas.CheckpointDone, tags=["v1"],
+              dependencies=write, responses=_ERRORS)
+    async def checkpoint() -> Response:
+        future = core.request_checkpoint()
+        try:
+            done = await asyncio.wait_for(asyncio.wrap_future(future), CHECKPOINT_WAIT_S)
+        except TimeoutError:
+            future.cancel()
+            raise RequestError(503, "learner_busy", "the learner did not take the checkpoint "
+                               f"request within {CHECKPOINT_WAIT_S:.0f} s") from None
+        if not done["saved"]:
+            raise RequestError(503, "checkpoint_failed", done.get("error", "not saved"))
+        return JSONResponse(done)

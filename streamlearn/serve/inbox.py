@@ -1,0 +1,58 @@
+"""What serving hands to the learner: labeled samples and checkpoint requests.
+
+Request threads only append here, under a short lock, and never wait for the learner; the
+learner takes what is waiting at the top of each loop step. The sample queue is bounded
+(``serve.learn_queue_samples``): a request that does not fit is refused whole, so the
+client gets 429 and retries instead of having half its samples learned.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import Any
+
+from streamlearn.types import Record, Sample
+
+#: Where dead letters of samples posted to /v1/learn say they came from (no Kafka offset).
+HTTP_RECORD = Record(topic="http:/v1/learn", partition=-1, offset=-1, value=b"")
+
+
+class Inbox:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._samples: deque[Sample] = deque()
+        self._checkpoints: list[Future[dict[str, Any]]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def samples(self) -> int:
+        return len(self._samples)
+
+    def pending(self) -> bool:
+        return bool(self._samples or self._checkpoints)
+
+    def offer(self, samples: list[Sample]) -> bool:
+        """Queue all of ``samples``, or none of them if they do not fit."""
+        with self._lock:
+            if len(self._samples) + len(samples) > self.capacity:
+                return False
+            self._samples.extend(samples)
+            return True
+
+    def take(self, limit: int) -> list[Sample]:
+        with self._lock:
+            count = min(limit, len(self._samples))
+            return [self._samples.popleft() for _ in range(count)]
+
+    def request_checkpoint(self) -> Future[dict[str, Any]]:
+        future: Future[dict[str, Any]] = Future()
+        with self._lock:
+            self._checkpoints.append(future)
+        return future
+
+    def take_checkpoint_requests(self) -> list[Future[dict[str, Any]]]:
+        with self._lock:
+            taken, self._checkpoints = self._checkpoints, []
+        return [f for f in taken if f.set_running_or_notify_cancel()]

@@ -1,0 +1,113 @@
+"""HTTP request and response bodies (pydantic), the source of the OpenAPI document.
+
+The /v2 models follow the Open Inference Protocol v2 REST spec; unknown fields are
+accepted and ignored there, as the spec's clients may send extensions. Error bodies are
+always ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from streamlearn.codecs import SampleIn
+
+Parameters = dict[str, Any]
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(examples=["inputs[0] ('input'): data contains NaN or Infinity"])
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: Parameters | None = None
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ReadyBody(BaseModel):
+    name: str | None = None
+    ready: bool
+
+
+class LiveBody(BaseModel):
+    live: bool
+
+
+class RequestInput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters | None = None
+    data: list[Any] = Field(description="Row-major values, flat or nested to the shape.")
+
+
+class RequestOutput(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str
+    parameters: Parameters | None = None
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
+        "id": "42", "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32",
+                                "data": [0.1, 0.5, -1.2]}]}]})
+
+    id: str | None = None
+    parameters: Parameters | None = None
+    inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    name: str
+    shape: list[int]
+    datatype: str
+    parameters: Parameters | None = None
+    data: list[Any]
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str
+    id: str | None = None
+    parameters: Parameters | None = None
+    outputs: list[ResponseOutput]
+
+
+class LearnRequest(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "samples": [{"x": [0.1, 0.5, -1.2], "y": 1}, {"x": [0.3, 0.1, 0.9], "y": 0}]}]})
+
+    samples: list[SampleIn] = Field(description="Labeled samples, as in Kafka records.")
+
+
+class LearnAccepted(BaseModel):
+    accepted: int
+    queued: int
+
+
+class CheckpointDone(BaseModel):
+    saved: bool
+    path: str | None
+    samples_learned: int
+    offsets: dict[str, int]

@@ -1,0 +1,102 @@
+"""Open Inference Protocol v2 tensors <-> torch, shared by the HTTP and gRPC front ends.
+
+Inputs arrive as nested or flat row-major JSON lists (HTTP) or as typed arrays (gRPC
+contents or raw little-endian bytes). Every check names the input at fault, and each
+failure has its own ``reason`` label for the rejected-requests metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from streamlearn.errors import RequestError
+from streamlearn.types import Label
+
+#: Datatypes accepted for the feature tensor, with their little-endian numpy types (raw bytes).
+NUMPY_TYPES: dict[str, str] = {
+    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
+    "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
+    "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+}
+_UNPROCESSABLE = 422
+
+
+@dataclass(slots=True)
+class TensorIn:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: Any  # nested or flat lists (HTTP), or a numpy array (gRPC)
+
+
+@dataclass(slots=True)
+class TensorOut:
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[Any]
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _invalid(reason: str, where: str, message: str) -> RequestError:
+    return RequestError(_UNPROCESSABLE, reason, f"{where}: {message}")
+
+
+def to_features(tensor: TensorIn, where: str, n_features: int, max_rows: int) -> Tensor:
+    """The input as a float32 batch ``[rows, n_features]``, or a 422 naming what is wrong."""
+    if tensor.datatype not in NUMPY_TYPES:
+        raise _invalid("datatype", where, f"datatype {tensor.datatype!r} is not supported; "
+                       f"use one of {', '.join(NUMPY_TYPES)}")
+    shape = tensor.shape
+    if len(shape) != 2 or any(d < 0 for d in shape):
+        raise _invalid("shape", where, f"shape {shape} must be [rows, {n_features}]")
+    if shape[1] != n_features:
+        raise _invalid("feature_count", where,
+                       f"shape {shape}: {shape[1]} features, the model takes {n_features}")
+    if shape[0] > max_rows:
+        raise _invalid("batch_too_large", where,
+                       f"{shape[0]} rows > serve.max_batch_rows={max_rows}")
+    array = _as_array(tensor, where)
+    if array.size != shape[0] * shape[1]:
+        raise _invalid("shape", where, f"data has {array.size} values, shape {shape} "
+                       f"needs {shape[0] * shape[1]}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise _invalid("non_finite", where, "data contains NaN or Infinity")
+    return torch.from_numpy(array.astype(np.float32, copy=False).reshape(shape))
+
+
+def _as_array(tensor: TensorIn, where: str) -> np.ndarray[Any, Any]:
+    if isinstance(tensor.data, np.ndarray):
+        return tensor.data
+    try:
+        # No dtype given: numpy would otherwise turn "1.5" into 1.5 and 2.7 into INT 2.
+        array = np.asarray(tensor.data)
+    except (ValueError, TypeError, OverflowError):
+        array = np.asarray([None])  # ragged nesting: reported below as not numbers
+    integer = not tensor.datatype.startswith("FP")
+    allowed = array.dtype.kind in ("iu" if integer else "iuf")
+    if not allowed and not (integer and array.dtype.kind == "f" and _integral(array)):
+        kind = "integers" if integer else "numbers"
+        raise _invalid("datatype", where, f"data must be a flat or nested list of {kind} "
+                       f"for datatype {tensor.datatype}")
+    return array
+
+
+def _integral(array: np.ndarray[Any, Any]) -> bool:
+    return bool(np.isfinite(array).all() and (array == np.floor(array)).all())
+
+
+def label_tensor(name: str, labels: list[Label] | tuple[Label, ...]) -> TensorOut:
+    """Labels as INT64 when every label is an integer, else BYTES (strings)."""
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
+        return TensorOut(name, "INT64", [len(labels)], list(labels))
+    return TensorOut(name, "BYTES", [len(labels)], [str(v) for v in labels])
+
+
+def label_datatype(labels: tuple[Label, ...]) -> str:
+    return label_tensor("", labels).datatype if labels else "INT64"
