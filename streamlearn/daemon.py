@@ -76,6 +76,7 @@ class Progress:
     checkpoints: int = 0
     lag: int = 0
     paused: bool = False
+    connected: bool = False  # the source is up (False while the broker is unreachable)
 
 
 class Daemon:
@@ -136,6 +137,7 @@ class Daemon:
         """Restore the newest valid checkpoint and connect; False if stopped meanwhile."""
         self.restore()
         self._publish_snapshot()  # serving answers from the restored model, broker or not
+        self._publish_progress()
         if not self._connect():
             return False
         self.ready.set()
@@ -260,6 +262,7 @@ class Daemon:
             self.metrics.batch_size.observe(len(chunk))
             dead += self._rejected(result, chunk, origins[start: start + step])
             self._publish(result)
+            self._maybe_publish_snapshot()  # a long backlog must not freeze serving
         if dead:
             self._dead_letter(dead)
         self._sync_codec()
@@ -450,6 +453,7 @@ class Daemon:
             checkpoints=self._counts["checkpoints"],
             lag=self._lag() if self.source is not None else 0,
             paused=self._paused,
+            connected=self.source is not None,
         )
 
 

@@ -128,6 +128,10 @@ class ServeSettings(Section):
     max_body_bytes: int = Field(4_194_304, ge=1_024)
     grpc_max_message_bytes: int = Field(4_194_304, ge=1_024)
     max_batch_rows: int = Field(4_096, ge=1)
+    # HTTP infer requests up to this many rows run on the event loop itself (fastest for
+    # small models); larger ones, or all with 0, run on worker threads so a slow forward
+    # pass cannot hold up other requests.
+    inline_max_rows: int = Field(64, ge=0)
     # Samples waiting in the POST /v1/learn queue; beyond this requests get 429.
     learn_queue_samples: int = Field(10_000, ge=1)
     # Bearer token for /v1/learn and /v1/checkpoint (and infer when auth_infer). Without a

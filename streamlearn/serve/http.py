@@ -29,9 +29,6 @@ from streamlearn.serve.tensors import TensorIn
 
 log = get_logger(__name__)
 
-# Batches up to this many rows are predicted on the event loop (tens of microseconds);
-# bigger ones go to a worker thread so one large request cannot stall the others.
-INLINE_ROWS = 64
 # How long POST /v1/checkpoint waits for the learner to take and finish the request.
 CHECKPOINT_WAIT_S = 30.0
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -94,7 +91,9 @@ def _error_handlers(app: FastAPI, core: ServingCore) -> None:
         if tuple(first["loc"]) == ("body",):
             return JSONResponse({"error": "body: must be a JSON object "
                                           "(Content-Type: application/json)"}, 422)
-        where = ".".join(str(p) for p in first["loc"][1:])
+        # Union members show up in loc as type names ("list[float]"): not the user's field.
+        where = ".".join(str(p) for p in first["loc"][1:]
+                         if isinstance(p, int) or p.isidentifier())
         return JSONResponse({"error": f"{where}: {first['msg']}"}, 422)
 
     @app.exception_handler(HTTPException)
@@ -136,7 +135,7 @@ def _v2_routes(app: FastAPI, core: ServingCore) -> None:
         inputs = [TensorIn(t.name, t.datatype, t.shape, t.data) for t in body.inputs]
         outputs = [o.name for o in body.outputs] if body.outputs else None
         rows = body.inputs[0].shape[0] if body.inputs and body.inputs[0].shape else 0
-        if rows <= INLINE_ROWS:
+        if rows <= core.serve.inline_max_rows:
             answer = core.infer(name, inputs, outputs, body.id)
         else:
             answer = await run_in_threadpool(core.infer, name, inputs, outputs, body.id)

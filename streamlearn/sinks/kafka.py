@@ -19,6 +19,7 @@ from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
 from streamlearn.settings import KafkaSettings
 from streamlearn.sinks.messages import dead_letter_headers, event_message, prediction_message
+from streamlearn.sources.kafka import BOOTSTRAP_TIMEOUT_MS
 from streamlearn.types import DeadLetter, Prediction
 
 log = get_logger(__name__)
@@ -40,6 +41,7 @@ class KafkaSink:
             # Never stall the learner for long on a missing broker: a send that cannot even
             # get metadata fails fast and is retried from flush().
             max_block_ms=1_000,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         )
 
     def predictions(self, items: list[Prediction]) -> None:

@@ -44,6 +44,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.on_partitions_revoked(lost)
 
 
+# The client's constructor blocks until it reaches a broker (30 s by default). The daemon
+# retries the connection itself, checking for a stop request between tries, so each try
+# is kept short: SIGTERM during an outage at start-up must still exit within seconds.
+BOOTSTRAP_TIMEOUT_MS = 2_000
+
+
 class KafkaSource:
     def __init__(self, settings: KafkaSettings, listener: AssignmentListener) -> None:
         self._settings = settings
@@ -57,6 +63,7 @@ class KafkaSource:
             heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_interval_ms=settings.max_poll_interval_ms,
             max_poll_records=settings.max_poll_records,
+            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
         )
         self._consumer.subscribe([settings.input_topic], listener=_Rebalance(listener))
 

@@ -86,9 +86,11 @@ class DaemonProcess:
 
     def __init__(self, workdir: Path, broker: EmbeddedBroker, topics: dict[str, str],
                  group: str, model: dict | None = None, checkpoint: dict | None = None,
-                 engine: dict | None = None, env: dict | None = None) -> None:
+                 engine: dict | None = None, env: dict | None = None,
+                 serve: dict | None = None) -> None:
         self.workdir = workdir
         self.metrics_port = free_port()
+        self.http_port, self.grpc_port = free_port(), free_port()
         self.group = group
         self.checkpoint_dir = workdir / "checkpoints"
         self.config = workdir / "config.yaml"
@@ -102,6 +104,8 @@ class DaemonProcess:
             "engine": {"max_batch": 32, "max_wait_ms": 20, **(engine or {})},
             "checkpoint": {"dir": str(self.checkpoint_dir), **(checkpoint or {})},
             "metrics": {"host": "127.0.0.1", "port": self.metrics_port},
+            "serve": {"host": "127.0.0.1", "http_port": self.http_port,
+                      "grpc_port": self.grpc_port, **(serve or {})},
             "log": {"level": "info", "format": "json"},
         }))
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}

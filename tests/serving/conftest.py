@@ -1,0 +1,161 @@
+"""A running daemon with its HTTP and gRPC servers on free loopback ports.
+
+The learner reads an in-memory source (no broker needed here; the Kafka path of serving is
+in tests/integration/test_serving_kafka.py), but every call below is a real HTTP or gRPC
+request over TCP.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+
+from streamlearn.daemon import Daemon
+from streamlearn.metrics import Metrics
+from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
+from streamlearn.serve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from streamlearn.service import Service
+from streamlearn.settings import load_settings
+from streamlearn.sinks import MemorySink
+from tests.support.livesource import LiveSource
+
+N_FEATURES = 4
+TOKEN = "test-token"
+
+
+def labeled(n: int, seed: int = 0) -> list[bytes]:
+    """A linear concept over N_FEATURES features, classes 0 and 1."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        x = [rng.uniform(-1, 1) for _ in range(N_FEATURES)]
+        out.append(json.dumps({"x": x, "y": int(x[0] + x[1] > 0)}).encode())
+    return out
+
+
+@dataclass
+class Running:
+    service: Service
+    daemon: Daemon
+    source: LiveSource
+    sink: MemorySink
+    thread: threading.Thread
+    http: httpx.Client
+    stub: Any
+    channel: grpc.Channel
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.service.http.port}"
+
+    def stop(self) -> None:
+        self.service.request_stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the service did not stop"
+
+    def metrics(self) -> dict[str, float]:
+        out = {}
+        for line in self.http.get("/metrics").text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+
+def infer_body(rows: list[list[float]], **extra: Any) -> dict[str, Any]:
+    return {"inputs": [{"name": "input", "shape": [len(rows), len(rows[0])],
+                        "datatype": "FP32", "data": rows}], **extra}
+
+
+def grpc_request(rows: list[list[float]], **extra: Any) -> pb.ModelInferRequest:
+    tensor = pb.ModelInferRequest.InferInputTensor(
+        name="input", datatype="FP32", shape=[len(rows), len(rows[0])],
+        contents=pb.InferTensorContents(fp32_contents=[v for r in rows for v in r]))
+    return pb.ModelInferRequest(model_name="streamlearn", inputs=[tensor], **extra)
+
+
+def start_service(tmp_path: Path, records: int = 2_000, **sections: Any) -> Running:
+    serve = {"host": "127.0.0.1", "http_port": 0, "grpc_port": 0, "auth_token": TOKEN,
+             "publish_interval_ms": 50, "shutdown_delay_s": 0.2, "drain_timeout_s": 3.0,
+             **sections.pop("serve", {})}
+    model = {"hidden": [8], "learning_rate": 0.02, **sections.pop("model", {})}
+    settings = load_settings(None, model=model,
+                             checkpoint={"dir": str(tmp_path / "ckpt")}, serve=serve,
+                             **sections)
+    source = LiveSource()
+    source.add(labeled(records))
+    sink = MemorySink()
+    daemon = Daemon(settings, source_factory=source.bind, sink_factory=lambda m: sink,
+                    metrics=Metrics())
+    service = Service(daemon)
+    thread = threading.Thread(target=service.run, daemon=True)
+    thread.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.grpc.port}")  # type: ignore[union-attr]
+    running = Running(service, daemon, source, sink, thread,
+                      httpx.Client(base_url=f"http://127.0.0.1:{service.http.port}", timeout=10),
+                      pb_grpc.GRPCInferenceServiceStub(channel), channel)
+    return running
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def ready(running: Running) -> bool:
+    try:
+        return running.http.get("/v2/health/ready").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    made: list[Running] = []
+
+    def make(wait_ready: bool = True, **kwargs: Any) -> Running:
+        running = start_service(tmp_path / f"s{len(made)}", **kwargs)
+        made.append(running)
+        if wait_ready:
+            wait_until(lambda: ready(running), 30, "the model to be ready")
+        return running
+
+    yield make
+    for running in made:
+        if running.thread.is_alive():
+            running.stop()
+        running.http.close()
+        running.channel.close()
+
+
+def settled(running: Running, samples: int) -> None:
+    """Wait until ``samples`` are learned and the snapshot served is the learner's newest."""
+    daemon = running.daemon
+
+    def caught_up() -> bool:
+        current = daemon.snapshots.current
+        return (daemon.engine.samples_learned >= samples and current is not None
+                and current.version == daemon.engine.version)
+
+    wait_until(caught_up, 30, f"{samples} samples learned and served")
+
+
+@pytest.fixture
+def served(service_factory: Callable[..., Running]) -> Running:
+    running = service_factory()
+    settled(running, 2_000)
+    return running

@@ -1,0 +1,274 @@
+"""Every HTTP endpoint and error case, with real requests to a running daemon."""
+
+from __future__ import annotations
+
+import math
+
+import httpx
+import pytest
+
+from tests.serving.conftest import N_FEATURES, TOKEN, infer_body, wait_until
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROW = [0.5, 0.5, -0.2, 0.1]
+INFER = "/v2/models/streamlearn/infer"
+
+
+def test_v2_health_and_server_metadata(served):
+    assert served.http.get("/v2/health/live").json() == {"live": True}
+    ready = served.http.get("/v2/health/ready")
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+    meta = served.http.get("/v2").json()
+    assert meta["name"] == "streamlearn" and meta["extensions"] == []
+
+
+def test_not_ready_until_a_snapshot_exists(service_factory):
+    running = service_factory(wait_ready=False, records=0)
+    assert running.http.get("/v2/health/live").status_code == 200
+    response = running.http.get("/v2/health/ready")
+    assert (response.status_code, response.json()) == (503, {"ready": False})
+    refused = running.http.post(INFER, json=infer_body([ROW]))
+    assert refused.status_code == 503 and "not ready" in refused.json()["error"]
+    running.source.add(__import__("tests.serving.conftest", fromlist=["labeled"]).labeled(64))
+    wait_until(lambda: running.http.get("/v2/health/ready").status_code == 200, 10, "ready")
+
+
+def test_model_metadata_lets_a_generic_client_build_a_request(served):
+    meta = served.http.get("/v2/models/streamlearn").json()
+    assert meta["name"] == "streamlearn" and meta["platform"] == "streamlearn_pytorch"
+    assert [int(v) for v in meta["versions"]] and int(meta["versions"][0]) > 0
+    (tensor,) = meta["inputs"]
+    assert tensor == {"name": "input", "datatype": "FP32", "shape": [-1, N_FEATURES]}
+    assert [o["name"] for o in meta["outputs"]] == ["predictions", "probabilities", "classes"]
+    # Built only from the metadata, as a generic v2 client does.
+    rows = [[0.0] * tensor["shape"][1]]
+    body = {"inputs": [{"name": tensor["name"], "datatype": tensor["datatype"],
+                        "shape": [1, tensor["shape"][1]], "data": rows}]}
+    assert served.http.post(INFER, json=body).status_code == 200
+    ready = served.http.get("/v2/models/streamlearn/ready")
+    assert (ready.status_code, ready.json()) == (200, {"name": "streamlearn", "ready": True})
+
+
+def test_infer_answers_with_predictions_probabilities_and_the_snapshot_version(served):
+    rows = [[0.9, 0.9, 0, 0], [-0.9, -0.9, 0, 0]]
+    response = served.http.post(INFER, json=infer_body(rows, id="req-1"))
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model_name"] == "streamlearn" and body["id"] == "req-1"
+    assert int(body["model_version"]) > 0 and body["parameters"] == {"expert": "0"}
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["predictions"]["datatype"] == "INT64"
+    assert outputs["predictions"]["shape"] == [2]
+    assert outputs["classes"]["data"] == [1, 0] or outputs["classes"]["data"] == [0, 1]
+    probs = outputs["probabilities"]
+    assert probs["shape"] == [2, 2] and math.isclose(sum(probs["data"][:2]), 1, rel_tol=1e-5)
+    # The learned concept is x0 + x1 > 0: after 2,000 samples both rows are clear-cut.
+    classes = outputs["classes"]["data"]
+    winners = [classes[max(range(2), key=lambda j, i=i: probs["data"][2 * i + j])]
+               for i in range(2)]
+    assert outputs["predictions"]["data"] == winners == [1, 0]
+
+
+def test_infer_accepts_flat_data_int_datatypes_and_selected_outputs(served):
+    flat = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64",
+                        "data": [1, 1, 0, 0, -1, -1, 0, 0]}], "outputs": [{"name": "classes"}]}
+    body = served.http.post(INFER, json=flat).json()
+    assert [o["name"] for o in body["outputs"]] == ["classes"]
+    ints = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "INT32",
+                        "data": [[1, 1, 0, 0]]}]}
+    assert served.http.post(INFER, json=ints).status_code == 200
+
+
+def test_regression_model_serves_values(service_factory):
+    import json
+    import random
+
+    running = service_factory(wait_ready=False, records=0, model={"task": "regression"})
+    rng = random.Random(3)
+    running.source.add([json.dumps({"x": x, "y": 3 * x[0]}).encode() for x in
+                        ([rng.uniform(-1, 1) for _ in range(4)] for _ in range(500))])
+    wait_until(lambda: running.http.get("/v2/health/ready").status_code == 200, 10, "ready")
+    body = running.http.post(INFER, json=infer_body([ROW])).json()
+    (out,) = body["outputs"]
+    assert (out["name"], out["datatype"], out["shape"]) == ("predictions", "FP32", [1])
+    assert isinstance(out["data"][0], float)
+
+
+BAD_INPUTS = [
+    ({"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]},
+     "3 features, the model takes 4"),
+    ({"name": "input", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+     "must be [rows, 4]"),
+    ({"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]},
+     "data has 3 values, shape [1, 4] needs 4"),
+    ({"name": "input", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]},
+     "datatype 'BYTES' is not supported"),
+    ({"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ["1", 2, 3, 4]},
+     "data must be a flat or nested list of numbers"),
+    ({"name": "input", "shape": [1, 4], "datatype": "INT64", "data": [1.5, 2, 3, 4]},
+     "list of integers"),
+    ({"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+     "unknown input; this model takes one input named 'input'"),
+    ({"name": "input", "shape": [5000, 4], "datatype": "FP32", "data": [0] * 20000},
+     "5000 rows > serve.max_batch_rows=4096"),
+]
+
+
+@pytest.mark.parametrize(("tensor", "message"), BAD_INPUTS)
+def test_bad_inputs_get_422_naming_the_input(served, tensor, message):
+    response = served.http.post(INFER, json={"inputs": [tensor]})
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error.startswith(f"inputs[0] ('{tensor['name']}')") and message in error
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_values_get_422(served, token):
+    body = ('{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", '
+            f'"data": [1, {token}, 3, 4]}}]}}')
+    response = served.http.post(INFER, content=body)
+    assert response.status_code == 422
+    assert response.json() == {"error": "inputs[0] ('input'): data contains NaN or Infinity"}
+
+
+def test_malformed_json_is_400_and_schema_errors_422(served):
+    response = served.http.post(INFER, content=b'{"inputs": [', headers={
+        "content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("malformed JSON at character")
+    missing = served.http.post(INFER, json={"inputs": [{"name": "input"}]})
+    assert missing.status_code == 422 and missing.json()["error"].startswith("inputs.0.shape")
+    unknown = served.http.post(INFER, json={**infer_body([ROW]), "outputs": [{"name": "x"}]})
+    assert unknown.status_code == 422 and "unknown output 'x'" in unknown.json()["error"]
+
+
+def test_unknown_model_and_route_are_404_in_the_v2_error_format(served):
+    response = served.http.post("/v2/models/other/infer", json=infer_body([ROW]))
+    assert response.status_code == 404
+    assert response.json() == {"error": "model 'other' not found; this server serves "
+                                        "'streamlearn'"}
+    assert served.http.get("/v2/models/other").status_code == 404
+    assert served.http.get("/nowhere").json() == {"error": "Not Found"}
+
+
+def test_oversize_body_is_413_before_parsing_declared_or_chunked(service_factory):
+    running = service_factory(serve={"max_body_bytes": 2048})
+    junk = b"{" * 5000  # not JSON either: 413 proves the body was never parsed
+    declared = running.http.post(INFER, content=junk)
+    assert declared.status_code == 413
+    assert declared.json() == {"error": "body of 5000 bytes > serve.max_body_bytes=2048"}
+
+    def chunks():
+        for _ in range(5):
+            yield b"{" * 1000
+
+    chunked = running.http.post(INFER, content=chunks())
+    assert chunked.status_code == 413 and "chunked" in chunked.json()["error"]
+    small_chunked = running.http.post(INFER, content=iter([b'{"inputs": [', b"]}"]))
+    assert small_chunked.status_code == 200 or small_chunked.status_code == 422
+    metrics = running.metrics()
+    assert metrics['streamlearn_requests_rejected_total{reason="body_too_large",'
+                   'transport="http"}'] == 2
+
+
+def test_learn_over_http_needs_the_token_and_reaches_the_learner(served):
+    sample = {"samples": [{"x": ROW, "y": 1}, {"x": [0, 0, 0, 0], "y": 0}]}
+    missing = served.http.post("/v1/learn", json=sample)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    wrong = served.http.post("/v1/learn", json=sample, headers={"Authorization": "Bearer no"})
+    assert (wrong.status_code, wrong.json()) == (401, {"error": "invalid bearer token"})
+    before = served.daemon.engine.samples_learned
+    accepted = served.http.post("/v1/learn", json=sample, headers=AUTH)
+    assert accepted.status_code == 202 and accepted.json()["accepted"] == 2
+    wait_until(lambda: served.daemon.engine.samples_learned >= before + 2, 5, "learned")
+
+
+def test_learn_rejects_bad_samples_whole_and_429s_when_the_queue_is_full(service_factory):
+    running = service_factory(serve={"learn_queue_samples": 3})
+    bad = running.http.post("/v1/learn", headers=AUTH, json={"samples": [
+        {"x": ROW, "y": 1}, {"x": [1, 2], "y": 0}]})
+    assert bad.status_code == 422
+    assert bad.json()["error"] == "samples[1].x: 2 features, expected 4"
+    unlabeled = running.http.post("/v1/learn", headers=AUTH, json={"samples": [{"x": ROW}]})
+    assert unlabeled.json()["error"] == "samples[0].y: required for learning"
+    nan = running.http.post("/v1/learn", headers=AUTH, content=(
+        '{"samples": [{"x": [1, NaN, 3, 4], "y": 1}]}'))
+    assert nan.status_code == 422 and nan.json()["error"].startswith("samples.0.x.1")
+    full = running.http.post("/v1/learn", headers=AUTH,
+                             json={"samples": [{"x": ROW, "y": 1}] * 4})
+    assert full.status_code == 429 and "learn queue full" in full.json()["error"]
+
+
+def test_write_endpoints_are_off_without_a_token_and_infer_can_require_one(service_factory,
+                                                                           tmp_path):
+    no_token = service_factory(serve={"auth_token": None})
+    refused = no_token.http.post("/v1/checkpoint")
+    assert refused.status_code == 403 and "serve.auth_token" in refused.json()["error"]
+    assert no_token.http.post(INFER, json=infer_body([ROW])).status_code == 200
+
+    token_file = tmp_path / "token"
+    token_file.write_text("from-file\n")
+    guarded = service_factory(serve={"auth_token": None, "auth_token_file": str(token_file),
+                                     "auth_infer": True})
+    assert guarded.http.post(INFER, json=infer_body([ROW])).status_code == 401
+    assert guarded.http.get("/v2/models/streamlearn").status_code == 401
+    assert guarded.http.get("/v1/status").status_code == 401
+    ok = guarded.http.post(INFER, json=infer_body([ROW]),
+                           headers={"Authorization": "Bearer from-file"})
+    assert ok.status_code == 200
+    for open_path in ("/v2/health/live", "/v2/health/ready", "/metrics"):
+        assert guarded.http.get(open_path).status_code == 200, open_path
+
+
+def test_checkpoint_endpoint_saves_through_the_learner(served):
+    response = served.http.post("/v1/checkpoint", headers=AUTH)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["saved"] is True and body["path"].endswith(".slck")
+    assert body["samples_learned"] == served.daemon.engine.samples_learned
+    assert body["offsets"] == {"in/0": 2_000}
+
+
+def test_status_experts_and_drift_events(served):
+    status = served.http.get("/v1/status").json()
+    assert status["ready"] is True and status["draining"] is False
+    assert status["served_version"] > 0 and status["learn_queue"]["capacity"] == 10_000
+    assert status["learner"]["records_consumed"] == 2_000
+    experts = served.http.get("/v1/experts").json()
+    assert experts["active"] == "0"
+    (expert,) = experts["experts"]
+    assert expert["id"] == "0" and expert["samples_learned"] == 2_000
+    assert served.http.get("/v1/drift-events").json() == {"events": []}
+
+
+def test_metrics_count_requests_latency_versions_and_rejections(served):
+    served.http.post(INFER, json=infer_body([ROW]))
+    served.http.post(INFER, json=infer_body([[1, 2]]))
+    metrics = served.metrics()
+    ok = ('streamlearn_requests_total{code="200",endpoint="/v2/models/{name}/infer",'
+          'transport="http"}')
+    assert metrics[ok] >= 1
+    assert metrics['streamlearn_request_latency_seconds_count{endpoint='
+                   '"/v2/models/{name}/infer",transport="http"}'] >= 2
+    assert metrics['streamlearn_requests_rejected_total{reason="feature_count",'
+                   'transport="http"}'] == 1
+    assert metrics["streamlearn_served_model_version"] > 0
+    assert 0 <= metrics["streamlearn_snapshot_age_seconds"] < 5
+    assert metrics["streamlearn_serving_ready"] == 1
+
+
+def test_openapi_document_lists_every_endpoint(served):
+    spec = served.http.get("/openapi.json").json()
+    paths = set(spec["paths"])
+    assert {"/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
+            "/v2/models/{name}/ready", "/v2/models/{name}/infer", "/v1/status",
+            "/v1/experts", "/v1/drift-events", "/v1/learn", "/v1/checkpoint",
+            "/metrics"} <= paths
+    assert "InferRequest" in spec["components"]["schemas"]
+    assert served.http.get("/docs").status_code == 200
+
+
+def test_unreachable_after_stop(served):
+    served.stop()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{served.base}/v2/health/live", timeout=2)
