@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 
+import httpx
 import pytest
 
 from streamlearn.embedded import EmbeddedBroker, create_topics
@@ -37,6 +38,13 @@ def test_daemon_stays_live_through_a_broker_restart_and_resumes(tmp_path):
         time.sleep(5)
         assert daemon.proc.poll() is None, "the daemon died with its broker"
         assert daemon.metric("streamlearn_samples_learned_total") == 300
+        # Serving goes on from the last snapshot while the broker is away.
+        base = f"http://127.0.0.1:{daemon.http_port}"
+        assert httpx.get(f"{base}/v2/health/ready", timeout=5).status_code == 200
+        answer = httpx.post(f"{base}/v2/models/streamlearn/infer", timeout=5, json={
+            "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32",
+                        "data": [1, 2, 3]}]})
+        assert answer.status_code == 200 and int(answer.json()["model_version"]) > 0
         # tansu keeps its log in memory, so the restarted broker is refilled with the first
         # 300 records (a real broker keeps them), then 200 new ones follow at offsets 300+.
         broker = EmbeddedBroker(port=broker.port).start()
