@@ -12,7 +12,10 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
+
+log = get_logger(__name__)
 
 TRANSPORT = "http"
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
@@ -38,18 +41,23 @@ class RequestMetrics:
             await self.app(scope, receive, send)
             return
         status = 500
+        started = False
         began = time.perf_counter()
 
         async def capture(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         in_flight = self.metrics.requests_in_flight.labels(transport=TRANSPORT)
         in_flight.inc()
         try:
             await self.app(scope, receive, capture)
+        except Exception as exc:  # a bug: answered in the v2 error format, logged, counted
+            log.exception("request_failed", transport=TRANSPORT, path=scope.get("path"))
+            if not started:
+                await send_error(send, 500, f"internal error: {type(exc).__name__}")
         finally:
             in_flight.dec()
             route = scope.get("route")

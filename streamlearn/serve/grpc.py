@@ -19,11 +19,13 @@ import grpc
 import numpy as np
 
 from streamlearn.errors import RequestError
+from streamlearn.logging import get_logger
 from streamlearn.serve.core import InferAnswer, ServingCore
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.serve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from streamlearn.serve.tensors import NUMPY_TYPES, TensorIn, TensorOut
 
+log = get_logger(__name__)
 TRANSPORT = "grpc"
 _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
           403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
@@ -56,6 +58,10 @@ def _handled(method: Handler) -> Handler:
             code = _CODES.get(exc.status, grpc.StatusCode.INTERNAL)
             metrics.requests_rejected.labels(transport=TRANSPORT, reason=exc.reason).inc()
             context.abort(code, exc.message)
+        except Exception as exc:  # a bug: answered, logged and counted, never a hang
+            code = grpc.StatusCode.INTERNAL
+            log.exception("request_failed", transport=TRANSPORT, endpoint=name)
+            context.abort(code, f"internal error: {type(exc).__name__}")
         finally:
             in_flight.dec()
             metrics.request_latency.labels(transport=TRANSPORT, endpoint=name).observe(

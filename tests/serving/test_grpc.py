@@ -138,3 +138,21 @@ def test_grpc_metrics(served):
                    'transport="grpc"}'] == 1
     assert metrics['streamlearn_requests_rejected_total{reason="unknown_model",'
                    'transport="grpc"}'] == 1
+
+
+def test_a_failing_model_is_an_internal_error_on_both_transports(served, monkeypatch):
+    def broken(self, x):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("streamlearn.serve.snapshot.Snapshot.predict", broken)
+    code, details = code_of(lambda: served.stub.ModelInfer(grpc_request(ROWS)))
+    assert (code, details) == (grpc.StatusCode.INTERNAL, "internal error: RuntimeError")
+    response = served.http.post("/v2/models/streamlearn/infer", json={"inputs": [{
+        "name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]})
+    assert (response.status_code, response.json()) == (500, {"error": "internal error: "
+                                                                      "RuntimeError"})
+    metrics = served.metrics()
+    assert metrics['streamlearn_requests_total{code="INTERNAL",endpoint="ModelInfer",'
+                   'transport="grpc"}'] == 1
+    assert metrics['streamlearn_requests_total{code="500",endpoint="/v2/models/{name}/infer",'
+                   'transport="http"}'] == 1
