@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streamlearn.embedded import EmbeddedBroker, create_topics, free_port
+from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # Short group timeouts: a group forms after about one session timeout.
@@ -39,15 +40,6 @@ def topics(broker: EmbeddedBroker) -> dict[str, str]:
     create_topics(broker.bootstrap, {names["input"]: 2, names["predictions"]: 1,
                                      names["events"]: 1, names["dlq"]: 1})
     return names
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def send(broker: EmbeddedBroker, topic: str, values: list[bytes],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from streamlearn.service import Service
 from streamlearn.settings import load_settings
 from streamlearn.sinks import MemorySink
 from tests.support.livesource import LiveSource
+from tests.support.waiting import wait_for
 
 N_FEATURES = 4
 TOKEN = "test-token"
@@ -108,12 +108,7 @@ def start_service(tmp_path: Path, records: int = 2_000, **sections: Any) -> Runn
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    wait_for(predicate, timeout, what, interval=0.02)
 
 
 def ready(running: Running) -> bool:
