@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from streamlearn.buffer import InputBuffer
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.state import CheckpointState, check_compatible
 from streamlearn.codecs import Codec
+from streamlearn.drift.monitor import DriftEvent, DriftHistory
 from streamlearn.engine import Engine, StepResult
 from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
@@ -77,6 +78,7 @@ class Progress:
     lag: int = 0
     paused: bool = False
     connected: bool = False  # the source is up (False while the broker is unreachable)
+    drifts: tuple[int, ...] = ()  # stream positions of the latest drifts detected (1,000 at most)
 
 
 class Daemon:
@@ -84,7 +86,7 @@ class Daemon:
                  SinkFactory, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.engine = Engine(settings.model, settings.engine)
+        self.engine = Engine(settings.model, settings.engine, settings.drift)
         m = settings.model
         self.codec = Codec(m.task, m.n_features, m.features, settings.engine.max_record_bytes,
                            settings.engine.max_samples_per_record)
@@ -103,6 +105,7 @@ class Daemon:
         # Serving's two windows into the learner: snapshots out, samples and requests in.
         self.snapshots = SnapshotBoard(self.metrics)
         self.inbox = Inbox(settings.serve.learn_queue_samples)
+        self.drift_history = DriftHistory(settings.drift.history)
         self._last_publish = 0.0
         self._last_checkpoint_path: str | None = None
         self._stop = threading.Event()
@@ -113,6 +116,7 @@ class Daemon:
         self._last_gauges = 0.0
         self._counts: Counter[str] = Counter()
         self._dead_log = LogLimiter(per_second=10)
+        self._drifts: deque[int] = deque(maxlen=1_000)  # newest positions, for progress
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -312,6 +316,24 @@ class Daemon:
         if result.predictions:
             self.sink.predictions(result.predictions)
             self.metrics.predictions.labels(kind="unlabeled").inc(len(result.predictions))
+        if result.drift_events:
+            self._drift_events(result.drift_events)
+
+    def _drift_events(self, events: list[DriftEvent]) -> None:
+        """Count, log and keep every event; drifts also go to the events topic."""
+        assert self.sink is not None
+        self.drift_history.extend(events)
+        for event in events:
+            labels = {"detector": event.detector, "expert": event.expert}
+            if event.kind == "warning":
+                self.metrics.drift_warnings.labels(**labels).inc()
+                log.debug("drift_warning", **labels, sample=event.sample)
+                continue
+            self.metrics.drift_events.labels(**labels).inc()
+            self._drifts.append(event.sample)
+            log.warning("drift_detected", **labels, sample=event.sample,
+                        model_version=event.model_version)
+            self.sink.event("drift", event.to_dict())
 
     def _dead_letter(self, items: list[DeadLetter]) -> None:
         assert self.sink is not None
@@ -424,6 +446,10 @@ class Daemon:
             else:
                 self.metrics.prequential_mae.labels(window=window).set(read("abs_error"))
         self.metrics.model_version.set(self.engine.version)
+        if self.engine.drift is not None:
+            detector = self.settings.drift.detector
+            for expert, value in self.engine.drift.statistics().items():
+                self.metrics.drift_statistic.labels(detector=detector, expert=expert).set(value)
         self.metrics.buffered_samples.set(self.buffer.samples)
         self._publish_progress()
 
@@ -454,6 +480,7 @@ class Daemon:
             lag=self._lag() if self.source is not None else 0,
             paused=self._paused,
             connected=self.source is not None,
+            drifts=tuple(self._drifts),
         )
 
 

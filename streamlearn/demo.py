@@ -1,8 +1,9 @@
 """``streamlearn demo``: embedded broker, a drifting stream, the daemon, live progress.
 
 Three threads: the producer sends the stream at a steady rate, the daemon learns it, and
-this (main) thread draws progress and keeps a per-segment record of accuracy, so the summary
-shows each concept change: accuracy dips at the change and recovers as the model relearns.
+this (main) thread draws progress and keeps a per-segment record of accuracy and drifts, so
+the summary shows each concept change: accuracy dips at the change, the drift detector
+fires, and accuracy recovers as the model relearns.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class _Segment:
     concept: str
     end_accuracy: float = float("nan")
     min_accuracy: float = float("nan")
+    drifts: int = 0
 
 
 @dataclass
@@ -49,6 +51,7 @@ class _Tracker:
     concepts: tuple[int, ...]
     stream: str
     segments: list[_Segment] = field(default_factory=list)
+    drifts_seen: int = 0
 
     def observe(self, p: Progress) -> None:
         done = p.samples_learned + p.samples_predicted + p.records_invalid
@@ -57,6 +60,8 @@ class _Tracker:
             concept = self.concepts[len(self.segments) % len(self.concepts)]
             self.segments.append(_Segment(f"{self.stream}-{concept}"))
         seg = self.segments[index]
+        seg.drifts += len(p.drifts) - self.drifts_seen  # detected during this segment
+        self.drifts_seen = len(p.drifts)
         if p.accuracy == p.accuracy:  # not NaN
             seg.end_accuracy = p.accuracy
             seg.min_accuracy = min(p.accuracy, seg.min_accuracy) \
@@ -178,6 +183,8 @@ def _fields(p: Progress, sent: int, elapsed: float) -> list[tuple[str, str]]:
         ("predicted(unlabeled)", str(p.samples_predicted)),
         ("dead-lettered", str(p.records_invalid)), ("checkpoints", str(p.checkpoints)),
         ("lag", str(p.lag)), ("paused", "yes" if p.paused else "no"),
+        ("drifts detected", f"{len(p.drifts)}" + (f" (last at sample {p.drifts[-1]})"
+                                                  if p.drifts else "")),
     ]
 
 
@@ -191,11 +198,11 @@ def _summary(console: Console, daemon: Daemon, tracker: _Tracker, sent: int, ela
                   f"{p.samples_predicted} unlabeled predicted, {p.records_invalid} "
                   f"dead-lettered, {p.checkpoints} checkpoints")
     table = Table(title="accuracy per concept segment (rolling window of 1000)")
-    for column in ("segment", "concept", "lowest", "at end"):
+    for column in ("segment", "concept", "lowest", "at end", "drifts detected"):
         table.add_column(column)
     for index, seg in enumerate(tracker.segments):
         table.add_row(str(index), seg.concept, f"{seg.min_accuracy:.3f}",
-                      f"{seg.end_accuracy:.3f}")
+                      f"{seg.end_accuracy:.3f}", str(seg.drifts))
     console.print(table)
     if keep:
         console.print(f"checkpoints kept in {ckpt_dir}: streamlearn checkpoint inspect "

@@ -18,12 +18,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from streamlearn.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.experts.expert import build_expert, resolve_device
 from streamlearn.preprocess import LabelIndex, RunningStandardizer
 from streamlearn.prequential import PrequentialStats
 from streamlearn.protocols import Expert, StateDict
-from streamlearn.settings import EngineSettings, ModelSettings
+from streamlearn.settings import DriftSettings, EngineSettings, ModelSettings
 from streamlearn.types import Prediction, Sample
+
+#: The one expert until the expert pool exists; served and published as the answering expert.
+ACTIVE_EXPERT = "0"
 
 
 @dataclass(slots=True)
@@ -40,11 +44,16 @@ class StepResult:
     losses: Tensor | None = None  # per labeled sample, before the step: drift detectors' food
     predictions: list[Prediction] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
+    drift_events: list[DriftEvent] = field(default_factory=list)
 
 
 class Engine:
-    def __init__(self, model: ModelSettings, engine: EngineSettings | None = None) -> None:
+    def __init__(self, model: ModelSettings, engine: EngineSettings | None = None,
+                 drift: DriftSettings | None = None) -> None:
         self.settings = model
+        drift = drift or DriftSettings()
+        self.drift = DriftMonitor(drift) if drift.enabled else None
+        self._watch_errors = drift.signal == "error"  # else the per-sample losses
         self.device = resolve_device(model.device)
         self.labels = LabelIndex(model.max_classes)
         self.stats = PrequentialStats((engine or EngineSettings()).rolling_window)
@@ -132,6 +141,7 @@ class Engine:
             losses = self.expert.learn(x_train, y)
             self.stats.update(losses.cpu(), correct=correct.cpu())
             result.correct = int(correct.sum())
+            watched = (~correct).float() if self._watch_errors else losses
         else:
             y_raw = torch.tensor(y_values, dtype=torch.float32).unsqueeze(1)
             pred, y_scaled = out.cpu().unsqueeze(1), y_raw
@@ -141,6 +151,10 @@ class Engine:
                 y_scaled = self.target_scaler.transform(y_raw)
             losses = self.expert.learn(x_train, y_scaled.squeeze(1).to(self.device))
             self.stats.update(losses.cpu(), abs_error=(pred - y_raw).abs().squeeze(1))
+            watched = losses
+        if self.drift is not None:
+            result.drift_events = self.drift.observe(ACTIVE_EXPERT, watched,
+                                                     self.samples_learned, self.version)
         self.version += 1
         self.samples_learned += len(y_values)
         self.last_learned_at = time.time()
@@ -181,6 +195,7 @@ class Engine:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "target_scaler": self.target_scaler.state_dict() if self.target_scaler else None,
             "expert": self.expert.state_dict() if self.expert else None,
+            "drift": self.drift.state_dict() if self.drift else None,
             "rng": torch.get_rng_state(),
         }
 
@@ -202,4 +217,6 @@ class Engine:
         # Absent from checkpoints written before serving existed.
         self.created_at = float(state.get("created_at", self.created_at))
         self.last_learned_at = state.get("last_learned_at")
+        if self.drift is not None and state.get("drift") is not None:  # absent before drift
+            self.drift.load_state_dict(state["drift"])
         torch.set_rng_state(state["rng"])

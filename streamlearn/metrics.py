@@ -87,6 +87,7 @@ class Metrics:
         self.model_version = Gauge(
             "streamlearn_model_version", "Optimizer steps taken by the active model.",
             registry=r)
+        self._drift(r)
         self._serving(r)
         self.info = Info("streamlearn", "Build and runtime information.", registry=r)
         self.info.info({"version": streamlearn.__version__, "torch": torch.__version__,
@@ -96,6 +97,17 @@ class Metrics:
         if registry is None:
             r.register(PROCESS_COLLECTOR)
             r.register(PLATFORM_COLLECTOR)
+
+    def _drift(self, r: CollectorRegistry) -> None:
+        self.drift_events = Counter(
+            "streamlearn_drift_events", "Drifts detected in an expert's losses.",
+            ["detector", "expert"], registry=r)
+        self.drift_warnings = Counter(
+            "streamlearn_drift_warnings", "Times a drift test passed its warning level.",
+            ["detector", "expert"], registry=r)
+        self.drift_statistic = Gauge(
+            "streamlearn_drift_statistic", "Drift test statistic over its threshold: 0 calm, "
+            "1 drift (0 during warm-up and refractory).", ["detector", "expert"], registry=r)
 
     def _serving(self, r: CollectorRegistry) -> None:
         self.requests = Counter(

@@ -33,7 +33,8 @@ class Service:
         serve = daemon.settings.serve
         self.settings = serve
         self.core = ServingCore(daemon.settings, daemon.snapshots, daemon.inbox, daemon.metrics,
-                                progress=lambda: daemon.progress)
+                                progress=lambda: daemon.progress,
+                                drift_history=daemon.drift_history)
         self.http = HttpServer(create_app(self.core), serve.host, serve.http_port,
                                serve.drain_timeout_s)
         self.grpc = (GrpcServer(self.core, serve.host, serve.grpc_port)

@@ -152,6 +152,70 @@ class ServeSettings(Section):
         return self
 
 
+class CusumSettings(Section):
+    # Half the smallest shift, in standard deviations, to be caught fast: 0.5 aims at 1 sigma.
+    k: float = Field(0.5, gt=0)
+    # "up": only a rising loss is a drift (a falling one re-estimates the baseline quietly).
+    direction: Literal["up", "both"] = "up"
+
+
+class PageHinkleySettings(Section):
+    delta: float = Field(0.5, gt=0)  # tolerated rise, in standard deviations
+
+
+class LossDeviationSettings(Section):
+    window: int = Field(50, ge=5)  # recent values whose mean is tested
+    memory: int = Field(5_000, ge=10)  # about how many older values the reference remembers
+
+
+class AdwinSettings(Section):
+    delta: float = Field(0.002, gt=0, lt=1)  # river's confidence parameter
+
+
+class KswinSettings(Section):
+    # river defaults to 0.005, which alarms about 80 times per 100k stable values here.
+    alpha: float = Field(1e-4, gt=0, lt=1)
+    window_size: int = Field(100, ge=2)
+    stat_size: int = Field(30, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _stat_inside_window(self) -> KswinSettings:
+        if self.stat_size >= self.window_size:
+            raise ValueError(f"stat_size ({self.stat_size}) must be below window_size "
+                             f"({self.window_size})")
+        return self
+
+
+class DriftSettings(Section):
+    enabled: bool = True
+    detector: Literal["cusum", "page_hinkley", "loss_deviation", "adwin", "kswin"] = "cusum"
+    # What each labeled sample feeds the detector: its loss, or 1/0 for wrong/right
+    # (classification only).
+    signal: Literal["loss", "error"] = "loss"
+    # Thresholds are solved for this many false alarms per 100k stable samples (cusum,
+    # page_hinkley, loss_deviation; river's detectors use their own parameters).
+    false_alarms_per_100k: float = Field(0.1, gt=0, le=1_000)
+    # Values that estimate the baseline mean and spread, after start and after every drift.
+    warmup: int = Field(500, ge=2)
+    # Values ignored after a drift: the loss right after a change is an expert's transient.
+    refractory: int = Field(500, ge=0)
+    # Values are clipped to baseline mean +- clip standard deviations before the test, so a
+    # single outlier cannot alarm and skewed losses (most are) behave like normal ones.
+    clip: float = Field(2.5, gt=0)
+    # WARNING once the statistic passes this fraction of the drift threshold.
+    warning_fraction: float = Field(0.5, gt=0, lt=1)
+    # Recent drift events kept for GET /v1/drift-events; all of them go to the events topic.
+    history: int = Field(1_000, ge=1)
+    # Values kept to rebuild river's detectors from a checkpoint.
+    replay_limit: int = Field(20_000, ge=100)
+    cusum: CusumSettings = Field(default_factory=CusumSettings)
+    page_hinkley: PageHinkleySettings = Field(default_factory=PageHinkleySettings)
+    loss_deviation: LossDeviationSettings = Field(default_factory=LossDeviationSettings)
+    adwin: AdwinSettings = Field(default_factory=AdwinSettings)
+    kswin: KswinSettings = Field(default_factory=KswinSettings)
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -165,10 +229,18 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+
+    @model_validator(mode="after")
+    def _error_signal_needs_classes(self) -> Settings:
+        if self.drift.signal == "error" and self.model.task != "classification":
+            raise ValueError("drift.signal: 'error' needs model.task: classification "
+                             "(a regression has no right or wrong; use 'loss')")
+        return self
 
     @classmethod
     def settings_customise_sources(

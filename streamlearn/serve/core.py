@@ -11,13 +11,13 @@ import dataclasses
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from typing import Any
 
 import streamlearn
 from streamlearn.codecs import Codec
+from streamlearn.drift.monitor import DriftHistory
 from streamlearn.errors import CodecError, RequestError
 from streamlearn.metrics import Metrics
 from streamlearn.serve.auth import TokenAuth
@@ -29,8 +29,6 @@ from streamlearn.types import Sample
 
 OUTPUTS_CLASSIFICATION = ("predictions", "probabilities", "classes")
 OUTPUTS_REGRESSION = ("predictions",)
-# Recent drift events kept for GET /v1/drift-events; older ones live in the events topic.
-DRIFT_HISTORY = 1_000
 
 
 @dataclasses.dataclass(slots=True)
@@ -44,14 +42,16 @@ class InferAnswer:
 
 class ServingCore:
     def __init__(self, settings: Settings, board: SnapshotBoard, inbox: Inbox,
-                 metrics: Metrics, progress: Callable[[], Any] = lambda: None) -> None:
+                 metrics: Metrics, progress: Callable[[], Any] = lambda: None,
+                 drift_history: DriftHistory | None = None) -> None:
         self.settings = settings
         self.serve = settings.serve
         self.board = board
         self.inbox = inbox
         self.metrics = metrics
         self.auth = TokenAuth.from_settings(settings.serve)
-        self.drift_events: deque[Mapping[str, Any]] = deque(maxlen=DRIFT_HISTORY)
+        # Written by the learner as drifts happen; older events live in the events topic.
+        self.drift_history = drift_history or DriftHistory(settings.drift.history)
         self._progress = progress
         self._draining = threading.Event()
         self._started = time.time()

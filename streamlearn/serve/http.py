@@ -8,9 +8,9 @@ document is at /openapi.json, rendered at /docs.
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -162,9 +162,14 @@ def _v1_routes(app: FastAPI, core: ServingCore) -> None:
     async def experts() -> Response:
         return JSONResponse(core.experts())
 
-    @app.get("/v1/drift-events", tags=["v1"], dependencies=read, responses=_ERRORS)
-    async def drift_events() -> Response:
-        return JSONResponse({"events": list(core.drift_events)})
+    @app.get("/v1/drift-events", response_model=schemas.DriftEvents, tags=["v1"],
+             dependencies=read, responses=_ERRORS)
+    async def drift_events(
+        limit: Annotated[int | None, Query(ge=0, description="newest this many")] = None,
+        expert: Annotated[str | None, Query(description="only this expert's")] = None,
+        kind: Annotated[Literal["drift", "warning"] | None, Query()] = None,
+    ) -> Response:
+        return JSONResponse({"events": core.drift_history.recent(limit, expert, kind)})
 
     @app.post("/v1/learn", response_model=schemas.LearnAccepted, status_code=202,
               tags=["v1"], dependencies=write, responses=_ERRORS)

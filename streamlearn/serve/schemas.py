@@ -111,3 +111,16 @@ class CheckpointDone(BaseModel):
     path: str | None
     samples_learned: int
     offsets: dict[str, int]
+
+
+class DriftEventBody(BaseModel):
+    kind: str = Field(description="'drift', or 'warning' when the test passed its warning level")
+    detector: str
+    expert: str
+    sample: int = Field(description="samples learned before the one that raised it")
+    model_version: int
+    time: float
+
+
+class DriftEvents(BaseModel):
+    events: list[DriftEventBody]

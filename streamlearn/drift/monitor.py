@@ -1,0 +1,103 @@
+"""One detector per expert, fed each learning step's per-sample losses (or 0/1 errors).
+
+The engine calls :meth:`DriftMonitor.observe` after every labeled step with the losses the
+step computed before it updated the weights (test-then-train: what the expert knew). The
+monitor turns the detector's alarms into :class:`DriftEvent` records positioned on the
+engine's sample count; the daemon logs, counts and publishes them. Detector state is part
+of the engine's ``state_dict`` and so of every checkpoint.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from torch import Tensor
+
+from streamlearn.drift import BaseDetector, build_detector
+from streamlearn.logging import get_logger
+from streamlearn.protocols import StateDict
+from streamlearn.settings import DriftSettings
+from streamlearn.types import DriftSignal
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DriftEvent:
+    kind: str  # "drift" or "warning"
+    detector: str
+    expert: str
+    sample: int  # position in the stream: samples the engine had learned before this one
+    model_version: int
+    time: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class DriftMonitor:
+    def __init__(self, settings: DriftSettings) -> None:
+        self.settings = settings
+        self.detectors: dict[str, BaseDetector] = {}
+
+    def detector(self, expert: str) -> BaseDetector:
+        if expert not in self.detectors:
+            self.detectors[expert] = build_detector(self.settings)
+        return self.detectors[expert]
+
+    def observe(self, expert: str, values: Tensor, first_sample: int,
+                model_version: int) -> list[DriftEvent]:
+        alarms = self.detector(expert).update_many(values.detach().double().cpu().numpy())
+        now = time.time()
+        return [DriftEvent("drift" if alarm.signal is DriftSignal.DRIFT else "warning",
+                           self.settings.detector, expert, first_sample + alarm.index,
+                           model_version, now)
+                for alarm in alarms]
+
+    def rearm(self, expert: str) -> None:
+        """The expert's losses will change for a known reason: re-estimate its baseline."""
+        self.detector(expert).rearm(cooldown=self.settings.refractory)
+
+    def statistics(self) -> dict[str, float]:
+        return {expert: d.statistic for expert, d in self.detectors.items()}
+
+    def state_dict(self) -> StateDict:
+        return {"detector": self.settings.detector,
+                "experts": {e: d.state_dict() for e, d in self.detectors.items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.detectors = {}
+        if state["detector"] != self.settings.detector:
+            # Another algorithm's statistics mean nothing to this one: start it fresh.
+            log.warning("drift_state_discarded", saved=state["detector"],
+                        configured=self.settings.detector)
+            return
+        for expert, detector_state in state["experts"].items():
+            self.detector(expert).load_state_dict(detector_state)
+
+
+class DriftHistory:
+    """The most recent events for ``GET /v1/drift-events``; written by the learner only."""
+
+    def __init__(self, size: int) -> None:
+        self._events: deque[DriftEvent] = deque(maxlen=size)
+        self._lock = threading.Lock()  # readers copy while the learner appends
+
+    def extend(self, events: list[DriftEvent]) -> None:
+        with self._lock:
+            self._events.extend(events)
+
+    def recent(self, limit: int | None = None, expert: str | None = None,
+               kind: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            events = list(self._events)
+        chosen = [e for e in events if (expert is None or e.expert == expert)
+                  and (kind is None or e.kind == kind)]
+        if limit is not None:
+            chosen = chosen[-limit:] if limit else []
+        return [e.to_dict() for e in chosen]
