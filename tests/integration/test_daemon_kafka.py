@@ -42,6 +42,25 @@ def test_consume_learn_predict_and_metrics_move(broker, topics, daemon_factory):
     assert daemon.terminate()[0] == 0
 
 
+def test_a_drift_reaches_the_events_topic_the_log_and_the_metrics(broker, topics,
+                                                                   daemon_factory):
+    samples = take("sea", 4_000, segment=10_000)
+    for sample in samples[2_500:]:
+        sample["y"] = 1 - sample["y"]  # the concept turns over: every rule learned is wrong
+    # One partition, so the learner sees the change where it is in the stream.
+    send(broker, topics["input"], [json.dumps(s).encode() for s in samples],
+         partitions=[0] * len(samples))
+    daemon = daemon_factory(model={"learning_rate": 0.01}).start()
+    (record,) = read_topic(broker, topics["events"], 1, timeout=60)
+    event = json.loads(record.value)
+    assert event["kind"] == "drift" and event["detector"] == "cusum"
+    assert 2_500 <= event["sample"] < 2_600
+    assert daemon.metric('streamlearn_drift_events_total{detector="cusum",expert="0"}') == 1
+    assert daemon.terminate()[0] == 0
+    (logged,) = [e for e in daemon.log_events() if e.get("event") == "drift_detected"]
+    assert logged["sample"] == event["sample"]
+
+
 BAD = {
     b"{not json": "not_json",
     b'{"x": [1, 2]}': "feature_count",

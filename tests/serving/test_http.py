@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import httpx
 import pytest
 
-from tests.serving.conftest import N_FEATURES, TOKEN, infer_body, wait_until
+from tests.serving.conftest import N_FEATURES, TOKEN, infer_body, labeled, wait_until
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROW = [0.5, 0.5, -0.2, 0.1]
@@ -272,3 +273,19 @@ def test_unreachable_after_stop(served):
     served.stop()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{served.base}/v2/health/live", timeout=2)
+
+
+def test_drift_events_after_the_concept_flips(served):
+    flipped = [json.dumps({**json.loads(r), "y": 1 - json.loads(r)["y"]}).encode()
+               for r in labeled(1_000, seed=9)]
+    served.source.add(flipped)
+    wait_until(lambda: served.daemon.drift_history.recent(kind="drift"), 30, "a drift")
+    (drift,) = served.http.get("/v1/drift-events", params={"kind": "drift"}).json()["events"]
+    assert drift["detector"] == "cusum" and drift["expert"] == "0"
+    assert 2_000 <= drift["sample"] < 2_100  # soon after the flip
+    assert served.http.get("/v1/drift-events", params={"expert": "7"}).json() == {"events": []}
+    assert served.http.get("/v1/drift-events", params={"limit": 0}).json() == {"events": []}
+    bad = served.http.get("/v1/drift-events", params={"kind": "storm"})
+    assert bad.status_code == 422 and "kind" in bad.json()["error"]
+    metrics = served.metrics()
+    assert metrics['streamlearn_drift_events_total{detector="cusum",expert="0"}'] == 1

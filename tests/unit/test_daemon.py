@@ -115,3 +115,30 @@ def test_shutdown_writes_a_checkpoint_and_commits_its_offsets(tmp_path):
     loaded = FileCheckpointStore(tmp_path).load_latest()
     assert loaded.state["offsets"] == [["in", 0, 70]]
     assert source.committed == {TP0: 70}
+
+
+def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_path):
+    import random
+    rng = random.Random(0)
+    flipped = []
+    for i in range(4_000):
+        x = [rng.gauss(0, 1), rng.gauss(0, 1)]
+        y = int(x[0] > 0)
+        flipped.append(json.dumps({"x": x, "y": 1 - y if i >= 3_000 else y}).encode())
+    source = Source("in", [flipped])
+    daemon, sink = make(tmp_path, source, model={"hidden": [8], "learning_rate": 0.01})
+    assert daemon.start()
+    drain(daemon, source, timeout_s=30)
+    published = [payload for kind, payload in sink.events if kind == "drift"]
+    assert [p["sample"] for p in published] == [3_006]
+    assert published[0]["detector"] == "cusum" and published[0]["expert"] == "0"
+    counted = daemon.metrics.registry.get_sample_value(
+        "streamlearn_drift_events_total", {"detector": "cusum", "expert": "0"})
+    assert counted == 1
+    assert [e["sample"] for e in daemon.drift_history.recent(kind="drift")] == [3_006]
+    daemon._last_gauges = 0.0
+    daemon._maybe_update_gauges()
+    assert daemon.progress.drifts == (3_006,)
+    statistic = daemon.metrics.registry.get_sample_value(
+        "streamlearn_drift_statistic", {"detector": "cusum", "expert": "0"})
+    assert statistic == 0.0  # back in its refractory period after the drift

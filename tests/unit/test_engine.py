@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from streamlearn.engine import Engine
-from streamlearn.settings import EngineSettings, ModelSettings
+from streamlearn.settings import DriftSettings, EngineSettings, ModelSettings
 from streamlearn.types import Sample
 
 
@@ -127,3 +127,55 @@ def test_predict_never_mutates_the_expert():
     after = engine.expert.state_dict()
     for key, tensor in before["module"].items():
         assert torch.equal(tensor, after["module"][key])
+
+
+def flipping(n: int = 6_000, flip_at: int = 3_000) -> list[Sample]:
+    """y = x0 > 0, then the opposite: every learned rule turns wrong at ``flip_at``."""
+    rng = random.Random(0)
+    out = []
+    for i in range(n):
+        x = [rng.gauss(0, 1), rng.gauss(0, 1)]
+        label = int(x[0] > 0)
+        out.append(Sample(x, 1 - label if i >= flip_at else label))
+    return out
+
+
+def drifts(engine: Engine, samples: list[Sample], batch: int = 32) -> list[int]:
+    found = []
+    for start in range(0, len(samples), batch):
+        result = engine.process(samples[start: start + batch])
+        found += [e.sample for e in result.drift_events if e.kind == "drift"]
+    return found
+
+
+def test_a_concept_flip_is_one_drift_a_few_samples_after_it():
+    engine = Engine(ModelSettings(hidden=[8], learning_rate=0.01))
+    assert drifts(engine, flipping()) == [3_006]
+
+
+def test_drift_events_name_the_detector_expert_and_model_version():
+    engine = Engine(ModelSettings(hidden=[8], learning_rate=0.01))
+    run(engine, flipping()[:2_990])
+    events = engine.process(flipping()[2_990:3_100]).drift_events
+    drift = next(e for e in events if e.kind == "drift")
+    assert (drift.detector, drift.expert) == ("cusum", "0")
+    assert drift.sample == 3_006
+    assert drift.model_version == engine.version - 1  # the model that made those losses
+
+
+def test_the_drift_detector_state_is_checkpointed_with_the_engine():
+    settings = ModelSettings(hidden=[8], learning_rate=0.01)
+    data = flipping()
+    a = Engine(settings)
+    run(a, data[:2_000])
+    b = Engine(settings)
+    b.load_state_dict(roundtrip(a.state_dict()))
+    assert b.drift.detector("0").state_dict() == a.drift.detector("0").state_dict()
+    assert drifts(a, data[2_000:]) == drifts(b, data[2_000:]) == [3_006]
+
+
+def test_drift_detection_can_be_turned_off():
+    engine = Engine(ModelSettings(hidden=[8], learning_rate=0.01),
+                    drift=DriftSettings(enabled=False))
+    assert drifts(engine, flipping()) == []
+    assert engine.state_dict()["drift"] is None
