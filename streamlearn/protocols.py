@@ -6,13 +6,20 @@ lists and dicts) so checkpoints load with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from torch import Tensor
 
-from streamlearn.types import DeadLetter, DriftSignal, Offsets, Prediction, Record
+from streamlearn.types import (
+    DeadLetter,
+    DriftAlarm,
+    DriftSignal,
+    Offsets,
+    Prediction,
+    Record,
+)
 
 StateDict = dict[str, Any]
 
@@ -51,6 +58,18 @@ class DriftDetector(Protocol):
     def reset(self) -> None: ...
     def state_dict(self) -> StateDict: ...
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+class BatchDriftDetector(DriftDetector, Protocol):
+    """What the engine needs: a batch at once, and how near the test is to an alarm.
+
+    ``update_many`` gives the same signals as ``update`` value by value, reporting each
+    DRIFT and each WARNING that follows a non-WARNING, by position in the batch.
+    """
+
+    def update_many(self, values: Sequence[float]) -> list[DriftAlarm]: ...
+    @property
+    def statistic(self) -> float: ...  # 0 calm, 1 at the drift threshold
 
 
 class CheckpointStore(Protocol):

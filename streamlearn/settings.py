@@ -195,7 +195,7 @@ class DriftSettings(Section):
     signal: Literal["loss", "error"] = "loss"
     # Thresholds are solved for this many false alarms per 100k stable samples (cusum,
     # page_hinkley, loss_deviation; river's detectors use their own parameters).
-    false_alarms_per_100k: float = Field(0.1, gt=0, le=1_000)
+    false_alarms_per_100k: float = Field(0.1, gt=0, le=10_000)
     # Values that estimate the baseline mean and spread, after start and after every drift.
     warmup: int = Field(500, ge=2)
     # Values ignored after a drift: the loss right after a change is an expert's transient.
@@ -214,6 +214,16 @@ class DriftSettings(Section):
     loss_deviation: LossDeviationSettings = Field(default_factory=LossDeviationSettings)
     adwin: AdwinSettings = Field(default_factory=AdwinSettings)
     kswin: KswinSettings = Field(default_factory=KswinSettings)
+
+    @model_validator(mode="after")
+    def _threshold_exists(self) -> DriftSettings:
+        # Imported here: the drift package imports this module.
+        from streamlearn.drift.calibration import arl_from_rate, cusum_threshold
+
+        k = {"cusum": self.cusum.k, "page_hinkley": self.page_hinkley.delta}.get(self.detector)
+        if k is not None:
+            cusum_threshold(k, arl_from_rate(self.false_alarms_per_100k), self.warmup)
+        return self
 
 
 class LogSettings(Section):

@@ -81,3 +81,11 @@ class DriftSignal(enum.IntEnum):
     NONE = 0
     WARNING = 1
     DRIFT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class DriftAlarm:
+    """An event inside one batch given to a detector: its position and the signal there."""
+
+    index: int
+    signal: DriftSignal

@@ -7,7 +7,7 @@ makes the one the settings name.
 
 from collections.abc import Callable
 
-from streamlearn.drift.base import Alarm, BaseDetector, events_of
+from streamlearn.drift.base import BaseDetector, events_of
 from streamlearn.drift.calibration import arl_from_rate
 from streamlearn.drift.cusum import Cusum
 from streamlearn.drift.loss_deviation import LossDeviation
@@ -56,5 +56,5 @@ def build_detector(settings: DriftSettings) -> BaseDetector:
     return DETECTORS[settings.detector](settings)
 
 
-__all__ = ["DETECTORS", "Adwin", "Alarm", "BaseDetector", "Cusum", "Kswin", "LossDeviation",
+__all__ = ["DETECTORS", "Adwin", "BaseDetector", "Cusum", "Kswin", "LossDeviation",
            "PageHinkley", "build_detector", "events_of"]

@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
 from streamlearn.protocols import StateDict
-from streamlearn.types import DriftSignal
+from streamlearn.types import DriftAlarm, DriftSignal
 
 Floats = npt.NDArray[np.float64]
 Signals = npt.NDArray[np.int8]  # DriftSignal values, one per tested value
@@ -38,14 +37,6 @@ _SIGNALS = tuple(DriftSignal)
 # A spread below this is a constant stream (e.g. a perfect expert's zero losses); standardizing
 # by it would turn the first rounding error into an alarm.
 MIN_SPREAD = 1e-6
-
-
-@dataclass(frozen=True, slots=True)
-class Alarm:
-    """An event inside one ``update_many`` batch: its position and the signal there."""
-
-    index: int
-    signal: DriftSignal
 
 
 class Welford:
@@ -117,9 +108,9 @@ class BaseDetector:
         self._last = signal
         return signal
 
-    def update_many(self, values: Sequence[float] | Floats) -> list[Alarm]:
+    def update_many(self, values: Sequence[float] | Floats) -> list[DriftAlarm]:
         xs = np.asarray(values, dtype=np.float64)
-        alarms: list[Alarm] = []
+        alarms: list[DriftAlarm] = []
         i = 0
         while i < len(xs):
             if self._cooldown:
@@ -222,22 +213,22 @@ class BaseDetector:
         self.n_drifts += 1
         self.rearm(cooldown=self.refractory)
 
-    def _events(self, signals: Signals, offset: int) -> list[Alarm]:
+    def _events(self, signals: Signals, offset: int) -> list[DriftAlarm]:
         if not signals.any():
             return []  # the common case, by far
         warning = signals == WARNING
         before = np.concatenate(([self._last is DriftSignal.WARNING], warning[:-1]))
         at = np.flatnonzero((signals == DRIFT) | (warning & ~before))
-        return [Alarm(offset + int(j), _SIGNALS[signals[j]]) for j in at]
+        return [DriftAlarm(offset + int(j), _SIGNALS[signals[j]]) for j in at]
 
 
-def events_of(signals: Sequence[DriftSignal]) -> list[Alarm]:
+def events_of(signals: Sequence[DriftSignal]) -> list[DriftAlarm]:
     """The events ``update_many`` reports for a sequence of ``update`` signals."""
-    out: list[Alarm] = []
+    out: list[DriftAlarm] = []
     previous = DriftSignal.NONE
     for i, signal in enumerate(signals):
         if signal is DriftSignal.DRIFT or (signal is DriftSignal.WARNING
                                            and previous is not DriftSignal.WARNING):
-            out.append(Alarm(i, signal))
+            out.append(DriftAlarm(i, signal))
         previous = signal
     return out

@@ -33,29 +33,41 @@ def siegmund_arl(h: float, k: float, shift: float = 0.0) -> float:
     return (math.exp(-2 * theta * b) + 2 * theta * b - 1) / (2 * theta * theta)
 
 
-def warmup_penalty(b: float, k: float, warmup: int) -> float:
-    """Expected factor by which estimation error of a ``warmup`` baseline shortens ARL0.
+def _log_arl0(h: float, k: float) -> float:
+    """log of the in-control :func:`siegmund_arl`, without overflow for large h."""
+    x = 2 * k * (h + _OVERSHOOT)
+    if x < 50:
+        return math.log(siegmund_arl(h, k))
+    return x - math.log(2 * k * k)  # exp(x) dwarfs the other terms
+
+
+def log_warmup_penalty(b: float, k: float, warmup: int) -> float:
+    """Log of the expected factor by which a ``warmup`` baseline's error shortens ARL0.
 
     A mean error e (variance 1/n) shortens the run length by exp(-2 b e); a relative spread
     error r (variance 1/2n) by about exp(-4 k b r). Their lognormal expectations multiply.
     """
-    if warmup <= 1:
-        return 1.0
-    return math.exp((2 + 4 * k * k) * b * b / warmup)
+    return (2 + 4 * k * k) * b * b / warmup if warmup > 1 else 0.0
 
 
 def cusum_threshold(k: float, arl0: float, warmup: int) -> float:
-    """The smallest h whose penalized in-control run length reaches ``arl0``."""
-    def enough(h: float) -> bool:
-        b = h + _OVERSHOOT
-        return siegmund_arl(h, k) >= arl0 * warmup_penalty(b, k, warmup)
+    """The smallest h whose penalized in-control run length reaches ``arl0``.
 
-    low, high = 0.0, 1.0
-    while not enough(high):
-        high *= 2
-        if high > 1e4:
-            raise ValueError(f"no threshold reaches ARL0={arl0:g} with warmup={warmup}; "
-                             "use a longer warm-up or accept more false alarms")
+    Raises ValueError when none does: the penalty grows with h squared, so a short warm-up
+    caps the run length any threshold can promise.
+    """
+    def penalized(h: float) -> float:
+        return _log_arl0(h, k) - log_warmup_penalty(h + _OVERSHOOT, k, warmup)
+
+    def enough(h: float) -> bool:
+        return penalized(h) >= math.log(arl0)
+
+    # The penalized log run length is concave in h: find its peak, then search below it.
+    best = max((0.25 * i for i in range(1, 801)), key=penalized)
+    if not enough(best):
+        raise ValueError(f"warmup={warmup} is too short to promise {1e5 / arl0:g} false alarms "
+                         "per 100k samples: lengthen the warm-up or accept more false alarms")
+    low, high = 0.0, best
     for _ in range(60):
         mid = (low + high) / 2
         low, high = (low, mid) if enough(mid) else (mid, high)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from streamlearn.drift import DETECTORS, Alarm, build_detector, events_of
+from streamlearn.drift import DETECTORS, build_detector, events_of
 from streamlearn.settings import DriftSettings
-from streamlearn.types import DriftSignal
+from streamlearn.types import DriftAlarm, DriftSignal
 
 NAMES = sorted(DETECTORS)
 
@@ -29,12 +29,13 @@ def signals(detector, values) -> list[DriftSignal]:
     return [detector.update(float(v)) for v in values]
 
 
-def in_batches(detector, values, seed: int) -> list[Alarm]:
+def in_batches(detector, values, seed: int) -> list[DriftAlarm]:
     rng = np.random.default_rng(seed)
     out, i = [], 0
     while i < len(values):
         size = int(rng.choice([1, 3, 32, 257, 1024]))
-        out += [Alarm(a.index + i, a.signal) for a in detector.update_many(values[i: i + size])]
+        found = detector.update_many(values[i: i + size])
+        out += [DriftAlarm(a.index + i, a.signal) for a in found]
         i += size
     return out
 

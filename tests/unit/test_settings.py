@@ -77,3 +77,21 @@ def test_cli_reports_an_unreadable_file(tmp_path):
                            str(tmp_path / "missing.yaml")], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "cannot read" in proc.stderr
+
+
+def test_a_warm_up_too_short_for_the_false_alarm_rate_is_refused_at_load():
+    with pytest.raises(SettingsError, match="warmup=30 is too short"):
+        load_settings(None, drift={"warmup": 30})
+    assert load_settings(None, drift={"warmup": 50, "false_alarms_per_100k": 2_000})
+
+
+def test_error_signal_needs_a_classifier():
+    with pytest.raises(SettingsError, match="drift.signal: 'error' needs model.task"):
+        load_settings(None, model={"task": "regression"}, drift={"signal": "error"})
+
+
+def test_nested_drift_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("STREAMLEARN_DRIFT__CUSUM__K", "0.25")
+    monkeypatch.setenv("STREAMLEARN_DRIFT__DETECTOR", "page_hinkley")
+    settings = load_settings(None)
+    assert settings.drift.cusum.k == 0.25 and settings.drift.detector == "page_hinkley"
