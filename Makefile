@@ -31,6 +31,7 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/drift/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache checkpoints

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -78,7 +78,8 @@ class Progress:
     lag: int = 0
     paused: bool = False
     connected: bool = False  # the source is up (False while the broker is unreachable)
-    drifts: tuple[int, ...] = ()  # stream positions of the latest drifts detected (1,000 at most)
+    drifts: int = 0  # drifts detected since start
+    last_drift_sample: int | None = None  # stream position of the latest
 
 
 class Daemon:
@@ -116,7 +117,8 @@ class Daemon:
         self._last_gauges = 0.0
         self._counts: Counter[str] = Counter()
         self._dead_log = LogLimiter(per_second=10)
-        self._drifts: deque[int] = deque(maxlen=1_000)  # newest positions, for progress
+        self._drifts = 0
+        self._last_drift_sample: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -330,7 +332,8 @@ class Daemon:
                 log.debug("drift_warning", **labels, sample=event.sample)
                 continue
             self.metrics.drift_events.labels(**labels).inc()
-            self._drifts.append(event.sample)
+            self._drifts += 1
+            self._last_drift_sample = event.sample
             log.warning("drift_detected", **labels, sample=event.sample,
                         model_version=event.model_version)
             self.sink.event("drift", event.to_dict())
@@ -480,7 +483,8 @@ class Daemon:
             lag=self._lag() if self.source is not None else 0,
             paused=self._paused,
             connected=self.source is not None,
-            drifts=tuple(self._drifts),
+            drifts=self._drifts,
+            last_drift_sample=self._last_drift_sample,
         )
 
 

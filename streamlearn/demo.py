@@ -60,8 +60,8 @@ class _Tracker:
             concept = self.concepts[len(self.segments) % len(self.concepts)]
             self.segments.append(_Segment(f"{self.stream}-{concept}"))
         seg = self.segments[index]
-        seg.drifts += len(p.drifts) - self.drifts_seen  # detected during this segment
-        self.drifts_seen = len(p.drifts)
+        seg.drifts += p.drifts - self.drifts_seen  # detected during this segment
+        self.drifts_seen = p.drifts
         if p.accuracy == p.accuracy:  # not NaN
             seg.end_accuracy = p.accuracy
             seg.min_accuracy = min(p.accuracy, seg.min_accuracy) \
@@ -183,8 +183,8 @@ def _fields(p: Progress, sent: int, elapsed: float) -> list[tuple[str, str]]:
         ("predicted(unlabeled)", str(p.samples_predicted)),
         ("dead-lettered", str(p.records_invalid)), ("checkpoints", str(p.checkpoints)),
         ("lag", str(p.lag)), ("paused", "yes" if p.paused else "no"),
-        ("drifts detected", f"{len(p.drifts)}" + (f" (last at sample {p.drifts[-1]})"
-                                                  if p.drifts else "")),
+        ("drifts detected", f"{p.drifts}" + (f" (last at sample {p.last_drift_sample})"
+                                             if p.drifts else "")),
     ]
 
 

@@ -138,7 +138,7 @@ def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_pa
     assert [e["sample"] for e in daemon.drift_history.recent(kind="drift")] == [3_006]
     daemon._last_gauges = 0.0
     daemon._maybe_update_gauges()
-    assert daemon.progress.drifts == (3_006,)
+    assert (daemon.progress.drifts, daemon.progress.last_drift_sample) == (1, 3_006)
     statistic = daemon.metrics.registry.get_sample_value(
         "streamlearn_drift_statistic", {"detector": "cusum", "expert": "0"})
     assert statistic == 0.0  # back in its refractory period after the drift

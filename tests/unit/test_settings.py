@@ -86,7 +86,7 @@ def test_a_warm_up_too_short_for_the_false_alarm_rate_is_refused_at_load():
 
 
 def test_error_signal_needs_a_classifier():
-    with pytest.raises(SettingsError, match="drift.signal: 'error' needs model.task"):
+    with pytest.raises(SettingsError, match=r"drift\.signal: 'error' needs model\.task"):
         load_settings(None, model={"task": "regression"}, drift={"signal": "error"})
 
 
