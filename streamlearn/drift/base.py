@@ -8,7 +8,11 @@ A detector goes through three phases, and again after every drift (or :meth:`rea
    standardizes with. Re-estimating after every change is what keeps the loss level of a
    new regime (or a new expert) from raising the next alarm.
 3. **monitoring**: the detector's own test, ``_test`` one value at a time or ``_scan`` over
-   an array.
+   an array. Monitoring begins **settling**: while each further block of ``warmup`` values
+   has a mean significantly below the baseline's, that block becomes the baseline. After a
+   drift the expert is still learning when the warm-up ends, so the first baseline is too
+   high and too wide; measured in its units a later rise may never reach the threshold.
+   The first block that is not lower ends the settling.
 
 ``update`` takes one value; ``update_many`` takes a batch and returns only the events in it:
 each DRIFT, and each WARNING that follows a non-WARNING. Both paths give the same signals
@@ -33,6 +37,10 @@ Signals = npt.NDArray[np.int8]  # DriftSignal values, one per tested value
 # Plain ints for array work: enum attribute lookups cost more than the numpy calls around them.
 WARNING, DRIFT = int(DriftSignal.WARNING), int(DriftSignal.DRIFT)
 _SIGNALS = tuple(DriftSignal)
+
+# A block must sit this many standard errors below the baseline mean to replace it: a stable
+# stream does so once in about 700 blocks, and a biased-low baseline costs false alarms.
+SETTLE_SE = 3.0
 
 # A spread below this is a constant stream (e.g. a perfect expert's zero losses); standardizing
 # by it would turn the first rounding error into an alarm.
@@ -88,6 +96,7 @@ class BaseDetector:
         # The baseline as the tests use it, fixed once the warm-up is complete.
         self.mu = 0.0
         self.inv_sd = 1.0
+        self.settling: Welford | None = None  # the block that may replace the baseline
         self._cooldown = refractory
         self._last = DriftSignal.NONE
         self.n_drifts = 0
@@ -105,6 +114,8 @@ class BaseDetector:
             signal = self._test(value)
             if signal is DriftSignal.DRIFT:
                 self._drifted()
+            else:
+                self._settle(np.array([value], dtype=np.float64))
         self._last = signal
         return signal
 
@@ -124,12 +135,20 @@ class BaseDetector:
                 self._last = DriftSignal.NONE
                 i += take
             else:
-                signals = self._scan(xs[i:])
+                end = len(xs) if self.settling is None else min(
+                    len(xs), i + self.warmup - self.settling.n)
+                block = self.settling
+                signals = self._scan(xs[i:end])
                 alarms += self._events(signals, offset=i)
-                i += len(signals)
                 last = _SIGNALS[signals[-1]]
                 if last is DriftSignal.DRIFT:
                     self._drifted()
+                else:
+                    # A test that restarted settling did so at its last value: the new
+                    # block begins there, as on the one-value path.
+                    first = i if self.settling is block else i + len(signals) - 1
+                    self._settle(xs[first: i + len(signals)])
+                i += len(signals)
                 self._last = last
         return alarms
 
@@ -146,6 +165,7 @@ class BaseDetector:
         """
         self._cooldown = cooldown
         self.baseline = Welford()
+        self.settling = None
         self._last = DriftSignal.NONE
         self._clear()
 
@@ -159,6 +179,7 @@ class BaseDetector:
     def state_dict(self) -> StateDict:
         return {"name": self.name, "cooldown": self._cooldown, "last": int(self._last),
                 "n_drifts": self.n_drifts, "baseline": self.baseline.state_dict(),
+                "settling": self.settling.state_dict() if self.settling else None,
                 "test": self._test_state()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -168,6 +189,10 @@ class BaseDetector:
         self._last = DriftSignal(int(state["last"]))
         self.n_drifts = int(state["n_drifts"])
         self.baseline.load_state_dict(state["baseline"])
+        self.settling = None
+        if state["settling"] is not None:
+            self.settling = Welford()
+            self.settling.load_state_dict(state["settling"])
         self._set_scale()
         self._load_test_state(state["test"])
 
@@ -177,6 +202,27 @@ class BaseDetector:
         self.baseline.add_many(xs)
         if self.baseline.n >= self.warmup:
             self._set_scale()
+            self.settling = Welford()
+
+    def _resettle(self) -> None:
+        """The loss fell well below the baseline: collect a block that may replace it."""
+        if self.settling is None:  # one already being collected will do
+            self.settling = Welford()
+
+    def _settle(self, xs: Floats) -> None:
+        """Feed the settling block; adopt it if it is clearly lower, else stop settling."""
+        if self.settling is None or self.baseline.n < self.warmup:
+            return  # settled, or the test itself re-armed the baseline
+        self.settling.add_many(xs)
+        if self.settling.n < self.warmup:
+            return
+        block, base = self.settling, self.baseline
+        if block.mean < base.mean - SETTLE_SE * base.std / math.sqrt(self.warmup):
+            self.baseline, self.settling = block, Welford()
+            self._clear()
+            self._set_scale()
+        else:
+            self.settling = None
 
     def _set_scale(self) -> None:
         self.mu, self.inv_sd = self.baseline.mean, 1.0 / self.baseline.std

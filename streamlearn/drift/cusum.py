@@ -11,9 +11,11 @@ Two sums track a rise and a fall::
 from the false-alarm target (:mod:`streamlearn.drift.calibration`).
 
 With ``direction="up"`` (the default for losses) only a rise is a drift: a falling loss is
-the expert getting better. A fall past ``h`` still means the baseline is stale, so it is
-re-estimated quietly; otherwise a long-improving expert would be measured against an old,
-high loss and rises would go unseen.
+the expert getting better. A fall past ``h`` still means the baseline is stale: the lower
+sum restarts and the next block of ``warmup`` values may replace the baseline (settling,
+see :mod:`~streamlearn.drift.base`), while the test keeps watching; otherwise a
+long-improving expert would be measured against an old, high loss and rises would go
+unseen.
 
 The batch path solves the recursion in closed form, S_t = W_t - min(-S_0, min_j<=t W_j)
 with W the cumulative sum of the increments, so a micro-batch costs a few numpy calls.
@@ -58,8 +60,8 @@ class Cusum(BaseDetector):
         if up > self.h or (down > self.h and self.direction == "both"):
             return DriftSignal.DRIFT
         if down > self.h:
-            self.rearm()
-            return DriftSignal.NONE
+            self.down = 0.0
+            self._resettle()
         if self._alarm_sum(up, down) > self.warning_fraction * self.h:
             return DriftSignal.WARNING
         return DriftSignal.NONE
@@ -80,8 +82,8 @@ class Cusum(BaseDetector):
         if self.up > self.h or (self.down > self.h and self.direction == "both"):
             signals[-1] = DRIFT
         elif self.down > self.h:
-            self.rearm()
-            signals[-1] = 0
+            self.down = 0.0
+            self._resettle()
         return signals
 
     def _alarm_sum(self, up: float, down: float) -> float:

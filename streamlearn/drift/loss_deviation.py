@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from streamlearn.drift.base import MIN_SPREAD, BaseDetector, Floats
+from streamlearn.drift.base import MIN_SPREAD, BaseDetector
 from streamlearn.drift.calibration import window_z_threshold
 from streamlearn.protocols import StateDict
 from streamlearn.types import DriftSignal
@@ -44,10 +44,9 @@ class LossDeviation(BaseDetector):
         self.ref_var = 0.0
         self.z = 0.0
 
-    def _warm(self, xs: Floats) -> None:
-        super()._warm(xs)
-        if self.baseline.n >= self.warmup:
-            self.ref_mean, self.ref_var = self.baseline.mean, self.baseline.std ** 2
+    def _set_scale(self) -> None:
+        super()._set_scale()
+        self.ref_mean, self.ref_var = self.baseline.mean, self.baseline.std ** 2
 
     def _test(self, value: float) -> DriftSignal:
         spread = self.clip * max(math.sqrt(self.ref_var), MIN_SPREAD)
