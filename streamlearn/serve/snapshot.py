@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
+from streamlearn.engine import ACTIVE_EXPERT
 from streamlearn.experts.expert import NeuralExpert
 from streamlearn.logging import get_logger
 from streamlearn.preprocess import RunningStandardizer
@@ -99,8 +100,8 @@ def build_snapshot(engine: Engine) -> Snapshot | None:
         n_features=engine.n_features,
         feature_names=tuple(features) if features is not None else None,
         labels=tuple(engine.labels.labels),
-        expert_id="0",
-        experts=(ExpertInfo("0", engine.created_at, engine.samples_learned,
+        expert_id=ACTIVE_EXPERT,
+        experts=(ExpertInfo(ACTIVE_EXPERT, engine.created_at, engine.samples_learned,
                             engine.last_learned_at, active=True),),
         device=engine.device,
         forward=_frozen_forward(engine.expert),
