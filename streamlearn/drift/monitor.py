@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 from torch import Tensor
 
 from streamlearn.drift import BaseDetector, build_detector
@@ -52,11 +53,20 @@ class DriftMonitor:
 
     def observe(self, expert: str, values: Tensor, first_sample: int,
                 model_version: int) -> list[DriftEvent]:
-        alarms = self.detector(expert).update_many(values.detach().double().cpu().numpy())
+        xs = values.detach().double().cpu().numpy()
+        positions = np.arange(len(xs))
+        finite = np.isfinite(xs)
+        if not finite.all():
+            # A diverged model's NaN or Inf loss would poison the detector's sums for good;
+            # the values are left out and the positions of the rest kept.
+            log.warning("drift_values_skipped", expert=expert, count=int((~finite).sum()),
+                        reason="non-finite loss")
+            xs, positions = xs[finite], positions[finite]
+        alarms = self.detector(expert).update_many(xs)
         now = time.time()
         return [DriftEvent("drift" if alarm.signal is DriftSignal.DRIFT else "warning",
-                           self.settings.detector, expert, first_sample + alarm.index,
-                           model_version, now)
+                           self.settings.detector, expert,
+                           first_sample + int(positions[alarm.index]), model_version, now)
                 for alarm in alarms]
 
     def rearm(self, expert: str) -> None:
