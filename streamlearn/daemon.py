@@ -33,8 +33,10 @@ from streamlearn.buffer import InputBuffer
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.state import CheckpointState, check_compatible
 from streamlearn.codecs import Codec
-from streamlearn.drift.monitor import DriftEvent, DriftHistory
+from streamlearn.drift.monitor import DriftEvent
 from streamlearn.engine import Engine, StepResult
+from streamlearn.experts.member import PoolEvent
+from streamlearn.history import EventHistory
 from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
 from streamlearn.protocols import Sink, Source
@@ -80,6 +82,10 @@ class Progress:
     connected: bool = False  # the source is up (False while the broker is unreachable)
     drifts: int = 0  # drifts detected since start
     last_drift_sample: int | None = None  # stream position of the latest
+    active_expert: str | None = None
+    experts: int = 0  # alive in the pool
+    spawns: int = 0  # pool decisions since start
+    switches: int = 0
 
 
 class Daemon:
@@ -87,7 +93,7 @@ class Daemon:
                  SinkFactory, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.engine = Engine(settings.model, settings.engine, settings.drift)
+        self.engine = Engine(settings.model, settings.engine, settings.drift, settings.experts)
         m = settings.model
         self.codec = Codec(m.task, m.n_features, m.features, settings.engine.max_record_bytes,
                            settings.engine.max_samples_per_record)
@@ -106,7 +112,8 @@ class Daemon:
         # Serving's two windows into the learner: snapshots out, samples and requests in.
         self.snapshots = SnapshotBoard(self.metrics)
         self.inbox = Inbox(settings.serve.learn_queue_samples)
-        self.drift_history = DriftHistory(settings.drift.history)
+        self.drift_history: EventHistory[DriftEvent] = EventHistory(settings.drift.history)
+        self.expert_history: EventHistory[PoolEvent] = EventHistory(settings.experts.history)
         self._last_publish = 0.0
         self._last_checkpoint_path: str | None = None
         self._stop = threading.Event()
@@ -320,6 +327,8 @@ class Daemon:
             self.metrics.predictions.labels(kind="unlabeled").inc(len(result.predictions))
         if result.drift_events:
             self._drift_events(result.drift_events)
+        if result.pool_events:
+            self._pool_events(result.pool_events)
 
     def _drift_events(self, events: list[DriftEvent]) -> None:
         """Count, log and keep every event; drifts also go to the events topic."""
@@ -337,6 +346,20 @@ class Daemon:
             log.warning("drift_detected", **labels, sample=event.sample,
                         model_version=event.model_version)
             self.sink.event("drift", event.to_dict())
+
+    def _pool_events(self, events: list[PoolEvent]) -> None:
+        """Count, log, keep and publish every decision of the expert pool."""
+        assert self.sink is not None
+        self.expert_history.extend(events)
+        for event in events:
+            self.metrics.expert_events.labels(kind=event.kind).inc()
+            self._counts[f"expert_{event.kind}"] += 1
+            if event.kind in ("prune", "merge"):
+                self.metrics.expert_active.remove(event.expert)
+                self.metrics.expert_accuracy.remove(event.expert)
+            payload = {k: v for k, v in event.to_dict().items() if k != "kind"}
+            log.info(f"expert_{event.kind}", **payload)
+            self.sink.event(f"expert_{event.kind}", payload)
 
     def _dead_letter(self, items: list[DeadLetter]) -> None:
         assert self.sink is not None
@@ -453,8 +476,24 @@ class Daemon:
             detector = self.settings.drift.detector
             for expert, value in self.engine.drift.statistics().items():
                 self.metrics.drift_statistic.labels(detector=detector, expert=expert).set(value)
+        self._expert_gauges()
         self.metrics.buffered_samples.set(self.buffer.samples)
         self._publish_progress()
+
+    def _expert_gauges(self) -> None:
+        pool = self.engine.pool
+        if pool is None:
+            return
+        self.metrics.experts_alive.set(len(pool.members))
+        for id_, member in pool.members.items():
+            self.metrics.expert_active.labels(expert=id_).set(int(id_ == pool.active_id))
+            if member.accuracy == member.accuracy:  # NaN until it answered
+                self.metrics.expert_accuracy.labels(expert=id_).set(member.accuracy)
+        rolling, cumulative = pool.selector.accuracy
+        self.metrics.selector_accuracy.labels(window="rolling").set(rolling)
+        self.metrics.selector_accuracy.labels(window="cumulative").set(cumulative)
+        for part, size in pool.nbytes().items():
+            self.metrics.expert_memory.labels(part=part).set(size)
 
     def _lag(self) -> int:
         assert self.source is not None
@@ -485,6 +524,10 @@ class Daemon:
             connected=self.source is not None,
             drifts=self._drifts,
             last_drift_sample=self._last_drift_sample,
+            active_expert=self.engine.pool.active_id if self.engine.pool else None,
+            experts=len(self.engine.pool.members) if self.engine.pool else 0,
+            spawns=self._counts["expert_spawn"],
+            switches=self._counts["expert_switch"],
         )
 
 

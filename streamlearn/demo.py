@@ -43,6 +43,7 @@ class _Segment:
     end_accuracy: float = float("nan")
     min_accuracy: float = float("nan")
     drifts: int = 0
+    expert: str = "-"  # the expert active at the segment's end
 
 
 @dataclass
@@ -62,6 +63,7 @@ class _Tracker:
         seg = self.segments[index]
         seg.drifts += p.drifts - self.drifts_seen  # detected during this segment
         self.drifts_seen = p.drifts
+        seg.expert = p.active_expert or "-"
         if p.accuracy == p.accuracy:  # not NaN
             seg.end_accuracy = p.accuracy
             seg.min_accuracy = min(p.accuracy, seg.min_accuracy) \
@@ -185,6 +187,8 @@ def _fields(p: Progress, sent: int, elapsed: float) -> list[tuple[str, str]]:
         ("lag", str(p.lag)), ("paused", "yes" if p.paused else "no"),
         ("drifts detected", f"{p.drifts}" + (f" (last at sample {p.last_drift_sample})"
                                              if p.drifts else "")),
+        ("experts", f"{p.experts} (active {p.active_expert}; {p.spawns} spawned, "
+                    f"{p.switches} reused)"),
     ]
 
 
@@ -198,11 +202,11 @@ def _summary(console: Console, daemon: Daemon, tracker: _Tracker, sent: int, ela
                   f"{p.samples_predicted} unlabeled predicted, {p.records_invalid} "
                   f"dead-lettered, {p.checkpoints} checkpoints")
     table = Table(title="accuracy per concept segment (rolling window of 1000)")
-    for column in ("segment", "concept", "lowest", "at end", "drifts detected"):
+    for column in ("segment", "concept", "lowest", "at end", "drifts detected", "expert"):
         table.add_column(column)
     for index, seg in enumerate(tracker.segments):
         table.add_row(str(index), seg.concept, f"{seg.min_accuracy:.3f}",
-                      f"{seg.end_accuracy:.3f}", str(seg.drifts))
+                      f"{seg.end_accuracy:.3f}", str(seg.drifts), seg.expert)
     console.print(table)
     if keep:
         console.print(f"checkpoints kept in {ckpt_dir}: streamlearn checkpoint inspect "

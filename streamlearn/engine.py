@@ -16,18 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from streamlearn.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.experts.expert import build_expert, resolve_device
+from streamlearn.experts.member import PoolEvent
+from streamlearn.experts.pool import ExpertPool
 from streamlearn.preprocess import LabelIndex, RunningStandardizer
 from streamlearn.prequential import PrequentialStats
 from streamlearn.protocols import Expert, StateDict
-from streamlearn.settings import DriftSettings, EngineSettings, ModelSettings
+from streamlearn.settings import DriftSettings, EngineSettings, ExpertsSettings, ModelSettings
 from streamlearn.types import Prediction, Sample
-
-#: The one expert until the expert pool exists; served and published as the answering expert.
-ACTIVE_EXPERT = "0"
 
 
 @dataclass(slots=True)
@@ -42,28 +41,34 @@ class StepResult:
     labeled: int = 0
     correct: int = 0
     losses: Tensor | None = None  # per labeled sample, before the step: drift detectors' food
+    errors: Tensor | None = None  # per labeled sample: 1/0 wrong/right, or absolute error
+    answered_by: list[str] = field(default_factory=list)  # expert per labeled sample
     predictions: list[Prediction] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     drift_events: list[DriftEvent] = field(default_factory=list)
+    pool_events: list[PoolEvent] = field(default_factory=list)
 
 
 class Engine:
     def __init__(self, model: ModelSettings, engine: EngineSettings | None = None,
-                 drift: DriftSettings | None = None) -> None:
+                 drift: DriftSettings | None = None,
+                 experts: ExpertsSettings | None = None) -> None:
         self.settings = model
+        self.engine_settings = engine or EngineSettings()
         drift = drift or DriftSettings()
+        self.experts_settings = experts or ExpertsSettings()
         self.drift = DriftMonitor(drift) if drift.enabled else None
         self._watch_errors = drift.signal == "error"  # else the per-sample losses
         self.device = resolve_device(model.device)
         self.labels = LabelIndex(model.max_classes)
-        self.stats = PrequentialStats((engine or EngineSettings()).rolling_window)
+        self.stats = PrequentialStats(self.engine_settings.rolling_window)
         self.version = 0  # optimizer steps taken; served and published as the model version
-        self.samples_learned = 0
+        self.samples_learned = 0  # labeled samples taken in: the stream position
         self.samples_predicted = 0
         self.created_at = time.time()
         self.last_learned_at: float | None = None
         self.n_features: int | None = None
-        self.expert: Expert | None = None
+        self.pool: ExpertPool | None = None
         self.scaler: RunningStandardizer | None = None
         self.target_scaler: RunningStandardizer | None = None
         if (count := model.feature_count()) is not None:
@@ -73,17 +78,37 @@ class Engine:
     def is_classifier(self) -> bool:
         return self.settings.task == "classification"
 
+    @property
+    def expert(self) -> Expert | None:
+        """The active expert: the one learning now."""
+        return self.pool.active.expert if self.pool is not None else None
+
     def _build(self, n_features: int) -> None:
         self.n_features = n_features
-        self.expert = build_expert(self.settings, n_features, self.device)
+        experts = self.experts_settings
+        if not experts.enabled:
+            experts = experts.model_copy(update={"max_experts": 1})
+        self.pool = ExpertPool(
+            experts, lambda seed: build_expert(self.settings, n_features, self.device, seed),
+            self.scoring_loss, n_features, self.device, self.settings.seed, self._scale)
         if self.settings.standardize:
             self.scaler = RunningStandardizer(n_features)
             if not self.is_classifier:
                 self.target_scaler = RunningStandardizer(1)
 
+    def _scale(self, x: Tensor) -> Tensor:
+        return self.scaler.transform(x) if self.scaler is not None else x
+
+    def scoring_loss(self, out: Tensor, y: Tensor) -> Tensor:
+        """Per-sample loss of an expert's outputs: what the pool compares experts with."""
+        if self.is_classifier:
+            n = max(len(self.labels), int(y.max()) + 1 if y.numel() else 1)
+            return nn.functional.cross_entropy(out[:, :n], y, reduction="none")
+        return nn.functional.mse_loss(out.reshape(-1), y.reshape(-1), reduction="none")
+
     def process(self, samples: Sequence[Sample]) -> StepResult:
         result = StepResult()
-        if samples and self.expert is None:
+        if samples and self.pool is None:
             self._build(len(samples[0].x))
         kept, targets = self._admit(samples, result)
         if not kept:
@@ -99,12 +124,11 @@ class Engine:
         unlabeled = [j for j, i in enumerate(kept) if targets[i] is None]
         if labeled:
             y = [targets[kept[j]] for j in labeled]
-            self._learn(x_test[labeled], x_train[labeled], y, result)
+            self._learn(x_test[labeled], x_train[labeled], x[labeled], y, result)
         if unlabeled:
             ids = [samples[kept[j]].id for j in unlabeled]
             result.predictions = self._predict(x_train[unlabeled], ids)
         return result
-
     def _admit(self, samples: Sequence[Sample], result: StepResult
                ) -> tuple[list[int], dict[int, float | int | None]]:
         """Indices of usable samples and their encoded targets; the rest are rejected."""
@@ -131,56 +155,129 @@ class Engine:
             targets[i] = target
         return kept, targets
 
-    def _learn(self, x_test: Tensor, x_train: Tensor, y_values: list[Any],
-               result: StepResult) -> None:
-        assert self.expert is not None
-        out = self.expert.predict(x_test)
+    def _learn(self, x_test: Tensor, x_train: Tensor, raw: Tensor, y_values: list[Any],
+                 result: StepResult) -> None:
+        """Test with the answering expert, score, then learn (or hold while deciding)."""
+        assert self.pool is not None
+        answerers = self.pool.answerers(x_test)
+        out = self._routed_outputs(x_test, answerers)
+        y, errors, quality = self._score(out, y_values)
         if self.is_classifier:
-            y = torch.tensor(y_values, dtype=torch.long, device=self.device)
-            correct = out[:, : len(self.labels)].argmax(dim=1) == y
-            losses = self.expert.learn(x_train, y)
-            self.stats.update(losses.cpu(), correct=correct.cpu())
-            result.correct = int(correct.sum())
-            watched = (~correct).float() if self._watch_errors else losses
+            self._credit(answerers, errors == 0)
+            result.correct = int((errors == 0).sum())
+        position = self.samples_learned
+        if self.pool.deciding:
+            losses = self.pool.hold(x_test, x_train, raw, y)
+            if self.pool.decision_due:
+                self._decide(position + len(y_values), result)
         else:
-            y_raw = torch.tensor(y_values, dtype=torch.float32).unsqueeze(1)
-            pred, y_scaled = out.cpu().unsqueeze(1), y_raw
-            if self.target_scaler is not None:
-                pred = self.target_scaler.inverse(pred)
-                self.target_scaler.update(y_raw)
-                y_scaled = self.target_scaler.transform(y_raw)
-            losses = self.expert.learn(x_train, y_scaled.squeeze(1).to(self.device))
-            self.stats.update(losses.cpu(), abs_error=(pred - y_raw).abs().squeeze(1))
-            watched = losses
-        if self.drift is not None:
-            result.drift_events = self.drift.observe(ACTIVE_EXPERT, watched,
-                                                     self.samples_learned, self.version)
-        self.version += 1
+            losses = self.pool.learn(x_train, y, raw, position,
+                                     self.scoring_loss(out.to(self.device), y))
+            self._watch(errors if self._watch_errors else losses, position, result)
+            self.version += 1
+        self.stats.update(losses.cpu(), **quality)
         self.samples_learned += len(y_values)
         self.last_learned_at = time.time()
         result.labeled = len(y_values)
         result.losses = losses
+        result.errors = errors
+        result.answered_by = answerers
+
+    def _score(self, out: Tensor, y_values: list[Any]
+               ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Targets as the experts learn them, each sample's error (0/1 or absolute) and
+        the prequential scores to record."""
+        if self.is_classifier:
+            y = torch.tensor(y_values, dtype=torch.long)
+            correct = out[:, : len(self.labels)].argmax(dim=1) == y
+            return y.to(self.device), (~correct).float(), {"correct": correct}
+        y_raw = torch.tensor(y_values, dtype=torch.float32).unsqueeze(1)
+        pred, y_scaled = out.cpu().reshape(-1, 1), y_raw
+        if self.target_scaler is not None:
+            pred = self.target_scaler.inverse(pred)
+            self.target_scaler.update(y_raw)
+            y_scaled = self.target_scaler.transform(y_raw)
+        abs_error = (pred - y_raw).abs().squeeze(1)
+        return y_scaled.squeeze(1).to(self.device), abs_error, {"abs_error": abs_error}
+
+    def _credit(self, answerers: list[str], correct: Tensor) -> None:
+        """Each expert's prequential accuracy counts the answers it gave."""
+        assert self.pool is not None
+        first = answerers[0]
+        if all(a == first for a in answerers):
+            self.pool.members[first].scored(correct)
+            return
+        for expert in dict.fromkeys(answerers):
+            rows = [i for i, a in enumerate(answerers) if a == expert]
+            self.pool.members[expert].scored(correct[rows])
+
+    def _watch(self, values: Tensor, position: int, result: StepResult) -> None:
+        """Feed the active expert's detector; a drift opens the pool's decision."""
+        if self.drift is None:
+            return
+        assert self.pool is not None
+        events = self.drift.observe(self.pool.active_id, values, position, self.version)
+        result.drift_events += events
+        if self.experts_settings.enabled and any(e.kind == "drift" for e in events):
+            self.pool.begin_decision(position + len(values))
+
+    def _decide(self, position: int, result: StepResult) -> None:
+        """Close the decision, then the chosen expert learns the held samples."""
+        assert self.pool is not None
+        events, x, y, raw = self.pool.decide(position)
+        result.pool_events += events
+        if self.drift is not None:
+            for event in events:
+                if event.kind in ("prune", "merge"):
+                    self.drift.forget(event.expert)
+                elif event.kind == "switch":
+                    self.drift.rearm(event.expert)
+        step = self.engine_settings.max_batch
+        for start in range(0, x.shape[0], step):
+            self.pool.learn(x[start: start + step], y[start: start + step],
+                            raw[start: start + step], position, None)
+            self.version += 1
 
     def _predict(self, x: Tensor, ids: list[str | None]) -> list[Prediction]:
-        assert self.expert is not None
-        out = self.expert.predict(x).cpu()
+        assert self.pool is not None
+        experts = self.pool.route(x)
+        out = self._routed_outputs(x, experts)
         self.samples_predicted += len(ids)
         if not self.is_classifier:
             values = out.unsqueeze(1)
             if self.target_scaler is not None:
                 values = self.target_scaler.inverse(values)
-            return [Prediction(id_, float(v), None, self.version)
-                    for id_, v in zip(ids, values.squeeze(1).tolist(), strict=True)]
+            return [Prediction(id_, float(v), None, self.version, e)
+                    for id_, v, e in zip(ids, values.squeeze(1).tolist(), experts, strict=True)]
         n = len(self.labels)
         if n == 0:
-            return [Prediction(id_, None, None, self.version) for id_ in ids]
+            return [Prediction(id_, None, None, self.version, e)
+                    for id_, e in zip(ids, experts, strict=True)]
         probs = torch.softmax(out[:, :n], dim=1)
         names = [str(label) for label in self.labels.labels]
         return [
             Prediction(id_, self.labels.decode(int(row.argmax())),
-                       dict(zip(names, row.tolist(), strict=True)), self.version)
-            for id_, row in zip(ids, probs, strict=True)
+                       dict(zip(names, row.tolist(), strict=True)), self.version, e)
+            for id_, row, e in zip(ids, probs, experts, strict=True)
         ]
+
+    def _routed_outputs(self, x: Tensor, experts: list[str]) -> Tensor:
+        """Each row's outputs from its expert, on the CPU."""
+        assert self.pool is not None
+        first = experts[0]
+        if all(e == first for e in experts):  # the common case: one forward pass
+            return self.pool.members[first].expert.predict(x).cpu()
+        parts: dict[str, list[int]] = {}
+        for row, expert in enumerate(experts):
+            parts.setdefault(expert, []).append(row)
+        out: Tensor | None = None
+        for expert, rows in parts.items():
+            part = self.pool.members[expert].expert.predict(x[rows]).cpu()
+            if out is None:
+                out = part.new_zeros((x.shape[0], *part.shape[1:]))
+            out[rows] = part
+        assert out is not None
+        return out
 
     def state_dict(self) -> StateDict:
         return {
@@ -194,7 +291,7 @@ class Engine:
             "stats": self.stats.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "target_scaler": self.target_scaler.state_dict() if self.target_scaler else None,
-            "expert": self.expert.state_dict() if self.expert else None,
+            "pool": self.pool.state_dict() if self.pool else None,
             "drift": self.drift.state_dict() if self.drift else None,
             "rng": torch.get_rng_state(),
         }
@@ -202,9 +299,11 @@ class Engine:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state["n_features"] is not None:
             self._build(int(state["n_features"]))
-        assert (self.expert is None) == (state["expert"] is None)
-        if self.expert is not None:
-            self.expert.load_state_dict(state["expert"])
+        if self.pool is not None:
+            if state.get("pool") is not None:
+                self.pool.load_state_dict(state["pool"])
+            else:  # written before the pool existed: one expert, id "0"
+                self.pool.active.expert.load_state_dict(state["expert"])
         for name in ("scaler", "target_scaler"):
             part = getattr(self, name)
             if part is not None and state[name] is not None:

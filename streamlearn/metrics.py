@@ -88,6 +88,7 @@ class Metrics:
             "streamlearn_model_version", "Optimizer steps taken by the active model.",
             registry=r)
         self._drift(r)
+        self._experts(r)
         self._serving(r)
         self.info = Info("streamlearn", "Build and runtime information.", registry=r)
         self.info.info({"version": streamlearn.__version__, "torch": torch.__version__,
@@ -108,6 +109,26 @@ class Metrics:
         self.drift_statistic = Gauge(
             "streamlearn_drift_statistic", "Drift test statistic over its threshold: 0 calm, "
             "1 drift (0 during warm-up and refractory).", ["detector", "expert"], registry=r)
+
+    def _experts(self, r: CollectorRegistry) -> None:
+        self.expert_events = Counter(
+            "streamlearn_expert_events", "Decisions of the expert pool: switch (a regime came "
+            "back), spawn, keep (the drift passed), prune, merge.", ["kind"], registry=r)
+        self.expert_active = Gauge(
+            "streamlearn_expert_active", "1 for the expert learning now, 0 for the others.",
+            ["expert"], registry=r)
+        self.experts_alive = Gauge(
+            "streamlearn_experts_alive", "Experts in the pool.", registry=r)
+        self.expert_accuracy = Gauge(
+            "streamlearn_expert_accuracy", "Prequential accuracy of each expert's answers, "
+            "over about its last 1000.", ["expert"], registry=r)
+        self.selector_accuracy = Gauge(
+            "streamlearn_selector_accuracy", "How often the selector routes a labeled sample "
+            "to the expert that then learns it.", ["window"], registry=r)
+        self.expert_memory = Gauge(
+            "streamlearn_expert_memory_bytes", "Memory held by the pool: expert weights and "
+            "optimizer state, replay buffers, the selector and its pairs.", ["part"],
+            registry=r)
 
     def _serving(self, r: CollectorRegistry) -> None:
         self.requests = Counter(

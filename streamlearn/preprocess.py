@@ -13,6 +13,10 @@ from streamlearn.types import Label
 # Below this many samples a feature's spread is too noisy to divide by.
 _MIN_COUNT_FOR_SCALE = 2
 _EPS = 1e-8
+# Standardized inputs are clipped to this many standard deviations. A feature that was
+# (almost) constant so far, such as a border pixel, would otherwise turn its first non-zero
+# value into a number in the millions and one sample's gradient into the whole step.
+MAX_Z = 10.0
 
 
 class RunningStandardizer:
@@ -31,7 +35,8 @@ class RunningStandardizer:
         if self.count < _MIN_COUNT_FOR_SCALE:
             return x
         std = (self.m2 / self.count).sqrt().clamp_min(_EPS)
-        return ((x.double() - self.mean.to(x.device)) / std.to(x.device)).to(x.dtype)
+        z = (x.double() - self.mean.to(x.device)) / std.to(x.device)
+        return z.clamp(-MAX_Z, MAX_Z).to(x.dtype)
 
     def inverse(self, z: Tensor) -> Tensor:
         if self.count < _MIN_COUNT_FOR_SCALE:

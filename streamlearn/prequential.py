@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 
-class _Ring:
+class RollingMean:
     """A fixed-size window of floats with a running sum, written a batch at a time."""
 
     def __init__(self, size: int) -> None:
@@ -28,6 +28,13 @@ class _Ring:
     def mean(self) -> float:
         return float(self.values.sum() / self.filled) if self.filled else float("nan")
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": self.values.clone(), "pos": self.pos, "filled": self.filled}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.values = state["values"].clone()
+        self.pos, self.filled = int(state["pos"]), int(state["filled"])
+
 
 class PrequentialStats:
     """Accuracy (classification) or absolute error (regression), and loss."""
@@ -36,7 +43,7 @@ class PrequentialStats:
         self.window = window
         self.count = 0
         self.sums = {"correct": 0.0, "loss": 0.0, "abs_error": 0.0}
-        self._rings = {name: _Ring(window) for name in self.sums}
+        self._rings = {name: RollingMean(window) for name in self.sums}
 
     def update(self, loss: Tensor, correct: Tensor | None = None,
                abs_error: Tensor | None = None) -> None:
@@ -66,15 +73,13 @@ class PrequentialStats:
         return {
             "count": self.count,
             "sums": dict(self.sums),
-            "rings": {name: {"values": r.values.clone(), "pos": r.pos, "filled": r.filled}
-                      for name, r in self._rings.items()},
+            "rings": {name: r.state_dict() for name, r in self._rings.items()},
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.count = int(state["count"])
         self.sums = {k: float(v) for k, v in state["sums"].items()}
         for name, ring_state in state["rings"].items():
-            ring = _Ring(ring_state["values"].numel())
-            ring.values = ring_state["values"].clone()
-            ring.pos, ring.filled = int(ring_state["pos"]), int(ring_state["filled"])
+            ring = RollingMean(ring_state["values"].numel())
+            ring.load_state_dict(ring_state)
             self._rings[name] = ring

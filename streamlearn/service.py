@@ -34,7 +34,8 @@ class Service:
         self.settings = serve
         self.core = ServingCore(daemon.settings, daemon.snapshots, daemon.inbox, daemon.metrics,
                                 progress=lambda: daemon.progress,
-                                drift_history=daemon.drift_history)
+                                drift_history=daemon.drift_history,
+                                expert_history=daemon.expert_history)
         self.http = HttpServer(create_app(self.core), serve.host, serve.http_port,
                                serve.drain_timeout_s)
         self.grpc = (GrpcServer(self.core, serve.host, serve.grpc_port)

@@ -9,9 +9,7 @@ of the engine's ``state_dict`` and so of every checkpoint.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -73,6 +71,10 @@ class DriftMonitor:
         """The expert's losses will change for a known reason: re-estimate its baseline."""
         self.detector(expert).rearm(cooldown=self.settings.refractory)
 
+    def forget(self, expert: str) -> None:
+        """The expert is gone from the pool: so is its detector."""
+        self.detectors.pop(expert, None)
+
     def statistics(self) -> dict[str, float]:
         return {expert: d.statistic for expert, d in self.detectors.items()}
 
@@ -89,25 +91,3 @@ class DriftMonitor:
             return
         for expert, detector_state in state["experts"].items():
             self.detector(expert).load_state_dict(detector_state)
-
-
-class DriftHistory:
-    """The most recent events for ``GET /v1/drift-events``; written by the learner only."""
-
-    def __init__(self, size: int) -> None:
-        self._events: deque[DriftEvent] = deque(maxlen=size)
-        self._lock = threading.Lock()  # readers copy while the learner appends
-
-    def extend(self, events: list[DriftEvent]) -> None:
-        with self._lock:
-            self._events.extend(events)
-
-    def recent(self, limit: int | None = None, expert: str | None = None,
-               kind: str | None = None) -> list[dict[str, Any]]:
-        with self._lock:
-            events = list(self._events)
-        chosen = [e for e in events if (expert is None or e.expert == expert)
-                  and (kind is None or e.kind == kind)]
-        if limit is not None:
-            chosen = chosen[-limit:] if limit else []
-        return [e.to_dict() for e in chosen]

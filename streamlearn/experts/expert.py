@@ -57,10 +57,11 @@ class NeuralExpert:
         self.n_seen = int(state["n_seen"])
 
 
-def build_expert(settings: ModelSettings, n_features: int, device: torch.device) -> Expert:
-    """The expert the settings describe, seeded, on ``device``."""
+def build_expert(settings: ModelSettings, n_features: int, device: torch.device,
+                 seed: int | None = None) -> Expert:
+    """The expert the settings describe, seeded (``model.seed`` unless given), on ``device``."""
     n_outputs = settings.max_classes if settings.task == "classification" else 1
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(settings.seed if seed is None else seed)
     if settings.factory is not None:
         built = load_factory(settings.factory)(
             n_features=n_features, n_outputs=n_outputs, settings=settings)

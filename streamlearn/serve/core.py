@@ -17,8 +17,10 @@ from typing import Any
 
 import streamlearn
 from streamlearn.codecs import Codec
-from streamlearn.drift.monitor import DriftHistory
+from streamlearn.drift.monitor import DriftEvent
 from streamlearn.errors import CodecError, RequestError
+from streamlearn.experts.member import PoolEvent
+from streamlearn.history import EventHistory
 from streamlearn.metrics import Metrics
 from streamlearn.serve.auth import TokenAuth
 from streamlearn.serve.inbox import Inbox
@@ -29,6 +31,8 @@ from streamlearn.types import Sample
 
 OUTPUTS_CLASSIFICATION = ("predictions", "probabilities", "classes")
 OUTPUTS_REGRESSION = ("predictions",)
+# Returned only when asked for by name: the expert that answered each row.
+OUTPUTS_ON_REQUEST = ("experts",)
 
 
 @dataclasses.dataclass(slots=True)
@@ -43,7 +47,8 @@ class InferAnswer:
 class ServingCore:
     def __init__(self, settings: Settings, board: SnapshotBoard, inbox: Inbox,
                  metrics: Metrics, progress: Callable[[], Any] = lambda: None,
-                 drift_history: DriftHistory | None = None) -> None:
+                 drift_history: EventHistory[DriftEvent] | None = None,
+                 expert_history: EventHistory[PoolEvent] | None = None) -> None:
         self.settings = settings
         self.serve = settings.serve
         self.board = board
@@ -51,7 +56,8 @@ class ServingCore:
         self.metrics = metrics
         self.auth = TokenAuth.from_settings(settings.serve)
         # Written by the learner as drifts happen; older events live in the events topic.
-        self.drift_history = drift_history or DriftHistory(settings.drift.history)
+        self.drift_history = drift_history or EventHistory(settings.drift.history)
+        self.expert_history = expert_history or EventHistory(settings.experts.history)
         self._progress = progress
         self._draining = threading.Event()
         self._started = time.time()
@@ -106,12 +112,14 @@ class ServingCore:
         }
 
     def _output_metadata(self, snapshot: Snapshot | None) -> list[dict[str, Any]]:
+        experts = {"name": "experts", "datatype": "BYTES", "shape": [-1]}  # on request
         if self.settings.model.task == "regression":
-            return [{"name": "predictions", "datatype": "FP32", "shape": [-1]}]
+            return [{"name": "predictions", "datatype": "FP32", "shape": [-1]}, experts]
         labels = snapshot.labels if snapshot else ()
         return [{"name": "predictions", "datatype": label_datatype(labels), "shape": [-1]},
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},
-                {"name": "classes", "datatype": label_datatype(labels), "shape": [-1]}]
+                {"name": "classes", "datatype": label_datatype(labels), "shape": [-1]},
+                experts]
 
     # -- inference -------------------------------------------------------------------------
 
@@ -142,8 +150,11 @@ class ServingCore:
                 "probabilities", "FP32", list(probabilities.shape),
                 probabilities.reshape(-1).tolist())
             produced["classes"] = label_tensor("classes", snapshot.labels)
+        produced["experts"] = TensorOut("experts", "BYTES", [rows], result.experts)
+        # One expert answered most requests; several are named in the order they answered.
+        answered = ",".join(dict.fromkeys(result.experts)) or snapshot.expert_id
         return InferAnswer(self.serve.model_name, str(snapshot.version), request_id,
-                           [produced[n] for n in wanted], {"expert": snapshot.expert_id})
+                           [produced[n] for n in wanted], {"expert": answered})
 
     def _requested_outputs(self, outputs: list[str] | None) -> list[str]:
         available = (OUTPUTS_REGRESSION if self.settings.model.task == "regression"
@@ -151,9 +162,10 @@ class ServingCore:
         if not outputs:
             return list(available)
         for i, name in enumerate(outputs):
-            if name not in available:
+            if name not in available + OUTPUTS_ON_REQUEST:
                 raise RequestError(422, "unknown_output", f"outputs[{i}]: unknown output "
-                                   f"{name!r}; available: {', '.join(available)}")
+                                   f"{name!r}; available: "
+                                   f"{', '.join(available + OUTPUTS_ON_REQUEST)}")
         return outputs
 
     def _features(self, inputs: list[TensorIn], snapshot: Snapshot) -> Any:
@@ -216,12 +228,15 @@ class ServingCore:
             "learner": _plain(progress),
         }
 
-    def experts(self) -> dict[str, Any]:
+    def experts(self, events: int = 20) -> dict[str, Any]:
+        """The pool as of the served snapshot, and its latest decisions (newest last)."""
         snapshot = self.board.current
+        recent = self.expert_history.recent(events)
         if snapshot is None:
-            return {"active": None, "experts": []}
+            return {"active": None, "experts": [], "events": recent}
         return {"active": snapshot.expert_id,
-                "experts": [dataclasses.asdict(e) for e in snapshot.experts]}
+                "experts": [dataclasses.asdict(e) for e in snapshot.experts],
+                "events": recent}
 
 
 def _plain(progress: Any) -> dict[str, Any] | None:

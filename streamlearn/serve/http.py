@@ -158,9 +158,12 @@ def _v1_routes(app: FastAPI, core: ServingCore) -> None:
     async def status() -> Response:
         return JSONResponse(core.status())
 
-    @app.get("/v1/experts", tags=["v1"], dependencies=read, responses=_ERRORS)
-    async def experts() -> Response:
-        return JSONResponse(core.experts())
+    @app.get("/v1/experts", response_model=schemas.Experts, tags=["v1"], dependencies=read,
+             responses=_ERRORS)
+    async def experts(
+        events: Annotated[int, Query(ge=0, le=1_000, description="newest pool decisions")] = 20,
+    ) -> Response:
+        return JSONResponse(core.experts(events))
 
     @app.get("/v1/drift-events", response_model=schemas.DriftEvents, tags=["v1"],
              dependencies=read, responses=_ERRORS)

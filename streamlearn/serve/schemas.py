@@ -124,3 +124,33 @@ class DriftEventBody(BaseModel):
 
 class DriftEvents(BaseModel):
     events: list[DriftEventBody]
+
+
+class ExpertBody(BaseModel):
+    id: str
+    created: float = Field(description="wall-clock time it was spawned")
+    samples_learned: int
+    last_active: float | None = Field(description="wall-clock time it last learned")
+    active: bool = Field(description="the expert learning now")
+    wins: int = Field(description="times the pool chose it, its spawn included")
+    loss_band: tuple[float, float] | None = Field(
+        description="mean loss over a decision window that counts as its regime; null until "
+        "it has learned enough")
+    accuracy: float | None = Field(description="prequential, over about its last 1000 answers")
+    created_sample: int
+    last_active_sample: int
+
+
+class PoolEventBody(BaseModel):
+    kind: str = Field(description="switch, spawn, keep, prune or merge")
+    expert: str = Field(description="the expert now active; for prune and merge the one removed")
+    previous: str | None
+    sample: int = Field(description="labeled samples taken in before the decision")
+    time: float
+    scores: dict[str, float] = Field(description="each expert's mean loss on the window")
+
+
+class Experts(BaseModel):
+    active: str | None
+    experts: list[ExpertBody]
+    events: list[PoolEventBody]

@@ -13,22 +13,25 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from streamlearn.engine import ACTIVE_EXPERT
 from streamlearn.experts.expert import NeuralExpert
+from streamlearn.experts.selector import FrozenRouter
 from streamlearn.logging import get_logger
 from streamlearn.preprocess import RunningStandardizer
 from streamlearn.types import Label
 
 if TYPE_CHECKING:
     from streamlearn.engine import Engine
+    from streamlearn.experts.pool import ExpertPool
     from streamlearn.metrics import Metrics
+
+Forward = Callable[[Tensor], Tensor]
 
 log = get_logger(__name__)
 
@@ -43,7 +46,11 @@ class ExpertInfo:
     last_active: float | None
     active: bool
     wins: int = 0
+    # Mean window loss this expert shows on its own regime; None until it learned enough.
     loss_band: tuple[float, float] | None = None
+    accuracy: float | None = None  # prequential, over about the last 1000 answers
+    created_sample: int = 0  # stream positions (labeled samples taken in)
+    last_active_sample: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +59,7 @@ class Output:
 
     predictions: list[Label]
     probabilities: Tensor | None  # [rows, classes seen], float32
+    experts: list[str]  # the expert that answered each row
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +70,11 @@ class Snapshot:
     n_features: int
     feature_names: tuple[str, ...] | None
     labels: tuple[Label, ...]
-    expert_id: str
+    expert_id: str  # the active expert: it answers wherever the selector is unsure
     experts: tuple[ExpertInfo, ...]
     device: torch.device
-    forward: Callable[[Tensor], Tensor] = field(repr=False)
+    forwards: Mapping[str, Forward] = field(repr=False)
+    router: FrozenRouter | None = field(repr=False)  # None: the active expert answers all
     scaler: RunningStandardizer | None = field(repr=False)
     target_scaler: RunningStandardizer | None = field(repr=False)
 
@@ -74,23 +83,72 @@ class Snapshot:
         with torch.inference_mode():
             if self.scaler is not None:
                 x = self.scaler.transform(x)
-            out = self.forward(x.to(self.device)).cpu()
+            x = x.to(self.device)
+            experts = (self.router.route(x) if self.router is not None
+                       else [self.expert_id] * x.shape[0])
+            out = self._outputs(x, experts)
             if self.task == "regression":
                 values = out.reshape(-1, 1)
                 if self.target_scaler is not None:
                     values = self.target_scaler.inverse(values)
-                return Output(values.reshape(-1).tolist(), None)
+                return Output(values.reshape(-1).tolist(), None, experts)
             n = len(self.labels)
             if n == 0:  # nothing learned yet: no class exists to predict
-                return Output([], torch.zeros(x.shape[0], 0))
+                return Output([], torch.zeros(x.shape[0], 0), experts)
             probabilities = torch.softmax(out[:, :n], dim=1)
             indices = probabilities.argmax(dim=1).tolist()
-            return Output([self.labels[i] for i in indices], probabilities)
+            return Output([self.labels[i] for i in indices], probabilities, experts)
+
+    def _outputs(self, x: Tensor, experts: list[str]) -> Tensor:
+        first = experts[0] if experts else self.expert_id
+        if all(e == first for e in experts):  # the common case: one forward pass
+            return self.forwards[first](x).cpu()
+        rows: dict[str, list[int]] = {}
+        for row, expert in enumerate(experts):
+            rows.setdefault(expert, []).append(row)
+        parts = {e: self.forwards[e](x[r]).cpu() for e, r in rows.items()}
+        sample = next(iter(parts.values()))
+        out = sample.new_zeros((x.shape[0], *sample.shape[1:]))
+        for expert, part in parts.items():
+            out[rows[expert]] = part
+        return out
 
 
-def build_snapshot(engine: Engine) -> Snapshot | None:
+class FrozenExperts:
+    """Frozen copies of the pool's experts, remade only for experts that learned since.
+
+    Only the active expert learns, so a publish copies one network, however many exist.
+    """
+
+    def __init__(self) -> None:
+        self._copies: dict[str, tuple[int, Forward]] = {}
+
+    def update(self, pool: ExpertPool) -> dict[str, Forward]:
+        fresh: dict[str, tuple[int, Forward]] = {}
+        for id_, member in pool.members.items():
+            cached = self._copies.get(id_)
+            fresh[id_] = (cached if cached is not None and cached[0] == member.steps
+                          else (member.steps, _frozen_forward(member.expert)))
+        self._copies = fresh
+        return {id_: forward for id_, (_, forward) in fresh.items()}
+
+
+def expert_infos(pool: ExpertPool) -> tuple[ExpertInfo, ...]:
+    s = pool.settings
+    return tuple(
+        ExpertInfo(m.id, m.created, m.samples_learned, m.last_active, m.id == pool.active_id,
+                   m.wins,
+                   m.band.bounds(s.decision_window, s.band_z, s.band_tolerance)
+                   if m.band.ready else None,
+                   None if m.accuracy != m.accuracy else m.accuracy,  # NaN: no answers yet
+                   m.created_sample, m.last_active_sample)
+        for m in pool.members.values())
+
+
+def build_snapshot(engine: Engine, frozen: FrozenExperts | None = None) -> Snapshot | None:
     """A frozen copy of what serving needs from ``engine``; None before the model exists."""
-    if engine.expert is None or engine.n_features is None:
+    pool = engine.pool
+    if pool is None or engine.n_features is None:
         return None
     features = engine.settings.features
     return Snapshot(
@@ -100,11 +158,11 @@ def build_snapshot(engine: Engine) -> Snapshot | None:
         n_features=engine.n_features,
         feature_names=tuple(features) if features is not None else None,
         labels=tuple(engine.labels.labels),
-        expert_id=ACTIVE_EXPERT,
-        experts=(ExpertInfo(ACTIVE_EXPERT, engine.created_at, engine.samples_learned,
-                            engine.last_learned_at, active=True),),
+        expert_id=pool.active_id,
+        experts=expert_infos(pool),
         device=engine.device,
-        forward=_frozen_forward(engine.expert),
+        forwards=(frozen or FrozenExperts()).update(pool),
+        router=pool.frozen_router(),
         scaler=copy.deepcopy(engine.scaler),
         target_scaler=copy.deepcopy(engine.target_scaler),
     )
@@ -136,6 +194,7 @@ class SnapshotBoard:
         self._metrics = metrics
         self._fresh_at = time.monotonic()  # when the learner last confirmed it current
         self._lock = threading.Lock()  # only publishers contend; readers never lock
+        self._frozen = FrozenExperts()  # used by the learner thread only
 
     def age(self) -> float:
         """Seconds since the served snapshot was last known to match the learner."""
@@ -148,7 +207,7 @@ class SnapshotBoard:
             self._fresh_at = time.monotonic()
             return current
         try:
-            snapshot = build_snapshot(engine)
+            snapshot = build_snapshot(engine, self._frozen)
         except Exception as exc:  # any failure must leave the previous snapshot serving
             log.error("snapshot_failed", error=repr(exc), version=engine.version)
             self._count("failed")

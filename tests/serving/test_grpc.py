@@ -32,7 +32,8 @@ def test_health_and_metadata(served):
     (tensor,) = meta.inputs
     assert (tensor.name, tensor.datatype, list(tensor.shape)) == ("input", "FP32",
                                                                    [-1, N_FEATURES])
-    assert [o.name for o in meta.outputs] == ["predictions", "probabilities", "classes"]
+    assert [o.name for o in meta.outputs] == ["predictions", "probabilities", "classes",
+                                             "experts"]
 
 
 def test_feature_names_travel_in_tensor_metadata(service_factory):

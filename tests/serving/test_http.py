@@ -40,7 +40,8 @@ def test_model_metadata_lets_a_generic_client_build_a_request(served):
     assert [int(v) for v in meta["versions"]] and int(meta["versions"][0]) > 0
     (tensor,) = meta["inputs"]
     assert tensor == {"name": "input", "datatype": "FP32", "shape": [-1, N_FEATURES]}
-    assert [o["name"] for o in meta["outputs"]] == ["predictions", "probabilities", "classes"]
+    assert [o["name"] for o in meta["outputs"]] == ["predictions", "probabilities", "classes",
+                                                    "experts"]
     # Built only from the metadata, as a generic v2 client does.
     rows = [[0.0] * tensor["shape"][1]]
     body = {"inputs": [{"name": tensor["name"], "datatype": tensor["datatype"],
@@ -289,3 +290,34 @@ def test_drift_events_after_the_concept_flips(served):
     assert bad.status_code == 422 and "kind" in bad.json()["error"]
     metrics = served.metrics()
     assert metrics['streamlearn_drift_events_total{detector="cusum",expert="0"}'] == 1
+
+
+def test_a_new_regime_spawns_an_expert_seen_in_experts_metrics_and_answers(served):
+    flipped = [json.dumps({**json.loads(r), "y": 1 - json.loads(r)["y"]}).encode()
+               for r in labeled(1_000, seed=9)]
+    served.source.add(flipped)
+    wait_until(lambda: served.daemon.expert_history.recent(kind="spawn"), 30, "a spawn")
+    wait_until(lambda: served.http.get("/v1/experts").json()["active"] == "1", 10,
+               "the snapshot to name the new expert")
+    body = served.http.get("/v1/experts").json()
+    assert [e["id"] for e in body["experts"]] == ["0", "1"]
+    old, new = body["experts"]
+    assert old["active"] is False and new["active"] is True
+    assert old["loss_band"][0] <= old["loss_band"][1] and old["wins"] == 1
+    (spawn,) = body["events"]
+    assert spawn["kind"] == "spawn" and (spawn["expert"], spawn["previous"]) == ("1", "0")
+    assert set(spawn["scores"]) == {"0"} and 2_000 < spawn["sample"] < 2_300
+    assert served.http.get("/v1/experts", params={"events": 0}).json()["events"] == []
+    answer = served.http.post(INFER, json={**infer_body([ROW, [-1, 2, 0.3, 0.0]]),
+                                           "outputs": [{"name": "experts"}]}).json()
+    (experts,) = answer["outputs"]
+    assert (experts["name"], experts["datatype"], experts["shape"]) == ("experts", "BYTES", [2])
+    assert set(experts["data"]) <= {"0", "1"}
+    assert answer["parameters"] == {"expert": ",".join(dict.fromkeys(experts["data"]))}
+    metrics = served.metrics()
+    assert metrics['streamlearn_expert_events_total{kind="spawn"}'] == 1
+    wait_until(lambda: served.metrics().get("streamlearn_experts_alive") == 2, 5, "gauges")
+    metrics = served.metrics()
+    assert metrics['streamlearn_expert_active{expert="1"}'] == 1
+    assert metrics['streamlearn_expert_active{expert="0"}'] == 0
+    assert metrics['streamlearn_expert_memory_bytes{part="experts"}'] > 0

@@ -142,3 +142,12 @@ def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_pa
     statistic = daemon.metrics.registry.get_sample_value(
         "streamlearn_drift_statistic", {"detector": "cusum", "expert": "0"})
     assert statistic == 0.0  # back in its refractory period after the drift
+    # The flipped regime is new: the pool spawned an expert for it, and said so.
+    (spawn,) = [payload for kind, payload in sink.events if kind == "expert_spawn"]
+    assert (spawn["expert"], spawn["previous"], spawn["sample"]) == ("1", "0", 3_152)
+    assert "kind" not in spawn and set(spawn["scores"]) == {"0"}
+    assert daemon.metrics.registry.get_sample_value(
+        "streamlearn_expert_events_total", {"kind": "spawn"}) == 1
+    assert (daemon.progress.active_expert, daemon.progress.experts) == ("1", 2)
+    assert daemon.progress.spawns == 1 and daemon.progress.switches == 0
+    assert daemon.metrics.registry.get_sample_value("streamlearn_experts_alive") == 2

@@ -1,0 +1,296 @@
+"""The expert pool: one active expert learns; after a drift the pool reuses or spawns.
+
+Task identities are never given: the pool infers regimes from losses alone (TAME's idea).
+After the drift monitor alarms on the active expert:
+
+1. The next ``decision_window`` labeled samples are *held*. Every expert predicts them and
+   their losses are summed per expert; the expert leading so far answers them (test first,
+   then train, as always). No expert learns while the pool decides.
+2. Every expert whose mean window loss lies inside its own normal band (``band.py``) is a
+   candidate; the lowest loss wins. The active expert winning means the alarm was a passing
+   disturbance (``keep``); another expert winning means a regime came back (``switch``).
+3. No candidate means a new regime. A full pool first drops its least useful expert:
+   wins halved per ``idle_half_life`` samples idle (``prune``; with ``merge`` its replay
+   samples and selector pairs go to its closest expert first). Then a new expert is
+   spawned, fresh (seeded by its id) or as a copy of the closest expert.
+4. The chosen expert learns the held samples: nothing is lost to the decision.
+
+The pool owns the selector (routing for unlabeled and served samples) and each expert's
+replay buffer, and all of it is in :meth:`state_dict`.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from streamlearn.experts.band import LossBand
+from streamlearn.experts.member import Member, PoolEvent
+from streamlearn.experts.replay import ReplayBuffer
+from streamlearn.experts.selector import FrozenRouter, Selector
+from streamlearn.protocols import Expert, StateDict
+from streamlearn.settings import ExpertsSettings
+
+ExpertFactory = Callable[[int], Expert]  # seed -> a new expert
+LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> per-sample losses
+
+
+class Decision:
+    """The samples held after a drift and every expert's summed loss on them."""
+
+    def __init__(self, sample: int, experts: list[str]) -> None:
+        self.sample = sample
+        self.x: list[Tensor] = []
+        self.raw: list[Tensor] = []  # the same inputs unscaled, for the selector
+        self.y: list[Tensor] = []
+        self.loss_sums = dict.fromkeys(experts, 0.0)
+        self.count = 0
+
+    def leader(self, fallback: str) -> str:
+        if not self.count:
+            return fallback
+        return min(self.loss_sums, key=lambda e: (self.loss_sums[e], e != fallback))
+
+    def means(self) -> dict[str, float]:
+        return {e: s / max(self.count, 1) for e, s in self.loss_sums.items()}
+
+    def state_dict(self) -> StateDict:
+        return {"sample": self.sample, "x": torch.cat(self.x).cpu() if self.x else None,
+                "raw": torch.cat(self.raw).cpu() if self.raw else None,
+                "y": torch.cat(self.y).cpu() if self.y else None,
+                "loss_sums": dict(self.loss_sums), "count": self.count}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], device: torch.device) -> Decision:
+        decision = cls(int(state["sample"]), list(state["loss_sums"]))
+        decision.loss_sums = {e: float(v) for e, v in state["loss_sums"].items()}
+        decision.count = int(state["count"])
+        if state["x"] is not None:
+            decision.x, decision.y = [state["x"].to(device)], [state["y"].to(device)]
+            decision.raw = [state["raw"]]
+        return decision
+
+
+class ExpertPool:
+    def __init__(self, settings: ExpertsSettings, factory: ExpertFactory, loss_fn: LossFn,
+                 n_features: int, device: torch.device, seed: int,
+                 scale: Callable[[Tensor], Tensor] = lambda x: x) -> None:
+        self.settings = settings
+        self.factory = factory
+        self.loss_fn = loss_fn
+        self.device = device
+        self.seed = seed
+        self.members: dict[str, Member] = {}
+        self.active_id = ""
+        self.next_id = 0
+        self.decision: Decision | None = None
+        self.scale = scale  # raw inputs -> the experts' inputs, with today's statistics
+        self.selector = Selector(settings.selector, n_features, settings.max_experts, device,
+                                 seed, scale)
+        self.active_id = self._add(self._new_member(0), 0).id
+
+    @property
+    def active(self) -> Member:
+        return self.members[self.active_id]
+
+    @property
+    def deciding(self) -> bool:
+        return self.decision is not None
+
+    @property
+    def decision_due(self) -> bool:
+        return self.decision is not None and self.decision.count >= self.settings.decision_window
+
+    def leader(self) -> Member:
+        """The expert with the lowest loss on the held samples so far (the active one
+        before any, and whenever no decision is open)."""
+        if self.decision is None:
+            return self.active
+        return self.members[self.decision.leader(self.active_id)]
+
+    def answerers(self, x: Tensor) -> list[str]:
+        """Which expert answers each labeled row before it is learned: the active one; while
+        deciding, the selector's pick (the regime is unknown then), else the leader."""
+        if self.decision is None:
+            return [self.active_id] * x.shape[0]
+        return self.selector.route(x, self._ids_by_slot(), self.leader().id)
+
+    # -- learning --------------------------------------------------------------------------
+
+    def learn(self, x: Tensor, y: Tensor, raw: Tensor, sample: int,
+              scored: Tensor | None) -> Tensor:
+        """The active expert learns ``x`` (plus replayed samples); their losses, pre-step.
+
+        ``raw``: ``x`` before scaling, for the selector's pairs. ``scored``: the expert's
+        losses on ``x`` by ``loss_fn`` before the step, if the caller has them; they feed
+        the expert's loss band (computed here otherwise).
+        """
+        member = self.active
+        n = x.shape[0]
+        if scored is None:
+            scored = self.loss_fn(member.expert.predict(x), y)
+        x_all, y_all = x, y
+        extra = round(self.settings.replay.ratio * n)
+        if extra and (old := member.replay.sample(extra)) is not None:
+            x_all, y_all = torch.cat([x, old[0]]), torch.cat([y, old[1]])
+        losses = member.expert.learn(x_all, y_all)[:n]
+        member.learned(scored, sample + n)
+        if self.settings.replay.ratio > 0:
+            member.replay.add(x, y)
+        self.selector.observe(x, raw, member.slot, self._slots())
+        return losses
+
+    def begin_decision(self, sample: int) -> None:
+        if self.decision is None:
+            self.decision = Decision(sample, list(self.members))
+
+    def hold(self, x_test: Tensor, x_train: Tensor, raw: Tensor, y: Tensor) -> Tensor:
+        """Keep a labeled batch for the decision, scored by every expert on ``x_test``;
+        the losses of the expert leading after it. ``x_train`` is what will be learned."""
+        assert self.decision is not None
+        kept = torch.zeros(0)
+        for member in self.members.values():
+            losses = self.loss_fn(member.expert.predict(x_test), y)
+            self.decision.loss_sums[member.id] += float(losses.double().sum())
+            kept = losses if member.id == self.decision.leader(self.active_id) else kept
+        self.decision.x.append(x_train)
+        self.decision.raw.append(raw)
+        self.decision.y.append(y)
+        self.decision.count += x_train.shape[0]
+        return kept
+
+    def decide(self, sample: int) -> tuple[list[PoolEvent], Tensor, Tensor, Tensor]:
+        """End the decision: the events, and the held samples the chosen expert must learn."""
+        assert self.decision is not None
+        decision, self.decision = self.decision, None
+        scores = decision.means()
+        n = decision.count
+        s = self.settings
+        inside = [e for e, loss in scores.items()
+                  if self.members[e].band.ready
+                  and loss <= self.members[e].band.upper(n, s.band_z, s.band_tolerance)]
+        previous = self.active_id
+        events: list[PoolEvent] = []
+        if inside:
+            chosen = min(inside, key=lambda e: (scores[e], e != previous))
+            self.members[chosen].wins += 1
+            events.append(self._event("keep" if chosen == previous else "switch", chosen,
+                                      previous, sample, scores))
+        else:
+            chosen, dropped = self._spawn(sample, closest=min(scores, key=scores.__getitem__))
+            events += dropped
+            events.append(self._event("spawn", chosen, previous, sample, scores))
+        self.active_id = chosen
+        return (events, torch.cat(decision.x), torch.cat(decision.y),
+                torch.cat(decision.raw))
+
+    # -- routing ---------------------------------------------------------------------------
+
+    def route(self, x: Tensor) -> list[str]:
+        """The expert per row for unlabeled samples: the selector's, or the active one."""
+        return self.selector.route(x, self._ids_by_slot(), self.active_id)
+
+    def frozen_router(self) -> FrozenRouter | None:
+        return self.selector.freeze(self._ids_by_slot(), self.active_id)
+
+    def nbytes(self) -> dict[str, int]:
+        """Memory held, by part: expert weights and optimizers, replay, selector."""
+        replay = sum(m.replay.nbytes for m in self.members.values())
+        experts = sum(m.nbytes() for m in self.members.values()) - replay
+        return {"experts": experts, "replay": replay, "selector": self.selector.nbytes}
+
+    # -- spawning and dropping -------------------------------------------------------------
+
+    def _spawn(self, sample: int, closest: str) -> tuple[str, list[PoolEvent]]:
+        warm = (copy.deepcopy(self.members[closest].expert.state_dict())
+                if self.settings.spawn == "warm_start" else None)
+        dropped = []
+        if len(self.members) >= self.settings.max_experts:
+            dropped = self._drop_least_useful(sample)
+        member = self._new_member(sample)
+        if warm is not None:
+            member.expert.load_state_dict(warm)
+        return self._add(member, sample).id, dropped
+
+    def _drop_least_useful(self, sample: int) -> list[PoolEvent]:
+        half_life = self.settings.idle_half_life
+        victim = min(self.members.values(),
+                     key=lambda m: (m.usefulness(sample, half_life), m.last_active_sample))
+        del self.members[victim.id]
+        if self.settings.when_full == "merge" and self.members:
+            heir = self._closest_to(victim)
+            heir.replay.absorb(victim.replay)
+            self.selector.move(victim.slot, heir.slot)
+            return [self._event("merge", victim.id, heir.id, sample, {})]
+        self.selector.forget(victim.slot)
+        return [self._event("prune", victim.id, None, sample, {})]
+
+    def _closest_to(self, victim: Member) -> Member:
+        """The remaining expert whose outputs are nearest the victim's on inputs of the
+        victim's regime (its selector pairs)."""
+        pairs = self.selector.pairs.get(victim.slot)
+        held = pairs.rows() if pairs is not None else None
+        if held is None:
+            return self.active if self.active_id in self.members else next(
+                iter(self.members.values()))
+        x = self.scale(held[0][:256]).to(self.device)
+        theirs = victim.expert.predict(x)
+
+        def distance(member: Member) -> float:
+            return float((member.expert.predict(x) - theirs).pow(2).mean())
+
+        return min(self.members.values(), key=distance)
+
+    def _new_member(self, sample: int) -> Member:
+        id_ = str(self.next_id)
+        used = {m.slot for m in self.members.values()}
+        slot = min(set(range(self.settings.max_experts)) - used)
+        member_seed = self.seed + self.next_id
+        with torch.random.fork_rng(devices=[]):
+            expert = self.factory(member_seed)
+        return Member(id_, slot, expert, LossBand(self.settings.band_memory),
+                      ReplayBuffer(self.settings.replay, member_seed), sample)
+
+    def _add(self, member: Member, sample: int) -> Member:
+        self.members[member.id] = member
+        self.next_id = max(self.next_id, int(member.id) + 1)
+        member.last_active_sample = sample
+        return member
+
+    def _event(self, kind: str, expert: str, previous: str | None, sample: int,
+               scores: dict[str, float]) -> PoolEvent:
+        return PoolEvent(kind, expert, previous, sample, time.time(),
+                         {e: round(v, 6) for e, v in scores.items()})
+
+    def _slots(self) -> list[int]:
+        return sorted(m.slot for m in self.members.values())
+
+    def _ids_by_slot(self) -> dict[int, str]:
+        return {m.slot: m.id for m in self.members.values()}
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state_dict(self) -> StateDict:
+        return {"active": self.active_id, "next_id": self.next_id,
+                "members": {i: m.state_dict() for i, m in self.members.items()},
+                "selector": self.selector.state_dict(),
+                "decision": self.decision.state_dict() if self.decision else None}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.members = {}
+        for id_, member_state in state["members"].items():
+            self.next_id = int(id_)
+            member = self._new_member(int(member_state["last_active_sample"]))
+            member.slot = int(member_state["slot"])
+            member.load_state_dict(member_state, self.device)
+            self.members[member.id] = member
+        self.active_id = str(state["active"])
+        self.next_id = int(state["next_id"])
+        self.selector.load_state_dict(state["selector"])
+        self.decision = (Decision.from_state(state["decision"], self.device)
+                         if state["decision"] is not None else None)

@@ -1,0 +1,123 @@
+"""The expert pool on seeded streams: reuse on recurrence, spawn on novelty, bounded size."""
+
+import io
+import random
+
+import torch
+
+from streamlearn.engine import Engine
+from streamlearn.settings import ExpertsSettings, ModelSettings
+from streamlearn.types import Sample
+
+MODEL = ModelSettings(hidden=[8], learning_rate=0.01)
+
+
+def regimes(order: str, length: int = 3_000, seed: int = 0) -> list[Sample]:
+    """Visits of regimes named by letters: A is y = x0 > 0, B its opposite, C is y = x1 > 0."""
+    rng = random.Random(seed)
+    rules = {"A": lambda x: int(x[0] > 0), "B": lambda x: int(x[0] <= 0),
+             "C": lambda x: int(x[1] > 0)}
+    out = []
+    for name in order:
+        for _ in range(length):
+            x = [rng.gauss(0, 1), rng.gauss(0, 1)]
+            out.append(Sample(x, rules[name](x), task=name))
+    return out
+
+
+def decisions(engine: Engine, samples: list[Sample], batch: int = 32) -> list[tuple]:
+    found = []
+    for start in range(0, len(samples), batch):
+        result = engine.process(samples[start: start + batch])
+        found += [(e.kind, e.expert, e.previous, e.sample) for e in result.pool_events]
+    return found
+
+
+def roundtrip(state: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+def test_a_returning_regime_reuses_its_expert_instead_of_spawning():
+    engine = Engine(MODEL)
+    assert decisions(engine, regimes("ABA")) == [
+        ("spawn", "1", "0", 3_136), ("switch", "0", "1", 6_144)]
+    assert sorted(engine.pool.members) == ["0", "1"]
+    assert engine.pool.active_id == "0" and engine.pool.members["0"].wins == 2
+    assert engine.stats.rolling("correct") > 0.95
+
+
+def test_a_new_regime_spawns_and_a_full_pool_prunes_its_least_useful_expert():
+    engine = Engine(MODEL, experts=ExpertsSettings(max_experts=2))
+    found = decisions(engine, regimes("ABC"))
+    assert [kind for kind, *_ in found] == ["spawn", "prune", "spawn"]
+    assert found[1][1] == "0"  # idle since the first drift, one win: the least useful
+    assert sorted(engine.pool.members) == ["1", "2"] and engine.pool.active_id == "2"
+    assert "0" not in engine.drift.detectors  # its detector went with it
+
+
+def test_merge_hands_the_dropped_experts_pairs_to_its_closest():
+    engine = Engine(MODEL, experts=ExpertsSettings(max_experts=2, when_full="merge"))
+    found = decisions(engine, regimes("ABC"))
+    assert [kind for kind, *_ in found] == ["spawn", "merge", "spawn"]
+    _, _, heir, _ = found[1]
+    heir_slot = engine.pool.members[heir].slot
+    assert engine.pool.selector.pairs[heir_slot].seen > 3_000  # its own and the merged
+
+
+def test_a_false_alarm_keeps_the_active_expert():
+    engine = Engine(MODEL)
+    samples = regimes("A", length=4_000)
+    run_until = 2_000
+    decisions(engine, samples[:run_until])
+    engine.pool.begin_decision(run_until)  # as if the detector had alarmed on noise
+    assert decisions(engine, samples[run_until:]) == [("keep", "0", "0", 2_128)]
+    assert list(engine.pool.members) == ["0"]
+
+
+def test_held_samples_are_learned_after_the_decision_so_none_is_lost():
+    engine = Engine(MODEL)
+    data = regimes("AB")
+    decisions(engine, data)
+    learned = sum(m.samples_learned for m in engine.pool.members.values())
+    assert learned == engine.samples_learned == len(data)
+
+
+def test_the_pool_state_round_trips_through_a_weights_only_load_mid_decision():
+    data = regimes("ABA")
+    a = Engine(MODEL)
+    decisions(a, data[:3_040])  # past the drift, inside the decision window
+    assert a.pool.deciding
+    b = Engine(MODEL)
+    b.load_state_dict(roundtrip(a.state_dict()))
+    assert decisions(a, data[3_040:]) == decisions(b, data[3_040:])
+    for id_, member in a.pool.members.items():
+        other = b.pool.members[id_].expert.module
+        for pa, pb in zip(member.expert.module.parameters(), other.parameters(), strict=True):
+            assert torch.equal(pa, pb)
+
+
+def test_unlabeled_samples_are_routed_to_the_expert_of_their_regime():
+    engine = Engine(MODEL)
+    # Two regimes whose inputs differ: the selector can tell them apart, the labels cannot.
+    rng = random.Random(1)
+    def visit(shift: float, flip: bool) -> list[Sample]:
+        out = []
+        for _ in range(3_000):
+            x = [rng.gauss(shift, 1), rng.gauss(0, 1)]
+            out.append(Sample(x, int((x[0] > shift) != flip)))
+        return out
+    decisions(engine, visit(-4, False) + visit(4, True))
+    assert sorted(engine.pool.members) == ["0", "1"]
+    probes = [Sample([rng.gauss(-4, 1), rng.gauss(0, 1)]) for _ in range(100)]
+    probes += [Sample([rng.gauss(4, 1), rng.gauss(0, 1)]) for _ in range(100)]
+    experts = [p.expert for p in engine.process(probes).predictions]
+    assert experts[:100].count("0") >= 95 and experts[100:].count("1") >= 95
+
+
+def test_with_the_pool_off_a_drift_changes_nothing_but_is_reported():
+    engine = Engine(MODEL, experts=ExpertsSettings(enabled=False))
+    assert decisions(engine, regimes("ABA")) == []
+    assert list(engine.pool.members) == ["0"]
