@@ -61,6 +61,28 @@ def test_a_drift_reaches_the_events_topic_the_log_and_the_metrics(broker, topics
     assert logged["sample"] == event["sample"]
 
 
+def test_a_returning_regime_reuses_its_expert_over_a_real_broker(broker, topics,
+                                                                   daemon_factory):
+    samples = take("sea", 7_500, segment=10_000)
+    for sample in samples[2_500:5_000]:
+        sample["y"] = 1 - sample["y"]  # A, then its opposite B, then A again
+    send(broker, topics["input"], [json.dumps(s).encode() for s in samples],
+         partitions=[0] * len(samples))
+    daemon = daemon_factory(model={"learning_rate": 0.01}).start()
+    events = [json.loads(r.value) for r in read_topic(broker, topics["events"], 4, timeout=90)]
+    assert [e["kind"] for e in events] == ["drift", "expert_spawn", "drift", "expert_switch"]
+    spawn, switch = events[1], events[3]
+    assert (spawn["expert"], spawn["previous"]) == ("1", "0")
+    assert (switch["expert"], switch["previous"]) == ("0", "1")
+    assert 5_000 < switch["sample"] < 5_400
+    assert switch["scores"]["0"] < switch["scores"]["1"]
+    wait_for(lambda: daemon.metric('streamlearn_expert_events_total{kind="switch"}') == 1, 10,
+             "the switch counted")
+    assert daemon.terminate()[0] == 0
+    logged = [e["event"] for e in daemon.log_events() if e.get("event", "").startswith("expert_")]
+    assert logged == ["expert_spawn", "expert_switch"]
+
+
 BAD = {
     b"{not json": "not_json",
     b'{"x": [1, 2]}': "feature_count",
