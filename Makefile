@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/drift/run.py
+	$(BIN)/python benchmarks/experts/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache checkpoints

@@ -83,7 +83,9 @@ def run_demo(args: argparse.Namespace, install_signals: Callable[[Callable[[], N
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         ckpt_dir = args.checkpoint_dir or Path(tmp) / "checkpoints"
         settings = _settings(broker.bootstrap, ckpt_dir)
-        create_topics(broker.bootstrap, {settings.kafka.input_topic: 2,
+        # One input partition: the stream's order is its time. Over two, the learner reads
+        # them at different paces and sees the regimes interleaved around every change.
+        create_topics(broker.bootstrap, {settings.kafka.input_topic: 1,
                                          settings.kafka.predictions_topic: 1,
                                          settings.kafka.events_topic: 1,
                                          settings.kafka.dlq_topic: 1})
