@@ -23,7 +23,7 @@ def describe(path: Path) -> dict[str, Any]:
         raw = load_file(path)
     state = CheckpointState.from_dict(raw)
     engine = state.engine
-    expert = engine.get("expert") or {}
+    experts = _experts(engine)
     return {
         "path": str(path),
         "bytes": path.stat().st_size,
@@ -35,9 +35,25 @@ def describe(path: Path) -> dict[str, Any]:
         "n_features": engine["n_features"],
         "labels": engine["labels"]["labels"],
         "prequential": _prequential(engine["stats"]),
-        "parameters": _count_parameters(expert.get("module", {})),
+        "parameters": sum(e["parameters"] for e in experts.values()),
+        "active_expert": (engine.get("pool") or {}).get("active", "0" if experts else None),
+        "experts": experts,
         "model_settings": state.model_settings,
     }
+
+
+def _experts(engine: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each expert's size and record; a checkpoint from before the pool holds one, "0"."""
+    pool = engine.get("pool")
+    if pool is None:
+        single = engine.get("expert")
+        return {"0": {"parameters": _count_parameters(single.get("module", {}))}
+                } if single else {}
+    return {id_: {"parameters": _count_parameters(m["expert"].get("module", {})),
+                  "samples_learned": m["samples_learned"], "wins": m["wins"],
+                  "replay_samples": sum(r["x"].shape[0] for r in m["replay"]["reservoirs"]
+                                        .values() if r["x"] is not None)}
+            for id_, m in pool["members"].items()}
 
 
 def _prequential(stats: dict[str, Any]) -> dict[str, float]:

@@ -35,11 +35,14 @@ class Reservoir:
             self.y = y.new_zeros((self.capacity, *y.shape[1:]))
         positions = torch.arange(self.seen, self.seen + x.shape[0])
         draws = (torch.rand(x.shape[0], generator=self.rng) * (positions + 1)).long()
-        slots = torch.where(positions < self.capacity, positions, draws)
-        for row, slot in enumerate(slots.tolist()):  # in order: a later row wins its slot
-            if slot < self.capacity:
-                self.x[slot] = x[row]
-                self.y[slot] = y[row]
+        slots = torch.where(positions < self.capacity, positions, draws).tolist()
+        # In order, a later row wins its slot; one indexed write then stores the winners.
+        winners = {slot: row for row, slot in enumerate(slots) if slot < self.capacity}
+        if winners:
+            into = torch.tensor(list(winners), device=self.x.device)
+            rows = torch.tensor(list(winners.values()), device=x.device)
+            self.x[into] = x[rows].to(self.x.dtype)
+            self.y[into.to(self.y.device)] = y[rows.to(y.device)].to(self.y.dtype)
         self.seen += x.shape[0]
         self.size = min(self.capacity, self.seen)
 

@@ -121,3 +121,18 @@ def test_with_the_pool_off_a_drift_changes_nothing_but_is_reported():
     engine = Engine(MODEL, experts=ExpertsSettings(enabled=False))
     assert decisions(engine, regimes("ABA")) == []
     assert list(engine.pool.members) == ["0"]
+
+
+def test_a_checkpoint_from_before_the_pool_restores_as_expert_zero():
+    a = Engine(MODEL)
+    decisions(a, regimes("A", length=500))
+    old = a.state_dict()
+    old["expert"] = old.pop("pool")["members"]["0"]["expert"]  # the layout before the pool
+    b = Engine(MODEL)
+    b.load_state_dict(roundtrip(old))
+    probe = regimes("A", length=64, seed=5)
+    for s in probe:
+        s.y = None
+    assert [p.prediction for p in a.process(probe).predictions] == \
+        [p.prediction for p in b.process(probe).predictions]
+    assert list(b.pool.members) == ["0"]
