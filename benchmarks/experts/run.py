@@ -50,11 +50,12 @@ from streamlearn.types import Sample
 RESULTS = Path(__file__).parents[1] / "results" / "experts.json"
 BATCH = 32  # the daemon's default engine.max_batch
 MODEL: dict[str, Any] = {}  # model settings overrides (--lr), the same for every engine
+EXPERTS: dict[str, Any] = {}  # expert pool overrides (--spawn)
 
 
 def engine(pool: bool) -> Engine:
     return Engine(ModelSettings(**MODEL), EngineSettings(max_batch=BATCH),
-                  DriftSettings(enabled=pool), ExpertsSettings(enabled=pool))
+                  DriftSettings(enabled=pool), ExpertsSettings(enabled=pool, **EXPERTS))
 
 
 def samples(stream: Stream, start: int, end: int) -> list[Sample]:
@@ -143,11 +144,12 @@ def _count_kinds(events: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def one(name: str, seed: int, cycles: int, segment: int, batch: int, model: dict[str, Any],
-        river: bool) -> dict[str, Any]:
+        experts: dict[str, Any], river: bool) -> dict[str, Any]:
     """Every learner on one stream and seed (runs in a worker process)."""
     global BATCH
     BATCH = batch
     MODEL.update(model)
+    EXPERTS.update(experts)
     torch.set_num_threads(1)
     stream = build(name, cycles, segment, seed)
     runs: dict[str, dict[str, Any]] = {
@@ -216,6 +218,8 @@ def main() -> None:
     # learning a regime in a few thousand samples needs more than 60 updates to do it.
     parser.add_argument("--batch", type=int, default=8, help="samples per learning step")
     parser.add_argument("--lr", type=float, default=0.003, help="the experts' learning rate")
+    parser.add_argument("--spawn", choices=["fresh", "warm_start"],
+                        default=ExpertsSettings().spawn, help="how the pool spawns experts")
     parser.add_argument("--no-river", action="store_true", help="skip river's learners")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -226,7 +230,8 @@ def main() -> None:
     began = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
         futures = [pool.submit(one, name, seed, args.cycles, args.segment, args.batch,
-                               {"learning_rate": args.lr}, not args.no_river)
+                               {"learning_rate": args.lr}, {"spawn": args.spawn},
+                               not args.no_river)
                    for name, seed in jobs]
         for done, future in enumerate(futures, 1):
             results.append(future.result())
@@ -237,6 +242,7 @@ def main() -> None:
     report = {"machine": platform.machine(), "python": platform.python_version(),
               "torch": torch.__version__, "cycles": args.cycles, "segment": args.segment,
               "seeds": args.seeds, "batch": args.batch, "learning_rate": args.lr,
+              "spawn": args.spawn,
               "seconds": time.perf_counter() - began,
               "table": table, "targets": targets(table), "runs": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
