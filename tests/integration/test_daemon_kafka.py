@@ -188,7 +188,8 @@ def test_restart_after_sigkill_applies_each_record_exactly_once(broker, topics, 
     assert len(restored) == 1 and restored[0]["samples_learned"] == 1_000
     from streamlearn.checkpoint.store import FileCheckpointStore
 
-    expert = FileCheckpointStore(daemon.checkpoint_dir).load_latest().state["engine"]["expert"]
+    engine = FileCheckpointStore(daemon.checkpoint_dir).load_latest().state["engine"]
+    expert = engine["pool"]["members"]["0"]["expert"]
     assert expert["count"] == {0: 500, 1: 500, 2: 500, 3: 500, 4: 200}
     assert expert["last_seq"] == {0: 500, 1: 500, 2: 500, 3: 500, 4: 200}
     assert expert["total"] == {0: 125_250.0, 1: 125_250.0, 2: 125_250.0, 3: 125_250.0,
