@@ -299,6 +299,9 @@ class Settings(BaseSettings):
         if self.drift.signal == "error" and self.model.task != "classification":
             raise ValueError("drift.signal: 'error' needs model.task: classification "
                              "(a regression has no right or wrong; use 'loss')")
+        if self.experts.replay.class_balanced and self.model.task != "classification":
+            raise ValueError("experts.replay.class_balanced needs model.task: classification "
+                             "(every distinct regression target would get its own reservoir)")
         return self
 
     @classmethod

@@ -95,3 +95,18 @@ def test_nested_drift_settings_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("STREAMLEARN_DRIFT__DETECTOR", "page_hinkley")
     settings = load_settings(None)
     assert settings.drift.cusum.k == 0.25 and settings.drift.detector == "page_hinkley"
+
+
+def test_class_balanced_replay_needs_a_classifier():
+    with pytest.raises(SettingsError, match=r"class_balanced needs model\.task"):
+        load_settings(None, model={"task": "regression"},
+                      experts={"replay": {"class_balanced": True}})
+
+
+def test_expert_settings_come_from_the_environment_and_are_checked(monkeypatch):
+    with pytest.raises(SettingsError, match=r"experts\.max_experts"):
+        load_settings(None, experts={"max_experts": 0})
+    monkeypatch.setenv("STREAMLEARN_EXPERTS__MAX_EXPERTS", "3")
+    monkeypatch.setenv("STREAMLEARN_EXPERTS__SELECTOR__THRESHOLD", "0.9")
+    settings = load_settings(None)
+    assert settings.experts.max_experts == 3 and settings.experts.selector.threshold == 0.9
