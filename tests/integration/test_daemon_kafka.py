@@ -51,8 +51,10 @@ def test_a_drift_reaches_the_events_topic_the_log_and_the_metrics(broker, topics
     send(broker, topics["input"], [json.dumps(s).encode() for s in samples],
          partitions=[0] * len(samples))
     daemon = daemon_factory(model={"learning_rate": 0.01}).start()
-    (record,) = read_topic(broker, topics["events"], 1, timeout=60)
-    event = json.loads(record.value)
+    # The drift, then the pool's answer to it: a new expert for the turned-over concept.
+    event, spawn = (json.loads(r.value) for r in read_topic(broker, topics["events"], 2,
+                                                             timeout=60)[:2])
+    assert spawn["kind"] == "expert_spawn" and spawn["sample"] > event["sample"]
     assert event["kind"] == "drift" and event["detector"] == "cusum"
     assert 2_500 <= event["sample"] < 2_600
     assert daemon.metric('streamlearn_drift_events_total{detector="cusum",expert="0"}') == 1
