@@ -6,6 +6,6 @@ Run them over your own experts (``model.factory``) in your test suite::
     check_expert(lambda: build_my_expert(seed=0), x, y)
 """
 
-from streamlearn.testing.experts import check_expert
+from streamlearn.testing.experts import check_expert, roundtrip
 
-__all__ = ["check_expert"]
+__all__ = ["check_expert", "roundtrip"]

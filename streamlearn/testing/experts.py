@@ -42,7 +42,7 @@ def _losses_are_per_sample(expert: Expert, x: Tensor, y: Tensor) -> None:
 
 def _predict_never_mutates(expert: Expert, x: Tensor, y: Tensor) -> None:
     _train(expert, x, y)
-    before = _roundtrip(expert.state_dict())
+    before = roundtrip(expert.state_dict())
     first = expert.predict(x)
     second = expert.predict(x)
     assert torch.equal(first, second), "predict: two calls gave different outputs"
@@ -53,7 +53,7 @@ def _state_round_trips(make: Callable[[], Expert], x: Tensor, y: Tensor) -> None
     original = make()
     _train(original, x, y)
     restored = make()
-    restored.load_state_dict(_roundtrip(original.state_dict()))
+    restored.load_state_dict(roundtrip(original.state_dict()))
     assert torch.equal(restored.predict(x), original.predict(x)), \
         "state: a restored expert predicts differently"
     assert torch.equal(restored.learn(x, y), original.learn(x, y)), \
@@ -72,7 +72,9 @@ def _train(expert: Expert, x: Tensor, y: Tensor) -> Tensor:
     return torch.stack([expert.learn(x, y) for _ in range(STEPS)])
 
 
-def _roundtrip(state: dict[str, Any]) -> Any:
+def roundtrip(state: dict[str, Any]) -> Any:
+    """``state`` through ``torch.save`` and ``torch.load(weights_only=True)``: what a
+    checkpoint does to it."""
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)

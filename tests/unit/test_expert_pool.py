@@ -1,12 +1,12 @@
 """The expert pool on seeded streams: reuse on recurrence, spawn on novelty, bounded size."""
 
-import io
 import random
 
 import torch
 
 from streamlearn.engine import Engine
 from streamlearn.settings import ExpertsSettings, ModelSettings
+from streamlearn.testing import roundtrip
 from streamlearn.types import Sample
 
 MODEL = ModelSettings(hidden=[8], learning_rate=0.01)
@@ -32,12 +32,6 @@ def decisions(engine: Engine, samples: list[Sample], batch: int = 32) -> list[tu
         found += [(e.kind, e.expert, e.previous, e.sample) for e in result.pool_events]
     return found
 
-
-def roundtrip(state: dict) -> dict:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
 
 
 def test_a_returning_regime_reuses_its_expert_instead_of_spawning():

@@ -1,6 +1,5 @@
 """The selector and the replay memory on their own: seeded, with exact expectations."""
 
-import io
 
 import pytest
 import torch
@@ -8,13 +7,7 @@ import torch
 from streamlearn.experts.replay import ReplayBuffer, Reservoir
 from streamlearn.experts.selector import Selector
 from streamlearn.settings import ReplaySettings, SelectorSettings
-
-
-def roundtrip(state):
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
+from streamlearn.testing import roundtrip
 
 
 def test_a_reservoir_keeps_a_uniform_sample_of_everything_offered():
