@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from streamlearn.errors import CheckpointError
 from streamlearn.experts.band import LossBand
 from streamlearn.experts.member import Member, PoolEvent
 from streamlearn.experts.replay import ReplayBuffer
@@ -153,16 +154,15 @@ class ExpertPool:
         """Keep a labeled batch for the decision, scored by every expert on ``x_test``;
         the losses of the expert leading after it. ``x_train`` is what will be learned."""
         assert self.decision is not None
-        kept = torch.zeros(0)
-        for member in self.members.values():
-            losses = self.loss_fn(member.expert.predict(x_test), y)
-            self.decision.loss_sums[member.id] += float(losses.double().sum())
-            kept = losses if member.id == self.decision.leader(self.active_id) else kept
+        scored = {m.id: self.loss_fn(m.expert.predict(x_test), y)
+                  for m in self.members.values()}
+        for id_, losses in scored.items():
+            self.decision.loss_sums[id_] += float(losses.double().sum())
         self.decision.x.append(x_train)
         self.decision.raw.append(raw)
         self.decision.y.append(y)
         self.decision.count += x_train.shape[0]
-        return kept
+        return scored[self.decision.leader(self.active_id)]
 
     def decide(self, sample: int) -> tuple[list[PoolEvent], Tensor, Tensor, Tensor]:
         """End the decision: the events, and the held samples the chosen expert must learn."""
@@ -282,6 +282,7 @@ class ExpertPool:
                 "decision": self.decision.state_dict() if self.decision else None}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._check_fits(state)
         self.members = {}
         for id_, member_state in state["members"].items():
             self.next_id = int(id_)
@@ -294,3 +295,21 @@ class ExpertPool:
         self.selector.load_state_dict(state["selector"])
         self.decision = (Decision.from_state(state["decision"], self.device)
                          if state["decision"] is not None else None)
+
+    def _check_fits(self, state: Mapping[str, Any]) -> None:
+        """A checkpoint written with a bigger pool or another selector cannot be loaded into
+        this one: say which settings it needs instead of failing inside torch."""
+        held = len(state["members"])
+        saved = {k: tuple(v.shape) for k, v in state["selector"]["net"].items()}
+        here = {k: tuple(v.shape) for k, v in self.selector.net.state_dict().items()}
+        problems = []
+        if held > self.settings.max_experts:
+            problems.append(f"it holds {held} experts, experts.max_experts allows "
+                            f"{self.settings.max_experts} (experts.enabled: false allows 1)")
+        if saved != here:
+            problems.append("its selector network has another shape (experts.max_experts or "
+                            "experts.selector.hidden changed)")
+        if problems:
+            raise CheckpointError("checkpoint does not fit the expert pool settings: "
+                                  + "; ".join(problems) + ". Restore those settings, or move "
+                                  "the checkpoint directory away to start fresh.")

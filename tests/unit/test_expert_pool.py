@@ -2,9 +2,11 @@
 
 import random
 
+import pytest
 import torch
 
 from streamlearn.engine import Engine
+from streamlearn.errors import CheckpointError
 from streamlearn.settings import ExpertsSettings, ModelSettings
 from streamlearn.testing import roundtrip
 from streamlearn.types import Sample
@@ -130,3 +132,54 @@ def test_a_checkpoint_from_before_the_pool_restores_as_expert_zero():
     assert [p.prediction for p in a.process(probe).predictions] == \
         [p.prediction for p in b.process(probe).predictions]
     assert list(b.pool.members) == ["0"]
+
+
+def test_every_held_batch_reports_one_loss_per_sample_from_the_leader():
+    engine = Engine(MODEL)
+    data = regimes("ABA")
+    for start in range(0, len(data), 32):
+        result = engine.process(data[start: start + 32])
+        assert result.losses.numel() == result.labeled
+    assert engine.stats.count == len(data) and engine.stats.cumulative("correct") <= 1
+
+
+def test_a_checkpoint_from_a_bigger_pool_is_refused_with_the_settings_it_needs():
+    a = Engine(MODEL)
+    decisions(a, regimes("AB"))
+    for experts in (ExpertsSettings(enabled=False), ExpertsSettings(selector={"hidden": [8]})):
+        with pytest.raises(CheckpointError, match="does not fit the expert pool settings"):
+            Engine(MODEL, experts=experts).load_state_dict(roundtrip(a.state_dict()))
+
+
+def test_hold_returns_the_losses_of_the_expert_leading_after_the_batch():
+    from streamlearn.experts.pool import ExpertPool
+
+    class Constant:  # predicts its seed; the scripted loss function does the rest
+        def __init__(self, seed):
+            self.seed = seed
+
+        def predict(self, x):
+            return torch.full((x.shape[0],), float(self.seed))
+
+        def learn(self, x, y):
+            return torch.zeros(x.shape[0])
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+    # Per expert and batch, the loss of every sample: the lead changes hands in batch 3.
+    script = {0: [0.5, 0.125, 0.0], 1: [0.55125, 0.0, 0.125]}
+
+    def loss_fn(out, y):
+        return torch.full((y.shape[0],), script[int(out[0])].pop(0))
+
+    pool = ExpertPool(ExpertsSettings(), Constant, loss_fn, 2, torch.device("cpu"), seed=0)
+    pool._add(pool._new_member(0), 0)
+    pool.begin_decision(0)
+    x, y = torch.zeros(32, 2), torch.zeros(32)
+    held = [pool.hold(x, x, x, y) for _ in range(3)]
+    assert [h.tolist() for h in held] == [[0.5] * 32, [0.0] * 32, [0.0] * 32]
+    assert pool.leader().id == "0"
