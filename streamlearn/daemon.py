@@ -29,6 +29,7 @@ from typing import Any, Protocol
 from kafka.errors import KafkaError
 from structlog.contextvars import bound_contextvars
 
+from streamlearn.adapt import AdaptReport
 from streamlearn.buffer import InputBuffer
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.state import CheckpointState, check_compatible
@@ -86,6 +87,8 @@ class Progress:
     experts: int = 0  # alive in the pool
     spawns: int = 0  # pool decisions since start
     switches: int = 0
+    adapted: int = 0  # unlabeled samples test-time adaptation learned from, since start
+    adapt_resets: int = 0
 
 
 class Daemon:
@@ -93,7 +96,8 @@ class Daemon:
                  SinkFactory, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.engine = Engine(settings.model, settings.engine, settings.drift, settings.experts)
+        self.engine = Engine(settings.model, settings.engine, settings.drift, settings.experts,
+                             settings.adapt)
         m = settings.model
         self.codec = Codec(m.task, m.n_features, m.features, settings.engine.max_record_bytes,
                            settings.engine.max_samples_per_record)
@@ -293,6 +297,9 @@ class Daemon:
 
     def _serve_inbox(self) -> None:
         """Learn samples posted over HTTP and answer checkpoint requests."""
+        rows = self.inbox.take_rows()
+        if rows:
+            self._adapted(self.engine.adapt(rows))
         samples = self.inbox.take(self.inbox.capacity)
         if samples:
             origins: list[tuple[Record, int | None]] = [(HTTP_RECORD, i)
@@ -329,6 +336,25 @@ class Daemon:
             self._drift_events(result.drift_events)
         if result.pool_events:
             self._pool_events(result.pool_events)
+        self._adapted(result.adapt)
+
+    def _adapted(self, report: AdaptReport) -> None:
+        """Count what test-time adaptation did; a reset is logged and published."""
+        if not report.steps:
+            return
+        assert self.sink is not None
+        self.metrics.tta_adapted.inc(report.adapted)
+        self.metrics.tta_skipped.inc(report.skipped)
+        if report.entropy is not None:
+            self.metrics.tta_entropy.set(report.entropy)
+        self._counts["adapted"] += report.adapted
+        for expert, reason in report.resets:
+            self.metrics.tta_resets.labels(reason=reason).inc()
+            self._counts["adapt_resets"] += 1
+            log.warning("tta_reset", expert=expert, reason=reason,
+                        model_version=self.engine.version)
+            self.sink.event("tta_reset", {"expert": expert, "reason": reason,
+                                          "model_version": self.engine.version})
 
     def _drift_events(self, events: list[DriftEvent]) -> None:
         """Count, log and keep every event; drifts also go to the events topic."""
@@ -528,6 +554,8 @@ class Daemon:
             experts=len(self.engine.pool.members) if self.engine.pool else 0,
             spawns=self._counts["expert_spawn"],
             switches=self._counts["expert_switch"],
+            adapted=self._counts["adapted"],
+            adapt_resets=self._counts["adapt_resets"],
         )
 
 

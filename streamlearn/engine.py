@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from streamlearn.adapt import Adapter, AdaptReport
 from streamlearn.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.experts.expert import build_expert, resolve_device
 from streamlearn.experts.member import PoolEvent
@@ -25,7 +26,13 @@ from streamlearn.experts.pool import ExpertPool
 from streamlearn.preprocess import LabelIndex, RunningStandardizer
 from streamlearn.prequential import PrequentialStats
 from streamlearn.protocols import Expert, StateDict
-from streamlearn.settings import DriftSettings, EngineSettings, ExpertsSettings, ModelSettings
+from streamlearn.settings import (
+    AdaptSettings,
+    DriftSettings,
+    EngineSettings,
+    ExpertsSettings,
+    ModelSettings,
+)
 from streamlearn.types import Prediction, Sample
 
 
@@ -47,13 +54,17 @@ class StepResult:
     rejections: list[Rejection] = field(default_factory=list)
     drift_events: list[DriftEvent] = field(default_factory=list)
     pool_events: list[PoolEvent] = field(default_factory=list)
+    adapt: AdaptReport = field(default_factory=AdaptReport)
 
 
 class Engine:
     def __init__(self, model: ModelSettings, engine: EngineSettings | None = None,
                  drift: DriftSettings | None = None,
-                 experts: ExpertsSettings | None = None) -> None:
+                 experts: ExpertsSettings | None = None,
+                 adapt: AdaptSettings | None = None) -> None:
         self.settings = model
+        self.adapt_settings = adapt or AdaptSettings(method="none")
+        self.adapt_method = self.adapt_settings.method_for(model.task)
         self.engine_settings = engine or EngineSettings()
         drift = drift or DriftSettings()
         self.experts_settings = experts or ExpertsSettings()
@@ -69,6 +80,7 @@ class Engine:
         self.last_learned_at: float | None = None
         self.n_features: int | None = None
         self.pool: ExpertPool | None = None
+        self.adapter: Adapter | None = None
         self.scaler: RunningStandardizer | None = None
         self.target_scaler: RunningStandardizer | None = None
         if (count := model.feature_count()) is not None:
@@ -95,6 +107,9 @@ class Engine:
             self.scaler = RunningStandardizer(n_features)
             if not self.is_classifier:
                 self.target_scaler = RunningStandardizer(1)
+        if self.adapt_method != "none":
+            self.adapter = Adapter(self.adapt_settings, self.adapt_method, self._scale,
+                                   self.settings.seed, self.settings.image_shape)
 
     def _scale(self, x: Tensor) -> Tensor:
         return self.scaler.transform(x) if self.scaler is not None else x
@@ -114,21 +129,53 @@ class Engine:
         if not kept:
             return result
         x = torch.tensor([samples[i].x for i in kept], dtype=torch.float32)
-        x_test, x_train = x, x
-        if self.scaler is not None:
-            x_test = self.scaler.transform(x)
-            self.scaler.update(x)
-            x_train = self.scaler.transform(x)
-        x_test, x_train = x_test.to(self.device), x_train.to(self.device)
         labeled = [j for j, i in enumerate(kept) if targets[i] is not None]
         unlabeled = [j for j, i in enumerate(kept) if targets[i] is None]
+        x_test, x_train = x, x
+        if self.scaler is not None:
+            # Only labeled rows move the statistics: unlabeled traffic changes the model
+            # through test-time adaptation alone, where the guards can see it.
+            x_test = self.scaler.transform(x)
+            if labeled:
+                self.scaler.update(x[labeled])
+            x_train = self.scaler.transform(x)
+        x_test, x_train = x_test.to(self.device), x_train.to(self.device)
         if labeled:
             y = [targets[kept[j]] for j in labeled]
             self._learn(x_test[labeled], x_train[labeled], x[labeled], y, result)
         if unlabeled:
             ids = [samples[kept[j]].id for j in unlabeled]
-            result.predictions = self._predict(x_train[unlabeled], ids)
+            rows = x_train[unlabeled]
+            experts = self.pool.route(rows) if self.pool is not None else []
+            result.predictions = self._predict(rows, ids, experts)
+            self._adapt(rows, experts, result.adapt)
         return result
+
+    def adapt(self, rows: Sequence[Sequence[float]]) -> AdaptReport:
+        """Adapt on unlabeled inputs that need no answer (served requests' rows)."""
+        report = AdaptReport()
+        if self.adapter is None or self.pool is None or not rows:
+            return report
+        usable = [r for r in rows if len(r) == self.n_features]
+        if usable:
+            x = self._scale(torch.tensor(usable, dtype=torch.float32)).to(self.device)
+            self._adapt(x, self.pool.route(x), report)
+        return report
+
+    def _adapt(self, x: Tensor, experts: list[str], report: AdaptReport) -> None:
+        """A guarded adaptation step for each routed expert with enough rows waiting."""
+        if self.adapter is None or self.pool is None:
+            return
+        for expert_id, rows in _rows_by_expert(experts).items():
+            member = self.pool.members[expert_id]
+            module = getattr(member.expert, "module", None)
+            if not isinstance(module, nn.Module):
+                continue  # a user's Expert that is not a torch module: nothing to adapt
+            steps = report.steps
+            self.adapter.offer(expert_id, module, x[rows], len(self.labels), report)
+            if report.steps > steps:
+                member.adaptations += report.steps - steps
+                self.version += report.steps - steps
     def _admit(self, samples: Sequence[Sample], result: StepResult
                ) -> tuple[list[int], dict[int, float | int | None]]:
         """Indices of usable samples and their encoded targets; the rest are rejected."""
@@ -171,8 +218,8 @@ class Engine:
             if self.pool.decision_due:
                 self._decide(position + len(y_values), result)
         else:
-            losses = self.pool.learn(x_train, y, raw, position,
-                                     self.scoring_loss(out.to(self.device), y))
+            losses = self._pool_learn(x_train, y, raw, position,
+                                      self.scoring_loss(out.to(self.device), y))
             self._watch(errors if self._watch_errors else losses, position, result)
             self.version += 1
         self.stats.update(losses.cpu(), **quality)
@@ -232,15 +279,25 @@ class Engine:
                     self.drift.forget(event.expert)
                 elif event.kind == "switch":
                     self.drift.rearm(event.expert)
+        if self.adapter is not None:
+            self.adapter.forget(set(self.pool.members))
         step = self.engine_settings.max_batch
         for start in range(0, x.shape[0], step):
-            self.pool.learn(x[start: start + step], y[start: start + step],
-                            raw[start: start + step], position, None)
+            self._pool_learn(x[start: start + step], y[start: start + step],
+                             raw[start: start + step], position, None)
             self.version += 1
 
-    def _predict(self, x: Tensor, ids: list[str | None]) -> list[Prediction]:
+    def _pool_learn(self, x: Tensor, y: Tensor, raw: Tensor, position: int,
+                    scored: Tensor | None) -> Tensor:
+        """The active expert learns; its adaptation anchor moves with it."""
         assert self.pool is not None
-        experts = self.pool.route(x)
+        losses = self.pool.learn(x, y, raw, position, scored)
+        if self.adapter is not None:
+            self.adapter.labeled(self.pool.active_id, raw, y)
+        return losses
+
+    def _predict(self, x: Tensor, ids: list[str | None], experts: list[str]
+                 ) -> list[Prediction]:
         out = self._routed_outputs(x, experts)
         self.samples_predicted += len(ids)
         if not self.is_classifier:
@@ -267,11 +324,8 @@ class Engine:
         first = experts[0]
         if all(e == first for e in experts):  # the common case: one forward pass
             return self.pool.members[first].expert.predict(x).cpu()
-        parts: dict[str, list[int]] = {}
-        for row, expert in enumerate(experts):
-            parts.setdefault(expert, []).append(row)
         out: Tensor | None = None
-        for expert, rows in parts.items():
+        for expert, rows in _rows_by_expert(experts).items():
             part = self.pool.members[expert].expert.predict(x[rows]).cpu()
             if out is None:
                 out = part.new_zeros((x.shape[0], *part.shape[1:]))
@@ -293,6 +347,7 @@ class Engine:
             "target_scaler": self.target_scaler.state_dict() if self.target_scaler else None,
             "pool": self.pool.state_dict() if self.pool else None,
             "drift": self.drift.state_dict() if self.drift else None,
+            "adapt": self.adapter.state_dict() if self.adapter else None,
             "rng": torch.get_rng_state(),
         }
 
@@ -318,4 +373,17 @@ class Engine:
         self.last_learned_at = state.get("last_learned_at")
         if self.drift is not None and state.get("drift") is not None:  # absent before drift
             self.drift.load_state_dict(state["drift"])
+        if self.adapter is not None and self.pool is not None and state.get("adapt"):
+            modules = {id_: getattr(m.expert, "module", None)
+                       for id_, m in self.pool.members.items()}
+            self.adapter.load_state_dict(
+                state["adapt"], {k: v for k, v in modules.items() if isinstance(v, nn.Module)})
         torch.set_rng_state(state["rng"])
+
+
+def _rows_by_expert(experts: list[str]) -> dict[str, list[int]]:
+    """Row indices per expert, in first-seen order."""
+    parts: dict[str, list[int]] = {}
+    for row, expert in enumerate(experts):
+        parts.setdefault(expert, []).append(row)
+    return parts

@@ -85,10 +85,12 @@ class Metrics:
         self.rebalances = Counter(
             "streamlearn_rebalances", "Partition assignment changes.", ["kind"], registry=r)
         self.model_version = Gauge(
-            "streamlearn_model_version", "Optimizer steps taken by the active model.",
+            "streamlearn_model_version", "Weight changes so far: optimizer steps on labeled "
+            "samples plus test-time adaptation steps and resets.",
             registry=r)
         self._drift(r)
         self._experts(r)
+        self._adapt(r)
         self._serving(r)
         self.info = Info("streamlearn", "Build and runtime information.", registry=r)
         self.info.info({"version": streamlearn.__version__, "torch": torch.__version__,
@@ -129,6 +131,23 @@ class Metrics:
             "streamlearn_expert_memory_bytes", "Memory held by the pool: expert weights and "
             "optimizer state, replay buffers, the selector and its pairs.", ["part"],
             registry=r)
+
+    def _adapt(self, r: CollectorRegistry) -> None:
+        self.tta_adapted = Counter(
+            "streamlearn_tta_adapted_samples", "Unlabeled samples test-time adaptation "
+            "learned from.", registry=r)
+        self.tta_skipped = Counter(
+            "streamlearn_tta_skipped_samples", "Unlabeled samples the entropy filter kept out "
+            "of adaptation (too uncertain to teach).", registry=r)
+        self.tta_resets = Counter(
+            "streamlearn_tta_resets", "Experts put back to their last labeled state: entropy, "
+            "marginal or guard_set collapse, or periodic.", ["reason"], registry=r)
+        self.tta_entropy = Gauge(
+            "streamlearn_tta_prediction_entropy", "Mean prediction entropy (0..1 of its "
+            "maximum) of the latest adaptation batch.", registry=r)
+        self.tta_rows_dropped = Counter(
+            "streamlearn_tta_request_rows_dropped", "Served rows not adapted on because the "
+            "queue to the learner was full (adapt.on_requests).", registry=r)
 
     def _serving(self, r: CollectorRegistry) -> None:
         self.requests = Counter(

@@ -63,6 +63,16 @@ class ModelSettings(Section):
     features: list[str] | None = None
     hidden: list[int] = Field(default_factory=lambda: [64, 64])
     activation: Literal["relu", "tanh", "gelu"] = "relu"
+    # A normalization layer after each hidden linear layer. Test-time adaptation works
+    # through these: "batch" carries statistics to re-estimate and affine parameters for
+    # TENT; "layer" has only the affine parameters.
+    norm: Literal["none", "batch", "layer"] = "none"
+    # "cnn": convolution blocks (hidden = their channel counts, 2x2 pooling between them),
+    # global average pooling and a linear head, for flattened images of image_shape.
+    architecture: Literal["mlp", "cnn"] = "mlp"
+    # Inputs are flattened images of this shape ([H, W] or [C, H, W]): the CNN's input, and
+    # test-time adaptation augments them as images (shifts, flips) rather than as columns.
+    image_shape: list[int] | None = None
     optimizer: Literal["sgd", "adam"] = "adam"
     learning_rate: float = Field(1e-3, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -85,8 +95,29 @@ class ModelSettings(Section):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _image_shape_fits(self) -> ModelSettings:
+        shape = self.image_shape
+        if shape is not None:
+            if len(shape) not in (2, 3) or min(shape) < 1:
+                raise ValueError(f"image_shape: give [H, W] or [C, H, W], got {shape}")
+            count = self.feature_count()
+            if count is not None and count != _product(shape):
+                raise ValueError(f"image_shape {shape} holds {_product(shape)} values, "
+                                 f"but there are {count} features")
+        if self.architecture == "cnn" and shape is None:
+            raise ValueError("architecture: 'cnn' needs image_shape")
+        return self
+
     def feature_count(self) -> int | None:
         return len(self.features) if self.features is not None else self.n_features
+
+
+def _product(values: list[int]) -> int:
+    out = 1
+    for value in values:
+        out *= value
+    return out
 
 
 class EngineSettings(Section):
@@ -239,6 +270,25 @@ class SelectorSettings(Section):
     threshold: float = Field(0.7, ge=0, le=1)
 
 
+class GuardSettings(Section):
+    # Samples whose prediction entropy, as a share of its maximum, lies above this are not
+    # adapted on: uncertain pseudo-labels are where self-training goes wrong.
+    max_entropy: float = Field(0.4, gt=0, le=1)
+    # Collapse checks over the last `window` adapted predictions: their mean normalized
+    # entropy below min_entropy, or the normalized entropy of the predicted classes'
+    # histogram below min_marginal, puts the expert back to its last labeled state.
+    window: int = Field(512, ge=16)
+    min_entropy: float = Field(0.01, ge=0, le=1)
+    min_marginal: float = Field(0.3, ge=0, le=1)
+    # Labeled samples kept per expert to check adapted accuracy on (0 = no guard set); a
+    # drop of more than guard_drop below the accuracy at the anchor is a collapse too.
+    guard_set: int = Field(256, ge=0)
+    guard_drop: float = Field(0.15, gt=0, le=1)
+    guard_every: int = Field(8, ge=1)  # adaptation steps between guard-set checks
+    # Back to the last labeled state every this many adapted samples (0 = never).
+    reset_every: int = Field(0, ge=0)
+
+
 class ReplaySettings(Section):
     # Old samples mixed into each learning step, as a fraction of the batch (0 = off).
     ratio: float = Field(0.0, ge=0, le=4)
@@ -274,6 +324,42 @@ class ExpertsSettings(Section):
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
 
 
+class AdaptSettings(Section):
+    # Test-time adaptation on unlabeled samples. "norm": re-estimate the normalization
+    # layers' statistics; "tent": also minimize prediction entropy over their affine
+    # parameters; "cotta": a mean teacher's pseudo-labels train a student copy, with a small
+    # random share of weights restored to the last labeled state each step. "auto" is cotta
+    # for a classifier and norm for a regressor (entropy needs classes).
+    method: Literal["auto", "none", "norm", "tent", "cotta"] = "auto"
+    # Adapt on served infer requests too (their rows reach the learner, bounded and lossy).
+    on_requests: bool = False
+    # Unlabeled samples gathered per expert before one adaptation step: normalization
+    # statistics from a handful of rows are noise.
+    batch_size: int = Field(32, ge=2)
+    learning_rate: float = Field(1e-3, gt=0)
+    # Momentum of the running normalization statistics per adaptation step.
+    norm_momentum: float = Field(0.1, gt=0, le=1)
+    # Mean teacher: its weights move this much towards the student each step.
+    teacher_momentum: float = Field(0.999, ge=0, lt=1)
+    # Below this teacher confidence, the pseudo-label averages predictions on augmentations.
+    confidence_threshold: float = Field(0.9, ge=0, le=1)
+    augmentations: int = Field(8, ge=1)
+    # Share of weights put back to their last labeled values each step (CoTTA's restore).
+    restore_probability: float = Field(0.01, ge=0, le=1)
+    # Image inputs (model.image_shape) are augmented with shifts of up to one pixel, plus
+    # horizontal flips when they are valid for the data (not for digits or text).
+    flips: bool = False
+    noise_sd: float = Field(0.05, ge=0)  # augmentation noise, in units of the model input
+    feature_dropout: float = Field(0.1, ge=0, lt=1)
+    guards: GuardSettings = Field(default_factory=GuardSettings)
+
+    def method_for(self, task: str) -> str:
+        """The method in force, with "auto" resolved for the model's task."""
+        if self.method != "auto":
+            return self.method
+        return "cotta" if task == "classification" else "norm"
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -289,6 +375,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
     experts: ExpertsSettings = Field(default_factory=ExpertsSettings)
+    adapt: AdaptSettings = Field(default_factory=AdaptSettings)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
@@ -302,6 +389,9 @@ class Settings(BaseSettings):
         if self.experts.replay.class_balanced and self.model.task != "classification":
             raise ValueError("experts.replay.class_balanced needs model.task: classification "
                              "(every distinct regression target would get its own reservoir)")
+        if self.adapt.method in ("tent", "cotta") and self.model.task != "classification":
+            raise ValueError(f"adapt.method: {self.adapt.method!r} needs model.task: "
+                             "classification (it learns from predicted classes); use 'norm'")
         return self
 
     @classmethod

@@ -14,7 +14,9 @@ from streamlearn.types import Offsets, TopicPartition
 # Settings that change tensor shapes or meaning: a checkpoint made under other values
 # cannot be loaded into the model these settings build.
 _SHAPE_SETTINGS = ("task", "n_features", "features", "hidden", "activation", "optimizer",
-                   "max_classes", "standardize", "factory")
+                   "max_classes", "standardize", "factory", "norm", "architecture", "image_shape")
+# Shape settings that older checkpoints predate, with the value they were written under.
+_ADDED_LATER = {"norm": "none", "architecture": "mlp", "image_shape": None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +44,9 @@ class CheckpointState:
 
 def check_compatible(state: CheckpointState, model: ModelSettings, path: Path) -> None:
     current = model.model_dump(mode="json")
-    changed = [f"model.{key}: checkpoint {state.model_settings.get(key)!r}, "
-               f"settings {current[key]!r}"
-               for key in _SHAPE_SETTINGS if state.model_settings.get(key) != current[key]]
+    written = {**_ADDED_LATER, **state.model_settings}
+    changed = [f"model.{key}: checkpoint {written.get(key)!r}, settings {current[key]!r}"
+               for key in _SHAPE_SETTINGS if written.get(key) != current[key]]
     if changed:
         raise CheckpointError(
             f"{path} was written with other model settings, so its weights do not fit:\n  "

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from streamlearn.errors import ModelError
-from streamlearn.models import build_mlp, load_factory
+from streamlearn.models import ImageCnn, build_mlp, load_factory, training
 from streamlearn.protocols import Expert, StateDict
 from streamlearn.settings import ModelSettings
 
@@ -35,8 +35,8 @@ class NeuralExpert:
         return out if self.task == "classification" else out.squeeze(-1)
 
     def learn(self, x: Tensor, y: Tensor) -> Tensor:
-        self.module.train()
-        out = self.module(x)
+        with training(self.module, x.shape[0]):
+            out = self.module(x)
         if self.task == "classification":
             self.n_seen = max(self.n_seen, int(y.max()) + 1)
             losses = nn.functional.cross_entropy(out[:, : self.n_seen], y, reduction="none")
@@ -71,9 +71,16 @@ def build_expert(settings: ModelSettings, n_features: int, device: torch.device,
             return cast(Expert, built)
         module = built
     else:
-        module = build_mlp(n_features, n_outputs, settings.hidden, settings.activation)
+        module = _build_module(settings, n_features, n_outputs)
     module = module.to(device)
     return NeuralExpert(module, _optimizer(settings, module), settings.task)
+
+
+def _build_module(settings: ModelSettings, n_features: int, n_outputs: int) -> nn.Module:
+    if settings.architecture == "cnn":
+        assert settings.image_shape is not None  # the settings check this
+        return ImageCnn(settings.image_shape, n_outputs, settings.hidden, settings.norm)
+    return build_mlp(n_features, n_outputs, settings.hidden, settings.activation, settings.norm)
 
 
 def _optimizer(settings: ModelSettings, module: nn.Module) -> torch.optim.Optimizer:

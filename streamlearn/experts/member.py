@@ -47,6 +47,7 @@ class Member:
         self.created_sample = sample
         self.samples_learned = 0
         self.steps = 0  # learning steps taken: a changed count means changed weights
+        self.adaptations = 0  # test-time adaptation steps and resets: they change weights too
         self.last_active: float | None = None
         self.last_active_sample = sample
         self.wins = 1  # times the pool chose it (its spawn is the first)

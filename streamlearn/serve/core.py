@@ -59,6 +59,8 @@ class ServingCore:
         self.drift_history = drift_history or EventHistory(settings.drift.history)
         self.expert_history = expert_history or EventHistory(settings.experts.history)
         self._progress = progress
+        self._adapt_on_requests = (settings.adapt.on_requests
+                                   and settings.adapt.method_for(settings.model.task) != "none")
         self._draining = threading.Event()
         self._started = time.time()
         m = settings.model
@@ -137,6 +139,10 @@ class ServingCore:
         wanted = self._requested_outputs(outputs)
         x = self._features(inputs, snapshot)
         result = snapshot.predict(x)
+        if self._adapt_on_requests:
+            dropped = self.inbox.offer_rows(x.tolist())
+            if dropped:
+                self.metrics.tta_rows_dropped.inc(dropped)
         rows = x.shape[0]
         produced: dict[str, TensorOut] = {}
         if snapshot.task == "regression":

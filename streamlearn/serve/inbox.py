@@ -1,9 +1,11 @@
-"""What serving hands to the learner: labeled samples and checkpoint requests.
+"""What serving hands to the learner: labeled samples, rows to adapt on, checkpoint requests.
 
 Request threads only append here, under a short lock, and never wait for the learner; the
 learner takes what is waiting at the top of each loop step. The sample queue is bounded
 (``serve.learn_queue_samples``): a request that does not fit is refused whole, so the
-client gets 429 and retries instead of having half its samples learned.
+client gets 429 and retries instead of having half its samples learned. Served rows for
+test-time adaptation (``adapt.on_requests``) are best effort: past the same bound they are
+dropped and counted, and the request is answered as usual.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class Inbox:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._samples: deque[Sample] = deque()
+        self._rows: deque[list[float]] = deque()
         self._checkpoints: list[Future[dict[str, Any]]] = []
         self._lock = threading.Lock()
 
@@ -31,7 +34,7 @@ class Inbox:
         return len(self._samples)
 
     def pending(self) -> bool:
-        return bool(self._samples or self._checkpoints)
+        return bool(self._samples or self._rows or self._checkpoints)
 
     def offer(self, samples: list[Sample]) -> bool:
         """Queue all of ``samples``, or none of them if they do not fit."""
@@ -45,6 +48,18 @@ class Inbox:
         with self._lock:
             count = min(limit, len(self._samples))
             return [self._samples.popleft() for _ in range(count)]
+
+    def offer_rows(self, rows: list[list[float]]) -> int:
+        """Queue served rows to adapt on, as many as fit; the number dropped."""
+        with self._lock:
+            room = max(self.capacity - len(self._rows), 0)
+            self._rows.extend(rows[:room])
+        return max(len(rows) - room, 0)
+
+    def take_rows(self) -> list[list[float]]:
+        with self._lock:
+            taken, self._rows = list(self._rows), deque()
+        return taken
 
     def request_checkpoint(self) -> Future[dict[str, Any]]:
         future: Future[dict[str, Any]] = Future()

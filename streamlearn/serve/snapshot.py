@@ -117,18 +117,20 @@ class Snapshot:
 class FrozenExperts:
     """Frozen copies of the pool's experts, remade only for experts that learned since.
 
-    Only the active expert learns, so a publish copies one network, however many exist.
+    Only the active expert learns (and few adapt), so a publish copies one network or a few,
+    however many exist.
     """
 
     def __init__(self) -> None:
-        self._copies: dict[str, tuple[int, Forward]] = {}
+        self._copies: dict[str, tuple[tuple[int, int], Forward]] = {}
 
     def update(self, pool: ExpertPool) -> dict[str, Forward]:
-        fresh: dict[str, tuple[int, Forward]] = {}
+        fresh: dict[str, tuple[tuple[int, int], Forward]] = {}
         for id_, member in pool.members.items():
             cached = self._copies.get(id_)
-            fresh[id_] = (cached if cached is not None and cached[0] == member.steps
-                          else (member.steps, _frozen_forward(member.expert)))
+            changes = (member.steps, member.adaptations)
+            fresh[id_] = (cached if cached is not None and cached[0] == changes
+                          else (changes, _frozen_forward(member.expert)))
         self._copies = fresh
         return {id_: forward for id_, (_, forward) in fresh.items()}
 

@@ -1,0 +1,205 @@
+"""Test-time adaptation of the pool's experts on unlabeled rows, one expert at a time.
+
+Each expert gets its own method state, guard and anchor. The *anchor* is the expert's state
+as its last labeled learning left it: labeled learning only marks the anchor stale, and the
+next adaptation step takes a fresh copy, so labeled learning and adaptation never pull the
+same weights in two directions at once. Every guard reset returns the expert to its anchor.
+
+Rows are gathered per expert until ``adapt.batch_size`` of them are waiting; one step then
+adapts on all of them. Waiting rows are checkpointed with the rest of the state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from streamlearn.adapt.augment import Augmenter
+from streamlearn.adapt.base import AdaptMethod, NormStats, normalized_entropy
+from streamlearn.adapt.cotta import CoTTA
+from streamlearn.adapt.guards import Guard
+from streamlearn.adapt.tent import Tent
+from streamlearn.protocols import StateDict
+from streamlearn.settings import AdaptSettings
+
+METHODS = ("norm", "tent", "cotta")
+RESET_REASONS = ("entropy", "marginal", "guard_set", "periodic")
+
+
+@dataclass(slots=True)
+class AdaptReport:
+    """What adaptation did during one engine call: the daemon's metrics."""
+
+    adapted: int = 0  # rows that took part in an adaptation step
+    skipped: int = 0  # rows the entropy filter kept out of the gradient
+    resets: list[tuple[str, str]] = field(default_factory=list)  # (expert, reason)
+    steps: int = 0  # adaptation steps and resets: each changes the served weights
+    entropy: float | None = None  # mean normalized prediction entropy of the last step
+
+
+@dataclass(slots=True)
+class _Expertise:
+    """One expert's adaptation state."""
+
+    method: AdaptMethod
+    guard: Guard
+    anchor: dict[str, Tensor] | None = None
+    stale: bool = True  # labeled learning happened since the anchor was taken
+    pending: list[Tensor] = field(default_factory=list)
+
+    @property
+    def waiting(self) -> int:
+        return sum(rows.shape[0] for rows in self.pending)
+
+
+class Adapter:
+    def __init__(self, settings: AdaptSettings, method: str, scale: Callable[[Tensor], Tensor],
+                 seed: int, image_shape: Sequence[int] | None = None) -> None:
+        if method not in METHODS:
+            raise ValueError(f"adapt.method: {method!r} is not one of {METHODS}")
+        self.settings = settings
+        self.method = method
+        self.scale = scale  # raw inputs to model inputs, for the guard set
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self.augment = Augmenter(settings, image_shape, self.generator)
+        self.experts: dict[str, _Expertise] = {}
+
+    def labeled(self, expert_id: str, raw: Tensor, y: Tensor) -> None:
+        """``expert_id`` learned these labeled rows: its anchor moves, its guard set grows."""
+        state = self._state(expert_id)
+        state.stale = True
+        if y.dtype == torch.long:
+            state.guard.remember(raw, y)
+
+    def offer(self, expert_id: str, module: nn.Module, x: Tensor, n_classes: int,
+              report: AdaptReport) -> None:
+        """Rows the expert answered; adapt once enough of them are waiting."""
+        state = self._state(expert_id)
+        state.pending.append(x.detach())
+        if state.waiting < self.settings.batch_size:
+            return
+        rows = torch.cat(state.pending)
+        state.pending = []
+        self._step(expert_id, state, module, rows, n_classes, report)
+
+    def forget(self, alive: set[str]) -> None:
+        """Drop the state of experts that left the pool."""
+        for expert_id in set(self.experts) - alive:
+            del self.experts[expert_id]
+
+    def _step(self, expert_id: str, state: _Expertise, module: nn.Module, x: Tensor,
+              n_classes: int, report: AdaptReport) -> None:
+        if state.anchor is None or state.stale:
+            self._anchor(state, module, n_classes)
+        entropy, predicted = self._predictions(module, x, n_classes)
+        keep = state.guard.confident(entropy)
+        learns = self.method != "norm" and n_classes >= 2
+        state.method.step(module, x, keep, n_classes)
+        skipped = int((~keep).sum()) if learns else 0
+        report.adapted += x.shape[0] - skipped
+        report.skipped += skipped
+        report.steps += 1
+        report.entropy = float(entropy.mean()) if n_classes >= 2 else None
+        state.guard.adapted += x.shape[0] - skipped
+        state.guard.steps += 1
+        reason = self._collapse(state, module, entropy, predicted, n_classes)
+        if reason is not None:
+            self._reset(state, module)
+            report.resets.append((expert_id, reason))
+            report.steps += 1
+
+    def _collapse(self, state: _Expertise, module: nn.Module, entropy: Tensor,
+                  predicted: Tensor, n_classes: int) -> str | None:
+        guard = state.guard
+        reason = guard.observe(entropy, predicted, n_classes)
+        if reason is None and guard.guard_set_dropped(module, self.scale, n_classes):
+            reason = "guard_set"
+        if reason is None and guard.periodic_due():
+            reason = "periodic"
+        return reason
+
+    def _predictions(self, module: nn.Module, x: Tensor, n_classes: int
+                     ) -> tuple[Tensor, Tensor]:
+        """The served model's view of the rows, before this step adapts on them."""
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            out = module(x)
+        module.train(was_training)
+        if n_classes < 2:
+            return out.new_zeros(x.shape[0]), out.new_zeros(x.shape[0], dtype=torch.long)
+        return normalized_entropy(out, n_classes), out[:, :n_classes].argmax(dim=1)
+
+    def _anchor(self, state: _Expertise, module: nn.Module, n_classes: int) -> None:
+        state.anchor = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        state.stale = False
+        state.method.begin(module, state.anchor)
+        state.guard.clear()
+        state.guard.anchor_accuracy = state.guard.accuracy(module, self.scale, n_classes)
+
+    def _reset(self, state: _Expertise, module: nn.Module) -> None:
+        """Back to the anchor; the adaptation starts over from there."""
+        assert state.anchor is not None
+        module.load_state_dict(state.anchor)
+        state.method.begin(module, state.anchor)
+        accuracy = state.guard.anchor_accuracy
+        state.guard.clear()
+        state.guard.anchor_accuracy = accuracy
+
+    def _state(self, expert_id: str) -> _Expertise:
+        state = self.experts.get(expert_id)
+        if state is None:
+            seed = self.seed + 7919 * (len(self.experts) + 1)
+            state = _Expertise(self._method(), Guard(self.settings.guards, seed))
+            self.experts[expert_id] = state
+        return state
+
+    def _method(self) -> AdaptMethod:
+        s = self.settings
+        if self.method == "norm":
+            return NormStats(s.norm_momentum)
+        if self.method == "tent":
+            return Tent(s.learning_rate, s.norm_momentum)
+        return CoTTA(learning_rate=s.learning_rate, momentum=s.norm_momentum,
+                     teacher_momentum=s.teacher_momentum, confidence=s.confidence_threshold,
+                     augmentations=s.augmentations, restore=s.restore_probability,
+                     augment=self.augment, generator=self.generator)
+
+    def state_dict(self) -> StateDict:
+        return {
+            "method": self.method,
+            "rng": self.generator.get_state(),
+            "experts": {
+                expert_id: {
+                    "anchor": state.anchor, "stale": state.stale,
+                    "pending": torch.cat(state.pending).cpu() if state.pending else None,
+                    "method": state.method.state_dict(), "guard": state.guard.state_dict(),
+                } for expert_id, state in self.experts.items()
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], modules: Mapping[str, nn.Module]
+                        ) -> None:
+        """Restore; ``modules`` are the experts' networks, already loaded."""
+        self.experts = {}
+        if state["method"] != self.method:  # another method's state does not apply
+            return
+        self.generator.set_state(state["rng"])
+        for expert_id, saved in state["experts"].items():
+            module = modules.get(expert_id)
+            if module is None:
+                continue
+            expertise = self._state(expert_id)
+            expertise.anchor, expertise.stale = saved["anchor"], bool(saved["stale"])
+            if saved["pending"] is not None:
+                device = next(module.parameters()).device
+                expertise.pending = [saved["pending"].to(device)]
+            if expertise.anchor is not None:
+                expertise.method.begin(module, expertise.anchor)
+                expertise.method.load_state_dict(saved["method"])
+            expertise.guard.load_state_dict(saved["guard"])

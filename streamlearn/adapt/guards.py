@@ -1,0 +1,120 @@
+"""The guards around test-time adaptation: what it may learn from, and when to undo it.
+
+Self-training on its own predictions can run away: on a class-sorted stream TENT soon
+predicts one class for everything, with total confidence. Three checks watch for that, one
+expert at a time, and each puts the expert back to its anchor (the state its last labeled
+learning left) when it fires:
+
+- ``entropy``: mean normalized prediction entropy over the last ``window`` rows fell below
+  ``min_entropy``. A model that is certain of everything has stopped looking at its input.
+- ``marginal``: the predicted classes' histogram over the window has a normalized entropy
+  below ``min_marginal``. A few classes are taking everything over.
+- ``guard_set``: accuracy on a uniform sample of the labeled rows this expert learned fell
+  more than ``guard_drop`` below what the anchor scores on the same rows.
+- ``periodic``: ``reset_every`` adapted rows since the anchor (off by default).
+
+Before any of that, the entropy filter keeps rows whose prediction is too uncertain out of
+the gradient: their pseudo-labels are mostly wrong.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from streamlearn.experts.replay import Reservoir
+from streamlearn.protocols import StateDict
+from streamlearn.settings import GuardSettings
+
+
+class Guard:
+    def __init__(self, settings: GuardSettings, seed: int) -> None:
+        self.settings = settings
+        self._entropy = torch.zeros(settings.window)
+        self._predicted = torch.zeros(settings.window, dtype=torch.long)
+        self._filled = 0  # rows in the window since the last clear
+        self.adapted = 0  # rows learned from since the anchor
+        self.steps = 0  # adaptation steps since the anchor
+        self.anchor_accuracy: float | None = None
+        self.guard_set = Reservoir(max(settings.guard_set, 1), seed)
+
+    def confident(self, entropy: Tensor) -> Tensor:
+        """Rows allowed to teach: normalized entropy at most ``max_entropy``."""
+        return entropy <= self.settings.max_entropy
+
+    def clear(self) -> None:
+        """A new anchor: the window and the counts start over."""
+        self._filled = 0
+        self.adapted = 0
+        self.steps = 0
+        self.anchor_accuracy = None
+
+    def observe(self, entropy: Tensor, predicted: Tensor, n_classes: int) -> str | None:
+        """Take in a batch's predictions; the collapse check that fires, if one does."""
+        self._push(entropy.detach().cpu(), predicted.detach().cpu())
+        if self._filled < self.settings.window or n_classes < 2:
+            return None
+        if float(self._entropy.mean()) < self.settings.min_entropy:
+            return "entropy"
+        counts = torch.bincount(self._predicted, minlength=n_classes).double()
+        share = counts[counts > 0] / counts.sum()
+        if float(-(share * share.log()).sum()) / math.log(n_classes) < self.settings.min_marginal:
+            return "marginal"
+        return None
+
+    def _push(self, entropy: Tensor, predicted: Tensor) -> None:
+        window = self.settings.window
+        entropy, predicted = entropy[-window:], predicted[-window:]
+        n = entropy.shape[0]
+        self._entropy = torch.cat([self._entropy[n:], entropy])
+        self._predicted = torch.cat([self._predicted[n:], predicted])
+        self._filled = min(window, self._filled + n)
+
+    def periodic_due(self) -> bool:
+        every = self.settings.reset_every
+        return every > 0 and self.adapted >= every
+
+    def remember(self, raw: Tensor, y: Tensor) -> None:
+        """Labeled rows the expert learned: the guard set samples them uniformly."""
+        if self.settings.guard_set > 0:
+            self.guard_set.add(raw.detach().cpu(), y.detach().cpu())
+
+    def accuracy(self, module: nn.Module, scale: Callable[[Tensor], Tensor],
+                 n_classes: int) -> float | None:
+        held = self.guard_set.rows()
+        if self.settings.guard_set == 0 or held is None or n_classes < 2:
+            return None
+        x, y = held
+        device = next(module.parameters()).device
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            out = module(scale(x).to(device))[:, :n_classes].cpu()
+        module.train(was_training)
+        return float((out.argmax(dim=1) == y).float().mean())
+
+    def guard_set_dropped(self, module: nn.Module, scale: Callable[[Tensor], Tensor],
+                          n_classes: int) -> bool:
+        """Every ``guard_every`` steps: has guard-set accuracy fallen past the bound?"""
+        if self.anchor_accuracy is None or self.steps % self.settings.guard_every:
+            return False
+        now = self.accuracy(module, scale, n_classes)
+        return now is not None and now < self.anchor_accuracy - self.settings.guard_drop
+
+    def state_dict(self) -> StateDict:
+        return {"entropy": self._entropy.clone(), "predicted": self._predicted.clone(),
+                "filled": self._filled, "adapted": self.adapted, "steps": self.steps,
+                "anchor_accuracy": self.anchor_accuracy,
+                "guard_set": self.guard_set.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._entropy = state["entropy"].clone()
+        self._predicted = state["predicted"].clone()
+        self._filled, self.adapted = int(state["filled"]), int(state["adapted"])
+        self.steps = int(state["steps"])
+        self.anchor_accuracy = state["anchor_accuracy"]
+        self.guard_set.load_state_dict(state["guard_set"], torch.device("cpu"))
