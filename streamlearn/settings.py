@@ -336,6 +336,10 @@ class AdaptSettings(Section):
     # Unlabeled samples gathered per expert before one adaptation step: normalization
     # statistics from a handful of rows are noise.
     batch_size: int = Field(32, ge=2)
+    # Each step adapts on a class-balanced memory of this many recent rows per expert, not
+    # on the new batch alone: a class-sorted stream then cannot drag the statistics to one
+    # class.
+    memory: int = Field(64, ge=2)
     learning_rate: float = Field(1e-3, gt=0)
     # Momentum of the running normalization statistics per adaptation step.
     norm_momentum: float = Field(0.1, gt=0, le=1)

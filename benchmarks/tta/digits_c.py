@@ -57,7 +57,8 @@ def _noise(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _blur(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-    return np.stack([ndimage.gaussian_filter(image, _BLUR_SIGMA[s], mode="constant") for image in x])
+    return np.stack([ndimage.gaussian_filter(image, _BLUR_SIGMA[s], mode="constant")
+                     for image in x])
 
 
 def _contrast(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:

@@ -5,8 +5,9 @@ as its last labeled learning left it: labeled learning only marks the anchor sta
 next adaptation step takes a fresh copy, so labeled learning and adaptation never pull the
 same weights in two directions at once. Every guard reset returns the expert to its anchor.
 
-Rows are gathered per expert until ``adapt.batch_size`` of them are waiting; one step then
-adapts on all of them. Waiting rows are checkpointed with the rest of the state.
+Rows are gathered per expert until ``adapt.batch_size`` of them are waiting. They then
+enter the expert's class-balanced memory (``memory.py``), and one step adapts on the
+memory, not on the new rows alone. Waiting rows are checkpointed with the rest.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from streamlearn.adapt.augment import Augmenter
 from streamlearn.adapt.base import AdaptMethod, NormStats, normalized_entropy
 from streamlearn.adapt.cotta import CoTTA
 from streamlearn.adapt.guards import Guard
+from streamlearn.adapt.memory import BalancedMemory
 from streamlearn.adapt.tent import Tent
 from streamlearn.protocols import StateDict
 from streamlearn.settings import AdaptSettings
@@ -47,6 +49,7 @@ class _Expertise:
 
     method: AdaptMethod
     guard: Guard
+    memory: BalancedMemory
     anchor: dict[str, Tensor] | None = None
     stale: bool = True  # labeled learning happened since the anchor was taken
     pending: list[Tensor] = field(default_factory=list)
@@ -97,10 +100,13 @@ class Adapter:
         if state.anchor is None or state.stale:
             self._anchor(state, module, n_classes)
         entropy, predicted = self._predictions(module, x, n_classes)
-        keep = state.guard.confident(entropy)
+        state.memory.add(x, predicted)
+        memory = state.memory.rows()
+        # Who may teach is judged again on the whole memory, by the model as it is now.
+        teaches = state.guard.confident(self._predictions(module, memory, n_classes)[0])
+        state.method.step(module, memory, teaches, n_classes)
         learns = self.method != "norm" and n_classes >= 2
-        state.method.step(module, x, keep, n_classes)
-        skipped = int((~keep).sum()) if learns else 0
+        skipped = int((~state.guard.confident(entropy)).sum()) if learns else 0
         report.adapted += x.shape[0] - skipped
         report.skipped += skipped
         report.steps += 1
@@ -155,7 +161,8 @@ class Adapter:
         state = self.experts.get(expert_id)
         if state is None:
             seed = self.seed + 7919 * (len(self.experts) + 1)
-            state = _Expertise(self._method(), Guard(self.settings.guards, seed))
+            state = _Expertise(self._method(), Guard(self.settings.guards, seed),
+                               BalancedMemory(self.settings.memory))
             self.experts[expert_id] = state
         return state
 
@@ -179,6 +186,7 @@ class Adapter:
                     "anchor": state.anchor, "stale": state.stale,
                     "pending": torch.cat(state.pending).cpu() if state.pending else None,
                     "method": state.method.state_dict(), "guard": state.guard.state_dict(),
+                    "memory": state.memory.state_dict(),
                 } for expert_id, state in self.experts.items()
             },
         }
@@ -196,9 +204,10 @@ class Adapter:
                 continue
             expertise = self._state(expert_id)
             expertise.anchor, expertise.stale = saved["anchor"], bool(saved["stale"])
+            device = next(module.parameters()).device
             if saved["pending"] is not None:
-                device = next(module.parameters()).device
                 expertise.pending = [saved["pending"].to(device)]
+            expertise.memory.load_state_dict(saved["memory"], device)
             if expertise.anchor is not None:
                 expertise.method.begin(module, expertise.anchor)
                 expertise.method.load_state_dict(saved["method"])

@@ -10,7 +10,9 @@ learning left) when it fires:
 - ``marginal``: the predicted classes' histogram over the window has a normalized entropy
   below ``min_marginal``. A few classes are taking everything over.
 - ``guard_set``: accuracy on a uniform sample of the labeled rows this expert learned fell
-  more than ``guard_drop`` below what the anchor scores on the same rows.
+  more than ``guard_drop`` below what the anchor scores on the same rows. The rows are
+  normalized with their own batch statistics, so what is checked is the weights: adapted
+  statistics are supposed to fit the new inputs, not the labeled past.
 - ``periodic``: ``reset_every`` adapted rows since the anchor (off by default).
 
 Before any of that, the entropy filter keeps rows whose prediction is too uncertain out of
@@ -26,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from streamlearn.adapt.base import statistics_mode
 from streamlearn.experts.replay import Reservoir
 from streamlearn.protocols import StateDict
 from streamlearn.settings import GuardSettings
@@ -90,11 +93,11 @@ class Guard:
             return None
         x, y = held
         device = next(module.parameters()).device
-        was_training = module.training
-        module.eval()
-        with torch.no_grad():
+        # Normalized with the guard set's own batch statistics (running ones untouched):
+        # statistics adapted to a shifted stream are meant to misfit the labeled past, so
+        # only damage to the weights counts.
+        with statistics_mode(module, momentum=0.0), torch.no_grad():
             out = module(scale(x).to(device))[:, :n_classes].cpu()
-        module.train(was_training)
         return float((out.argmax(dim=1) == y).float().mean())
 
     def guard_set_dropped(self, module: nn.Module, scale: Callable[[Tensor], Tensor],

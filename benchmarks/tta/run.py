@@ -1,0 +1,278 @@
+"""Test-time adaptation on Digits-C and on tabular covariate shift.
+
+    python benchmarks/tta/run.py [--seeds 0 1 2] [--quick] [--workers 2]
+
+Digits-C (``digits_c.py``): a model learns clean digits (half of scikit-learn's bundled
+set, 8 passes, labeled, through the engine as the daemon feeds it); then the other half
+arrives unlabeled under noise, blur, contrast, pixel dropout and shift, each at severities
+1..5: 25 domains of about 900 images, in three orders:
+
+- ``standard``: the domains one after another (noise 1..5, then blur 1..5, ...);
+- ``class_sorted``: the same, with each domain's images sorted by class;
+- ``mixed``: all 25 domains' images shuffled together.
+
+Each method answers every image before adapting on it (predictions come from the
+engine's published answers, batches of 32), and error is counted against the held-back
+labels. Afterwards the clean test half is answered once more: the error back on clean data.
+Tabular (``tabular.py``): river's RandomRBF, 5,000 labeled samples, then 2,000 unlabeled
+samples per miscalibration severity 1..5, in the standard and class-sorted orders.
+
+Methods: ``none`` (the source model), ``norm`` (batch-norm statistics), ``tent``,
+``cotta``; ``auto`` is the default and resolves to ``cotta``, so it is that row. All run the
+defaults in config/default.yaml, guards on, on an MLP with batch norm (model.norm: batch).
+Results: benchmarks/results/tta.json; the table goes to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import digits_c
+import tabular
+
+from streamlearn.engine import Engine
+from streamlearn.settings import (
+    AdaptSettings,
+    DriftSettings,
+    EngineSettings,
+    ExpertsSettings,
+    ModelSettings,
+)
+from streamlearn.types import Sample
+
+RESULTS = Path(__file__).parents[1] / "results" / "tta.json"
+METHODS = ("none", "norm", "tent", "cotta")
+ORDERS = ("standard", "class_sorted", "mixed")
+BATCH = 32
+SOURCE_PASSES = 8
+DIGITS_MODEL = {"hidden": [128, 64], "norm": "batch", "standardize": False,
+                "learning_rate": 0.003, "max_classes": 10}
+TABULAR_MODEL = {"hidden": [64, 64], "norm": "batch", "learning_rate": 0.003, "max_classes": 4}
+
+
+def build(model: dict[str, Any], method: str, seed: int) -> Engine:
+    # Drift detection and the pool are off: labels never come, so they would never act.
+    return Engine(ModelSettings(**model, seed=seed), EngineSettings(max_batch=BATCH),
+                  DriftSettings(enabled=False), ExpertsSettings(enabled=False),
+                  AdaptSettings(method=method))
+
+
+def learn(engine: Engine, x: np.ndarray, y: np.ndarray, passes: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(passes):
+        order = rng.permutation(len(y))
+        rows, labels = x[order].tolist(), y[order].tolist()
+        for start in range(0, len(rows), BATCH):
+            engine.process([Sample(r, int(label)) for r, label in
+                            zip(rows[start: start + BATCH], labels[start: start + BATCH],
+                                strict=True)])
+
+
+def answer(engine: Engine, x: np.ndarray, tally: Counter[str]) -> np.ndarray:
+    """Each row's predicted class, answered before the engine adapts on it."""
+    rows = x.tolist()
+    out: list[int] = []
+    for start in range(0, len(rows), BATCH):
+        result = engine.process([Sample(r, None) for r in rows[start: start + BATCH]])
+        out += [int(p.prediction) if p.prediction is not None else -1
+                for p in result.predictions]
+        tally["adapted"] += result.adapt.adapted
+        tally["skipped"] += result.adapt.skipped
+        for _, reason in result.adapt.resets:
+            tally[f"reset_{reason}"] += 1
+    return np.array(out)
+
+
+def arrange(domains: list[tuple[str, np.ndarray, np.ndarray]], order: str, seed: int
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, labels and domain names in the order the stream delivers them."""
+    if order == "class_sorted":
+        domains = [(name, x[np.argsort(y, kind="stable")], np.sort(y, kind="stable"))
+                   for name, x, y in domains]
+    x = np.concatenate([d[1] for d in domains])
+    y = np.concatenate([d[2] for d in domains])
+    names = np.concatenate([[d[0]] * len(d[2]) for d in domains])
+    if order == "mixed":
+        shuffle = np.random.default_rng(seed).permutation(len(y))
+        x, y, names = x[shuffle], y[shuffle], names[shuffle]
+    return x, y, names
+
+
+def run_digits(method: str, order: str, seed: int) -> dict[str, Any]:
+    x_train, y_train, x_test, y_test = digits_c.load_split(seed)
+    engine = build(DIGITS_MODEL, method, seed)
+    learn(engine, _flat(x_train), y_train, SOURCE_PASSES, seed)
+    clean_before = _error(answer(build_copy(engine, method, seed), _flat(x_test), Counter()),
+                          y_test)
+    rng = np.random.default_rng(seed + 1)
+    domains = [(f"{c}-{s}", _flat(digits_c.corrupt(x_test, c, s, rng)), y_test)
+               for c in digits_c.CORRUPTIONS for s in digits_c.SEVERITIES]
+    x, y, names = arrange(domains, order, seed)
+    return _stream(engine, x, y, names, _flat(x_test), y_test, clean_before) | {
+        "benchmark": "digits_c", "method": method, "order": order, "seed": seed}
+
+
+def run_tabular(method: str, order: str, seed: int) -> dict[str, Any]:
+    x, y = tabular.generate(seed, 5_000 + 2_000 * len(tabular.SEVERITIES) + 2_000)
+    x_source, y_source = x[:5_000], y[:5_000]
+    x_clean, y_clean = x[-2_000:], y[-2_000:]
+    engine = build(TABULAR_MODEL, method, seed)
+    learn(engine, x_source, y_source, 1, seed)
+    clean_before = _error(answer(build_copy(engine, method, seed), x_clean, Counter()), y_clean)
+    domains = []
+    for i, severity in enumerate(tabular.SEVERITIES):
+        part = slice(5_000 + 2_000 * i, 5_000 + 2_000 * (i + 1))
+        domains.append((f"miscalibration-{severity}",
+                        tabular.miscalibrate(x[part], severity, seed), y[part]))
+    xs, ys, names = arrange(domains, order, seed)
+    return _stream(engine, xs, ys, names, x_clean, y_clean, clean_before) | {
+        "benchmark": "tabular", "method": method, "order": order, "seed": seed}
+
+
+def build_copy(engine: Engine, method: str, seed: int) -> Engine:
+    """A frozen twin of ``engine`` (adaptation off), to measure without disturbing it."""
+    twin = Engine(engine.settings, engine.engine_settings, DriftSettings(enabled=False),
+                  ExpertsSettings(enabled=False), AdaptSettings(method="none"))
+    state = engine.state_dict()
+    state["adapt"] = None
+    twin.load_state_dict(state)
+    return twin
+
+
+def _stream(engine: Engine, x: np.ndarray, y: np.ndarray, names: np.ndarray,
+            x_clean: np.ndarray, y_clean: np.ndarray, clean_before: float) -> dict[str, Any]:
+    tally: Counter[str] = Counter()
+    began = time.perf_counter()
+    wrong = answer(engine, x, tally) != y
+    seconds = time.perf_counter() - began
+    per_domain = {str(name): float(wrong[names == name].mean())
+                  for name in dict.fromkeys(names.tolist())}
+    clean_after = _error(answer(build_copy(engine, "none", 0), x_clean, Counter()), y_clean)
+    return {"mean_error": float(np.mean(list(per_domain.values()))),
+            "per_domain": per_domain, "clean_before": clean_before, "clean_after": clean_after,
+            "rows_per_s": len(y) / seconds, "tally": dict(tally)}
+
+
+def _flat(images: np.ndarray) -> np.ndarray:
+    """Images as model inputs: flattened, scaled to 0..1 as image pipelines do."""
+    return images.reshape(len(images), -1) / digits_c.MAX_VALUE
+
+
+def _error(predicted: np.ndarray, y: np.ndarray) -> float:
+    return float((predicted != y).mean())
+
+
+def run(job: tuple[str, str, str, int]) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    benchmark, method, order, seed = job
+    runner = run_digits if benchmark == "digits_c" else run_tabular
+    return runner(method, order, seed)
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per benchmark, order and method: means over seeds."""
+    table: dict[str, Any] = {}
+    for r in results:
+        table.setdefault(r["benchmark"], {}).setdefault(r["order"], {}).setdefault(
+            r["method"], []).append(r)
+    out: dict[str, Any] = {}
+    for benchmark, orders in table.items():
+        for order, methods in orders.items():
+            for method, runs in methods.items():
+                domains = list(runs[0]["per_domain"])
+                groups = _groups(domains)
+                out.setdefault(benchmark, {}).setdefault(order, {})[method] = {
+                    "mean_error": _mean(r["mean_error"] for r in runs),
+                    "per_seed": [round(r["mean_error"], 4) for r in runs],
+                    "groups": {g: _mean(r["per_domain"][d] for r in runs for d in names)
+                               for g, names in groups.items()},
+                    "worst_domain": max(domains, key=lambda d: _mean(
+                        r["per_domain"][d] for r in runs)),
+                    "clean_before": _mean(r["clean_before"] for r in runs),
+                    "clean_after": _mean(r["clean_after"] for r in runs),
+                    "rows_per_s": _mean(r["rows_per_s"] for r in runs),
+                    "tally": dict(sum((Counter(r["tally"]) for r in runs), Counter())),
+                }
+    return out
+
+
+def _groups(domains: list[str]) -> dict[str, list[str]]:
+    groups: dict[str, list[str]] = {}
+    for domain in domains:
+        groups.setdefault(domain.rsplit("-", 1)[0], []).append(domain)
+    return groups
+
+
+def _mean(values: Any) -> float:
+    return float(statistics.fmean(list(values)))
+
+
+def targets(table: dict[str, Any]) -> dict[str, Any]:
+    digits = table.get("digits_c", {})
+    out: dict[str, Any] = {}
+    if "standard" in digits and {"none", "cotta"} <= set(digits["standard"]):
+        ratio = digits["standard"]["cotta"]["mean_error"] / \
+            digits["standard"]["none"]["mean_error"]
+        out["cotta_vs_source_standard"] = {"ratio": round(ratio, 3), "target": 0.6,
+                                           "met": ratio <= 0.6}
+    default_ok = {}
+    for benchmark, orders in table.items():
+        for order, methods in orders.items():
+            if {"none", "cotta"} <= set(methods):
+                default_ok[f"{benchmark}/{order}"] = (
+                    methods["cotta"]["mean_error"] <= methods["none"]["mean_error"])
+    out["default_never_worse_than_source"] = {"orders": default_ok,
+                                              "met": all(default_ok.values())}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
+    parser.add_argument("--no-tabular", action="store_true", help="Digits-C only")
+    parser.add_argument("--quick", action="store_true", help="one seed")
+    parser.add_argument("--workers", type=int, default=2, help="processes running jobs")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    seeds = args.seeds[:1] if args.quick else args.seeds
+    jobs = [("digits_c", m, o, s) for s in seeds for o in args.orders for m in args.methods]
+    if not args.no_tabular:
+        jobs += [("tabular", m, o, s) for s in seeds for o in args.orders if o != "mixed"
+                 for m in args.methods]
+    began = time.perf_counter()
+    results = []
+    with ProcessPoolExecutor(args.workers) as pool:
+        for done, result in enumerate(pool.map(run, jobs), start=1):
+            results.append(result)
+            print(f"[{done}/{len(jobs)}] {result['benchmark']} {result['order']} "
+                  f"{result['method']} seed {result['seed']}: mean error "
+                  f"{result['mean_error']:.3f}, clean after {result['clean_after']:.3f}",
+                  flush=True)
+    table = summarize(results)
+    report = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
+                          "cores": len(__import__("os").sched_getaffinity(0))},
+              "seconds": round(time.perf_counter() - began, 1), "seeds": seeds,
+              "table": table, "targets": targets(table), "runs": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report["targets"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
