@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import httpx
 import pytest
 
-from tests.serving.conftest import N_FEATURES, TOKEN, infer_body, labeled, wait_until
+from tests.serving.conftest import N_FEATURES, TOKEN, infer_body, labeled, settled, wait_until
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROW = [0.5, 0.5, -0.2, 0.1]
@@ -321,3 +322,24 @@ def test_a_new_regime_spawns_an_expert_seen_in_experts_metrics_and_answers(serve
     assert metrics['streamlearn_expert_active{expert="1"}'] == 1
     assert metrics['streamlearn_expert_active{expert="0"}'] == 0
     assert metrics['streamlearn_expert_memory_bytes{part="experts"}'] > 0
+
+
+def test_served_rows_adapt_the_model_only_when_on_requests_is_set(service_factory):
+    rows = [[v + 2.0 for v in ROW]] * 32  # shifted inputs: one batch of adaptation
+    plain = service_factory(model={"norm": "batch"}, adapt={"method": "norm"})
+    settled(plain, 2_000)
+    version = plain.daemon.engine.version
+    assert plain.http.post(INFER, json=infer_body(rows)).status_code == 200
+    time.sleep(0.3)  # a few learner loops: time enough to adapt, were it on
+    assert plain.daemon.engine.version == version
+    assert plain.metrics().get("streamlearn_tta_adapted_samples_total") == 0
+
+    adapting = service_factory(model={"norm": "batch"},
+                               adapt={"method": "norm", "on_requests": True})
+    settled(adapting, 2_000)
+    version = adapting.daemon.engine.version
+    answered = adapting.http.post(INFER, json=infer_body(rows)).json()
+    assert answered["model_version"] == str(version)  # answered before adapting on them
+    wait_until(lambda: adapting.daemon.engine.version == version + 1, 5, "an adaptation step")
+    assert adapting.metrics()["streamlearn_tta_adapted_samples_total"] == 32
+    assert adapting.daemon.engine.samples_predicted == 0  # nothing published for them

@@ -151,3 +151,30 @@ def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_pa
     assert (daemon.progress.active_expert, daemon.progress.experts) == ("1", 2)
     assert daemon.progress.spawns == 1 and daemon.progress.switches == 0
     assert daemon.metrics.registry.get_sample_value("streamlearn_experts_alive") == 2
+
+
+def test_unlabeled_samples_are_answered_then_adapted_on_and_a_reset_is_published(tmp_path):
+    import random
+    rng = random.Random(0)
+    labeled = [json.dumps({"x": [rng.gauss(0, 1), rng.gauss(0, 1)], "y": i % 2}).encode()
+               for i in range(512)]
+    # One unlabeled run of a single region: every row is answered alike, a marginal collapse.
+    unlabeled = [json.dumps({"x": [3 + rng.gauss(0, 0.1), 3.0], "id": f"u{i}"}).encode()
+                 for i in range(128)]
+    source = Source("in", [labeled + unlabeled])
+    daemon, sink = make(tmp_path, source,
+                        model={"hidden": [8], "norm": "batch", "learning_rate": 0.01},
+                        adapt={"method": "norm", "guards": {"window": 64}})
+    assert daemon.start()
+    drain(daemon, source)
+    assert len(sink.predicted) == 128
+    metric = daemon.metrics.registry.get_sample_value
+    assert metric("streamlearn_tta_adapted_samples_total") == 128
+    assert metric("streamlearn_tta_skipped_samples_total") == 0
+    assert metric("streamlearn_tta_resets_total", {"reason": "marginal"}) == 2
+    assert metric("streamlearn_tta_prediction_entropy") is not None
+    resets = [payload for kind, payload in sink.events if kind == "tta_reset"]
+    assert [(r["expert"], r["reason"]) for r in resets] == [("0", "marginal")] * 2
+    daemon._last_gauges = 0.0
+    daemon._maybe_update_gauges()
+    assert (daemon.progress.adapted, daemon.progress.adapt_resets) == (128, 2)

@@ -110,3 +110,23 @@ def test_expert_settings_come_from_the_environment_and_are_checked(monkeypatch):
     monkeypatch.setenv("STREAMLEARN_EXPERTS__SELECTOR__THRESHOLD", "0.9")
     settings = load_settings(None)
     assert settings.experts.max_experts == 3 and settings.experts.selector.threshold == 0.9
+
+
+def test_entropy_methods_need_a_classifier_and_auto_resolves_per_task():
+    with pytest.raises(SettingsError, match=r"adapt\.method: 'tent' needs model\.task"):
+        load_settings(None, model={"task": "regression"}, adapt={"method": "tent"})
+    assert load_settings(None).adapt.method_for("classification") == "cotta"
+    regression = load_settings(None, model={"task": "regression"})
+    assert regression.adapt.method_for(regression.model.task) == "norm"
+
+
+def test_image_settings_are_checked(monkeypatch):
+    with pytest.raises(SettingsError, match=r"architecture: 'cnn' needs image_shape"):
+        load_settings(None, model={"architecture": "cnn"})
+    with pytest.raises(SettingsError, match=r"image_shape \[8, 8\] holds 64 values, but there "
+                                            r"are 10 features"):
+        load_settings(None, model={"image_shape": [8, 8], "n_features": 10})
+    with pytest.raises(SettingsError, match=r"give \[H, W\] or \[C, H, W\]"):
+        load_settings(None, model={"image_shape": [64]})
+    monkeypatch.setenv("STREAMLEARN_ADAPT__GUARDS__WINDOW", "128")
+    assert load_settings(None).adapt.guards.window == 128

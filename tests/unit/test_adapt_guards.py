@@ -1,0 +1,93 @@
+"""The guards: the entropy filter, the collapse checks, periodic resets, and the memory."""
+
+import torch
+
+from streamlearn.adapt.guards import Guard
+from streamlearn.adapt.memory import BalancedMemory
+from streamlearn.settings import GuardSettings
+from streamlearn.types import Sample
+from tests.support.shifted import blobs, miscalibrated
+from tests.unit.test_adapt import engine, learn, same, weights
+
+SHIFTED, LABELS = blobs(1, 4000)
+SHIFTED = miscalibrated(SHIFTED)
+
+
+def trained_with(method: str, **adapt):
+    learner = engine(method, **adapt)
+    learn(learner, *blobs(0, 2000))
+    return learner
+
+
+def adapt_until_reset(learner, rows, batch: int = 32):
+    """Feed unlabeled rows; the first reset's (batch index, reason), or None."""
+    for i, start in enumerate(range(0, len(rows), batch)):
+        result = learner.process([Sample(r, None) for r in rows[start: start + batch].tolist()])
+        if result.adapt.resets:
+            return i, result.adapt.resets[0][1]
+    return None
+
+
+def test_one_class_for_a_whole_window_is_a_marginal_collapse_and_resets_to_the_anchor():
+    learner = trained_with("tent", learning_rate=0.5,
+                           guards={"window": 64, "min_marginal": 0.3, "min_entropy": 0.0})
+    x, y = blobs(1, 1000)
+    one_class = x[y == 2]  # unshifted: every row is predicted as class 2
+    assert adapt_until_reset(learner, one_class) == (1, "marginal")  # the window fills
+    anchor = learner.adapter.experts["0"].anchor
+    assert same(anchor, weights(learner))
+
+
+def test_entropy_driven_to_zero_is_an_entropy_collapse():
+    learner = trained_with("tent", learning_rate=0.5,
+                           guards={"window": 64, "min_entropy": 0.05, "min_marginal": 0.0,
+                                   "max_entropy": 1.0, "guard_set": 0})
+    fired = adapt_until_reset(learner, SHIFTED)
+    assert fired is not None and fired[1] == "entropy", fired
+
+
+def test_wrecked_weights_fail_the_guard_set():
+    learner = trained_with("cotta", learning_rate=1.0, teacher_momentum=0.0,
+                           restore_probability=0.0,
+                           guards={"min_entropy": 0.0, "min_marginal": 0.0, "max_entropy": 1.0,
+                                   "guard_every": 1, "guard_drop": 0.15})
+    fired = adapt_until_reset(learner, SHIFTED)
+    assert fired is not None and fired[1] == "guard_set", fired
+    assert same(learner.adapter.experts["0"].anchor, weights(learner))
+
+
+def test_periodic_reset():
+    learner = trained_with("norm", guards={"reset_every": 64})
+    assert adapt_until_reset(learner, SHIFTED) == (1, "periodic")
+
+
+def test_uncertain_rows_are_kept_out_of_the_gradient():
+    learner = trained_with("tent", guards={"max_entropy": 1e-9})
+    result = learner.process([Sample(r, None) for r in SHIFTED[:32].tolist()])
+    assert result.adapt.skipped == 32 and result.adapt.adapted == 0
+
+
+def test_guard_window_fires_exactly_when_full():
+    guard = Guard(GuardSettings(window=16, min_marginal=0.5), seed=0)
+    entropy, one_class = torch.full((8,), 0.5), torch.zeros(8, dtype=torch.long)
+    assert guard.observe(entropy, one_class, n_classes=4) is None  # 8 of 16
+    assert guard.observe(entropy, one_class, n_classes=4) == "marginal"
+    guard.clear()
+    assert guard.observe(entropy, one_class, n_classes=4) is None
+    mixed = torch.tensor([0, 1, 2, 3] * 2)
+    assert guard.observe(entropy, mixed, n_classes=4) is None  # 10 of 16 are class 0: 0.77
+    assert guard.observe(torch.zeros(8), mixed, n_classes=4) is None  # mean entropy 0.25
+    assert guard.observe(torch.zeros(8), mixed, n_classes=4) == "entropy"
+
+
+def test_memory_keeps_classes_balanced_on_a_sorted_stream():
+    memory = BalancedMemory(capacity=6)
+    memory.add(torch.arange(6.0)[:, None], torch.tensor([0, 0, 0, 0, 1, 1]))
+    # Class 2 is new: it replaces the oldest row of the majority class 0 (row 0.0).
+    memory.add(torch.tensor([[6.0]]), torch.tensor([2]))
+    # Class 0 is still the majority (3 rows): a 0 replaces the oldest 0 (row 1.0).
+    memory.add(torch.tensor([[7.0]]), torch.tensor([0]))
+    assert sorted(memory.rows().squeeze(1).tolist()) == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    for value in (8.0, 9.0, 10.0):  # a long run of class 2 cannot take the memory over
+        memory.add(torch.tensor([[value]]), torch.tensor([2]))
+    assert torch.bincount(memory.label).tolist() == [2, 2, 2]
