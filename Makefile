@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/drift/run.py
 	$(BIN)/python benchmarks/experts/run.py
+	$(BIN)/python benchmarks/tta/run.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache checkpoints

@@ -520,6 +520,8 @@ class Daemon:
         self.metrics.selector_accuracy.labels(window="cumulative").set(cumulative)
         for part, size in pool.nbytes().items():
             self.metrics.expert_memory.labels(part=part).set(size)
+        if self.engine.adapter is not None:
+            self.metrics.expert_memory.labels(part="adapt").set(self.engine.adapter.nbytes())
 
     def _lag(self) -> int:
         assert self.source is not None

@@ -23,6 +23,7 @@ from streamlearn.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.experts.expert import build_expert, resolve_device
 from streamlearn.experts.member import PoolEvent
 from streamlearn.experts.pool import ExpertPool
+from streamlearn.models import batch_norms
 from streamlearn.preprocess import LabelIndex, RunningStandardizer
 from streamlearn.prequential import PrequentialStats
 from streamlearn.protocols import Expert, StateDict
@@ -64,7 +65,7 @@ class Engine:
                  adapt: AdaptSettings | None = None) -> None:
         self.settings = model
         self.adapt_settings = adapt or AdaptSettings(method="none")
-        self.adapt_method = self.adapt_settings.method_for(model.task)
+        self.adapt_method = "none"  # resolved when the network is built
         self.engine_settings = engine or EngineSettings()
         drift = drift or DriftSettings()
         self.experts_settings = experts or ExpertsSettings()
@@ -107,6 +108,9 @@ class Engine:
             self.scaler = RunningStandardizer(n_features)
             if not self.is_classifier:
                 self.target_scaler = RunningStandardizer(1)
+        module = getattr(self.pool.active.expert, "module", None)
+        has_batch_norm = isinstance(module, nn.Module) and bool(batch_norms(module))
+        self.adapt_method = self.adapt_settings.method_for(self.settings.task, has_batch_norm)
         if self.adapt_method != "none":
             self.adapter = Adapter(self.adapt_settings, self.adapt_method, self._scale,
                                    self.settings.seed, self.settings.image_shape)

@@ -129,7 +129,8 @@ class Metrics:
             "to the expert that then learns it.", ["window"], registry=r)
         self.expert_memory = Gauge(
             "streamlearn_expert_memory_bytes", "Memory held by the pool: expert weights and "
-            "optimizer state, replay buffers, the selector and its pairs.", ["part"],
+            "optimizer state, replay buffers, the selector and its pairs, and test-time "
+            "adaptation state.", ["part"],
             registry=r)
 
     def _adapt(self, r: CollectorRegistry) -> None:

@@ -329,7 +329,9 @@ class AdaptSettings(Section):
     # layers' statistics; "tent": also minimize prediction entropy over their affine
     # parameters; "cotta": a mean teacher's pseudo-labels train a student copy, with a small
     # random share of weights restored to the last labeled state each step. "auto" is cotta
-    # for a classifier and norm for a regressor (entropy needs classes).
+    # for a classifier and norm for a regressor (entropy needs classes) when the network has
+    # batch norm (model.norm: batch), else none: on a network without it adaptation
+    # measured no gain and costs most of the unlabeled throughput.
     method: Literal["auto", "none", "norm", "tent", "cotta"] = "auto"
     # Adapt on served infer requests too (their rows reach the learner, bounded and lossy).
     on_requests: bool = False
@@ -338,8 +340,8 @@ class AdaptSettings(Section):
     batch_size: int = Field(32, ge=2)
     # Each step adapts on a class-balanced memory of this many recent rows per expert, not
     # on the new batch alone: a class-sorted stream then cannot drag the statistics to one
-    # class.
-    memory: int = Field(64, ge=2)
+    # class. 0 adapts on each new batch alone.
+    memory: int = Field(64, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
     # Momentum of the running normalization statistics per adaptation step.
     norm_momentum: float = Field(0.1, gt=0, le=1)
@@ -357,10 +359,13 @@ class AdaptSettings(Section):
     feature_dropout: float = Field(0.1, ge=0, lt=1)
     guards: GuardSettings = Field(default_factory=GuardSettings)
 
-    def method_for(self, task: str) -> str:
-        """The method in force, with "auto" resolved for the model's task."""
+    def method_for(self, task: str, batch_norm: bool) -> str:
+        """The method in force, "auto" resolved for the task and whether the network has
+        batch norm (without it, adaptation measured no gain for its cost)."""
         if self.method != "auto":
             return self.method
+        if not batch_norm:
+            return "none"
         return "cotta" if task == "classification" else "norm"
 
 

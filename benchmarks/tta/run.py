@@ -17,9 +17,13 @@ labels. Afterwards the clean test half is answered once more: the error back on 
 Tabular (``tabular.py``): river's RandomRBF, 5,000 labeled samples, then 2,000 unlabeled
 samples per miscalibration severity 1..5, in the standard and class-sorted orders.
 
-Methods: ``none`` (the source model), ``norm`` (batch-norm statistics), ``tent``,
-``cotta``; ``auto`` is the default and resolves to ``cotta``, so it is that row. All run the
-defaults in config/default.yaml, guards on, on an MLP with batch norm (model.norm: batch).
+Rows: ``none`` (the source model), ``norm`` (batch-norm statistics), ``tent``, ``cotta``;
+``auto``, the default, resolves to ``cotta``, so it is that row. All run the defaults in
+config/default.yaml, guards on, on an MLP with batch norm (model.norm: batch). Two more
+rows say what the defaults are worth: ``tent-bare`` adapts on each batch alone with every
+guard off (the ablation of the memory and the guards), and ``none-plain-mlp`` /
+``cotta-plain-mlp`` run cotta, set explicitly, on the default network, which has no
+normalization layers (there ``auto`` resolves to ``none``).
 Results: benchmarks/results/tta.json; the table goes to docs/benchmarks.md.
 """
 
@@ -54,7 +58,20 @@ from streamlearn.settings import (
 from streamlearn.types import Sample
 
 RESULTS = Path(__file__).parents[1] / "results" / "tta.json"
-METHODS = ("none", "norm", "tent", "cotta")
+UNGUARDED = {"memory": 0, "guards": {"max_entropy": 1.0, "min_entropy": 0.0,
+                                     "min_marginal": 0.0, "guard_set": 0}}
+# Row name -> (adapt.method, other adapt settings, model settings changed).
+VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "none": ("none", {}, {}),
+    "norm": ("norm", {}, {}),
+    "tent": ("tent", {}, {}),
+    "cotta": ("cotta", {}, {}),
+    # Ablation: each step on its batch alone, every guard off.
+    "tent-bare": ("tent", UNGUARDED, {}),
+    # The default model has no normalization layers: the default method on it.
+    "none-plain-mlp": ("none", {}, {"norm": "none"}),
+    "cotta-plain-mlp": ("cotta", {}, {"norm": "none"}),
+}
 ORDERS = ("standard", "class_sorted", "mixed")
 BATCH = 32
 SOURCE_PASSES = 8
@@ -63,11 +80,12 @@ DIGITS_MODEL = {"hidden": [128, 64], "norm": "batch", "standardize": False,
 TABULAR_MODEL = {"hidden": [64, 64], "norm": "batch", "learning_rate": 0.003, "max_classes": 4}
 
 
-def build(model: dict[str, Any], method: str, seed: int) -> Engine:
+def build(model: dict[str, Any], variant: str, seed: int) -> Engine:
+    method, adapt, model_changes = VARIANTS[variant]
     # Drift detection and the pool are off: labels never come, so they would never act.
-    return Engine(ModelSettings(**model, seed=seed), EngineSettings(max_batch=BATCH),
-                  DriftSettings(enabled=False), ExpertsSettings(enabled=False),
-                  AdaptSettings(method=method))
+    return Engine(ModelSettings(**(model | model_changes), seed=seed),
+                  EngineSettings(max_batch=BATCH), DriftSettings(enabled=False),
+                  ExpertsSettings(enabled=False), AdaptSettings(method=method, **adapt))
 
 
 def learn(engine: Engine, x: np.ndarray, y: np.ndarray, passes: int, seed: int) -> None:
@@ -115,8 +133,7 @@ def run_digits(method: str, order: str, seed: int) -> dict[str, Any]:
     x_train, y_train, x_test, y_test = digits_c.load_split(seed)
     engine = build(DIGITS_MODEL, method, seed)
     learn(engine, _flat(x_train), y_train, SOURCE_PASSES, seed)
-    clean_before = _error(answer(build_copy(engine, method, seed), _flat(x_test), Counter()),
-                          y_test)
+    clean_before = _error(answer(frozen_copy(engine), _flat(x_test), Counter()), y_test)
     rng = np.random.default_rng(seed + 1)
     domains = [(f"{c}-{s}", _flat(digits_c.corrupt(x_test, c, s, rng)), y_test)
                for c in digits_c.CORRUPTIONS for s in digits_c.SEVERITIES]
@@ -131,7 +148,7 @@ def run_tabular(method: str, order: str, seed: int) -> dict[str, Any]:
     x_clean, y_clean = x[-2_000:], y[-2_000:]
     engine = build(TABULAR_MODEL, method, seed)
     learn(engine, x_source, y_source, 1, seed)
-    clean_before = _error(answer(build_copy(engine, method, seed), x_clean, Counter()), y_clean)
+    clean_before = _error(answer(frozen_copy(engine), x_clean, Counter()), y_clean)
     domains = []
     for i, severity in enumerate(tabular.SEVERITIES):
         part = slice(5_000 + 2_000 * i, 5_000 + 2_000 * (i + 1))
@@ -142,7 +159,7 @@ def run_tabular(method: str, order: str, seed: int) -> dict[str, Any]:
         "benchmark": "tabular", "method": method, "order": order, "seed": seed}
 
 
-def build_copy(engine: Engine, method: str, seed: int) -> Engine:
+def frozen_copy(engine: Engine) -> Engine:
     """A frozen twin of ``engine`` (adaptation off), to measure without disturbing it."""
     twin = Engine(engine.settings, engine.engine_settings, DriftSettings(enabled=False),
                   ExpertsSettings(enabled=False), AdaptSettings(method="none"))
@@ -160,7 +177,7 @@ def _stream(engine: Engine, x: np.ndarray, y: np.ndarray, names: np.ndarray,
     seconds = time.perf_counter() - began
     per_domain = {str(name): float(wrong[names == name].mean())
                   for name in dict.fromkeys(names.tolist())}
-    clean_after = _error(answer(build_copy(engine, "none", 0), x_clean, Counter()), y_clean)
+    clean_after = _error(answer(frozen_copy(engine), x_clean, Counter()), y_clean)
     return {"mean_error": float(np.mean(list(per_domain.values()))),
             "per_domain": per_domain, "clean_before": clean_before, "clean_after": clean_after,
             "rows_per_s": len(y) / seconds, "tally": dict(tally)}
@@ -228,28 +245,61 @@ def targets(table: dict[str, Any]) -> dict[str, Any]:
             digits["standard"]["none"]["mean_error"]
         out["cotta_vs_source_standard"] = {"ratio": round(ratio, 3), "target": 0.6,
                                            "met": ratio <= 0.6}
+    # The default, auto, is cotta on these batch-norm networks (and none on the plain MLP,
+    # where it is the source model itself).
     default_ok = {}
+    plain_gap = {}
     for benchmark, orders in table.items():
         for order, methods in orders.items():
             if {"none", "cotta"} <= set(methods):
                 default_ok[f"{benchmark}/{order}"] = (
                     methods["cotta"]["mean_error"] <= methods["none"]["mean_error"])
+            if {"none-plain-mlp", "cotta-plain-mlp"} <= set(methods):
+                plain_gap[f"{benchmark}/{order}"] = round(
+                    methods["cotta-plain-mlp"]["mean_error"]
+                    - methods["none-plain-mlp"]["mean_error"], 4)
     out["default_never_worse_than_source"] = {"orders": default_ok,
                                               "met": all(default_ok.values())}
+    out["cotta_minus_source_on_plain_mlp"] = plain_gap
     return out
+
+
+def markdown(table: dict[str, Any]) -> str:
+    """The docs/benchmarks.md tables: error per corruption and mean, per order and method."""
+    lines = []
+    for benchmark, orders in table.items():
+        for order, methods in orders.items():
+            groups = list(next(iter(methods.values()))["groups"])
+            lines += [f"\n{benchmark}, {order} order (error, mean of seeds)\n",
+                      "| method | " + " | ".join(groups) + " | mean | per seed | clean after "
+                      "| rows/s |",
+                      "| --- |" + " ---: |" * (len(groups) + 4)]
+            for method, row in methods.items():
+                cells = [f"{row['groups'][g]:.3f}" for g in groups]
+                seeds = " / ".join(f"{v:.3f}" for v in row["per_seed"])
+                lines.append(f"| {method} | " + " | ".join(cells) +
+                             f" | **{row['mean_error']:.3f}** | {seeds} | "
+                             f"{row['clean_after']:.3f} | {row['rows_per_s']:,.0f} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="rows to run (default: all)")
     parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
     parser.add_argument("--no-tabular", action="store_true", help="Digits-C only")
     parser.add_argument("--quick", action="store_true", help="one seed")
     parser.add_argument("--workers", type=int, default=2, help="processes running jobs")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--table", action="store_true",
+                        help="print the markdown tables of --out's results and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.out.read_text())["table"]))
+        return
     seeds = args.seeds[:1] if args.quick else args.seeds
     jobs = [("digits_c", m, o, s) for s in seeds for o in args.orders for m in args.methods]
     if not args.no_tabular:
@@ -271,6 +321,7 @@ def main() -> None:
               "table": table, "targets": targets(table), "runs": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(markdown(table))
     print(json.dumps(report["targets"], indent=1))
 
 

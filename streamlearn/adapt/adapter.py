@@ -95,13 +95,20 @@ class Adapter:
         for expert_id in set(self.experts) - alive:
             del self.experts[expert_id]
 
+    def nbytes(self) -> int:
+        """Memory held for adaptation: anchors, students and optimizer state, memories,
+        guard sets and rows waiting."""
+        return sum(_tensor_bytes(state) for state in self.state_dict()["experts"].values())
+
     def _step(self, expert_id: str, state: _Expertise, module: nn.Module, x: Tensor,
               n_classes: int, report: AdaptReport) -> None:
         if state.anchor is None or state.stale:
             self._anchor(state, module, n_classes)
         entropy, predicted = self._predictions(module, x, n_classes)
-        state.memory.add(x, predicted)
-        memory = state.memory.rows()
+        memory = x
+        if self.settings.memory > 0:
+            state.memory.add(x, predicted)
+            memory = state.memory.rows()
         # Who may teach is judged again on the whole memory, by the model as it is now.
         teaches = state.guard.confident(self._predictions(module, memory, n_classes)[0])
         state.method.step(module, memory, teaches, n_classes)
@@ -162,7 +169,7 @@ class Adapter:
         if state is None:
             seed = self.seed + 7919 * (len(self.experts) + 1)
             state = _Expertise(self._method(), Guard(self.settings.guards, seed),
-                               BalancedMemory(self.settings.memory))
+                               BalancedMemory(max(self.settings.memory, 1)))
             self.experts[expert_id] = state
         return state
 
@@ -212,3 +219,13 @@ class Adapter:
                 expertise.method.begin(module, expertise.anchor)
                 expertise.method.load_state_dict(saved["method"])
             expertise.guard.load_state_dict(saved["guard"])
+
+
+def _tensor_bytes(value: Any) -> int:
+    if isinstance(value, Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0

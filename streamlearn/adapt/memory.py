@@ -24,47 +24,64 @@ from streamlearn.protocols import StateDict
 class BalancedMemory:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.x: Tensor | None = None
-        self.label = torch.zeros(0, dtype=torch.long)  # predicted class of each held row
-        self.age = torch.zeros(0, dtype=torch.long)  # arrival number: smaller is older
+        self.x: Tensor | None = None  # [capacity, ...], allocated at the first row
+        # Bookkeeping in plain lists: a step adds a few dozen rows one by one, and small
+        # tensor operations would cost more than the forward passes they serve.
+        self.labels: list[int] = []  # predicted class of each held row
+        self.ages: list[int] = []  # arrival number: smaller is older
+        self._counts: dict[int, int] = {}  # rows held per class
         self._arrivals = 0
 
     def __len__(self) -> int:
-        return int(self.label.shape[0])
+        return len(self.labels)
 
     def add(self, x: Tensor, predicted: Tensor) -> None:
-        for row, label in zip(x.detach(), predicted.cpu().tolist(), strict=True):
-            self._add_one(row, int(label))
+        if self.x is None:
+            self.x = x.new_zeros((self.capacity, *x.shape[1:]))
+        slots: dict[int, int] = {}  # memory slot -> row of x that ends up in it
+        for row, label in enumerate(predicted.tolist()):
+            slots[self._slot_for(int(label))] = row
+        if slots:
+            index = torch.tensor(list(slots), device=self.x.device)
+            self.x[index] = x[torch.tensor(list(slots.values()), device=x.device)].detach()
 
     def rows(self) -> Tensor:
         assert self.x is not None, "empty memory"
-        return self.x
+        return self.x[: len(self)]
 
-    def _add_one(self, row: Tensor, label: int) -> None:
+    def _slot_for(self, label: int) -> int:
+        """Where a new row of class ``label`` goes, with the bookkeeping updated."""
         self._arrivals += 1
-        arrival = torch.tensor([self._arrivals])
-        if len(self) < self.capacity:
-            self.x = row[None] if self.x is None else torch.cat([self.x, row[None]])
-            self.label = torch.cat([self.label, torch.tensor([label])])
-            self.age = torch.cat([self.age, arrival])
-            return
-        counts = torch.bincount(self.label)
-        majority = int(counts.max())
-        crowded = label < counts.shape[0] and int(counts[label]) == majority
-        victim_class = label if crowded else int(counts.argmax())
-        candidates = torch.nonzero(self.label == victim_class).squeeze(1)
-        slot = int(candidates[self.age[candidates].argmin()])
-        assert self.x is not None
-        self.x[slot] = row
-        self.label[slot] = label
-        self.age[slot] = arrival
+        counts = self._counts
+        if len(self.labels) < self.capacity:
+            self.labels.append(label)
+            self.ages.append(self._arrivals)
+            counts[label] = counts.get(label, 0) + 1
+            return len(self.labels) - 1
+        majority = max(counts.values())
+        victim = label if counts.get(label, 0) == majority else \
+            min(c for c, n in counts.items() if n == majority)
+        slot = min((i for i, held in enumerate(self.labels) if held == victim),
+                   key=self.ages.__getitem__)
+        counts[victim] -= 1
+        counts[label] = counts.get(label, 0) + 1
+        self.labels[slot], self.ages[slot] = label, self._arrivals
+        return slot
 
     def state_dict(self) -> StateDict:
-        return {"x": self.x.cpu().clone() if self.x is not None else None,
-                "label": self.label.clone(), "age": self.age.clone(),
-                "arrivals": self._arrivals}
+        return {"x": self.rows().cpu().clone() if self.x is not None else None,
+                "labels": torch.tensor(self.labels, dtype=torch.long),
+                "ages": torch.tensor(self.ages, dtype=torch.long), "arrivals": self._arrivals}
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
-        self.x = state["x"].to(device) if state["x"] is not None else None
-        self.label, self.age = state["label"].clone(), state["age"].clone()
+        self.labels = [int(v) for v in state["labels"].tolist()]
+        self.ages = [int(v) for v in state["ages"].tolist()]
+        self._counts = {}
+        for label in self.labels:
+            self._counts[label] = self._counts.get(label, 0) + 1
         self._arrivals = int(state["arrivals"])
+        self.x = None
+        if state["x"] is not None:
+            held = state["x"].to(device)
+            self.x = held.new_zeros((self.capacity, *held.shape[1:]))
+            self.x[: held.shape[0]] = held

@@ -59,8 +59,8 @@ class ServingCore:
         self.drift_history = drift_history or EventHistory(settings.drift.history)
         self.expert_history = expert_history or EventHistory(settings.experts.history)
         self._progress = progress
-        self._adapt_on_requests = (settings.adapt.on_requests
-                                   and settings.adapt.method_for(settings.model.task) != "none")
+        # Whether "auto" adapts depends on the network; the learner drops rows it will not use.
+        self._adapt_on_requests = settings.adapt.on_requests and settings.adapt.method != "none"
         self._draining = threading.Event()
         self._started = time.time()
         m = settings.model

@@ -25,7 +25,7 @@ def test_consume_learn_predict_and_metrics_move(broker, topics, daemon_factory):
     for sample in samples[::50]:
         sample.pop("y")  # 60 unlabeled samples: predicted and published
     send(broker, topics["input"], [json.dumps(s).encode() for s in samples])
-    daemon = daemon_factory(model={"learning_rate": 0.01}).start()
+    daemon = daemon_factory(model={"learning_rate": 0.01, "norm": "batch"}).start()
     wait_for(lambda: daemon.metric("streamlearn_samples_learned_total") == 2_940, 60,
              "all labeled samples learned")
     metrics = daemon.metrics()
@@ -33,8 +33,8 @@ def test_consume_learn_predict_and_metrics_move(broker, topics, daemon_factory):
     assert metrics['streamlearn_predictions_total{kind="unlabeled"}'] == 60
     assert metrics['streamlearn_predictions_total{kind="prequential"}'] == 2_940
     assert metrics["streamlearn_learn_latency_seconds_count"] > 0
-    # The default adaptation (cotta) took one step on the first 32 unlabeled samples; the
-    # other 28 wait for a full batch.
+    # With batch norm, the default adaptation (cotta) took one step on the first 32
+    # unlabeled samples; the other 28 wait for a full batch.
     assert (metrics["streamlearn_tta_adapted_samples_total"]
             + metrics["streamlearn_tta_skipped_samples_total"]) == 32
     wait_for(lambda: (daemon.metric('streamlearn_prequential_accuracy{window="rolling"}')

@@ -60,10 +60,15 @@ def test_each_method_lowers_error_on_a_shifted_stream(method):
     assert adapted < 0.5 * source, (method, source, adapted)
 
 
-def test_auto_is_cotta_for_a_classifier_and_norm_for_a_regressor():
-    assert engine("auto").adapt_method == "cotta"
-    regressor = ModelSettings(task="regression", hidden=[8], norm="batch")
+def test_auto_is_cotta_for_a_classifier_norm_for_a_regressor_and_none_without_batch_norm():
+    assert engine("auto").adapt_method == "none"  # until the network is built
+    assert trained("auto").adapt_method == "cotta"
+    regressor = ModelSettings(task="regression", hidden=[8], norm="batch", n_features=3)
     assert engine("auto", regressor).adapt_method == "norm"
+    for model in (ModelSettings(hidden=[8]), ModelSettings(hidden=[8], norm="layer")):
+        plain = engine("auto", model.model_copy(update={"n_features": 3}))
+        assert plain.adapt_method == "none" and plain.adapter is None
+    assert engine("tent", ModelSettings(hidden=[8], norm="layer", n_features=3)).adapter
 
 
 def test_tent_changes_only_normalization_parameters():

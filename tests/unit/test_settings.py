@@ -115,9 +115,12 @@ def test_expert_settings_come_from_the_environment_and_are_checked(monkeypatch):
 def test_entropy_methods_need_a_classifier_and_auto_resolves_per_task():
     with pytest.raises(SettingsError, match=r"adapt\.method: 'tent' needs model\.task"):
         load_settings(None, model={"task": "regression"}, adapt={"method": "tent"})
-    assert load_settings(None).adapt.method_for("classification") == "cotta"
-    regression = load_settings(None, model={"task": "regression"})
-    assert regression.adapt.method_for(regression.model.task) == "norm"
+    auto = load_settings(None).adapt
+    assert auto.method_for("classification", batch_norm=True) == "cotta"
+    assert auto.method_for("regression", batch_norm=True) == "norm"
+    assert auto.method_for("classification", batch_norm=False) == "none"
+    tent = load_settings(None, adapt={"method": "tent"}).adapt
+    assert tent.method_for("classification", batch_norm=False) == "tent"
 
 
 def test_image_settings_are_checked(monkeypatch):
