@@ -23,6 +23,7 @@ from streamlearn.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.experts.expert import build_expert, resolve_device
 from streamlearn.experts.member import PoolEvent
 from streamlearn.experts.pool import ExpertPool
+from streamlearn.experts.selector import rows_by_expert
 from streamlearn.models import batch_norms
 from streamlearn.preprocess import LabelIndex, RunningStandardizer
 from streamlearn.prequential import PrequentialStats
@@ -167,19 +168,11 @@ class Engine:
         return report
 
     def _adapt(self, x: Tensor, experts: list[str], report: AdaptReport) -> None:
-        """A guarded adaptation step for each routed expert with enough rows waiting."""
-        if self.adapter is None or self.pool is None:
-            return
-        for expert_id, rows in _rows_by_expert(experts).items():
-            member = self.pool.members[expert_id]
-            module = getattr(member.expert, "module", None)
-            if not isinstance(module, nn.Module):
-                continue  # a user's Expert that is not a torch module: nothing to adapt
-            steps = report.steps
-            self.adapter.offer(expert_id, module, x[rows], len(self.labels), report)
-            if report.steps > steps:
-                member.adaptations += report.steps - steps
-                self.version += report.steps - steps
+        """Guarded adaptation of each routed expert; every step is a new model version."""
+        if self.adapter is not None and self.pool is not None:
+            self.version += self.adapter.offer_routed(self.pool.members, x, experts,
+                                                      len(self.labels), report)
+
     def _admit(self, samples: Sequence[Sample], result: StepResult
                ) -> tuple[list[int], dict[int, float | int | None]]:
         """Indices of usable samples and their encoded targets; the rest are rejected."""
@@ -329,7 +322,7 @@ class Engine:
         if all(e == first for e in experts):  # the common case: one forward pass
             return self.pool.members[first].expert.predict(x).cpu()
         out: Tensor | None = None
-        for expert, rows in _rows_by_expert(experts).items():
+        for expert, rows in rows_by_expert(experts).items():
             part = self.pool.members[expert].expert.predict(x[rows]).cpu()
             if out is None:
                 out = part.new_zeros((x.shape[0], *part.shape[1:]))
@@ -384,10 +377,3 @@ class Engine:
                 state["adapt"], {k: v for k, v in modules.items() if isinstance(v, nn.Module)})
         torch.set_rng_state(state["rng"])
 
-
-def _rows_by_expert(experts: list[str]) -> dict[str, list[int]]:
-    """Row indices per expert, in first-seen order."""
-    parts: dict[str, list[int]] = {}
-    for row, expert in enumerate(experts):
-        parts.setdefault(expert, []).append(row)
-    return parts

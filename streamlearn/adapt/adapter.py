@@ -25,6 +25,8 @@ from streamlearn.adapt.cotta import CoTTA
 from streamlearn.adapt.guards import Guard
 from streamlearn.adapt.memory import BalancedMemory
 from streamlearn.adapt.tent import Tent
+from streamlearn.experts.member import Member
+from streamlearn.experts.selector import rows_by_expert
 from streamlearn.protocols import StateDict
 from streamlearn.settings import AdaptSettings
 
@@ -90,6 +92,20 @@ class Adapter:
         state.pending = []
         self._step(expert_id, state, module, rows, n_classes, report)
 
+    def offer_routed(self, members: Mapping[str, Member], x: Tensor, experts: Sequence[str],
+                     n_classes: int, report: AdaptReport) -> int:
+        """Offer each routed expert its rows; the adaptation steps and resets taken."""
+        before = report.steps
+        for expert_id, rows in rows_by_expert(experts).items():
+            member = members[expert_id]
+            module = getattr(member.expert, "module", None)
+            if not isinstance(module, nn.Module):
+                continue  # a user's Expert that is not a torch module: nothing to adapt
+            steps = report.steps
+            self.offer(expert_id, module, x[rows], n_classes, report)
+            member.adaptations += report.steps - steps
+        return report.steps - before
+
     def forget(self, alive: set[str]) -> None:
         """Drop the state of experts that left the pool."""
         for expert_id in set(self.experts) - alive:
@@ -105,26 +121,32 @@ class Adapter:
         if state.anchor is None or state.stale:
             self._anchor(state, module, n_classes)
         entropy, predicted = self._predictions(module, x, n_classes)
-        memory = x
+        rows = x
         if self.settings.memory > 0:
             state.memory.add(x, predicted)
-            memory = state.memory.rows()
-        # Who may teach is judged again on the whole memory, by the model as it is now.
-        teaches = state.guard.confident(self._predictions(module, memory, n_classes)[0])
-        state.method.step(module, memory, teaches, n_classes)
-        learns = self.method != "norm" and n_classes >= 2
-        skipped = int((~state.guard.confident(entropy)).sum()) if learns else 0
-        report.adapted += x.shape[0] - skipped
-        report.skipped += skipped
-        report.steps += 1
-        report.entropy = float(entropy.mean()) if n_classes >= 2 else None
-        state.guard.adapted += x.shape[0] - skipped
-        state.guard.steps += 1
+            rows = state.memory.rows()
+        # Who may teach is judged again on all the rows, by the model as it is now.
+        teaches = state.guard.confident(self._predictions(module, rows, n_classes)[0])
+        state.method.step(module, rows, teaches, n_classes)
+        self._count(state, entropy, n_classes, report)
         reason = self._collapse(state, module, entropy, predicted, n_classes)
         if reason is not None:
             self._reset(state, module)
             report.resets.append((expert_id, reason))
             report.steps += 1
+
+    def _count(self, state: _Expertise, entropy: Tensor, n_classes: int,
+               report: AdaptReport) -> None:
+        """New rows the filter let in count as adapted (all of them for norm statistics)."""
+        learns = self.method != "norm" and n_classes >= 2
+        skipped = int((~state.guard.confident(entropy)).sum()) if learns else 0
+        adapted = entropy.shape[0] - skipped
+        report.adapted += adapted
+        report.skipped += skipped
+        report.steps += 1
+        report.entropy = float(entropy.mean()) if n_classes >= 2 else None
+        state.guard.adapted += adapted
+        state.guard.steps += 1
 
     def _collapse(self, state: _Expertise, module: nn.Module, entropy: Tensor,
                   predicted: Tensor, n_classes: int) -> str | None:

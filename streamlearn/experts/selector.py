@@ -184,3 +184,11 @@ class Selector:
         self.hits, self.scored = int(state["hits"]), int(state["scored"])
         self.steps = int(state["steps"])
         self.recent.load_state_dict(state["recent"])
+
+
+def rows_by_expert(experts: Sequence[str]) -> dict[str, list[int]]:
+    """Row indices per routed expert, experts in first-seen order."""
+    parts: dict[str, list[int]] = {}
+    for row, expert in enumerate(experts):
+        parts.setdefault(expert, []).append(row)
+    return parts
