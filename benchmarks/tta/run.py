@@ -175,8 +175,9 @@ def _stream(engine: Engine, x: np.ndarray, y: np.ndarray, names: np.ndarray,
     began = time.perf_counter()
     wrong = answer(engine, x, tally) != y
     seconds = time.perf_counter() - began
+    # Domains in their standard order (corruption, then severity), whatever the arrival.
     per_domain = {str(name): float(wrong[names == name].mean())
-                  for name in dict.fromkeys(names.tolist())}
+                  for name in sorted(set(names.tolist()), key=_domain_key)}
     clean_after = _error(answer(frozen_copy(engine), x_clean, Counter()), y_clean)
     return {"mean_error": float(np.mean(list(per_domain.values()))),
             "per_domain": per_domain, "clean_before": clean_before, "clean_after": clean_after,
@@ -210,12 +211,15 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         for order, methods in orders.items():
             for method, runs in methods.items():
                 domains = list(runs[0]["per_domain"])
-                groups = _groups(domains)
+                groups = _groups(domains, 0)
+                severities = _groups(domains, 1)
                 out.setdefault(benchmark, {}).setdefault(order, {})[method] = {
                     "mean_error": _mean(r["mean_error"] for r in runs),
                     "per_seed": [round(r["mean_error"], 4) for r in runs],
                     "groups": {g: _mean(r["per_domain"][d] for r in runs for d in names)
                                for g, names in groups.items()},
+                    "severities": {g: _mean(r["per_domain"][d] for r in runs for d in names)
+                                   for g, names in severities.items()},
                     "worst_domain": max(domains, key=lambda d: _mean(
                         r["per_domain"][d] for r in runs)),
                     "clean_before": _mean(r["clean_before"] for r in runs),
@@ -226,10 +230,18 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _groups(domains: list[str]) -> dict[str, list[str]]:
+def _domain_key(domain: str) -> tuple[int, str, int]:
+    name, severity = domain.rsplit("-", 1)
+    known = digits_c.CORRUPTIONS
+    return (known.index(name) if name in known else len(known), name, int(severity))
+
+
+def _groups(domains: list[str], part: int) -> dict[str, list[str]]:
+    """Domains grouped by corruption (part 0) or by severity (part 1)."""
     groups: dict[str, list[str]] = {}
     for domain in domains:
-        groups.setdefault(domain.rsplit("-", 1)[0], []).append(domain)
+        key = domain.rsplit("-", 1)[part]
+        groups.setdefault(key if part == 0 else f"severity {key}", []).append(domain)
     return groups
 
 
@@ -265,7 +277,8 @@ def targets(table: dict[str, Any]) -> dict[str, Any]:
 
 
 def markdown(table: dict[str, Any]) -> str:
-    """The docs/benchmarks.md tables: error per corruption and mean, per order and method."""
+    """The docs/benchmarks.md tables: error per corruption and mean, per order and method;
+    then error per severity."""
     lines = []
     for benchmark, orders in table.items():
         for order, methods in orders.items():
@@ -280,7 +293,21 @@ def markdown(table: dict[str, Any]) -> str:
                 lines.append(f"| {method} | " + " | ".join(cells) +
                              f" | **{row['mean_error']:.3f}** | {seeds} | "
                              f"{row['clean_after']:.3f} | {row['rows_per_s']:,.0f} |")
+        lines += _severity_table(benchmark, orders)
     return "\n".join(lines)
+
+
+def _severity_table(benchmark: str, orders: dict[str, Any]) -> list[str]:
+    methods = list(next(iter(orders.values())))
+    severities = list(next(iter(next(iter(orders.values())).values()))["severities"])
+    lines = [f"\n{benchmark}, error per severity (mean over corruptions and seeds)\n",
+             "| order | method | " + " | ".join(s.split()[-1] for s in severities) + " |",
+             "| --- | --- |" + " ---: |" * len(severities)]
+    for order, rows in orders.items():
+        for method in methods:
+            cells = [f"{rows[method]['severities'][s]:.3f}" for s in severities]
+            lines.append(f"| {order} | {method} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main() -> None:
