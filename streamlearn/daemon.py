@@ -87,6 +87,7 @@ class Progress:
     experts: int = 0  # alive in the pool
     spawns: int = 0  # pool decisions since start
     switches: int = 0
+    adapt_method: str = "none"  # in force ("auto" resolved once the network exists)
     adapted: int = 0  # unlabeled samples test-time adaptation learned from, since start
     adapt_resets: int = 0
 
@@ -556,6 +557,7 @@ class Daemon:
             experts=len(self.engine.pool.members) if self.engine.pool else 0,
             spawns=self._counts["expert_spawn"],
             switches=self._counts["expert_switch"],
+            adapt_method=self.engine.adapt_method,
             adapted=self._counts["adapted"],
             adapt_resets=self._counts["adapt_resets"],
         )

@@ -185,7 +185,8 @@ def _fields(p: Progress, sent: int, elapsed: float) -> list[tuple[str, str]]:
         ("rate", f"{p.samples_learned / max(elapsed, 1e-9):,.0f}/s"),
         ("accuracy(last 1k)", f"{p.accuracy:.3f}"), ("loss(last 1k)", f"{p.loss:.3f}"),
         ("predicted(unlabeled)", str(p.samples_predicted)),
-        ("adapted(unlabeled)", f"{p.adapted} ({p.adapt_resets} guard resets)"),
+        ("adapted(unlabeled)", f"{p.adapted} ({p.adapt_method}, {p.adapt_resets} guard "
+                               "resets)"),
         ("dead-lettered", str(p.records_invalid)), ("checkpoints", str(p.checkpoints)),
         ("lag", str(p.lag)), ("paused", "yes" if p.paused else "no"),
         ("drifts detected", f"{p.drifts}" + (f" (last at sample {p.last_drift_sample})"
@@ -202,8 +203,8 @@ def _summary(console: Console, daemon: Daemon, tracker: _Tracker, sent: int, ela
     console.print(f"\n[bold]summary[/]: {sent} records sent, {p.samples_learned} samples "
                   f"learned in {elapsed:.1f}s ({p.samples_learned / max(elapsed, 1e-9):,.0f}/s),"
                   f" prequential accuracy {stats.cumulative('correct'):.3f} overall, "
-                  f"{p.samples_predicted} unlabeled predicted ({p.adapted} adapted on, "
-                  f"{p.adapt_resets} guard resets), {p.records_invalid} "
+                  f"{p.samples_predicted} unlabeled predicted ({p.adapted} adapted on by "
+                  f"{p.adapt_method}, {p.adapt_resets} guard resets), {p.records_invalid} "
                   f"dead-lettered, {p.checkpoints} checkpoints")
     table = Table(title="accuracy per concept segment (rolling window of 1000)")
     for column in ("segment", "concept", "lowest", "at end", "drifts detected", "expert"):

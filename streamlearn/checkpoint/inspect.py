@@ -38,8 +38,21 @@ def describe(path: Path) -> dict[str, Any]:
         "parameters": sum(e["parameters"] for e in experts.values()),
         "active_expert": (engine.get("pool") or {}).get("active", "0" if experts else None),
         "experts": experts,
+        "adapt": _adaptation(engine.get("adapt")),
         "model_settings": state.model_settings,
     }
+
+
+def _adaptation(adapt: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Which method, and per expert whether it has an anchor and how many rows wait."""
+    if adapt is None:
+        return None
+    return {"method": adapt["method"],
+            "experts": {id_: {"anchored": e["anchor"] is not None,
+                              "rows_waiting": 0 if e["pending"] is None
+                              else int(e["pending"].shape[0]),
+                              "adapted_since_anchor": e["guard"]["adapted"]}
+                        for id_, e in adapt["experts"].items()}}
 
 
 def _experts(engine: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -4,6 +4,7 @@ import json
 import time
 
 from streamlearn.checkpoint import FileCheckpointStore
+from streamlearn.checkpoint.inspect import describe
 from streamlearn.daemon import Daemon
 from streamlearn.metrics import Metrics
 from streamlearn.settings import load_settings
@@ -178,3 +179,7 @@ def test_unlabeled_samples_are_answered_then_adapted_on_and_a_reset_is_published
     daemon._last_gauges = 0.0
     daemon._maybe_update_gauges()
     assert (daemon.progress.adapted, daemon.progress.adapt_resets) == (128, 2)
+    assert daemon.checkpoint("test")
+    adapt = describe(tmp_path)["adapt"]  # the last reset came with the last batch
+    assert adapt == {"method": "norm", "experts": {"0": {
+        "anchored": True, "rows_waiting": 0, "adapted_since_anchor": 0}}}
