@@ -376,4 +376,3 @@ class Engine:
             self.adapter.load_state_dict(
                 state["adapt"], {k: v for k, v in modules.items() if isinstance(v, nn.Module)})
         torch.set_rng_state(state["rng"])
-

@@ -3,8 +3,10 @@
 The batch-norm statistics follow the unlabeled batches (as in norm adaptation) and the
 affine scale and shift of every normalization layer take a gradient step on the mean
 entropy of the confident rows. All other weights stay as labeled learning left them, which
-is what keeps TENT cheap and fairly safe; on class-sorted streams it still collapses, and
-the guards are there for that.
+is what keeps TENT cheap and fairly safe. It is known to collapse on class-sorted streams
+when it normalizes each single-class batch with that batch's own statistics; here answers
+use the running statistics, steps use the class-balanced memory, and the guards watch for
+what still goes wrong.
 """
 
 from __future__ import annotations
