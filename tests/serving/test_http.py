@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 
+from streamlearn.checkpoint.inspect import describe
 from tests.serving.conftest import N_FEATURES, TOKEN, infer_body, labeled, settled, wait_until
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -337,9 +339,15 @@ def test_served_rows_adapt_the_model_only_when_on_requests_is_set(service_factor
     adapting = service_factory(model={"norm": "batch"},
                                adapt={"method": "norm", "on_requests": True})
     settled(adapting, 2_000)
+    assert adapting.http.post("/v1/checkpoint", headers=AUTH).json()["saved"]
     version = adapting.daemon.engine.version
     answered = adapting.http.post(INFER, json=infer_body(rows)).json()
     assert answered["model_version"] == str(version)  # answered before adapting on them
     wait_until(lambda: adapting.daemon.engine.version == version + 1, 5, "an adaptation step")
     assert adapting.metrics()["streamlearn_tta_adapted_samples_total"] == 32
     assert adapting.daemon.engine.samples_predicted == 0  # nothing published for them
+    # No sample was learned since the last checkpoint, but the weights moved: saved too.
+    checkpoint = adapting.http.post("/v1/checkpoint", headers=AUTH).json()
+    saved = describe(Path(checkpoint["path"]))
+    assert saved["model_version"] == version + 1
+    assert saved["adapt"]["experts"]["0"]["adapted_since_anchor"] == 32
