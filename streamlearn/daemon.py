@@ -300,9 +300,8 @@ class Daemon:
         """Learn samples posted over HTTP and answer checkpoint requests."""
         rows = self.inbox.take_rows()
         if rows:
-            report = self.engine.adapt(rows)
-            self._adapted(report)
-            self._dirty = self._dirty or report.steps > 0  # the weights moved: checkpoint them
+            self._adapted(self.engine.adapt(rows))
+            self._dirty = True  # moved weights or rows waiting: both belong in a checkpoint
         samples = self.inbox.take(self.inbox.capacity)
         if samples:
             origins: list[tuple[Record, int | None]] = [(HTTP_RECORD, i)

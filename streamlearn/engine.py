@@ -24,6 +24,7 @@ from streamlearn.experts.expert import build_expert, resolve_device
 from streamlearn.experts.member import PoolEvent
 from streamlearn.experts.pool import ExpertPool
 from streamlearn.experts.selector import rows_by_expert
+from streamlearn.logging import get_logger
 from streamlearn.models import batch_norms
 from streamlearn.preprocess import LabelIndex, RunningStandardizer
 from streamlearn.prequential import PrequentialStats
@@ -36,6 +37,8 @@ from streamlearn.settings import (
     ModelSettings,
 )
 from streamlearn.types import Prediction, Sample
+
+log = get_logger(__name__)
 
 
 @dataclass(slots=True)
@@ -112,9 +115,12 @@ class Engine:
         module = getattr(self.pool.active.expert, "module", None)
         has_batch_norm = isinstance(module, nn.Module) and bool(batch_norms(module))
         self.adapt_method = self.adapt_settings.method_for(self.settings.task, has_batch_norm)
+        if self.adapt_method == "norm" and not has_batch_norm:
+            log.warning("adapt_without_effect", method="norm",
+                        why="the network has no batch norm: set model.norm: batch")
         if self.adapt_method != "none":
-            self.adapter = Adapter(self.adapt_settings, self.adapt_method, self._scale,
-                                   self.settings.seed, self.settings.image_shape)
+            self.adapter = Adapter(self.adapt_settings, self.adapt_method, self.settings.seed,
+                                   self.settings.image_shape)
 
     def _scale(self, x: Tensor) -> Tensor:
         return self.scaler.transform(x) if self.scaler is not None else x
@@ -290,7 +296,7 @@ class Engine:
         assert self.pool is not None
         losses = self.pool.learn(x, y, raw, position, scored)
         if self.adapter is not None:
-            self.adapter.labeled(self.pool.active_id, raw, y)
+            self.adapter.labeled(self.pool.active_id, x, y)
         return losses
 
     def _predict(self, x: Tensor, ids: list[str | None], experts: list[str]

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamlearn.errors import SettingsError
@@ -340,7 +348,7 @@ class AdaptSettings(Section):
     batch_size: int = Field(32, ge=2)
     # Each step adapts on a class-balanced memory of this many recent rows per expert, not
     # on the new batch alone: a class-sorted stream then cannot drag the statistics to one
-    # class. 0 adapts on each new batch alone.
+    # class. 0 adapts on each new batch alone (batch norm needs two rows: 1 is refused).
     memory: int = Field(64, ge=0)
     learning_rate: float = Field(1e-3, gt=0)
     # Momentum of the running normalization statistics per adaptation step.
@@ -358,6 +366,13 @@ class AdaptSettings(Section):
     noise_sd: float = Field(0.05, ge=0)  # augmentation noise, in units of the model input
     feature_dropout: float = Field(0.1, ge=0, lt=1)
     guards: GuardSettings = Field(default_factory=GuardSettings)
+
+    @field_validator("memory")
+    @classmethod
+    def _memory_holds_a_batch(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("0 (off) or at least 2: batch statistics need two rows")
+        return value
 
     def method_for(self, task: str, batch_norm: bool) -> str:
         """The method in force, "auto" resolved for the task and whether the network has

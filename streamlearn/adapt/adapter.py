@@ -12,7 +12,7 @@ memory, not on the new rows alone. Waiting rows are checkpointed with the rest.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,24 +62,24 @@ class _Expertise:
 
 
 class Adapter:
-    def __init__(self, settings: AdaptSettings, method: str, scale: Callable[[Tensor], Tensor],
-                 seed: int, image_shape: Sequence[int] | None = None) -> None:
+    def __init__(self, settings: AdaptSettings, method: str, seed: int,
+                 image_shape: Sequence[int] | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"adapt.method: {method!r} is not one of {METHODS}")
         self.settings = settings
         self.method = method
-        self.scale = scale  # raw inputs to model inputs, for the guard set
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
         self.augment = Augmenter(settings, image_shape, self.generator)
         self.experts: dict[str, _Expertise] = {}
 
-    def labeled(self, expert_id: str, raw: Tensor, y: Tensor) -> None:
-        """``expert_id`` learned these labeled rows: its anchor moves, its guard set grows."""
+    def labeled(self, expert_id: str, x: Tensor, y: Tensor) -> None:
+        """``expert_id`` learned these labeled rows (``x`` as it saw them): its anchor moves,
+        its guard set grows."""
         state = self._state(expert_id)
         state.stale = True
         if y.dtype == torch.long:
-            state.guard.remember(raw, y)
+            state.guard.remember(x, y)
 
     def offer(self, expert_id: str, module: nn.Module, x: Tensor, n_classes: int,
               report: AdaptReport) -> None:
@@ -152,7 +152,7 @@ class Adapter:
                   predicted: Tensor, n_classes: int) -> str | None:
         guard = state.guard
         reason = guard.observe(entropy, predicted, n_classes)
-        if reason is None and guard.guard_set_dropped(module, self.scale, n_classes):
+        if reason is None and guard.guard_set_dropped(module, n_classes):
             reason = "guard_set"
         if reason is None and guard.periodic_due():
             reason = "periodic"
@@ -174,17 +174,17 @@ class Adapter:
         state.anchor = {k: v.detach().clone() for k, v in module.state_dict().items()}
         state.stale = False
         state.method.begin(module, state.anchor)
-        state.guard.clear()
-        state.guard.anchor_accuracy = state.guard.accuracy(module, self.scale, n_classes)
+        state.guard.anchor_accuracy = state.guard.accuracy(module, n_classes)
 
     def _reset(self, state: _Expertise, module: nn.Module) -> None:
-        """Back to the anchor; the adaptation starts over from there."""
+        """Back to the anchor; the adaptation starts over from there, without the rows that
+        led it astray."""
         assert state.anchor is not None
         module.load_state_dict(state.anchor)
+        state.method = self._method()  # optimizer state from before the collapse goes too
         state.method.begin(module, state.anchor)
-        accuracy = state.guard.anchor_accuracy
+        state.memory.clear()
         state.guard.clear()
-        state.guard.anchor_accuracy = accuracy
 
     def _state(self, expert_id: str) -> _Expertise:
         state = self.experts.get(expert_id)

@@ -41,13 +41,21 @@ class CoTTA:
         self._anchor: dict[str, Tensor] = {}
 
     def begin(self, module: nn.Module, anchor: Mapping[str, Tensor]) -> None:
-        self.student = copy.deepcopy(module)
-        self._optimizer = torch.optim.Adam(self.student.parameters(), lr=self.learning_rate)
+        """The student starts as a copy of the teacher; a new anchor (labeled learning)
+        keeps the student's optimizer state, a new method object starts it afresh."""
+        if self.student is None:
+            self.student = copy.deepcopy(module)
+            self._optimizer = torch.optim.Adam(self.student.parameters(),
+                                               lr=self.learning_rate)
+        else:
+            self.student.load_state_dict(module.state_dict())
         self._anchor = dict(anchor)
 
     def step(self, module: nn.Module, x: Tensor, keep: Tensor, n_classes: int) -> int:
         assert self.student is not None and self._optimizer is not None
         if n_classes < 2 or not bool(keep.any()):
+            update_norm_statistics(module, x, self.momentum)  # the inputs moved all the same
+            update_norm_statistics(self.student, x, self.momentum)
             return 0
         target = self._pseudo_labels(module, x, n_classes)[keep]
         # The whole batch goes through the student, for batch norm's statistics; only the

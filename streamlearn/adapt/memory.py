@@ -45,6 +45,9 @@ class BalancedMemory:
             index = torch.tensor(list(slots), device=self.x.device)
             self.x[index] = x[torch.tensor(list(slots.values()), device=x.device)].detach()
 
+    def clear(self) -> None:
+        self.labels, self.ages, self._counts = [], [], {}
+
     def rows(self) -> Tensor:
         assert self.x is not None, "empty memory"
         return self.x[: len(self)]
@@ -74,14 +77,19 @@ class BalancedMemory:
                 "ages": torch.tensor(self.ages, dtype=torch.long), "arrivals": self._arrivals}
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
-        self.labels = [int(v) for v in state["labels"].tolist()]
-        self.ages = [int(v) for v in state["ages"].tolist()]
-        self._counts = {}
-        for label in self.labels:
-            self._counts[label] = self._counts.get(label, 0) + 1
-        self._arrivals = int(state["arrivals"])
+        self.clear()
         self.x = None
-        if state["x"] is not None:
-            held = state["x"].to(device)
-            self.x = held.new_zeros((self.capacity, *held.shape[1:]))
-            self.x[: held.shape[0]] = held
+        self._arrivals = int(state["arrivals"])
+        if state["x"] is None:
+            return
+        # The newest rows, as many as fit: adapt.memory may be smaller than when saved.
+        ages = state["ages"].tolist()
+        keep = sorted(sorted(range(len(ages)), key=ages.__getitem__)[-self.capacity:])
+        held = state["x"][keep].to(device)
+        self.x = held.new_zeros((self.capacity, *held.shape[1:]))
+        self.x[: len(keep)] = held
+        for i in keep:
+            label = int(state["labels"][i])
+            self.labels.append(label)
+            self.ages.append(int(ages[i]))
+            self._counts[label] = self._counts.get(label, 0) + 1

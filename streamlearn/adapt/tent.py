@@ -30,9 +30,12 @@ class Tent:
         self._optimizer: torch.optim.Optimizer | None = None
 
     def begin(self, module: nn.Module, anchor: Mapping[str, Tensor]) -> None:
-        self._params = norm_affine_parameters(module)
-        self._optimizer = (torch.optim.Adam(self._params, lr=self.learning_rate)
-                           if self._params else None)
+        """Adapt ``module``'s normalization parameters; the optimizer state carries over a
+        new anchor of the same network (a new method object starts it afresh)."""
+        params = norm_affine_parameters(module)
+        if self._optimizer is None or [id(p) for p in params] != [id(p) for p in self._params]:
+            self._optimizer = torch.optim.Adam(params, lr=self.learning_rate) if params else None
+        self._params = params
 
     def step(self, module: nn.Module, x: Tensor, keep: Tensor, n_classes: int) -> int:
         if self._optimizer is None or not bool(keep.any()) or n_classes < 2:

@@ -1,10 +1,12 @@
 """The guards: the entropy filter, the collapse checks, periodic resets, and the memory."""
 
+import numpy as np
 import torch
 
 from streamlearn.adapt.guards import Guard
 from streamlearn.adapt.memory import BalancedMemory
 from streamlearn.settings import GuardSettings
+from streamlearn.testing import roundtrip
 from streamlearn.types import Sample
 from tests.support.shifted import blobs, miscalibrated
 from tests.unit.test_adapt import engine, learn, same, weights
@@ -91,3 +93,50 @@ def test_memory_keeps_classes_balanced_on_a_sorted_stream():
     for value in (8.0, 9.0, 10.0):  # a long run of class 2 cannot take the memory over
         memory.add(torch.tensor([[value]]), torch.tensor([2]))
     assert sorted(memory.labels) == [0, 0, 1, 1, 2, 2]
+
+
+def test_guards_keep_counting_when_labels_arrive_between_unlabeled_batches():
+    learner = trained_with("norm", guards={"reset_every": 128})
+    x, y = blobs(5, 1000)
+    for i, start in enumerate(range(0, 1000, 32)):
+        learn(learner, x[start: start + 8], y[start: start + 8])  # moves the anchor
+        result = learner.process([Sample(r, None) for r in SHIFTED[start: start + 32].tolist()])
+        if result.adapt.resets:
+            break
+    assert (i, result.adapt.resets) == (3, [("0", "periodic")])  # 4 x 32 rows
+    assert len(learner.adapter.experts["0"].memory) == 0  # the rows that led here are gone
+
+
+def test_an_imbalanced_stream_is_no_marginal_collapse():
+    x, y = blobs(0, 4000)
+    rare = (y == 1)
+    keep = ~rare | (np.arange(len(y)) % 19 == 0)  # class 1 is about 1 in 80, class 0 common
+    x, y = x[keep & (y < 2)], y[keep & (y < 2)]
+    learner = engine("norm", guards={"window": 256})
+    learn(learner, x[:1000], y[:1000])
+    assert adapt_until_reset(learner, x[1000:]) is None
+
+
+def test_a_guard_set_of_one_row_is_no_guard_set_yet():
+    learner = engine("cotta")
+    learn(learner, *blobs(0, 1))  # batch norm learns one row with its statistics frozen
+    result = learner.process([Sample(r, None) for r in SHIFTED[:32].tolist()])
+    assert result.adapt.steps == 1
+    assert learner.adapter.experts["0"].guard.anchor_accuracy is None
+
+
+def test_memory_restores_its_newest_rows_into_a_smaller_capacity():
+    memory = BalancedMemory(capacity=6)
+    memory.add(torch.arange(6.0)[:, None], torch.tensor([0, 1, 2, 0, 1, 2]))
+    smaller = BalancedMemory(capacity=4)
+    smaller.load_state_dict(roundtrip(memory.state_dict()), torch.device("cpu"))
+    assert smaller.rows().squeeze(1).tolist() == [2.0, 3.0, 4.0, 5.0]
+    assert smaller.labels == [2, 0, 1, 2]
+
+
+def test_a_changed_window_starts_empty_after_a_restore():
+    guard = Guard(GuardSettings(window=16), seed=0)
+    guard.observe(torch.zeros(16), torch.zeros(16, dtype=torch.long), n_classes=4)
+    wider = Guard(GuardSettings(window=32), seed=0)
+    wider.load_state_dict(roundtrip(guard.state_dict()))
+    assert wider.observe(torch.zeros(16), torch.zeros(16, dtype=torch.long), 4) is None

@@ -133,3 +133,8 @@ def test_image_settings_are_checked(monkeypatch):
         load_settings(None, model={"image_shape": [64]})
     monkeypatch.setenv("STREAMLEARN_ADAPT__GUARDS__WINDOW", "128")
     assert load_settings(None).adapt.guards.window == 128
+
+
+def test_a_memory_of_one_row_is_refused():
+    with pytest.raises(SettingsError, match=r"adapt\.memory: .*0 \(off\) or at least 2"):
+        load_settings(None, adapt={"memory": 1})
