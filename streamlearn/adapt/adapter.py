@@ -123,7 +123,7 @@ class Adapter:
         entropy, predicted = self._predictions(module, x, n_classes)
         rows = x
         if self.settings.memory > 0:
-            state.memory.add(x, predicted)
+            state.memory.add(x, predicted, state.guard.label_shares(n_classes))
             rows = state.memory.rows()
         # Who may teach is judged again on all the rows, by the model as it is now.
         teaches = state.guard.confident(self._predictions(module, rows, n_classes)[0])

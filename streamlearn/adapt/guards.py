@@ -71,6 +71,14 @@ class Guard:
             return "marginal"
         return None
 
+    def label_shares(self, n_classes: int) -> list[float] | None:
+        """Each class's share of the labels learned (add-one smoothed); None without any."""
+        held = self.guard_set.rows()
+        if self.settings.guard_set == 0 or held is None or n_classes < 2:
+            return None
+        counts = torch.bincount(held[1], minlength=n_classes)[:n_classes].double() + 1
+        return (counts / counts.sum()).tolist()
+
     def _label_entropy(self, n_classes: int) -> float:
         """Normalized entropy of the labels learned (1.0, balanced, without a guard set)."""
         held = self.guard_set.rows()

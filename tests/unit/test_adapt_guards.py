@@ -85,14 +85,23 @@ def test_guard_window_fires_exactly_when_full():
 def test_memory_keeps_classes_balanced_on_a_sorted_stream():
     memory = BalancedMemory(capacity=6)
     memory.add(torch.arange(6.0)[:, None], torch.tensor([0, 0, 0, 0, 1, 1]))
-    # Class 2 is new: it replaces the oldest row of the majority class 0 (row 0.0).
+    # Class 2 is new: it replaces the oldest row of the class furthest over its quota of
+    # 2 (class 0, row 0.0).
     memory.add(torch.tensor([[6.0]]), torch.tensor([2]))
-    # Class 0 is still the majority (3 rows): a 0 replaces the oldest 0 (row 1.0).
+    # Class 0 is still over its quota (3 rows): a 0 replaces the oldest 0 (row 1.0).
     memory.add(torch.tensor([[7.0]]), torch.tensor([0]))
     assert sorted(memory.rows().squeeze(1).tolist()) == [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
     for value in (8.0, 9.0, 10.0):  # a long run of class 2 cannot take the memory over
         memory.add(torch.tensor([[value]]), torch.tensor([2]))
     assert sorted(memory.labels) == [0, 0, 1, 1, 2, 2]
+
+
+def test_memory_quotas_follow_the_labels_shares():
+    memory = BalancedMemory(capacity=10)
+    shares = [0.8, 0.2]
+    memory.add(torch.zeros(10, 1), torch.tensor([0] * 5 + [1] * 5), shares)
+    memory.add(torch.ones(6, 1), torch.zeros(6, dtype=torch.long), shares)
+    assert sorted(memory.labels) == [0] * 8 + [1] * 2  # 80/20, as labeled
 
 
 def test_guards_keep_counting_when_labels_arrive_between_unlabeled_batches():
@@ -108,13 +117,17 @@ def test_guards_keep_counting_when_labels_arrive_between_unlabeled_batches():
 
 
 def test_an_imbalanced_stream_is_no_marginal_collapse():
-    x, y = blobs(0, 4000)
-    rare = (y == 1)
-    keep = ~rare | (np.arange(len(y)) % 19 == 0)  # class 1 is about 1 in 80, class 0 common
-    x, y = x[keep & (y < 2)], y[keep & (y < 2)]
-    learner = engine("norm", guards={"window": 256})
+    x, y = blobs(0, 12_000)
+    keep = (y == 0) | ((y == 1) & (np.arange(len(y)) % 19 == 0))  # class 1 is 5% of rows
+    x, y = x[keep], y[keep]
+    learner = engine("norm", guards={"window": 512})
     learn(learner, x[:1000], y[:1000])
+    # Against equal shares this fires at the first full window (batch 15); against the
+    # labels learned, not at all. The memory keeps the labels' proportions too: the rare
+    # class is still answered as often as it comes.
     assert adapt_until_reset(learner, x[1000:]) is None
+    memory = learner.adapter.experts["0"].memory
+    assert memory.labels.count(1) == 4  # its share of the labels (7%) of 64 rows, not half
 
 
 def test_a_guard_set_of_one_row_is_no_guard_set_yet():
