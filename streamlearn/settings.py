@@ -284,7 +284,8 @@ class GuardSettings(Section):
     max_entropy: float = Field(0.4, gt=0, le=1)
     # Collapse checks over the last `window` adapted predictions: their mean normalized
     # entropy below min_entropy, or the normalized entropy of the predicted classes'
-    # histogram below min_marginal, puts the expert back to its last labeled state.
+    # histogram below min_marginal times that of the labels learned, puts the expert back
+    # to its last labeled state.
     window: int = Field(512, ge=16)
     min_entropy: float = Field(0.01, ge=0, le=1)
     min_marginal: float = Field(0.3, ge=0, le=1)
@@ -293,7 +294,8 @@ class GuardSettings(Section):
     guard_set: int = Field(256, ge=0)
     guard_drop: float = Field(0.15, gt=0, le=1)
     guard_every: int = Field(8, ge=1)  # adaptation steps between guard-set checks
-    # Back to the last labeled state every this many adapted samples (0 = never).
+    # Back to the last labeled state after this many adapted samples since the last reset
+    # (0 = never).
     reset_every: int = Field(0, ge=0)
 
 
