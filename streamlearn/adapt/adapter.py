@@ -20,10 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from streamlearn.adapt.augment import Augmenter
-from streamlearn.adapt.base import AdaptMethod, NormStats, normalized_entropy
+from streamlearn.adapt.base import AdaptMethod, normalized_entropy
 from streamlearn.adapt.cotta import CoTTA
 from streamlearn.adapt.guards import Guard
 from streamlearn.adapt.memory import BalancedMemory
+from streamlearn.adapt.norm import NormStats
 from streamlearn.adapt.tent import Tent
 from streamlearn.experts.member import Member
 from streamlearn.experts.selector import rows_by_expert

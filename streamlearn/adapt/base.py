@@ -1,8 +1,9 @@
 """What every test-time adaptation method offers, and the entropy they all measure.
 
 A method adapts one expert's network on unlabeled rows. The adapter owns one method object
-per expert: it calls ``begin`` whenever the expert's anchor is (re)taken, that is after
-labeled learning or a reset, and ``step`` once per gathered batch.
+per expert and calls ``begin`` whenever the expert's anchor is taken: after labeled
+learning on the same object (its optimizer state carries over), after a reset on a new one;
+then ``step`` once per gathered batch.
 """
 
 from __future__ import annotations
@@ -63,24 +64,3 @@ def update_norm_statistics(module: nn.Module, x: Tensor, momentum: float) -> Ten
     with statistics_mode(module, momentum), torch.no_grad():
         out: Tensor = module(x)
     return out
-
-
-class NormStats:
-    """Normalization-statistics adaptation: batch norm's running mean and variance follow
-    the unlabeled inputs (with ``momentum`` per step); no weight changes."""
-
-    def __init__(self, momentum: float) -> None:
-        self.momentum = momentum
-
-    def begin(self, module: nn.Module, anchor: Mapping[str, Tensor]) -> None:
-        """Nothing to set up: the statistics live in the module."""
-
-    def step(self, module: nn.Module, x: Tensor, keep: Tensor, n_classes: int) -> int:
-        update_norm_statistics(module, x, self.momentum)
-        return 0
-
-    def state_dict(self) -> StateDict:
-        return {}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Stateless beyond the module's own buffers."""

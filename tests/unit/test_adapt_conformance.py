@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from streamlearn.adapt.augment import Augmenter
-from streamlearn.adapt.base import NormStats
 from streamlearn.adapt.cotta import CoTTA
+from streamlearn.adapt.norm import NormStats
 from streamlearn.adapt.tent import Tent
 from streamlearn.models import ImageCnn, build_mlp
 from streamlearn.settings import AdaptSettings
