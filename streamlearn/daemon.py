@@ -517,6 +517,8 @@ class Daemon:
             self.metrics.expert_active.labels(expert=id_).set(int(id_ == pool.active_id))
             if member.accuracy == member.accuracy:  # NaN until it answered
                 self.metrics.expert_accuracy.labels(expert=id_).set(member.accuracy)
+            if member.band.ready:
+                self.metrics.expert_loss.labels(expert=id_).set(member.band.mean)
         rolling, cumulative = pool.selector.accuracy
         self.metrics.selector_accuracy.labels(window="rolling").set(rolling)
         self.metrics.selector_accuracy.labels(window="cumulative").set(cumulative)

@@ -124,6 +124,10 @@ class Metrics:
         self.expert_accuracy = Gauge(
             "streamlearn_expert_accuracy", "Prequential accuracy of each expert's answers, "
             "over about its last 1000.", ["expert"], registry=r)
+        self.expert_loss = Gauge(
+            "streamlearn_expert_loss", "Each expert's loss while it learned: the mean of its "
+            "normal band (about its last 500 losses as the active expert).", ["expert"],
+            registry=r)
         self.selector_accuracy = Gauge(
             "streamlearn_selector_accuracy", "How often the selector routes a labeled sample "
             "to the expert that then learns it.", ["window"], registry=r)

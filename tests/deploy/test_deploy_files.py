@@ -1,0 +1,284 @@
+"""The deployment files: they parse, match their schemas, agree with each other and with
+the code, and Prometheus's own tool accepts the config, the alerts and their unit tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from streamlearn.settings import Settings, load_settings
+
+ROOT = Path(__file__).parents[2]
+DEPLOY = ROOT / "deploy"
+K8S_VERSION = "1.31.0"
+
+
+def load_all(path: Path) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def promtool(*args: str, cwd: Path = DEPLOY) -> str:
+    tool = shutil.which("promtool")
+    if tool is None:
+        if os.environ.get("STREAMLEARN_REQUIRE_PROMTOOL"):
+            pytest.fail("promtool is required here (.ci/run installs Debian's prometheus)")
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    done = subprocess.run([tool, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+# -- Prometheus ------------------------------------------------------------------------------
+
+def test_prometheus_config_and_rules_pass_promtool():
+    promtool("check", "config", "prometheus/prometheus.yml")
+    assert "SUCCESS: 7 rules found" in promtool("check", "rules", "prometheus/rules.yml")
+
+
+def test_every_alert_fires_on_its_failure_and_not_before():
+    promtool("test", "rules", "rules_test.yml", cwd=Path(__file__).parent)
+    alerts = {r["alert"] for g in load_all(DEPLOY / "prometheus/rules.yml")[0]["groups"]
+              for r in g["rules"]}
+    tested = set(re.findall(r"alertname: (\w+)", (Path(__file__).parent /
+                                                  "rules_test.yml").read_text()))
+    assert alerts == tested, f"alerts without a unit test: {alerts - tested}"
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path):
+    # promtool parses every expression of a rules file: wrap the dashboard's in one.
+    exprs = dashboard_exprs()
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
+    assert f"SUCCESS: {len(exprs)} rules found" in promtool(
+        "check", "rules", "dashboard.yml", cwd=tmp_path)
+
+
+# -- Grafana ---------------------------------------------------------------------------------
+
+def dashboard() -> dict[str, Any]:
+    return json.loads((DEPLOY / "grafana/dashboards/streamlearn.json").read_text())
+
+
+def dashboard_exprs() -> list[str]:
+    board = dashboard()
+    panels = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    return panels + [a["expr"] for a in board["annotations"]["list"]]
+
+
+def test_dashboard_covers_what_operators_watch_and_is_provisioned():
+    board = dashboard()
+    text = json.dumps(board)
+    for metric in ("samples_learned_total", "consumer_lag", "prequential_accuracy",
+                   "expert_accuracy", "prequential_loss", "expert_loss", "experts_alive",
+                   "expert_active", "learn_latency_seconds_bucket",
+                   "request_latency_seconds_bucket", "snapshot_age_seconds",
+                   "checkpoint_age_seconds", "records_invalid_total",
+                   "tta_adapted_samples_total", "tta_resets_total"):
+        assert f"streamlearn_{metric}" in text, metric
+    assert "streamlearn_drift_events_total" in board["annotations"]["list"][0]["expr"]
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids))
+    (source,) = load_all(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")[0][
+        "datasources"]
+    assert {p["datasource"]["uid"] for p in board["panels"] if "datasource" in p} == \
+        {source["uid"]}
+    (provider,) = load_all(DEPLOY / "grafana/provisioning/dashboards/streamlearn.yml")[0][
+        "providers"]
+    grafana = compose()["services"]["grafana"]
+    assert f"./grafana/dashboards:{provider['options']['path']}:ro" in grafana["volumes"]
+
+
+# -- Compose ---------------------------------------------------------------------------------
+
+SERVICE_KEYS = {"image", "build", "command", "entrypoint", "environment", "ports", "volumes",
+                "depends_on", "healthcheck", "restart", "stop_grace_period"}
+
+
+def compose() -> dict[str, Any]:
+    return load_all(DEPLOY / "docker-compose.yml")[0]
+
+
+def test_compose_services_are_complete_and_consistent():
+    spec = compose()
+    assert set(spec) <= {"name", "services", "volumes"}
+    services = spec["services"]
+    assert {"kafka", "topics", "streamlearn", "producer", "prometheus", "grafana"} <= \
+        set(services)
+    for name, service in services.items():
+        assert set(service) <= SERVICE_KEYS, f"{name}: unknown keys {set(service) - SERVICE_KEYS}"
+        assert "image" in service or "build" in service, name
+        for other, condition in service.get("depends_on", {}).items() if isinstance(
+                service.get("depends_on"), dict) else []:
+            assert other in services, f"{name} depends on unknown {other}"
+            assert condition["condition"] in {"service_started", "service_healthy",
+                                              "service_completed_successfully"}
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in spec["volumes"], f"{name}: volume {source} not declared"
+    assert services["kafka"]["image"].startswith("apache/kafka:")
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    assert services["streamlearn"]["build"] == {"context": "..", "dockerfile": "Dockerfile"}
+
+
+def test_compose_environment_is_valid_settings():
+    env = compose()["services"]["streamlearn"]["environment"]
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in env.items():
+        section, _, field = key.removeprefix("STREAMLEARN_").lower().partition("__")
+        sections.setdefault(section, {})[field] = str(value).replace(
+            "${STREAMLEARN_TOKEN:-change-me}", "change-me")
+    settings = load_settings(None, **sections)
+    assert settings.kafka.bootstrap_servers == "kafka:9092"
+
+
+def test_compose_scrapes_the_metrics_port_the_daemon_opens():
+    (job,) = load_all(DEPLOY / "prometheus/prometheus.yml")[0]["scrape_configs"]
+    (target,) = job["static_configs"][0]["targets"]
+    assert target == f"streamlearn:{Settings().metrics.port}"
+    assert f"{Settings().metrics.port}:{Settings().metrics.port}" in \
+        compose()["services"]["streamlearn"]["ports"]
+
+
+def test_stop_grace_periods_cover_the_drain_budget():
+    s = Settings()
+    budget = s.serve.shutdown_delay_s + s.serve.drain_timeout_s + s.kafka.flush_timeout_s
+    grace = compose()["services"]["streamlearn"]["stop_grace_period"]
+    assert float(grace.removesuffix("s")) > budget
+    (statefulset,) = [d for d in k8s_docs() if d["kind"] == "StatefulSet"]
+    pod = statefulset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    pre_stop = float(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] > pre_stop + budget
+
+
+# -- Kubernetes ------------------------------------------------------------------------------
+
+def k8s_docs() -> list[dict[str, Any]]:
+    kustomization = load_all(DEPLOY / "k8s/kustomization.yaml")[0]
+    return [doc for name in kustomization["resources"]
+            for doc in load_all(DEPLOY / "k8s" / name)]
+
+
+def test_manifests_match_the_kubernetes_schemas():
+    kinds = []
+    for doc in k8s_docs():
+        kinds.append(doc["kind"])
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # a CRD: checked below
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    assert sorted(kinds) == ["ConfigMap", "Secret", "Service", "Service", "ServiceMonitor",
+                             "StatefulSet"]
+
+
+def test_service_monitor_scrapes_the_services_metrics_port():
+    docs = k8s_docs()
+    (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    assert set(monitor["spec"]) == {"selector", "endpoints"}
+    (endpoint,) = monitor["spec"]["endpoints"]
+    service = next(d for d in docs if d["kind"] == "Service"
+                   and d["metadata"]["name"] == "streamlearn")
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+
+
+def test_statefulset_wires_config_secret_probes_and_volume():
+    docs = k8s_docs()
+    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    pod = statefulset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    settings = yaml.safe_load(config["data"]["streamlearn.yaml"])
+    Settings(**settings)  # the ConfigMap is valid settings
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert container["args"] == ["run", "--config", f"{mounts['config']}/streamlearn.yaml"]
+    assert mounts["checkpoints"] == settings["checkpoint"]["dir"]
+    assert statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "checkpoints"
+    (token,) = container["env"]
+    assert token["name"] == "STREAMLEARN_SERVE__AUTH_TOKEN"
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"],
+                                                  "key": "token"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    s = Settings()
+    assert ports == {"http": s.serve.http_port, "grpc": s.serve.grpc_port,
+                     "metrics": s.metrics.port}
+
+
+def test_gpu_overlay_asks_for_a_gpu_and_cuda():
+    overlay = load_all(DEPLOY / "k8s/gpu/kustomization.yaml")[0]
+    assert overlay["resources"] == [".."]
+    (patch,) = overlay["patches"]
+    doc = load_all(DEPLOY / "k8s/gpu" / patch["path"])[0]
+    (container,) = doc["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert {"name": "STREAMLEARN_MODEL__DEVICE", "value": "cuda"} in container["env"]
+
+
+# -- Dockerfile ------------------------------------------------------------------------------
+
+def dockerfile() -> list[tuple[str, str]]:
+    """(instruction, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            instruction, _, rest = line.partition(" ")
+            out.append((instruction.upper(), rest.strip()))
+    return out
+
+
+def exec_form(arguments: str) -> list[str]:
+    return list(json.loads(arguments))
+
+
+def test_dockerfile_builds_in_stages_runs_unprivileged_and_stops_gracefully():
+    steps = dockerfile()
+    froms = [a for i, a in steps if i == "FROM"]
+    assert len(froms) == 2 and froms[0].endswith("AS build")
+    assert any(i == "ARG" and a.startswith("TORCH_INDEX_URL=") and a.endswith("/cpu")
+               for i, a in steps)
+    (user,) = [a for i, a in steps if i == "USER"]
+    assert user not in ("root", "0")
+    assert ("STOPSIGNAL", "SIGTERM") in steps
+    (healthcheck,) = [a for i, a in steps if i == "HEALTHCHECK"]
+    assert f"127.0.0.1:{Settings().serve.http_port}/v2/health/live" in healthcheck
+    (volume,) = [exec_form(a) for i, a in steps if i == "VOLUME"]
+    env = " ".join(a for i, a in steps if i == "ENV")
+    assert f"STREAMLEARN_CHECKPOINT__DIR={volume[0]}" in env
+    ignored = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line and not line.startswith("#")]
+    assert ignored[0] == "*"  # nothing but what the build copies
+    kept = [line[1:].rstrip("/") for line in ignored if line.startswith("!")]
+    copied = [source for i, a in steps if i == "COPY" and not a.startswith("--from")
+              for source in a.split()[:-1]]
+    for source in copied:  # each is let back in, itself or a folder above it
+        assert any(source == k or source.startswith(f"{k}/") for k in kept), source
+
+
+def test_the_image_runs_the_command_the_readme_documents():
+    steps = dockerfile()
+    (entrypoint,) = [exec_form(a) for i, a in steps if i == "ENTRYPOINT"]
+    (cmd,) = [exec_form(a) for i, a in steps if i == "CMD"]
+    readme = (ROOT / "README.md").read_text()
+    documented = re.search(r"The image runs `([^`]+)`", readme)
+    assert documented, "README: the container section must say what the image runs"
+    assert entrypoint + cmd == shlex.split(documented.group(1))
+    config = cmd[cmd.index("--config") + 1]
+    assert any(i == "COPY" and a.endswith(config) for i, a in steps)
