@@ -9,9 +9,10 @@
 #
 # PyTorch's CUDA wheels carry their own CUDA runtime, so the slim Python base works on a GPU
 # host with the NVIDIA container toolkit; a CUDA base image is for sites that want the
-# system libraries too (it must provide python3 with venv, as the Ubuntu ones do after
-# apt-get install python3-venv, done below when python3 -m venv is missing).
-ARG BASE_IMAGE=python:3.12-slim
+# system libraries too (python3 and venv are installed on it with apt-get when missing).
+# The image holds the daemon and its commands, not the demo's embedded broker: run
+# `make demo` from a checkout for that.
+ARG BASE_IMAGE=python:3.11-slim
 
 # ---- build: a virtual environment with torch and streamlearn, nothing else ---------------
 FROM ${BASE_IMAGE} AS build
@@ -29,7 +30,7 @@ RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY streamlearn ./streamlearn
-RUN pip install . && pip uninstall -y pip setuptools wheel 2>/dev/null || true
+RUN pip install .
 
 # ---- runtime: the environment, a config, a non-root user, a volume ------------------------
 FROM ${BASE_IMAGE} AS runtime
