@@ -167,25 +167,54 @@ def test_stop_grace_periods_cover_the_drain_budget():
 
 # -- Kubernetes ------------------------------------------------------------------------------
 
-def k8s_docs() -> list[dict[str, Any]]:
-    kustomization = load_all(DEPLOY / "k8s/kustomization.yaml")[0]
-    return [doc for name in kustomization["resources"]
-            for doc in load_all(DEPLOY / "k8s" / name)]
+def k8s_docs(overlay: str = "base") -> list[dict[str, Any]]:
+    """The manifests a kustomization lists, its bases' included (patches not applied)."""
+    folder = DEPLOY / "k8s" / overlay
+    kustomization = load_all(folder / "kustomization.yaml")[0]
+    docs = []
+    for name in kustomization["resources"]:
+        path = (folder / name).resolve()
+        docs += k8s_docs(str(path.relative_to(DEPLOY / "k8s"))) if path.is_dir() \
+            else load_all(path)
+    return docs
 
 
 def test_manifests_match_the_kubernetes_schemas():
     kinds = []
-    for doc in k8s_docs():
+    for doc in k8s_docs("monitoring"):
         kinds.append(doc["kind"])
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # a CRD: checked below
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     assert sorted(kinds) == ["ConfigMap", "Secret", "Service", "Service", "ServiceMonitor",
                              "StatefulSet"]
+    assert "ServiceMonitor" not in {d["kind"] for d in k8s_docs()}  # base: no CRD needed
+
+
+@pytest.mark.parametrize("overlay", ["base", "gpu", "monitoring"])
+def test_kustomize_builds_each_overlay_into_valid_manifests(overlay):
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl not installed: the overlays are checked file by file above")
+    built = subprocess.run([kubectl, "kustomize", str(DEPLOY / "k8s" / overlay)],
+                           capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    for doc in docs:
+        if not doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    names = [e["name"] for e in container["env"]]
+    if overlay == "gpu":
+        assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+        assert sorted(names) == ["STREAMLEARN_MODEL__DEVICE", "STREAMLEARN_SERVE__AUTH_TOKEN"]
+    else:
+        assert names == ["STREAMLEARN_SERVE__AUTH_TOKEN"]
 
 
 def test_service_monitor_scrapes_the_services_metrics_port():
-    docs = k8s_docs()
+    docs = k8s_docs("monitoring")
     (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert set(monitor["spec"]) == {"selector", "endpoints"}
     (endpoint,) = monitor["spec"]["endpoints"]
@@ -222,7 +251,7 @@ def test_statefulset_wires_config_secret_probes_and_volume():
 
 def test_gpu_overlay_asks_for_a_gpu_and_cuda():
     overlay = load_all(DEPLOY / "k8s/gpu/kustomization.yaml")[0]
-    assert overlay["resources"] == [".."]
+    assert overlay["resources"] == ["../base"]
     (patch,) = overlay["patches"]
     doc = load_all(DEPLOY / "k8s/gpu" / patch["path"])[0]
     (container,) = doc["spec"]["template"]["spec"]["containers"]
