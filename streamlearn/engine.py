@@ -3,8 +3,10 @@
 Prequential (test-then-train): every labeled sample is predicted with the model as it was
 before the sample, scored, and only then learned. Scaling follows the same rule for the
 prediction: a batch is scaled with the statistics from before it. The statistics then take
-the batch in and the learning step sees it scaled with them, so the very first batches
-(when the statistics know nothing yet) never reach the network unscaled.
+the batch's labeled rows in and the learning step sees it scaled with them, so the very
+first batches (when the statistics know nothing yet) never reach the network unscaled.
+Unlabeled rows never move the statistics: they change the model only through test-time
+adaptation (``adapt/``), behind its guards.
 The engine owns no I/O; the daemon feeds it and publishes what it returns.
 """
 

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from streamlearn.settings import Settings, load_settings
+from tests.support.deployfiles import alert_rules, dashboard, dashboard_exprs
 
 ROOT = Path(__file__).parents[2]
 DEPLOY = ROOT / "deploy"
@@ -47,8 +48,7 @@ def test_prometheus_config_and_rules_pass_promtool():
 
 def test_every_alert_fires_on_its_failure_and_not_before():
     promtool("test", "rules", "rules_test.yml", cwd=Path(__file__).parent)
-    alerts = {r["alert"] for g in load_all(DEPLOY / "prometheus/rules.yml")[0]["groups"]
-              for r in g["rules"]}
+    alerts = {rule["alert"] for rule in alert_rules()}
     tested = set(re.findall(r"alertname: (\w+)", (Path(__file__).parent /
                                                   "rules_test.yml").read_text()))
     assert alerts == tested, f"alerts without a unit test: {alerts - tested}"
@@ -65,16 +65,6 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
 
 
 # -- Grafana ---------------------------------------------------------------------------------
-
-def dashboard() -> dict[str, Any]:
-    return json.loads((DEPLOY / "grafana/dashboards/streamlearn.json").read_text())
-
-
-def dashboard_exprs() -> list[str]:
-    board = dashboard()
-    panels = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
-    return panels + [a["expr"] for a in board["annotations"]["list"]]
-
 
 def test_dashboard_covers_what_operators_watch_and_is_provisioned():
     board = dashboard()

@@ -3,24 +3,17 @@ daemon exports: scraped over HTTP, not read from the code."""
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 
-import yaml
+from tests.support.deployfiles import alert_rules, dashboard_exprs
 
-ROOT = Path(__file__).parents[2]
 METRIC = re.compile(r"\bstreamlearn_[a-z0-9_]+")
 HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
 
 
 def queried() -> dict[str, set[str]]:
-    board = json.loads((ROOT / "deploy/grafana/dashboards/streamlearn.json").read_text())
-    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
-    exprs += [a["expr"] for a in board["annotations"]["list"]]
-    rules = yaml.safe_load((ROOT / "deploy/prometheus/rules.yml").read_text())
-    alerts = [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    return {"dashboard": {m for e in exprs for m in METRIC.findall(e)},
+    alerts = [rule["expr"] for rule in alert_rules()]
+    return {"dashboard": {m for e in dashboard_exprs() for m in METRIC.findall(e)},
             "alerts": {m for e in alerts for m in METRIC.findall(e)}}
 
 
