@@ -55,8 +55,17 @@ class Running:
     channel: grpc.Channel
 
     @property
+    def http_port(self) -> int:
+        return self.service.http.port
+
+    @property
+    def grpc_port(self) -> int:
+        assert self.service.grpc is not None
+        return self.service.grpc.port
+
+    @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.service.http.port}"
+        return f"http://127.0.0.1:{self.http_port}"
 
     def stop(self) -> None:
         self.service.request_stop()
