@@ -44,6 +44,14 @@ class Service:
         self._servers_stopped = threading.Event()
         self._drain_thread: threading.Thread | None = None
 
+    @property
+    def http_port(self) -> int:
+        return self.http.port
+
+    @property
+    def grpc_port(self) -> int | None:
+        return self.grpc.port if self.grpc is not None else None
+
     def run(self) -> None:
         """Serve and learn until stopped; returns after the learner's final checkpoint."""
         self.http.start()
