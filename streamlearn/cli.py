@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="embedded broker + drifting stream + daemon, live",
                           description="Start an embedded Kafka-protocol broker, produce a "
                                       "drifting stream with recurring concepts, learn it live "
-                                      "and print a summary. Ctrl-C stops cleanly.")
+                                      "while serving it over HTTP and gRPC, print a "
+                                      "summary and write a PNG of the run. Ctrl-C stops "
+                                      "cleanly.")
     demo.add_argument("--samples", type=int, default=60_000, help="samples to produce")
     demo.add_argument("--duration", type=float, default=60.0, help="stop after this many s")
     demo.add_argument("--stream", default="agrawal", help="built-in stream (see produce)")
@@ -69,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--segment", type=int, default=10_000, help="samples per concept")
     demo.add_argument("--checkpoint-dir", type=Path, default=None,
                       help="where checkpoints go (default: a temporary directory)")
+    plot = demo.add_mutually_exclusive_group()
+    plot.add_argument("--plot", type=Path, default=Path("streamlearn-demo.png"),
+                      metavar="PATH", help="PNG of the run: accuracy, drift alarms, experts, "
+                      "concept changes (default: %(default)s; needs matplotlib)")
+    plot.add_argument("--no-plot", dest="plot", action="store_const", const=None,
+                      help="write no PNG")
     demo.set_defaults(handler=_demo)
 
     produce = sub.add_parser("produce", help="send a built-in stream or a JSON-lines file",

@@ -43,9 +43,28 @@ def test_produce_names_an_unknown_stream():
     assert done.returncode == 2 and "allowed: agrawal, sea" in done.stderr
 
 
-def test_demo_runs_its_own_broker_and_prints_a_summary():
+def test_demo_runs_its_own_broker_serves_and_prints_a_summary(tmp_path):
+    plot = tmp_path / "run.png"
     done = streamlearn("demo", "--samples", "3000", "--segment", "1000", "--duration", "60",
-                       "--rate", "1000", timeout=180)
+                       "--rate", "1000", "--plot", str(plot), timeout=180)
     assert done.returncode == 0, done.stderr
-    assert "summary: 3000 records sent" in done.stdout
-    assert "accuracy per concept segment" in done.stdout
+    out = done.stdout
+    assert "summary: 3000 records sent" in out
+    assert "accuracy per concept segment" in out
+    assert "serving: HTTP at http://127.0.0.1:" in out and ", gRPC at 127.0.0.1:" in out
+    curl = [line for line in out.splitlines() if line.startswith("curl ")]
+    assert len(curl) == 1 and "-H 'Content-Type: application/json'" in curl[0]
+    assert "served while learning: HTTP at http://127.0.0.1:" in out
+    assert "the curl request was answered: predictions [" in out
+    assert f"plot of the run written to {plot}" in out
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_demo_without_a_plot_writes_none(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "streamlearn", "demo", "--samples", "500",
+                           "--segment", "250", "--duration", "30", "--rate", "1000",
+                           "--no-plot"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "plot" not in done.stdout.split("summary:")[1]
+    assert list(tmp_path.iterdir()) == []
