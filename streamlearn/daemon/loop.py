@@ -1,0 +1,354 @@
+"""The daemon's lifecycle and its learner loop: restore, connect, learn, shut down.
+
+One learner thread (the one calling :meth:`Daemon.run`) owns the consumer, the engine and
+every piece of mutable learning state. Other threads only call :meth:`Daemon.request_stop`
+and read :attr:`Daemon.progress`, a frozen value replaced by one reference assignment.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Generic, cast, overload
+
+from kafka.errors import KafkaError
+from structlog.contextvars import bound_contextvars
+from typing_extensions import TypeVar
+
+from streamlearn.buffer import InputBuffer
+from streamlearn.checkpoint import FileCheckpointStore
+from streamlearn.checkpoint.state import CheckpointState, check_compatible
+from streamlearn.codecs import Codec
+from streamlearn.daemon.checkpointer import Checkpointer
+from streamlearn.daemon.endpoints import (
+    Endpoints,
+    ManagedSource,
+    SinkFactory,
+    SnapshotPublisher,
+    SourceFactory,
+)
+from streamlearn.daemon.gauges import Gauges, Progress
+from streamlearn.daemon.reporting import Reporter
+from streamlearn.drift.monitor import DriftEvent
+from streamlearn.engine import Engine
+from streamlearn.experts.member import PoolEvent
+from streamlearn.history import EventHistory
+from streamlearn.logging import get_logger
+from streamlearn.metrics import Metrics
+from streamlearn.protocols import Sink
+from streamlearn.serve.inbox import HTTP_RECORD, Inbox
+from streamlearn.serve.snapshot import SnapshotBoard
+from streamlearn.settings import Settings
+from streamlearn.types import DeadLetter, DecodedRecord, Offsets, Record, Sample, TopicPartition
+
+log = get_logger(__name__)
+
+# On shutdown the broker may be gone: bound every wait so SIGTERM finishes inside 10 s.
+_SHUTDOWN_FLUSH_S = 3.0
+_SHUTDOWN_CLOSE_S = 2.0
+
+Publisher = TypeVar("Publisher", bound=SnapshotPublisher, default=SnapshotBoard)
+
+
+class Daemon(Generic[Publisher]):
+    """Learns online from a source; made of four parts, each passed what it uses:
+
+    - this class: lifecycle (start, restore, connect, run, shutdown, request_stop) and the
+      learner loop (poll, decode, flow control, learn, serve the inbox, snapshots);
+    - :class:`~streamlearn.daemon.checkpointer.Checkpointer`: checkpoints, the offsets
+      bookkeeping (``positions``, ``known``) and the rebalance callbacks;
+    - :class:`~streamlearn.daemon.reporting.Reporter`: metrics, logs, events, dead letters
+      and histories of what each learning step did, and the counts it keeps;
+    - :class:`~streamlearn.daemon.gauges.Gauges`: the gauges and :class:`Progress`.
+
+    ``snapshots`` publishes serving snapshots (a :class:`SnapshotBoard` unless given).
+    """
+
+    @overload
+    def __init__(self: Daemon[SnapshotBoard], settings: Settings,
+                 source_factory: SourceFactory, sink_factory: SinkFactory,
+                 metrics: Metrics | None = None, *, snapshots: None = None) -> None: ...
+    @overload
+    def __init__(self: Daemon[Publisher], settings: Settings, source_factory: SourceFactory,
+                 sink_factory: SinkFactory, metrics: Metrics | None = None, *,
+                 snapshots: Publisher) -> None: ...
+    def __init__(self, settings: Settings, source_factory: SourceFactory, sink_factory:
+                 SinkFactory, metrics: Metrics | None = None, *,
+                 snapshots: Publisher | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.engine = Engine(settings.model, settings.engine, settings.drift, settings.experts,
+                             settings.adapt)
+        m = settings.model
+        self.codec = Codec(m.task, m.n_features, m.features, settings.engine.max_record_bytes,
+                           settings.engine.max_samples_per_record)
+        self._source_factory = source_factory
+        self._sink_factory = sink_factory
+        self.endpoints = Endpoints()
+        self.buffer = InputBuffer(settings.engine.max_batch, settings.engine.max_wait_ms / 1000)
+        self.checkpointer = Checkpointer(settings, self.metrics, self.engine, self.buffer,
+                                         self.endpoints, publish_snapshot=self._publish_snapshot)
+        self.ready = threading.Event()
+        # Serving's two windows into the learner: snapshots out, samples and requests in.
+        self.snapshots: Publisher = (cast(Publisher, SnapshotBoard(self.metrics))
+                                     if snapshots is None else snapshots)
+        self.inbox = Inbox(settings.serve.learn_queue_samples)
+        self.drift_history: EventHistory[DriftEvent] = EventHistory(settings.drift.history)
+        self.expert_history: EventHistory[PoolEvent] = EventHistory(settings.experts.history)
+        self.reporter = Reporter(self.metrics, self.engine, self.endpoints,
+                                 self.drift_history, self.expert_history)
+        self.gauges = Gauges(settings, self.metrics, self.engine, self.buffer, self.endpoints,
+                             self.checkpointer, self.reporter)
+        self._last_publish = 0.0
+        self._stop = threading.Event()
+        self._paused = False
+
+    # -- the parts' state, where callers have always found it ------------------------------
+
+    @property
+    def source(self) -> ManagedSource | None:
+        return self.endpoints.source
+
+    @property
+    def sink(self) -> Sink | None:
+        return self.endpoints.sink
+
+    @property
+    def store(self) -> FileCheckpointStore | None:
+        return self.checkpointer.store
+
+    @property
+    def positions(self) -> Offsets:
+        return self.checkpointer.positions
+
+    @property
+    def known(self) -> Offsets:
+        return self.checkpointer.known
+
+    @property
+    def progress(self) -> Progress:
+        return self.gauges.progress
+
+    @property
+    def _last_gauges(self) -> float:  # tests force a gauge update by zeroing it
+        return self.gauges.last_update
+
+    @_last_gauges.setter
+    def _last_gauges(self, value: float) -> None:
+        self.gauges.last_update = value
+
+    def checkpoint(self, reason: str, flush_timeout_s: float | None = None) -> bool:
+        """Flush outputs, save state durably, then commit offsets. False if it did not."""
+        return self.checkpointer.checkpoint(reason, flush_timeout_s)
+
+    def on_assigned(self, partitions: list[TopicPartition]) -> None:
+        self.checkpointer.on_assigned(partitions)
+
+    def on_revoked(self, partitions: list[TopicPartition]) -> None:
+        self.checkpointer.on_revoked(partitions)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        """Restore, connect, learn until asked to stop, then checkpoint and close."""
+        if not self.start():
+            return
+        try:
+            while not self._stop.is_set():
+                self.step()
+        finally:
+            self.shutdown()
+
+    def start(self) -> bool:
+        """Restore the newest valid checkpoint and connect; False if stopped meanwhile."""
+        self.restore()
+        self._publish_snapshot()  # serving answers from the restored model, broker or not
+        self._publish_progress()
+        if not self._connect():
+            return False
+        self.ready.set()
+        log.info("daemon_ready", topic=self.settings.kafka.input_topic,
+                 group=self.settings.kafka.group_id)
+        return True
+
+    def restore(self) -> None:
+        if self.store is None:
+            return
+        removed = self.store.remove_partial()
+        if removed:
+            log.warning("checkpoint_partial_removed", files=[str(p) for p in removed])
+        loaded = self.store.load_latest()
+        if loaded is None:
+            if self.store.files():
+                log.warning("checkpoint_none_valid", action="cold start from committed offsets")
+            else:
+                log.info("checkpoint_none", action="cold start from committed offsets")
+            return
+        state = CheckpointState.from_dict(loaded.state)
+        check_compatible(state, self.settings.model, loaded.path)
+        self.engine.load_state_dict(state.engine)
+        self.checkpointer.resume(state.offsets)
+        self._sync_codec()
+        self.metrics.checkpoint_done()
+        log.info("checkpoint_restored", path=str(loaded.path), skipped=len(loaded.skipped),
+                 samples_learned=self.engine.samples_learned,
+                 offsets={f"{tp.topic}/{tp.partition}": o for tp, o in self.known.items()})
+
+    def _connect(self) -> bool:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                self.endpoints.sink = self.sink or self._sink_factory(self.metrics)
+                self.endpoints.source = self._source_factory(self)
+                return True
+            except KafkaError as exc:
+                log.warning("broker_unreachable", error=str(exc), retry_in_s=delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+        return False
+
+    def shutdown(self) -> None:
+        """Learn what serving queued, checkpoint (outputs flushed first), commit, close."""
+        if self.sink is not None:
+            self._serve_inbox()
+        self.checkpoint("shutdown", flush_timeout_s=_SHUTDOWN_FLUSH_S)
+        if self.source is not None:
+            # Commit only what the last checkpoint holds; never ahead of it.
+            self.source.close(commit=None if self.checkpointer.dirty else dict(self.positions))
+        if self.sink is not None:
+            self.sink.close()
+        self._publish_progress()
+        log.info("daemon_stopped", samples_learned=self.engine.samples_learned)
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def step(self) -> None:
+        assert self.source is not None
+        busy = self.buffer.due() or self.inbox.pending()
+        wait = 0.0 if busy else min(self.buffer.wait_left(),
+                                    self.settings.kafka.poll_timeout_ms / 1000)
+        records = self.source.poll(self.settings.kafka.max_poll_records, wait)
+        if records:
+            self._accept(records)
+        self._flow_control()
+        while self.buffer.due() and not self._stop.is_set():
+            self._learn(self.buffer.take())
+            if self._paused:
+                break  # go back to poll() so the group keeps seeing us while we catch up
+        self._serve_inbox()
+        self.checkpointer.maybe_checkpoint()
+        self._maybe_publish_snapshot()
+        self._maybe_update_gauges()
+
+    def _accept(self, records: list[Any]) -> None:
+        decoded = [self.codec.decode(record) for record in records]
+        self.buffer.add(decoded)
+        self.reporter.consumed(records[0].topic, len(records))
+
+    def _flow_control(self) -> None:
+        assert self.source is not None
+        limit = self.settings.kafka.max_buffered_samples
+        if not self._paused and self.buffer.samples > limit:
+            self.source.pause()
+            self._paused = True
+            log.info("input_paused", buffered=self.buffer.samples)
+        elif self._paused and self.buffer.samples < limit // 2:
+            self.source.resume()
+            self._paused = False
+            log.info("input_resumed", buffered=self.buffer.samples)
+        self.metrics.partitions_paused.set(int(self._paused))
+
+    def _learn(self, records: list[DecodedRecord]) -> None:
+        # Every line logged while this batch is handled names the records it came from.
+        first, last = records[0].record, records[-1].record
+        with bound_contextvars(topic=first.topic, partition=first.partition,
+                               offset=first.offset, last_partition=last.partition,
+                               last_offset=last.offset):
+            self._learn_records(records)
+
+    def _learn_records(self, records: list[DecodedRecord]) -> None:
+        samples = [s for r in records for s in r.samples]
+        origins = [(r.record, i if len(r.samples) > 1 else None)
+                   for r in records for i in range(len(r.samples))]
+        dead = [d for r in records for d in r.dead_letters]
+        self._learn_samples(samples, origins, dead)
+        self.checkpointer.advance(records)
+
+    def _learn_samples(self, samples: list[Sample], origins: list[tuple[Record, int | None]],
+                       dead: list[DeadLetter]) -> None:
+        """Learn in micro-batches; ``origins[i]`` names where sample i came from."""
+        step = self.settings.engine.max_batch
+        for start in range(0, len(samples), step):
+            chunk = samples[start: start + step]
+            began = time.perf_counter()
+            result = self.engine.process(chunk)
+            self.metrics.learn_latency.observe(time.perf_counter() - began)
+            self.metrics.batch_size.observe(len(chunk))
+            dead += self.reporter.rejected(result, chunk, origins[start: start + step])
+            self.reporter.publish(result)
+            self._maybe_publish_snapshot()  # a long backlog must not freeze serving
+        if dead:
+            self.reporter.dead_letter(dead)
+        self._sync_codec()
+        self.checkpointer.mark_dirty(len(samples) + len(dead))
+
+    def _serve_inbox(self) -> None:
+        """Learn samples posted over HTTP and answer checkpoint requests."""
+        rows = self.inbox.take_rows()
+        if rows:
+            self.reporter.adapted(self.engine.adapt(rows))
+            # Moved weights or rows waiting: both belong in a checkpoint.
+            self.checkpointer.mark_dirty()
+        samples = self.inbox.take(self.inbox.capacity)
+        if samples:
+            origins: list[tuple[Record, int | None]] = [(HTTP_RECORD, i)
+                                                        for i in range(len(samples))]
+            self._learn_samples(samples, origins, [])
+        for request in self.inbox.take_checkpoint_requests():
+            saved = self.checkpoint("api")
+            request.set_result({
+                "saved": saved, "path": self.checkpointer.last_path,
+                "samples_learned": self.engine.samples_learned,
+                "offsets": {f"{tp.topic}/{tp.partition}": o
+                            for tp, o in self.checkpointer.offsets().items()},
+            })
+
+    def _sync_codec(self) -> None:
+        if self.codec.n_features is None and self.engine.n_features is not None:
+            self.codec.n_features = self.engine.n_features
+
+    # -- snapshots and progress ------------------------------------------------------------
+
+    def _maybe_publish_snapshot(self) -> None:
+        interval = self.settings.serve.publish_interval_ms / 1000
+        if time.monotonic() - self._last_publish >= interval:
+            self._publish_snapshot()
+
+    def _publish_snapshot(self) -> None:
+        self._last_publish = time.monotonic()
+        if self.engine.version > 0:  # an untrained model has nothing worth serving
+            self.snapshots.publish_from(self.engine)
+
+    def _maybe_update_gauges(self) -> None:
+        self.gauges.maybe_update(self._paused)
+
+    def _publish_progress(self) -> None:
+        self.gauges.publish_progress(self._paused)
+
+
+def kafka_daemon(settings: Settings, metrics: Metrics | None = None) -> Daemon:
+    """The production wiring: a Kafka consumer group in, Kafka topics out."""
+    from streamlearn.sinks.kafka import KafkaSink
+    from streamlearn.sources.kafka import KafkaSource
+
+    return Daemon(settings,
+                  source_factory=lambda listener: KafkaSource(settings.kafka, listener),
+                  sink_factory=lambda metrics: KafkaSink(settings.kafka, metrics),
+                  metrics=metrics)

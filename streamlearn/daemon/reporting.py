@@ -1,0 +1,153 @@
+"""The learner's outward-facing side: metrics, logs, the events topic, dead letters, histories.
+
+Every step result the engine hands back is counted, logged and published here; the counts
+kept along the way (records consumed and invalid, drifts, expert decisions, adaptation)
+feed :class:`~streamlearn.daemon.gauges.Progress`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+from structlog.contextvars import bound_contextvars
+
+from streamlearn.adapt import AdaptReport
+from streamlearn.daemon.endpoints import Endpoints
+from streamlearn.drift.monitor import DriftEvent
+from streamlearn.engine import Engine, StepResult
+from streamlearn.experts.member import PoolEvent
+from streamlearn.history import EventHistory
+from streamlearn.logging import get_logger
+from streamlearn.metrics import Metrics
+from streamlearn.ratelimit import LogLimiter
+from streamlearn.types import DeadLetter, Record, Sample
+
+log = get_logger(__name__)
+
+
+class Reporter:
+    """Publishes what the engine did and keeps count: ``counts``, ``drifts``, the last drift.
+
+    ``counts`` keys: ``consumed``, ``invalid``, ``adapted``, ``adapt_resets`` and
+    ``expert_<kind>`` for each decision of the expert pool.
+    """
+
+    def __init__(self, metrics: Metrics, engine: Engine, endpoints: Endpoints,
+                 drift_history: EventHistory[DriftEvent],
+                 expert_history: EventHistory[PoolEvent]) -> None:
+        self.metrics = metrics
+        self.engine = engine
+        self.endpoints = endpoints
+        self.drift_history = drift_history
+        self.expert_history = expert_history
+        self.counts: Counter[str] = Counter()
+        self.drifts = 0  # drifts detected since start
+        self.last_drift_sample: int | None = None
+        self._dead_log = LogLimiter(per_second=10)
+
+    def consumed(self, topic: str, records: int) -> None:
+        self.counts["consumed"] += records
+        self.metrics.records_consumed.labels(topic=topic).inc(records)
+
+    def publish(self, result: StepResult) -> None:
+        sink = self.endpoints.sink
+        assert sink is not None
+        if result.labeled:
+            self.metrics.samples_learned.inc(result.labeled)
+            self.metrics.predictions.labels(kind="prequential").inc(result.labeled)
+        if result.predictions:
+            sink.predictions(result.predictions)
+            self.metrics.predictions.labels(kind="unlabeled").inc(len(result.predictions))
+        if result.drift_events:
+            self._drift_events(result.drift_events)
+        if result.pool_events:
+            self._pool_events(result.pool_events)
+        self.adapted(result.adapt)
+
+    def adapted(self, report: AdaptReport) -> None:
+        """Count what test-time adaptation did; a reset is logged and published."""
+        if not report.steps:
+            return
+        sink = self.endpoints.sink
+        assert sink is not None
+        self.metrics.tta_adapted.inc(report.adapted)
+        self.metrics.tta_skipped.inc(report.skipped)
+        if report.entropy is not None:
+            self.metrics.tta_entropy.set(report.entropy)
+        self.counts["adapted"] += report.adapted
+        for expert, reason in report.resets:
+            self.metrics.tta_resets.labels(reason=reason).inc()
+            self.counts["adapt_resets"] += 1
+            log.warning("tta_reset", expert=expert, reason=reason,
+                        model_version=self.engine.version)
+            sink.event("tta_reset", {"expert": expert, "reason": reason,
+                                     "model_version": self.engine.version})
+
+    def _drift_events(self, events: list[DriftEvent]) -> None:
+        """Count, log and keep every event; drifts also go to the events topic."""
+        sink = self.endpoints.sink
+        assert sink is not None
+        self.drift_history.extend(events)
+        for event in events:
+            labels = {"detector": event.detector, "expert": event.expert}
+            if event.kind == "warning":
+                self.metrics.drift_warnings.labels(**labels).inc()
+                log.debug("drift_warning", **labels, sample=event.sample)
+                continue
+            self.metrics.drift_events.labels(**labels).inc()
+            self.drifts += 1
+            self.last_drift_sample = event.sample
+            log.warning("drift_detected", **labels, sample=event.sample,
+                        model_version=event.model_version)
+            sink.event("drift", event.to_dict())
+
+    def _pool_events(self, events: list[PoolEvent]) -> None:
+        """Count, log, keep and publish every decision of the expert pool."""
+        sink = self.endpoints.sink
+        assert sink is not None
+        self.expert_history.extend(events)
+        for event in events:
+            self.metrics.expert_events.labels(kind=event.kind).inc()
+            self.counts[f"expert_{event.kind}"] += 1
+            if event.kind in ("prune", "merge"):
+                self.metrics.expert_active.remove(event.expert)
+                self.metrics.expert_accuracy.remove(event.expert)
+            payload = {k: v for k, v in event.to_dict().items() if k != "kind"}
+            log.info(f"expert_{event.kind}", **payload)
+            sink.event(f"expert_{event.kind}", payload)
+
+    # -- dead letters ----------------------------------------------------------------------
+
+    @staticmethod
+    def rejected(result: StepResult, chunk: list[Sample],
+                 origins: list[tuple[Record, int | None]]) -> list[DeadLetter]:
+        """Dead letters for the samples of ``chunk`` the engine refused, with their origin."""
+        out = []
+        for rejection in result.rejections:
+            record, index = origins[rejection.index]
+            value = _sample_json(chunk[rejection.index])
+            out.append(DeadLetter(value, rejection.reason, rejection.detail, record, index))
+        return out
+
+    def dead_letter(self, items: list[DeadLetter]) -> None:
+        sink = self.endpoints.sink
+        assert sink is not None
+        sink.dead_letters(items)
+        for item in items:
+            self.metrics.records_invalid.labels(reason=item.reason).inc()
+            self.counts["invalid"] += 1
+            if self._dead_log.allow():
+                with bound_contextvars(topic=item.source.topic,
+                                       partition=item.source.partition,
+                                       offset=item.source.offset):
+                    log.warning("record_invalid", sample_index=item.sample_index,
+                                reason=item.reason, detail=item.detail)
+        if suppressed := self._dead_log.take_suppressed():
+            log.warning("record_invalid_suppressed", count=suppressed)
+
+
+def _sample_json(sample: Any) -> bytes:
+    return json.dumps({"x": sample.x, "y": sample.y, "id": sample.id, "task": sample.task,
+                       "ts": sample.ts}).encode()
