@@ -108,40 +108,53 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from streamlearn.daemon import kafka_daemon
     from streamlearn.settings import load_settings
 
     settings = load_settings(args.config)
     configure_logging(settings.log.level, settings.log.format)
+    if not settings.serve.enabled:
+        return _run_learner_only(settings)
+    from streamlearn.runtime.processes import ProcessLearner
+    from streamlearn.service import Service
+
+    try:
+        service = Service(ProcessLearner(settings))
+        if settings.metrics.enabled:
+            port = service.serve_metrics(settings.metrics.host, settings.metrics.port)
+            log.info("metrics_listening", host=settings.metrics.host, port=port)
+    except OSError as exc:
+        raise StreamlearnError(f"serve: cannot listen on {settings.serve.host} "
+                               f"(http_port {settings.serve.http_port}, grpc_port "
+                               f"{settings.serve.grpc_port}, metrics port "
+                               f"{settings.metrics.port}): {exc}") from None
+    _install_signal_handlers(service.request_stop, service.kill)
+    return service.run()
+
+
+def _run_learner_only(settings: Any) -> int:
+    """No serving: the learner alone, in this process, as one needs nothing else."""
+    from streamlearn.daemon import kafka_daemon
+
     daemon = kafka_daemon(settings)
     if settings.metrics.enabled:
         port, _ = daemon.metrics.serve(settings.metrics.host, settings.metrics.port)
         log.info("metrics_listening", host=settings.metrics.host, port=port)
-    if not settings.serve.enabled:
-        _install_signal_handlers(daemon.request_stop)
-        daemon.run()
-        return 0
-    from streamlearn.service import Service
-
-    try:
-        service = Service(daemon)
-    except OSError as exc:
-        raise StreamlearnError(f"serve: cannot listen on {settings.serve.host} "
-                               f"(http_port {settings.serve.http_port}, grpc_port "
-                               f"{settings.serve.grpc_port}): {exc}") from None
-    _install_signal_handlers(service.request_stop)
-    service.run()
+    _install_signal_handlers(daemon.request_stop)
+    daemon.run()
     return 0
 
 
-def _install_signal_handlers(stop: Any) -> None:
-    """First SIGTERM/SIGINT: finish the batch, checkpoint, exit 0. Second: exit at once
-    (safe: checkpoint files are replaced atomically, a half-written one is only a .tmp)."""
+def _install_signal_handlers(stop: Any, kill: Any = None) -> None:
+    """First SIGTERM/SIGINT: finish the batch, checkpoint, exit 0. Second: kill the children
+    and exit at once (safe: checkpoint files are replaced atomically, a half-written one is
+    only a .tmp)."""
     received = {"count": 0}
 
     def handler(signum: int, frame: FrameType | None) -> None:
         received["count"] += 1
         if received["count"] > 1:
+            if kill is not None:
+                kill()
             os._exit(EXIT_SECOND_SIGNAL)
         log.info("stop_requested", signal=signal.Signals(signum).name)
         stop()

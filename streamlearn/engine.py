@@ -25,10 +25,10 @@ from streamlearn.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.experts.expert import build_expert, resolve_device
 from streamlearn.experts.member import PoolEvent
 from streamlearn.experts.pool import ExpertPool
-from streamlearn.experts.selector import rows_by_expert
 from streamlearn.logging import get_logger
 from streamlearn.models import batch_norms
 from streamlearn.preprocess import LabelIndex, RunningStandardizer
+from streamlearn.predictor import Predictor
 from streamlearn.prequential import PrequentialStats
 from streamlearn.protocols import Expert, StateDict
 from streamlearn.settings import (
@@ -301,42 +301,35 @@ class Engine:
             self.adapter.labeled(self.pool.active_id, x, y)
         return losses
 
+    def predictor(self) -> Predictor:
+        """The live experts and selector behind the one forward path serving also uses."""
+        assert self.pool is not None
+        forwards = {id_: m.expert.predict for id_, m in self.pool.members.items()}
+        return Predictor(self.settings.task, self.labels.labels, forwards, self.pool.route,
+                         self.device, self.scaler, self.target_scaler)
+
     def _predict(self, x: Tensor, ids: list[str | None], experts: list[str]
                  ) -> list[Prediction]:
-        out = self._routed_outputs(x, experts)
+        predictor = self.predictor()
+        answer = predictor.decode(predictor.outputs(x, experts), experts)
         self.samples_predicted += len(ids)
-        if not self.is_classifier:
-            values = out.unsqueeze(1)
-            if self.target_scaler is not None:
-                values = self.target_scaler.inverse(values)
+        if answer.probabilities is None:  # regression
             return [Prediction(id_, float(v), None, self.version, e)
-                    for id_, v, e in zip(ids, values.squeeze(1).tolist(), experts, strict=True)]
-        n = len(self.labels)
-        if n == 0:
+                    for id_, v, e in zip(ids, answer.predictions, experts, strict=True)]
+        if not answer.predictions:  # no class learned yet
             return [Prediction(id_, None, None, self.version, e)
                     for id_, e in zip(ids, experts, strict=True)]
-        probs = torch.softmax(out[:, :n], dim=1)
         names = [str(label) for label in self.labels.labels]
         return [
-            Prediction(id_, self.labels.decode(int(row.argmax())),
-                       dict(zip(names, row.tolist(), strict=True)), self.version, e)
-            for id_, row, e in zip(ids, probs, experts, strict=True)
+            Prediction(id_, label, dict(zip(names, row.tolist(), strict=True)),
+                       self.version, e)
+            for id_, label, row, e in zip(ids, answer.predictions, answer.probabilities,
+                                          experts, strict=True)
         ]
 
     def _routed_outputs(self, x: Tensor, experts: list[str]) -> Tensor:
         """Each row's outputs from its expert, on the CPU."""
-        assert self.pool is not None
-        first = experts[0]
-        if all(e == first for e in experts):  # the common case: one forward pass
-            return self.pool.members[first].expert.predict(x).cpu()
-        out: Tensor | None = None
-        for expert, rows in rows_by_expert(experts).items():
-            part = self.pool.members[expert].expert.predict(x[rows]).cpu()
-            if out is None:
-                out = part.new_zeros((x.shape[0], *part.shape[1:]))
-            out[rows] = part
-        assert out is not None
-        return out
+        return self.predictor().outputs(x, experts)
 
     def state_dict(self) -> StateDict:
         return {

@@ -19,6 +19,7 @@ from prometheus_client import (
     Gauge,
     Histogram,
     Info,
+    generate_latest,
     start_http_server,
 )
 
@@ -150,11 +151,41 @@ class Metrics:
         self.tta_entropy = Gauge(
             "streamlearn_tta_prediction_entropy", "Mean prediction entropy (0..1 of its "
             "maximum) of the latest adaptation batch.", registry=r)
-        self.tta_rows_dropped = Counter(
-            "streamlearn_tta_request_rows_dropped", "Served rows not adapted on because the "
-            "queue to the learner was full (adapt.on_requests).", registry=r)
 
     def _serving(self, r: CollectorRegistry) -> None:
+        """The learner's side of serving: snapshots it publishes, requests it was handed."""
+        self.snapshot_publishes = Counter(
+            "streamlearn_snapshot_publishes", "Serving snapshots built, by result.", ["result"],
+            registry=r)
+        self.learn_queue_samples = Gauge(
+            "streamlearn_learn_queue_samples", "Samples from POST /v1/learn waiting for the "
+            "learner.", registry=r)
+
+    def checkpoint_done(self) -> None:
+        self._last_checkpoint = time.monotonic()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def serve(self, host: str, port: int) -> tuple[int, threading.Thread]:
+        """Expose ``/metrics`` on a background thread; returns the bound port."""
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_port), thread
+
+
+class ServingMetrics:
+    """What serving processes count, summed or combined across all of them.
+
+    Serving runs in ``serve.workers`` processes that come and go, so these live in
+    prometheus-client's multiprocess mode (values in files under ``PROMETHEUS_MULTIPROC_DIR``,
+    set by the parent before a serving process starts): counters and histograms add up over
+    every process that ever served, gauges say how each is combined. The learner's metrics
+    (:class:`Metrics`) stay in the learner's own registry; ``/metrics`` shows both.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = registry or CollectorRegistry()
+        self.registry = r
         self.requests = Counter(
             "streamlearn_requests", "Serving requests answered, by transport, endpoint "
             "(route template or gRPC method) and status code.",
@@ -166,27 +197,26 @@ class Metrics:
             "streamlearn_requests_rejected", "Serving requests refused, by reason.",
             ["transport", "reason"], registry=r)
         self.requests_in_flight = Gauge(
-            "streamlearn_requests_in_flight", "Serving requests being answered now.",
-            ["transport"], registry=r)
+            "streamlearn_requests_in_flight", "Serving requests being answered now, over all "
+            "serving processes.", ["transport"], registry=r, multiprocess_mode="livesum")
         self.served_model_version = Gauge(
-            "streamlearn_served_model_version", "Model version of the snapshot being served.",
-            registry=r)
+            "streamlearn_served_model_version", "Model version of the snapshot being served "
+            "(the oldest any serving process holds).", registry=r, multiprocess_mode="livemin")
         self.snapshot_age = Gauge(
             "streamlearn_snapshot_age_seconds", "Seconds since the served snapshot was last "
-            "known to match the learner.", registry=r)
-        self.snapshot_publishes = Counter(
-            "streamlearn_snapshot_publishes", "Serving snapshots built, by result.", ["result"],
-            registry=r)
-        self.learn_queue_samples = Gauge(
-            "streamlearn_learn_queue_samples", "Samples from POST /v1/learn waiting for the "
-            "learner.", registry=r)
+            "known to match the learner (the largest over serving processes).", registry=r,
+            multiprocess_mode="livemax")
         self.serving_ready = Gauge(
-            "streamlearn_serving_ready", "1 while the server answers ready.", registry=r)
-
-    def checkpoint_done(self) -> None:
-        self._last_checkpoint = time.monotonic()
-
-    def serve(self, host: str, port: int) -> tuple[int, threading.Thread]:
-        """Expose ``/metrics`` on a background thread; returns the bound port."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-        return int(server.server_port), thread
+            "streamlearn_serving_ready", "1 while every serving process answers ready.",
+            registry=r, multiprocess_mode="livemin")
+        self.learner_up = Gauge(
+            "streamlearn_learner_up", "1 while every serving process is connected to the "
+            "learner; 0 while the learner is down or restarting (serving is not ready then).",
+            registry=r, multiprocess_mode="livemin")
+        self.tta_rows_dropped = Counter(
+            "streamlearn_tta_request_rows_dropped", "Served rows not adapted on because the "
+            "queue to the learner was full or the learner was down (adapt.on_requests).",
+            registry=r)
+        self.serving_processes = Gauge(
+            "streamlearn_serving_processes", "Serving processes alive.", registry=r,
+            multiprocess_mode="livesum")

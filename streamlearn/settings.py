@@ -158,6 +158,9 @@ class ServeSettings(Section):
     grpc_enabled: bool = True
     grpc_port: int = Field(8081, ge=0, le=65535)
     grpc_workers: int = Field(8, ge=1)
+    # Serving processes, beside the learner's own. One answers thousands of small requests a
+    # second; more help only where there are cores for them.
+    workers: int = Field(1, ge=1, le=64)
     # The name clients address in /v2/models/{name}; one model per daemon.
     model_name: str = Field("streamlearn", pattern=r"^[A-Za-z0-9_.-]+$")
     # The input tensor's name in model metadata and infer requests.

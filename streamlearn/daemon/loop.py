@@ -88,7 +88,9 @@ class Daemon(Generic[Publisher]):
         self.buffer = InputBuffer(settings.engine.max_batch, settings.engine.max_wait_ms / 1000)
         self.checkpointer = Checkpointer(settings, self.metrics, self.engine, self.buffer,
                                          self.endpoints, publish_snapshot=self._publish_snapshot)
-        self.ready = threading.Event()
+        self.ready = threading.Event()  # connected to the broker and learning
+        # Restored and published: what serves this learner may answer for it from now on.
+        self.restored = threading.Event()
         # Serving's two windows into the learner: snapshots out, samples and requests in.
         self.snapshots: Publisher = (cast(Publisher, SnapshotBoard(self.metrics))
                                      if snapshots is None else snapshots)
@@ -171,6 +173,7 @@ class Daemon(Generic[Publisher]):
         self.restore()
         self._publish_snapshot()  # serving answers from the restored model, broker or not
         self._publish_progress()
+        self.restored.set()
         if not self._connect():
             return False
         self.ready.set()

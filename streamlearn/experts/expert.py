@@ -60,6 +60,17 @@ class NeuralExpert:
 def build_expert(settings: ModelSettings, n_features: int, device: torch.device,
                  seed: int | None = None) -> Expert:
     """The expert the settings describe, seeded (``model.seed`` unless given), on ``device``."""
+    built = build_network(settings, n_features, seed)
+    if not isinstance(built, nn.Module):
+        return built
+    module = built.to(device)
+    return NeuralExpert(module, _optimizer(settings, module), settings.task)
+
+
+def build_network(settings: ModelSettings, n_features: int,
+                  seed: int | None = None) -> nn.Module | Expert:
+    """The network the settings describe, without an optimizer (what serving rebuilds), or
+    the whole Expert a user's factory returned."""
     n_outputs = settings.max_classes if settings.task == "classification" else 1
     torch.manual_seed(settings.seed if seed is None else seed)
     if settings.factory is not None:
@@ -69,11 +80,8 @@ def build_expert(settings: ModelSettings, n_features: int, device: torch.device,
             if not all(hasattr(built, m) for m in ("predict", "learn", "state_dict")):
                 raise ModelError("model.factory: must return a torch.nn.Module or an Expert")
             return cast(Expert, built)
-        module = built
-    else:
-        module = _build_module(settings, n_features, n_outputs)
-    module = module.to(device)
-    return NeuralExpert(module, _optimizer(settings, module), settings.task)
+        return built
+    return _build_module(settings, n_features, n_outputs)
 
 
 def _build_module(settings: ModelSettings, n_features: int, n_outputs: int) -> nn.Module:

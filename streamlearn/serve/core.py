@@ -2,28 +2,27 @@
 
 Every method reads the current snapshot once (one reference read) and works on that object
 alone, so a response is always one complete model version. Nothing here touches the
-learner's state: labeled samples and checkpoint requests go through the :class:`Inbox`.
+learner's state: it lives in another process, reached through a :class:`LearnerClient`
+(labeled samples, rows to adapt on and checkpoint requests go in; what the learner last
+published about itself comes back as a :class:`LearnerView`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
+import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from concurrent.futures import Future
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import streamlearn
 from streamlearn.codecs import Codec
-from streamlearn.drift.monitor import DriftEvent
 from streamlearn.errors import CodecError, RequestError
-from streamlearn.experts.member import PoolEvent
-from streamlearn.history import EventHistory
-from streamlearn.metrics import Metrics
+from streamlearn.metrics import ServingMetrics
 from streamlearn.serve.auth import TokenAuth
-from streamlearn.serve.inbox import Inbox
 from streamlearn.serve.snapshot import Snapshot, SnapshotBoard
 from streamlearn.serve.tensors import TensorIn, TensorOut, label_datatype, label_tensor, to_features
 from streamlearn.settings import Settings
@@ -44,30 +43,47 @@ class InferAnswer:
     parameters: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class LearnerView:
+    """What the learner last published about itself (it may be a moment old)."""
+
+    progress: dict[str, Any] | None = None  # the learner's Progress, JSON-safe
+    pid: int | None = None  # the learner's process
+    learn_queue: dict[str, int] = field(default_factory=dict)  # samples, capacity
+    drift_events: list[dict[str, Any]] = field(default_factory=list)  # oldest first
+    expert_events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class LearnerClient(Protocol):
+    """Serving's only way to the learner, which runs in another process."""
+
+    @property
+    def up(self) -> bool: ...  # connected: the learner is running and answering
+
+    def learn(self, samples: list[Sample]) -> Future[dict[str, int]]: ...
+
+    def adapt_on(self, rows: list[list[float]]) -> None: ...
+
+    def checkpoint(self) -> Future[dict[str, Any]]: ...
+
+    def view(self) -> LearnerView: ...
+
+
 class ServingCore:
-    def __init__(self, settings: Settings, board: SnapshotBoard, inbox: Inbox,
-                 metrics: Metrics, progress: Callable[[], Any] = lambda: None,
-                 drift_history: EventHistory[DriftEvent] | None = None,
-                 expert_history: EventHistory[PoolEvent] | None = None) -> None:
+    def __init__(self, settings: Settings, board: SnapshotBoard, learner: LearnerClient,
+                 metrics: ServingMetrics) -> None:
         self.settings = settings
         self.serve = settings.serve
         self.board = board
-        self.inbox = inbox
+        self.learner = learner
         self.metrics = metrics
         self.auth = TokenAuth.from_settings(settings.serve)
-        # Written by the learner as drifts happen; older events live in the events topic.
-        self.drift_history = drift_history or EventHistory(settings.drift.history)
-        self.expert_history = expert_history or EventHistory(settings.experts.history)
-        self._progress = progress
         # Whether "auto" adapts depends on the network; the learner drops rows it will not use.
         self._adapt_on_requests = settings.adapt.on_requests and settings.adapt.method != "none"
         self._draining = threading.Event()
         self._started = time.time()
         m = settings.model
         self._codec = Codec(m.task, m.n_features, m.features, settings.engine.max_record_bytes)
-        metrics.snapshot_age.set_function(board.age)
-        metrics.learn_queue_samples.set_function(lambda: inbox.samples)
-        metrics.serving_ready.set_function(lambda: float(self.ready()))
 
     # -- health ----------------------------------------------------------------------------
 
@@ -75,7 +91,9 @@ class ServingCore:
         return True
 
     def ready(self) -> bool:
-        return self.board.current is not None and not self._draining.is_set()
+        """A snapshot to answer from, a learner behind it, and not shutting down."""
+        return (self.board.current is not None and self.learner.up
+                and not self._draining.is_set())
 
     def begin_drain(self) -> None:
         self._draining.set()
@@ -140,9 +158,7 @@ class ServingCore:
         x = self._features(inputs, snapshot)
         result = snapshot.predict(x)
         if self._adapt_on_requests:
-            dropped = self.inbox.offer_rows(x.tolist())
-            if dropped:
-                self.metrics.tta_rows_dropped.inc(dropped)
+            self.learner.adapt_on(x.tolist())
         rows = x.shape[0]
         produced: dict[str, TensorOut] = {}
         if snapshot.task == "regression":
@@ -193,17 +209,18 @@ class ServingCore:
 
     # -- learning and admin ----------------------------------------------------------------
 
-    def learn(self, items: list[Mapping[str, Any]]) -> int:
-        """Validate labeled samples and queue them for the learner, all or none."""
+    def learn(self, items: list[Mapping[str, Any]]) -> Future[dict[str, int]]:
+        """Validate labeled samples and hand them to the learner's queue, all or none.
+
+        Invalid samples raise at once; the future says how many were queued, or fails with
+        a :class:`RequestError` (queue full: 429; learner down: 503).
+        """
         if not items:
             raise RequestError(422, "schema", "samples: empty")
         samples = [self._labeled(i, item) for i, item in enumerate(items)]
         if self.draining:
             raise RequestError(503, "draining", "the server is shutting down")
-        if not self.inbox.offer(samples):
-            raise RequestError(429, "queue_full", f"learn queue full ({self.inbox.samples} of "
-                               f"{self.inbox.capacity} samples waiting); retry later")
-        return len(samples)
+        return self.learner.learn(samples)
 
     def _labeled(self, index: int, item: Mapping[str, Any]) -> Sample:
         snapshot = self.board.current
@@ -218,36 +235,45 @@ class ServingCore:
         return sample
 
     def request_checkpoint(self) -> Future[dict[str, Any]]:
-        return self.inbox.request_checkpoint()
+        return self.learner.checkpoint()
 
     def status(self) -> dict[str, Any]:
         snapshot = self.board.current
-        progress = self._progress()
+        view = self.learner.view()
         return {
             "ready": self.ready(),
             "draining": self.draining,
+            "learner_up": self.learner.up,
             "uptime_s": round(time.time() - self._started, 3),
             "model_name": self.serve.model_name,
             "served_version": snapshot.version if snapshot else None,
+            "served_created": snapshot.created if snapshot else None,
             "snapshot_age_s": round(self.board.age(), 3),
-            "learn_queue": {"samples": self.inbox.samples, "capacity": self.inbox.capacity},
-            "learner": _plain(progress),
+            "learn_queue": view.learn_queue,
+            "processes": {"serving": os.getpid(), "learner": view.pid},
+            "learner": view.progress,
         }
 
     def experts(self, events: int = 20) -> dict[str, Any]:
         """The pool as of the served snapshot, and its latest decisions (newest last)."""
         snapshot = self.board.current
-        recent = self.expert_history.recent(events)
+        recent = _recent(self.learner.view().expert_events, events)
         if snapshot is None:
             return {"active": None, "experts": [], "events": recent}
         return {"active": snapshot.expert_id,
                 "experts": [dataclasses.asdict(e) for e in snapshot.experts],
                 "events": recent}
 
+    def drift_events(self, limit: int | None = None, expert: str | None = None,
+                     kind: str | None = None) -> list[dict[str, Any]]:
+        """The latest drift events the learner published, filtered, oldest first."""
+        events = [e for e in self.learner.view().drift_events
+                  if (expert is None or e.get("expert") == expert)
+                  and (kind is None or e.get("kind") == kind)]
+        return _recent(events, limit)
 
-def _plain(progress: Any) -> dict[str, Any] | None:
-    """The learner's progress as JSON-safe data (NaN, meaning "not yet", becomes null)."""
-    if not dataclasses.is_dataclass(progress) or isinstance(progress, type):
-        return None
-    return {k: None if isinstance(v, float) and math.isnan(v) else v
-            for k, v in dataclasses.asdict(progress).items()}
+
+def _recent(events: list[dict[str, Any]], limit: int | None) -> list[dict[str, Any]]:
+    if limit is None:
+        return events
+    return events[-limit:] if limit else []

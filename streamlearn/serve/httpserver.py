@@ -1,4 +1,9 @@
-"""uvicorn on a background thread, bound before it starts so the port is known at once."""
+"""uvicorn on a background thread, over a socket that is already listening.
+
+The supervisor binds and listens once (:mod:`streamlearn.runtime.sockets`); every serving
+process accepts on that same socket (inherited), so a serving process that restarts loses no
+connection the kernel queued.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,9 @@ _JOIN_MARGIN_S = 2.0
 
 
 class HttpServer:
-    def __init__(self, app: FastAPI, host: str, port: int, drain_timeout_s: float) -> None:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.socket(family, socket.SOCK_STREAM)
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.socket.bind((host, port))
-        self.port: int = self.socket.getsockname()[1]
+    def __init__(self, app: FastAPI, sock: socket.socket, drain_timeout_s: float) -> None:
+        self.socket = sock
+        self.port: int = sock.getsockname()[1]
         self._drain_timeout_s = drain_timeout_s
         config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=drain_timeout_s,  # type: ignore[arg-type]
@@ -40,4 +42,3 @@ class HttpServer:
         """Stop accepting; in-flight requests get the drain budget to finish."""
         self.server.should_exit = True
         self._thread.join(self._drain_timeout_s + _JOIN_MARGIN_S)
-        self.socket.close()

@@ -1,8 +1,11 @@
-"""A running daemon with its HTTP and gRPC servers on free loopback ports.
+"""A running service on free loopback ports: the learner in this process, serving in its own.
 
-The learner reads an in-memory source (no broker needed here; the Kafka path of serving is
-in tests/integration/test_serving_kafka.py), but every call below is a real HTTP or gRPC
-request over TCP.
+The learner reads an in-memory source (no broker needed here; the Kafka path of serving, with
+the learner as its own process too, is in tests/integration/test_serving_kafka.py), and runs
+as a thread of the test so tests can feed it and look at it. The HTTP and gRPC servers run in
+a serving process started by the service, as ``streamlearn run`` starts them: every call
+below is a real HTTP or gRPC request over TCP to another process, whose snapshots and
+requests to the learner cross the same files and socket as in production.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import random
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,12 +60,13 @@ class Running:
 
     @property
     def http_port(self) -> int:
-        return self.service.http.port
+        return self.service.http_port
 
     @property
     def grpc_port(self) -> int:
-        assert self.service.grpc is not None
-        return self.service.grpc.port
+        port = self.service.grpc_port
+        assert port is not None
+        return port
 
     @property
     def base(self) -> str:
@@ -69,8 +74,12 @@ class Running:
 
     def stop(self) -> None:
         self.service.request_stop()
-        self.thread.join(30)
+        self.thread.join(60)
         assert not self.thread.is_alive(), "the service did not stop"
+
+    def served_version(self) -> int | None:
+        version: int | None = self.http.get("/v1/status").json()["served_version"]
+        return version
 
     def metrics(self) -> dict[str, float]:
         out = {}
@@ -109,9 +118,9 @@ def start_service(tmp_path: Path, records: int = 2_000, **sections: Any) -> Runn
     service = Service(daemon)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{service.grpc.port}")  # type: ignore[union-attr]
+    channel = grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}")
     running = Running(service, daemon, source, sink, thread,
-                      httpx.Client(base_url=f"http://127.0.0.1:{service.http.port}", timeout=10),
+                      httpx.Client(base_url=f"http://127.0.0.1:{service.http_port}", timeout=10),
                       pb_grpc.GRPCInferenceServiceStub(channel), channel)
     return running
 
@@ -127,39 +136,58 @@ def ready(running: Running) -> bool:
         return False
 
 
-@pytest.fixture
-def service_factory(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+@contextmanager
+def _services(directory: Path) -> Iterator[Callable[..., Running]]:
     made: list[Running] = []
 
     def make(wait_ready: bool = True, **kwargs: Any) -> Running:
-        running = start_service(tmp_path / f"s{len(made)}", **kwargs)
+        running = start_service(directory / f"s{len(made)}", **kwargs)
         made.append(running)
-        if wait_ready:
-            wait_until(lambda: ready(running), 30, "the model to be ready")
+        if wait_ready:  # the serving process imports torch first: seconds on this machine
+            wait_until(lambda: ready(running), 60, "the model to be ready")
         return running
 
-    yield make
-    for running in made:
-        if running.thread.is_alive():
-            running.stop()
-        running.http.close()
-        running.channel.close()
+    try:
+        yield make
+    finally:
+        for running in made:
+            if running.thread.is_alive():
+                running.stop()
+            running.http.close()
+            running.channel.close()
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path) -> Iterator[Callable[..., Running]]:
+    with _services(tmp_path) as make:
+        yield make
 
 
 def settled(running: Running, samples: int) -> None:
-    """Wait until ``samples`` are learned and the snapshot served is the learner's newest."""
+    """Wait until ``samples`` are learned and the serving process serves the newest version."""
     daemon = running.daemon
 
     def caught_up() -> bool:
-        current = daemon.snapshots.current
-        return (daemon.engine.samples_learned >= samples and current is not None
-                and current.version == daemon.engine.version)
+        return (daemon.engine.samples_learned >= samples
+                and running.served_version() == daemon.engine.version)
 
     wait_until(caught_up, 30, f"{samples} samples learned and served")
 
 
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One service for a module's tests that only read (infer, metadata, errors): starting
+    one costs seconds (a serving process imports torch). Tests that learn, checkpoint, stop
+    or count requests exactly take ``fresh``."""
+    with _services(tmp_path_factory.mktemp("served")) as make:
+        running = make()
+        settled(running, 2_000)
+        yield running
+
+
 @pytest.fixture
-def served(service_factory: Callable[..., Running]) -> Running:
+def fresh(service_factory: Callable[..., Running]) -> Running:
+    """A service of its own, learned and served like ``served``."""
     running = service_factory()
     settled(running, 2_000)
     return running

@@ -10,6 +10,7 @@ import pytest
 
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from tests.serving.conftest import N_FEATURES, TOKEN, grpc_request
+from tests.support.slowmodel import BROKEN_MARK
 
 ROWS = [[0.9, 0.9, 0, 0], [-0.9, -0.9, 0, 0]]
 
@@ -127,12 +128,12 @@ def test_token_required_on_infer_when_configured(service_factory):
     assert running.stub.ServerLive(pb.ServerLiveRequest()).live  # probes stay open
 
 
-def test_grpc_metrics(served):
-    served.stub.ModelInfer(grpc_request(ROWS))
+def test_grpc_metrics(fresh):
+    fresh.stub.ModelInfer(grpc_request(ROWS))
     bad = grpc_request(ROWS)
     bad.model_name = "x"
-    code_of(lambda: served.stub.ModelInfer(bad))
-    metrics = served.metrics()
+    code_of(lambda: fresh.stub.ModelInfer(bad))
+    metrics = fresh.metrics()
     assert metrics['streamlearn_requests_total{code="OK",endpoint="ModelInfer",'
                    'transport="grpc"}'] >= 1
     assert metrics['streamlearn_requests_total{code="NOT_FOUND",endpoint="ModelInfer",'
@@ -141,15 +142,14 @@ def test_grpc_metrics(served):
                    'transport="grpc"}'] == 1
 
 
-def test_a_failing_model_is_an_internal_error_on_both_transports(served, monkeypatch):
-    def broken(self, x):
-        raise RuntimeError("boom")
-
-    monkeypatch.setattr("streamlearn.serve.snapshot.Snapshot.predict", broken)
-    code, details = code_of(lambda: served.stub.ModelInfer(grpc_request(ROWS)))
+def test_a_failing_model_is_an_internal_error_on_both_transports(service_factory):
+    served = service_factory(records=200, model={"factory": "tests.support.slowmodel:build",
+                                                 "standardize": False})
+    broken = [[BROKEN_MARK, 0.0, 0.0, 0.0]]
+    code, details = code_of(lambda: served.stub.ModelInfer(grpc_request(broken)))
     assert (code, details) == (grpc.StatusCode.INTERNAL, "internal error: RuntimeError")
     response = served.http.post("/v2/models/streamlearn/infer", json={"inputs": [{
-        "name": "input", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]})
+        "name": "input", "shape": [1, 4], "datatype": "FP32", "data": broken}]})
     assert (response.status_code, response.json()) == (500, {"error": "internal error: "
                                                                       "RuntimeError"})
     metrics = served.metrics()

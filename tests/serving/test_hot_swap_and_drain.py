@@ -78,7 +78,11 @@ def test_stop_turns_ready_off_first_finishes_in_flight_then_checkpoints(service_
     time.sleep(0.3)  # the slow request is inside the model now
     stopper = threading.Thread(target=running.stop)
     stopper.start()
-    wait_until(lambda: running.service.core.draining, 2, "the drain to begin")
+
+    def not_ready() -> bool:
+        return running.http.get("/v2/health/ready").status_code == 503
+
+    wait_until(not_ready, 2, "the drain to begin")
     during = running.http.get("/v2/health/ready")
     assert (during.status_code, during.json()) == (503, {"ready": False})
     # Within the shutdown delay requests are still answered, only readiness is off.

@@ -176,16 +176,16 @@ def test_oversize_body_is_413_before_parsing_declared_or_chunked(service_factory
                    'transport="http"}'] == 2
 
 
-def test_learn_over_http_needs_the_token_and_reaches_the_learner(served):
+def test_learn_over_http_needs_the_token_and_reaches_the_learner(fresh):
     sample = {"samples": [{"x": ROW, "y": 1}, {"x": [0, 0, 0, 0], "y": 0}]}
-    missing = served.http.post("/v1/learn", json=sample)
+    missing = fresh.http.post("/v1/learn", json=sample)
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
-    wrong = served.http.post("/v1/learn", json=sample, headers={"Authorization": "Bearer no"})
+    wrong = fresh.http.post("/v1/learn", json=sample, headers={"Authorization": "Bearer no"})
     assert (wrong.status_code, wrong.json()) == (401, {"error": "invalid bearer token"})
-    before = served.daemon.engine.samples_learned
-    accepted = served.http.post("/v1/learn", json=sample, headers=AUTH)
+    before = fresh.daemon.engine.samples_learned
+    accepted = fresh.http.post("/v1/learn", json=sample, headers=AUTH)
     assert accepted.status_code == 202 and accepted.json()["accepted"] == 2
-    wait_until(lambda: served.daemon.engine.samples_learned >= before + 2, 5, "learned")
+    wait_until(lambda: fresh.daemon.engine.samples_learned >= before + 2, 5, "learned")
 
 
 def test_learn_rejects_bad_samples_whole_and_429s_when_the_queue_is_full(service_factory):
@@ -225,31 +225,31 @@ def test_write_endpoints_are_off_without_a_token_and_infer_can_require_one(servi
         assert guarded.http.get(open_path).status_code == 200, open_path
 
 
-def test_checkpoint_endpoint_saves_through_the_learner(served):
-    response = served.http.post("/v1/checkpoint", headers=AUTH)
+def test_checkpoint_endpoint_saves_through_the_learner(fresh):
+    response = fresh.http.post("/v1/checkpoint", headers=AUTH)
     assert response.status_code == 200
     body = response.json()
     assert body["saved"] is True and body["path"].endswith(".slck")
-    assert body["samples_learned"] == served.daemon.engine.samples_learned
+    assert body["samples_learned"] == fresh.daemon.engine.samples_learned
     assert body["offsets"] == {"in/0": 2_000}
 
 
-def test_status_experts_and_drift_events(served):
-    status = served.http.get("/v1/status").json()
+def test_status_experts_and_drift_events(fresh):
+    status = fresh.http.get("/v1/status").json()
     assert status["ready"] is True and status["draining"] is False
     assert status["served_version"] > 0 and status["learn_queue"]["capacity"] == 10_000
     assert status["learner"]["records_consumed"] == 2_000
-    experts = served.http.get("/v1/experts").json()
+    experts = fresh.http.get("/v1/experts").json()
     assert experts["active"] == "0"
     (expert,) = experts["experts"]
     assert expert["id"] == "0" and expert["samples_learned"] == 2_000
-    assert served.http.get("/v1/drift-events").json() == {"events": []}
+    assert fresh.http.get("/v1/drift-events").json() == {"events": []}
 
 
-def test_metrics_count_requests_latency_versions_and_rejections(served):
-    served.http.post(INFER, json=infer_body([ROW]))
-    served.http.post(INFER, json=infer_body([[1, 2]]))
-    metrics = served.metrics()
+def test_metrics_count_requests_latency_versions_and_rejections(fresh):
+    fresh.http.post(INFER, json=infer_body([ROW]))
+    fresh.http.post(INFER, json=infer_body([[1, 2]]))
+    metrics = fresh.metrics()
     ok = ('streamlearn_requests_total{code="200",endpoint="/v2/models/{name}/infer",'
           'transport="http"}')
     assert metrics[ok] >= 1
@@ -273,36 +273,45 @@ def test_openapi_document_lists_every_endpoint(served):
     assert served.http.get("/docs").status_code == 200
 
 
-def test_unreachable_after_stop(served):
-    served.stop()
+def test_unreachable_after_stop(fresh):
+    fresh.stop()
     with pytest.raises(httpx.TransportError):
-        httpx.get(f"{served.base}/v2/health/live", timeout=2)
+        httpx.get(f"{fresh.base}/v2/health/live", timeout=2)
 
 
-def test_drift_events_after_the_concept_flips(served):
+def test_drift_events_after_the_concept_flips(fresh):
     flipped = [json.dumps({**json.loads(r), "y": 1 - json.loads(r)["y"]}).encode()
                for r in labeled(1_000, seed=9)]
-    served.source.add(flipped)
-    wait_until(lambda: served.daemon.drift_history.recent(kind="drift"), 30, "a drift")
-    (drift,) = served.http.get("/v1/drift-events", params={"kind": "drift"}).json()["events"]
+    fresh.source.add(flipped)
+
+    def drifts() -> list[dict]:
+        return fresh.http.get("/v1/drift-events", params={"kind": "drift"}).json()["events"]
+
+    # Serving reads what the learner publishes (its status, four times a second).
+    wait_until(drifts, 30, "a drift, as the learner published it")
+    (drift,) = drifts()
     assert drift["detector"] == "cusum" and drift["expert"] == "0"
     assert 2_000 <= drift["sample"] < 2_100  # soon after the flip
-    assert served.http.get("/v1/drift-events", params={"expert": "7"}).json() == {"events": []}
-    assert served.http.get("/v1/drift-events", params={"limit": 0}).json() == {"events": []}
-    bad = served.http.get("/v1/drift-events", params={"kind": "storm"})
+    assert fresh.http.get("/v1/drift-events", params={"expert": "7"}).json() == {"events": []}
+    assert fresh.http.get("/v1/drift-events", params={"limit": 0}).json() == {"events": []}
+    bad = fresh.http.get("/v1/drift-events", params={"kind": "storm"})
     assert bad.status_code == 422 and "kind" in bad.json()["error"]
-    metrics = served.metrics()
+    metrics = fresh.metrics()
     assert metrics['streamlearn_drift_events_total{detector="cusum",expert="0"}'] == 1
 
 
-def test_a_new_regime_spawns_an_expert_seen_in_experts_metrics_and_answers(served):
+def test_a_new_regime_spawns_an_expert_seen_in_experts_metrics_and_answers(fresh):
     flipped = [json.dumps({**json.loads(r), "y": 1 - json.loads(r)["y"]}).encode()
                for r in labeled(1_000, seed=9)]
-    served.source.add(flipped)
-    wait_until(lambda: served.daemon.expert_history.recent(kind="spawn"), 30, "a spawn")
-    wait_until(lambda: served.http.get("/v1/experts").json()["active"] == "1", 10,
-               "the snapshot to name the new expert")
-    body = served.http.get("/v1/experts").json()
+    fresh.source.add(flipped)
+    wait_until(lambda: fresh.daemon.expert_history.recent(kind="spawn"), 30, "a spawn")
+
+    def published() -> bool:
+        body = fresh.http.get("/v1/experts").json()
+        return body["active"] == "1" and bool(body["events"])
+
+    wait_until(published, 10, "the snapshot and the status to name the new expert")
+    body = fresh.http.get("/v1/experts").json()
     assert [e["id"] for e in body["experts"]] == ["0", "1"]
     old, new = body["experts"]
     assert old["active"] is False and new["active"] is True
@@ -310,17 +319,17 @@ def test_a_new_regime_spawns_an_expert_seen_in_experts_metrics_and_answers(serve
     (spawn,) = body["events"]
     assert spawn["kind"] == "spawn" and (spawn["expert"], spawn["previous"]) == ("1", "0")
     assert set(spawn["scores"]) == {"0"} and 2_000 < spawn["sample"] < 2_300
-    assert served.http.get("/v1/experts", params={"events": 0}).json()["events"] == []
-    answer = served.http.post(INFER, json={**infer_body([ROW, [-1, 2, 0.3, 0.0]]),
+    assert fresh.http.get("/v1/experts", params={"events": 0}).json()["events"] == []
+    answer = fresh.http.post(INFER, json={**infer_body([ROW, [-1, 2, 0.3, 0.0]]),
                                            "outputs": [{"name": "experts"}]}).json()
     (experts,) = answer["outputs"]
     assert (experts["name"], experts["datatype"], experts["shape"]) == ("experts", "BYTES", [2])
     assert set(experts["data"]) <= {"0", "1"}
     assert answer["parameters"] == {"expert": ",".join(dict.fromkeys(experts["data"]))}
-    metrics = served.metrics()
+    metrics = fresh.metrics()
     assert metrics['streamlearn_expert_events_total{kind="spawn"}'] == 1
-    wait_until(lambda: served.metrics().get("streamlearn_experts_alive") == 2, 5, "gauges")
-    metrics = served.metrics()
+    wait_until(lambda: fresh.metrics().get("streamlearn_experts_alive") == 2, 5, "gauges")
+    metrics = fresh.metrics()
     assert metrics['streamlearn_expert_active{expert="1"}'] == 1
     assert metrics['streamlearn_expert_active{expert="0"}'] == 0
     assert metrics['streamlearn_expert_memory_bytes{part="experts"}'] > 0

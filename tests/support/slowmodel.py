@@ -1,7 +1,9 @@
-"""A model whose forward pass stalls on a marked input: keeps a request in flight on demand.
+"""A model whose forward pass stalls or fails on a marked input, in whichever process runs it.
 
 ``model.factory: tests.support.slowmodel:build`` with ``model.standardize: false``; any row
-whose first feature is ``SLOW_MARK`` makes the forward pass sleep ``SLOW_SECONDS``.
+whose first feature is ``SLOW_MARK`` makes the forward pass sleep ``SLOW_SECONDS`` (keeps a
+request in flight on demand), one whose first feature is ``BROKEN_MARK`` makes it raise (a
+model bug, as a serving process meets it).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from streamlearn.models import build_mlp
 
 SLOW_MARK = 12345.0
 SLOW_SECONDS = 1.5
+BROKEN_MARK = -54321.0
 
 
 class SlowOnMark(nn.Module):
@@ -26,6 +29,8 @@ class SlowOnMark(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if bool((x[:, 0] == SLOW_MARK).any()):
             time.sleep(SLOW_SECONDS)
+        if bool((x[:, 0] == BROKEN_MARK).any()):
+            raise RuntimeError("boom")
         out: Tensor = self.inner(x)
         return out
 
