@@ -26,7 +26,7 @@ from __future__ import annotations
 import socket
 import threading
 from http.server import ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from streamlearn.logging import get_logger
 from streamlearn.runtime.exposition import Exposition, learner_metrics_text, serve_exposition
@@ -59,7 +59,7 @@ _LEARNER_METRICS_S = 2.0
 class Service:
     def __init__(self, learner: Daemon | Learner) -> None:
         self.learner: Learner = (learner if isinstance(learner, ThreadLearner | ProcessLearner)
-                                 else ThreadLearner(learner))
+                                 else ThreadLearner(cast("Daemon", learner)))
         self.settings = self.learner.settings
         serve = self.settings.serve
         self.runtime = RuntimeDir.create()

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Generic, cast, overload
+from typing import Any
 
 from kafka.errors import KafkaError
 from structlog.contextvars import bound_contextvars
-from typing_extensions import TypeVar
 
 from streamlearn.buffer import InputBuffer
 from streamlearn.checkpoint import FileCheckpointStore
@@ -47,10 +46,7 @@ log = get_logger(__name__)
 _SHUTDOWN_FLUSH_S = 3.0
 _SHUTDOWN_CLOSE_S = 2.0
 
-Publisher = TypeVar("Publisher", bound=SnapshotPublisher, default=SnapshotBoard)
-
-
-class Daemon(Generic[Publisher]):
+class Daemon:
     """Learns online from a source; made of four parts, each passed what it uses:
 
     - this class: lifecycle (start, restore, connect, run, shutdown, request_stop) and the
@@ -64,17 +60,9 @@ class Daemon(Generic[Publisher]):
     ``snapshots`` publishes serving snapshots (a :class:`SnapshotBoard` unless given).
     """
 
-    @overload
-    def __init__(self: Daemon[SnapshotBoard], settings: Settings,
-                 source_factory: SourceFactory, sink_factory: SinkFactory,
-                 metrics: Metrics | None = None, *, snapshots: None = None) -> None: ...
-    @overload
-    def __init__(self: Daemon[Publisher], settings: Settings, source_factory: SourceFactory,
-                 sink_factory: SinkFactory, metrics: Metrics | None = None, *,
-                 snapshots: Publisher) -> None: ...
     def __init__(self, settings: Settings, source_factory: SourceFactory, sink_factory:
                  SinkFactory, metrics: Metrics | None = None, *,
-                 snapshots: Publisher | None = None) -> None:
+                 snapshots: SnapshotPublisher | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.engine = Engine(settings.model, settings.engine, settings.drift, settings.experts,
@@ -92,8 +80,7 @@ class Daemon(Generic[Publisher]):
         # Restored and published: what serves this learner may answer for it from now on.
         self.restored = threading.Event()
         # Serving's two windows into the learner: snapshots out, samples and requests in.
-        self.snapshots: Publisher = (cast(Publisher, SnapshotBoard(self.metrics))
-                                     if snapshots is None else snapshots)
+        self.snapshots: SnapshotPublisher = snapshots or SnapshotBoard(self.metrics)
         self.inbox = Inbox(settings.serve.learn_queue_samples)
         self.drift_history: EventHistory[DriftEvent] = EventHistory(settings.drift.history)
         self.expert_history: EventHistory[PoolEvent] = EventHistory(settings.experts.history)

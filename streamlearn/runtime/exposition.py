@@ -16,13 +16,13 @@ from pathlib import Path
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from streamlearn.runtime.ipc import LearnerLink, LinkClosed
+from streamlearn.runtime.ipc import LearnerLink, LinkClosedError
 
 
 class Exposition:
     def __init__(self, directory: Path, learner_text: Callable[[], str | None]) -> None:
         self.registry = CollectorRegistry()
-        MultiProcessCollector(self.registry, path=str(directory))
+        MultiProcessCollector(self.registry, path=str(directory))  # type: ignore[no-untyped-call]
         self._learner_text = learner_text
 
     def __call__(self) -> bytes:
@@ -35,7 +35,7 @@ def learner_metrics_text(link: LearnerLink, timeout_s: float) -> str | None:
     """The learner registry's exposition, or None while the learner is down or slow."""
     try:
         return str(link.request({"op": "metrics"}).result(timeout_s)["text"])
-    except (LinkClosed, TimeoutError, KeyError):
+    except (LinkClosedError, TimeoutError, KeyError):
         return None
 
 
@@ -43,7 +43,7 @@ def serve_exposition(exposition: Exposition, host: str, port: int) -> ThreadingH
     """``/metrics`` on its own port (``metrics.port``), answered on a background thread."""
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             body = exposition()
             self.send_response(200)
             self.send_header("Content-Type", CONTENT_TYPE_LATEST)

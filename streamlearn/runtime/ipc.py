@@ -10,6 +10,7 @@ once, without waiting for a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import socket
@@ -32,7 +33,7 @@ MAX_FRAME_BYTES = 256 * 1024 * 1024
 RECONNECT_S = 0.1
 
 
-class LinkClosed(ConnectionError):
+class LinkClosedError(ConnectionError):
     """The other end went away (or sent something that is not a frame)."""
 
 
@@ -44,13 +45,13 @@ def send_frame(sock: socket.socket, message: Message) -> None:
 def recv_frame(sock: socket.socket) -> Message:
     (length,) = _LENGTH.unpack(_recv_exactly(sock, _LENGTH.size))
     if length > MAX_FRAME_BYTES:
-        raise LinkClosed(f"frame of {length} bytes > {MAX_FRAME_BYTES}")
+        raise LinkClosedError(f"frame of {length} bytes > {MAX_FRAME_BYTES}")
     try:
         message = json.loads(_recv_exactly(sock, length))
     except ValueError as exc:
-        raise LinkClosed(f"frame is not JSON: {exc}") from None
+        raise LinkClosedError(f"frame is not JSON: {exc}") from None
     if not isinstance(message, dict):
-        raise LinkClosed("frame is not a JSON object")
+        raise LinkClosedError("frame is not a JSON object")
     return message
 
 
@@ -59,7 +60,7 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     while left:
         chunk = sock.recv(min(left, 1 << 20))
         if not chunk:
-            raise LinkClosed("connection closed")
+            raise LinkClosedError("connection closed")
         parts.append(chunk)
         left -= len(chunk)
     return b"".join(parts)
@@ -108,17 +109,15 @@ class LearnerPort:
         lock = threading.Lock()
 
         def reply(message: Message) -> None:
-            with lock:
-                try:
-                    send_frame(conn, message)
-                except OSError:
-                    pass  # the serving process went away; it will not wait for this
+            # A serving process that went away waits for no answer.
+            with lock, contextlib.suppress(OSError):
+                send_frame(conn, message)
 
         with conn:
             while not self._closed.is_set():
                 try:
                     request = recv_frame(conn)
-                except (LinkClosed, OSError):
+                except (LinkClosedError, OSError):
                     return
                 try:
                     self._handler(request, reply)
@@ -157,7 +156,7 @@ class LearnerLink:
         self._pending[id_] = future
         if not self._send({**message, "id": id_}):
             self._pending.pop(id_, None)
-            future.set_exception(LinkClosed("the learner is not connected"))
+            future.set_exception(LinkClosedError("the learner is not connected"))
         return future
 
     def cancel(self, future: Future[Message]) -> None:
@@ -167,10 +166,6 @@ class LearnerLink:
                 self._pending.pop(id_, None)
                 self._send({"op": "cancel", "ref": id_})
                 future.cancel()
-
-    def notify(self, message: Message) -> bool:
-        """Send ``message`` expecting no answer; False if the learner is not connected."""
-        return self._send(message)
 
     def _send(self, message: Message) -> bool:
         sock = self._sock
@@ -209,7 +204,7 @@ class LearnerLink:
         while True:
             try:
                 message = recv_frame(sock)
-            except (LinkClosed, OSError):
+            except (LinkClosedError, OSError):
                 return
             future = self._pending.pop(int(message.get("id", 0)), None)
             if future is not None and not future.done():
@@ -224,4 +219,4 @@ class LearnerLink:
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
-                future.set_exception(LinkClosed("the learner went away"))
+                future.set_exception(LinkClosedError("the learner went away"))

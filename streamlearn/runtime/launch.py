@@ -32,7 +32,9 @@ EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED = 1, 2, 70
 
 def settings_document(settings: Settings) -> dict[str, Any]:
     """The settings as plain JSON data, secrets included (they travel over a pipe only)."""
-    return json.loads(json.dumps(settings.model_dump(mode="python"), default=_plain))
+    document: dict[str, Any] = json.loads(json.dumps(settings.model_dump(mode="python"),
+                                                     default=_plain))
+    return document
 
 
 def _plain(value: Any) -> Any:

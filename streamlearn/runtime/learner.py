@@ -44,6 +44,8 @@ class LearnerHost:
     def __init__(self, daemon: Daemon, runtime: RuntimeDir) -> None:
         self.daemon = daemon
         self.runtime = runtime
+        # The daemon was made before the runtime directory existed: its publisher is swapped
+        # for the writer here, before it runs.
         self.writer = SnapshotWriter(runtime.snapshots, daemon.metrics)
         daemon.snapshots = self.writer
         inbox = daemon.inbox

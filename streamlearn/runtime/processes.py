@@ -150,8 +150,9 @@ class ServerPool:
     def __init__(self, settings: Settings, runtime: RuntimeDir, http_socket: socket.socket,
                  grpc_port: int | None) -> None:
         self.runtime = runtime
-        self._launch: dict[str, Any] = {"settings": settings_document(settings), "runtime": str(runtime.root),
-                        "http_fd": http_socket.fileno(), "grpc_port": grpc_port}
+        self._launch: dict[str, Any] = {
+            "settings": settings_document(settings), "runtime": str(runtime.root),
+            "http_fd": http_socket.fileno(), "grpc_port": grpc_port}
         self._env = {**os.environ, _MULTIPROC_ENV: str(runtime.metrics)}
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * settings.serve.workers
         self._backoff = [Backoff() for _ in self.processes]
@@ -176,7 +177,7 @@ class ServerPool:
         for index, child in enumerate(self.processes):
             backoff = self._backoff[index]
             if child is not None and (code := child.poll()) is not None:
-                multiprocess.mark_process_dead(child.pid, str(self.runtime.metrics))
+                _forget(child.pid, self.runtime)
                 delay = backoff.exited()
                 log.error("serving_process_exited", index=index, pid=child.pid,
                           exit_code=code, restart_in_s=delay)
@@ -199,12 +200,17 @@ class ServerPool:
                 log.error("serving_process_killed", pid=child.pid, after_s=timeout_s)
                 child.kill()
                 child.wait()
-        for child in self.processes:
-            if child is not None:
-                multiprocess.mark_process_dead(child.pid, str(self.runtime.metrics))
+        for gone in self.processes:
+            if gone is not None:
+                _forget(gone.pid, self.runtime)
         self.processes = [None] * len(self.processes)
 
     def kill(self) -> None:
         for child in self.processes:
             if child is not None and child.poll() is None:
                 child.kill()
+
+
+def _forget(pid: int, runtime: RuntimeDir) -> None:
+    """Drop a dead serving process's live gauges (its counters keep counting in the sums)."""
+    multiprocess.mark_process_dead(pid, str(runtime.metrics))  # type: ignore[no-untyped-call]

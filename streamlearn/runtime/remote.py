@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from streamlearn.errors import RequestError
 from streamlearn.metrics import ServingMetrics
-from streamlearn.runtime.ipc import LearnerLink, LinkClosed, Message
+from streamlearn.runtime.ipc import LearnerLink, LinkClosedError, Message
 from streamlearn.serve.core import LearnerView
 from streamlearn.types import Sample
 
@@ -78,7 +78,7 @@ def _then(future: Future[Message], convert: Callable[[Message], T]) -> Future[T]
         if out.cancelled():
             return
         error = f.exception()
-        if isinstance(error, LinkClosed):
+        if isinstance(error, LinkClosedError):
             out.set_exception(RequestError(503, "learner_unavailable", _DOWN))
             return
         if error is not None:

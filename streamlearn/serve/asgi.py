@@ -13,7 +13,7 @@ from collections.abc import Callable
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from streamlearn.logging import get_logger
-from streamlearn.metrics import Metrics
+from streamlearn.metrics import ServingMetrics
 
 log = get_logger(__name__)
 
@@ -32,7 +32,7 @@ async def send_error(send: Send, status: int, message: str) -> None:
 class RequestMetrics:
     """Counts and times every request by route template (bounded label values)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ServingMetrics) -> None:
         self.app = app
         self.metrics = metrics
 
