@@ -23,7 +23,7 @@ from streamlearn.logging import get_logger
 from streamlearn.serve.core import InferAnswer, ServingCore
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.serve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from streamlearn.serve.tensors import NUMPY_TYPES, TensorIn, TensorOut
+from streamlearn.serve.tensors import NUMPY_TYPES, TensorIn, from_raw, to_raw
 
 log = get_logger(__name__)
 TRANSPORT = "grpc"
@@ -140,17 +140,11 @@ def _tensor_in(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None,
                index: int) -> TensorIn:
     datatype = tensor.datatype
     data: np.ndarray[Any, Any] = np.empty(0)
-    if datatype in NUMPY_TYPES:
-        if raw is not None:
-            try:
-                data = np.frombuffer(raw, dtype=NUMPY_TYPES[datatype])
-            except ValueError:
-                raise RequestError(422, "shape", f"raw_input_contents[{index}]: {len(raw)} "
-                                   f"bytes is not a whole number of {datatype} values"
-                                   ) from None
-        elif datatype in _CONTENTS:
-            values = getattr(tensor.contents, _CONTENTS[datatype])
-            data = np.array(values, dtype=NUMPY_TYPES[datatype])
+    if raw is not None:
+        data = from_raw(raw, datatype, f"raw_input_contents[{index}]")
+    elif datatype in _CONTENTS:
+        values = getattr(tensor.contents, _CONTENTS[datatype])
+        data = np.array(values, dtype=NUMPY_TYPES[datatype])
     return TensorIn(tensor.name, datatype, list(tensor.shape), data)
 
 
@@ -163,7 +157,7 @@ def _infer_response(answer: InferAnswer, raw: bool) -> pb.ModelInferResponse:
         out = response.outputs.add(name=tensor.name, datatype=tensor.datatype,
                                    shape=tensor.shape)
         if raw:
-            response.raw_output_contents.append(_raw(tensor))
+            response.raw_output_contents.append(to_raw(tensor))
         else:
             values = ([str(v).encode() for v in tensor.data] if tensor.datatype == "BYTES"
                       else tensor.data)
@@ -171,21 +165,18 @@ def _infer_response(answer: InferAnswer, raw: bool) -> pb.ModelInferResponse:
     return response
 
 
-def _raw(tensor: TensorOut) -> bytes:
-    if tensor.datatype == "BYTES":  # the v2 raw BYTES layout: 4-byte length, then the bytes
-        encoded = [str(v).encode() for v in tensor.data]
-        return b"".join(len(e).to_bytes(4, "little") + e for e in encoded)
-    return np.asarray(tensor.data, dtype=NUMPY_TYPES[tensor.datatype]).tobytes()
-
-
 class GrpcServer:
+    """One serving process's gRPC server. Every serving process binds the same port with
+    SO_REUSEPORT (the supervisor holds a bound socket on it so nobody else can), and the
+    kernel spreads connections over them."""
+
     def __init__(self, core: ServingCore, host: str, port: int) -> None:
         serve = core.serve
         self.server = grpc.server(
             ThreadPoolExecutor(serve.grpc_workers, thread_name_prefix="grpc"),
             options=[("grpc.max_receive_message_length", serve.grpc_max_message_bytes),
                      ("grpc.max_send_message_length", serve.grpc_max_message_bytes),
-                     ("grpc.so_reuseport", 0)])
+                     ("grpc.so_reuseport", 1)])
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), self.server)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.port = self.server.add_insecure_port(target)

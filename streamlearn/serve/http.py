@@ -1,27 +1,33 @@
 """The HTTP front end: Open Inference Protocol v2 under /v2, streamlearn's own API under /v1.
 
-Handlers translate JSON to :class:`ServingCore` calls and back; they never touch the
-learner. Every error body is ``{"error": "..."}`` (the v2 error format). The OpenAPI
-document is at /openapi.json, rendered at /docs.
+Handlers translate JSON (and, for infer, the binary tensor data extension: binary.py) to
+:class:`ServingCore` calls and back; they never touch the learner. Every error body is
+``{"error": "..."}`` (the v2 error format). The OpenAPI document is at /openapi.json,
+rendered at /docs.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any, Literal
+import email.message
+import json
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 import streamlearn
 from streamlearn.errors import RequestError
 from streamlearn.logging import get_logger
-from streamlearn.serve import schemas
+from streamlearn.serve import binary, schemas
 from streamlearn.serve.asgi import TRANSPORT, BodyLimit, RequestMetrics
 from streamlearn.serve.auth import Scope
 from streamlearn.serve.core import InferAnswer, ServingCore
@@ -31,13 +37,33 @@ log = get_logger(__name__)
 
 # How long POST /v1/checkpoint waits for the learner to take and finish the request.
 CHECKPOINT_WAIT_S = 30.0
+# How long POST /v1/learn waits for the learner to queue the samples (it answers from its
+# IPC thread, not its learning loop: milliseconds unless the process is starved).
+LEARNER_WAIT_S = 10.0
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.ErrorBody} for code in (400, 401, 403, 404, 413, 422, 429, 503)
 }
 _bearer = HTTPBearer(auto_error=False, description="serve.auth_token")
+_REF = "#/components/schemas/{model}"
+_BINARY_SCHEMA = {"type": "string", "format": "binary"}
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {**_ERRORS, 200: {
+    "description": "JSON; or, when outputs are asked for as binary, the JSON header "
+                   f"({binary.HEADER} bytes) followed by those outputs' bytes",
+    "content": {binary.MEDIA_TYPE: {"schema": _BINARY_SCHEMA}}}}
+_INFER_EXTRA: dict[str, Any] = {
+    "parameters": [{"name": binary.HEADER, "in": "header", "required": False,
+                    "schema": {"type": "integer", "minimum": 0},
+                    "description": "binary tensor data extension: the body is this many bytes "
+                                   "of JSON followed by the binary inputs' data"}],
+    "requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": _REF.format(model="InferRequest")}},
+        binary.MEDIA_TYPE: {"schema": _BINARY_SCHEMA}}},
+}
+Body = TypeVar("Body", bound=BaseModel)
 
 
-def create_app(core: ServingCore) -> FastAPI:
+def create_app(core: ServingCore, exposition: Callable[[], bytes] | None = None
+               ) -> FastAPI:
     # strict_content_type off: v2 clients may send JSON without a Content-Type header.
     app = FastAPI(title="streamlearn", version=streamlearn.__version__,
                   strict_content_type=False,
@@ -46,10 +72,13 @@ def create_app(core: ServingCore) -> FastAPI:
     _error_handlers(app, core)
     _v2_routes(app, core)
     _v1_routes(app, core)
+    _document_infer_body(app)
+
+    expose = exposition or (lambda: generate_latest(core.metrics.registry))
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     def metrics() -> Response:
-        return Response(generate_latest(core.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(expose(), media_type=CONTENT_TYPE_LATEST)
 
     app.add_middleware(BodyLimit, max_bytes=core.serve.max_body_bytes,
                        on_reject=lambda reason: _rejected(core, reason))
@@ -130,16 +159,74 @@ def _v2_routes(app: FastAPI, core: ServingCore) -> None:
         return JSONResponse({"name": name, "ready": ok}, 200 if ok else 503)
 
     @app.post("/v2/models/{name}/infer", response_model=schemas.InferResponse, tags=["v2"],
-              dependencies=read, responses=_ERRORS)
-    async def infer(name: str, body: schemas.InferRequest) -> Response:
-        inputs = [TensorIn(t.name, t.datatype, t.shape, t.data) for t in body.inputs]
-        outputs = [o.name for o in body.outputs] if body.outputs else None
-        rows = body.inputs[0].shape[0] if body.inputs and body.inputs[0].shape else 0
+              dependencies=read, responses=_INFER_RESPONSES, openapi_extra=_INFER_EXTRA)
+    async def infer(name: str, request: Request) -> Response:
+        # The body is read here rather than declared: it may be binary (see binary.py).
+        parsed, inputs = _infer_request(await request.body(), request.headers)
+        binary_out = binary.binary_outputs(parsed.parameters, parsed.outputs)
+        outputs = [o.name for o in parsed.outputs] if parsed.outputs else None
+        rows = inputs[0].shape[0] if inputs and inputs[0].shape else 0
         if rows <= core.serve.inline_max_rows:
-            answer = core.infer(name, inputs, outputs, body.id)
+            answer = core.infer(name, inputs, outputs, parsed.id)
         else:
-            answer = await run_in_threadpool(core.infer, name, inputs, outputs, body.id)
-        return JSONResponse(_infer_json(answer))
+            answer = await run_in_threadpool(core.infer, name, inputs, outputs, parsed.id)
+        return _infer_response(answer, binary_out)
+
+
+def _infer_request(body: bytes, headers: Headers
+                   ) -> tuple[schemas.InferRequest | schemas.InferHeader, list[TensorIn]]:
+    header_length = headers.get(binary.HEADER)
+    if header_length is None:
+        request = _validated(schemas.InferRequest, _json_body(body, headers.get("content-type")))
+        return request, [TensorIn(t.name, t.datatype, t.shape, t.data) for t in request.inputs]
+    header, data = binary.split(body, header_length)
+    parsed = _validated(schemas.InferHeader, binary.parse_header(header))
+    return parsed, binary.tensors_in(parsed.inputs, data)
+
+
+def _json_body(body: bytes, content_type: str | None) -> Any:
+    """The body as FastAPI reads a declared JSON body, so its errors read as they always did:
+    parsed when JSON or untyped (strict_content_type is off), else left for validation to
+    refuse as "must be a JSON object"."""
+    if not body or not _is_json(content_type):
+        return body
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos),
+                                       "msg": "JSON decode error", "input": {},
+                                       "ctx": {"error": exc.msg}}]) from None
+    except UnicodeDecodeError:
+        raise HTTPException(400, "There was an error parsing the body") from None
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json"))
+
+
+def _validated(model: type[Body], value: Any) -> Body:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        # Located under "body" as FastAPI does, for the RequestValidationError handler.
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                      for e in exc.errors()]) from None
+
+
+def _infer_response(answer: InferAnswer, binary_out: binary.BinaryOutputs) -> Response:
+    content = _infer_json(answer)
+    encoded = binary.encode(content, answer.outputs, binary_out)
+    if encoded is None:
+        return JSONResponse(content)
+    body, header_length = encoded
+    return Response(body, media_type=binary.MEDIA_TYPE,
+                    headers={binary.HEADER: str(header_length)})
 
 
 def _infer_json(answer: InferAnswer) -> dict[str, Any]:
@@ -149,6 +236,23 @@ def _infer_json(answer: InferAnswer) -> dict[str, Any]:
         "outputs": [{"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": t.data}
                     for t in answer.outputs],
     }
+
+
+def _document_infer_body(app: FastAPI) -> None:
+    """List InferRequest in the OpenAPI components: infer reads its body itself, so FastAPI
+    does not see the model, and the requestBody of _INFER_EXTRA refers to it."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            schema = schemas.InferRequest.model_json_schema(ref_template=_REF)
+            components.update(schema.pop("$defs", {}))
+            components["InferRequest"] = schema
+        return app.openapi_schema  # type: ignore[return-value]  # set by generate()
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
 
 
 def _v1_routes(app: FastAPI, core: ServingCore) -> None:
@@ -172,13 +276,18 @@ def _v1_routes(app: FastAPI, core: ServingCore) -> None:
         expert: Annotated[str | None, Query(description="only this expert's")] = None,
         kind: Annotated[Literal["drift", "warning"] | None, Query()] = None,
     ) -> Response:
-        return JSONResponse({"events": core.drift_history.recent(limit, expert, kind)})
+        return JSONResponse({"events": core.drift_events(limit, expert, kind)})
 
     @app.post("/v1/learn", response_model=schemas.LearnAccepted, status_code=202,
               tags=["v1"], dependencies=write, responses=_ERRORS)
     async def learn(body: schemas.LearnRequest) -> Response:
-        accepted = core.learn([s.model_dump() for s in body.samples])
-        return JSONResponse({"accepted": accepted, "queued": core.inbox.samples}, 202)
+        future = core.learn([s.model_dump() for s in body.samples])
+        try:
+            queued = await asyncio.wait_for(asyncio.wrap_future(future), LEARNER_WAIT_S)
+        except TimeoutError:
+            raise RequestError(503, "learner_busy", "the learner did not take the samples "
+                               f"within {LEARNER_WAIT_S:.0f} s; retry later") from None
+        return JSONResponse(queued, 202)
 
     @app.post("/v1/checkpoint", response_model=schemas.CheckpointDone, tags=["v1"],
               dependencies=write, responses=_ERRORS)

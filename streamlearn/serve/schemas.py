@@ -50,31 +50,57 @@ class LiveBody(BaseModel):
     live: bool
 
 
-class RequestInput(BaseModel):
+class _InputFields(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str
     shape: list[int]
     datatype: str
     parameters: Parameters | None = None
+
+
+class RequestInput(_InputFields):
     data: list[Any] = Field(description="Row-major values, flat or nested to the shape.")
+
+
+class HeaderInput(_InputFields):
+    """An input of a binary-extension request: ``data``, or ``parameters.binary_data_size``
+    bytes after the JSON header."""
+
+    data: list[Any] | None = None
 
 
 class RequestOutput(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     name: str
-    parameters: Parameters | None = None
+    parameters: Parameters | None = Field(
+        None, description="binary_data: true to get this output as bytes after the JSON "
+                          "(binary tensor data extension)")
 
 
-class InferRequest(BaseModel):
+class _InferFields(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    parameters: Parameters | None = Field(
+        None, description="binary_data_output: true to get every output as bytes after the "
+                          "JSON unless the output says otherwise (binary tensor data extension)")
+
+
+class InferRequest(_InferFields):
     model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
         "id": "42", "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32",
                                 "data": [0.1, 0.5, -1.2]}]}]})
 
-    id: str | None = None
-    parameters: Parameters | None = None
     inputs: list[RequestInput]
+    outputs: list[RequestOutput] | None = None
+
+
+class InferHeader(_InferFields):
+    """The JSON header of a binary tensor data extension request."""
+
+    inputs: list[HeaderInput]
     outputs: list[RequestOutput] | None = None
 
 
@@ -82,8 +108,9 @@ class ResponseOutput(BaseModel):
     name: str
     shape: list[int]
     datatype: str
-    parameters: Parameters | None = None
-    data: list[Any]
+    parameters: Parameters | None = Field(
+        None, description="binary_data_size: the output is that many bytes after the JSON")
+    data: list[Any] | None = Field(None, description="absent when the output is binary")
 
 
 class InferResponse(BaseModel):

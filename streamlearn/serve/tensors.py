@@ -1,8 +1,9 @@
 """Open Inference Protocol v2 tensors <-> torch, shared by the HTTP and gRPC front ends.
 
-Inputs arrive as nested or flat row-major JSON lists (HTTP) or as typed arrays (gRPC
-contents or raw little-endian bytes). Every check names the input at fault, and each
-failure has its own ``reason`` label for the rejected-requests metric.
+Inputs arrive as nested or flat row-major JSON lists (HTTP JSON) or as typed arrays (gRPC
+contents, or raw little-endian bytes from gRPC ``raw_input_contents`` and the HTTP binary
+tensor data extension). Every check names the input at fault, and each failure has its own
+``reason`` label for the rejected-requests metric.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class TensorIn:
     name: str
     datatype: str
     shape: list[int]
-    data: Any  # nested or flat lists (HTTP), or a numpy array (gRPC)
+    data: Any  # nested or flat lists (HTTP JSON), or a numpy array (gRPC, HTTP binary)
 
 
 @dataclass(slots=True)
@@ -89,6 +90,32 @@ def _as_array(tensor: TensorIn, where: str) -> np.ndarray[Any, Any]:
 
 def _integral(array: np.ndarray[Any, Any]) -> bool:
     return bool(np.isfinite(array).all() and (array == np.floor(array)).all())
+
+
+def from_raw(raw: bytes | memoryview, datatype: str, where: str) -> np.ndarray[Any, Any]:
+    """Raw little-endian row-major bytes as a flat array of ``datatype``.
+
+    A datatype with no numeric layout (BYTES, BOOL, ...) gives an empty array:
+    :func:`to_features` then refuses it by name.
+    """
+    if datatype not in NUMPY_TYPES:
+        return np.empty(0)
+    try:
+        array = np.frombuffer(raw, dtype=NUMPY_TYPES[datatype])
+    except ValueError:
+        raise _invalid("shape", where, f"{len(raw)} bytes is not a whole number of "
+                       f"{datatype} values") from None
+    # A copy: a view of the request's bytes is read-only, which torch.from_numpy warns about.
+    return array.copy()
+
+
+def to_raw(tensor: TensorOut) -> bytes:
+    """An output in the v2 raw layout: little-endian row-major values, or for BYTES each
+    element as its 4-byte little-endian length followed by its UTF-8 bytes."""
+    if tensor.datatype == "BYTES":
+        encoded = [str(v).encode() for v in tensor.data]
+        return b"".join(len(e).to_bytes(4, "little") + e for e in encoded)
+    return np.asarray(tensor.data, dtype=NUMPY_TYPES[tensor.datatype]).tobytes()
 
 
 def label_tensor(name: str, labels: list[Label] | tuple[Label, ...]) -> TensorOut:

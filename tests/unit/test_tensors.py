@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from streamlearn.errors import RequestError
-from streamlearn.serve.tensors import TensorIn, label_tensor, to_features
+from streamlearn.serve.tensors import (
+    TensorIn,
+    TensorOut,
+    from_raw,
+    label_tensor,
+    to_features,
+    to_raw,
+)
 
 
 def decode(datatype, shape, data, n_features=2, max_rows=10):
@@ -53,3 +60,33 @@ def test_labels_are_int64_when_all_integers_else_bytes():
     assert label_tensor("p", [0, 1]).datatype == "INT64"
     mixed = label_tensor("p", ["cat", 2])
     assert (mixed.datatype, mixed.data) == ("BYTES", ["cat", "2"])
+
+
+@pytest.mark.parametrize(("datatype", "values"), [
+    ("FP16", [0.5, -2.0]), ("FP32", [1.5, -0.25]), ("FP64", [1e-300, 2.0]),
+    ("INT8", [-128, 127]), ("UINT16", [0, 65535]), ("INT64", [-(2**63), 2**63 - 1]),
+])
+def test_raw_bytes_round_trip_exactly(datatype, values):
+    raw = to_raw(TensorOut("t", datatype, [2], values))
+    array = from_raw(raw, datatype, "t")
+    assert array.tolist() == values and to_raw(TensorOut("t", datatype, [2], array)) == raw
+    assert array.flags.writeable  # torch.from_numpy warns about read-only views
+
+
+def test_raw_layout_is_little_endian_and_bytes_are_length_prefixed():
+    assert to_raw(TensorOut("t", "INT64", [1], [1])) == b"\x01" + b"\x00" * 7
+    assert to_raw(TensorOut("t", "BYTES", [2], ["ab", ""])) == (
+        b"\x02\x00\x00\x00ab\x00\x00\x00\x00")
+
+
+def test_raw_bytes_that_are_not_whole_values_name_where():
+    with pytest.raises(RequestError) as info:
+        from_raw(b"\x00" * 6, "FP32", "raw_input_contents[0]")
+    assert (info.value.status, info.value.reason, info.value.message) == (
+        422, "shape", "raw_input_contents[0]: 6 bytes is not a whole number of FP32 values")
+
+
+def test_raw_data_of_a_non_numeric_datatype_is_refused_by_the_feature_checks():
+    array = from_raw(b"\x01\x00\x00\x00a", "BYTES", "inputs[0]")
+    with pytest.raises(RequestError, match="datatype 'BYTES' is not supported"):
+        decode("BYTES", [1, 1], array, n_features=1)
