@@ -27,8 +27,8 @@ from streamlearn.experts.member import PoolEvent
 from streamlearn.experts.pool import ExpertPool
 from streamlearn.logging import get_logger
 from streamlearn.models import batch_norms
-from streamlearn.preprocess import LabelIndex, RunningStandardizer
 from streamlearn.predictor import Predictor
+from streamlearn.preprocess import LabelIndex, RunningStandardizer
 from streamlearn.prequential import PrequentialStats
 from streamlearn.protocols import Expert, StateDict
 from streamlearn.settings import (

@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from scoring import Tally, f1_with_margin
 from streams import Stream, abrupt, gradual, noise, recurring, stable_learning
 
-from streamlearn.drift import DETECTORS, build_detector
+from streamlearn.drift.registry import DETECTORS, build_detector
 from streamlearn.settings import DriftSettings
 from streamlearn.types import DriftSignal
 

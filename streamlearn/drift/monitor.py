@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from streamlearn.drift import BaseDetector, build_detector
+from streamlearn.drift.base import BaseDetector
+from streamlearn.drift.registry import build_detector
 from streamlearn.logging import get_logger
 from streamlearn.protocols import StateDict
 from streamlearn.settings import DriftSettings

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamlearn.drift import DETECTORS, build_detector, events_of
+from streamlearn.drift.base import events_of
+from streamlearn.drift.registry import DETECTORS, build_detector
 from streamlearn.settings import DriftSettings
 from streamlearn.types import DriftAlarm, DriftSignal
 

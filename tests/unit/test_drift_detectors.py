@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from streamlearn.drift import Cusum, build_detector
 from streamlearn.drift.calibration import cusum_threshold, siegmund_arl, window_z_threshold
+from streamlearn.drift.cusum import Cusum
+from streamlearn.drift.registry import build_detector
 from streamlearn.settings import DriftSettings
 from streamlearn.types import DriftSignal
 

@@ -61,7 +61,7 @@ def test_publish_skips_unchanged_versions_and_never_goes_back():
     assert newer.version == 2 and board.current is newer
     board.publish(first)  # an older one arriving late is ignored
     assert board.current is newer
-    assert metrics.served_model_version._value.get() == 2
+    assert metrics.snapshot_publishes.labels(result="ok")._value.get() == 2
 
 
 def test_a_failed_build_keeps_the_previous_snapshot(monkeypatch):
