@@ -80,7 +80,8 @@ class Daemon:
         # Restored and published: what serves this learner may answer for it from now on.
         self.restored = threading.Event()
         # Serving's two windows into the learner: snapshots out, samples and requests in.
-        self.snapshots: SnapshotPublisher = snapshots or SnapshotBoard(self.metrics)
+        self.snapshots: SnapshotPublisher = (SnapshotBoard(self.metrics) if snapshots is None
+                                             else snapshots)
         self.inbox = Inbox(settings.serve.learn_queue_samples)
         self.drift_history: EventHistory[DriftEvent] = EventHistory(settings.drift.history)
         self.expert_history: EventHistory[PoolEvent] = EventHistory(settings.experts.history)

@@ -3,8 +3,10 @@
 A child is ``python -m <module>`` with a JSON launch document on its standard input (the
 settings with their secrets, the runtime directory, inherited file descriptors), in its own
 session so a terminal's Ctrl-C reaches only the supervisor, which stops the children in
-order. A child also asks the kernel for SIGTERM when its parent dies (Linux), so a
-supervisor killed with SIGKILL leaves no orphan serving stale answers.
+order. A child also asks the kernel for SIGKILL when its parent dies (Linux): a supervisor
+killed with SIGKILL takes the whole service down with it, as a killed container would, and
+leaves no orphan serving stale answers, holding the ports, or checkpointing beside the
+learner of the next start.
 """
 
 from __future__ import annotations
@@ -65,13 +67,13 @@ def read_launch() -> dict[str, Any]:
 
 
 def watch_parent() -> None:
-    """SIGTERM this process when its parent dies (Linux; elsewhere a no-op)."""
+    """SIGKILL this process when its parent dies (Linux; elsewhere a no-op)."""
     if not sys.platform.startswith("linux"):
         return
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         return
     if os.getppid() == 1:  # the parent died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGKILL)

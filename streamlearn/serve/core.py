@@ -111,7 +111,8 @@ class ServingCore:
     # -- metadata --------------------------------------------------------------------------
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": "streamlearn", "version": streamlearn.__version__, "extensions": []}
+        return {"name": "streamlearn", "version": streamlearn.__version__,
+                "extensions": ["binary_tensor_data"]}
 
     def model_metadata(self, name: str) -> dict[str, Any]:
         self._check_model(name)

@@ -23,7 +23,7 @@ def test_v2_health_and_server_metadata(served):
     ready = served.http.get("/v2/health/ready")
     assert (ready.status_code, ready.json()) == (200, {"ready": True})
     meta = served.http.get("/v2").json()
-    assert meta["name"] == "streamlearn" and meta["extensions"] == []
+    assert meta["name"] == "streamlearn" and meta["extensions"] == ["binary_tensor_data"]
 
 
 def test_not_ready_until_a_snapshot_exists(service_factory):
