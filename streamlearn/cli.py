@@ -134,7 +134,9 @@ def _run(args: argparse.Namespace) -> int:
 def _run_learner_only(settings: Any) -> int:
     """No serving: the learner alone, in this process, as one needs nothing else."""
     from streamlearn.daemon import kafka_daemon
+    from streamlearn.runtime.launch import limit_torch_threads
 
+    limit_torch_threads(settings.engine.torch_threads)
     daemon = kafka_daemon(settings)
     if settings.metrics.enabled:
         port, _ = daemon.metrics.serve(settings.metrics.host, settings.metrics.port)

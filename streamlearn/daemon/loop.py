@@ -231,6 +231,9 @@ class Daemon:
         self._flow_control()
         while self.buffer.due() and not self._stop.is_set():
             self._learn(self.buffer.take())
+            # A poll of batch records can hold a minute of work: /v1/status, the demo and
+            # the gauges must not freeze for that long (each is rate-limited inside).
+            self._maybe_update_gauges()
             if self._paused:
                 break  # go back to poll() so the group keeps seeing us while we catch up
         self._serve_inbox()

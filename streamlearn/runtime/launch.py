@@ -77,3 +77,11 @@ def watch_parent() -> None:
         return
     if os.getppid() == 1:  # the parent died before the request took effect
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def limit_torch_threads(threads: int) -> None:
+    """``threads`` intra-op threads for this process's torch (0: leave torch's default)."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -159,7 +159,7 @@ def main() -> int:
     from streamlearn.daemon import kafka_daemon
     from streamlearn.errors import SettingsError, StreamlearnError
     from streamlearn.logging import configure_logging
-    from streamlearn.runtime.launch import read_launch, watch_parent
+    from streamlearn.runtime.launch import limit_torch_threads, read_launch, watch_parent
     from streamlearn.settings import Settings
 
     launch = read_launch()
@@ -170,6 +170,7 @@ def main() -> int:
         log.error("learner_settings_invalid", error=str(exc))
         return EXIT_USAGE
     configure_logging(settings.log.level, settings.log.format)
+    limit_torch_threads(settings.engine.torch_threads)
     try:
         daemon = kafka_daemon(settings)
         host = LearnerHost(daemon, RuntimeDir(Path(launch["runtime"])))

@@ -27,7 +27,7 @@ from streamlearn.logging import configure_logging
 from streamlearn.metrics import ServingMetrics
 from streamlearn.runtime.exposition import Exposition, learner_metrics_text
 from streamlearn.runtime.ipc import LearnerLink
-from streamlearn.runtime.launch import read_launch, watch_parent
+from streamlearn.runtime.launch import limit_torch_threads, read_launch, watch_parent
 from streamlearn.runtime.paths import RuntimeDir
 from streamlearn.runtime.remote import RemoteLearner
 from streamlearn.runtime.snapshots import SnapshotReader, monotonic_from_wall
@@ -51,6 +51,7 @@ class ServingProcess:
     def __init__(self, launch: dict[str, Any]) -> None:
         settings = Settings.model_validate(launch["settings"])
         configure_logging(settings.log.level, settings.log.format)
+        limit_torch_threads(settings.serve.torch_threads)
         self.settings = settings.serve
         runtime = RuntimeDir(Path(launch["runtime"]))
         self.metrics = ServingMetrics()
