@@ -9,8 +9,9 @@ per transport, one request at a time, timed from send to parsed response. HTTP u
 keep-alive socket client (as wrk would), gRPC the grpcio stub.
 
 - **learner busy**: a backlog of batch records (100 samples each, F features, one linear
-  concept) is produced before the daemon starts, large enough that the learner never waits
-  for input during the measured phases (checked: the lag is still positive at the end);
+  concept, 2 classes, as in the benchmark before the process split) is produced before the
+  daemon starts, large enough that the learner never waits for input during the measured
+  phases (checked: the lag is still positive at the end);
   - the learner's samples/s with no serving load, then during each serving phase;
   - single-row infer latency p50/p90/p99 over HTTP and gRPC;
   - batched infer throughput (256 rows per request), rows/s, for --seconds per transport;
@@ -19,8 +20,10 @@ keep-alive socket client (as wrk would), gRPC the grpcio stub.
     to the client first seeing it served;
 - **learner idle**: a fresh service that learned 2,000 samples and has nothing more to do,
   same serving phases;
-- **RSS with 8 experts**: a fresh service fed eight unlike regimes back to back until its
-  pool holds eight experts; resident memory of each process of the service and the sum.
+- **RSS with 8 experts**: a fresh service fed eight regimes back to back (the same concept
+  relabeled cyclically: each disagrees with every other on every sample, so each gets an
+  expert of its own); resident memory of each process of the service and the sum, with the
+  number of experts the pool then holds.
 
 Figures are medians over --runs runs (each run's own figures are kept too). Results go to
 benchmarks/results/serving.json.
@@ -61,25 +64,30 @@ _DISTINCT = 50
 PREVIOUS_IDLE_ROWS_PER_S = {"http": 45_477, "grpc": 175_623}
 
 
-def concept(n_features: int, seed: int) -> Callable[[random.Random], dict[str, Any]]:
-    weights = [random.Random(seed).uniform(-1, 1) for _ in range(n_features)]
+def concept(n_features: int, seed: int, classes: int, shift: int = 0
+            ) -> Callable[[random.Random], dict[str, Any]]:
+    """A linear concept over ``classes`` classes; ``shift`` relabels it cyclically, so
+    regimes with different shifts disagree on every sample (each must get its own expert)."""
+    rng = random.Random(seed)
+    weights = [[rng.uniform(-1, 1) for _ in range(n_features)] for _ in range(classes)]
 
-    def sample(rng: random.Random) -> dict[str, Any]:
-        x = [round(rng.gauss(0, 1), 3) for _ in range(n_features)]
-        return {"x": x, "y": int(sum(w * v for w, v in zip(weights, x, strict=True)) > 0)}
+    def sample(draw: random.Random) -> dict[str, Any]:
+        x = [round(draw.gauss(0, 1), 3) for _ in range(n_features)]
+        scores = [sum(w * v for w, v in zip(row, x, strict=True)) for row in weights]
+        return {"x": x, "y": (scores.index(max(scores)) + shift) % classes}
 
     return sample
 
 
-def batch_records(samples: int, n_features: int, regimes: int = 1, seed: int = 0
-                  ) -> Iterator[bytes]:
-    """``samples`` in batch records; ``regimes`` unlike concepts back to back. Each regime
-    cycles through :data:`_DISTINCT` records (encoding a million samples would take longer
-    than the benchmark)."""
+def batch_records(samples: int, n_features: int, regimes: int = 1, classes: int = 2,
+                  seed: int = 0) -> Iterator[bytes]:
+    """``samples`` in batch records; ``regimes`` relabelings of one concept back to back.
+    Each regime cycles through :data:`_DISTINCT` records (encoding a million samples would
+    take longer than the benchmark)."""
     rng = random.Random(seed)
     per_regime = samples // regimes
     for regime in range(regimes):
-        make = concept(n_features, seed + 100 * regime)
+        make = concept(n_features, seed, classes, shift=regime)
         pool = [json.dumps({"samples": [make(rng) for _ in range(PER_RECORD)]}).encode()
                 for _ in range(min(_DISTINCT, per_regime // PER_RECORD))]
         for index in range(per_regime // PER_RECORD):
@@ -137,8 +145,8 @@ class Service:
         """Resident memory of the supervisor and every process under it, in bytes."""
         out = {}
         for pid in _tree(self.proc.pid):
-            name = " ".join(Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:4]
-                            ).decode()
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            name = " ".join(part.decode() for part in argv[1:4])
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     out[f"{pid} {name}"] = int(line.split()[1]) * 1024
@@ -318,7 +326,8 @@ def idle_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
 def rss_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
             ) -> dict[str, Any]:
     topic = _topic(broker, "rss")
-    produce(broker.bootstrap, topic, batch_records(8 * 6_000, args.features, regimes=8))
+    produce(broker.bootstrap, topic, batch_records(8 * 6_000, args.features, regimes=8,
+                                                   classes=8))
     service = Service(workdir / "rss", broker.bootstrap, topic)
     try:
         def experts() -> int:
@@ -358,7 +367,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3_000)
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--backlog", type=int, default=1_000_000,
+    parser.add_argument("--backlog", type=int, default=500_000,
                         help="samples waiting before the busy run starts")
     parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
@@ -375,6 +384,12 @@ def main() -> None:
                     run["rss_8_experts"]["total_bytes"] / 2**20, 1)
             runs.append(run)
             print(json.dumps(run, indent=2), flush=True)
+            _write(args, runs)
+    print(json.dumps(_write(args, runs)["median"], indent=2))
+
+
+def _write(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Results so far (after each run: a crash later keeps what was measured)."""
     results = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                     "load_average_after": os.getloadavg()},
@@ -382,13 +397,14 @@ def main() -> None:
                     "short group timeouts changed",
         "features": args.features,
         "previous_idle_rows_per_s": PREVIOUS_IDLE_ROWS_PER_S,
-        "median": median_of([{k: v for k, v in r.items() if k != "rss_8_experts"}
-                             for r in runs]),
+        "median": median_of([{**r, "rss_8_experts": {
+            k: v for k, v in r.get("rss_8_experts", {}).items() if k != "processes"}}
+            for r in runs]),
         "runs": runs,
     }
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results["median"], indent=2))
+    return results
 
 
 if __name__ == "__main__":

@@ -41,11 +41,13 @@ class Backoff:
         self.due: float | None = None
 
     def exited(self) -> float:
+        """The child exited now: the delay before it may start again."""
         now = time.monotonic()
-        self.delay = (RESTART_MIN_S if now - self.started >= HEALTHY_S
-                      else min(self.delay * 2, RESTART_MAX_S))
-        self.due = now + self.delay
-        return self.delay
+        if now - self.started >= HEALTHY_S:
+            self.delay = RESTART_MIN_S
+        delay, self.delay = self.delay, min(self.delay * 2, RESTART_MAX_S)
+        self.due = now + delay
+        return delay
 
     def ready(self) -> bool:
         if self.due is None or time.monotonic() < self.due:

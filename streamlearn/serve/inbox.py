@@ -1,7 +1,9 @@
 """What serving hands to the learner: labeled samples, rows to adapt on, checkpoint requests.
 
-Request threads only append here, under a short lock, and never wait for the learner; the
-learner takes what is waiting at the top of each loop step. The sample queue is bounded
+It lives in the learner's process. The learner's IPC threads append what serving processes
+send (:class:`~streamlearn.runtime.learner.LearnerHost`), under a short lock, and never wait
+for the learner loop, which takes what is waiting at the top of each step. The sample queue
+is bounded
 (``serve.learn_queue_samples``): a request that does not fit is refused whole, so the
 client gets 429 and retries instead of having half its samples learned. Served rows for
 test-time adaptation (``adapt.on_requests``) are best effort: past the same bound they are
