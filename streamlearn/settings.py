@@ -138,9 +138,9 @@ class EngineSettings(Section):
     # Measured with the default MLP on 2 cores: 2 threads learn no faster than 1 and take
     # 40% more CPU from the serving processes beside it. Raise it for large networks.
     torch_threads: int = Field(1, ge=0)
-    # Niceness of the learner process: where serving and learning both want a core, serving
-    # gets it first (latency), and the learner takes whatever is left (throughput).
-    nice: int = Field(10, ge=0, le=19)
+    # Niceness of the learner process. Above 0, serving gets a contended core first. Measured
+    # on 2 cores (docs/benchmarks.md): 10 bought serving nothing measurable, so 0.
+    nice: int = Field(0, ge=0, le=19)
 
 
 class CheckpointSettings(Section):

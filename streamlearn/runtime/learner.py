@@ -171,7 +171,8 @@ def main() -> int:
         return EXIT_USAGE
     configure_logging(settings.log.level, settings.log.format)
     limit_torch_threads(settings.engine.torch_threads)
-    os.nice(settings.engine.nice)  # serving first where both want the CPU
+    if settings.engine.nice:
+        os.nice(settings.engine.nice)  # serving first where both want the CPU
     try:
         daemon = kafka_daemon(settings)
         host = LearnerHost(daemon, RuntimeDir(Path(launch["runtime"])))
