@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -288,57 +289,54 @@ def serving_phases(service: Service, clients: Clients, args: argparse.Namespace
     return out
 
 
-def busy_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
-             ) -> dict[str, Any]:
-    topic = _topic(broker, "busy")
-    produce(broker.bootstrap, topic, batch_records(args.backlog, args.features))
-    service = Service(workdir / "busy", broker.bootstrap, topic)
+@contextmanager
+def service_on(broker: EmbeddedBroker, workdir: Path, kind: str, records: Iterator[bytes]
+               ) -> Iterator[Service]:
+    """``records`` in a fresh topic, then ``streamlearn run`` reading it; stopped after."""
+    topic = _topic(broker, kind)
+    produce(broker.bootstrap, topic, records)
+    service = Service(workdir / kind, broker.bootstrap, topic)
     try:
-        service.wait(lambda: service.learned() > 5_000, 120, "the learner to start")
-        clients = Clients(service, args.features)
-        out = serving_phases(service, clients, args)
-        clients.close()
-        status = service.status()
-        out["learned_at_end"] = (status["learner"] or {}).get("samples_learned")
-        out["lag_at_end"] = (status["learner"] or {}).get("lag")
-        out["busy_throughout"] = bool(out["lag_at_end"])
-        return out
+        yield service
     finally:
         service.stop()
 
 
+def busy_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
+             ) -> dict[str, Any]:
+    with service_on(broker, workdir, "busy", batch_records(args.backlog, args.features)
+                    ) as service:
+        service.wait(lambda: service.learned() > 5_000, 120, "the learner to start")
+        clients = Clients(service, args.features)
+        out = serving_phases(service, clients, args)
+        clients.close()
+        learner = service.status()["learner"] or {}
+        out["learned_at_end"] = learner.get("samples_learned")
+        out["lag_at_end"] = learner.get("lag")
+        out["busy_throughout"] = bool(out["lag_at_end"])
+        return out
+
+
 def idle_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
              ) -> dict[str, Any]:
-    topic = _topic(broker, "idle")
-    produce(broker.bootstrap, topic, batch_records(2_000, args.features))
-    service = Service(workdir / "idle", broker.bootstrap, topic)
-    try:
+    with service_on(broker, workdir, "idle", batch_records(2_000, args.features)) as service:
         service.wait(lambda: service.learned() >= 2_000, 120, "the warm-up to be learned")
         service.wait(lambda: service.status()["ready"], 30, "ready")
         clients = Clients(service, args.features)
         out = serving_phases(service, clients, args)
         clients.close()
         return out
-    finally:
-        service.stop()
 
 
 def rss_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
             ) -> dict[str, Any]:
-    topic = _topic(broker, "rss")
-    produce(broker.bootstrap, topic, batch_records(8 * 6_000, args.features, regimes=8,
-                                                   classes=8))
-    service = Service(workdir / "rss", broker.bootstrap, topic)
-    try:
-        def experts() -> int:
-            return int((service.status()["learner"] or {}).get("experts") or 0)
-
+    regimes = batch_records(8 * 6_000, args.features, regimes=8, classes=8)
+    with service_on(broker, workdir, "rss", regimes) as service:
         service.wait(lambda: service.learned() >= 8 * 6_000 - PER_RECORD, 600,
                      "the eight regimes to be learned")
         rss = service.rss()
-        return {"experts": experts(), "processes": rss, "total_bytes": sum(rss.values())}
-    finally:
-        service.stop()
+        experts = int((service.status()["learner"] or {}).get("experts") or 0)
+        return {"experts": experts, "processes": rss, "total_bytes": sum(rss.values())}
 
 
 def _topic(broker: EmbeddedBroker, kind: str) -> str:
