@@ -92,7 +92,7 @@ def test_dashboard_covers_what_operators_watch_and_is_provisioned():
 # -- Compose ---------------------------------------------------------------------------------
 
 SERVICE_KEYS = {"image", "build", "command", "entrypoint", "environment", "ports", "volumes",
-                "depends_on", "healthcheck", "restart", "stop_grace_period"}
+                "depends_on", "healthcheck", "restart", "stop_grace_period", "shm_size"}
 
 
 def compose() -> dict[str, Any]:
@@ -122,6 +122,7 @@ def test_compose_services_are_complete_and_consistent():
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert services["streamlearn"]["build"] == {"context": "..", "dockerfile": "Dockerfile"}
+    assert services["streamlearn"]["shm_size"] == "256mb"  # snapshots between processes
 
 
 def test_compose_environment_is_valid_settings():
@@ -226,6 +227,9 @@ def test_statefulset_wires_config_secret_probes_and_volume():
     assert container["args"] == ["run", "--config", f"{mounts['config']}/streamlearn.yaml"]
     assert mounts["checkpoints"] == settings["checkpoint"]["dir"]
     assert statefulset["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "checkpoints"
+    # Snapshots go from the learner process to the serving processes through /dev/shm.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert mounts["shm"] == "/dev/shm" and volumes["shm"]["emptyDir"]["medium"] == "Memory"
     (token,) = container["env"]
     assert token["name"] == "STREAMLEARN_SERVE__AUTH_TOKEN"
     secret = next(d for d in docs if d["kind"] == "Secret")
