@@ -78,6 +78,7 @@ class LearnerPort:
         self.path = path
         self._handler = handler
         self._sock: socket.socket | None = None
+        self._conns: set[socket.socket] = set()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._accept, name="ipc-accept", daemon=True)
 
@@ -90,10 +91,14 @@ class LearnerPort:
         self._thread.start()
 
     def close(self) -> None:
+        """Stop listening and hang up on every serving process: they turn not-ready."""
         self._closed.set()
         if self._sock is not None:
             self._sock.close()
             self.path.unlink(missing_ok=True)
+        for conn in list(self._conns):
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def _accept(self) -> None:
         assert self._sock is not None
@@ -113,18 +118,20 @@ class LearnerPort:
             with lock, contextlib.suppress(OSError):
                 send_frame(conn, message)
 
+        self._conns.add(conn)
         with conn:
             while not self._closed.is_set():
                 try:
                     request = recv_frame(conn)
                 except (LinkClosedError, OSError):
-                    return
+                    break
                 try:
                     self._handler(request, reply)
                 except Exception as exc:  # a bug answers an error, never kills the link
                     log.exception("ipc_request_failed", op=request.get("op"))
                     if "id" in request:
                         reply({"id": request["id"], "error": type(exc).__name__})
+        self._conns.discard(conn)
 
 
 class LearnerLink:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import subprocess
 import threading
 from pathlib import Path
 
@@ -176,3 +177,17 @@ def test_a_child_gets_the_settings_with_their_secrets(tmp_path):
     child = Settings.model_validate(document)
     assert child == settings
     assert child.serve.auth_token.get_secret_value() == "a-long-enough-token"
+
+
+def test_a_dead_supervisors_runtime_directory_is_removed_by_the_next_start(tmp_path):
+    from streamlearn.runtime.paths import remove_orphans
+
+    dead, alive, foreign = (tmp_path / f"streamlearn-{n}" for n in ("dead", "alive", "x"))
+    for root in (dead, alive, foreign):
+        root.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (dead / "supervisor.pid").write_text(str(gone.pid))
+    (alive / "supervisor.pid").write_text(str(os.getpid()))
+    assert remove_orphans(tmp_path) == [dead]
+    assert not dead.exists() and alive.exists() and foreign.exists()
