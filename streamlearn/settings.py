@@ -52,6 +52,18 @@ class KafkaSettings(Section):
     publish_predictions: bool = True
     # How long the sinks may take to land their records before a checkpoint is skipped.
     flush_timeout_s: float = Field(10.0, gt=0)
+    # Largest output message (the producer's max_request_size; the broker's message.max.bytes
+    # is 1 MiB by default). A bigger one can never land: it is cut down or dropped, counted,
+    # and never retried.
+    max_message_bytes: int = Field(1_048_576, ge=1_024)
+    # Outputs that failed to land and wait to be sent again (an output topic missing, a broker
+    # refusing). Above this input is paused until they land: memory stays bounded and no
+    # output is dropped.
+    max_pending_outputs: int = Field(10_000, ge=1)
+    # Static group membership (KIP-345): a member that restarts under the same id within the
+    # session timeout gets its partitions back without a rebalance. Unique per replica (the
+    # Kubernetes StatefulSet sets it to the pod name); null = dynamic membership.
+    group_instance_id: str | None = Field(None, min_length=1, max_length=249)
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> KafkaSettings:
@@ -86,6 +98,16 @@ class ModelSettings(Section):
     momentum: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     max_classes: int = Field(64, ge=2)
+    # With every class slot taken, a new label takes over the slot of the class learned the
+    # fewest times if that class was learned fewer than this many times: a burst of junk
+    # labels cannot lock real classes out for good. 0: a full model rejects new labels.
+    rare_class_samples: int = Field(3, ge=0)
+    # Class labels are integers in int64 range or strings up to this many characters. A
+    # model's labels are all integers or all strings: the first one learned decides.
+    max_label_chars: int = Field(128, ge=1)
+    # With n_features null, the first valid sample fixes the width: wider records are refused
+    # (feature_count) so one hostile record cannot allocate every expert at its width.
+    max_features: int = Field(10_000, ge=1)
     standardize: bool = True
     # "package.module:function" returning a torch.nn.Module or an Expert; overrides hidden.
     factory: str | None = None
@@ -134,6 +156,8 @@ class EngineSettings(Section):
     rolling_window: int = Field(1_000, ge=1)
     max_record_bytes: int = Field(1_048_576, ge=16)
     max_samples_per_record: int = Field(10_000, ge=1)
+    # Sample ids travel on every prediction (its Kafka key too): longer ones are refused.
+    max_id_chars: int = Field(256, ge=1)
     # torch's intra-op threads in the learner process (0: torch's default, one per core).
     # Measured with the default MLP on 2 cores: 2 threads learn no faster than 1 and take
     # 40% more CPU from the serving processes beside it. Raise it for large networks.
@@ -150,6 +174,11 @@ class CheckpointSettings(Section):
     every_seconds: float = Field(60.0, gt=0)
     # The promise is "keep the last 3": enough to fall back past one torn and one corrupt file.
     keep: int = Field(3, ge=1)
+    # After a failed or deferred checkpoint (disk full, outputs not landed) the next try waits
+    # retry_min_s, doubling up to retry_max_s: a full disk must not cost a whole state
+    # serialization on every learning step.
+    retry_min_s: float = Field(1.0, gt=0)
+    retry_max_s: float = Field(60.0, gt=0)
 
 
 class MetricsSettings(Section):
