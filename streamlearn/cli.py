@@ -115,6 +115,11 @@ def _run(args: argparse.Namespace) -> int:
     if not settings.serve.enabled:
         return _run_learner_only(settings)
     from streamlearn.runtime.processes import ProcessLearner
+    from streamlearn.serve.auth import TokenAuth
+
+    # The serving processes read the token file too; a bad one must refuse the start here
+    # (exit 2), not send them into a restart loop.
+    TokenAuth.from_settings(settings.serve)
     from streamlearn.service import Service
 
     try:

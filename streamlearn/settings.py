@@ -8,8 +8,10 @@ a default.
 
 from __future__ import annotations
 
+import re
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -187,7 +189,37 @@ class MetricsSettings(Section):
     port: int = Field(9100, ge=0, le=65535)
 
 
+# A bearer token shorter than this is refused: 16 random characters are past guessing.
+MIN_TOKEN_CHARS = 16
+# Words of the placeholders that example files ship (this project's used "change-me"). A
+# token made only of these, digits and separators ("change-me", "CHANGE_ME_CHANGE_ME",
+# "your-secret-token-here", "password12345678") is refused: long enough, still guessable.
+PLACEHOLDER_WORDS = ("change", "me", "secret", "token", "password", "streamlearn", "example",
+                     "test", "your", "here", "my", "default", "dummy", "placeholder")
+_PLACEHOLDER = re.compile(rf"(?:[\W_\d]*+(?:{'|'.join(PLACEHOLDER_WORDS)}))+[\W_\d]*+",
+                          re.IGNORECASE)
+# "xxxxxxxxxxxxxxxx", "0000000000000000", "abababab...": fewer distinct characters than this.
+_MIN_DISTINCT_CHARS = 4
+TOKEN_HINT = "use 16 or more random characters, e.g. from `openssl rand -hex 24`"
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot guard the write endpoints, or None. Never quotes the token:
+    the answer goes into errors and logs."""
+    if len(token) < MIN_TOKEN_CHARS:
+        return f"shorter than {MIN_TOKEN_CHARS} characters"
+    if _PLACEHOLDER.fullmatch(token):
+        return "a known placeholder"
+    if len(set(token)) < _MIN_DISTINCT_CHARS:
+        return f"made of fewer than {_MIN_DISTINCT_CHARS} distinct characters"
+    return None
+
+
 class ServeSettings(Section):
+    # Validation errors of this section can carry the token: their text never shows inputs
+    # (load_settings reports them through _describe, which redacts).
+    model_config = ConfigDict(hide_input_in_errors=True)
+
     enabled: bool = True
     host: str = "0.0.0.0"
     http_port: int = Field(8080, ge=0, le=65535)
@@ -225,6 +257,14 @@ class ServeSettings(Section):
     # stop sending, then in-flight requests get drain_timeout_s to finish.
     shutdown_delay_s: float = Field(1.0, ge=0)
     drain_timeout_s: float = Field(5.0, ge=0)
+
+    @field_validator("auth_token")
+    @classmethod
+    def _token_is_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        problem = token_problem(value.get_secret_value()) if value is not None else None
+        if problem is not None:
+            raise ValueError(f"the token is {problem}; {TOKEN_HINT}")
+        return value
 
     @model_validator(mode="after")
     def _one_token_source(self) -> ServeSettings:
@@ -435,7 +475,9 @@ class LogSettings(Section):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="STREAMLEARN_", env_nested_delimiter="__", extra="forbid"
+        env_prefix="STREAMLEARN_", env_nested_delimiter="__", extra="forbid",
+        # The input holds the token: an error's text (a child process logs one) must not.
+        hide_input_in_errors=True,
     )
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
@@ -510,8 +552,40 @@ def _describe(exc: ValidationError) -> list[str]:
         if error["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown setting; allowed here: {_allowed(error['loc'])}")
         else:
-            problems.append(f"{loc}: {error['msg']} (got {error.get('input')!r})")
+            shown = _redact(error["loc"], error.get("input"))
+            problems.append(f"{loc}: {error['msg']} (got {shown!r})")
     return problems
+
+
+class _Redacted:
+    def __repr__(self) -> str:
+        return "<redacted>"
+
+
+REDACTED = _Redacted()
+
+
+def _redact(loc: tuple[int | str, ...], value: Any) -> Any:
+    """``value``, found at ``loc``, with every secret setting in it replaced: a section's
+    cross-field error gets the whole section as its input, the top level's everything."""
+    if any(loc[:len(path)] == path for path in _secret_paths(Settings)):
+        return REDACTED
+    if isinstance(value, dict):
+        return {key: _redact((*loc, key), item) for key, item in value.items()}
+    return value
+
+
+@cache
+def _secret_paths(model: type[BaseModel]) -> tuple[tuple[str, ...], ...]:
+    """Where the SecretStr settings of ``model`` are (("serve", "auth_token"), ...)."""
+    paths: list[tuple[str, ...]] = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if annotation is SecretStr or SecretStr in get_args(annotation):
+            paths.append((name,))
+        elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            paths += [(name, *inner) for inner in _secret_paths(annotation)]
+    return tuple(paths)
 
 
 def _allowed(loc: tuple[int | str, ...]) -> str:

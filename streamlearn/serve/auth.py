@@ -9,10 +9,11 @@ orchestrators and scrapers work without secrets.
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 from typing import Literal
 
 from streamlearn.errors import RequestError, SettingsError
-from streamlearn.settings import ServeSettings
+from streamlearn.settings import TOKEN_HINT, ServeSettings, token_problem
 
 Scope = Literal["read", "write"]
 
@@ -26,14 +27,7 @@ class TokenAuth:
     def from_settings(cls, settings: ServeSettings) -> TokenAuth:
         token = settings.auth_token.get_secret_value() if settings.auth_token else None
         if settings.auth_token_file is not None:
-            try:
-                token = settings.auth_token_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise SettingsError([f"serve.auth_token_file: cannot read "
-                                     f"{settings.auth_token_file} ({exc.strerror})"]) from None
-            if not token:
-                raise SettingsError([f"serve.auth_token_file: {settings.auth_token_file} "
-                                     "is empty"])
+            token = read_token_file(settings.auth_token_file)
         if settings.auth_infer and token is None:
             raise SettingsError(["serve.auth_infer: needs serve.auth_token or "
                                  "serve.auth_token_file"])
@@ -56,3 +50,24 @@ class TokenAuth:
                                "(header 'Authorization: Bearer <token>')")
         if not hmac.compare_digest(given.strip().encode(), self._token):
             raise RequestError(401, "unauthorized", "invalid bearer token")
+
+
+def read_token_file(path: Path) -> str:
+    """The token in ``path``, held to the rules of ``serve.auth_token``. Errors name the file,
+    never what it holds: a mounted secret with the wrong content is still a secret."""
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise _file_error(path, f"cannot read it ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise _file_error(path, "not UTF-8 text") from None
+    if not token:
+        raise _file_error(path, "it is empty")
+    problem = token_problem(token)
+    if problem is not None:
+        raise _file_error(path, f"its token is {problem}; {TOKEN_HINT}")
+    return token
+
+
+def _file_error(path: Path, problem: str) -> SettingsError:
+    return SettingsError([f"serve.auth_token_file: {path}: {problem}"])

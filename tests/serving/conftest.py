@@ -34,7 +34,7 @@ from tests.support.livesource import LiveSource
 from tests.support.waiting import wait_for
 
 N_FEATURES = 4
-TOKEN = "test-token"
+TOKEN = "9f2c61d0a7e84b35c1d6"  # settings refuse short or placeholder tokens
 
 
 def labeled(n: int, seed: int = 0) -> list[bytes]:

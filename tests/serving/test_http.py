@@ -212,14 +212,14 @@ def test_write_endpoints_are_off_without_a_token_and_infer_can_require_one(servi
     assert no_token.http.post(INFER, json=infer_body([ROW])).status_code == 200
 
     token_file = tmp_path / "token"
-    token_file.write_text("from-file\n")
+    token_file.write_text("from-file-4c8e1a97b2d5\n")
     guarded = service_factory(serve={"auth_token": None, "auth_token_file": str(token_file),
                                      "auth_infer": True})
     assert guarded.http.post(INFER, json=infer_body([ROW])).status_code == 401
     assert guarded.http.get("/v2/models/streamlearn").status_code == 401
     assert guarded.http.get("/v1/status").status_code == 401
     ok = guarded.http.post(INFER, json=infer_body([ROW]),
-                           headers={"Authorization": "Bearer from-file"})
+                           headers={"Authorization": "Bearer from-file-4c8e1a97b2d5"})
     assert ok.status_code == 200
     for open_path in ("/v2/health/live", "/v2/health/ready", "/metrics"):
         assert guarded.http.get(open_path).status_code == 200, open_path

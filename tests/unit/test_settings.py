@@ -138,3 +138,110 @@ def test_image_settings_are_checked(monkeypatch):
 def test_a_memory_of_one_row_is_refused():
     with pytest.raises(SettingsError, match=r"adapt\.memory: .*0 \(off\) or at least 2"):
         load_settings(None, adapt={"memory": 1})
+
+
+# -- the bearer token ------------------------------------------------------------------------
+
+GOOD_TOKEN = "c0ffee5e1d2a4b7f9e3c8a61d5b2"  # random-looking, 28 characters
+WEAK_TOKENS = ["short-1a2b", "change-me", "ChangeMe", "CHANGE_ME_CHANGE_ME",
+               "your-token-here", "your-secret-token-here", "password12345678",
+               "streamlearn-token-2024", "xxxxxxxxxxxxxxxxxxxx"]
+
+
+def run_cli(*args, env=None):
+    import os
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "streamlearn", *args], capture_output=True,
+                          text=True, timeout=60, env=full_env)
+
+
+@pytest.mark.parametrize("token", WEAK_TOKENS)
+def test_a_short_or_placeholder_token_is_refused_without_being_echoed(token):
+    with pytest.raises(SettingsError) as info:
+        load_settings(None, serve={"auth_token": token})
+    [problem] = info.value.problems
+    assert problem.startswith("serve.auth_token: ") and problem.endswith("(got <redacted>)")
+    assert token not in str(info.value)
+    assert load_settings(None, serve={"auth_token": GOOD_TOKEN}).serve.auth_token is not None
+
+
+def test_a_token_from_the_environment_is_checked_and_never_echoed(monkeypatch):
+    monkeypatch.setenv("STREAMLEARN_SERVE__AUTH_TOKEN", "env-only-9f3")
+    with pytest.raises(SettingsError, match=r"serve\.auth_token: .*shorter than 16") as info:
+        load_settings(None)
+    assert "env-only-9f3" not in str(info.value)
+
+
+def test_a_token_from_the_yaml_file_is_checked_and_never_echoed(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("serve:\n  auth_token: Change-Me\n")
+    with pytest.raises(SettingsError, match=r"serve\.auth_token: .*shorter than 16") as info:
+        load_settings(path)
+    assert "Change-Me" not in str(info.value)
+
+
+def test_cross_field_errors_redact_the_token_in_the_section_they_echo(tmp_path):
+    # A section's rule gets the section as input; the top level's gets every section.
+    with pytest.raises(SettingsError, match="auth_token or auth_token_file") as info:
+        load_settings(None, serve={"auth_token": GOOD_TOKEN, "auth_token_file": "t"})
+    assert GOOD_TOKEN not in str(info.value) and "'auth_token': <redacted>" in str(info.value)
+    with pytest.raises(SettingsError, match=r"drift\.signal: 'error' needs") as info:
+        load_settings(None, serve={"auth_token": GOOD_TOKEN}, model={"task": "regression"},
+                      drift={"signal": "error"})
+    assert GOOD_TOKEN not in str(info.value)
+
+
+def test_validation_error_text_never_shows_the_token():
+    # Child processes validate the settings document they are sent and log what fails.
+    from pydantic import ValidationError
+
+    from streamlearn.settings import ServeSettings, Settings
+
+    with pytest.raises(ValidationError) as info:
+        Settings.model_validate({"serve": {"auth_token": GOOD_TOKEN, "auth_token_file": "t"}})
+    assert GOOD_TOKEN[:8] not in str(info.value)  # pydantic cuts the middle of long inputs
+    with pytest.raises(ValidationError) as info:
+        ServeSettings(auth_token="weak-token")
+    assert "weak-token" not in str(info.value)
+
+
+def test_run_refuses_a_weak_token_with_exit_code_2_and_never_prints_it(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("serve:\n  auth_token: yaml-tok-7d1\n")
+    from_file = run_cli("run", "--config", str(path))
+    from_env = run_cli("run", env={"STREAMLEARN_SERVE__AUTH_TOKEN": "env-tok-5c2"})
+    both = tmp_path / "both.yaml"
+    both.write_text(f"serve:\n  auth_token: {GOOD_TOKEN}\n  auth_token_file: /t\n")
+    cross = run_cli("run", "--config", str(both))
+    for proc, token in ((from_file, "yaml-tok-7d1"), (from_env, "env-tok-5c2"),
+                        (cross, GOOD_TOKEN)):
+        assert proc.returncode == 2, proc.stderr
+        assert "serve" in proc.stderr and "Traceback" not in proc.stderr
+        assert token not in (proc.stderr + proc.stdout).replace("\n", "")  # rich wraps
+
+
+@pytest.mark.parametrize("content", ["short-file-tok\n", "change-me-change-me\n", ""])
+def test_a_weak_token_file_is_refused_naming_the_file_not_its_content(tmp_path, content):
+    from streamlearn.serve.auth import TokenAuth
+    from streamlearn.settings import ServeSettings
+
+    path = tmp_path / "token"
+    path.write_text(content)
+    with pytest.raises(SettingsError) as info:
+        TokenAuth.from_settings(ServeSettings(auth_token_file=path))
+    [problem] = info.value.problems
+    assert problem.startswith(f"serve.auth_token_file: {path}: ")
+    assert not content.strip() or content.strip() not in problem
+    path.write_text(GOOD_TOKEN + "\n")
+    assert TokenAuth.from_settings(ServeSettings(auth_token_file=path)).writes_enabled
+
+
+def test_run_refuses_a_weak_token_file_with_exit_code_2(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("file-tok-3e8\n")
+    proc = run_cli("run", env={"STREAMLEARN_SERVE__AUTH_TOKEN_FILE": str(token),
+                               "STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    assert proc.returncode == 2, proc.stderr
+    assert "serve.auth_token_file" in proc.stderr and str(token) in proc.stderr.replace("\n", "")
+    assert "file-tok-3e8" not in (proc.stderr + proc.stdout).replace("\n", "")
