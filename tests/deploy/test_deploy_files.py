@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -16,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from streamlearn.settings import Settings, load_settings
+from streamlearn.settings import Settings, load_settings, token_problem
 from tests.support.deployfiles import alert_rules, dashboard, dashboard_exprs
 
 ROOT = Path(__file__).parents[2]
@@ -99,6 +100,49 @@ def compose() -> dict[str, Any]:
     return load_all(DEPLOY / "docker-compose.yml")[0]
 
 
+_VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} (unset and empty alike)."""
+    def value(match: re.Match[str]) -> str:
+        name, kind, rest = match.groups()
+        if env.get(name):
+            return env[name]
+        if kind == "?":
+            raise LookupError(f"{name}: {rest}")
+        return rest if kind == "-" else ""
+    return _VARIABLE.sub(value, text)
+
+
+def published(service: dict[str, Any], env: dict[str, str]) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of each port a service publishes."""
+    out = []
+    for entry in service.get("ports", []):
+        address, host, container = interpolate(entry, env).rsplit(":", 2)
+        out.append((address, int(host), int(container)))
+    return out
+
+
+def test_compose_publishes_ports_on_loopback_unless_told_otherwise():
+    services = compose()["services"]
+    for name, service in services.items():
+        for address, host, _ in published(service, {}):
+            assert address == "127.0.0.1", f"{name}: {host} is open to every interface"
+        assert {a for a, _, _ in published(service, {"STREAMLEARN_BIND": "0.0.0.0"})} <= \
+            {"0.0.0.0"}, name
+    assert ("127.0.0.1", 8080, 8080) in published(services["streamlearn"], {})
+
+
+def test_compose_requires_a_token_and_ships_none():
+    env = compose()["services"]["streamlearn"]["environment"]
+    reference = env["STREAMLEARN_SERVE__AUTH_TOKEN"]
+    with pytest.raises(LookupError, match="STREAMLEARN_AUTH_TOKEN: set STREAMLEARN_AUTH_TOKEN"):
+        interpolate(reference, {})
+    token = secrets.token_hex(24)
+    assert interpolate(reference, {"STREAMLEARN_AUTH_TOKEN": token}) == token
+
+
 def test_compose_services_are_complete_and_consistent():
     spec = compose()
     assert set(spec) <= {"name", "services", "volumes"}
@@ -127,11 +171,11 @@ def test_compose_services_are_complete_and_consistent():
 
 def test_compose_environment_is_valid_settings():
     env = compose()["services"]["streamlearn"]["environment"]
+    host = {"STREAMLEARN_AUTH_TOKEN": secrets.token_hex(24)}
     sections: dict[str, dict[str, Any]] = {}
     for key, value in env.items():
         section, _, field = key.removeprefix("STREAMLEARN_").lower().partition("__")
-        sections.setdefault(section, {})[field] = str(value).replace(
-            "${STREAMLEARN_TOKEN:-change-me}", "change-me")
+        sections.setdefault(section, {})[field] = interpolate(str(value), host)
     settings = load_settings(None, **sections)
     assert settings.kafka.bootstrap_servers == "kafka:9092"
 
@@ -140,8 +184,8 @@ def test_compose_scrapes_the_metrics_port_the_daemon_opens():
     (job,) = load_all(DEPLOY / "prometheus/prometheus.yml")[0]["scrape_configs"]
     (target,) = job["static_configs"][0]["targets"]
     assert target == f"streamlearn:{Settings().metrics.port}"
-    assert f"{Settings().metrics.port}:{Settings().metrics.port}" in \
-        compose()["services"]["streamlearn"]["ports"]
+    port = Settings().metrics.port
+    assert ("127.0.0.1", port, port) in published(compose()["services"]["streamlearn"], {})
 
 
 def test_stop_grace_periods_cover_the_drain_budget():
@@ -177,7 +221,7 @@ def test_manifests_match_the_kubernetes_schemas():
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # a CRD: checked below
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    assert sorted(kinds) == ["ConfigMap", "Secret", "Service", "Service", "ServiceMonitor",
+    assert sorted(kinds) == ["ConfigMap", "Service", "Service", "ServiceMonitor",
                              "StatefulSet"]
     assert "ServiceMonitor" not in {d["kind"] for d in k8s_docs()}  # base: no CRD needed
 
@@ -196,12 +240,13 @@ def test_kustomize_builds_each_overlay_into_valid_manifests(overlay):
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
     (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
-    names = [e["name"] for e in container["env"]]
+    names = sorted(e["name"] for e in container["env"])
+    base = ["STREAMLEARN_KAFKA__GROUP_INSTANCE_ID", "STREAMLEARN_SERVE__AUTH_TOKEN"]
     if overlay == "gpu":
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
-        assert sorted(names) == ["STREAMLEARN_MODEL__DEVICE", "STREAMLEARN_SERVE__AUTH_TOKEN"]
+        assert names == sorted([*base, "STREAMLEARN_MODEL__DEVICE"])
     else:
-        assert names == ["STREAMLEARN_SERVE__AUTH_TOKEN"]
+        assert names == base
 
 
 def test_service_monitor_scrapes_the_services_metrics_port():
@@ -230,17 +275,71 @@ def test_statefulset_wires_config_secret_probes_and_volume():
     # Snapshots go from the learner process to the serving processes through /dev/shm.
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert mounts["shm"] == "/dev/shm" and volumes["shm"]["emptyDir"]["medium"] == "Memory"
-    (token,) = container["env"]
-    assert token["name"] == "STREAMLEARN_SERVE__AUTH_TOKEN"
-    secret = next(d for d in docs if d["kind"] == "Secret")
-    assert token["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"],
-                                                  "key": "token"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["STREAMLEARN_SERVE__AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == \
+        {"name": "streamlearn-token", "key": "token"}
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     s = Settings()
     assert ports == {"http": s.serve.http_port, "grpc": s.serve.grpc_port,
                      "metrics": s.metrics.port}
+
+
+def test_statefulset_sets_the_group_instance_id_to_the_pod_name():
+    (statefulset,) = [d for d in k8s_docs() if d["kind"] == "StatefulSet"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    source = env["STREAMLEARN_KAFKA__GROUP_INSTANCE_ID"]["valueFrom"]
+    assert source == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # A pod's name is a valid instance id.
+    pod = f"{statefulset['metadata']['name']}-0"
+    assert load_settings(None, kafka={"group_instance_id": pod}).kafka.group_instance_id == pod
+
+
+def test_the_token_secret_is_documented_not_shipped():
+    (statefulset,) = [d for d in k8s_docs("monitoring") if d["kind"] == "StatefulSet"]
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    ref = next(e for e in container["env"] if e["name"] == "STREAMLEARN_SERVE__AUTH_TOKEN")[
+        "valueFrom"]["secretKeyRef"]
+    assert "optional" not in ref  # no token, no pod: never a pod with writes silently off
+    create = (f"kubectl create secret generic {ref['name']} "
+              f"--from-literal={ref['key']}=$(openssl rand -hex 24)")
+    assert create in (DEPLOY / "k8s/base/kustomization.yaml").read_text()
+    assert create in (ROOT / "docs/operations.md").read_text()
+    secrets_shipped = [path for path in (DEPLOY / "k8s").rglob("*.yaml")
+                       for doc in load_all(path) if doc.get("kind") == "Secret"]
+    assert not secrets_shipped
+
+
+def token_values(node: Any, where: str = "") -> list[tuple[str, str]]:
+    """Every literal a deploy file gives a token, secret or password (by key or env name)."""
+    found = []
+    if isinstance(node, dict):
+        name = str(node.get("name", ""))
+        if re.search(r"token|secret|password", name, re.I) and "value" in node:
+            found.append((f"{where}.{name}", str(node["value"])))
+        for key, value in node.items():
+            if isinstance(value, str) and re.search(r"token|secret|password", str(key), re.I):
+                found.append((f"{where}.{key}", value))
+            found += token_values(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            found += token_values(item, f"{where}[{index}]")
+    return found
+
+
+def test_no_known_token_ships_anywhere_in_deploy():
+    files = [p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix in {".yml", ".yaml"}]
+    assert files
+    for path in files:
+        text = path.read_text()
+        assert not re.search(r"change-?me", text, re.I), f"{path}: a placeholder token"
+        for where, value in (t for doc in load_all(path) for t in token_values(doc)):
+            # Only a reference Compose must fill from the environment, with no default.
+            assert re.fullmatch(r"\$\{\w+:\?[^}]*\}", value), f"{path}{where}: {value!r}"
+    # And the rule the daemon applies would refuse the old shipped one anyway.
+    assert token_problem("change-me") is not None
 
 
 def test_gpu_overlay_asks_for_a_gpu_and_cuda():
