@@ -4,13 +4,18 @@ A record is one JSON object (``{"x": ..., "y": ..., "id": ..., "task": ..., "ts"
 a batch record (``{"samples": [ ... ]}``). In a batch record each sample stands alone: the
 good ones are learned and each bad one is dead-lettered by itself with its index, so one bad
 sample never costs its neighbours. Reasons are fixed strings, used as metric labels.
+
+Everything a record can make the model hold is bounded here: values must fit float32 (the
+model's dtype: 1e300 is finite JSON but infinite to the network), labels are int64 integers
+or short strings, ids are short (they key every prediction), and before the feature count is
+known no record may be wider than ``model.max_features``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pydantic_core
 from pydantic import BaseModel, ConfigDict, Strict, TypeAdapter, ValidationError
@@ -18,11 +23,18 @@ from pydantic import BaseModel, ConfigDict, Strict, TypeAdapter, ValidationError
 from streamlearn.errors import CodecError
 from streamlearn.types import DeadLetter, DecodedRecord, Label, Record, Sample
 
+if TYPE_CHECKING:
+    from streamlearn.settings import Settings
+
 Task = Literal["classification", "regression"]
 Number = Annotated[float, Strict()]  # ints are accepted as floats, strings and bools are not
 
 REASONS = ("oversize", "not_json", "non_finite", "schema", "feature_count", "bad_label",
-           "too_many_samples", "too_many_classes")
+           "bad_id", "too_many_samples", "too_many_classes")
+
+#: The largest float32: a bigger value is infinite once the network sees it.
+FLOAT32_MAX = 3.4028234663852886e38
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class SampleIn(BaseModel):
@@ -48,12 +60,27 @@ class Codec:
         features: Sequence[str] | None = None,
         max_record_bytes: int = 1_048_576,
         max_samples_per_record: int = 10_000,
+        *,
+        max_features: int = 10_000,
+        max_label_chars: int = 128,
+        max_id_chars: int = 256,
     ) -> None:
         self.task = task
         self.features = list(features) if features is not None else None
         self.n_features = len(self.features) if self.features is not None else n_features
         self.max_record_bytes = max_record_bytes
         self.max_samples_per_record = max_samples_per_record
+        self.max_features = max_features
+        self.max_label_chars = max_label_chars
+        self.max_id_chars = max_id_chars
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Codec:
+        """The codec for this model: the learner's and serving's must agree exactly."""
+        m, e = settings.model, settings.engine
+        return cls(m.task, m.n_features, m.features, e.max_record_bytes,
+                   e.max_samples_per_record, max_features=m.max_features,
+                   max_label_chars=m.max_label_chars, max_id_chars=e.max_id_chars)
 
     def decode(self, record: Record) -> DecodedRecord:
         out = DecodedRecord(record)
@@ -96,8 +123,15 @@ class Codec:
         except ValidationError as exc:
             raise _codec_error(exc) from None
         x = self._features(parsed.x)
-        return Sample(x=x, y=self._label(parsed.y), id=_opt_str(parsed.id),
+        return Sample(x=x, y=self._label(parsed.y), id=self._id(parsed.id),
                       task=_opt_str(parsed.task), ts=_timestamp(parsed.ts))
+
+    def _id(self, value: str | int | None) -> str | None:
+        id_ = _opt_str(value)
+        if id_ is not None and len(id_) > self.max_id_chars:
+            raise CodecError("bad_id", f"id: {len(id_)} characters > engine.max_id_chars="
+                             f"{self.max_id_chars}")
+        return id_
 
     def _features(self, x: list[float] | dict[str, float]) -> list[float]:
         if isinstance(x, dict):
@@ -108,24 +142,36 @@ class Codec:
             if missing or extra:
                 raise CodecError("feature_count",
                                  f"x: missing features {missing}, unknown features {extra}")
-            return [float(x[name]) for name in self.features]
+            return _in_range([float(x[name]) for name in self.features])
         if self.n_features is not None and len(x) != self.n_features:
             raise CodecError("feature_count", f"x: {len(x)} features, expected {self.n_features}")
         if not x:
             raise CodecError("feature_count", "x: empty")
-        return [float(v) for v in x]
+        if self.n_features is None and len(x) > self.max_features:
+            raise CodecError("feature_count", f"x: {len(x)} features > model.max_features="
+                             f"{self.max_features}")
+        return _in_range([float(v) for v in x])
 
     def _label(self, y: Label | None) -> Label | None:
         if y is None:
             return None
         if self.task == "regression":
             if isinstance(y, str):
-                raise CodecError("bad_label", f"y: regression needs a number, got {y!r}")
-            return float(y)
+                raise CodecError("bad_label", f"y: regression needs a number, got {_short(y)}")
+            target = float(y)
+            if abs(target) > FLOAT32_MAX:
+                raise CodecError("non_finite", f"y: {target:g} is beyond float32's range")
+            return target
         if isinstance(y, float):
             if not y.is_integer():
                 raise CodecError("bad_label", f"y: class labels are integers or strings, got {y}")
-            return int(y)
+            y = int(y)
+        if isinstance(y, str):
+            if len(y) > self.max_label_chars:
+                raise CodecError("bad_label", f"y: a {len(y)}-character label > "
+                                 f"model.max_label_chars={self.max_label_chars}")
+        elif not INT64_MIN <= y <= INT64_MAX:
+            raise CodecError("bad_label", f"y: {y} is outside the int64 range of class labels")
         return y
 
 
@@ -138,6 +184,20 @@ def _codec_error(exc: ValidationError) -> CodecError:
     first = non_finite[0] if non_finite else errors[0]
     loc = str(first["loc"][0]) if first["loc"] else "record"
     return CodecError("non_finite" if non_finite else "schema", f"{loc}: {first['msg']}")
+
+
+def _in_range(values: list[float]) -> list[float]:
+    """``values`` if every one fits float32 (max and min run in C: the common case is cheap)."""
+    if values and (max(values) > FLOAT32_MAX or min(values) < -FLOAT32_MAX):
+        index = next(i for i, v in enumerate(values) if abs(v) > FLOAT32_MAX)
+        raise CodecError("non_finite", f"x[{index}]: {values[index]:g} is beyond float32's "
+                         "range (the model's dtype)")
+    return values
+
+
+def _short(value: str) -> str:
+    """A string for a detail message: hostile ones are long."""
+    return repr(value) if len(value) <= 40 else repr(value[:40]) + f"... ({len(value)} chars)"
 
 
 def _opt_str(value: str | int | None) -> str | None:

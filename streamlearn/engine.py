@@ -7,7 +7,12 @@ the batch's labeled rows in and the learning step sees it scaled with them, so t
 first batches (when the statistics know nothing yet) never reach the network unscaled.
 Unlabeled rows never move the statistics: they change the model only through test-time
 adaptation (``adapt/``), behind its guards.
-The engine owns no I/O; the daemon feeds it and publishes what it returns.
+
+Nothing non-finite reaches the model: rows whose values are not finite in float32 are
+refused on the way in, labeled rows whose loss is not finite (an output that overflows) are
+refused before they are scored or learned (``non_finite``), and each expert's step is
+guarded (``experts/guard.py``). The engine owns no I/O; the daemon feeds it and publishes
+what it returns.
 """
 
 from __future__ import annotations
@@ -21,14 +26,16 @@ import torch
 from torch import Tensor, nn
 
 from streamlearn.adapt import Adapter, AdaptReport
+from streamlearn.codecs import FLOAT32_MAX
 from streamlearn.drift.monitor import DriftEvent, DriftMonitor
+from streamlearn.errors import ModelError
 from streamlearn.experts.expert import build_expert, resolve_device
 from streamlearn.experts.member import PoolEvent
 from streamlearn.experts.pool import ExpertPool
 from streamlearn.logging import get_logger
 from streamlearn.models import batch_norms
 from streamlearn.predictor import Predictor
-from streamlearn.preprocess import LabelIndex, RunningStandardizer
+from streamlearn.preprocess import LabelError, LabelIndex, Recycled, RunningStandardizer
 from streamlearn.prequential import PrequentialStats
 from streamlearn.protocols import Expert, StateDict
 from streamlearn.settings import (
@@ -62,6 +69,10 @@ class StepResult:
     drift_events: list[DriftEvent] = field(default_factory=list)
     pool_events: list[PoolEvent] = field(default_factory=list)
     adapt: AdaptReport = field(default_factory=AdaptReport)
+    # Learning steps skipped or undone by the guards, by reason (loss, gradient, weights;
+    # selector_<reason> for the routing network's).
+    steps_skipped: dict[str, int] = field(default_factory=dict)
+    recycled: list[Recycled] = field(default_factory=list)  # class slots handed to new labels
 
 
 class Engine:
@@ -78,7 +89,7 @@ class Engine:
         self.drift = DriftMonitor(drift) if drift.enabled else None
         self._watch_errors = drift.signal == "error"  # else the per-sample losses
         self.device = resolve_device(model.device)
-        self.labels = LabelIndex(model.max_classes)
+        self.labels = LabelIndex(model.max_classes, model.rare_class_samples)
         self.stats = PrequentialStats(self.engine_settings.rolling_window)
         self.version = 0  # optimizer steps taken; served and published as the model version
         self.samples_learned = 0  # labeled samples taken in: the stream position
@@ -103,6 +114,10 @@ class Engine:
         return self.pool.active.expert if self.pool is not None else None
 
     def _build(self, n_features: int) -> None:
+        if self.settings.feature_count() is None and n_features > self.settings.max_features:
+            # One hostile record must not allocate every expert at its width.
+            raise ModelError(f"{n_features} features > model.max_features="
+                             f"{self.settings.max_features}: raise it, or set model.n_features")
         self.n_features = n_features
         experts = self.experts_settings
         if not experts.enabled:
@@ -137,11 +152,24 @@ class Engine:
     def process(self, samples: Sequence[Sample]) -> StepResult:
         result = StepResult()
         if samples and self.pool is None:
-            self._build(len(samples[0].x))
-        kept, targets = self._admit(samples, result)
-        if not kept:
-            return result
-        x = torch.tensor([samples[i].x for i in kept], dtype=torch.float32)
+            self._infer_width(samples)
+        kept, targets, x = self._admit(samples, result)
+        if kept:
+            self._process(samples, kept, targets, x, result)
+        result.recycled = self.labels.take_recycled()
+        if self.pool is not None:
+            result.steps_skipped = self.pool.take_skips()
+        return result
+
+    def _infer_width(self, samples: Sequence[Sample]) -> None:
+        """Build at the width of the first sample within ``model.max_features``, if any."""
+        limit = self.settings.max_features
+        width = next((len(s.x) for s in samples if 0 < len(s.x) <= limit), None)
+        if width is not None:
+            self._build(width)
+
+    def _process(self, samples: Sequence[Sample], kept: list[int],
+                 targets: dict[int, float | int | None], x: Tensor, result: StepResult) -> None:
         labeled = [j for j, i in enumerate(kept) if targets[i] is not None]
         unlabeled = [j for j, i in enumerate(kept) if targets[i] is None]
         x_test, x_train = x, x
@@ -155,14 +183,14 @@ class Engine:
         x_test, x_train = x_test.to(self.device), x_train.to(self.device)
         if labeled:
             y = [targets[kept[j]] for j in labeled]
-            self._learn(x_test[labeled], x_train[labeled], x[labeled], y, result)
+            self._learn(x_test[labeled], x_train[labeled], x[labeled], y,
+                        [kept[j] for j in labeled], result)
         if unlabeled:
             ids = [samples[kept[j]].id for j in unlabeled]
             rows = x_train[unlabeled]
             experts = self.pool.route(rows) if self.pool is not None else []
             result.predictions = self._predict(rows, ids, experts)
             self._adapt(rows, experts, result.adapt)
-        return result
 
     def adapt(self, rows: Sequence[Sequence[float]]) -> AdaptReport:
         """Adapt on unlabeled inputs that need no answer (served requests' rows)."""
@@ -171,8 +199,11 @@ class Engine:
             return report
         usable = [r for r in rows if len(r) == self.n_features]
         if usable:
-            x = self._scale(torch.tensor(usable, dtype=torch.float32)).to(self.device)
-            self._adapt(x, self.pool.route(x), report)
+            x = torch.tensor(usable, dtype=torch.float32)
+            x = x[torch.isfinite(x).all(dim=1)]  # finite in JSON is not finite in float32
+            if x.shape[0]:
+                x = self._scale(x).to(self.device)
+                self._adapt(x, self.pool.route(x), report)
         return report
 
     def _adapt(self, x: Tensor, experts: list[str], report: AdaptReport) -> None:
@@ -182,49 +213,94 @@ class Engine:
                                                       len(self.labels), report)
 
     def _admit(self, samples: Sequence[Sample], result: StepResult
-               ) -> tuple[list[int], dict[int, float | int | None]]:
-        """Indices of usable samples and their encoded targets; the rest are rejected."""
+               ) -> tuple[list[int], dict[int, float | int | None], Tensor]:
+        """Indices of usable samples, their encoded targets and their inputs; the rest are
+        rejected. Labels are encoded last, so a refused row never takes a class slot."""
+        wide = [i for i, s in enumerate(samples) if len(s.x) == self.n_features]
+        if len(wide) < len(samples):
+            self._reject_widths(samples, set(wide), result)
+        if not wide:
+            return [], {}, torch.empty(0)
+        x = torch.tensor([samples[i].x for i in wide], dtype=torch.float32)
+        finite = torch.isfinite(x).all(dim=1)
+        rows = list(range(len(wide)))
+        if not bool(finite.all()):
+            rows = [r for r, ok in enumerate(finite.tolist()) if ok]
+            result.rejections += [Rejection(wide[r], "non_finite", "x: a value is beyond "
+                                            "float32's range (the model's dtype)")
+                                  for r in range(len(wide)) if not finite[r]]
+        self.labels.new_batch()
         kept: list[int] = []
         targets: dict[int, float | int | None] = {}
-        for i, sample in enumerate(samples):
-            if len(sample.x) != self.n_features:
-                result.rejections.append(Rejection(
-                    i, "feature_count", f"x: {len(sample.x)} features, expected {self.n_features}"))
+        for r in rows:
+            i = wide[r]
+            try:
+                targets[i] = self._target(samples[i])
+            except LabelError as exc:
+                result.rejections.append(Rejection(i, exc.reason, exc.detail))
                 continue
-            target: float | int | None = None
-            if sample.y is not None:
-                if self.is_classifier:
-                    target = self.labels.encode(sample.y)
-                    if target is None:
-                        result.rejections.append(Rejection(
-                            i, "too_many_classes",
-                            f"y: {sample.y!r} would be class {len(self.labels) + 1} "
-                            f"> model.max_classes={self.labels.capacity}"))
-                        continue
-                else:
-                    target = float(sample.y)
             kept.append(i)
-            targets[i] = target
-        return kept, targets
+        if len(kept) < len(wide):
+            index = {i: r for r, i in enumerate(wide)}
+            x = x[[index[i] for i in kept]]
+        return kept, targets, x
+
+    def _reject_widths(self, samples: Sequence[Sample], wide: set[int],
+                       result: StepResult) -> None:
+        for i, sample in enumerate(samples):
+            if i in wide:
+                continue
+            detail = (f"x: {len(sample.x)} features, expected {self.n_features}"
+                      if self.n_features is not None else
+                      f"x: {len(sample.x)} features > model.max_features="
+                      f"{self.settings.max_features} (or none)")
+            result.rejections.append(Rejection(i, "feature_count", detail))
+
+    def _target(self, sample: Sample) -> float | int | None:
+        """What the experts learn for a sample: a class index, a number, or None."""
+        if sample.y is None:
+            return None
+        if self.is_classifier:
+            return self.labels.encode(sample.y)
+        target = float(sample.y)
+        if not abs(target) <= FLOAT32_MAX:
+            raise LabelError("non_finite", f"y: {target:g} is beyond float32's range")
+        return target
 
     def _learn(self, x_test: Tensor, x_train: Tensor, raw: Tensor, y_values: list[Any],
-                 result: StepResult) -> None:
-        """Test with the answering expert, score, then learn (or hold while deciding)."""
+               origin: list[int], result: StepResult) -> None:
+        """Test with the answering expert, score, then learn (or hold while deciding).
+        ``origin``: each row's index in the batch given to ``process``."""
         assert self.pool is not None
         answerers = self.pool.answerers(x_test)
         out = self._routed_outputs(x_test, answerers)
         y, errors, quality = self._score(out, y_values)
+        scored = self.scoring_loss(out.to(self.device), y)
+        finite = torch.isfinite(scored).cpu() & torch.isfinite(errors)
+        if not bool(finite.all()):
+            rows = [r for r, ok in enumerate(finite.tolist()) if ok]
+            result.rejections += [Rejection(origin[r], "non_finite", "the model's loss on "
+                                            "this sample is not finite (an output overflows)")
+                                  for r in range(len(origin)) if not finite[r]]
+            if not rows:
+                return
+            x_test, x_train, raw, y = x_test[rows], x_train[rows], raw[rows], y[rows]
+            errors, scored = errors[rows], scored[rows]
+            quality = {k: v[rows] for k, v in quality.items()}
+            answerers = [answerers[r] for r in rows]
+            y_values = [y_values[r] for r in rows]
         if self.is_classifier:
             self._credit(answerers, errors == 0)
             result.correct = int((errors == 0).sum())
         position = self.samples_learned
         if self.pool.deciding:
-            losses = self.pool.hold(x_test, x_train, raw, y)
+            losses = _finite_or(self.pool.hold(x_test, x_train, raw, y), scored)
             if self.pool.decision_due:
                 self._decide(position + len(y_values), result)
         else:
-            losses = self._pool_learn(x_train, y, raw, position,
-                                      self.scoring_loss(out.to(self.device), y))
+            # The step's own losses (on x_train) feed the scores and the detector; where a
+            # guard found them non-finite, the scored ones (finite, checked above) stand in.
+            losses = _finite_or(self._pool_learn(x_train, y, raw, position, scored), scored)
             self._watch(errors if self._watch_errors else losses, position, result)
             self.version += 1
         self.stats.update(losses.cpu(), **quality)
@@ -377,3 +453,9 @@ class Engine:
             self.adapter.load_state_dict(
                 state["adapt"], {k: v for k, v in modules.items() if isinstance(v, nn.Module)})
         torch.set_rng_state(state["rng"])
+
+
+def _finite_or(losses: Tensor, fallback: Tensor) -> Tensor:
+    """``losses`` with each non-finite value replaced by ``fallback``'s."""
+    finite = torch.isfinite(losses)
+    return losses if bool(finite.all()) else torch.where(finite, losses, fallback)

@@ -2,6 +2,8 @@
 
 For classification the network has ``max_classes`` outputs; only the classes seen so far
 take part in the softmax, so a class that appears late is not pre-trained into oblivion.
+Every step passes a :class:`~streamlearn.experts.guard.StepGuard`: a non-finite loss or
+gradient skips it, non-finite weights after it are put back (``skipped`` says which).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from streamlearn.errors import ModelError
+from streamlearn.experts.guard import StepGuard
 from streamlearn.models import ImageCnn, build_mlp, load_factory, training
 from streamlearn.protocols import Expert, StateDict
 from streamlearn.settings import ModelSettings
@@ -25,6 +28,8 @@ class NeuralExpert:
         self.optimizer = optimizer
         self.task = task
         self.n_seen = 0  # classes seen so far: outputs [0, n_seen) take part in the loss
+        self.guard = StepGuard(module, optimizer)
+        self.skipped: str | None = None  # why the last step was skipped or undone, if it was
 
     def predict(self, x: Tensor) -> Tensor:
         was_training = self.module.training
@@ -42,9 +47,7 @@ class NeuralExpert:
             losses = nn.functional.cross_entropy(out[:, : self.n_seen], y, reduction="none")
         else:
             losses = nn.functional.mse_loss(out.squeeze(-1), y, reduction="none")
-        self.optimizer.zero_grad(set_to_none=True)
-        losses.mean().backward()  # type: ignore[no-untyped-call]
-        self.optimizer.step()
+        self.skipped = self.guard.step(losses.mean())
         return losses.detach()
 
     def state_dict(self) -> StateDict:
@@ -55,6 +58,7 @@ class NeuralExpert:
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.n_seen = int(state["n_seen"])
+        self.guard.forget()
 
 
 def build_expert(settings: ModelSettings, n_features: int, device: torch.device,

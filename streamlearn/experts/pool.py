@@ -22,7 +22,9 @@ replay buffer, and all of it is in :meth:`state_dict`.
 from __future__ import annotations
 
 import copy
+import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -90,6 +92,8 @@ class ExpertPool:
         self.active_id = ""
         self.next_id = 0
         self.decision: Decision | None = None
+        # Steps the experts' guards skipped or undone, by reason, since last taken.
+        self.skips: Counter[str] = Counter()
         self.scale = scale  # raw inputs -> the experts' inputs, with today's statistics
         self.selector = Selector(settings.selector, n_features, settings.max_experts, device,
                                  seed, scale)
@@ -140,11 +144,21 @@ class ExpertPool:
         if extra and (old := member.replay.sample(extra)) is not None:
             x_all, y_all = torch.cat([x, old[0]]), torch.cat([y, old[1]])
         losses = member.expert.learn(x_all, y_all)[:n]
+        # Only experts with a step guard (NeuralExpert) say; a user's own Expert does not.
+        skipped: str | None = getattr(member.expert, "skipped", None)
+        if skipped is not None:
+            self.skips[skipped] += 1
         member.learned(scored, sample + n)
         if self.settings.replay.ratio > 0:
             member.replay.add(x, y)
         self.selector.observe(x, raw, member.slot, self._slots())
+        if self.selector.skipped is not None:
+            self.skips[f"selector_{self.selector.skipped}"] += 1
         return losses
+
+    def take_skips(self) -> dict[str, int]:
+        taken, self.skips = dict(self.skips), Counter()
+        return taken
 
     def begin_decision(self, sample: int) -> None:
         if self.decision is None:
@@ -157,7 +171,10 @@ class ExpertPool:
         scored = {m.id: self.loss_fn(m.expert.predict(x_test), y)
                   for m in self.members.values()}
         for id_, losses in scored.items():
-            self.decision.loss_sums[id_] += float(losses.double().sum())
+            total = float(losses.double().sum())
+            # An expert that cannot give a finite loss on the window is never the one chosen
+            # (NaN would make every comparison false and the choice arbitrary).
+            self.decision.loss_sums[id_] += total if math.isfinite(total) else math.inf
         self.decision.x.append(x_train)
         self.decision.raw.append(raw)
         self.decision.y.append(y)

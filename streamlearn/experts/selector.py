@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from streamlearn.experts.guard import StepGuard
 from streamlearn.experts.replay import Reservoir
 from streamlearn.models import build_mlp
 from streamlearn.prequential import RollingMean
@@ -70,6 +71,8 @@ class Selector:
             torch.manual_seed(seed)
             self.net = build_mlp(n_features, max_experts, settings.hidden).to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.learning_rate)
+        self.guard = StepGuard(self.net, self.optimizer)
+        self.skipped: str | None = None  # why the last training step was skipped, if it was
         self.pairs: dict[int, Reservoir] = {}  # expert slot -> its (input, slot) pairs
         self.rng = torch.Generator().manual_seed(seed)
         self.recent = RollingMean(ROUTING_WINDOW)
@@ -84,6 +87,7 @@ class Selector:
     def observe(self, x: Tensor, raw: Tensor, slot: int, alive: Sequence[int]) -> None:
         """``x`` (scaled; ``raw`` as it came) is being learned by the expert in ``slot``:
         score the route, keep the pairs, take a training step."""
+        self.skipped = None
         if len(alive) > 1 and self.trained:
             self._score(x, slot, alive)
         if slot not in self.pairs:
@@ -157,9 +161,7 @@ class Selector:
         mask = torch.full((logits.shape[1],), float("-inf"), device=logits.device)
         mask[list(alive)] = 0.0
         loss = nn.functional.cross_entropy(logits + mask, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        self.optimizer.step()
+        self.skipped = self.guard.step(loss)
         self.steps += 1
 
     def _output_layer(self) -> nn.Linear:
@@ -175,6 +177,7 @@ class Selector:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.guard.forget()
         self.pairs = {}
         for slot, pairs_state in state["pairs"].items():
             reservoir = Reservoir(int(pairs_state["capacity"]), 0)

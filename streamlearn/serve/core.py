@@ -82,8 +82,7 @@ class ServingCore:
         self._adapt_on_requests = settings.adapt.on_requests and settings.adapt.method != "none"
         self._draining = threading.Event()
         self._started = time.time()
-        m = settings.model
-        self._codec = Codec(m.task, m.n_features, m.features, settings.engine.max_record_bytes)
+        self._codec = Codec.from_settings(settings)
 
     # -- health ----------------------------------------------------------------------------
 

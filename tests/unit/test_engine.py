@@ -44,9 +44,10 @@ def test_each_sample_is_scored_before_it_is_learned():
 
 
 def test_labels_grow_up_to_max_classes_then_are_rejected():
-    engine = Engine(ModelSettings(hidden=[], n_features=1, max_classes=2))
-    result = engine.process([Sample([0.0], "a"), Sample([1.0], 7), Sample([2.0], "c")])
-    assert engine.labels.labels == ["a", 7]
+    engine = Engine(ModelSettings(hidden=[], n_features=1, max_classes=2,
+                                  rare_class_samples=0))
+    result = engine.process([Sample([0.0], "a"), Sample([1.0], "b"), Sample([2.0], "c")])
+    assert engine.labels.labels == ["a", "b"]
     assert [(r.index, r.reason) for r in result.rejections] == [(2, "too_many_classes")]
     assert result.labeled == 2
 

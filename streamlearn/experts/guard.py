@@ -1,0 +1,105 @@
+"""Keeps a network's learning steps finite: a bad step is skipped or undone, never kept.
+
+One non-finite value anywhere in a step (the loss, a gradient, a weight after the update)
+spreads to every weight within a step or two, every answer is NaN from then on, and the
+next checkpoint makes it permanent. :class:`StepGuard` checks the three places in order:
+
+- ``loss``: the batch's mean loss is non-finite: no backward pass, no step.
+- ``gradient``: the gradients' norm is non-finite: no step. A finite gradient whose square
+  overflows float32 counts too: Adam would square it into an infinite second moment, which
+  freezes that weight silently for ever.
+- ``weights``: the weights (and floating buffers, such as batch norm's running statistics)
+  went non-finite in the step: the module and its optimizer go back to the last good copy.
+
+The checks are one fused norm over the tensors and one host sync each: about 20-40 us on
+the default MLP, against a step of about 1.5 ms. The good copy is refreshed every
+``GOOD_EVERY`` steps that passed, not before each step: a copy per step would cost more
+than the checks, and a restore (something absurd, such as a learning rate of 1e30) losing
+at most that many steps is a fair price for it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+# Steps between refreshes of the last good copy.
+GOOD_EVERY = 50
+
+LOSS, GRADIENT, WEIGHTS = "loss", "gradient", "weights"
+
+
+class StepGuard:
+    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        self.module = module
+        self.optimizer = optimizer
+        self._good: tuple[dict[str, Tensor], dict[str, Any]] | None = None
+        self._since_good = 0
+
+    def step(self, loss: Tensor) -> str | None:
+        """Back-propagate ``loss`` and take one optimizer step, guarded; why the step was
+        skipped or undone, or None."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if not self.loss_ok(loss):
+            return LOSS
+        loss.backward()  # type: ignore[no-untyped-call]
+        if not self.gradients_ok():
+            self.optimizer.zero_grad(set_to_none=True)
+            return GRADIENT
+        self.before_step()
+        self.optimizer.step()
+        return None if self.after_step() else WEIGHTS
+
+    def loss_ok(self, loss: Tensor) -> bool:
+        return math.isfinite(float(loss.detach()))
+
+    def gradients_ok(self) -> bool:
+        grads = [p.grad for p in self.module.parameters() if p.grad is not None]
+        return _finite_norms(grads)
+
+    def before_step(self) -> None:
+        """Take the first good copy before the first step that could spoil it."""
+        if self._good is None:
+            self._keep()
+
+    def after_step(self) -> bool:
+        """Whether the weights stayed finite; if not, they are back at the last good copy."""
+        weights = [t.detach() for t in self.module.parameters()]
+        weights += [b for b in self.module.buffers() if b.is_floating_point()]
+        if _finite_norms(weights):
+            self._since_good += 1
+            if self._since_good >= GOOD_EVERY:
+                self._keep()
+            return True
+        self.restore()
+        return False
+
+    def restore(self) -> None:
+        assert self._good is not None  # before_step took one
+        module_state, optimizer_state = self._good
+        self.module.load_state_dict(module_state)
+        # The optimizer adopts the tensors it is given and updates them in place: a copy.
+        self.optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def forget(self) -> None:
+        """New weights were loaded: the old good copy is no longer theirs."""
+        self._good = None
+
+    def _keep(self) -> None:
+        module_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        self._good = (module_state, copy.deepcopy(self.optimizer.state_dict()))
+        self._since_good = 0
+
+
+def _finite_norms(tensors: list[Tensor]) -> bool:
+    """Whether every tensor's 2-norm is finite: exactly when no element is NaN or infinite,
+    or so large (above ~1.8e19) that its square overflows float32."""
+    if not tensors:
+        return True
+    norms = torch._foreach_norm(tensors)
+    return math.isfinite(float(torch.stack(norms).sum()))
