@@ -67,9 +67,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.engine = Engine(settings.model, settings.engine, settings.drift, settings.experts,
                              settings.adapt)
-        m = settings.model
-        self.codec = Codec(m.task, m.n_features, m.features, settings.engine.max_record_bytes,
-                           settings.engine.max_samples_per_record)
+        self.codec = Codec.from_settings(settings)
         self._source_factory = source_factory
         self._sink_factory = sink_factory
         self.endpoints = Endpoints()
