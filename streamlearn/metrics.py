@@ -92,6 +92,7 @@ class Metrics:
         self._drift(r)
         self._experts(r)
         self._adapt(r)
+        self._guard(r)
         self._serving(r)
         self.info = Info("streamlearn", "Build and runtime information.", registry=r)
         self.info.info({"version": streamlearn.__version__, "torch": torch.__version__,
@@ -151,6 +152,18 @@ class Metrics:
         self.tta_entropy = Gauge(
             "streamlearn_tta_prediction_entropy", "Mean prediction entropy (0..1 of its "
             "maximum) of the latest adaptation batch.", registry=r)
+
+    def _guard(self, r: CollectorRegistry) -> None:
+        """What kept hostile or broken input from poisoning the model."""
+        self.steps_skipped = Counter(
+            "streamlearn_steps_skipped", "Learning steps skipped (a non-finite loss or "
+            "gradient) or undone (non-finite weights after the step), by reason: loss, "
+            "gradient, weights; selector_<reason> for the routing network.", ["reason"],
+            registry=r)
+        self.classes_recycled = Counter(
+            "streamlearn_classes_recycled", "Class slots handed to a new label because every "
+            "slot was taken and the old class was learned fewer than "
+            "model.rare_class_samples times.", registry=r)
 
     def _serving(self, r: CollectorRegistry) -> None:
         """The learner's side of serving: snapshots it publishes, requests it was handed."""

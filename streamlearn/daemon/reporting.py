@@ -21,6 +21,7 @@ from streamlearn.experts.member import PoolEvent
 from streamlearn.history import EventHistory
 from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
+from streamlearn.preprocess import Recycled
 from streamlearn.ratelimit import LogLimiter
 from streamlearn.types import DeadLetter, Record, Sample
 
@@ -30,8 +31,9 @@ log = get_logger(__name__)
 class Reporter:
     """Publishes what the engine did and keeps count: ``counts``, ``drifts``, the last drift.
 
-    ``counts`` keys: ``consumed``, ``invalid``, ``adapted``, ``adapt_resets`` and
-    ``expert_<kind>`` for each decision of the expert pool.
+    ``counts`` keys: ``consumed``, ``invalid``, ``adapted``, ``adapt_resets``,
+    ``steps_skipped``, ``classes_recycled`` and ``expert_<kind>`` for each decision of the
+    expert pool.
     """
 
     def __init__(self, metrics: Metrics, engine: Engine, endpoints: Endpoints,
@@ -46,6 +48,7 @@ class Reporter:
         self.drifts = 0  # drifts detected since start
         self.last_drift_sample: int | None = None
         self._dead_log = LogLimiter(per_second=10)
+        self._guard_log = LogLimiter(per_second=1)
 
     def consumed(self, topic: str, records: int) -> None:
         self.counts["consumed"] += records
@@ -64,6 +67,10 @@ class Reporter:
             self._drift_events(result.drift_events)
         if result.pool_events:
             self._pool_events(result.pool_events)
+        if result.steps_skipped:
+            self._steps_skipped(result.steps_skipped)
+        if result.recycled:
+            self._recycled(result.recycled)
         self.adapted(result.adapt)
 
     def adapted(self, report: AdaptReport) -> None:
@@ -118,6 +125,32 @@ class Reporter:
             log.info(f"expert_{event.kind}", **payload)
             sink.event(f"expert_{event.kind}", payload)
 
+    # Both are logged at most once a second: a learning rate of 1e30 skips every step, and
+    # a flood of junk labels recycles a slot in every batch.
+
+    def _steps_skipped(self, skipped: dict[str, int]) -> None:
+        for reason, count in skipped.items():
+            self.metrics.steps_skipped.labels(reason=reason).inc(count)
+            self.counts["steps_skipped"] += count
+            if self._guard_log.allow():
+                log.warning("step_skipped", reason=reason, count=count,
+                            model_version=self.engine.version)
+        self._guard_suppressed()
+
+    def _recycled(self, recycled: list[Recycled]) -> None:
+        """A class slot changed hands: served labels change with the next snapshot."""
+        for item in recycled:
+            self.metrics.classes_recycled.inc()
+            self.counts["classes_recycled"] += 1
+            if self._guard_log.allow():
+                log.warning("class_recycled", index=item.index, old=_short(item.old),
+                            old_count=item.old_count, new=_short(item.new))
+        self._guard_suppressed()
+
+    def _guard_suppressed(self) -> None:
+        if suppressed := self._guard_log.take_suppressed():
+            log.warning("guard_log_suppressed", count=suppressed)
+
     # -- dead letters ----------------------------------------------------------------------
 
     @staticmethod
@@ -146,6 +179,12 @@ class Reporter:
                                 reason=item.reason, detail=item.detail)
         if suppressed := self._dead_log.take_suppressed():
             log.warning("record_invalid_suppressed", count=suppressed)
+
+
+def _short(label: Any) -> Any:
+    """A label as logged: a long string is cut (the codec bounds them, but old checkpoints
+    may hold anything)."""
+    return label[:64] + "..." if isinstance(label, str) and len(label) > 64 else label
 
 
 def _sample_json(sample: Any) -> bytes:
