@@ -83,6 +83,16 @@ class Metrics:
         self.sink_errors = Counter(
             "streamlearn_sink_errors", "Output records that failed to land and were retried.",
             ["topic"], registry=r)
+        self.outputs_pending = Gauge(
+            "streamlearn_outputs_pending", "Outputs that failed to land, waiting to be sent "
+            "again; input pauses at kafka.max_pending_outputs.", registry=r)
+        self.outputs_dropped = Counter(
+            "streamlearn_outputs_dropped", "Outputs that can never land (too large for the "
+            "producer or the broker), dropped instead of retried for ever.",
+            ["topic", "reason"], registry=r)
+        self.outputs_truncated = Counter(
+            "streamlearn_outputs_truncated", "Dead letters sent with their value cut to fit "
+            "kafka.max_message_bytes (header truncated=true).", ["topic"], registry=r)
         self.rebalances = Counter(
             "streamlearn_rebalances", "Partition assignment changes.", ["kind"], registry=r)
         self.model_version = Gauge(
@@ -177,6 +187,18 @@ class Metrics:
     def checkpoint_done(self) -> None:
         self._last_checkpoint = time.monotonic()
 
+    def forget_expert(self, expert: str) -> None:
+        """Drop every series of an expert that left the pool: a gone expert must not keep
+        its last values on dashboards and in alerts for ever."""
+        for metric in (self.expert_active, self.expert_accuracy, self.expert_loss,
+                       self.drift_events, self.drift_warnings, self.drift_statistic):
+            _forget(metric, expert=expert)
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        """Drop the series of a partition this member no longer owns (its lag is the new
+        owner's to report; a frozen one here would fire stalled-learner alerts)."""
+        _forget(self.consumer_lag, topic=topic, partition=str(partition))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -184,6 +206,17 @@ class Metrics:
         """Expose ``/metrics`` on a background thread; returns the bound port."""
         server, thread = start_http_server(port, addr=host, registry=self.registry)
         return int(server.server_port), thread
+
+
+def _forget(metric: Counter | Gauge, **match: str) -> None:
+    """Remove every labelled series of ``metric`` whose labels include ``match``."""
+    found = set()
+    for family in metric.collect():
+        for sample in family.samples:
+            if all(sample.labels.get(k) == v for k, v in match.items()):
+                found.add(tuple(sample.labels.values()))
+    for values in found:
+        metric.remove(*values)
 
 
 class ServingMetrics:

@@ -21,14 +21,21 @@ _ADDED_LATER = {"norm": "none", "architecture": "mlp", "image_shape": None}
 
 @dataclass(frozen=True, slots=True)
 class CheckpointState:
+    """``offsets``: the next offset of every partition this lineage has read. ``lineage``:
+    names the model's line of descent in the metadata of its Kafka commits, so that a
+    partition's commit by another member can be told from this lineage's own (empty in
+    checkpoints written before replicas)."""
+
     offsets: Offsets
     engine: dict[str, Any]
     model_settings: dict[str, Any]
+    lineage: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "offsets": [[tp.topic, tp.partition, offset]
                         for tp, offset in sorted(self.offsets.items())],
+            "lineage": self.lineage,
             "engine": self.engine,
             "model_settings": self.model_settings,
         }
@@ -37,7 +44,8 @@ class CheckpointState:
     def from_dict(cls, state: Mapping[str, Any]) -> CheckpointState:
         try:
             offsets = {TopicPartition(str(t), int(p)): int(o) for t, p, o in state["offsets"]}
-            return cls(offsets, dict(state["engine"]), dict(state["model_settings"]))
+            return cls(offsets, dict(state["engine"]), dict(state["model_settings"]),
+                       str(state.get("lineage", "")))
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint is missing or mangles a section: {exc}") from None
 

@@ -8,14 +8,34 @@ Checkpoint order (the promise in docs/operations.md):
 3. only then are the same offsets committed to Kafka, for lag and cold start only;
 4. a serving snapshot of the checkpointed state is published.
 
-If step 1 fails (broker down) the checkpoint is skipped and retried later: a checkpoint's
-offsets never run ahead of outputs that did not land.
+If step 1 fails (broker down) the checkpoint is deferred; if step 2 fails (disk full) it is
+failed. Either way a checkpoint's offsets never run ahead of outputs that did not land, and
+the next try waits ``retry_min_s``, doubling up to ``retry_max_s``.
+
+A checkpoint is taken only at a record boundary: while a record is being learned (a batch
+record spans several learning steps) the state holds part of it and offsets that do not,
+so :meth:`Checkpointer.learning` marks that span, and a span that raised never closes: the
+shutdown after a crash mid-record saves nothing, and the restart learns the record whole.
+
+Rebalances: the client calls :meth:`on_revoked` and :meth:`on_assigned` on its IO thread,
+which also sends the heartbeats, so they only move bookkeeping. The revoke checkpoint runs on
+the learner thread right after the poll that revoked. The partitions given up are no longer
+committed, so their new owner starts at the last checkpoint's commit and learns the records
+since in its own lineage.
+
+Every commit carries the lineage's id as its metadata. A partition assigned to this lineage
+resumes where the lineage stopped, unless the group's commit is another lineage's and lies
+further on: then another member learned those records, and this one resumes after them.
+A commit of the lineage's own that lies further on (its newest checkpoint was lost and an
+older one restored) is ignored, so those records are learned again, once.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from streamlearn.buffer import InputBuffer
@@ -26,7 +46,7 @@ from streamlearn.engine import Engine
 from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
-from streamlearn.types import DecodedRecord, Offsets, TopicPartition
+from streamlearn.types import DecodedRecord, Offsets, Record, TopicPartition
 
 log = get_logger(__name__)
 
@@ -51,9 +71,15 @@ class Checkpointer:
                       if settings.checkpoint.enabled else None)
         self.positions: Offsets = {}  # assigned partitions: next offset to learn
         self.known: Offsets = {}  # partitions not assigned now: where this lineage stopped
+        self.lineage = uuid.uuid4().hex  # a cold start begins a new line of descent
+        self._resuming: Offsets = {}  # assigned at a known offset, not yet checked
         self.checkpoints = 0  # saved since start
         self.last_path: str | None = None
         self._dirty = False
+        self._revoked = False  # a revoke asks for a checkpoint on the learner thread
+        self._open_spans = 0  # records being learned now: no checkpoint may be taken
+        self._failures = 0  # in a row: sets the backoff
+        self._next_try = 0.0
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
 
@@ -67,14 +93,24 @@ class Checkpointer:
         self._dirty = True
         self._since_checkpoint += samples
 
+    @contextmanager
+    def learning(self) -> Iterator[None]:
+        """Marks state changes that are whole only at the end; a span that raises stays
+        open, so no checkpoint is taken of the half-learned state afterwards."""
+        self._open_spans += 1
+        self._dirty = True
+        yield
+        self._open_spans -= 1
+
     def advance(self, records: list[DecodedRecord]) -> None:
         """The records are learned: each partition's next offset moves past them."""
         for record in records:
             self.positions[record.record.tp] = record.record.offset + 1
 
-    def resume(self, offsets: Offsets) -> None:
+    def resume(self, state: CheckpointState) -> None:
         """Where the restored lineage stopped; a partition seeks there once assigned."""
-        self.known = dict(offsets)
+        self.known = dict(state.offsets)
+        self.lineage = state.lineage or self.lineage
 
     def offsets(self) -> Offsets:
         """The next offset of every partition this lineage has read."""
@@ -84,32 +120,41 @@ class Checkpointer:
 
     def maybe_checkpoint(self) -> None:
         cfg = self.settings.checkpoint
-        if self._dirty and (self._since_checkpoint >= cfg.every_samples or
-                            time.monotonic() - self._last_checkpoint >= cfg.every_seconds):
-            self.checkpoint("interval")
+        due = self._revoked or (
+            self._dirty and (self._since_checkpoint >= cfg.every_samples or
+                             time.monotonic() - self._last_checkpoint >= cfg.every_seconds))
+        if due and time.monotonic() >= self._next_try:
+            self.checkpoint("revoke" if self._revoked else "interval")
 
     def checkpoint(self, reason: str, flush_timeout_s: float | None = None) -> bool:
         """Flush outputs, save state durably, then commit offsets. False if it did not."""
         sink = self.endpoints.sink
         if not self._dirty or sink is None:
+            self._revoked = False
             return True
+        if self._open_spans:
+            self.metrics.checkpoints.labels(result="mid_record").inc()
+            log.warning("checkpoint_refused", reason=reason,
+                        why="a record was only partly learned; the last checkpoint stands")
+            return False
         timeout = flush_timeout_s or self.settings.kafka.flush_timeout_s
         if not sink.flush(timeout):
-            self.metrics.checkpoints.labels(result="outputs_pending").inc()
-            log.warning("checkpoint_deferred", reason=reason, why="outputs not yet landed")
-            return False
+            return self._failed("outputs_pending", reason, "outputs not yet landed")
         if self.store is None:
             return self._commit()
+        return self._save(reason)
+
+    def _save(self, reason: str) -> bool:
+        assert self.store is not None
         state = CheckpointState(offsets=self.offsets(),
                                 engine=self.engine.state_dict(),
-                                model_settings=self.settings.model.model_dump(mode="json"))
+                                model_settings=self.settings.model.model_dump(mode="json"),
+                                lineage=self.lineage)
         began = time.perf_counter()
         try:
             path = self.store.save(state.to_dict())
         except OSError as exc:
-            self.metrics.checkpoints.labels(result="failed").inc()
-            log.error("checkpoint_failed", reason=reason, error=str(exc))
-            return False
+            return self._failed("failed", reason, str(exc))
         elapsed = time.perf_counter() - began
         self.metrics.checkpoint_duration.observe(elapsed)
         self.metrics.checkpoints.labels(result="ok").inc()
@@ -123,10 +168,23 @@ class Checkpointer:
         self.publish_snapshot()
         return committed
 
+    def _failed(self, result: str, reason: str, why: str) -> bool:
+        cfg = self.settings.checkpoint
+        self._failures += 1
+        wait = min(cfg.retry_min_s * 2 ** (self._failures - 1), cfg.retry_max_s)
+        self._next_try = time.monotonic() + wait
+        self.metrics.checkpoints.labels(result=result).inc()
+        level = log.error if result == "failed" else log.warning
+        level("checkpoint_" + ("failed" if result == "failed" else "deferred"), reason=reason,
+              why=why, retry_in_s=round(wait, 3), failures=self._failures)
+        return False
+
     def _commit(self) -> bool:
         if self.endpoints.source is not None:
-            self.endpoints.source.commit(dict(self.positions))
-        self._dirty = False
+            self.endpoints.source.commit(dict(self.positions), self.lineage)
+        self._dirty = self._revoked = False
+        self._failures = 0
+        self._next_try = 0.0
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         return True
@@ -134,7 +192,7 @@ class Checkpointer:
     def _on_checkpoint_fallback(self, path: Any, error: str) -> None:
         self.metrics.checkpoint_fallbacks.inc()
 
-    # -- rebalance (runs on the client's IO thread while the learner waits in poll) --------
+    # -- rebalance: bookkeeping on the client's IO thread, the rest on the learner's -------
 
     def on_assigned(self, partitions: list[TopicPartition]) -> None:
         source = self.endpoints.source
@@ -143,18 +201,45 @@ class Checkpointer:
         if seek:
             source.seek(seek)
             self.positions.update(seek)
+            self._resuming.update(seek)
         self.metrics.rebalances.labels(kind="assigned").inc()
-        log.info("partitions_assigned", partitions=[f"{tp.topic}/{tp.partition}"
-                                                    for tp in partitions],
+        log.info("partitions_assigned", partitions=_names(partitions),
                  seek={f"{tp.topic}/{tp.partition}": o for tp, o in seek.items()})
 
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
-        self.checkpoint("revoke")
         dropped = self.buffer.drop(partitions)
         for tp in partitions:
+            self._resuming.pop(tp, None)
             if tp in self.positions:
                 self.known[tp] = self.positions.pop(tp)
+            self.metrics.forget_partition(tp.topic, tp.partition)
+        self._revoked = self._dirty
         self.metrics.rebalances.labels(kind="revoked").inc()
-        log.info("partitions_revoked", partitions=[f"{tp.topic}/{tp.partition}"
-                                                   for tp in partitions],
+        log.info("partitions_revoked", partitions=_names(partitions),
                  buffered_records_dropped=dropped)
+
+    def reconcile(self, records: list[Record]) -> list[Record]:
+        """After a poll, on the learner thread: a partition assigned at this lineage's offset
+        moves on to the group's commit if another lineage committed further on. The poll's
+        records of such a partition are dropped: the seek fetches them again from there."""
+        if not self._resuming:
+            return records
+        source = self.endpoints.source
+        assert source is not None
+        ahead: Offsets = {}
+        for tp, ours in self._resuming.items():
+            commit = source.committed(tp)
+            if commit is not None and commit[0] > ours and commit[1] != self.lineage:
+                ahead[tp] = commit[0]
+        self._resuming = {}
+        if not ahead:
+            return records
+        source.seek(ahead)
+        self.positions.update(ahead)
+        log.info("partitions_resumed_from_group", offsets={
+            f"{tp.topic}/{tp.partition}": o for tp, o in ahead.items()})
+        return [r for r in records if r.tp not in ahead]
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}/{tp.partition}" for tp in partitions]

@@ -183,7 +183,7 @@ class Daemon:
         state = CheckpointState.from_dict(loaded.state)
         check_compatible(state, self.settings.model, loaded.path)
         self.engine.load_state_dict(state.engine)
-        self.checkpointer.resume(state.offsets)
+        self.checkpointer.resume(state)
         self._sync_codec()
         self.metrics.checkpoint_done()
         log.info("checkpoint_restored", path=str(loaded.path), skipped=len(loaded.skipped),
@@ -220,14 +220,15 @@ class Daemon:
 
     def step(self) -> None:
         assert self.source is not None
-        busy = self.buffer.due() or self.inbox.pending()
+        busy = (self.buffer.due() and not self._outputs_full()) or self.inbox.pending()
         wait = 0.0 if busy else min(self.buffer.wait_left(),
                                     self.settings.kafka.poll_timeout_ms / 1000)
-        records = self.source.poll(self.settings.kafka.max_poll_records, wait)
+        records = self.checkpointer.reconcile(
+            self.source.poll(self.settings.kafka.max_poll_records, wait))
         if records:
             self._accept(records)
         self._flow_control()
-        while self.buffer.due() and not self._stop.is_set():
+        while self.buffer.due() and not self._stop.is_set() and not self._outputs_full():
             self._learn(self.buffer.take())
             # A poll of batch records can hold a minute of work: /v1/status, the demo and
             # the gauges must not freeze for that long (each is rate-limited inside).
@@ -245,17 +246,27 @@ class Daemon:
         self.reporter.consumed(records[0].topic, len(records))
 
     def _flow_control(self) -> None:
-        assert self.source is not None
+        """Pause input while the learner is behind or outputs cannot land; keep polling, so
+        the member stays in its group."""
+        assert self.source is not None and self.sink is not None
+        self.sink.retry()
         limit = self.settings.kafka.max_buffered_samples
-        if not self._paused and self.buffer.samples > limit:
+        if not self._paused and (self.buffer.samples > limit or self._outputs_full()):
             self.source.pause()
             self._paused = True
-            log.info("input_paused", buffered=self.buffer.samples)
-        elif self._paused and self.buffer.samples < limit // 2:
+            log.info("input_paused", buffered=self.buffer.samples,
+                     outputs_pending=self.sink.pending)
+        elif (self._paused and self.buffer.samples < limit // 2
+              and self.sink.pending < self.settings.kafka.max_pending_outputs // 2):
             self.source.resume()
             self._paused = False
             log.info("input_resumed", buffered=self.buffer.samples)
         self.metrics.partitions_paused.set(int(self._paused))
+
+    def _outputs_full(self) -> bool:
+        """Outputs waiting to land reached their bound: learning more would add to them."""
+        return (self.sink is not None
+                and self.sink.pending >= self.settings.kafka.max_pending_outputs)
 
     def _learn(self, records: list[DecodedRecord]) -> None:
         # Every line logged while this batch is handled names the records it came from.
@@ -270,8 +281,9 @@ class Daemon:
         origins = [(r.record, i if len(r.samples) > 1 else None)
                    for r in records for i in range(len(r.samples))]
         dead = [d for r in records for d in r.dead_letters]
-        self._learn_samples(samples, origins, dead)
-        self.checkpointer.advance(records)
+        with self.checkpointer.learning():
+            self._learn_samples(samples, origins, dead)
+            self.checkpointer.advance(records)
 
     def _learn_samples(self, samples: list[Sample], origins: list[tuple[Record, int | None]],
                        dead: list[DeadLetter]) -> None:
@@ -302,7 +314,8 @@ class Daemon:
         if samples:
             origins: list[tuple[Record, int | None]] = [(HTTP_RECORD, i)
                                                         for i in range(len(samples))]
-            self._learn_samples(samples, origins, [])
+            with self.checkpointer.learning():
+                self._learn_samples(samples, origins, [])
         for request in self.inbox.take_checkpoint_requests():
             saved = self.checkpoint("api")
             request.set_result({

@@ -119,8 +119,7 @@ class Reporter:
             self.metrics.expert_events.labels(kind=event.kind).inc()
             self.counts[f"expert_{event.kind}"] += 1
             if event.kind in ("prune", "merge"):
-                self.metrics.expert_active.remove(event.expert)
-                self.metrics.expert_accuracy.remove(event.expert)
+                self.metrics.forget_expert(event.expert)
             payload = {k: v for k, v in event.to_dict().items() if k != "kind"}
             log.info(f"expert_{event.kind}", **payload)
             sink.event(f"expert_{event.kind}", payload)

@@ -23,6 +23,13 @@ class MemorySink:
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:
         self.events.append((kind, dict(payload)))
 
+    @property
+    def pending(self) -> int:
+        return 0
+
+    def retry(self) -> None:
+        pass
+
     def flush(self, timeout_s: float) -> bool:
         return True
 

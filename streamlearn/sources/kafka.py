@@ -21,6 +21,7 @@ from kafka.errors import KafkaError
 from streamlearn.logging import get_logger
 from streamlearn.settings import KafkaSettings
 from streamlearn.sources.base import AssignmentListener
+from streamlearn.sources.connect import BOOTSTRAP_TIMEOUT_MS, closing_on_failure
 from streamlearn.types import Offsets, Record, TopicPartition
 
 log = get_logger(__name__)
@@ -44,27 +45,30 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.on_partitions_revoked(lost)
 
 
-# The client's constructor blocks until it reaches a broker (30 s by default). The daemon
-# retries the connection itself, checking for a stop request between tries, so each try
-# is kept short: SIGTERM during an outage at start-up must still exit within seconds.
-BOOTSTRAP_TIMEOUT_MS = 2_000
+# Asked once per assignment, on the learner thread; past this the lineage's own offset is
+# used (at worst records another member learned are learned here too, never lost).
+_COMMITTED_TIMEOUT_MS = 5_000
 
 
 class KafkaSource:
     def __init__(self, settings: KafkaSettings, listener: AssignmentListener) -> None:
         self._settings = settings
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers.split(","),
-            group_id=settings.group_id,
-            client_id=settings.client_id,
-            enable_auto_commit=False,
-            auto_offset_reset=settings.auto_offset_reset,
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=settings.heartbeat_interval_ms,
-            max_poll_interval_ms=settings.max_poll_interval_ms,
-            max_poll_records=settings.max_poll_records,
-            bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-        )
+        self._metadata = ""
+        with closing_on_failure() as client_factory:
+            self._consumer = KafkaConsumer(
+                bootstrap_servers=settings.bootstrap_servers.split(","),
+                group_id=settings.group_id,
+                group_instance_id=settings.group_instance_id,
+                client_id=settings.client_id,
+                enable_auto_commit=False,
+                auto_offset_reset=settings.auto_offset_reset,
+                session_timeout_ms=settings.session_timeout_ms,
+                heartbeat_interval_ms=settings.heartbeat_interval_ms,
+                max_poll_interval_ms=settings.max_poll_interval_ms,
+                max_poll_records=settings.max_poll_records,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+                kafka_client=client_factory,
+            )
         self._consumer.subscribe([settings.input_topic], listener=_Rebalance(listener))
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
@@ -76,18 +80,32 @@ class KafkaSource:
         for tp, offset in positions.items():
             self._consumer.seek(KafkaTP(tp.topic, tp.partition), offset)
 
-    def commit(self, positions: Offsets) -> None:
+    def commit(self, positions: Offsets, metadata: str = "") -> None:
         """Commit without blocking; the checkpoint, not Kafka, is the source of truth."""
+        self._metadata = metadata  # close() commits under the same lineage
         if positions:
-            self._consumer.commit_async(_kafka_offsets(positions), callback=_log_commit)
+            self._consumer.commit_async(_kafka_offsets(positions, metadata),
+                                        callback=_log_commit)
 
     def commit_sync(self, positions: Offsets, timeout_s: float) -> bool:
         try:
-            self._consumer.commit(_kafka_offsets(positions), timeout_ms=int(timeout_s * 1000))
+            self._consumer.commit(_kafka_offsets(positions, self._metadata),
+                                  timeout_ms=int(timeout_s * 1000))
         except KafkaError as exc:
             log.warning("commit_failed", error=str(exc))
             return False
         return True
+
+    def committed(self, tp: TopicPartition) -> tuple[int, str] | None:
+        """The group's commit for ``tp`` (blocks on the broker: learner thread only)."""
+        try:
+            found = self._consumer.committed(KafkaTP(tp.topic, tp.partition), metadata=True,
+                                             timeout_ms=_COMMITTED_TIMEOUT_MS)
+        except KafkaError as exc:
+            log.warning("committed_unknown", partition=f"{tp.topic}/{tp.partition}",
+                        error=str(exc))
+            return None
+        return None if found is None else (int(found.offset), str(found.metadata or ""))
 
     def pause(self) -> None:
         self._consumer.pause(*self._consumer.assignment())
@@ -116,8 +134,8 @@ def _ours(tp: KafkaTP) -> TopicPartition:
     return TopicPartition(tp.topic, tp.partition)
 
 
-def _kafka_offsets(positions: Offsets) -> dict[KafkaTP, OffsetAndMetadata]:
-    return {KafkaTP(tp.topic, tp.partition): OffsetAndMetadata(offset, "", -1)
+def _kafka_offsets(positions: Offsets, metadata: str) -> dict[KafkaTP, OffsetAndMetadata]:
+    return {KafkaTP(tp.topic, tp.partition): OffsetAndMetadata(offset, metadata, -1)
             for tp, offset in positions.items()}
 
 

@@ -15,7 +15,8 @@ class MemorySource:
                                                 enumerate(values)]
                      for p, values in enumerate(partitions)}
         self.positions: Offsets = {tp: 0 for tp in self.logs}
-        self.committed: Offsets = {}
+        self.committed_offsets: Offsets = {}
+        self.commit_metadata: dict[TopicPartition, str] = {}
         self.paused = False
         self._listener = listener
         self._assigned = False
@@ -23,7 +24,7 @@ class MemorySource:
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         if not self._assigned:
             self._assigned = True
-            self.positions.update(self.committed)
+            self.positions.update(self.committed_offsets)
             if self._listener is not None:
                 self._listener.on_assigned(sorted(self.logs))
         if self.paused:
@@ -39,8 +40,14 @@ class MemorySource:
     def seek(self, positions: Mapping[TopicPartition, int]) -> None:
         self.positions.update(positions)
 
-    def commit(self, positions: Offsets) -> None:
-        self.committed.update(positions)
+    def commit(self, positions: Offsets, metadata: str = "") -> None:
+        self.committed_offsets.update(positions)
+        self.commit_metadata.update(dict.fromkeys(positions, metadata))
+
+    def committed(self, tp: TopicPartition) -> tuple[int, str] | None:
+        if tp not in self.committed_offsets:
+            return None
+        return self.committed_offsets[tp], self.commit_metadata.get(tp, "")
 
     def pause(self) -> None:
         self.paused = True

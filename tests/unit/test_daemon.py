@@ -66,7 +66,7 @@ def test_restart_resumes_at_the_checkpoint_offsets(tmp_path):
     first.start()
     drain(first, first_source)
     assert first.checkpoint("test")
-    assert first_source.committed == {TP0: 100, TP1: 60}
+    assert first_source.committed_offsets == {TP0: 100, TP1: 60}
 
     second_source = Source("in", [records(150), records(60)])  # 50 new records on partition 0
     second, _ = make(tmp_path, second_source)
@@ -101,7 +101,7 @@ def test_checkpoint_is_deferred_while_outputs_have_not_landed(tmp_path):
     drain(daemon, source)
     assert not daemon.checkpoint("test")
     assert FileCheckpointStore(tmp_path).files() == []
-    assert source.committed == {}
+    assert source.committed_offsets == {}
     value = daemon.metrics.registry.get_sample_value(
         "streamlearn_checkpoints_total", {"result": "outputs_pending"})
     assert value == 1
@@ -115,7 +115,7 @@ def test_shutdown_writes_a_checkpoint_and_commits_its_offsets(tmp_path):
     daemon.shutdown()
     loaded = FileCheckpointStore(tmp_path).load_latest()
     assert loaded.state["offsets"] == [["in", 0, 70]]
-    assert source.committed == {TP0: 70}
+    assert source.committed_offsets == {TP0: 70}
 
 
 def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_path):
