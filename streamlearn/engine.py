@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from streamlearn.adapt import Adapter, AdaptReport
-from streamlearn.codecs import FLOAT32_MAX
+from streamlearn.admission import Admission, Admitted, Rejection, infer_width
 from streamlearn.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.errors import ModelError
 from streamlearn.experts.expert import build_expert, resolve_device
@@ -35,7 +35,7 @@ from streamlearn.experts.pool import ExpertPool
 from streamlearn.logging import get_logger
 from streamlearn.models import batch_norms
 from streamlearn.predictor import Predictor
-from streamlearn.preprocess import LabelError, LabelIndex, Recycled, RunningStandardizer
+from streamlearn.preprocess import LabelIndex, Recycled, RunningStandardizer
 from streamlearn.prequential import PrequentialStats
 from streamlearn.protocols import Expert, StateDict
 from streamlearn.settings import (
@@ -48,13 +48,6 @@ from streamlearn.settings import (
 from streamlearn.types import Prediction, Sample
 
 log = get_logger(__name__)
-
-
-@dataclass(slots=True)
-class Rejection:
-    index: int  # position in the batch given to ``process``
-    reason: str
-    detail: str
 
 
 @dataclass(slots=True)
@@ -90,6 +83,7 @@ class Engine:
         self._watch_errors = drift.signal == "error"  # else the per-sample losses
         self.device = resolve_device(model.device)
         self.labels = LabelIndex(model.max_classes, model.rare_class_samples)
+        self._admission = Admission(self.labels, self.is_classifier, model.max_features)
         self.stats = PrequentialStats(self.engine_settings.rolling_window)
         self.version = 0  # optimizer steps taken; served and published as the model version
         self.samples_learned = 0  # labeled samples taken in: the stream position
@@ -151,25 +145,20 @@ class Engine:
 
     def process(self, samples: Sequence[Sample]) -> StepResult:
         result = StepResult()
-        if samples and self.pool is None:
-            self._infer_width(samples)
-        kept, targets, x = self._admit(samples, result)
-        if kept:
-            self._process(samples, kept, targets, x, result)
+        width = infer_width(samples, self.settings.max_features) if self.pool is None else None
+        if width is not None:
+            self._build(width)
+        admitted = self._admission.admit(samples, self.n_features, result.rejections)
+        if admitted.kept:
+            self._process(samples, admitted, result)
         result.recycled = self.labels.take_recycled()
         if self.pool is not None:
             result.steps_skipped = self.pool.take_skips()
         return result
 
-    def _infer_width(self, samples: Sequence[Sample]) -> None:
-        """Build at the width of the first sample within ``model.max_features``, if any."""
-        limit = self.settings.max_features
-        width = next((len(s.x) for s in samples if 0 < len(s.x) <= limit), None)
-        if width is not None:
-            self._build(width)
-
-    def _process(self, samples: Sequence[Sample], kept: list[int],
-                 targets: dict[int, float | int | None], x: Tensor, result: StepResult) -> None:
+    def _process(self, samples: Sequence[Sample], admitted: Admitted,
+                 result: StepResult) -> None:
+        kept, targets, x = admitted.kept, admitted.targets, admitted.x
         labeled = [j for j, i in enumerate(kept) if targets[i] is not None]
         unlabeled = [j for j, i in enumerate(kept) if targets[i] is None]
         x_test, x_train = x, x
@@ -211,61 +200,6 @@ class Engine:
         if self.adapter is not None and self.pool is not None:
             self.version += self.adapter.offer_routed(self.pool.members, x, experts,
                                                       len(self.labels), report)
-
-    def _admit(self, samples: Sequence[Sample], result: StepResult
-               ) -> tuple[list[int], dict[int, float | int | None], Tensor]:
-        """Indices of usable samples, their encoded targets and their inputs; the rest are
-        rejected. Labels are encoded last, so a refused row never takes a class slot."""
-        wide = [i for i, s in enumerate(samples) if len(s.x) == self.n_features]
-        if len(wide) < len(samples):
-            self._reject_widths(samples, set(wide), result)
-        if not wide:
-            return [], {}, torch.empty(0)
-        x = torch.tensor([samples[i].x for i in wide], dtype=torch.float32)
-        finite = torch.isfinite(x).all(dim=1)
-        rows = list(range(len(wide)))
-        if not bool(finite.all()):
-            rows = [r for r, ok in enumerate(finite.tolist()) if ok]
-            result.rejections += [Rejection(wide[r], "non_finite", "x: a value is beyond "
-                                            "float32's range (the model's dtype)")
-                                  for r in range(len(wide)) if not finite[r]]
-        self.labels.new_batch()
-        kept: list[int] = []
-        targets: dict[int, float | int | None] = {}
-        for r in rows:
-            i = wide[r]
-            try:
-                targets[i] = self._target(samples[i])
-            except LabelError as exc:
-                result.rejections.append(Rejection(i, exc.reason, exc.detail))
-                continue
-            kept.append(i)
-        if len(kept) < len(wide):
-            index = {i: r for r, i in enumerate(wide)}
-            x = x[[index[i] for i in kept]]
-        return kept, targets, x
-
-    def _reject_widths(self, samples: Sequence[Sample], wide: set[int],
-                       result: StepResult) -> None:
-        for i, sample in enumerate(samples):
-            if i in wide:
-                continue
-            detail = (f"x: {len(sample.x)} features, expected {self.n_features}"
-                      if self.n_features is not None else
-                      f"x: {len(sample.x)} features > model.max_features="
-                      f"{self.settings.max_features} (or none)")
-            result.rejections.append(Rejection(i, "feature_count", detail))
-
-    def _target(self, sample: Sample) -> float | int | None:
-        """What the experts learn for a sample: a class index, a number, or None."""
-        if sample.y is None:
-            return None
-        if self.is_classifier:
-            return self.labels.encode(sample.y)
-        target = float(sample.y)
-        if not abs(target) <= FLOAT32_MAX:
-            raise LabelError("non_finite", f"y: {target:g} is beyond float32's range")
-        return target
 
     def _learn(self, x_test: Tensor, x_train: Tensor, raw: Tensor, y_values: list[Any],
                origin: list[int], result: StepResult) -> None:

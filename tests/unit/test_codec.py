@@ -89,3 +89,61 @@ def test_regression_wants_numeric_targets():
 
 def test_integral_float_labels_are_integers_for_classification():
     assert decode(b'{"x": [1, 2, 3], "y": 2.0}').samples[0].y == 2
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (b'{"x": [1e300, 1, 2]}', "non_finite"),
+    (b'{"x": [1, -3.5e38, 2]}', "non_finite"),
+    (b'{"x": [1, 2, 3], "y": 100000000000000000000}', "bad_label"),
+    (b'{"x": [1, 2, 3], "y": 9223372036854775808}', "bad_label"),
+    (b'{"x": [1, 2, 3], "y": -9223372036854775809}', "bad_label"),
+    (b'{"x": [1, 2, 3], "y": 1e19}', "bad_label"),
+    (b'{"x": [1, 2, 3], "y": "' + b"z" * 129 + b'"}', "bad_label"),
+    (b'{"x": [1, 2, 3], "y": true}', "schema"),
+    (b'{"x": [1, 2, 3], "id": "' + b"i" * 257 + b'"}', "bad_id"),
+    (b'{"x": [1, 2, 3], "id": ' + b"9" * 257 + b"}", "bad_id"),
+])
+def test_values_labels_and_ids_out_of_bounds_are_refused(value, reason):
+    out = decode(value, max_record_bytes=10_000)
+    assert out.samples == []
+    [dead] = out.dead_letters
+    assert dead.reason == reason
+    assert len(dead.detail) < 200
+
+
+def test_values_labels_and_ids_at_their_bounds_are_taken():
+    top = 3.4028234663852886e38
+    for value in ({"x": [top, -top, 0]}, {"x": [1, 2, 3], "y": 2**63 - 1},
+                  {"x": [1, 2, 3], "y": -(2**63)}, {"x": [1, 2, 3], "y": "z" * 128},
+                  {"x": [1, 2, 3], "id": "i" * 256}):
+        out = decode(json.dumps(value).encode(), max_record_bytes=10_000)
+        assert out.dead_letters == [], value
+
+
+def test_a_regression_target_beyond_float32_is_non_finite():
+    codec = Codec(task="regression", n_features=1)
+    assert codec.decode(Record("in", 0, 0, b'{"x": [1], "y": 3e38}')).samples[0].y == 3e38
+    bad = codec.decode(Record("in", 0, 1, b'{"x": [1], "y": -1e39}'))
+    assert bad.dead_letters[0].reason == "non_finite"
+
+
+def test_before_the_width_is_known_records_wider_than_max_features_are_refused():
+    codec = Codec(max_features=4)
+    assert codec.decode(Record("in", 0, 0, b'{"x": [1, 2, 3, 4]}')).samples
+    [dead] = codec.decode(Record("in", 0, 1, b'{"x": [1, 2, 3, 4, 5]}')).dead_letters
+    assert (dead.reason, dead.detail) == ("feature_count", "x: 5 features > "
+                                          "model.max_features=4")
+    codec.n_features = 6  # fixed (the daemon syncs it from the engine): the width rules
+    assert codec.decode(Record("in", 0, 2, b'{"x": [1, 2, 3, 4, 5, 6]}')).samples
+
+
+def test_the_codec_takes_its_bounds_from_the_settings():
+    from streamlearn.settings import load_settings
+
+    settings = load_settings(None, model={"max_label_chars": 5, "max_features": 7},
+                             engine={"max_id_chars": 3, "max_samples_per_record": 2})
+    codec = Codec.from_settings(settings)
+    assert (codec.max_label_chars, codec.max_features, codec.max_id_chars,
+            codec.max_samples_per_record) == (5, 7, 3, 2)
+    assert codec.decode(Record("in", 0, 0, b'{"x": [1], "id": "abcd"}')).dead_letters[
+        0].reason == "bad_id"

@@ -180,3 +180,32 @@ def test_drift_detection_can_be_turned_off():
                     drift=DriftSettings(enabled=False))
     assert drifts(engine, flipping()) == []
     assert engine.state_dict()["drift"] is None
+
+
+def test_a_checkpoint_without_label_counts_loads_and_its_classes_are_kept():
+    settings = ModelSettings(hidden=[4], n_features=1, max_classes=2)
+    a = Engine(settings)
+    a.process([Sample([0.0], "a"), Sample([1.0], "b")])
+    state = roundtrip(a.state_dict())
+    assert state["labels"]["counts"] == [1, 1]
+    state["labels"] = {"capacity": 2, "labels": ["a", "b"]}  # as written before counts
+    b = Engine(settings)
+    b.load_state_dict(state)
+    result = b.process([Sample([0.5], "c"), Sample([0.5], "a")])
+    assert [(r.index, r.reason) for r in result.rejections] == [(0, "too_many_classes")]
+    assert b.labels.labels == ["a", "b"]
+
+
+def test_a_regression_target_beyond_float32_is_rejected_by_the_engine():
+    engine = Engine(ModelSettings(task="regression", hidden=[4], n_features=1))
+    result = engine.process([Sample([0.0], 1.0), Sample([1.0], 1e39), Sample([2.0], 2.0)])
+    assert [(r.index, r.reason) for r in result.rejections] == [(1, "non_finite")]
+    assert result.labeled == 2
+
+
+def test_guard_skips_reach_the_step_result():
+    engine = Engine(ModelSettings(hidden=[4], n_features=1, optimizer="sgd",
+                                  learning_rate=1e30))
+    result = engine.process([Sample([0.0], 0), Sample([1.0], 1)])
+    assert result.steps_skipped == {"weights": 1}
+    assert engine.process([Sample([0.5], 1)]).steps_skipped == {"weights": 1}
