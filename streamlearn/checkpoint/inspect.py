@@ -34,7 +34,7 @@ def describe(path: Path) -> dict[str, Any]:
         "model_version": engine["version"],
         "n_features": engine["n_features"],
         "labels": engine["labels"]["labels"],
-        "prequential": _prequential(engine["stats"]),
+        "prequential": _prequential(engine["stats"], state.model_settings.get("task")),
         "parameters": sum(e["parameters"] for e in experts.values()),
         "active_expert": (engine.get("pool") or {}).get("active", "0" if experts else None),
         "experts": experts,
@@ -69,11 +69,22 @@ def _experts(engine: dict[str, Any]) -> dict[str, dict[str, Any]]:
             for id_, m in pool["members"].items()}
 
 
-def _prequential(stats: dict[str, Any]) -> dict[str, float]:
+# What each running sum, divided by the samples scored, is: "correct" sums 1 per right
+# answer, so its mean is the accuracy, not a count of correct answers.
+_SCORES = {"classification": (("correct", "accuracy"), ("loss", "mean_loss")),
+           "regression": (("abs_error", "mean_abs_error"), ("loss", "mean_loss"))}
+
+
+def _prequential(stats: dict[str, Any], task: str | None) -> dict[str, float | int]:
+    """Test-then-train scores over every labeled sample learned; only the task's own (a
+    classifier's absolute error is never summed, so it would read 0)."""
     count = stats["count"]
     if not count:
         return {}
-    return {name: round(total / count, 6) for name, total in stats["sums"].items()}
+    scores: dict[str, float | int] = {"samples": int(count)}
+    for key, name in _SCORES.get(task or "classification", _SCORES["classification"]):
+        scores[name] = round(stats["sums"][key] / count, 6)
+    return scores
 
 
 def _count_parameters(module_state: dict[str, Any]) -> int:
