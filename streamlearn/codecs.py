@@ -179,11 +179,21 @@ def _codec_error(exc: ValidationError) -> CodecError:
     errors = exc.errors()
     if errors[0]["type"] == "model_type":
         return CodecError("schema", "record: must be a JSON object with an 'x' field")
-    # A union (y) reports one error per member; a non-finite number is the one to name.
+    # Every field is a union, which reports one error per member. A non-finite number is
+    # the one to name; else the deepest error, from the member whose shape the input has:
+    # x as an object with a bad value fails inside the mapping, not as "not a list".
     non_finite = [e for e in errors if e["type"] == "finite_number"]
-    first = non_finite[0] if non_finite else errors[0]
-    loc = str(first["loc"][0]) if first["loc"] else "record"
-    return CodecError("non_finite" if non_finite else "schema", f"{loc}: {first['msg']}")
+    first = non_finite[0] if non_finite else max(errors, key=lambda e: len(e["loc"]))
+    return CodecError("non_finite" if non_finite else "schema",
+                      f"{_error_path(first['loc'])}: {first['msg']}")
+
+
+def _error_path(loc: tuple[int | str, ...]) -> str:
+    """The field, then the index or key at fault (``x[2]``, ``x.age``); ``loc[1]`` is the
+    union member's tag (``dict[str,float]``), not the user's."""
+    if not loc:
+        return "record"
+    return str(loc[0]) + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc[2:])
 
 
 def _in_range(values: list[float]) -> list[float]:

@@ -147,3 +147,15 @@ def test_the_codec_takes_its_bounds_from_the_settings():
             codec.max_samples_per_record) == (5, 7, 3, 2)
     assert codec.decode(Record("in", 0, 0, b'{"x": [1], "id": "abcd"}')).dead_letters[
         0].reason == "bad_id"
+
+
+@pytest.mark.parametrize(("x", "detail"), [
+    ({"a": True, "b": 1}, "x.a: Input should be a valid number"),
+    ({"a": 1, "b": "2"}, "x.b: Input should be a valid number"),
+    ([1, True], "x[1]: Input should be a valid number"),
+])
+def test_a_bad_feature_value_is_named_by_its_key_or_index_not_as_not_a_list(x, detail):
+    # x is a union (list or mapping): the error named is the member the input's shape has.
+    codec = Codec(features=["a", "b"]) if isinstance(x, dict) else Codec(n_features=2)
+    [dead] = codec.decode(Record("in", 0, 0, json.dumps({"x": x, "y": 1}).encode())).dead_letters
+    assert (dead.reason, dead.detail) == ("schema", detail)
