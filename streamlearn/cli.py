@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "handler"):
         parser.print_help()
         return EXIT_USAGE
-    err = Console(stderr=True)
+    # soft_wrap: one line per problem even in a pipe, where rich would wrap at 80 columns.
+    err = Console(stderr=True, soft_wrap=True)
     try:
         return int(args.handler(args))
     except SettingsError as exc:

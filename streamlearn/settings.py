@@ -8,6 +8,7 @@ a default.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import cache
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamlearn.errors import SettingsError
+from streamlearn.settings_env import merge, read_environment
 
 
 class Section(BaseModel):
@@ -513,8 +515,9 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment first so it overrides the YAML file, which arrives as init kwargs.
-        return env_settings, init_settings
+        # load_settings reads the environment itself (settings_env: strict, one line per
+        # bad variable) and hands everything over as init kwargs.
+        return (init_settings,)
 
 
 def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
@@ -525,6 +528,7 @@ def load_settings(path: Path | str | None = None, **overrides: Any) -> Settings:
     data: dict[str, Any] = _read_yaml(Path(path)) if path is not None else {}
     for section, values in overrides.items():
         data.setdefault(section, {}).update(values)
+    data = merge(data, read_environment(os.environ, tuple(Settings.model_fields)))
     try:
         return Settings(**data)
     except ValidationError as exc:
@@ -551,6 +555,9 @@ def _describe(exc: ValidationError) -> list[str]:
         loc = ".".join(str(part) for part in error["loc"])
         if error["type"] == "extra_forbidden":
             problems.append(f"{loc}: unknown setting; allowed here: {_allowed(error['loc'])}")
+        elif isinstance(error.get("input"), dict) and error["type"] == "value_error":
+            # A cross-field rule: its input is the whole section, which says nothing more.
+            problems.append(f"{loc or 'settings'}: {error['msg']}")
         else:
             shown = _redact(error["loc"], error.get("input"))
             problems.append(f"{loc}: {error['msg']} (got {shown!r})")

@@ -82,7 +82,7 @@ class FileCheckpointStore:
             try:
                 state = load_file(path)
             except CheckpointError as exc:
-                log.warning("checkpoint_skipped", path=str(path), error=str(exc))
+                log.warning("checkpoint_damaged", path=str(path), error=str(exc))
                 skipped.append(path)
                 if self._on_fallback is not None:
                     self._on_fallback(path, str(exc))

@@ -146,7 +146,9 @@ class Daemon:
 
     def run(self) -> None:
         """Restore, connect, learn until asked to stop, then checkpoint and close."""
-        if not self.start():
+        if not self.start():  # stopped before the broker was reached: nothing to save
+            log.info("daemon_stopped", samples_learned=self.engine.samples_learned,
+                     connected=False)
             return
         try:
             while not self._stop.is_set():
@@ -178,7 +180,7 @@ class Daemon:
             if self.store.files():
                 log.warning("checkpoint_none_valid", action="cold start from committed offsets")
             else:
-                log.info("checkpoint_none", action="cold start from committed offsets")
+                log.warning("checkpoint_none", action="cold start from committed offsets")
             return
         state = CheckpointState.from_dict(loaded.state)
         check_compatible(state, self.settings.model, loaded.path)
@@ -207,7 +209,10 @@ class Daemon:
         """Learn what serving queued, checkpoint (outputs flushed first), commit, close."""
         if self.sink is not None:
             self._serve_inbox()
-        self.checkpoint("shutdown", flush_timeout_s=_SHUTDOWN_FLUSH_S)
+        if not self.checkpoint("shutdown", flush_timeout_s=_SHUTDOWN_FLUSH_S):
+            log.warning("checkpoint_skipped", reason="shutdown",
+                        why="the checkpoint could not be written (see above); the restart "
+                            "resumes from the last one")
         if self.source is not None:
             # Commit only what the last checkpoint holds; never ahead of it.
             self.source.close(commit=None if self.checkpointer.dirty else dict(self.positions))

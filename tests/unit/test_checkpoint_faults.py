@@ -64,8 +64,9 @@ def test_a_failing_save_backs_off_instead_of_retrying_every_step(tmp_path):
 
     assert daemon.store is not None
     daemon.store.save = disk_full
-    began = time.monotonic()
-    while time.monotonic() - began < 1.6:
+    daemon.step()  # learns the 400 records and tries the first checkpoint
+    assert len(attempts) == 1
+    while time.monotonic() - attempts[0] < 1.6:
         daemon.step()
     # Tries at about 0, 0.3, 0.9 (0.3 then 0.6, the cap) and 1.5 s: never one per step.
     assert 3 <= len(attempts) <= 4
@@ -153,3 +154,39 @@ def test_a_pruned_expert_leaves_no_series_behind(tmp_path):
     text = m.exposition().decode()
     assert 'expert="3"' not in text
     assert 'streamlearn_expert_active{expert="4"} 1.0' in text
+
+
+def test_lifecycle_lines_say_what_happened(tmp_path):
+    """A cold start warns; a shutdown that cannot save says so; a stop before the broker was
+    reached still ends with daemon_stopped."""
+    from structlog.testing import capture_logs
+
+    source = Source("in", [records(40)])
+    daemon, _ = make(tmp_path, source, sink=StuckSink())
+    with capture_logs() as logs:
+        daemon.start()
+        drain(daemon, source)
+        daemon.shutdown()
+    levels = {line["event"]: line["log_level"] for line in logs}
+    assert levels["checkpoint_none"] == "warning"
+    assert levels["checkpoint_skipped"] == "warning"
+    assert levels["daemon_stopped"] == "info"
+
+    never, _ = make(tmp_path / "never", Source("in", [records(1)]))
+    never._source_factory = unreachable
+    with capture_logs() as logs:
+        never.run()
+    assert [line["event"] for line in logs][-1] == "daemon_stopped"
+
+
+class StuckSink(MemorySink):
+    def flush(self, timeout_s: float) -> bool:
+        return False
+
+
+def unreachable(daemon):
+    """The broker is down, and SIGTERM arrives meanwhile."""
+    from kafka.errors import KafkaTimeoutError
+
+    daemon.request_stop()
+    raise KafkaTimeoutError("Unable to bootstrap from ['127.0.0.1:1']")
