@@ -165,7 +165,8 @@ class ServingCore:
             produced["predictions"] = TensorOut("predictions", "FP32", [rows],
                                                 result.predictions)
         else:
-            produced["predictions"] = label_tensor("predictions", result.predictions)
+            produced["predictions"] = label_tensor("predictions", result.predictions,
+                                                   snapshot.labels)
             probabilities = result.probabilities
             assert probabilities is not None
             produced["probabilities"] = TensorOut(

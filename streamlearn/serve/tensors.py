@@ -8,6 +8,7 @@ tensor data extension). Every check names the input at fault, and each failure h
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -118,12 +119,19 @@ def to_raw(tensor: TensorOut) -> bytes:
     return np.asarray(tensor.data, dtype=NUMPY_TYPES[tensor.datatype]).tobytes()
 
 
-def label_tensor(name: str, labels: list[Label] | tuple[Label, ...]) -> TensorOut:
-    """Labels as INT64 when every label is an integer, else BYTES (strings)."""
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in labels):
-        return TensorOut(name, "INT64", [len(labels)], list(labels))
-    return TensorOut(name, "BYTES", [len(labels)], [str(v) for v in labels])
+def label_tensor(name: str, values: Sequence[Label], labels: Sequence[Label] | None = None
+                 ) -> TensorOut:
+    """``values`` typed by the model's label set ``labels`` (``values`` itself when omitted):
+    INT64 when every label is an integer, else BYTES (strings). The set, never the rows,
+    decides: a typed v2 client reads the datatype from the metadata and must get it back
+    whichever labels a request happens to predict."""
+    datatype = label_datatype(values if labels is None else labels)
+    if datatype == "INT64":
+        return TensorOut(name, datatype, [len(values)], list(values))
+    return TensorOut(name, datatype, [len(values)], [str(v) for v in values])
 
 
-def label_datatype(labels: tuple[Label, ...]) -> str:
-    return label_tensor("", labels).datatype if labels else "INT64"
+def label_datatype(labels: Sequence[Label]) -> str:
+    """The v2 datatype of a label set (INT64 before any label is known)."""
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in labels)
+    return "INT64" if ints else "BYTES"
