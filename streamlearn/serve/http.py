@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
@@ -69,10 +70,11 @@ def create_app(core: ServingCore, exposition: Callable[[], bytes] | None = None
                   strict_content_type=False,
                   description="Open Inference Protocol v2 (/v2) and streamlearn's own "
                               "endpoints (/v1) over a model that keeps learning.")
+    read, write = _auth(core, "read"), _auth(core, "write")
     _error_handlers(app, core)
-    _v2_routes(app, core)
-    _v1_routes(app, core)
-    _document_infer_body(app)
+    _v2_routes(app, core, read)
+    _v1_routes(app, core, read, write)
+    _document(app, core, read)
 
     expose = exposition or (lambda: generate_latest(core.metrics.registry))
 
@@ -127,13 +129,15 @@ def _error_handlers(app: FastAPI, core: ServingCore) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
-        return JSONResponse({"error": str(exc.detail)}, exc.status_code)
+        # Its headers too: a 405 must say which methods are allowed (Allow, RFC 9110).
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
 
-def _v2_routes(app: FastAPI, core: ServingCore) -> None:
-    read = [_auth(core, "read")]
+def _v2_routes(app: FastAPI, core: ServingCore, auth_read: Any) -> None:
+    read = [auth_read]
 
-    @app.get("/v2", response_model=schemas.ServerMetadata, tags=["v2"], dependencies=read)
+    @app.get("/v2", response_model=schemas.ServerMetadata, tags=["v2"], dependencies=read,
+             responses=_ERRORS)
     async def server_metadata() -> Response:
         return JSONResponse(core.server_metadata())
 
@@ -152,8 +156,9 @@ def _v2_routes(app: FastAPI, core: ServingCore) -> None:
     async def model_metadata(name: str) -> Response:
         return JSONResponse(core.model_metadata(name))
 
+    # 503 is "not ready" here, answered as a ReadyBody like 200, not an error.
     @app.get("/v2/models/{name}/ready", response_model=schemas.ReadyBody, tags=["v2"],
-             dependencies=read, responses=_ERRORS)
+             dependencies=read, responses={**_ERRORS, 503: {"model": schemas.ReadyBody}})
     async def model_ready(name: str) -> Response:
         ok = core.model_ready(name)
         return JSONResponse({"name": name, "ready": ok}, 200 if ok else 503)
@@ -238,9 +243,15 @@ def _infer_json(answer: InferAnswer) -> dict[str, Any]:
     }
 
 
-def _document_infer_body(app: FastAPI) -> None:
-    """List InferRequest in the OpenAPI components: infer reads its body itself, so FastAPI
-    does not see the model, and the requestBody of _INFER_EXTRA refers to it."""
+def _document(app: FastAPI, core: ServingCore, auth_read: Any) -> None:
+    """What FastAPI cannot see, added to the OpenAPI document.
+
+    InferRequest goes into the components: infer reads its body itself, so FastAPI does not
+    see the model, and the requestBody of _INFER_EXTRA refers to it. And unless
+    serve.auth_infer is set, the read endpoints' token is optional (``{}`` among their
+    security requirements): they answer without one, and a client (or a fuzzer) reading the
+    document must not expect a 401 there.
+    """
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -250,13 +261,23 @@ def _document_infer_body(app: FastAPI) -> None:
             schema = schemas.InferRequest.model_json_schema(ref_template=_REF)
             components.update(schema.pop("$defs", {}))
             components["InferRequest"] = schema
+            if not core.auth.protect_reads:
+                _optional_token(app, document, auth_read)
         return app.openapi_schema  # type: ignore[return-value]  # set by generate()
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
 
 
-def _v1_routes(app: FastAPI, core: ServingCore) -> None:
-    read, write = [_auth(core, "read")], [_auth(core, "write")]
+def _optional_token(app: FastAPI, document: dict[str, Any], auth_read: Any) -> None:
+    for route in app.routes:
+        if isinstance(route, APIRoute) and auth_read in route.dependencies:
+            for method in route.methods or ():
+                operation = document["paths"][route.path_format][method.lower()]
+                operation["security"] = [{}, *operation.get("security", [])]
+
+
+def _v1_routes(app: FastAPI, core: ServingCore, auth_read: Any, auth_write: Any) -> None:
+    read, write = [auth_read], [auth_write]
 
     @app.get("/v1/status", tags=["v1"], dependencies=read, responses=_ERRORS)
     async def status() -> Response:
