@@ -1,0 +1,72 @@
+"""What fuzzing the HTTP API found, kept as named tests (test K of RELIABILITY.md).
+
+- A 405 had no ``Allow`` header (RFC 9110 requires one): the error handler dropped the
+  headers Starlette put on the exception.
+- The OpenAPI document said every read endpoint needs the token, which is true only with
+  ``serve.auth_infer``; by default they answer without one. ``/v2`` did not list its error
+  responses (401 with ``auth_infer``), and the 503 of ``/v2/models/{name}/ready`` is a
+  ReadyBody (``{"name", "ready": false}``), not an error body.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from streamlearn.metrics import ServingMetrics
+from streamlearn.serve.core import ServingCore
+from streamlearn.serve.http import create_app
+from streamlearn.settings import load_settings
+from tests.fuzz.conftest import FUZZ_TOKEN
+
+READS = [("get", "/v2"), ("get", "/v2/models/{name}"), ("get", "/v2/models/{name}/ready"),
+         ("post", "/v2/models/{name}/infer"), ("get", "/v1/status"), ("get", "/v1/experts"),
+         ("get", "/v1/drift-events")]
+WRITES = [("post", "/v1/learn"), ("post", "/v1/checkpoint")]
+OPEN = [("get", "/v2/health/live"), ("get", "/v2/health/ready"), ("get", "/metrics")]
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("TRACE", "/v2", "GET"), ("POST", "/v2/health/live", "GET"), ("GET", "/v1/learn", "POST"),
+    ("PUT", "/v2/models/streamlearn/infer", "POST"), ("DELETE", "/metrics", "GET"),
+])
+def test_a_405_names_the_allowed_methods(fuzzed, method, path, allowed):
+    response = fuzzed.http.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert response.json() == {"error": "Method Not Allowed"}
+
+
+def document(**serve: Any) -> dict[str, Any]:
+    """The OpenAPI document of an app built for these settings (nothing served)."""
+    settings = load_settings(None, serve=serve)
+    core = ServingCore(settings, board=None, learner=None,  # type: ignore[arg-type]
+                       metrics=ServingMetrics())
+    return create_app(core).openapi()
+
+
+@pytest.mark.parametrize("protect_reads", [False, True])
+def test_the_document_says_which_endpoints_need_the_token(protect_reads):
+    doc = document(auth_token=FUZZ_TOKEN, auth_infer=protect_reads)
+    bearer = {"HTTPBearer": []}
+    for method, path in READS:
+        expected = [bearer] if protect_reads else [{}, bearer]
+        assert doc["paths"][path][method]["security"] == expected, (method, path)
+    for method, path in WRITES:
+        assert doc["paths"][path][method]["security"] == [bearer], (method, path)
+    for method, path in OPEN:
+        assert "security" not in doc["paths"][path][method], (method, path)
+
+
+def test_the_document_lists_the_answers_the_endpoints_give():
+    paths = document(auth_token=FUZZ_TOKEN)["paths"]
+    assert {"401", "403"} <= set(paths["/v2"]["get"]["responses"])
+    ready = paths["/v2/models/{name}/ready"]["get"]["responses"]
+    for status in ("200", "503"):
+        schema = ready[status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": "#/components/schemas/ReadyBody"}, status
+    # The v2 infer endpoint is in it, with its JSON body and the binary extension's.
+    infer = paths["/v2/models/{name}/infer"]["post"]
+    assert set(infer["requestBody"]["content"]) == {"application/json",
+                                                     "application/octet-stream"}
