@@ -9,7 +9,6 @@ rendered at /docs.
 from __future__ import annotations
 
 import asyncio
-import email.message
 import json
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
@@ -60,6 +59,12 @@ _INFER_EXTRA: dict[str, Any] = {
         "application/json": {"schema": {"$ref": _REF.format(model="InferRequest")}},
         binary.MEDIA_TYPE: {"schema": _BINARY_SCHEMA}}},
 }
+_LEARN_EXTRA: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": _REF.format(model="LearnRequest")}}}}}
+# What `curl -d` (a form) and some clients (text) label JSON with: taken when the body
+# parses as JSON, which a real form or text never does.
+_LENIENT_TYPES = frozenset({"application/x-www-form-urlencoded", "text/plain"})
+_SEND_JSON = "send a JSON object with the header Content-Type: application/json"
 Body = TypeVar("Body", bound=BaseModel)
 
 
@@ -111,7 +116,10 @@ def _error_handlers(app: FastAPI, core: ServingCore) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         errors = exc.errors()
-        first = next((e for e in errors if e["type"] == "finite_number"), errors[0])
+        # A union reports one error per member: the deepest is from the member whose shape
+        # the input has (x as an object with a bad value: not "x: must be a list").
+        deepest = max(errors, key=lambda e: len(e["loc"]))
+        first = next((e for e in errors if e["type"] == "finite_number"), deepest)
         if first["type"] == "json_invalid":
             _rejected(core, "malformed_json")
             position = first["loc"][-1]
@@ -190,11 +198,19 @@ def _infer_request(body: bytes, headers: Headers
 
 
 def _json_body(body: bytes, content_type: str | None) -> Any:
-    """The body as FastAPI reads a declared JSON body, so its errors read as they always did:
-    parsed when JSON or untyped (strict_content_type is off), else left for validation to
-    refuse as "must be a JSON object"."""
-    if not body or not _is_json(content_type):
-        return body
+    """The body parsed as JSON, as FastAPI parses a declared JSON body (so its errors read
+    as they always did), and also when a form or text type labels it (``curl -d``). Any
+    other type is refused with a 422 that names the header to send."""
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if not body:
+        return body  # validation answers "must be a JSON object"
+    if media_type in _LENIENT_TYPES:
+        return _lenient_json(body, media_type)
+    if media_type and not _is_json(media_type):
+        hint = (f"; binary tensor data also needs the {binary.HEADER} header"
+                if media_type == binary.MEDIA_TYPE else "")
+        raise RequestError(422, "schema", f"body: Content-Type {media_type} is not JSON; "
+                           f"{_SEND_JSON}{hint}")
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
@@ -205,14 +221,20 @@ def _json_body(body: bytes, content_type: str | None) -> Any:
         raise HTTPException(400, "There was an error parsing the body") from None
 
 
-def _is_json(content_type: str | None) -> bool:
-    if not content_type:
-        return True
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json"))
+def _lenient_json(body: bytes, media_type: str) -> Any:
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise RequestError(422, "schema", f"body: sent as {media_type} and not JSON "
+                           f"(character {exc.pos}: {exc.msg}); {_SEND_JSON}") from None
+    except UnicodeDecodeError:
+        raise RequestError(422, "schema", f"body: sent as {media_type} and not UTF-8 JSON; "
+                           f"{_SEND_JSON}") from None
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or (
+        media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 def _validated(model: type[Body], value: Any) -> Body:
@@ -258,9 +280,11 @@ def _document(app: FastAPI, core: ServingCore, auth_read: Any) -> None:
         if app.openapi_schema is None:
             document = generate()
             components = document.setdefault("components", {}).setdefault("schemas", {})
-            schema = schemas.InferRequest.model_json_schema(ref_template=_REF)
-            components.update(schema.pop("$defs", {}))
-            components["InferRequest"] = schema
+            # Infer and learn read their bodies themselves: FastAPI sees neither model.
+            for model in (schemas.InferRequest, schemas.LearnRequest):
+                schema = model.model_json_schema(ref_template=_REF)
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
             if not core.auth.protect_reads:
                 _optional_token(app, document, auth_read)
         return app.openapi_schema  # type: ignore[return-value]  # set by generate()
@@ -300,8 +324,11 @@ def _v1_routes(app: FastAPI, core: ServingCore, auth_read: Any, auth_write: Any)
         return JSONResponse({"events": core.drift_events(limit, expert, kind)})
 
     @app.post("/v1/learn", response_model=schemas.LearnAccepted, status_code=202,
-              tags=["v1"], dependencies=write, responses=_ERRORS)
-    async def learn(body: schemas.LearnRequest) -> Response:
+              tags=["v1"], dependencies=write, responses=_ERRORS, openapi_extra=_LEARN_EXTRA)
+    async def learn(request: Request) -> Response:
+        # Read here rather than declared, as infer's: JSON may come labeled as a form.
+        body = _validated(schemas.LearnRequest, _json_body(
+            await request.body(), request.headers.get("content-type")))
         future = core.learn([s.model_dump() for s in body.samples])
         try:
             queued = await asyncio.wait_for(asyncio.wrap_future(future), LEARNER_WAIT_S)
