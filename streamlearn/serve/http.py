@@ -3,7 +3,7 @@
 Handlers translate JSON (and, for infer, the binary tensor data extension: binary.py) to
 :class:`ServingCore` calls and back; they never touch the learner. Every error body is
 ``{"error": "..."}`` (the v2 error format). The OpenAPI document is at /openapi.json,
-rendered at /docs.
+rendered at /docs (Swagger UI) and /redoc (ReDoc) from assets the daemon serves itself.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -65,16 +66,22 @@ _LEARN_EXTRA: dict[str, Any] = {"requestBody": {"required": True, "content": {
 # parses as JSON, which a real form or text never does.
 _LENIENT_TYPES = frozenset({"application/x-www-form-urlencoded", "text/plain"})
 _SEND_JSON = "send a JSON object with the header Content-Type: application/json"
+# Where the documentation pages' scripts, styles and icon are served from.
+DOCS_ASSETS = "/docs/assets"
 Body = TypeVar("Body", bound=BaseModel)
 
 
 def create_app(core: ServingCore, exposition: Callable[[], bytes] | None = None
                ) -> FastAPI:
     # strict_content_type off: v2 clients may send JSON without a Content-Type header.
-    app = FastAPI(title="streamlearn", version=streamlearn.__version__,
-                  strict_content_type=False,
-                  description="Open Inference Protocol v2 (/v2) and streamlearn's own "
-                              "endpoints (/v1) over a model that keeps learning.")
+    # The documentation pages load their assets from this app, not from a CDN: a daemon
+    # often runs where nothing outside is reachable. validatorUrl off: Swagger UI would
+    # send the document to validator.swagger.io for a badge.
+    app = FastAPIOffline(title="streamlearn", version=streamlearn.__version__,
+                         strict_content_type=False, static_url=DOCS_ASSETS,
+                         swagger_ui_parameters={"validatorUrl": None},
+                         description="Open Inference Protocol v2 (/v2) and streamlearn's own "
+                                     "endpoints (/v1) over a model that keeps learning.")
     read, write = _auth(core, "read"), _auth(core, "write")
     _error_handlers(app, core)
     _v2_routes(app, core, read)
