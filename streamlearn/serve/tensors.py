@@ -69,7 +69,14 @@ def to_features(tensor: TensorIn, where: str, n_features: int, max_rows: int) ->
                        f"needs {shape[0] * shape[1]}")
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise _invalid("non_finite", where, "data contains NaN or Infinity")
-    return torch.from_numpy(array.astype(np.float32, copy=False).reshape(shape))
+    with np.errstate(over="ignore"):
+        features = array.astype(np.float32, copy=False)
+    # A finite FP64 value past float32's range (1e300) is infinite to the model, as the
+    # codec says of learned samples: refused alike.
+    if array.dtype.kind == "f" and not np.isfinite(features).all():
+        raise _invalid("non_finite", where, "data contains values beyond float32's range "
+                       "(the model's dtype)")
+    return torch.from_numpy(features.reshape(shape))
 
 
 def _as_array(tensor: TensorIn, where: str) -> np.ndarray[Any, Any]:

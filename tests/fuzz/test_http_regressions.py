@@ -6,19 +6,27 @@
   ``serve.auth_infer``; by default they answer without one. ``/v2`` did not list its error
   responses (401 with ``auth_infer``), and the 503 of ``/v2/models/{name}/ready`` is a
   ReadyBody (``{"name", "ready": false}``), not an error body.
+- FP64 data past float32's range (1e300) became infinite in the model and was answered.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import grpc
+import numpy as np
 import pytest
 
 from streamlearn.metrics import ServingMetrics
+from streamlearn.serve import binary
 from streamlearn.serve.core import ServingCore
 from streamlearn.serve.http import create_app
+from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.settings import load_settings
 from tests.fuzz.conftest import FUZZ_TOKEN
+
+INFER = "/v2/models/streamlearn/infer"
 
 READS = [("get", "/v2"), ("get", "/v2/models/{name}"), ("get", "/v2/models/{name}/ready"),
          ("post", "/v2/models/{name}/infer"), ("get", "/v1/status"), ("get", "/v1/experts"),
@@ -70,3 +78,35 @@ def test_the_document_lists_the_answers_the_endpoints_give():
     infer = paths["/v2/models/{name}/infer"]["post"]
     assert set(infer["requestBody"]["content"]) == {"application/json",
                                                      "application/octet-stream"}
+
+
+@pytest.mark.parametrize("value", [3.5e38, -1e300, 1.7976931348623157e308])
+def test_a_value_beyond_float32_is_refused_like_infinity(fuzzed, value):
+    """FP64 data past float32's range was cast to inf and answered from; the codec refuses
+    such values in learned samples, and serving now refuses them too (HTTP, binary, gRPC)."""
+    row = [value, 0.0, 0.0, 0.0]
+    tensor = {"name": "input", "shape": [1, 4], "datatype": "FP64"}
+    response = fuzzed.http.post(INFER, json={"inputs": [{**tensor, "data": row}]})
+    assert response.status_code == 422
+    assert "beyond float32's range" in response.json()["error"]
+
+    raw = np.array(row, dtype="<f8").tobytes()
+    head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}]})
+    response = fuzzed.http.post(INFER, content=head.encode() + raw, headers={
+        binary.HEADER: str(len(head)), "Content-Type": binary.MEDIA_TYPE})
+    assert response.status_code == 422, response.text
+
+    request = pb.ModelInferRequest(model_name="streamlearn", inputs=[
+        pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP64", shape=[1, 4],
+                                              contents=pb.InferTensorContents(
+                                                  fp64_contents=row))])
+    with pytest.raises(grpc.RpcError) as refused:
+        fuzzed.stub.ModelInfer(request, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_float32s_largest_value_is_still_answered(fuzzed):
+    response = fuzzed.http.post(INFER, json={"inputs": [{
+        "name": "input", "shape": [1, 4], "datatype": "FP32",
+        "data": [3.4028234e38, -3.4028234e38, 0.0, 0.0]}]})
+    assert response.status_code == 200, response.text
