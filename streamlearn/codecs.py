@@ -91,7 +91,7 @@ class Codec:
             return out
         for index, item in enumerate(items):
             try:
-                out.samples.append(self.decode_sample(item))
+                out.samples.append(self.decode_sample(item, index if is_batch else None))
             except CodecError as exc:
                 value = json.dumps(item).encode() if is_batch else record.value
                 out.dead_letters.append(DeadLetter(value, exc.reason, exc.detail, record,
@@ -117,14 +117,14 @@ class Codec:
             return samples, True
         return [raw], False
 
-    def decode_sample(self, item: Any) -> Sample:
+    def decode_sample(self, item: Any, index: int | None = None) -> Sample:
         try:
             parsed = _SAMPLE.validate_python(item)
         except ValidationError as exc:
             raise _codec_error(exc) from None
         x = self._features(parsed.x)
         return Sample(x=x, y=self._label(parsed.y), id=self._id(parsed.id),
-                      task=_opt_str(parsed.task), ts=_timestamp(parsed.ts))
+                      task=_opt_str(parsed.task), ts=_timestamp(parsed.ts), index=index)
 
     def _id(self, value: str | int | None) -> str | None:
         id_ = _opt_str(value)

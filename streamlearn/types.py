@@ -44,6 +44,10 @@ class Sample:
     id: str | None = None
     task: str | None = None
     ts: float | None = None
+    # Where a dead letter of this sample finds its original bytes: its position in a batch
+    # record (None: the record's value is the sample), or its JSON as posted to /v1/learn.
+    index: int | None = None
+    raw: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

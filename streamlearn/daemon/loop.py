@@ -283,8 +283,7 @@ class Daemon:
 
     def _learn_records(self, records: list[DecodedRecord]) -> None:
         samples = [s for r in records for s in r.samples]
-        origins = [(r.record, i if len(r.samples) > 1 else None)
-                   for r in records for i in range(len(r.samples))]
+        origins = [(r.record, s.index) for r in records for s in r.samples]
         dead = [d for r in records for d in r.dead_letters]
         with self.checkpointer.learning():
             self._learn_samples(samples, origins, dead)

@@ -159,7 +159,7 @@ class Reporter:
         out = []
         for rejection in result.rejections:
             record, index = origins[rejection.index]
-            value = _sample_json(chunk[rejection.index])
+            value = _original_bytes(chunk[rejection.index], record)
             out.append(DeadLetter(value, rejection.reason, rejection.detail, record, index))
         return out
 
@@ -184,6 +184,19 @@ def _short(label: Any) -> Any:
     """A label as logged: a long string is cut (the codec bounds them, but old checkpoints
     may hold anything)."""
     return label[:64] + "..." if isinstance(label, str) and len(label) > 64 else label
+
+
+def _original_bytes(sample: Sample, record: Record) -> bytes:
+    """What the producer sent for this sample: the record's value, or its item in a batch
+    record (parsed again: refusals after decoding are rare, keeping bytes for every sample
+    is not), or its JSON as posted to /v1/learn."""
+    if sample.raw is not None:
+        return sample.raw.encode()
+    if sample.index is None and record.value:
+        return record.value
+    if sample.index is not None and record.value:
+        return json.dumps(json.loads(record.value)["samples"][sample.index]).encode()
+    return _sample_json(sample)
 
 
 def _sample_json(sample: Any) -> bytes:

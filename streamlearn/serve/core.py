@@ -10,6 +10,7 @@ published about itself comes back as a :class:`LearnerView`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 import time
@@ -233,7 +234,8 @@ class ServingCore:
             raise RequestError(422, exc.reason, f"samples[{index}].{exc.detail}") from None
         if sample.y is None:
             raise RequestError(422, "schema", f"samples[{index}].y: required for learning")
-        return sample
+        # Kept for a dead letter, should the learner refuse it (a class beyond the slots).
+        return dataclasses.replace(sample, raw=json.dumps(dict(item)))
 
     def request_checkpoint(self) -> Future[dict[str, Any]]:
         return self.learner.checkpoint()
