@@ -10,16 +10,19 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
 from streamlearn import __version__
 from streamlearn.errors import CheckpointError, SettingsError, StreamlearnError
 from streamlearn.logging import configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from streamlearn.producer import KeyOf, Where
 
 log = get_logger(__name__)
 EXIT_FAILED, EXIT_USAGE, EXIT_SECOND_SIGNAL = 1, 2, 130
@@ -95,6 +98,15 @@ def _parser() -> argparse.ArgumentParser:
                          help="samples per record (>1 sends batch records)")
     produce.add_argument("--rate", type=float, default=None, help="records per second cap")
     produce.add_argument("--seed", type=int, default=42)
+    keys = produce.add_mutually_exclusive_group()
+    keys.add_argument("--key", metavar="FIELD",
+                      help="key each record by its JSON field FIELD (e.g. id, source): "
+                           "records with one key share a partition, in order. A record "
+                           "without it stops the run there, naming it (those before it "
+                           "are sent)")
+    keys.add_argument("--key-template", metavar="TEMPLATE",
+                      help="key each record by TEMPLATE filled with its fields, Python "
+                           "str.format syntax (e.g. '{source}-{id}')")
     produce.set_defaults(handler=_produce)
 
     ckpt = sub.add_parser("checkpoint", help="work with checkpoint files")
@@ -180,26 +192,47 @@ def _demo(args: argparse.Namespace) -> int:
 def _produce(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from streamlearn.producer import encode_samples, json_lines, produce
-    from streamlearn.streams import STREAMS, drifting_stream
+    from streamlearn.producer import connect, send_all
 
-    if args.file is not None:
-        records = json_lines(args.file)
-        total = None
-    else:
-        if args.stream not in STREAMS:
-            raise SettingsError([f"--stream: unknown {args.stream!r}; allowed: "
-                                 f"{', '.join(STREAMS)}"])
-        samples = drifting_stream(args.stream, args.samples, args.seed, args.segment)
-        records = encode_samples(samples, args.per_record)
-        total = -(-args.samples // max(1, args.per_record))
+    records, total, where = _records_to_produce(args)
+    key = _record_key(args, where)
     configure_logging("warning")
+    # Before the progress bar: an unreachable broker is then the one line main() prints.
+    producer = connect(args.bootstrap_servers)
     with Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task(f"producing to {args.topic}", total=total)
-        sent = produce(args.bootstrap_servers, args.topic, records, args.rate,
-                       on_sent=lambda n: bar.update(task, completed=n))
+        sent = send_all(producer, args.topic, records, args.rate,
+                        on_sent=lambda n: bar.update(task, completed=n), key=key)
     Console(stderr=True).print(f"sent {sent} records to {args.topic}")
     return 0
+
+
+def _record_key(args: argparse.Namespace, where: Where) -> KeyOf | None:
+    from streamlearn.producer import key_of_field, key_of_template
+
+    if args.key is not None:
+        return key_of_field(args.key, where)
+    if args.key_template is not None:
+        return key_of_template(args.key_template, where)
+    return None
+
+
+def _records_to_produce(args: argparse.Namespace
+                        ) -> tuple[Iterable[bytes], int | None, Where]:
+    """The records, how many (None: unknown) and how an error names one of them."""
+    from streamlearn.producer import JsonLines, encode_samples, record_number
+
+    if args.file is not None:
+        lines = JsonLines(args.file)
+        return lines, None, lines.where
+    from streamlearn.streams import STREAMS, drifting_stream  # river: seconds to import
+
+    if args.stream not in STREAMS:
+        raise SettingsError([f"--stream: unknown {args.stream!r}; allowed: "
+                             f"{', '.join(STREAMS)}"])
+    samples = drifting_stream(args.stream, args.samples, args.seed, args.segment)
+    total = -(-args.samples // max(1, args.per_record))
+    return encode_samples(samples, args.per_record), total, record_number
 
 
 def _inspect(args: argparse.Namespace) -> int:

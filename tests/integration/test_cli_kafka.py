@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
+from kafka import KafkaConsumer, TopicPartition
 
 from tests.integration.conftest import read_topic
 
@@ -68,3 +70,60 @@ def test_demo_without_a_plot_writes_none(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "plot" not in done.stdout.split("summary:")[1]
     assert list(tmp_path.iterdir()) == []
+
+
+def read_all(broker, topic: str, partitions: int, count: int, timeout: float = 20.0):
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
+                             enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < count and time.monotonic() < deadline:
+        for records in consumer.poll(500).values():
+            out.extend(records)
+    consumer.close()
+    return out
+
+
+def test_produce_keys_records_by_a_field_so_a_source_shares_a_partition(broker, topics,
+                                                                         tmp_path):
+    path = tmp_path / "in.jsonl"
+    sources = ["a", "b", "c", "d"] * 5
+    path.write_text("".join(json.dumps({"x": [i], "y": i % 2, "source": s}) + "\n"
+                            for i, s in enumerate(sources)))
+    done = streamlearn("produce", "--bootstrap-servers", broker.bootstrap, "--topic",
+                       topics["input"], "--file", str(path), "--key", "source")
+    assert done.returncode == 0, done.stderr
+    records = read_all(broker, topics["input"], 2, len(sources))
+    assert sorted(r.key for r in records) == sorted(s.encode() for s in sources)
+    partitions: dict[bytes, set[int]] = {}
+    for r in records:
+        assert json.loads(r.value)["source"].encode() == r.key
+        partitions.setdefault(r.key, set()).add(r.partition)
+    assert all(len(p) == 1 for p in partitions.values()), partitions
+    # In order within a source: its records share a partition.
+    for key in partitions:
+        xs = [json.loads(r.value)["x"][0] for r in records if r.key == key]
+        assert xs == sorted(xs)
+
+
+def test_produce_keys_a_builtin_stream_by_a_template(broker, topics):
+    done = streamlearn("produce", "--bootstrap-servers", broker.bootstrap, "--topic",
+                       topics["dlq"], "--stream", "sea", "--samples", "5",
+                       "--key-template", "{task}-{id}")
+    assert done.returncode == 0, done.stderr
+    records = read_topic(broker, topics["dlq"], 5)
+    for r in records:
+        sample = json.loads(r.value)
+        assert r.key == f"{sample['task']}-{sample['id']}".encode()
+
+
+def test_produce_stops_at_a_record_without_the_key_field_naming_its_line(broker, topics,
+                                                                         tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"x": [1], "id": "a"}\n\n{"x": [2]}\n')
+    done = streamlearn("produce", "--bootstrap-servers", broker.bootstrap, "--topic",
+                       topics["dlq"], "--file", str(path), "--key", "id")
+    assert done.returncode == 1
+    assert f"error: {path} line 3: field 'id' is missing" in done.stderr
+    assert "Traceback" not in done.stderr

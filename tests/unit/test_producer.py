@@ -1,0 +1,87 @@
+"""`streamlearn produce`: record keys (--key, --key-template) and an unreachable broker."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from streamlearn.embedded import free_port
+from streamlearn.errors import SettingsError, StreamlearnError
+from streamlearn.producer import JsonLines, key_of_field, key_of_template
+
+
+def streamlearn(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "streamlearn", *args], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_key_of_field_takes_strings_as_they_are_and_other_values_as_json():
+    key = key_of_field("id")
+    assert key(1, b'{"x": [1], "id": "msg-17"}') == b"msg-17"
+    assert key(2, b'{"x": [1], "id": 17}') == b"17"
+    assert key(3, b'{"x": [1], "id": {"a": 1}}') == b'{"a": 1}'
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    (b'{"x": [1], "y": 0}', "record 4: field 'id' is missing; --key id keys each record by "
+                            "it (fields: x, y)"),
+    (b'{"x": [1], "id": null}', "record 4: field 'id' is null"),
+    (b"not json", "record 4: not a JSON object, so --key id has no field to key it by"),
+    (b"[1, 2]", "record 4: not a JSON object"),
+])
+def test_key_of_field_names_the_record_without_it(value, message):
+    with pytest.raises(StreamlearnError, match="^" + re.escape(message)):
+        key_of_field("id")(4, value)
+
+
+def test_key_of_template_formats_the_records_fields():
+    key = key_of_template("{source}-{id:>04}")
+    assert key(1, b'{"x": [1], "source": "s3", "id": 7}') == b"s3-0007"
+    with pytest.raises(StreamlearnError, match=r"^record 2: field 'source' is missing for "
+                                               r"--key-template '\{source\}-\{id:>04\}'"):
+        key(2, b'{"x": [1], "id": 7}')
+
+
+@pytest.mark.parametrize("template", ["no fields", "{}", "{0}", "{a.b}", "{a[0]}", "{a"])
+def test_key_templates_name_fields_of_the_record_only(template):
+    with pytest.raises(SettingsError, match="--key-template"):
+        key_of_template(template)
+
+
+def test_a_json_lines_file_names_the_line_at_fault(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"x": [1], "id": "a"}\n\n{"x": [2]}\n')
+    lines = JsonLines(path)
+    key = key_of_field("id", lines.where)
+    with pytest.raises(StreamlearnError, match=f"^{path} line 3: field 'id' is missing"):
+        [key(i, value) for i, value in enumerate(lines, 1)]
+
+
+def test_help_documents_both_key_options():
+    done = streamlearn("produce", "--help")
+    assert done.returncode == 0
+    assert "--key FIELD" in done.stdout and "--key-template TEMPLATE" in done.stdout
+
+
+def test_key_and_key_template_exclude_each_other(tmp_path):
+    done = streamlearn("produce", "--file", str(tmp_path / "x"), "--key", "id",
+                       "--key-template", "{id}")
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr
+
+
+def test_an_unreachable_broker_is_one_line_and_exit_1_within_seconds(tmp_path):
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"x": [1], "y": 0}\n')
+    servers = f"127.0.0.1:{free_port()}"  # nobody listens there
+    began = time.monotonic()
+    done = streamlearn("produce", "--bootstrap-servers", servers, "--file", str(path))
+    took = time.monotonic() - began
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"error: cannot reach a Kafka broker at {servers} within 3 s (KafkaTimeoutError)"]
+    assert "Traceback" not in done.stderr + done.stdout
+    assert took < 10, f"took {took:.1f} s"
