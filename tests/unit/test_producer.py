@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 
 from streamlearn.embedded import free_port
 from streamlearn.errors import SettingsError, StreamlearnError
-from streamlearn.producer import JsonLines, key_of_field, key_of_template
+from streamlearn.producer import JsonLines, connect, key_of_field, key_of_template
 
 
 def streamlearn(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -85,3 +86,11 @@ def test_an_unreachable_broker_is_one_line_and_exit_1_within_seconds(tmp_path):
         f"error: cannot reach a Kafka broker at {servers} within 3 s (KafkaTimeoutError)"]
     assert "Traceback" not in done.stderr + done.stdout
     assert took < 10, f"took {took:.1f} s"
+
+
+def test_a_failed_connect_leaves_no_client_thread_behind():
+    before = {t.ident for t in threading.enumerate()}
+    with pytest.raises(StreamlearnError, match="cannot reach a Kafka broker"):
+        connect(f"127.0.0.1:{free_port()}")
+    left = [t.name for t in threading.enumerate() if t.ident not in before and t.is_alive()]
+    assert left == []
