@@ -1,9 +1,14 @@
-"""The operator docs list every metric the daemon exports."""
+"""The docs: every metric the daemon exports is documented; every fenced block keeps the
+conventions of tests/docs (examples run, or marked with a reason; see tests/docs/markdown.py)."""
 
 import re
 from pathlib import Path
 
+import pytest
+
 from streamlearn.metrics import Metrics
+from tests.docs import markdown
+from tests.docs.markdown import Block, blocks, matches, problems
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,3 +20,84 @@ def test_every_metric_is_documented_in_operations():
                if not re.search(rf"`({re.escape(name)}|{re.escape(name[12:])})(_total)?[`{{]",
                                 documented)]
     assert not missing, f"undocumented metrics: {missing}"
+
+
+# --- every example in README.md and docs/*.md is run or marked (tests/docs) --------------
+
+def test_every_fenced_block_names_its_language_and_every_mark_a_reason():
+    found = markdown.all_blocks()
+    assert any(block.runnable and block.not_run is None for block in found)
+    assert [p for block in found for p in problems(block)] == []
+
+
+def test_every_output_marker_follows_an_example_and_every_xfail_names_one():
+    from tests.docs import test_examples
+
+    found = markdown.all_blocks()
+    outputs = markdown.expected_outputs(found)
+    assert all(not block.runnable for block in outputs.values())
+    runnable = {block.id for block in found if block.runnable and block.not_run is None}
+    assert set(test_examples.XFAIL) <= runnable, set(test_examples.XFAIL) - runnable
+
+
+def _one(text: str) -> Block:
+    [block] = blocks("doc.md", text)
+    return block
+
+
+def test_blocks_reads_language_markers_and_indented_fences():
+    found = blocks("doc.md", "a\n\n<!-- not run in CI: needs a cluster -->\n```sh\nkubectl x\n"
+                             "```\n\n- item\n\n  ```bash\n  curl -s localhost:8080\n  ```\n"
+                             "<!-- output of the example above -->\n~~~json\n{}\n~~~\n")
+    assert [(b.line, b.lang, b.not_run, b.output_of_above) for b in found] == [
+        (4, "sh", "needs a cluster", False), (10, "bash", None, False),
+        (14, "json", None, True)]
+    assert found[1].text == "curl -s localhost:8080\n"
+    assert markdown.expected_outputs(found) == {"doc.md:10": found[2]}
+
+
+@pytest.mark.parametrize("text, complaint", [
+    ("```\nmake demo\n```\n", "must name its language"),
+    ("```console-ish\n$ ls\n```\n", "unknown language"),
+    ("```text\nserving: ...\ncurl -s localhost:8080/v2\n```\n", "a text block with a command"),
+    ("```json\nPOST /v2/models/m/infer\n{}\n```\n", "a json block with a command"),
+    ("<!-- not run in CI -->\n```sh\nmake demo\n```\n", "needs a reason"),
+    ("<!-- not run in CI: -->\n```sh\nmake demo\n```\n", "needs a reason"),
+])
+def test_what_the_conventions_refuse(text, complaint):
+    [problem] = problems(_one(text))
+    assert complaint in problem
+
+
+@pytest.mark.parametrize("text", [
+    "```sh\nanything at all\n```\n",
+    "```text\nstreamlearn run (supervisor: sockets; no torch)\n |-- learner\n```\n",
+    "```json\n{\"x\": [1, 2]}\n```\n",
+    "<!-- not run in CI: needs Docker -->\n```text\ndocker run x\n```\n",
+])
+def test_what_the_conventions_take(text):
+    assert problems(_one(text)) == []
+
+
+def test_shown_json_matches_structurally():
+    doc = '{"model_version": "1873", "id": "42", "ok": true, "n": 0.5, "items": [1, "..."],' \
+          ' "any": "...", "name": "streamlearn"}'
+    same = '{"model_version": "7", "id": "9", "ok": true, "n": 3, "items": [2, 3, 4],' \
+           ' "any": {"x": 1}, "name": "streamlearn"}'
+    assert matches(doc, same) is None
+    assert "keys differ" in matches('{"a": 1}', '{"a": 1, "b": 2}')
+    assert "expected 2 elements" in matches("[1, 2]", "[1, 2, 3]")
+    assert "expected 'INT64'" in matches('{"t": "INT64"}', '{"t": "BYTES"}')
+    assert "a number" in matches('{"n": 1}', '{"n": "1"}')
+    assert "digits" in matches('{"v": "12"}', '{"v": "v12"}')
+    assert "expected True" in matches('{"b": true}', '{"b": false}')
+    assert "expected JSON" in matches("{}", "not json")
+
+
+def test_shown_text_matches_line_by_line_with_ellipses():
+    assert matches("sent 50000 records to ...\n", "sent 50000 records to streamlearn.samples\n") \
+        is None
+    assert matches("first\n...\nlast", "first\na\nb\nlast  ") is None
+    assert matches("first\n...\nlast", "first\nlast") is None
+    assert matches("path: ...", "path: x\nmore") is not None
+    assert matches("a\nb", "a\nc") is not None
