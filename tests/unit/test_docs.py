@@ -101,3 +101,21 @@ def test_shown_text_matches_line_by_line_with_ellipses():
     assert matches("first\n...\nlast", "first\nlast") is None
     assert matches("path: ...", "path: x\nmore") is not None
     assert matches("a\nb", "a\nc") is not None
+
+
+def test_console_commands_share_a_shell_and_each_output_is_matched(tmp_path):
+    import os
+    from types import SimpleNamespace
+
+    from tests.docs.test_examples import logical_lines, run_console
+
+    served = SimpleNamespace(workdir=tmp_path, env=dict(os.environ))
+    run_console(served, "$ export GREETING=hi\n$ echo $GREETING; echo there\nhi\n...\n"
+                        "$ printf '{\"v\": \"%s\", \"n\": 3}' \\\n    12\n"
+                        "{\"v\": \"...\", \"n\": 0}\n"
+                        "$ printf '{\"v\": \"7\", \"n\": 1}'\n{\"v\": \"1873\", \"n\": 0.5}\n")
+    with pytest.raises(AssertionError, match="expected 'hello'"):
+        run_console(served, "$ echo '\"hi\"'\n\"hello\"\n")
+    with pytest.raises(AssertionError, match="exited 3"):
+        run_console(served, "$ (exit 3)\n")
+    assert logical_lines("a \\\n  b\nc\n") == ["a \\\n  b\n", "c\n"]
