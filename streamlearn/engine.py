@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from streamlearn.adapt import Adapter, AdaptReport
-from streamlearn.admission import Admission, Admitted, Rejection, infer_width
+from streamlearn.admission import Admission, Admitted, Rejection, bad_rows, infer_width
 from streamlearn.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.errors import ModelError
 from streamlearn.experts.expert import build_expert, resolve_device
@@ -210,12 +210,11 @@ class Engine:
         out = self._routed_outputs(x_test, answerers)
         y, errors, quality = self._score(out, y_values)
         scored = self.scoring_loss(out.to(self.device), y)
-        finite = torch.isfinite(scored).cpu() & torch.isfinite(errors)
-        if not bool(finite.all()):
-            rows = [r for r, ok in enumerate(finite.tolist()) if ok]
+        if bad := bad_rows(scored, errors):
+            rows = sorted(set(range(len(origin))) - set(bad))
             result.rejections += [Rejection(origin[r], "non_finite", "the model's loss on "
                                             "this sample is not finite (an output overflows)")
-                                  for r in range(len(origin)) if not finite[r]]
+                                  for r in bad]
             if not rows:
                 return
             x_test, x_train, raw, y = x_test[rows], x_train[rows], raw[rows], y[rows]
@@ -391,5 +390,6 @@ class Engine:
 
 def _finite_or(losses: Tensor, fallback: Tensor) -> Tensor:
     """``losses`` with each non-finite value replaced by ``fallback``'s."""
-    finite = torch.isfinite(losses)
-    return losses if bool(finite.all()) else torch.where(finite, losses, fallback)
+    if not bad_rows(losses):
+        return losses
+    return torch.where(torch.isfinite(losses), losses, fallback)

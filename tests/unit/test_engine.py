@@ -209,3 +209,13 @@ def test_guard_skips_reach_the_step_result():
     result = engine.process([Sample([0.0], 0), Sample([1.0], 1)])
     assert result.steps_skipped == {"weights": 1}
     assert engine.process([Sample([0.5], 1)]).steps_skipped == {"weights": 1}
+
+
+def test_bad_rows_finds_nan_and_infinity_and_not_a_sum_that_overflows():
+    from streamlearn.admission import bad_rows
+
+    big = torch.tensor([[3e38, 3e38], [1.0, 2.0]])  # finite, though the sum is not
+    assert bad_rows(big) == []
+    assert bad_rows(torch.tensor([[1.0, float("nan")], [1.0, 2.0], [float("-inf"), 0.0]])) == [
+        0, 2]
+    assert bad_rows(torch.tensor([1.0, 2.0]), torch.tensor([0.0, float("inf")])) == [1]
