@@ -51,3 +51,49 @@ def repeats(log_path: Path) -> dict[tuple[int, int], int]:
 
 def steps_not_one(log_path: Path) -> list[tuple[int, int, int, int]]:
     return [row for row in read_log(log_path) if row[2] != 1]
+
+
+class CommitWatch:
+    """The group's committed offsets over time, read from the broker every ``interval``
+    seconds: ``history`` is a list of (wall time, {"topic/p": offset})."""
+
+    def __init__(self, broker: EmbeddedBroker, group: str, topic: str, partitions: int,
+                 interval: float = 0.2) -> None:
+        import threading
+
+        from kafka import KafkaConsumer, TopicPartition
+
+        self._consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group,
+                                       enable_auto_commit=False)
+        self._tps = [TopicPartition(topic, p) for p in range(partitions)]
+        self.history: list[tuple[float, dict[str, int]]] = []
+        self._stop = threading.Event()
+        self._interval = interval
+        self._thread = threading.Thread(target=self._run, name="commit-watch", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import time
+
+        while not self._stop.is_set():
+            began = time.time()
+            found = {}
+            for tp in self._tps:
+                try:
+                    offset = self._consumer.committed(tp)
+                except Exception:  # a missed reading only weakens the check
+                    continue
+                if offset is not None:
+                    found[f"{tp.topic}/{tp.partition}"] = offset
+            self.history.append((began, found))
+            self._stop.wait(self._interval)
+
+    def before(self, moment: float) -> dict[str, int]:
+        """The newest reading begun before ``moment`` (wall time)."""
+        earlier = [found for began, found in self.history if began < moment]
+        return earlier[-1] if earlier else {}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._consumer.close(autocommit=False)

@@ -15,15 +15,16 @@ import pytest
 import yaml
 
 from streamlearn.embedded import EmbeddedBroker, create_topics
-from tests.integration.conftest import (  # noqa: F401 - fixtures reused as they are
-    ROOT,
-    DaemonProcess,
-    broker,
-    daemon_factory,
-    topics,
-)
+from tests.integration import conftest as integration
+from tests.integration.conftest import ROOT, DaemonProcess
 from tests.support.forkserver import ForkServer
 from tests.support.waiting import wait_for
+
+# The integration suite's fixtures, as they are: one broker for the session, fresh topics
+# and daemon processes per test.
+broker = integration.broker
+topics = integration.topics
+daemon_factory = integration.daemon_factory
 
 # The lineage expert of tests/support/seqlineage.py, as the model of a regression daemon.
 SEQ_MODEL = {"task": "regression", "standardize": False, "n_features": 2,

@@ -33,6 +33,10 @@ class SequenceProducer:
     next_seq: dict[int, int] = field(default_factory=dict)
     unlabeled_ids: list[str] = field(default_factory=list)
     records_sent: int = 0
+    # (key, first seq) of each labeled record -> (partition, offset): one producer writes
+    # each partition in order, so the offset is the count sent to it before.
+    placed: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    _sent_to: dict[int, int] = field(default_factory=dict)
     _key: int = 0
     _thread: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -48,6 +52,11 @@ class SequenceProducer:
         """The last seq sent for each key (a key with none sent is left out)."""
         return {k: s - 1 for k, s in self.next_seq.items() if s > 1}
 
+    def offset_of(self, key: int, seq: int) -> tuple[int, int]:
+        """(partition, offset) of the record that carried ``seq`` of ``key``."""
+        first = seq - (seq - 1) % self.per_record
+        return self.placed[(key, first)]
+
     @property
     def samples_sent(self) -> int:
         return sum(self.expected().values())
@@ -61,6 +70,7 @@ class SequenceProducer:
             self.unlabeled_ids.append(ident)
             # Unlabeled: x is never a (key, seq) pair a learner could confuse with one.
             partition = len(self.unlabeled_ids) % self.partitions
+            self._sent_to[partition] = self._sent_to.get(partition, 0) + 1
             return partition, json.dumps({"x": [-1.0, -1.0], "id": ident}).encode()
         key = self._key
         self._key = (self._key + 1) % self.keys
@@ -68,7 +78,10 @@ class SequenceProducer:
         self.next_seq[key] = first + self.per_record
         samples = [{"x": [key, seq], "y": seq} for seq in range(first, first + self.per_record)]
         value = samples[0] if self.per_record == 1 else {"samples": samples}
-        return key % self.partitions, json.dumps(value).encode()
+        partition = key % self.partitions
+        self.placed[(key, first)] = (partition, self._sent_to.get(partition, 0))
+        self._sent_to[partition] = self._sent_to.get(partition, 0) + 1
+        return partition, json.dumps(value).encode()
 
     def send(self, records: int) -> None:
         """``records`` more records, then wait until they all landed."""
@@ -89,7 +102,7 @@ class SequenceProducer:
                     ahead = began + done / per_second - time.monotonic()
                     if ahead > 0:
                         self._stop.wait(ahead)
-            except BaseException as exc:  # noqa: BLE001 - reported by join()
+            except BaseException as exc:  # reported by join()
                 self.error = exc
 
         self._stop.clear()
