@@ -156,6 +156,18 @@ def test_a_value_beyond_float32_reaching_the_learner_directly_is_dead_lettered(t
     assert_finite(daemon.engine)
 
 
+def test_values_at_the_float32_limit_keep_the_statistics_finite():
+    # Finite in float32, but their squares are not: the statistics are float64.
+    engine = Engine(ModelSettings(hidden=[8], n_features=3))
+    top = 3.4e38
+    batches = [[Sample([top, -top, float(i)], i % 2), Sample([1.0, 2.0, 3.0], 1 - i % 2)]
+               for i in range(10)]
+    for batch in batches:
+        engine.process(batch)
+    assert engine.scaler.count > 2
+    assert_finite(engine)
+
+
 # -- labels ----------------------------------------------------------------------------------
 
 
