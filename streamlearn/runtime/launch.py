@@ -85,3 +85,18 @@ def limit_torch_threads(threads: int) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def exit_now(code: int) -> None:
+    """End a child process at once, skipping the interpreter's teardown.
+
+    By the time a child's main returns, everything durable is done (checkpoint fsynced,
+    consumer and producer closed, sockets shut). What is left is torch's finalizers, which
+    measured 3-5 s on 2 busy cores: SIGTERM to exit must stay well inside a grace period.
+    """
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -208,6 +208,6 @@ def _print_error(message: str) -> None:
 
 
 if __name__ == "__main__":
-    import sys
+    from streamlearn.runtime.launch import exit_now
 
-    sys.exit(main())
+    exit_now(main())

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import signal
 import socket
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -134,4 +133,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from streamlearn.runtime.launch import exit_now
+
+    exit_now(main())

@@ -8,7 +8,7 @@ import time
 import grpc
 import httpx
 
-from tests.serving.conftest import grpc_request, infer_body, labeled, wait_until
+from tests.serving.conftest import grpc_request, infer_body, labeled, settled, wait_until
 from tests.support.slowmodel import SLOW_MARK, SLOW_SECONDS
 
 ROW = [0.3, -0.2, 0.1, 0.0]
@@ -65,6 +65,7 @@ def test_stop_turns_ready_off_first_finishes_in_flight_then_checkpoints(service_
                                      "standardize": False},
                               serve={"shutdown_delay_s": 0.5, "drain_timeout_s": 5.0,
                                      "inline_max_rows": 0})
+    settled(running, 2_000)  # else a loaded machine stops it mid-backlog (1,984 learned)
     slow_result: dict[str, object] = {}
 
     def slow_request() -> None:
