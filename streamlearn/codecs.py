@@ -14,6 +14,7 @@ known no record may be wider than ``model.max_features``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -158,6 +159,9 @@ class Codec:
         if self.task == "regression":
             if isinstance(y, str):
                 raise CodecError("bad_label", f"y: regression needs a number, got {_short(y)}")
+            if isinstance(y, int) and abs(y) > FLOAT32_MAX:  # float(y) itself may overflow
+                raise CodecError("non_finite", f"y: an integer of {y.bit_length()} bits is "
+                                 "beyond float32's range")
             target = float(y)
             if abs(target) > FLOAT32_MAX:
                 raise CodecError("non_finite", f"y: {target:g} is beyond float32's range")
@@ -171,7 +175,9 @@ class Codec:
                 raise CodecError("bad_label", f"y: a {len(y)}-character label > "
                                  f"model.max_label_chars={self.max_label_chars}")
         elif not INT64_MIN <= y <= INT64_MAX:
-            raise CodecError("bad_label", f"y: {y} is outside the int64 range of class labels")
+            # Not str(y): past 4300 digits Python refuses to convert it.
+            raise CodecError("bad_label", f"y: an integer of {y.bit_length()} bits is outside "
+                             "the int64 range of class labels")
         return y
 
 
@@ -215,9 +221,11 @@ def _opt_str(value: str | int | None) -> str | None:
 
 
 def _timestamp(value: float | str | None) -> float | None:
+    """Seconds since the epoch, or None when there is no usable one ("nan" included)."""
     if value is None or isinstance(value, float):
         return value
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         return None
+    return seconds if math.isfinite(seconds) else None

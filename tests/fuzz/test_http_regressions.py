@@ -114,10 +114,6 @@ def test_float32s_largest_value_is_still_answered(fuzzed):
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.xfail(strict=False, raises=OverflowError,
-                   reason="codecs.py: float(y) raises OverflowError for a regression target "
-                          "that is a JSON integer past 1.8e308; through POST /v1/learn it is "
-                          "a 500 (reported to the codec's owner)")
 def test_learn_refuses_a_regression_target_past_float_with_a_422():
     settings = load_settings(None, model={"task": "regression", "n_features": 3},
                              serve={"auth_token": FUZZ_TOKEN})
