@@ -7,7 +7,6 @@ what only the model knows: its width once the first sample fixed it, and its lab
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ import torch
 from torch import Tensor
 
 from streamlearn.codecs import FLOAT32_MAX
+from streamlearn.experts.guard import bad_rows
 from streamlearn.preprocess import LabelError, LabelIndex
 from streamlearn.types import Sample
 
@@ -34,18 +34,6 @@ class Admitted:
     kept: list[int] = field(default_factory=list)
     targets: dict[int, float | int | None] = field(default_factory=dict)
     x: Tensor = field(default_factory=lambda: torch.empty(0))
-
-
-def bad_rows(*tensors: Tensor) -> list[int]:
-    """Rows (along the first dimension, shared by all) holding a NaN or an infinity."""
-    # A sum is finite unless an element is NaN or infinite (or the sum overflows: then look
-    # closer); one reduction and a scalar read cost a fifth of an isfinite mask.
-    if math.isfinite(sum(float(t.sum()) for t in tensors)):
-        return []
-    ok = torch.ones(tensors[0].shape[0], dtype=torch.bool)
-    for t in tensors:
-        ok &= torch.isfinite(t).reshape(t.shape[0], -1).all(dim=1).cpu()
-    return [r for r, good in enumerate(ok.tolist()) if not good]
 
 
 def infer_width(samples: Sequence[Sample], max_features: int) -> int | None:

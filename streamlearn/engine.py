@@ -26,10 +26,11 @@ import torch
 from torch import Tensor, nn
 
 from streamlearn.adapt import Adapter, AdaptReport
-from streamlearn.admission import Admission, Admitted, Rejection, bad_rows, infer_width
+from streamlearn.admission import Admission, Admitted, Rejection, infer_width
 from streamlearn.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.errors import ModelError
 from streamlearn.experts.expert import build_expert, resolve_device
+from streamlearn.experts.guard import bad_rows, finite_or
 from streamlearn.experts.member import PoolEvent
 from streamlearn.experts.pool import ExpertPool
 from streamlearn.logging import get_logger
@@ -210,7 +211,8 @@ class Engine:
         out = self._routed_outputs(x_test, answerers)
         y, errors, quality = self._score(out, y_values)
         scored = self.scoring_loss(out.to(self.device), y)
-        if bad := bad_rows(scored, errors):
+        # A class error is 0 or 1 whatever the outputs; an absolute error can overflow.
+        if bad := bad_rows(scored) if self.is_classifier else bad_rows(scored, errors):
             rows = sorted(set(range(len(origin))) - set(bad))
             result.rejections += [Rejection(origin[r], "non_finite", "the model's loss on "
                                             "this sample is not finite (an output overflows)")
@@ -227,13 +229,13 @@ class Engine:
             result.correct = int((errors == 0).sum())
         position = self.samples_learned
         if self.pool.deciding:
-            losses = _finite_or(self.pool.hold(x_test, x_train, raw, y), scored)
+            losses = finite_or(self.pool.hold(x_test, x_train, raw, y), scored)
             if self.pool.decision_due:
                 self._decide(position + len(y_values), result)
         else:
-            # The step's own losses (on x_train) feed the scores and the detector; where a
-            # guard found them non-finite, the scored ones (finite, checked above) stand in.
-            losses = _finite_or(self._pool_learn(x_train, y, raw, position, scored), scored)
+            # The step's own losses (on x_train) feed the scores and the detector; the pool
+            # puts the scored ones (finite, checked above) in place of any non-finite one.
+            losses = self._pool_learn(x_train, y, raw, position, scored)
             self._watch(errors if self._watch_errors else losses, position, result)
             self.version += 1
         self.stats.update(losses.cpu(), **quality)
@@ -387,9 +389,3 @@ class Engine:
                 state["adapt"], {k: v for k, v in modules.items() if isinstance(v, nn.Module)})
         torch.set_rng_state(state["rng"])
 
-
-def _finite_or(losses: Tensor, fallback: Tensor) -> Tensor:
-    """``losses`` with each non-finite value replaced by ``fallback``'s."""
-    if not bad_rows(losses):
-        return losses
-    return torch.where(torch.isfinite(losses), losses, fallback)

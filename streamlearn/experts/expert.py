@@ -58,7 +58,7 @@ class NeuralExpert:
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.n_seen = int(state["n_seen"])
-        self.guard.forget()
+        self.guard.reset()
 
 
 def build_expert(settings: ModelSettings, n_features: int, device: torch.device,

@@ -11,11 +11,13 @@ next checkpoint makes it permanent. :class:`StepGuard` checks the three places i
 - ``weights``: the weights (and floating buffers, such as batch norm's running statistics)
   went non-finite in the step: the module and its optimizer go back to the last good copy.
 
-Each check is one fused norm over the tensors and a few scalar reads: about 15 us on the
-default MLP, whose guarded learning step takes about 1 ms. The good copy is refreshed every
-``GOOD_EVERY`` steps that passed, not before each step: a copy costs about 0.2 ms, ten
-checks' worth, and a restore (something absurd, such as a learning rate of 1e30) losing at
-most that many steps is a fair price for it.
+A skipped step still ran the forward pass, which moves batch norm's running statistics:
+those are checked then too. Each check is one fused norm over the tensors and a few scalar
+reads: about 15 us on the default MLP, whose guarded learning step takes about 1 ms. The
+good copy is taken when the network is built or loaded and refreshed every ``GOOD_EVERY``
+steps that passed, not before each step: a copy costs about 0.2 ms, ten checks' worth, and
+a restore (something absurd, such as a learning rate of 1e30) losing at most that many
+steps is a fair price for it.
 """
 
 from __future__ import annotations
@@ -36,21 +38,20 @@ class StepGuard:
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.module = module
         self.optimizer = optimizer
-        self._good: tuple[dict[str, Tensor], dict[str, Any]] | None = None
+        self._good: tuple[dict[str, Tensor], dict[str, Any]] = ({}, {})
         self._since_good = 0
-        self._watch()
+        self.reset()
 
     def step(self, loss: Tensor) -> str | None:
         """Back-propagate ``loss`` and take one optimizer step, guarded; why the step was
         skipped or undone, or None."""
         self.optimizer.zero_grad(set_to_none=True)
         if not self.loss_ok(loss):
-            return LOSS
+            return self._skipped(LOSS)
         loss.backward()  # type: ignore[no-untyped-call]
         if not self.gradients_ok():
             self.optimizer.zero_grad(set_to_none=True)
-            return GRADIENT
-        self.before_step()
+            return self._skipped(GRADIENT)
         self.optimizer.step()
         return None if self.after_step() else WEIGHTS
 
@@ -59,11 +60,6 @@ class StepGuard:
 
     def gradients_ok(self) -> bool:
         return _finite_norms([p.grad for p in self._params if p.grad is not None])
-
-    def before_step(self) -> None:
-        """Take the first good copy before the first step that could spoil it."""
-        if self._good is None:
-            self._keep()
 
     def after_step(self) -> bool:
         """Whether the weights stayed finite; if not, they are back at the last good copy."""
@@ -76,17 +72,23 @@ class StepGuard:
         return False
 
     def restore(self) -> None:
-        assert self._good is not None  # before_step took one
         module_state, optimizer_state = self._good
         self.module.load_state_dict(module_state)
         # The optimizer adopts the tensors it is given and updates them in place: a copy.
         self.optimizer.load_state_dict(_clone(optimizer_state))
         self.optimizer.zero_grad(set_to_none=True)
 
-    def forget(self) -> None:
-        """New weights were loaded: the old good copy is no longer theirs."""
-        self._good = None
+    def reset(self) -> None:
+        """The weights as they are now (new, or just loaded) are the good copy."""
         self._watch()
+        self._keep()
+
+    def _skipped(self, reason: str) -> str:
+        """A skipped step still ran the forward pass, which moves batch norm's running
+        statistics: those must be finite too."""
+        if not _finite_norms(self._weights):
+            self.restore()
+        return reason
 
     def _watch(self) -> None:
         # Walking the module for its tensors costs as much as checking them: once, here.
@@ -99,6 +101,25 @@ class StepGuard:
         module_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
         self._good = (module_state, _clone(self.optimizer.state_dict()))
         self._since_good = 0
+
+
+def bad_rows(*tensors: Tensor) -> list[int]:
+    """Rows (along the first dimension, shared by all) holding a NaN or an infinity."""
+    # A sum is finite unless an element is NaN or infinite (or the sum overflows: then look
+    # closer); one reduction and a scalar read cost a fifth of an isfinite mask.
+    if math.isfinite(sum(float(t.sum()) for t in tensors)):
+        return []
+    ok = torch.ones(tensors[0].shape[0], dtype=torch.bool)
+    for t in tensors:
+        ok &= torch.isfinite(t).reshape(t.shape[0], -1).all(dim=1).cpu()
+    return [r for r, good in enumerate(ok.tolist()) if not good]
+
+
+def finite_or(values: Tensor, fallback: Tensor) -> Tensor:
+    """``values`` with each NaN or infinity replaced by ``fallback``'s value."""
+    if not bad_rows(values):
+        return values
+    return torch.where(torch.isfinite(values), values, fallback)
 
 
 def _clone(state: Any) -> Any:

@@ -33,12 +33,14 @@ from torch import Tensor
 
 from streamlearn.errors import CheckpointError
 from streamlearn.experts.band import LossBand
+from streamlearn.experts.guard import LOSS, finite_or
 from streamlearn.experts.member import Member, PoolEvent
 from streamlearn.experts.replay import ReplayBuffer
 from streamlearn.experts.selector import FrozenRouter, Selector
 from streamlearn.protocols import Expert, StateDict
 from streamlearn.settings import ExpertsSettings
 
+UNGUARDED = "unguarded"  # what a user's own Expert says of its steps: nothing
 ExpertFactory = Callable[[int], Expert]  # seed -> a new expert
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> per-sample losses
 
@@ -144,9 +146,13 @@ class ExpertPool:
         if extra and (old := member.replay.sample(extra)) is not None:
             x_all, y_all = torch.cat([x, old[0]]), torch.cat([y, old[1]])
         losses = member.expert.learn(x_all, y_all)[:n]
-        # Only experts with a step guard (NeuralExpert) say; a user's own Expert does not.
-        skipped: str | None = getattr(member.expert, "skipped", None)
-        if skipped is not None:
+        # An expert with a step guard (NeuralExpert) says whether its step went through; its
+        # losses are all finite unless it skipped for the loss (a NaN or an infinity makes
+        # the mean so). A user's own Expert says nothing: its losses are checked here.
+        skipped: str | None = getattr(member.expert, "skipped", UNGUARDED)
+        if skipped in (LOSS, UNGUARDED):
+            losses = finite_or(losses, scored)
+        if skipped not in (None, UNGUARDED):
             self.skips[skipped] += 1
         member.learned(scored, sample + n)
         if self.settings.replay.ratio > 0:

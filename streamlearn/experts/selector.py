@@ -177,7 +177,7 @@ class Selector:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.guard.forget()
+        self.guard.reset()
         self.pairs = {}
         for slot, pairs_state in state["pairs"].items():
             reservoir = Reservoir(int(pairs_state["capacity"]), 0)

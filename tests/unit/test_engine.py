@@ -212,7 +212,7 @@ def test_guard_skips_reach_the_step_result():
 
 
 def test_bad_rows_finds_nan_and_infinity_and_not_a_sum_that_overflows():
-    from streamlearn.admission import bad_rows
+    from streamlearn.experts.guard import bad_rows
 
     big = torch.tensor([[3e38, 3e38], [1.0, 2.0]])  # finite, though the sum is not
     assert bad_rows(big) == []

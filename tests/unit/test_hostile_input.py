@@ -410,6 +410,21 @@ def test_a_non_finite_loss_skips_the_step():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_skipped_step_leaves_batch_norm_statistics_finite():
+    engine = Engine(ModelSettings(hidden=[8], n_features=3, norm="batch"))
+    built = expert_weights(engine)  # the good copy until GOOD_EVERY steps have passed
+    batch = [Sample([float(i % 3), 1.0, float(i % 2)], i % 2) for i in range(8)]
+    engine.process(batch)
+    expert = engine.expert
+    x = torch.tensor([[float("nan"), 0.0, 0.0], [1.0, 2.0, 3.0], [0.0, 1.0, 0.0]])
+    expert.learn(x, torch.tensor([0, 1, 0]))  # the forward pass moves the running mean
+    assert expert.skipped == "loss"
+    after = expert_weights(engine)
+    assert any("running_mean" in k for k in after)
+    assert all(torch.equal(built[k], after[k]) for k in built)
+    assert_finite(engine)
+
+
 def test_a_user_expert_keeps_working_under_the_guard(tmp_path, monkeypatch):
     monkeypatch.setenv("SEQ_LOG", str(tmp_path / "seq.log"))
     values = [json.dumps({"x": [1, i + 1], "y": 1.0}).encode() for i in range(20)]

@@ -1,0 +1,98 @@
+"""What the model guard costs Engine.process: an in-process paired A/B.
+
+    python benchmarks/guard_cost.py [--steps N]
+
+Default settings (MLP [64, 64], 64 outputs, Adam, drift and experts on), 10 features, 4
+classes, batches of 32. One engine learns in alternating chunks of 100 steps with every
+check on ("guard": the StepGuard and the engine's finite checks) or off ("plain": the bare
+optimizer step, no finite checks), so both modes see the same machine load; CPU time per
+step. Alternating in one process is what makes a few percent visible on a busy machine,
+where separate runs differ by more than that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import streamlearn.admission as admission
+import streamlearn.engine as engine_module
+import streamlearn.experts.pool as pool_module
+from streamlearn.engine import Engine
+from streamlearn.experts import guard
+from streamlearn.settings import (
+    AdaptSettings,
+    DriftSettings,
+    EngineSettings,
+    ExpertsSettings,
+    ModelSettings,
+)
+from streamlearn.types import Sample
+
+CHUNK = 100
+
+
+def _plain_step(self: guard.StepGuard, loss: torch.Tensor) -> None:
+    self.optimizer.zero_grad(set_to_none=True)
+    loss.backward()  # type: ignore[no-untyped-call]
+    self.optimizer.step()
+
+
+GUARDED: tuple[Callable[..., Any], ...] = (
+    guard.StepGuard.step, admission.bad_rows, engine_module.bad_rows,
+    engine_module.finite_or, pool_module.finite_or)
+PLAIN: tuple[Callable[..., Any], ...] = (
+    _plain_step, lambda *t: [], lambda *t: [], lambda values, fallback: values,
+    lambda values, fallback: values)
+
+
+def _use(fns: tuple[Callable[..., Any], ...]) -> None:
+    (guard.StepGuard.step, admission.bad_rows, engine_module.bad_rows,  # type: ignore[method-assign]
+     engine_module.finite_or, pool_module.finite_or) = fns
+
+
+def _batches(n: int, seed: int = 0) -> list[list[Sample]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        labels = [rng.randrange(4) for _ in range(32)]
+        out.append([Sample([rng.gauss(y * 0.5, 1.0) for _ in range(10)], y) for y in labels])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=8_000)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    batches = _batches(args.steps + 200)
+    engine = Engine(ModelSettings(), EngineSettings(), DriftSettings(), ExpertsSettings(),
+                    AdaptSettings())
+    for batch in batches[:200]:  # warm up
+        engine.process(batch)
+    times: dict[str, list[float]] = {"guard": [], "plain": []}
+    for k, start in enumerate(range(200, args.steps + 200, CHUNK)):
+        mode = "guard" if (k + k // 2) % 2 == 0 else "plain"  # ABBA: no drift favours one
+        _use(GUARDED if mode == "guard" else PLAIN)
+        began = time.process_time()
+        for batch in batches[start: start + CHUNK]:
+            engine.process(batch)
+        times[mode].append((time.process_time() - began) / CHUNK * 1e3)
+    _use(GUARDED)
+    for mode, values in times.items():
+        print(f"{mode}: ms/step min {min(values):.3f}, median {statistics.median(values):.3f} "
+              f"({len(values)} chunks)")
+    paired = [g - p for g, p in zip(times["guard"], times["plain"], strict=False)]
+    plain = statistics.median(times["plain"])
+    print(f"guard - plain, paired chunks: median {statistics.median(paired) * 1e3:.0f} us/step "
+          f"({statistics.median(paired) / plain * 100:.1f}% of a plain step)")
+
+
+if __name__ == "__main__":
+    main()
