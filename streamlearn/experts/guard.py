@@ -56,7 +56,7 @@ class StepGuard:
         return None if self.after_step() else WEIGHTS
 
     def loss_ok(self, loss: Tensor) -> bool:
-        return math.isfinite(float(loss.detach()))
+        return math.isfinite(loss.item())
 
     def gradients_ok(self) -> bool:
         return _finite_norms([p.grad for p in self._params if p.grad is not None])
