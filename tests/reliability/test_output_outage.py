@@ -21,6 +21,7 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MAX_PENDING = 50
+MAX_BATCH = 32  # engine.max_batch of the daemon fixture
 PARTITIONS = 2
 BEFORE = 200  # labeled records before the outage matters: checkpointed
 DURING = 600  # every other one unlabeled: 300 predictions to publish
@@ -64,6 +65,10 @@ def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(reliabl
     It is killed there (the waiting outputs die with it) and restarted. Once the topic
     appears, every prediction lands exactly once, checkpoints resume, and the lineage
     learned every labeled record once.
+
+    The bound, as docs/operations.md ("Outputs that cannot land") states it: the learning
+    step under way when max_pending_outputs is reached still queues its outputs, so at most
+    engine.max_batch predictions past it (no events or dead letters here).
     """
     with ProxiedBroker() as broker:
         tag = uuid.uuid4().hex[:8]
@@ -142,9 +147,10 @@ def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(reliabl
         assert committed_offsets(broker, daemon.group, topics["input"], PARTITIONS) == end
         peak = sampler.peak("streamlearn_outputs_pending")
         print(f"\noutput outage: {len(ids)} predictions held back, at most {peak:.0f} "
-              f"pending (bound {MAX_PENDING}), each landed once after the topic appeared")
+              f"pending (max_pending_outputs {MAX_PENDING}, max_batch {MAX_BATCH}), each "
+              f"landed once after the topic appeared")
         # Last, so that the checks above have their say first.
-        assert peak is not None and peak <= MAX_PENDING, "pending outputs past their bound"
+        assert peak is not None and peak <= MAX_PENDING + MAX_BATCH, "pending past the bound"
 
 
 def newest_offsets(daemon) -> dict[str, int] | None:
