@@ -45,6 +45,9 @@ log = get_logger(__name__)
 # On shutdown the broker may be gone: bound every wait so SIGTERM finishes inside 10 s.
 _SHUTDOWN_FLUSH_S = 3.0
 _SHUTDOWN_CLOSE_S = 2.0
+# Polling more often than this between micro-batches buys nothing (heartbeats run on the
+# client's own thread) and costs a fetch round each time.
+_POLL_AT_LEAST_EVERY_S = 1.0
 
 class Daemon:
     """Learns online from a source; made of four parts, each passed what it uses:
@@ -88,6 +91,10 @@ class Daemon:
         self.gauges = Gauges(settings, self.metrics, self.engine, self.buffer, self.endpoints,
                              self.checkpointer, self.reporter)
         self._last_publish = 0.0
+        # Slow steps must not keep poll() away past kafka.max_poll_interval_ms, or the group
+        # takes the member out: poll at least every second, or a quarter of that interval.
+        self._poll_every_s = min(_POLL_AT_LEAST_EVERY_S,
+                                 settings.kafka.max_poll_interval_ms / 1000 / 4)
         self._stop = threading.Event()
         self._paused = False
 
@@ -233,13 +240,16 @@ class Daemon:
         if records:
             self._accept(records)
         self._flow_control()
+        began = time.monotonic()
         while self.buffer.due() and not self._stop.is_set() and not self._outputs_full():
             self._learn(self.buffer.take())
             # A poll of batch records can hold a minute of work: /v1/status, the demo and
-            # the gauges must not freeze for that long (each is rate-limited inside).
+            # the gauges must not freeze for that long (each is rate-limited inside), and
+            # checkpoints fall due between records as between polls.
             self._maybe_update_gauges()
-            if self._paused:
-                break  # go back to poll() so the group keeps seeing us while we catch up
+            self.checkpointer.maybe_checkpoint()
+            if self._paused or time.monotonic() - began >= self._poll_every_s:
+                break  # back to poll(): the group must see this member within its interval
         self._serve_inbox()
         self.checkpointer.maybe_checkpoint()
         self._maybe_publish_snapshot()

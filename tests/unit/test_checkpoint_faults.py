@@ -53,9 +53,10 @@ def test_a_crash_inside_a_batch_record_leaves_the_last_checkpoint_standing(tmp_p
 def test_a_failing_save_backs_off_instead_of_retrying_every_step(tmp_path):
     source = Source("in", [records(400)])
     daemon, _ = make(tmp_path, source)
+    daemon.start()
+    drain(daemon, source)  # learned, not saved: every_samples is out of reach
     daemon.settings.checkpoint = daemon.settings.checkpoint.model_copy(update={
         "every_samples": 1, "retry_min_s": 0.3, "retry_max_s": 0.6})
-    daemon.start()
     attempts = []
 
     def disk_full(state):
@@ -64,7 +65,7 @@ def test_a_failing_save_backs_off_instead_of_retrying_every_step(tmp_path):
 
     assert daemon.store is not None
     daemon.store.save = disk_full
-    daemon.step()  # learns the 400 records and tries the first checkpoint
+    daemon.step()  # the first try
     assert len(attempts) == 1
     while time.monotonic() - attempts[0] < 1.6:
         daemon.step()

@@ -131,21 +131,26 @@ def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_pa
     assert daemon.start()
     drain(daemon, source, timeout_s=30)
     published = [payload for kind, payload in sink.events if kind == "drift"]
-    assert [p["sample"] for p in published] == [3_006]
+    # Where a micro-batch ends depends on how polls and the clock cut the backlog, so the
+    # exact sample is incidental: the drift is caught within 100 samples of the flip.
+    [drift] = [p["sample"] for p in published]
+    assert 3_000 <= drift <= 3_100
     assert published[0]["detector"] == "cusum" and published[0]["expert"] == "0"
     counted = daemon.metrics.registry.get_sample_value(
         "streamlearn_drift_events_total", {"detector": "cusum", "expert": "0"})
     assert counted == 1
-    assert [e["sample"] for e in daemon.drift_history.recent(kind="drift")] == [3_006]
+    assert [e["sample"] for e in daemon.drift_history.recent(kind="drift")] == [drift]
     daemon._last_gauges = 0.0
     daemon._maybe_update_gauges()
-    assert (daemon.progress.drifts, daemon.progress.last_drift_sample) == (1, 3_006)
+    assert (daemon.progress.drifts, daemon.progress.last_drift_sample) == (1, drift)
     statistic = daemon.metrics.registry.get_sample_value(
         "streamlearn_drift_statistic", {"detector": "cusum", "expert": "0"})
     assert statistic == 0.0  # back in its refractory period after the drift
     # The flipped regime is new: the pool spawned an expert for it, and said so.
     (spawn,) = [payload for kind, payload in sink.events if kind == "expert_spawn"]
-    assert (spawn["expert"], spawn["previous"], spawn["sample"]) == ("1", "0", 3_152)
+    assert (spawn["expert"], spawn["previous"]) == ("1", "0")
+    # Decided once the 128-sample window after the drift is full, at a batch boundary.
+    assert drift + 128 <= spawn["sample"] <= drift + 128 + 64
     assert "kind" not in spawn and set(spawn["scores"]) == {"0"}
     assert daemon.metrics.registry.get_sample_value(
         "streamlearn_expert_events_total", {"kind": "spawn"}) == 1
