@@ -14,10 +14,10 @@ next checkpoint makes it permanent. :class:`StepGuard` checks the three places i
 A skipped step still ran the forward pass, which moves batch norm's running statistics:
 those are checked then too. Each check is one fused norm over the tensors and a few scalar
 reads: 15 us alone, about 30 us in place on the default MLP, whose learning step takes about
-1 ms (benchmarks/guard_cost.py). The good copy is taken when the network is built or loaded and refreshed every ``GOOD_EVERY``
-steps that passed, not before each step: a copy costs about 0.2 ms, ten checks' worth, and
-a restore (something absurd, such as a learning rate of 1e30) losing at most that many
-steps is a fair price for it.
+1 ms (benchmarks/guard_cost.py). The good copy is taken when the network is built or loaded
+and refreshed every ``GOOD_EVERY`` steps that passed, not before each step: a copy costs
+0.1-0.2 ms, several checks' worth, and a restore (something absurd, such as a learning rate
+of 1e30) losing at most that many steps is a fair price for it.
 """
 
 from __future__ import annotations
