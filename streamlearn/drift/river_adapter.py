@@ -15,14 +15,19 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from river import drift
 
 from streamlearn.drift.base import BaseDetector
 from streamlearn.protocols import StateDict
 from streamlearn.types import DriftSignal
+
+if TYPE_CHECKING:
+    from river import drift
+
+# river is imported where a detector is built: `import river.drift` pulls in scikit-learn
+# and SciPy (1.2 s of a learner's start) for daemons that use cusum, the default.
 
 
 class RiverDetector(BaseDetector):
@@ -64,6 +69,8 @@ class Adwin(RiverDetector):
     name = "adwin"
 
     def _build(self) -> drift.ADWIN:
+        from river import drift
+
         return drift.ADWIN(**self.params)  # type: ignore[no-untyped-call]
 
 
@@ -73,4 +80,6 @@ class Kswin(RiverDetector):
     name = "kswin"
 
     def _build(self) -> drift.KSWIN:
+        from river import drift
+
         return drift.KSWIN(**self.params)
