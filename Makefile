@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/streamlearn demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra
+	$(BIN)/python -m pytest -q -ra --durations=20
 
 lint: $(STAMP)
 	$(BIN)/ruff check streamlearn tests benchmarks
