@@ -43,16 +43,29 @@ def _plain_step(self: guard.StepGuard, loss: torch.Tensor) -> None:
 
 
 GUARDED: tuple[Callable[..., Any], ...] = (
-    guard.StepGuard.step, admission.bad_rows, engine_module.bad_rows,
-    engine_module.finite_or, pool_module.finite_or)
+    guard.StepGuard.step,
+    admission.bad_rows,
+    engine_module.bad_rows,
+    engine_module.finite_or,
+    pool_module.finite_or,
+)
 PLAIN: tuple[Callable[..., Any], ...] = (
-    _plain_step, lambda *t: [], lambda *t: [], lambda values, fallback: values,
-    lambda values, fallback: values)
+    _plain_step,
+    lambda *t: [],
+    lambda *t: [],
+    lambda values, fallback: values,
+    lambda values, fallback: values,
+)
 
 
 def _use(fns: tuple[Callable[..., Any], ...]) -> None:
-    (guard.StepGuard.step, admission.bad_rows, engine_module.bad_rows,  # type: ignore[method-assign]
-     engine_module.finite_or, pool_module.finite_or) = fns
+    (
+        guard.StepGuard.step,
+        admission.bad_rows,
+        engine_module.bad_rows,  # type: ignore[method-assign]
+        engine_module.finite_or,
+        pool_module.finite_or,
+    ) = fns
 
 
 def _batches(n: int, seed: int = 0) -> list[list[Sample]]:
@@ -67,7 +80,7 @@ def _batches(n: int, seed: int = 0) -> list[list[Sample]]:
 def _trimmed_mean(values: list[float], cut: float = 0.1) -> float:
     ordered = sorted(values)
     k = int(len(ordered) * cut)
-    return statistics.fmean(ordered[k: len(ordered) - k])
+    return statistics.fmean(ordered[k : len(ordered) - k])
 
 
 def main() -> None:
@@ -76,8 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     batches = _batches(args.steps + 200)
-    engine = Engine(ModelSettings(), EngineSettings(), DriftSettings(), ExpertsSettings(),
-                    AdaptSettings())
+    engine = Engine(
+        ModelSettings(), EngineSettings(), DriftSettings(), ExpertsSettings(), AdaptSettings()
+    )
     for batch in batches[:200]:  # warm up
         engine.process(batch)
     times: dict[str, list[float]] = {"guard": [], "plain": []}
@@ -89,11 +103,15 @@ def main() -> None:
         times[mode].append((time.process_time() - began) * 1e6)
     _use(GUARDED)
     for mode, values in times.items():
-        print(f"{mode}: us/step median {statistics.median(values):.0f}, trimmed mean "
-              f"{_trimmed_mean(values):.0f} ({len(values)} steps)")
+        print(
+            f"{mode}: us/step median {statistics.median(values):.0f}, trimmed mean "
+            f"{_trimmed_mean(values):.0f} ({len(values)} steps)"
+        )
     extra = _trimmed_mean(times["guard"]) - _trimmed_mean(times["plain"])
-    print(f"guard - plain: {extra:.0f} us/step "
-          f"({extra / _trimmed_mean(times['plain']) * 100:.1f}% of a plain step)")
+    print(
+        f"guard - plain: {extra:.0f} us/step "
+        f"({extra / _trimmed_mean(times['plain']) * 100:.1f}% of a plain step)"
+    )
 
 
 if __name__ == "__main__":

@@ -65,8 +65,9 @@ _DISTINCT = 50
 PREVIOUS_IDLE_ROWS_PER_S = {"http": 45_477, "grpc": 175_623}
 
 
-def concept(n_features: int, seed: int, classes: int, shift: int = 0
-            ) -> Callable[[random.Random], dict[str, Any]]:
+def concept(
+    n_features: int, seed: int, classes: int, shift: int = 0
+) -> Callable[[random.Random], dict[str, Any]]:
     """A linear concept over ``classes`` classes; ``shift`` relabels it cyclically, so
     regimes with different shifts disagree on every sample (each must get its own expert)."""
     rng = random.Random(seed)
@@ -80,8 +81,9 @@ def concept(n_features: int, seed: int, classes: int, shift: int = 0
     return sample
 
 
-def batch_records(samples: int, n_features: int, regimes: int = 1, classes: int = 2,
-                  seed: int = 0) -> Iterator[bytes]:
+def batch_records(
+    samples: int, n_features: int, regimes: int = 1, classes: int = 2, seed: int = 0
+) -> Iterator[bytes]:
     """``samples`` in batch records; ``regimes`` relabelings of one concept back to back.
     Each regime cycles through :data:`_DISTINCT` records (encoding a million samples would
     take longer than the benchmark)."""
@@ -89,8 +91,10 @@ def batch_records(samples: int, n_features: int, regimes: int = 1, classes: int 
     per_regime = samples // regimes
     for regime in range(regimes):
         make = concept(n_features, seed, classes, shift=regime)
-        pool = [json.dumps({"samples": [make(rng) for _ in range(PER_RECORD)]}).encode()
-                for _ in range(min(_DISTINCT, per_regime // PER_RECORD))]
+        pool = [
+            json.dumps({"samples": [make(rng) for _ in range(PER_RECORD)]}).encode()
+            for _ in range(min(_DISTINCT, per_regime // PER_RECORD))
+        ]
         for index in range(per_regime // PER_RECORD):
             yield pool[index % len(pool)]
 
@@ -102,20 +106,34 @@ class Service:
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         workdir.mkdir(parents=True)
         config = workdir / "config.yaml"
-        config.write_text(yaml.safe_dump({
-            "kafka": {"bootstrap_servers": bootstrap, "input_topic": topic,
-                      "group_id": f"bench-{topic}",
-                      # Only so the group forms in 3 s instead of 23 (see the README).
-                      "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-            "checkpoint": {"dir": str(workdir / "checkpoints")},
-            "metrics": {"host": "127.0.0.1", "port": self.metrics_port},
-            "serve": {"host": "127.0.0.1", "http_port": self.http_port,
-                      "grpc_port": self.grpc_port},
-            "log": {"level": "warning", "format": "json"},
-        }))
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "kafka": {
+                        "bootstrap_servers": bootstrap,
+                        "input_topic": topic,
+                        "group_id": f"bench-{topic}",
+                        # Only so the group forms in 3 s instead of 23 (see the README).
+                        "session_timeout_ms": 6000,
+                        "heartbeat_interval_ms": 1000,
+                    },
+                    "checkpoint": {"dir": str(workdir / "checkpoints")},
+                    "metrics": {"host": "127.0.0.1", "port": self.metrics_port},
+                    "serve": {
+                        "host": "127.0.0.1",
+                        "http_port": self.http_port,
+                        "grpc_port": self.grpc_port,
+                    },
+                    "log": {"level": "warning", "format": "json"},
+                }
+            )
+        )
         self.log = (workdir / "daemon.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streamlearn", "run", "--config",
-                                      str(config)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlearn", "run", "--config", str(config)],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=10)
 
     def status(self) -> dict[str, Any]:
@@ -178,16 +196,23 @@ class KeepAliveHttp:
         self.pending = b""
 
     def post(self, path: str, body: bytes) -> bytes:
-        head = (f"POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        ).encode()
         self.sock.sendall(head + body)
         while b"\r\n\r\n" not in self.pending:
             self.pending += self.sock.recv(65536)
         status, _, rest = self.pending.partition(b"\r\n\r\n")
         if not status.startswith(b"HTTP/1.1 200"):
             raise RuntimeError(status.decode(errors="replace"))
-        length = int(next(line.split(b":")[1] for line in status.split(b"\r\n")
-                          if line.lower().startswith(b"content-length")))
+        length = int(
+            next(
+                line.split(b":")[1]
+                for line in status.split(b"\r\n")
+                if line.lower().startswith(b"content-length")
+            )
+        )
         while len(rest) < length:
             rest += self.sock.recv(65536)
         self.pending = rest[length:]
@@ -205,14 +230,35 @@ class Clients:
         rng = np.random.default_rng(1)
         rows = {n: rng.normal(size=(n, n_features)).astype(np.float32) for n in (1, BATCH_ROWS)}
         # Bodies are built once: the loop times the server, not request encoding.
-        self.json_bodies = {n: json.dumps({"inputs": [{
-            "name": "input", "shape": [n, n_features], "datatype": "FP32",
-            "data": r.ravel().tolist()}]}).encode() for n, r in rows.items()}
-        self.grpc_requests = {n: pb.ModelInferRequest(model_name="streamlearn", inputs=[
-            pb.ModelInferRequest.InferInputTensor(
-                name="input", datatype="FP32", shape=[n, n_features],
-                contents=pb.InferTensorContents(fp32_contents=r.ravel().tolist()))])
-            for n, r in rows.items()}
+        self.json_bodies = {
+            n: json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [n, n_features],
+                            "datatype": "FP32",
+                            "data": r.ravel().tolist(),
+                        }
+                    ]
+                }
+            ).encode()
+            for n, r in rows.items()
+        }
+        self.grpc_requests = {
+            n: pb.ModelInferRequest(
+                model_name="streamlearn",
+                inputs=[
+                    pb.ModelInferRequest.InferInputTensor(
+                        name="input",
+                        datatype="FP32",
+                        shape=[n, n_features],
+                        contents=pb.InferTensorContents(fp32_contents=r.ravel().tolist()),
+                    )
+                ],
+            )
+            for n, r in rows.items()
+        }
 
     def http_infer(self, rows: int) -> None:
         json.loads(self.raw.post("/v2/models/streamlearn/infer", self.json_bodies[rows]))
@@ -231,8 +277,13 @@ def percentiles(values: list[float]) -> dict[str, float]:
     def at(q: float) -> float:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 3)
 
-    return {"p50_ms": at(0.50), "p90_ms": at(0.90), "p99_ms": at(0.99),
-            "max_ms": round(ordered[-1] * 1000, 3), "count": len(ordered)}
+    return {
+        "p50_ms": at(0.50),
+        "p90_ms": at(0.90),
+        "p99_ms": at(0.99),
+        "max_ms": round(ordered[-1] * 1000, 3),
+        "count": len(ordered),
+    }
 
 
 def timed(call: Callable[[], None], count: int) -> list[float]:
@@ -271,27 +322,30 @@ def learner_rate(service: Service, during: Callable[[], Any]) -> tuple[float, An
     return (service.learned() - before) / (time.perf_counter() - began), result
 
 
-def serving_phases(service: Service, clients: Clients, args: argparse.Namespace
-                   ) -> dict[str, Any]:
+def serving_phases(service: Service, clients: Clients, args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rate, _ = learner_rate(service, lambda: time.sleep(args.seconds))
     out["learner_samples_per_s_no_load"] = round(rate)
     for transport, call in (("http", clients.http_infer), ("grpc", clients.grpc_infer)):
         timed(lambda c=call: c(1), 200)  # warm-up: connections, allocator, caches
-        rate, latencies = learner_rate(
-            service, lambda c=call: timed(lambda: c(1), args.requests))
-        out[f"{transport}_single"] = {**percentiles(latencies),
-                                      "learner_samples_per_s": round(rate)}
+        rate, latencies = learner_rate(service, lambda c=call: timed(lambda: c(1), args.requests))
+        out[f"{transport}_single"] = {
+            **percentiles(latencies),
+            "learner_samples_per_s": round(rate),
+        }
         rate, rows_per_s = learner_rate(service, lambda c=call: throughput(c, args.seconds))
-        out[f"{transport}_batch_{BATCH_ROWS}"] = {"rows_per_s": round(rows_per_s),
-                                                  "learner_samples_per_s": round(rate)}
+        out[f"{transport}_batch_{BATCH_ROWS}"] = {
+            "rows_per_s": round(rows_per_s),
+            "learner_samples_per_s": round(rate),
+        }
     out["snapshot_delay"] = snapshot_delays(service, args.seconds)
     return out
 
 
 @contextmanager
-def service_on(broker: EmbeddedBroker, workdir: Path, kind: str, records: Iterator[bytes]
-               ) -> Iterator[Service]:
+def service_on(
+    broker: EmbeddedBroker, workdir: Path, kind: str, records: Iterator[bytes]
+) -> Iterator[Service]:
     """``records`` in a fresh topic, then ``streamlearn run`` reading it; stopped after."""
     topic = _topic(broker, kind)
     produce(broker.bootstrap, topic, records)
@@ -302,10 +356,8 @@ def service_on(broker: EmbeddedBroker, workdir: Path, kind: str, records: Iterat
         service.stop()
 
 
-def busy_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
-             ) -> dict[str, Any]:
-    with service_on(broker, workdir, "busy", batch_records(args.backlog, args.features)
-                    ) as service:
+def busy_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    with service_on(broker, workdir, "busy", batch_records(args.backlog, args.features)) as service:
         service.wait(lambda: service.learned() > 5_000, 120, "the learner to start")
         clients = Clients(service, args.features)
         out = serving_phases(service, clients, args)
@@ -317,8 +369,7 @@ def busy_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
         return out
 
 
-def idle_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
-             ) -> dict[str, Any]:
+def idle_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     with service_on(broker, workdir, "idle", batch_records(2_000, args.features)) as service:
         service.wait(lambda: service.learned() >= 2_000, 120, "the warm-up to be learned")
         service.wait(lambda: service.status()["ready"], 30, "ready")
@@ -328,12 +379,14 @@ def idle_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
         return out
 
 
-def rss_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace
-            ) -> dict[str, Any]:
+def rss_run(broker: EmbeddedBroker, workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     regimes = batch_records(8 * 6_000, args.features, regimes=8, classes=8)
     with service_on(broker, workdir, "rss", regimes) as service:
-        service.wait(lambda: service.learned() >= 8 * 6_000 - PER_RECORD, 600,
-                     "the eight regimes to be learned")
+        service.wait(
+            lambda: service.learned() >= 8 * 6_000 - PER_RECORD,
+            600,
+            "the eight regimes to be learned",
+        )
         rss = service.rss()
         experts = int((service.status()["learner"] or {}).get("experts") or 0)
         return {"experts": experts, "processes": rss, "total_bytes": sum(rss.values())}
@@ -365,8 +418,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3_000)
     parser.add_argument("--features", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--backlog", type=int, default=500_000,
-                        help="samples waiting before the busy run starts")
+    parser.add_argument(
+        "--backlog", type=int, default=500_000, help="samples waiting before the busy run starts"
+    )
     parser.add_argument("--skip-rss", action="store_true")
     args = parser.parse_args()
     runs: list[dict[str, Any]] = []
@@ -374,12 +428,15 @@ def main() -> None:
         for index in range(args.runs):
             workdir = Path(tmp) / f"run{index}"
             workdir.mkdir()
-            run = {"learner_busy": busy_run(broker, workdir, args),
-                   "learner_idle": idle_run(broker, workdir, args)}
+            run = {
+                "learner_busy": busy_run(broker, workdir, args),
+                "learner_idle": idle_run(broker, workdir, args),
+            }
             if not args.skip_rss:
                 run["rss_8_experts"] = rss_run(broker, workdir, args)
                 run["rss_8_experts"]["total_mib"] = round(
-                    run["rss_8_experts"]["total_bytes"] / 2**20, 1)
+                    run["rss_8_experts"]["total_bytes"] / 2**20, 1
+                )
             runs.append(run)
             print(json.dumps(run, indent=2), flush=True)
             _write(args, runs)
@@ -389,15 +446,26 @@ def main() -> None:
 def _write(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Results so far (after each run: a crash later keeps what was measured)."""
     results = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "load_average_after": os.getloadavg()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_after": os.getloadavg(),
+        },
         "settings": "shipped defaults (config/default.yaml) with ports, checkpoint dir and "
-                    "short group timeouts changed",
+        "short group timeouts changed",
         "features": args.features,
         "previous_idle_rows_per_s": PREVIOUS_IDLE_ROWS_PER_S,
-        "median": median_of([{**r, "rss_8_experts": {
-            k: v for k, v in r.get("rss_8_experts", {}).items() if k != "processes"}}
-            for r in runs]),
+        "median": median_of(
+            [
+                {
+                    **r,
+                    "rss_8_experts": {
+                        k: v for k, v in r.get("rss_8_experts", {}).items() if k != "processes"
+                    },
+                }
+                for r in runs
+            ]
+        ),
         "runs": runs,
     }
     RESULTS.parent.mkdir(exist_ok=True)

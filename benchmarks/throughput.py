@@ -40,27 +40,34 @@ STREAM = "agrawal"
 
 
 def settings(max_batch: int, **kafka: object) -> Settings:
-    return load_settings(None, engine={"max_batch": max_batch, "max_wait_ms": 20},
-                         model={"hidden": [64, 64]}, checkpoint={"enabled": False},
-                         kafka={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000,
-                                **kafka}, log={"level": "error"})
+    return load_settings(
+        None,
+        engine={"max_batch": max_batch, "max_wait_ms": 20},
+        model={"hidden": [64, 64]},
+        checkpoint={"enabled": False},
+        kafka={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, **kafka},
+        log={"level": "error"},
+    )
 
 
 def bench_engine(records: list[bytes], max_batch: int) -> float:
     codec = Codec(n_features=9)
-    samples = [s for i, v in enumerate(records)
-               for s in codec.decode(Record("t", 0, i, v)).samples]
+    samples = [s for i, v in enumerate(records) for s in codec.decode(Record("t", 0, i, v)).samples]
     engine = Engine(settings(max_batch).model)
     began = time.perf_counter()
     for start in range(0, len(samples), max_batch):
-        engine.process(samples[start: start + max_batch])
+        engine.process(samples[start : start + max_batch])
     return len(samples) / (time.perf_counter() - began)
 
 
 def bench_learner(records: list[bytes], max_batch: int) -> float:
     source = MemorySource("t", [records])
-    daemon = Daemon(settings(max_batch), source_factory=lambda listener: source,
-                    sink_factory=lambda metrics: MemorySink(), metrics=Metrics())
+    daemon = Daemon(
+        settings(max_batch),
+        source_factory=lambda listener: source,
+        sink_factory=lambda metrics: MemorySink(),
+        metrics=Metrics(),
+    )
     daemon.start()
     began = time.perf_counter()
     while not (source.exhausted() and len(daemon.buffer) == 0):
@@ -70,11 +77,24 @@ def bench_learner(records: list[bytes], max_batch: int) -> float:
 
 def bench_end_to_end(records: list[bytes], max_batch: int, n_samples: int) -> float:
     with EmbeddedBroker() as broker:
-        create_topics(broker.bootstrap, {"bench.in": 2, "streamlearn.predictions": 1,
-                                         "streamlearn.events": 1, "streamlearn.dlq": 1})
+        create_topics(
+            broker.bootstrap,
+            {
+                "bench.in": 2,
+                "streamlearn.predictions": 1,
+                "streamlearn.events": 1,
+                "streamlearn.dlq": 1,
+            },
+        )
         produce(broker.bootstrap, "bench.in", records)
-        daemon = kafka_daemon(settings(max_batch, bootstrap_servers=broker.bootstrap,
-                                       input_topic="bench.in", max_poll_records=5000))
+        daemon = kafka_daemon(
+            settings(
+                max_batch,
+                bootstrap_servers=broker.bootstrap,
+                input_topic="bench.in",
+                max_poll_records=5000,
+            )
+        )
         assigned: list[float] = []
         on_assigned = daemon.on_assigned
 
@@ -109,27 +129,53 @@ def main() -> None:
         ("learner", "1 sample/record", 32, lambda: bench_learner(single, 32)),
         ("learner", "100 samples/record", 256, lambda: bench_learner(batched, 256)),
         ("end-to-end", "1 sample/record", 32, lambda: bench_end_to_end(single, 32, len(samples))),
-        ("end-to-end", "1 sample/record", 256,
-         lambda: bench_end_to_end(single, 256, len(samples))),
-        ("end-to-end", "100 samples/record", 256,
-         lambda: bench_end_to_end(batched, 256, len(samples))),
+        ("end-to-end", "1 sample/record", 256, lambda: bench_end_to_end(single, 256, len(samples))),
+        (
+            "end-to-end",
+            "100 samples/record",
+            256,
+            lambda: bench_end_to_end(batched, 256, len(samples)),
+        ),
     ]
     rows = []
     for path, records, max_batch, run in cases:
         runs = [run() for _ in range(args.repeats)]
-        rows.append({"path": path, "records": records, "max_batch": max_batch,
-                     "samples_per_s_median": round(statistics.median(runs)),
-                     "runs": [round(r) for r in runs]})
+        rows.append(
+            {
+                "path": path,
+                "records": records,
+                "max_batch": max_batch,
+                "samples_per_s_median": round(statistics.median(runs)),
+                "runs": [round(r) for r in runs],
+            }
+        )
         row = rows[-1]
-        print(f"{path:<11} {records:<19} batch={max_batch:<4} "
-              f"{row['samples_per_s_median']:>8,} samples/s  runs={row['runs']}", flush=True)
+        print(
+            f"{path:<11} {records:<19} batch={max_batch:<4} "
+            f"{row['samples_per_s_median']:>8,} samples/s  runs={row['runs']}",
+            flush=True,
+        )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({
-        "benchmark": "throughput", "stream": STREAM, "samples": args.samples,
-        "model": "MLP 9-64-64-64 (max_classes outputs), Adam", "torch_threads": 1,
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__, "platform": platform.platform()},
-        "results": rows}, indent=2) + "\n")
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "throughput",
+                "stream": STREAM,
+                "samples": args.samples,
+                "model": "MLP 9-64-64-64 (max_classes outputs), Adam",
+                "torch_threads": 1,
+                "machine": {
+                    "cpus": __import__("os").cpu_count(),
+                    "python": platform.python_version(),
+                    "torch": torch.__version__,
+                    "platform": platform.platform(),
+                },
+                "results": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {RESULTS}")
 
 

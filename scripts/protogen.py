@@ -25,8 +25,14 @@ def generate(out: Path) -> list[Path]:
     """Run protoc for every .proto; returns the generated files, relative to ``out``."""
     protos = sorted(str(p.relative_to(ROOT)) for p in (ROOT / PROTO_DIR).glob("*.proto"))
     # Run from the repository root so the stubs import each other as package modules.
-    args = ["protoc", f"-I{ROOT}", f"--python_out={out}", f"--pyi_out={out}",
-            f"--grpc_python_out={out}", *protos]
+    args = [
+        "protoc",
+        f"-I{ROOT}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        *protos,
+    ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
     return sorted(p.relative_to(out) for p in (out / PROTO_DIR).glob("*_pb2*.py*"))
@@ -39,8 +45,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         generated = generate(out)
-        stale = [str(p) for p in generated
-                 if not (ROOT / p).exists() or not filecmp.cmp(out / p, ROOT / p, shallow=False)]
+        stale = [
+            str(p)
+            for p in generated
+            if not (ROOT / p).exists() or not filecmp.cmp(out / p, ROOT / p, shallow=False)
+        ]
         if not args.check:
             for path in generated:
                 (ROOT / path).write_bytes((out / path).read_bytes())

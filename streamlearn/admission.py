@@ -47,8 +47,9 @@ class Admission:
         self.is_classifier = is_classifier
         self.max_features = max_features
 
-    def admit(self, samples: Sequence[Sample], n_features: int | None,
-              rejections: list[Rejection]) -> Admitted:
+    def admit(
+        self, samples: Sequence[Sample], n_features: int | None, rejections: list[Rejection]
+    ) -> Admitted:
         """Labels are encoded last, so a refused row never takes a class slot."""
         wide = [i for i, s in enumerate(samples) if len(s.x) == n_features]
         if len(wide) < len(samples):
@@ -59,8 +60,14 @@ class Admission:
         rows = list(range(len(wide)))
         if bad := bad_rows(x):  # finite in JSON is not always finite in float32
             rows = sorted(set(rows) - set(bad))
-            rejections += [Rejection(wide[r], "non_finite", "x: a value is beyond float32's "
-                                     "range (the model's dtype)") for r in bad]
+            rejections += [
+                Rejection(
+                    wide[r],
+                    "non_finite",
+                    "x: a value is beyond float32's range (the model's dtype)",
+                )
+                for r in bad
+            ]
         self.labels.new_batch()
         out = Admitted()
         for r in rows:
@@ -77,12 +84,19 @@ class Admission:
         out.x = x
         return out
 
-    def _wrong_widths(self, samples: Sequence[Sample], wide: set[int],
-                      n_features: int | None) -> list[Rejection]:
-        expected = (f"expected {n_features}" if n_features is not None
-                    else f"and none within model.max_features={self.max_features} yet")
-        return [Rejection(i, "feature_count", f"x: {len(s.x)} features, {expected}")
-                for i, s in enumerate(samples) if i not in wide]
+    def _wrong_widths(
+        self, samples: Sequence[Sample], wide: set[int], n_features: int | None
+    ) -> list[Rejection]:
+        expected = (
+            f"expected {n_features}"
+            if n_features is not None
+            else f"and none within model.max_features={self.max_features} yet"
+        )
+        return [
+            Rejection(i, "feature_count", f"x: {len(s.x)} features, {expected}")
+            for i, s in enumerate(samples)
+            if i not in wide
+        ]
 
     def _target(self, sample: Sample) -> float | int | None:
         if sample.y is None:

@@ -15,8 +15,9 @@ from streamlearn.types import DecodedRecord, TopicPartition
 
 
 class InputBuffer:
-    def __init__(self, max_batch: int, max_wait_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, max_batch: int, max_wait_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self._clock = clock
@@ -47,8 +48,9 @@ class InputBuffer:
         """Whole records from the front, up to ``max_batch`` samples (at least one record)."""
         taken: list[DecodedRecord] = []
         count = 0
-        while self._items and (not taken or count + len(self._items[0][1].samples)
-                               <= self.max_batch):
+        while self._items and (
+            not taken or count + len(self._items[0][1].samples) <= self.max_batch
+        ):
             record = self._items.popleft()[1]
             taken.append(record)
             count += len(record.samples)

@@ -50,70 +50,103 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamlearn",
         description="Learn online from a drifting Kafka stream: test-then-train, checkpoints "
-                    "with offsets, Prometheus metrics.")
+        "with offsets, Prometheus metrics.",
+    )
     parser.add_argument("--version", action="version", version=f"streamlearn {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
 
-    run = sub.add_parser("run", help="run the daemon (the production entry point)",
-                         description="Consume samples from Kafka and learn until SIGTERM. "
-                                     "Settings: the YAML file, then STREAMLEARN_<SECTION>__<KEY> "
-                                     "environment variables on top.")
+    run = sub.add_parser(
+        "run",
+        help="run the daemon (the production entry point)",
+        description="Consume samples from Kafka and learn until SIGTERM. "
+        "Settings: the YAML file, then STREAMLEARN_<SECTION>__<KEY> "
+        "environment variables on top.",
+    )
     run.add_argument("--config", type=Path, help="YAML settings file (see config/default.yaml)")
     run.set_defaults(handler=_run)
 
-    demo = sub.add_parser("demo", help="embedded broker + drifting stream + daemon, live",
-                          description="Start an embedded Kafka-protocol broker, produce a "
-                                      "drifting stream with recurring concepts, learn it live "
-                                      "while serving it over HTTP and gRPC, print a "
-                                      "summary and write a PNG of the run. Ctrl-C stops "
-                                      "cleanly.")
+    demo = sub.add_parser(
+        "demo",
+        help="embedded broker + drifting stream + daemon, live",
+        description="Start an embedded Kafka-protocol broker, produce a "
+        "drifting stream with recurring concepts, learn it live "
+        "while serving it over HTTP and gRPC, print a "
+        "summary and write a PNG of the run. Ctrl-C stops "
+        "cleanly.",
+    )
     demo.add_argument("--samples", type=int, default=60_000, help="samples to produce")
     demo.add_argument("--duration", type=float, default=60.0, help="stop after this many s")
     demo.add_argument("--stream", default="agrawal", help="built-in stream (see produce)")
-    demo.add_argument("--rate", type=float, default=None, help="records/s (default: as fast "
-                      "as the learner goes, about a minute in all)")
+    demo.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="records/s (default: as fast as the learner goes, about a minute in all)",
+    )
     demo.add_argument("--segment", type=int, default=10_000, help="samples per concept")
-    demo.add_argument("--checkpoint-dir", type=Path, default=None,
-                      help="where checkpoints go (default: a temporary directory)")
+    demo.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="where checkpoints go (default: a temporary directory)",
+    )
     plot = demo.add_mutually_exclusive_group()
-    plot.add_argument("--plot", type=Path, default=Path("streamlearn-demo.png"),
-                      metavar="PATH", help="PNG of the run: accuracy, drift alarms, experts, "
-                      "concept changes (default: %(default)s; needs matplotlib)")
-    plot.add_argument("--no-plot", dest="plot", action="store_const", const=None,
-                      help="write no PNG")
+    plot.add_argument(
+        "--plot",
+        type=Path,
+        default=Path("streamlearn-demo.png"),
+        metavar="PATH",
+        help="PNG of the run: accuracy, drift alarms, experts, "
+        "concept changes (default: %(default)s; needs matplotlib)",
+    )
+    plot.add_argument(
+        "--no-plot", dest="plot", action="store_const", const=None, help="write no PNG"
+    )
     demo.set_defaults(handler=_demo)
 
-    produce = sub.add_parser("produce", help="send a built-in stream or a JSON-lines file",
-                             description="Send records to a topic with a rate limit and a "
-                                         "progress bar.")
+    produce = sub.add_parser(
+        "produce",
+        help="send a built-in stream or a JSON-lines file",
+        description="Send records to a topic with a rate limit and a progress bar.",
+    )
     produce.add_argument("--bootstrap-servers", default="localhost:9092")
     produce.add_argument("--topic", default="streamlearn.samples")
     source = produce.add_mutually_exclusive_group()
-    source.add_argument("--stream", default="agrawal",
-                        help="built-in stream: agrawal, sea, stagger, hyperplane")
+    source.add_argument(
+        "--stream", default="agrawal", help="built-in stream: agrawal, sea, stagger, hyperplane"
+    )
     source.add_argument("--file", type=Path, help="JSON-lines file, one record per line")
     produce.add_argument("--samples", type=int, default=10_000, help="samples (built-in)")
     produce.add_argument("--segment", type=int, default=2_000, help="samples per concept")
-    produce.add_argument("--per-record", type=int, default=1,
-                         help="samples per record (>1 sends batch records)")
+    produce.add_argument(
+        "--per-record", type=int, default=1, help="samples per record (>1 sends batch records)"
+    )
     produce.add_argument("--rate", type=float, default=None, help="records per second cap")
     produce.add_argument("--seed", type=int, default=42)
     keys = produce.add_mutually_exclusive_group()
-    keys.add_argument("--key", metavar="FIELD",
-                      help="key each record by its JSON field FIELD (e.g. id, source): "
-                           "records with one key share a partition, in order. A record "
-                           "without it stops the run there, naming it (those before it "
-                           "are sent)")
-    keys.add_argument("--key-template", metavar="TEMPLATE",
-                      help="key each record by TEMPLATE filled with its fields, Python "
-                           "str.format syntax (e.g. '{source}-{id}')")
+    keys.add_argument(
+        "--key",
+        metavar="FIELD",
+        help="key each record by its JSON field FIELD (e.g. id, source): "
+        "records with one key share a partition, in order. A record "
+        "without it stops the run there, naming it (those before it "
+        "are sent)",
+    )
+    keys.add_argument(
+        "--key-template",
+        metavar="TEMPLATE",
+        help="key each record by TEMPLATE filled with its fields, Python "
+        "str.format syntax (e.g. '{source}-{id}')",
+    )
     produce.set_defaults(handler=_produce)
 
     ckpt = sub.add_parser("checkpoint", help="work with checkpoint files")
     ckpt_sub = ckpt.add_subparsers(metavar="ACTION")
-    inspect = ckpt_sub.add_parser("inspect", help="print what a checkpoint holds",
-                                  description="PATH is a checkpoint file, or a directory "
-                                              "(its newest valid checkpoint).")
+    inspect = ckpt_sub.add_parser(
+        "inspect",
+        help="print what a checkpoint holds",
+        description="PATH is a checkpoint file, or a directory (its newest valid checkpoint).",
+    )
     inspect.add_argument("path", type=Path)
     inspect.add_argument("--json", action="store_true", help="machine-readable output")
     inspect.set_defaults(handler=_inspect)
@@ -141,10 +174,12 @@ def _run(args: argparse.Namespace) -> int:
             port = service.serve_metrics(settings.metrics.host, settings.metrics.port)
             log.info("metrics_listening", host=settings.metrics.host, port=port)
     except OSError as exc:
-        raise StreamlearnError(f"serve: cannot listen on {settings.serve.host} "
-                               f"(http_port {settings.serve.http_port}, grpc_port "
-                               f"{settings.serve.grpc_port}, metrics port "
-                               f"{settings.metrics.port}): {exc}") from None
+        raise StreamlearnError(
+            f"serve: cannot listen on {settings.serve.host} "
+            f"(http_port {settings.serve.http_port}, grpc_port "
+            f"{settings.serve.grpc_port}, metrics port "
+            f"{settings.metrics.port}): {exc}"
+        ) from None
     _install_signal_handlers(service.request_stop, service.kill)
     return service.run()
 
@@ -201,8 +236,14 @@ def _produce(args: argparse.Namespace) -> int:
     producer = connect(args.bootstrap_servers)
     with Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task(f"producing to {args.topic}", total=total)
-        sent = send_all(producer, args.topic, records, args.rate,
-                        on_sent=lambda n: bar.update(task, completed=n), key=key)
+        sent = send_all(
+            producer,
+            args.topic,
+            records,
+            args.rate,
+            on_sent=lambda n: bar.update(task, completed=n),
+            key=key,
+        )
     Console(stderr=True).print(f"sent {sent} records to {args.topic}")
     return 0
 
@@ -217,8 +258,7 @@ def _record_key(args: argparse.Namespace, where: Where) -> KeyOf | None:
     return None
 
 
-def _records_to_produce(args: argparse.Namespace
-                        ) -> tuple[Iterable[bytes], int | None, Where]:
+def _records_to_produce(args: argparse.Namespace) -> tuple[Iterable[bytes], int | None, Where]:
     """The records, how many (None: unknown) and how an error names one of them."""
     from streamlearn.producer import JsonLines, encode_samples, record_number
 
@@ -228,8 +268,7 @@ def _records_to_produce(args: argparse.Namespace
     from streamlearn.streams import STREAMS, drifting_stream  # river: seconds to import
 
     if args.stream not in STREAMS:
-        raise SettingsError([f"--stream: unknown {args.stream!r}; allowed: "
-                             f"{', '.join(STREAMS)}"])
+        raise SettingsError([f"--stream: unknown {args.stream!r}; allowed: {', '.join(STREAMS)}"])
     samples = drifting_stream(args.stream, args.samples, args.seed, args.segment)
     total = -(-args.samples // max(1, args.per_record))
     return encode_samples(samples, args.per_record), total, record_number

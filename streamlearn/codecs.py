@@ -30,8 +30,17 @@ if TYPE_CHECKING:
 Task = Literal["classification", "regression"]
 Number = Annotated[float, Strict()]  # ints are accepted as floats, strings and bools are not
 
-REASONS = ("oversize", "not_json", "non_finite", "schema", "feature_count", "bad_label",
-           "bad_id", "too_many_samples", "too_many_classes")
+REASONS = (
+    "oversize",
+    "not_json",
+    "non_finite",
+    "schema",
+    "feature_count",
+    "bad_label",
+    "bad_id",
+    "too_many_samples",
+    "too_many_classes",
+)
 
 #: The largest float32: a bigger value is infinite once the network sees it.
 FLOAT32_MAX = 3.4028234663852886e38
@@ -79,9 +88,16 @@ class Codec:
     def from_settings(cls, settings: Settings) -> Codec:
         """The codec for this model: the learner's and serving's must agree exactly."""
         m, e = settings.model, settings.engine
-        return cls(m.task, m.n_features, m.features, e.max_record_bytes,
-                   e.max_samples_per_record, max_features=m.max_features,
-                   max_label_chars=m.max_label_chars, max_id_chars=e.max_id_chars)
+        return cls(
+            m.task,
+            m.n_features,
+            m.features,
+            e.max_record_bytes,
+            e.max_samples_per_record,
+            max_features=m.max_features,
+            max_label_chars=m.max_label_chars,
+            max_id_chars=e.max_id_chars,
+        )
 
     def decode(self, record: Record) -> DecodedRecord:
         out = DecodedRecord(record)
@@ -95,8 +111,9 @@ class Codec:
                 out.samples.append(self.decode_sample(item, index if is_batch else None))
             except CodecError as exc:
                 value = json.dumps(item).encode() if is_batch else record.value
-                out.dead_letters.append(DeadLetter(value, exc.reason, exc.detail, record,
-                                                   index if is_batch else None))
+                out.dead_letters.append(
+                    DeadLetter(value, exc.reason, exc.detail, record, index if is_batch else None)
+                )
         return out
 
     def _items(self, value: bytes) -> tuple[list[Any], bool]:
@@ -113,8 +130,9 @@ class Codec:
             if not isinstance(samples, list):
                 raise CodecError("schema", "samples: must be a list of sample objects")
             if len(samples) > self.max_samples_per_record:
-                raise CodecError("too_many_samples",
-                                 f"{len(samples)} samples > {self.max_samples_per_record}")
+                raise CodecError(
+                    "too_many_samples", f"{len(samples)} samples > {self.max_samples_per_record}"
+                )
             return samples, True
         return [raw], False
 
@@ -124,14 +142,21 @@ class Codec:
         except ValidationError as exc:
             raise _codec_error(exc) from None
         x = self._features(parsed.x)
-        return Sample(x=x, y=self._label(parsed.y), id=self._id(parsed.id),
-                      task=_opt_str(parsed.task), ts=_timestamp(parsed.ts), index=index)
+        return Sample(
+            x=x,
+            y=self._label(parsed.y),
+            id=self._id(parsed.id),
+            task=_opt_str(parsed.task),
+            ts=_timestamp(parsed.ts),
+            index=index,
+        )
 
     def _id(self, value: str | int | None) -> str | None:
         id_ = _opt_str(value)
         if id_ is not None and len(id_) > self.max_id_chars:
-            raise CodecError("bad_id", f"id: {len(id_)} characters > engine.max_id_chars="
-                             f"{self.max_id_chars}")
+            raise CodecError(
+                "bad_id", f"id: {len(id_)} characters > engine.max_id_chars={self.max_id_chars}"
+            )
         return id_
 
     def _features(self, x: list[float] | dict[str, float]) -> list[float]:
@@ -141,16 +166,18 @@ class Codec:
             missing = [name for name in self.features if name not in x]
             extra = [name for name in x if name not in set(self.features)]
             if missing or extra:
-                raise CodecError("feature_count",
-                                 f"x: missing features {missing}, unknown features {extra}")
+                raise CodecError(
+                    "feature_count", f"x: missing features {missing}, unknown features {extra}"
+                )
             return _in_range([float(x[name]) for name in self.features])
         if self.n_features is not None and len(x) != self.n_features:
             raise CodecError("feature_count", f"x: {len(x)} features, expected {self.n_features}")
         if not x:
             raise CodecError("feature_count", "x: empty")
         if self.n_features is None and len(x) > self.max_features:
-            raise CodecError("feature_count", f"x: {len(x)} features > model.max_features="
-                             f"{self.max_features}")
+            raise CodecError(
+                "feature_count", f"x: {len(x)} features > model.max_features={self.max_features}"
+            )
         return _in_range([float(v) for v in x])
 
     def _label(self, y: Label | None) -> Label | None:
@@ -160,8 +187,10 @@ class Codec:
             if isinstance(y, str):
                 raise CodecError("bad_label", f"y: regression needs a number, got {_short(y)}")
             if isinstance(y, int) and abs(y) > FLOAT32_MAX:  # float(y) itself may overflow
-                raise CodecError("non_finite", f"y: an integer of {y.bit_length()} bits is "
-                                 "beyond float32's range")
+                raise CodecError(
+                    "non_finite",
+                    f"y: an integer of {y.bit_length()} bits is beyond float32's range",
+                )
             target = float(y)
             if abs(target) > FLOAT32_MAX:
                 raise CodecError("non_finite", f"y: {target:g} is beyond float32's range")
@@ -172,12 +201,17 @@ class Codec:
             y = int(y)
         if isinstance(y, str):
             if len(y) > self.max_label_chars:
-                raise CodecError("bad_label", f"y: a {len(y)}-character label > "
-                                 f"model.max_label_chars={self.max_label_chars}")
+                raise CodecError(
+                    "bad_label",
+                    f"y: a {len(y)}-character label > model.max_label_chars={self.max_label_chars}",
+                )
         elif not INT64_MIN <= y <= INT64_MAX:
             # Not str(y): past 4300 digits Python refuses to convert it.
-            raise CodecError("bad_label", f"y: an integer of {y.bit_length()} bits is outside "
-                             "the int64 range of class labels")
+            raise CodecError(
+                "bad_label",
+                f"y: an integer of {y.bit_length()} bits is outside "
+                "the int64 range of class labels",
+            )
         return y
 
 
@@ -190,8 +224,9 @@ def _codec_error(exc: ValidationError) -> CodecError:
     # x as an object with a bad value fails inside the mapping, not as "not a list".
     non_finite = [e for e in errors if e["type"] == "finite_number"]
     first = non_finite[0] if non_finite else max(errors, key=lambda e: len(e["loc"]))
-    return CodecError("non_finite" if non_finite else "schema",
-                      f"{_error_path(first['loc'])}: {first['msg']}")
+    return CodecError(
+        "non_finite" if non_finite else "schema", f"{_error_path(first['loc'])}: {first['msg']}"
+    )
 
 
 def _error_path(loc: tuple[int | str, ...]) -> str:
@@ -206,8 +241,10 @@ def _in_range(values: list[float]) -> list[float]:
     """``values`` if every one fits float32 (max and min run in C: the common case is cheap)."""
     if values and (max(values) > FLOAT32_MAX or min(values) < -FLOAT32_MAX):
         index = next(i for i, v in enumerate(values) if abs(v) > FLOAT32_MAX)
-        raise CodecError("non_finite", f"x[{index}]: {values[index]:g} is beyond float32's "
-                         "range (the model's dtype)")
+        raise CodecError(
+            "non_finite",
+            f"x[{index}]: {values[index]:g} is beyond float32's range (the model's dtype)",
+        )
     return values
 
 

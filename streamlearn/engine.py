@@ -70,10 +70,14 @@ class StepResult:
 
 
 class Engine:
-    def __init__(self, model: ModelSettings, engine: EngineSettings | None = None,
-                 drift: DriftSettings | None = None,
-                 experts: ExpertsSettings | None = None,
-                 adapt: AdaptSettings | None = None) -> None:
+    def __init__(
+        self,
+        model: ModelSettings,
+        engine: EngineSettings | None = None,
+        drift: DriftSettings | None = None,
+        experts: ExpertsSettings | None = None,
+        adapt: AdaptSettings | None = None,
+    ) -> None:
         self.settings = model
         self.adapt_settings = adapt or AdaptSettings(method="none")
         self.adapt_method = "none"  # resolved when the network is built
@@ -111,15 +115,23 @@ class Engine:
     def _build(self, n_features: int) -> None:
         if self.settings.feature_count() is None and n_features > self.settings.max_features:
             # One hostile record must not allocate every expert at its width.
-            raise ModelError(f"{n_features} features > model.max_features="
-                             f"{self.settings.max_features}: raise it, or set model.n_features")
+            raise ModelError(
+                f"{n_features} features > model.max_features="
+                f"{self.settings.max_features}: raise it, or set model.n_features"
+            )
         self.n_features = n_features
         experts = self.experts_settings
         if not experts.enabled:
             experts = experts.model_copy(update={"max_experts": 1})
         self.pool = ExpertPool(
-            experts, lambda seed: build_expert(self.settings, n_features, self.device, seed),
-            self.scoring_loss, n_features, self.device, self.settings.seed, self._scale)
+            experts,
+            lambda seed: build_expert(self.settings, n_features, self.device, seed),
+            self.scoring_loss,
+            n_features,
+            self.device,
+            self.settings.seed,
+            self._scale,
+        )
         if self.settings.standardize:
             self.scaler = RunningStandardizer(n_features)
             if not self.is_classifier:
@@ -128,11 +140,18 @@ class Engine:
         has_batch_norm = isinstance(module, nn.Module) and bool(batch_norms(module))
         self.adapt_method = self.adapt_settings.method_for(self.settings.task, has_batch_norm)
         if self.adapt_method == "norm" and not has_batch_norm:
-            log.warning("adapt_without_effect", method="norm",
-                        why="the network has no batch norm: set model.norm: batch")
+            log.warning(
+                "adapt_without_effect",
+                method="norm",
+                why="the network has no batch norm: set model.norm: batch",
+            )
         if self.adapt_method != "none":
-            self.adapter = Adapter(self.adapt_settings, self.adapt_method, self.settings.seed,
-                                   self.settings.image_shape)
+            self.adapter = Adapter(
+                self.adapt_settings,
+                self.adapt_method,
+                self.settings.seed,
+                self.settings.image_shape,
+            )
 
     def _scale(self, x: Tensor) -> Tensor:
         return self.scaler.transform(x) if self.scaler is not None else x
@@ -157,8 +176,7 @@ class Engine:
             result.steps_skipped = self.pool.take_skips()
         return result
 
-    def _process(self, samples: Sequence[Sample], admitted: Admitted,
-                 result: StepResult) -> None:
+    def _process(self, samples: Sequence[Sample], admitted: Admitted, result: StepResult) -> None:
         kept, targets, x = admitted.kept, admitted.targets, admitted.x
         labeled = [j for j, i in enumerate(kept) if targets[i] is not None]
         unlabeled = [j for j, i in enumerate(kept) if targets[i] is None]
@@ -173,8 +191,9 @@ class Engine:
         x_test, x_train = x_test.to(self.device), x_train.to(self.device)
         if labeled:
             y = [targets[kept[j]] for j in labeled]
-            self._learn(x_test[labeled], x_train[labeled], x[labeled], y,
-                        [kept[j] for j in labeled], result)
+            self._learn(
+                x_test[labeled], x_train[labeled], x[labeled], y, [kept[j] for j in labeled], result
+            )
         if unlabeled:
             ids = [samples[kept[j]].id for j in unlabeled]
             rows = x_train[unlabeled]
@@ -199,11 +218,19 @@ class Engine:
     def _adapt(self, x: Tensor, experts: list[str], report: AdaptReport) -> None:
         """Guarded adaptation of each routed expert; every step is a new model version."""
         if self.adapter is not None and self.pool is not None:
-            self.version += self.adapter.offer_routed(self.pool.members, x, experts,
-                                                      len(self.labels), report)
+            self.version += self.adapter.offer_routed(
+                self.pool.members, x, experts, len(self.labels), report
+            )
 
-    def _learn(self, x_test: Tensor, x_train: Tensor, raw: Tensor, y_values: list[Any],
-               origin: list[int], result: StepResult) -> None:
+    def _learn(
+        self,
+        x_test: Tensor,
+        x_train: Tensor,
+        raw: Tensor,
+        y_values: list[Any],
+        origin: list[int],
+        result: StepResult,
+    ) -> None:
         """Test with the answering expert, score, then learn (or hold while deciding).
         ``origin``: each row's index in the batch given to ``process``."""
         assert self.pool is not None
@@ -214,9 +241,14 @@ class Engine:
         # A class error is 0 or 1 whatever the outputs; an absolute error can overflow.
         if bad := bad_rows(scored) if self.is_classifier else bad_rows(scored, errors):
             rows = sorted(set(range(len(origin))) - set(bad))
-            result.rejections += [Rejection(origin[r], "non_finite", "the model's loss on "
-                                            "this sample is not finite (an output overflows)")
-                                  for r in bad]
+            result.rejections += [
+                Rejection(
+                    origin[r],
+                    "non_finite",
+                    "the model's loss on this sample is not finite (an output overflows)",
+                )
+                for r in bad
+            ]
             if not rows:
                 return
             x_test, x_train, raw, y = x_test[rows], x_train[rows], raw[rows], y[rows]
@@ -246,8 +278,7 @@ class Engine:
         result.errors = errors
         result.answered_by = answerers
 
-    def _score(self, out: Tensor, y_values: list[Any]
-               ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def _score(self, out: Tensor, y_values: list[Any]) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """Targets as the experts learn them, each sample's error (0/1 or absolute) and
         the prequential scores to record."""
         if self.is_classifier:
@@ -299,12 +330,18 @@ class Engine:
             self.adapter.forget(set(self.pool.members))
         step = self.engine_settings.max_batch
         for start in range(0, x.shape[0], step):
-            self._pool_learn(x[start: start + step], y[start: start + step],
-                             raw[start: start + step], position, None)
+            self._pool_learn(
+                x[start : start + step],
+                y[start : start + step],
+                raw[start : start + step],
+                position,
+                None,
+            )
             self.version += 1
 
-    def _pool_learn(self, x: Tensor, y: Tensor, raw: Tensor, position: int,
-                    scored: Tensor | None) -> Tensor:
+    def _pool_learn(
+        self, x: Tensor, y: Tensor, raw: Tensor, position: int, scored: Tensor | None
+    ) -> Tensor:
         """The active expert learns; its adaptation anchor moves with it."""
         assert self.pool is not None
         losses = self.pool.learn(x, y, raw, position, scored)
@@ -316,26 +353,36 @@ class Engine:
         """The live experts and selector behind the one forward path serving also uses."""
         assert self.pool is not None
         forwards = {id_: m.expert.predict for id_, m in self.pool.members.items()}
-        return Predictor(self.settings.task, self.labels.labels, forwards, self.pool.route,
-                         self.device, self.scaler, self.target_scaler)
+        return Predictor(
+            self.settings.task,
+            self.labels.labels,
+            forwards,
+            self.pool.route,
+            self.device,
+            self.scaler,
+            self.target_scaler,
+        )
 
-    def _predict(self, x: Tensor, ids: list[str | None], experts: list[str]
-                 ) -> list[Prediction]:
+    def _predict(self, x: Tensor, ids: list[str | None], experts: list[str]) -> list[Prediction]:
         predictor = self.predictor()
         answer = predictor.decode(predictor.outputs(x, experts), experts)
         self.samples_predicted += len(ids)
         if answer.probabilities is None:  # regression
-            return [Prediction(id_, float(v), None, self.version, e)
-                    for id_, v, e in zip(ids, answer.predictions, experts, strict=True)]
+            return [
+                Prediction(id_, float(v), None, self.version, e)
+                for id_, v, e in zip(ids, answer.predictions, experts, strict=True)
+            ]
         if not answer.predictions:  # no class learned yet
-            return [Prediction(id_, None, None, self.version, e)
-                    for id_, e in zip(ids, experts, strict=True)]
+            return [
+                Prediction(id_, None, None, self.version, e)
+                for id_, e in zip(ids, experts, strict=True)
+            ]
         names = [str(label) for label in self.labels.labels]
         return [
-            Prediction(id_, label, dict(zip(names, row.tolist(), strict=True)),
-                       self.version, e)
-            for id_, label, row, e in zip(ids, answer.predictions, answer.probabilities,
-                                          experts, strict=True)
+            Prediction(id_, label, dict(zip(names, row.tolist(), strict=True)), self.version, e)
+            for id_, label, row, e in zip(
+                ids, answer.predictions, answer.probabilities, experts, strict=True
+            )
         ]
 
     def _routed_outputs(self, x: Tensor, experts: list[str]) -> Tensor:
@@ -383,9 +430,10 @@ class Engine:
         if self.drift is not None and state.get("drift") is not None:  # absent before drift
             self.drift.load_state_dict(state["drift"])
         if self.adapter is not None and self.pool is not None and state.get("adapt"):
-            modules = {id_: getattr(m.expert, "module", None)
-                       for id_, m in self.pool.members.items()}
+            modules = {
+                id_: getattr(m.expert, "module", None) for id_, m in self.pool.members.items()
+            }
             self.adapter.load_state_dict(
-                state["adapt"], {k: v for k, v in modules.items() if isinstance(v, nn.Module)})
+                state["adapt"], {k: v for k, v in modules.items() if isinstance(v, nn.Module)}
+            )
         torch.set_rng_state(state["rng"])
-

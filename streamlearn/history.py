@@ -30,12 +30,16 @@ class EventHistory(Generic[E]):
         with self._lock:
             self._events.extend(events)
 
-    def recent(self, limit: int | None = None, expert: str | None = None,
-               kind: str | None = None) -> list[dict[str, Any]]:
+    def recent(
+        self, limit: int | None = None, expert: str | None = None, kind: str | None = None
+    ) -> list[dict[str, Any]]:
         with self._lock:
             events = list(self._events)
-        chosen = [e for e in events if (expert is None or e.expert == expert)
-                  and (kind is None or e.kind == kind)]
+        chosen = [
+            e
+            for e in events
+            if (expert is None or e.expert == expert) and (kind is None or e.kind == kind)
+        ]
         if limit is not None:
             chosen = chosen[-limit:] if limit else []
         return [e.to_dict() for e in chosen]

@@ -34,79 +34,130 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.records_consumed = Counter(
-            "streamlearn_records_consumed", "Records polled from Kafka.", ["topic"], registry=r)
+            "streamlearn_records_consumed", "Records polled from Kafka.", ["topic"], registry=r
+        )
         self.records_invalid = Counter(
             "streamlearn_records_invalid",
             "Records or samples that could not be used, sent to the dead-letter topic.",
-            ["reason"], registry=r)
+            ["reason"],
+            registry=r,
+        )
         self.samples_learned = Counter(
-            "streamlearn_samples_learned", "Labeled samples learned (one optimizer step each "
-            "batch).", registry=r)
+            "streamlearn_samples_learned",
+            "Labeled samples learned (one optimizer step each batch).",
+            registry=r,
+        )
         self.predictions = Counter(
-            "streamlearn_predictions", "Predictions made.", ["kind"], registry=r)
+            "streamlearn_predictions", "Predictions made.", ["kind"], registry=r
+        )
         self.learn_latency = Histogram(
-            "streamlearn_learn_latency_seconds", "Time to predict, score and learn one "
-            "micro-batch.", buckets=_LATENCY_BUCKETS, registry=r)
+            "streamlearn_learn_latency_seconds",
+            "Time to predict, score and learn one micro-batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
-            "streamlearn_batch_samples", "Samples per micro-batch.",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
+            "streamlearn_batch_samples",
+            "Samples per micro-batch.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=r,
+        )
         self.prequential_accuracy = Gauge(
-            "streamlearn_prequential_accuracy", "Test-then-train accuracy.", ["window"],
-            registry=r)
+            "streamlearn_prequential_accuracy", "Test-then-train accuracy.", ["window"], registry=r
+        )
         self.prequential_loss = Gauge(
-            "streamlearn_prequential_loss", "Test-then-train loss.", ["window"], registry=r)
+            "streamlearn_prequential_loss", "Test-then-train loss.", ["window"], registry=r
+        )
         self.prequential_mae = Gauge(
-            "streamlearn_prequential_mae", "Test-then-train mean absolute error (regression).",
-            ["window"], registry=r)
+            "streamlearn_prequential_mae",
+            "Test-then-train mean absolute error (regression).",
+            ["window"],
+            registry=r,
+        )
         self.checkpoint_duration = Histogram(
-            "streamlearn_checkpoint_duration_seconds", "Time to write one checkpoint durably.",
-            buckets=_CHECKPOINT_BUCKETS, registry=r)
+            "streamlearn_checkpoint_duration_seconds",
+            "Time to write one checkpoint durably.",
+            buckets=_CHECKPOINT_BUCKETS,
+            registry=r,
+        )
         self.checkpoints = Counter(
-            "streamlearn_checkpoints", "Checkpoint attempts by result.", ["result"], registry=r)
+            "streamlearn_checkpoints", "Checkpoint attempts by result.", ["result"], registry=r
+        )
         self.checkpoint_fallbacks = Counter(
             "streamlearn_checkpoint_fallbacks",
-            "Checkpoint files skipped on load because they were torn or corrupt.", registry=r)
+            "Checkpoint files skipped on load because they were torn or corrupt.",
+            registry=r,
+        )
         self.checkpoint_bytes = Gauge(
-            "streamlearn_checkpoint_bytes", "Size of the newest checkpoint.", registry=r)
+            "streamlearn_checkpoint_bytes", "Size of the newest checkpoint.", registry=r
+        )
         self.checkpoint_age = Gauge(
-            "streamlearn_checkpoint_age_seconds", "Seconds since the last durable checkpoint.",
-            registry=r)
+            "streamlearn_checkpoint_age_seconds",
+            "Seconds since the last durable checkpoint.",
+            registry=r,
+        )
         self.consumer_lag = Gauge(
-            "streamlearn_consumer_lag", "Records in the partition not yet learned.",
-            ["topic", "partition"], registry=r)
+            "streamlearn_consumer_lag",
+            "Records in the partition not yet learned.",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.partitions_paused = Gauge(
-            "streamlearn_partitions_paused", "1 while input is paused because the learner is "
-            "behind.", registry=r)
+            "streamlearn_partitions_paused",
+            "1 while input is paused because the learner is behind.",
+            registry=r,
+        )
         self.buffered_samples = Gauge(
-            "streamlearn_buffered_samples", "Samples decoded and waiting to be learned.",
-            registry=r)
+            "streamlearn_buffered_samples", "Samples decoded and waiting to be learned.", registry=r
+        )
         self.sink_errors = Counter(
-            "streamlearn_sink_errors", "Output records that failed to land and were retried.",
-            ["topic"], registry=r)
+            "streamlearn_sink_errors",
+            "Output records that failed to land and were retried.",
+            ["topic"],
+            registry=r,
+        )
         self.outputs_pending = Gauge(
-            "streamlearn_outputs_pending", "Outputs that failed to land, waiting to be sent "
-            "again; input pauses at kafka.max_pending_outputs.", registry=r)
+            "streamlearn_outputs_pending",
+            "Outputs that failed to land, waiting to be sent "
+            "again; input pauses at kafka.max_pending_outputs.",
+            registry=r,
+        )
         self.outputs_dropped = Counter(
-            "streamlearn_outputs_dropped", "Outputs that can never land (too large for the "
+            "streamlearn_outputs_dropped",
+            "Outputs that can never land (too large for the "
             "producer or the broker), dropped instead of retried for ever.",
-            ["topic", "reason"], registry=r)
+            ["topic", "reason"],
+            registry=r,
+        )
         self.outputs_truncated = Counter(
-            "streamlearn_outputs_truncated", "Dead letters sent with their value cut to fit "
-            "kafka.max_message_bytes (header truncated=true).", ["topic"], registry=r)
+            "streamlearn_outputs_truncated",
+            "Dead letters sent with their value cut to fit "
+            "kafka.max_message_bytes (header truncated=true).",
+            ["topic"],
+            registry=r,
+        )
         self.rebalances = Counter(
-            "streamlearn_rebalances", "Partition assignment changes.", ["kind"], registry=r)
+            "streamlearn_rebalances", "Partition assignment changes.", ["kind"], registry=r
+        )
         self.model_version = Gauge(
-            "streamlearn_model_version", "Weight changes so far: optimizer steps on labeled "
+            "streamlearn_model_version",
+            "Weight changes so far: optimizer steps on labeled "
             "samples plus test-time adaptation steps and resets.",
-            registry=r)
+            registry=r,
+        )
         self._drift(r)
         self._experts(r)
         self._adapt(r)
         self._guard(r)
         self._serving(r)
         self.info = Info("streamlearn", "Build and runtime information.", registry=r)
-        self.info.info({"version": streamlearn.__version__, "torch": torch.__version__,
-                        "python": platform.python_version()})
+        self.info.info(
+            {
+                "version": streamlearn.__version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            }
+        )
         self._last_checkpoint = time.monotonic()
         self.checkpoint_age.set_function(lambda: time.monotonic() - self._last_checkpoint)
         if registry is None:
@@ -115,74 +166,123 @@ class Metrics:
 
     def _drift(self, r: CollectorRegistry) -> None:
         self.drift_events = Counter(
-            "streamlearn_drift_events", "Drifts detected in an expert's losses.",
-            ["detector", "expert"], registry=r)
+            "streamlearn_drift_events",
+            "Drifts detected in an expert's losses.",
+            ["detector", "expert"],
+            registry=r,
+        )
         self.drift_warnings = Counter(
-            "streamlearn_drift_warnings", "Times a drift test passed its warning level.",
-            ["detector", "expert"], registry=r)
+            "streamlearn_drift_warnings",
+            "Times a drift test passed its warning level.",
+            ["detector", "expert"],
+            registry=r,
+        )
         self.drift_statistic = Gauge(
-            "streamlearn_drift_statistic", "Drift test statistic over its threshold: 0 calm, "
-            "1 drift (0 during warm-up and refractory).", ["detector", "expert"], registry=r)
+            "streamlearn_drift_statistic",
+            "Drift test statistic over its threshold: 0 calm, "
+            "1 drift (0 during warm-up and refractory).",
+            ["detector", "expert"],
+            registry=r,
+        )
 
     def _experts(self, r: CollectorRegistry) -> None:
         self.expert_events = Counter(
-            "streamlearn_expert_events", "Decisions of the expert pool: switch (a regime came "
-            "back), spawn, keep (the drift passed), prune, merge.", ["kind"], registry=r)
+            "streamlearn_expert_events",
+            "Decisions of the expert pool: switch (a regime came "
+            "back), spawn, keep (the drift passed), prune, merge.",
+            ["kind"],
+            registry=r,
+        )
         self.expert_active = Gauge(
-            "streamlearn_expert_active", "1 for the expert learning now, 0 for the others.",
-            ["expert"], registry=r)
-        self.experts_alive = Gauge(
-            "streamlearn_experts_alive", "Experts in the pool.", registry=r)
+            "streamlearn_expert_active",
+            "1 for the expert learning now, 0 for the others.",
+            ["expert"],
+            registry=r,
+        )
+        self.experts_alive = Gauge("streamlearn_experts_alive", "Experts in the pool.", registry=r)
         self.expert_accuracy = Gauge(
-            "streamlearn_expert_accuracy", "Prequential accuracy of each expert's answers, "
-            "over about its last 1000.", ["expert"], registry=r)
+            "streamlearn_expert_accuracy",
+            "Prequential accuracy of each expert's answers, over about its last 1000.",
+            ["expert"],
+            registry=r,
+        )
         self.expert_loss = Gauge(
-            "streamlearn_expert_loss", "Each expert's loss while it learned: the mean of its "
-            "normal band (about its last 500 losses as the active expert).", ["expert"],
-            registry=r)
+            "streamlearn_expert_loss",
+            "Each expert's loss while it learned: the mean of its "
+            "normal band (about its last 500 losses as the active expert).",
+            ["expert"],
+            registry=r,
+        )
         self.selector_accuracy = Gauge(
-            "streamlearn_selector_accuracy", "How often the selector routes a labeled sample "
-            "to the expert that then learns it.", ["window"], registry=r)
+            "streamlearn_selector_accuracy",
+            "How often the selector routes a labeled sample to the expert that then learns it.",
+            ["window"],
+            registry=r,
+        )
         self.expert_memory = Gauge(
-            "streamlearn_expert_memory_bytes", "Memory held by the pool: expert weights and "
+            "streamlearn_expert_memory_bytes",
+            "Memory held by the pool: expert weights and "
             "optimizer state, replay buffers, the selector and its pairs, and test-time "
-            "adaptation state.", ["part"],
-            registry=r)
+            "adaptation state.",
+            ["part"],
+            registry=r,
+        )
 
     def _adapt(self, r: CollectorRegistry) -> None:
         self.tta_adapted = Counter(
-            "streamlearn_tta_adapted_samples", "Unlabeled samples test-time adaptation "
-            "learned from.", registry=r)
+            "streamlearn_tta_adapted_samples",
+            "Unlabeled samples test-time adaptation learned from.",
+            registry=r,
+        )
         self.tta_skipped = Counter(
-            "streamlearn_tta_skipped_samples", "Unlabeled samples the entropy filter kept out "
-            "of adaptation (too uncertain to teach).", registry=r)
+            "streamlearn_tta_skipped_samples",
+            "Unlabeled samples the entropy filter kept out of adaptation (too uncertain to teach).",
+            registry=r,
+        )
         self.tta_resets = Counter(
-            "streamlearn_tta_resets", "Experts put back to their last labeled state: entropy, "
-            "marginal or guard_set collapse, or periodic.", ["reason"], registry=r)
+            "streamlearn_tta_resets",
+            "Experts put back to their last labeled state: entropy, "
+            "marginal or guard_set collapse, or periodic.",
+            ["reason"],
+            registry=r,
+        )
         self.tta_entropy = Gauge(
-            "streamlearn_tta_prediction_entropy", "Mean prediction entropy (0..1 of its "
-            "maximum) of the latest adaptation batch.", registry=r)
+            "streamlearn_tta_prediction_entropy",
+            "Mean prediction entropy (0..1 of its maximum) of the latest adaptation batch.",
+            registry=r,
+        )
 
     def _guard(self, r: CollectorRegistry) -> None:
         """What kept hostile or broken input from poisoning the model."""
         self.steps_skipped = Counter(
-            "streamlearn_steps_skipped", "Learning steps skipped (a non-finite loss or "
+            "streamlearn_steps_skipped",
+            "Learning steps skipped (a non-finite loss or "
             "gradient) or undone (non-finite weights after the step), by reason: loss, "
-            "gradient, weights; selector_<reason> for the routing network.", ["reason"],
-            registry=r)
+            "gradient, weights; selector_<reason> for the routing network.",
+            ["reason"],
+            registry=r,
+        )
         self.classes_recycled = Counter(
-            "streamlearn_classes_recycled", "Class slots handed to a new label because every "
+            "streamlearn_classes_recycled",
+            "Class slots handed to a new label because every "
             "slot was taken and the old class was learned fewer than "
-            "model.rare_class_samples times.", registry=r)
+            "model.rare_class_samples times.",
+            registry=r,
+        )
 
     def _serving(self, r: CollectorRegistry) -> None:
         """The learner's side of serving: snapshots it publishes, requests it was handed."""
         self.snapshot_publishes = Counter(
-            "streamlearn_snapshot_publishes", "Serving snapshots built, by result.", ["result"],
-            registry=r)
+            "streamlearn_snapshot_publishes",
+            "Serving snapshots built, by result.",
+            ["result"],
+            registry=r,
+        )
         self.learn_queue_samples = Gauge(
-            "streamlearn_learn_queue_samples", "Samples from POST /v1/learn waiting for the "
-            "learner.", registry=r)
+            "streamlearn_learn_queue_samples",
+            "Samples from POST /v1/learn waiting for the learner.",
+            registry=r,
+        )
 
     def checkpoint_done(self) -> None:
         self._last_checkpoint = time.monotonic()
@@ -190,8 +290,14 @@ class Metrics:
     def forget_expert(self, expert: str) -> None:
         """Drop every series of an expert that left the pool: a gone expert must not keep
         its last values on dashboards and in alerts for ever."""
-        for metric in (self.expert_active, self.expert_accuracy, self.expert_loss,
-                       self.drift_events, self.drift_warnings, self.drift_statistic):
+        for metric in (
+            self.expert_active,
+            self.expert_accuracy,
+            self.expert_loss,
+            self.drift_events,
+            self.drift_warnings,
+            self.drift_statistic,
+        ):
             _forget(metric, expert=expert)
 
     def forget_partition(self, topic: str, partition: int) -> None:
@@ -233,36 +339,67 @@ class ServingMetrics:
         r = registry or CollectorRegistry()
         self.registry = r
         self.requests = Counter(
-            "streamlearn_requests", "Serving requests answered, by transport, endpoint "
+            "streamlearn_requests",
+            "Serving requests answered, by transport, endpoint "
             "(route template or gRPC method) and status code.",
-            ["transport", "endpoint", "code"], registry=r)
+            ["transport", "endpoint", "code"],
+            registry=r,
+        )
         self.request_latency = Histogram(
-            "streamlearn_request_latency_seconds", "Time to answer one serving request.",
-            ["transport", "endpoint"], buckets=_LATENCY_BUCKETS, registry=r)
+            "streamlearn_request_latency_seconds",
+            "Time to answer one serving request.",
+            ["transport", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.requests_rejected = Counter(
-            "streamlearn_requests_rejected", "Serving requests refused, by reason.",
-            ["transport", "reason"], registry=r)
+            "streamlearn_requests_rejected",
+            "Serving requests refused, by reason.",
+            ["transport", "reason"],
+            registry=r,
+        )
         self.requests_in_flight = Gauge(
-            "streamlearn_requests_in_flight", "Serving requests being answered now, over all "
-            "serving processes.", ["transport"], registry=r, multiprocess_mode="livesum")
+            "streamlearn_requests_in_flight",
+            "Serving requests being answered now, over all serving processes.",
+            ["transport"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.served_model_version = Gauge(
-            "streamlearn_served_model_version", "Model version of the snapshot being served "
-            "(the oldest any serving process holds).", registry=r, multiprocess_mode="livemin")
+            "streamlearn_served_model_version",
+            "Model version of the snapshot being served (the oldest any serving process holds).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.snapshot_age = Gauge(
-            "streamlearn_snapshot_age_seconds", "Seconds since the served snapshot was last "
-            "known to match the learner (the largest over serving processes).", registry=r,
-            multiprocess_mode="livemax")
+            "streamlearn_snapshot_age_seconds",
+            "Seconds since the served snapshot was last "
+            "known to match the learner (the largest over serving processes).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.serving_ready = Gauge(
-            "streamlearn_serving_ready", "1 while every serving process answers ready.",
-            registry=r, multiprocess_mode="livemin")
+            "streamlearn_serving_ready",
+            "1 while every serving process answers ready.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.learner_up = Gauge(
-            "streamlearn_learner_up", "1 while every serving process is connected to the "
+            "streamlearn_learner_up",
+            "1 while every serving process is connected to the "
             "learner; 0 while the learner is down or restarting (serving is not ready then).",
-            registry=r, multiprocess_mode="livemin")
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.tta_rows_dropped = Counter(
-            "streamlearn_tta_request_rows_dropped", "Served rows not adapted on because the "
+            "streamlearn_tta_request_rows_dropped",
+            "Served rows not adapted on because the "
             "queue to the learner was full or the learner was down (adapt.on_requests).",
-            registry=r)
+            registry=r,
+        )
         self.serving_processes = Gauge(
-            "streamlearn_serving_processes", "Serving processes alive.", registry=r,
-            multiprocess_mode="livesum")
+            "streamlearn_serving_processes",
+            "Serving processes alive.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )

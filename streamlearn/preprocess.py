@@ -142,8 +142,11 @@ class LabelIndex:
             return len(self.labels) - 1
         victim = self._victim()
         if victim is None:
-            raise LabelError("too_many_classes", f"y: {_show(label)} would be class "
-                               f"{self.capacity + 1} > model.max_classes={self.capacity}")
+            raise LabelError(
+                "too_many_classes",
+                f"y: {_show(label)} would be class "
+                f"{self.capacity + 1} > model.max_classes={self.capacity}",
+            )
         old = self.labels[victim]
         self.recycled.append(Recycled(victim, old, self.counts[victim], label))
         del self._index[old]
@@ -154,8 +157,11 @@ class LabelIndex:
 
     def _victim(self) -> int | None:
         """The slot a new label may take over: the least learned under ``rare``, if any."""
-        candidates = [i for i, count in enumerate(self.counts)
-                      if 0 <= count < self.rare and self.last[i] <= self._batch_start]
+        candidates = [
+            i
+            for i, count in enumerate(self.counts)
+            if 0 <= count < self.rare and self.last[i] <= self._batch_start
+        ]
         if not candidates:
             return None
         return min(candidates, key=lambda i: (self.counts[i], self.last[i]))
@@ -163,18 +169,29 @@ class LabelIndex:
     def _check_kind(self, label: Label) -> None:
         kind = _KINDS.get(type(label))
         if kind is None:
-            raise LabelError("bad_label", f"y: class labels are integers or strings, got "
-                               f"{type(label).__name__} {_show(label)}")
+            raise LabelError(
+                "bad_label",
+                f"y: class labels are integers or strings, got "
+                f"{type(label).__name__} {_show(label)}",
+            )
         if self.labels:
             first = _KINDS.get(type(self.labels[0]))
             if kind != first:
-                raise LabelError("bad_label", f"y: this model's classes are {first}s; got "
-                                   f"the {kind} {_show(label)} (the first label learned "
-                                   "decides: integers or strings, never both)")
+                raise LabelError(
+                    "bad_label",
+                    f"y: this model's classes are {first}s; got "
+                    f"the {kind} {_show(label)} (the first label learned "
+                    "decides: integers or strings, never both)",
+                )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "labels": list(self.labels),
-                "counts": list(self.counts), "last": list(self.last), "tick": self.tick}
+        return {
+            "capacity": self.capacity,
+            "labels": list(self.labels),
+            "counts": list(self.counts),
+            "last": list(self.last),
+            "tick": self.tick,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.capacity = int(state["capacity"])

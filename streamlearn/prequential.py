@@ -18,7 +18,7 @@ class RollingMean:
         self.filled = 0
 
     def extend(self, batch: Tensor) -> None:
-        batch = batch.detach().double().cpu().flatten()[-self.values.numel():]
+        batch = batch.detach().double().cpu().flatten()[-self.values.numel() :]
         size = self.values.numel()
         idx = (torch.arange(batch.numel()) + self.pos) % size
         self.values[idx] = batch
@@ -45,8 +45,9 @@ class PrequentialStats:
         self.sums = {"correct": 0.0, "loss": 0.0, "abs_error": 0.0}
         self._rings = {name: RollingMean(window) for name in self.sums}
 
-    def update(self, loss: Tensor, correct: Tensor | None = None,
-               abs_error: Tensor | None = None) -> None:
+    def update(
+        self, loss: Tensor, correct: Tensor | None = None, abs_error: Tensor | None = None
+    ) -> None:
         self.count += loss.numel()
         for name, values in (("loss", loss), ("correct", correct), ("abs_error", abs_error)):
             if values is not None:

@@ -69,12 +69,15 @@ def record_number(index: int) -> str:
 def key_of_field(name: str, where: Where = record_number) -> KeyOf:
     """The value of the record's field ``name`` as its key: a string as it is, anything else
     as JSON text (``17``, ``true``)."""
+
     def key(index: int, value: bytes) -> bytes:
         fields = _fields(value, index, where, f"--key {name}")
         if fields.get(name) is None:
             state = "is null" if name in fields else "is missing"
-            raise StreamlearnError(f"{where(index)}: field {name!r} {state}; --key {name} "
-                                   f"keys each record by it (fields: {_names(fields)})")
+            raise StreamlearnError(
+                f"{where(index)}: field {name!r} {state}; --key {name} "
+                f"keys each record by it (fields: {_names(fields)})"
+            )
         field = fields[name]
         return (field if isinstance(field, str) else json.dumps(field)).encode()
 
@@ -91,8 +94,10 @@ def key_of_template(template: str, where: Where = record_number) -> KeyOf:
         try:
             return template.format_map(fields).encode()
         except KeyError as exc:
-            raise StreamlearnError(f"{where(index)}: field {exc.args[0]!r} is missing for "
-                                   f"{option} (fields: {_names(fields)})") from None
+            raise StreamlearnError(
+                f"{where(index)}: field {exc.args[0]!r} is missing for "
+                f"{option} (fields: {_names(fields)})"
+            ) from None
         except (ValueError, TypeError) as exc:  # a format spec the value does not take
             raise StreamlearnError(f"{where(index)}: {option}: {exc}") from None
 
@@ -103,14 +108,17 @@ def _check_template(template: str) -> None:
     """Named fields only, at least one: ``{0}``, ``{}``, ``{a.b}`` or ``{a[0]}`` would
     read something other than a field of the record."""
     try:
-        names = [name for _, name, _, _ in string.Formatter().parse(template)
-                 if name is not None]
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
         raise SettingsError([f"--key-template {template!r}: {exc}"]) from None
     bad = [n for n in names if not n or n.isdigit() or any(c in n for c in ".[")]
     if not names or bad:
-        raise SettingsError([f"--key-template {template!r}: name the record's fields in "
-                             "braces, e.g. '{source}-{id}'"])
+        raise SettingsError(
+            [
+                f"--key-template {template!r}: name the record's fields in "
+                "braces, e.g. '{source}-{id}'"
+            ]
+        )
 
 
 def _fields(value: bytes, index: int, where: Where, option: str) -> dict[str, Any]:
@@ -119,8 +127,9 @@ def _fields(value: bytes, index: int, where: Where, option: str) -> dict[str, An
     except (ValueError, UnicodeDecodeError):
         fields = None
     if not isinstance(fields, dict):
-        raise StreamlearnError(f"{where(index)}: not a JSON object, so {option} has no "
-                               "field to key it by")
+        raise StreamlearnError(
+            f"{where(index)}: not a JSON object, so {option} has no field to key it by"
+        )
     return fields
 
 
@@ -134,19 +143,31 @@ def connect(bootstrap: str) -> KafkaProducer:
     one line naming it, within BOOTSTRAP_TIMEOUT_MS, and leaks no half-built client."""
     try:
         with closing_on_failure() as client_factory:
-            return KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=10,
-                                 batch_size=256 * 1024, acks=1,
-                                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
-                                 kafka_client=client_factory)
+            return KafkaProducer(
+                bootstrap_servers=bootstrap.split(","),
+                linger_ms=10,
+                batch_size=256 * 1024,
+                acks=1,
+                bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
+                kafka_client=client_factory,
+            )
     except KafkaError as exc:
-        raise StreamlearnError(f"cannot reach a Kafka broker at {bootstrap} within "
-                               f"{BOOTSTRAP_TIMEOUT_MS / 1000:g} s "
-                               f"({type(exc).__name__})") from None
+        raise StreamlearnError(
+            f"cannot reach a Kafka broker at {bootstrap} within "
+            f"{BOOTSTRAP_TIMEOUT_MS / 1000:g} s "
+            f"({type(exc).__name__})"
+        ) from None
 
 
-def send_all(producer: KafkaProducer, topic: str, records: Iterable[bytes],
-             rate: float | None = None, on_sent: Callable[[int], None] | None = None,
-             stop: threading.Event | None = None, key: KeyOf | None = None) -> int:
+def send_all(
+    producer: KafkaProducer,
+    topic: str,
+    records: Iterable[bytes],
+    rate: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    key: KeyOf | None = None,
+) -> int:
     """Send every record (keyed by ``key``, else round-robin over partitions); ``rate``
     caps records per second. Closes ``producer``."""
     sent = 0
@@ -174,8 +195,14 @@ def send_all(producer: KafkaProducer, topic: str, records: Iterable[bytes],
     return sent
 
 
-def produce(bootstrap: str, topic: str, records: Iterable[bytes], rate: float | None = None,
-            on_sent: Callable[[int], None] | None = None,
-            stop: threading.Event | None = None, key: KeyOf | None = None) -> int:
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[bytes],
+    rate: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    key: KeyOf | None = None,
+) -> int:
     """Connect, then :func:`send_all`."""
     return send_all(connect(bootstrap), topic, records, rate, on_sent, stop, key)

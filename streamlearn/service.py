@@ -58,21 +58,27 @@ _LEARNER_METRICS_S = 2.0
 
 class Service:
     def __init__(self, learner: Daemon | Learner) -> None:
-        self.learner: Learner = (learner if isinstance(learner, ThreadLearner | ProcessLearner)
-                                 else ThreadLearner(cast("Daemon", learner)))
+        self.learner: Learner = (
+            learner
+            if isinstance(learner, ThreadLearner | ProcessLearner)
+            else ThreadLearner(cast("Daemon", learner))
+        )
         self.settings = self.learner.settings
         serve = self.settings.serve
         self.runtime = RuntimeDir.create()
         try:
             self.http_socket = listen_socket(serve.host, serve.http_port)
-            self._grpc_reservation = (reserve_port(serve.host, serve.grpc_port)
-                                      if serve.grpc_enabled else None)
+            self._grpc_reservation = (
+                reserve_port(serve.host, serve.grpc_port) if serve.grpc_enabled else None
+            )
         except OSError:
             self.runtime.remove()
             raise
         grpc = self._grpc_reservation
-        self._ports = (int(self.http_socket.getsockname()[1]),
-                       int(grpc.getsockname()[1]) if grpc is not None else None)
+        self._ports = (
+            int(self.http_socket.getsockname()[1]),
+            int(grpc.getsockname()[1]) if grpc is not None else None,
+        )
         self.servers = ServerPool(self.settings, self.runtime, self.http_socket, self.grpc_port)
         self._stop = threading.Event()
         self._learner_backoff = Backoff()
@@ -90,8 +96,9 @@ class Service:
         """``/metrics`` of the whole service on its own port; the port bound."""
         link = LearnerLink(self.runtime.learner_socket)
         link.start()
-        exposition = Exposition(self.runtime.metrics,
-                                lambda: learner_metrics_text(link, _LEARNER_METRICS_S))
+        exposition = Exposition(
+            self.runtime.metrics, lambda: learner_metrics_text(link, _LEARNER_METRICS_S)
+        )
         self._metrics_server = serve_exposition(exposition, host, port)
         return int(self._metrics_server.server_address[1])
 
@@ -101,10 +108,15 @@ class Service:
         try:
             self.learner.start(self.runtime)
             self.servers.start()
-            log.info("serving", host=serve.host, http_port=self.http_port,
-                     grpc_port=self.grpc_port, workers=serve.workers, model=serve.model_name,
-                     writes_enabled=serve.auth_token is not None
-                     or serve.auth_token_file is not None)
+            log.info(
+                "serving",
+                host=serve.host,
+                http_port=self.http_port,
+                grpc_port=self.grpc_port,
+                workers=serve.workers,
+                model=serve.model_name,
+                writes_enabled=serve.auth_token is not None or serve.auth_token_file is not None,
+            )
             code = self._supervise()
         finally:
             self._shutdown()
@@ -134,23 +146,26 @@ class Service:
     def _learner_restarted(self, code: int) -> bool:
         """Restart a learner that crashed; False when it must not come back."""
         if code in (0, EXIT_FAILED, EXIT_USAGE) or not self.learner.restartable:
-            log.log(40 if code else 20, "learner_exited", exit_code=code,
-                    action="stopping the service")
+            log.log(
+                40 if code else 20, "learner_exited", exit_code=code, action="stopping the service"
+            )
             return False
         if self._learner_backoff.due is None:
             delay = self._learner_backoff.exited()
-            log.error("learner_exited", exit_code=code, restart_in_s=delay,
-                      action="serving stays up, not ready")
+            log.error(
+                "learner_exited",
+                exit_code=code,
+                restart_in_s=delay,
+                action="serving stays up, not ready",
+            )
         if self._learner_backoff.ready():
             self.learner.start(self.runtime)
         return True
 
     def _shutdown(self) -> None:
         serve = self.settings.serve
-        log.info("draining", delay_s=serve.shutdown_delay_s,
-                 drain_timeout_s=serve.drain_timeout_s)
-        self.servers.stop(serve.shutdown_delay_s + serve.drain_timeout_s
-                          + _SERVING_STOP_MARGIN_S)
+        log.info("draining", delay_s=serve.shutdown_delay_s, drain_timeout_s=serve.drain_timeout_s)
+        self.servers.stop(serve.shutdown_delay_s + serve.drain_timeout_s + _SERVING_STOP_MARGIN_S)
         log.info("serving_stopped")
         self.learner.request_stop()
         if self.learner.join(_LEARNER_STOP_S) is None:

@@ -137,8 +137,10 @@ class ModelSettings(Section):
                 raise ValueError(f"image_shape: give [H, W] or [C, H, W], got {shape}")
             count = self.feature_count()
             if count is not None and count != _product(shape):
-                raise ValueError(f"image_shape {shape} holds {_product(shape)} values, "
-                                 f"but there are {count} features")
+                raise ValueError(
+                    f"image_shape {shape} holds {_product(shape)} values, "
+                    f"but there are {count} features"
+                )
         if self.architecture == "cnn" and shape is None:
             raise ValueError("architecture: 'cnn' needs image_shape")
         return self
@@ -196,10 +198,25 @@ MIN_TOKEN_CHARS = 16
 # Words of the placeholders that example files ship (this project's used "change-me"). A
 # token made only of these, digits and separators ("change-me", "CHANGE_ME_CHANGE_ME",
 # "your-secret-token-here", "password12345678") is refused: long enough, still guessable.
-PLACEHOLDER_WORDS = ("change", "me", "secret", "token", "password", "streamlearn", "example",
-                     "test", "your", "here", "my", "default", "dummy", "placeholder")
-_PLACEHOLDER = re.compile(rf"(?:[\W_\d]*+(?:{'|'.join(PLACEHOLDER_WORDS)}))+[\W_\d]*+",
-                          re.IGNORECASE)
+PLACEHOLDER_WORDS = (
+    "change",
+    "me",
+    "secret",
+    "token",
+    "password",
+    "streamlearn",
+    "example",
+    "test",
+    "your",
+    "here",
+    "my",
+    "default",
+    "dummy",
+    "placeholder",
+)
+_PLACEHOLDER = re.compile(
+    rf"(?:[\W_\d]*+(?:{'|'.join(PLACEHOLDER_WORDS)}))+[\W_\d]*+", re.IGNORECASE
+)
 # "xxxxxxxxxxxxxxxx", "0000000000000000", "abababab...": fewer distinct characters than this.
 _MIN_DISTINCT_CHARS = 4
 TOKEN_HINT = "use 16 or more random characters, e.g. from `openssl rand -hex 24`"
@@ -305,8 +322,9 @@ class KswinSettings(Section):
     @model_validator(mode="after")
     def _stat_inside_window(self) -> KswinSettings:
         if self.stat_size >= self.window_size:
-            raise ValueError(f"stat_size ({self.stat_size}) must be below window_size "
-                             f"({self.window_size})")
+            raise ValueError(
+                f"stat_size ({self.stat_size}) must be below window_size ({self.window_size})"
+            )
         return self
 
 
@@ -477,7 +495,9 @@ class LogSettings(Section):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="STREAMLEARN_", env_nested_delimiter="__", extra="forbid",
+        env_prefix="STREAMLEARN_",
+        env_nested_delimiter="__",
+        extra="forbid",
         # The input holds the token: an error's text (a child process logs one) must not.
         hide_input_in_errors=True,
     )
@@ -496,14 +516,20 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _error_signal_needs_classes(self) -> Settings:
         if self.drift.signal == "error" and self.model.task != "classification":
-            raise ValueError("drift.signal: 'error' needs model.task: classification "
-                             "(a regression has no right or wrong; use 'loss')")
+            raise ValueError(
+                "drift.signal: 'error' needs model.task: classification "
+                "(a regression has no right or wrong; use 'loss')"
+            )
         if self.experts.replay.class_balanced and self.model.task != "classification":
-            raise ValueError("experts.replay.class_balanced needs model.task: classification "
-                             "(every distinct regression target would get its own reservoir)")
+            raise ValueError(
+                "experts.replay.class_balanced needs model.task: classification "
+                "(every distinct regression target would get its own reservoir)"
+            )
         if self.adapt.method in ("tent", "cotta") and self.model.task != "classification":
-            raise ValueError(f"adapt.method: {self.adapt.method!r} needs model.task: "
-                             "classification (it learns from predicted classes); use 'norm'")
+            raise ValueError(
+                f"adapt.method: {self.adapt.method!r} needs model.task: "
+                "classification (it learns from predicted classes); use 'norm'"
+            )
         return self
 
     @classmethod
@@ -575,7 +601,7 @@ REDACTED = _Redacted()
 def _redact(loc: tuple[int | str, ...], value: Any) -> Any:
     """``value``, found at ``loc``, with every secret setting in it replaced: a section's
     cross-field error gets the whole section as its input, the top level's everything."""
-    if any(loc[:len(path)] == path for path in _secret_paths(Settings)):
+    if any(loc[: len(path)] == path for path in _secret_paths(Settings)):
         return REDACTED
     if isinstance(value, dict):
         return {key: _redact((*loc, key), item) for key, item in value.items()}

@@ -34,11 +34,12 @@ def read_environment(environ: Mapping[str, str], sections: Collection[str]) -> d
     for name in sorted(environ):
         if not name.upper().startswith(PREFIX):
             continue
-        path = name[len(PREFIX):].lower().split(DELIMITER)
+        path = name[len(PREFIX) :].lower().split(DELIMITER)
         if path[0] not in sections:
             if len(path) > 1:
-                problems.append(f"{name}: unknown section {path[0]!r}; sections: "
-                                f"{', '.join(sections)}")
+                problems.append(
+                    f"{name}: unknown section {path[0]!r}; sections: {', '.join(sections)}"
+                )
             continue
         if not all(path):
             problems.append(f"{name}: empty key between '{DELIMITER}' delimiters")
@@ -80,5 +81,6 @@ def _put(data: dict[str, Any], path: list[str], value: Any) -> None:
             child = node[part] = {}
         node = child
     current = node.get(path[-1])
-    node[path[-1]] = (merge(current, value) if isinstance(current, dict)
-                      and isinstance(value, Mapping) else value)
+    node[path[-1]] = (
+        merge(current, value) if isinstance(current, dict) and isinstance(value, Mapping) else value
+    )

@@ -55,9 +55,13 @@ def ours(name: str, **overrides: Any) -> Run:
         detector = build_detector(DriftSettings(detector=name, **overrides))
         found: list[int] = []
         for start in range(0, len(values), 1_024):
-            found += [start + a.index for a in detector.update_many(values[start:start + 1_024])
-                      if a.signal is DriftSignal.DRIFT]
+            found += [
+                start + a.index
+                for a in detector.update_many(values[start : start + 1_024])
+                if a.signal is DriftSignal.DRIFT
+            ]
         return found
+
     return run
 
 
@@ -70,6 +74,7 @@ def river_default(kind: str) -> Run:
             if detector.drift_detected:
                 found.append(i)
         return found
+
     return run
 
 
@@ -86,8 +91,9 @@ def score(streams: list[Stream], horizon: int) -> dict[str, dict[str, Any]]:
         tally = Tally()
         chosen = streams[: max(1, len(streams) // 10)] if name in SLOW else streams
         for stream in chosen:
-            tally.add(run(stream.values), stream.changes, stream.accept_from, horizon,
-                      len(stream.values))
+            tally.add(
+                run(stream.values), stream.changes, stream.accept_from, horizon, len(stream.values)
+            )
         out[name] = {**tally.summary(), "streams": len(chosen)}
     return out
 
@@ -118,8 +124,7 @@ def learner_scenarios(seeds: int) -> dict[str, Any]:
 
 def stable_scenarios(n: int) -> dict[str, Any]:
     results = {}
-    streams = {f"stable {d}": Stream(d, noise(d, n, 100)) for d in ("normal", "gamma",
-                                                                      "bernoulli")}
+    streams = {f"stable {d}": Stream(d, noise(d, n, 100)) for d in ("normal", "gamma", "bernoulli")}
     progress("stable engine losses")
     streams["stable engine losses"] = stable_learning(200_000, 0)
     for label, stream in streams.items():
@@ -128,8 +133,11 @@ def stable_scenarios(n: int) -> dict[str, Any]:
         for name, run in contenders().items():
             values = stream.values[: len(stream.values) // 10] if name in SLOW else stream.values
             alarms = run(values)
-            row[name] = {"samples": len(values), "false_alarms": len(alarms),
-                         "false_alarms_per_100k": round(len(alarms) / len(values) * 1e5, 3)}
+            row[name] = {
+                "samples": len(values),
+                "false_alarms": len(alarms),
+                "false_alarms_per_100k": round(len(alarms) / len(values) * 1e5, 3),
+            }
         results[label] = row
     return results
 
@@ -138,15 +146,20 @@ def annotated_scenarios() -> dict[str, Any]:
     progress("annotated change-point series")
     short = {"warmup": 50, "refractory": 10, "false_alarms_per_100k": 2_000}
     results: dict[str, Any] = {}
-    datasets = [annotated.AirlinePassengers(), annotated.Apple(), annotated.Bitcoin(),
-                annotated.BrentSpotPrice(), annotated.Occupancy(), annotated.RunLog(),
-                annotated.UKCoalEmploy()]
+    datasets = [
+        annotated.AirlinePassengers(),
+        annotated.Apple(),
+        annotated.Bitcoin(),
+        annotated.BrentSpotPrice(),
+        annotated.Occupancy(),
+        annotated.RunLog(),
+        annotated.UKCoalEmploy(),
+    ]
     for name, run in contenders(**short).items():
         f1s = {}
         for dataset in datasets:
             values = np.array([_value(y) for _, y in dataset], dtype=np.float64)
-            f1s[type(dataset).__name__] = round(f1_with_margin(run(values),
-                                                               dataset.annotations), 3)
+            f1s[type(dataset).__name__] = round(f1_with_margin(run(values), dataset.annotations), 3)
         results[name] = {"mean_f1": round(float(np.mean(list(f1s.values()))), 3), **f1s}
     return results
 
@@ -170,7 +183,8 @@ def update_costs() -> dict[str, Any]:
         began = time.perf_counter()
         run(values)
         results[f"river {kind} (defaults)"] = {
-            "one_at_a_time": round((time.perf_counter() - began) / len(values) * 1e6, 3)}
+            "one_at_a_time": round((time.perf_counter() - began) / len(values) * 1e6, 3)
+        }
     return results
 
 
@@ -187,19 +201,24 @@ def _cost_batch(name: str, values: np.ndarray, size: int) -> float:
     detector = build_detector(DriftSettings(detector=name))
     began = time.perf_counter()
     for start in range(0, len(values), size):
-        detector.update_many(values[start:start + size])
+        detector.update_many(values[start : start + size])
     return round((time.perf_counter() - began) / len(values) * 1e6, 3)
 
 
 def targets(results: dict[str, Any]) -> dict[str, bool]:
     """The issue's targets for the default detector."""
-    abrupt_ok = all(row[DEFAULT]["missed"] == 0 and row[DEFAULT]["median_delay"] <= 50
-                    for label, row in results["changes"].items()
-                    if label.startswith("abrupt") and "+0.5" not in label)
-    stable_ok = all(row[DEFAULT]["false_alarms_per_100k"] <= 1.0
-                    for row in results["stable"].values())
-    return {"median_delay_le_50_no_miss_for_1sd_plus": abrupt_ok,
-            "false_alarms_le_1_per_100k": stable_ok}
+    abrupt_ok = all(
+        row[DEFAULT]["missed"] == 0 and row[DEFAULT]["median_delay"] <= 50
+        for label, row in results["changes"].items()
+        if label.startswith("abrupt") and "+0.5" not in label
+    )
+    stable_ok = all(
+        row[DEFAULT]["false_alarms_per_100k"] <= 1.0 for row in results["stable"].values()
+    )
+    return {
+        "median_delay_le_50_no_miss_for_1sd_plus": abrupt_ok,
+        "false_alarms_le_1_per_100k": stable_ok,
+    }
 
 
 def progress(what: str) -> None:
@@ -218,8 +237,12 @@ def main() -> None:
     began = time.perf_counter()
     results: dict[str, Any] = {
         "machine": {"python": platform.python_version(), "cpu": platform.processor()},
-        "settings": {"reps": args.reps, "seeds": args.seeds, "stable": args.stable,
-                     "default_detector": DEFAULT},
+        "settings": {
+            "reps": args.reps,
+            "seeds": args.seeds,
+            "stable": args.stable,
+            "default_detector": DEFAULT,
+        },
         "changes": {**abrupt_scenarios(args.reps), **learner_scenarios(args.seeds)},
         "stable": stable_scenarios(args.stable),
         "annotated_f1": annotated_scenarios(),
@@ -244,8 +267,9 @@ def print_tables(results: dict[str, Any]) -> None:
     print("| stream | " + " | ".join(names) + " |")
     print("|---" * (len(names) + 1) + "|")
     for label, row in results["stable"].items():
-        print(f"| {label} | " + " | ".join(str(row[n]["false_alarms_per_100k"])
-                                           for n in names) + " |")
+        print(
+            f"| {label} | " + " | ".join(str(row[n]["false_alarms_per_100k"]) for n in names) + " |"
+        )
     print("\nAnnotated change-point series, mean F1 (margin 5)")
     for name, row in results["annotated_f1"].items():
         print(f"  {name}: {row['mean_f1']}")
@@ -258,8 +282,9 @@ def print_tables(results: dict[str, Any]) -> None:
 def _cell(s: dict[str, Any]) -> str:
     if s["median_delay"] is None:
         return f"- / - / {s['missed']}m / {s['false_alarms']}fa"
-    return (f"{s['median_delay']:.0f} / {s['p90_delay']:.0f} / {s['missed']}m / "
-            f"{s['false_alarms']}fa")
+    return (
+        f"{s['median_delay']:.0f} / {s['p90_delay']:.0f} / {s['missed']}m / {s['false_alarms']}fa"
+    )
 
 
 if __name__ == "__main__":

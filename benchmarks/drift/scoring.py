@@ -18,8 +18,14 @@ class Tally:
     false_alarms: int = 0
     stable_samples: int = 0  # samples outside any change's detection window
 
-    def add(self, alarms: Sequence[int], changes: Sequence[int], accept_from: Sequence[int],
-            horizon: int, n: int) -> None:
+    def add(
+        self,
+        alarms: Sequence[int],
+        changes: Sequence[int],
+        accept_from: Sequence[int],
+        horizon: int,
+        n: int,
+    ) -> None:
         detected = 0
         windows = []
         for i, (change, start) in enumerate(zip(changes, accept_from, strict=True)):
@@ -43,13 +49,17 @@ class Tally:
             "changes": self.changes,
             "missed": self.missed,
             "false_alarms": self.false_alarms,
-            "false_alarms_per_100k": (round(self.false_alarms / self.stable_samples * 1e5, 3)
-                                      if self.stable_samples else None),
+            "false_alarms_per_100k": (
+                round(self.false_alarms / self.stable_samples * 1e5, 3)
+                if self.stable_samples
+                else None
+            ),
         }
 
 
-def f1_with_margin(alarms: Sequence[int], annotations: dict[str, list[int]],
-                   margin: int = 5) -> float:
+def f1_with_margin(
+    alarms: Sequence[int], annotations: dict[str, list[int]], margin: int = 5
+) -> float:
     """Change-point F1, averaged over annotators: a true change matches one alarm within
     ``margin`` samples (the scoring of the Turing change-point benchmark, without its
     convention of counting the first sample as a change)."""
@@ -60,12 +70,10 @@ def f1_with_margin(alarms: Sequence[int], annotations: dict[str, list[int]],
             continue
         used: set[int] = set()
         for change in truth:
-            match = next((a for a in alarms if abs(a - change) <= margin and a not in used),
-                         None)
+            match = next((a for a in alarms if abs(a - change) <= margin and a not in used), None)
             if match is not None:
                 used.add(match)
         precision = len(used) / len(alarms) if alarms else 0.0
         recall = len(used) / len(truth) if truth else 0.0
-        scores.append(2 * precision * recall / (precision + recall)
-                      if precision + recall else 0.0)
+        scores.append(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
     return float(np.mean(scores))

@@ -34,8 +34,7 @@ class Stream:
     accept_from: list[int] = field(default_factory=list)  # earliest index that counts
 
 
-def abrupt(dist: str, shift: float, seed: int, before: int = 3_000, after: int = 2_000
-           ) -> Stream:
+def abrupt(dist: str, shift: float, seed: int, before: int = 3_000, after: int = 2_000) -> Stream:
     values = noise(dist, before + after, seed)
     values[before:] += shift
     return Stream(f"{dist} +{shift}sd", values, [before], [before])
@@ -54,8 +53,10 @@ def noise(dist: str, n: int, seed: int) -> np.ndarray:
 
 def engine_losses(samples: Iterable[dict], n: int, seed: int = 0) -> np.ndarray:
     """Per-sample losses of streamlearn's engine learning ``samples`` test-then-train."""
-    engine = Engine(ModelSettings(hidden=[32], learning_rate=0.005, seed=seed),
-                    drift=DriftSettings(enabled=False))
+    engine = Engine(
+        ModelSettings(hidden=[32], learning_rate=0.005, seed=seed),
+        drift=DriftSettings(enabled=False),
+    )
     out: list[np.ndarray] = []
     batch: list[Sample] = []
     for item in islice(samples, n):
@@ -81,22 +82,25 @@ def _river(stream: Iterable[tuple[dict, object]]) -> Iterator[dict]:
 
 GRADUAL = {  # (before, after) concepts of one river generator
     "sea": lambda seed, variant: synth.SEA(variant=variant, seed=seed),
-    "agrawal": lambda seed, variant: synth.Agrawal(classification_function=variant,
-                                                   seed=seed),
+    "agrawal": lambda seed, variant: synth.Agrawal(classification_function=variant, seed=seed),
 }
 GRADUAL_VARIANTS = {"sea": (0, 3), "agrawal": (0, 2)}
 
 
-def gradual(generator: str, width: int, seed: int, position: int = 10_000,
-            n: int = 16_000) -> Stream:
+def gradual(
+    generator: str, width: int, seed: int, position: int = 10_000, n: int = 16_000
+) -> Stream:
     first, second = GRADUAL_VARIANTS[generator]
     stream = synth.ConceptDriftStream(
-        stream=GRADUAL[generator](seed, first), drift_stream=GRADUAL[generator](seed, second),
-        position=position, width=width, seed=seed)
+        stream=GRADUAL[generator](seed, first),
+        drift_stream=GRADUAL[generator](seed, second),
+        position=position,
+        width=width,
+        seed=seed,
+    )
     values = engine_losses(_river(stream), n, seed)
     # The new concept's share is a sigmoid of width ``width`` around ``position``.
-    return Stream(f"{generator} gradual w={width}", values, [position],
-                  [position - width // 2])
+    return Stream(f"{generator} gradual w={width}", values, [position], [position - width // 2])
 
 
 def recurring(generator: str, seed: int, segment: int = 5_000, segments: int = 9) -> Stream:

@@ -54,13 +54,19 @@ EXPERTS: dict[str, Any] = {}  # expert pool overrides (--spawn)
 
 
 def engine(pool: bool) -> Engine:
-    return Engine(ModelSettings(**MODEL), EngineSettings(max_batch=BATCH),
-                  DriftSettings(enabled=pool), ExpertsSettings(enabled=pool, **EXPERTS))
+    return Engine(
+        ModelSettings(**MODEL),
+        EngineSettings(max_batch=BATCH),
+        DriftSettings(enabled=pool),
+        ExpertsSettings(enabled=pool, **EXPERTS),
+    )
 
 
 def samples(stream: Stream, start: int, end: int) -> list[Sample]:
-    return [Sample(x, int(y)) for x, y in zip(stream.x[start:end].tolist(),
-                                             stream.y[start:end].tolist(), strict=True)]
+    return [
+        Sample(x, int(y))
+        for x, y in zip(stream.x[start:end].tolist(), stream.y[start:end].tolist(), strict=True)
+    ]
 
 
 def run_pool(stream: Stream, enabled: bool = True) -> dict[str, Any]:
@@ -77,19 +83,26 @@ def run_pool(stream: Stream, enabled: bool = True) -> dict[str, Any]:
         end = min(start + BATCH, n)
         if enabled and learner.pool is not None:
             t = time.perf_counter()
-            routed[start:end] = [int(e) for e in learner.pool.route(_scaled(learner, stream,
-                                                                            start, end))]
+            routed[start:end] = [
+                int(e) for e in learner.pool.route(_scaled(learner, stream, start, end))
+            ]
             routing_s += time.perf_counter() - t
         result = learner.process(samples(stream, start, end))
         assert result.errors is not None
         correct[start:end] = (result.errors == 0).numpy()
         assert learner.pool is not None
         active[start:end] = int(learner.pool.active_id)
-        events += [{"kind": e.kind, "expert": e.expert, "sample": e.sample}
-                   for e in result.pool_events]
+        events += [
+            {"kind": e.kind, "expert": e.expert, "sample": e.sample} for e in result.pool_events
+        ]
     seconds = time.perf_counter() - began - routing_s
-    return {"correct": correct, "active": active, "routed": routed, "events": events,
-            "seconds": seconds}
+    return {
+        "correct": correct,
+        "active": active,
+        "routed": routed,
+        "events": events,
+        "seconds": seconds,
+    }
 
 
 def _scaled(learner: Engine, stream: Stream, start: int, end: int) -> torch.Tensor:
@@ -129,10 +142,14 @@ def score(stream: Stream, run: dict[str, Any]) -> dict[str, Any]:
         for start, end, regime in stream.segments:
             recurring[start:end] = regime in {r for s, e, r in stream.segments if e <= start}
         fit = experts_vs_regimes(run["active"], stream.regime)
-        out.update(experts=fit["experts"], regimes=fit["regimes"], purity=fit["purity"],
-                   routing=routing_score(run["routed"], stream.regime),
-                   routing_recurring=routing_score(run["routed"], stream.regime, recurring),
-                   decisions=_count_kinds(run["events"]))
+        out.update(
+            experts=fit["experts"],
+            regimes=fit["regimes"],
+            purity=fit["purity"],
+            routing=routing_score(run["routed"], stream.regime),
+            routing_recurring=routing_score(run["routed"], stream.regime, recurring),
+            decisions=_count_kinds(run["events"]),
+        )
     return out
 
 
@@ -143,8 +160,16 @@ def _count_kinds(events: list[dict[str, Any]]) -> dict[str, int]:
     return kinds
 
 
-def one(name: str, seed: int, cycles: int, segment: int, batch: int, model: dict[str, Any],
-        experts: dict[str, Any], river: bool) -> dict[str, Any]:
+def one(
+    name: str,
+    seed: int,
+    cycles: int,
+    segment: int,
+    batch: int,
+    model: dict[str, Any],
+    experts: dict[str, Any],
+    river: bool,
+) -> dict[str, Any]:
     """Every learner on one stream and seed (runs in a worker process)."""
     global BATCH
     BATCH = batch
@@ -153,13 +178,19 @@ def one(name: str, seed: int, cycles: int, segment: int, batch: int, model: dict
     torch.set_num_threads(1)
     stream = build(name, cycles, segment, seed)
     runs: dict[str, dict[str, Any]] = {
-        "pool": run_pool(stream), "single": run_pool(stream, enabled=False),
-        "oracle": run_oracle(stream)}
+        "pool": run_pool(stream),
+        "single": run_pool(stream, enabled=False),
+        "oracle": run_oracle(stream),
+    }
     for model_name in RIVER_MODELS if river else ():
         baseline = run_river(model_name, stream, seed)
         runs[model_name] = {"correct": baseline.correct, "seconds": baseline.seconds}
-    return {"stream": name, "seed": seed, "samples": len(stream.y),
-            "learners": {learner: score(stream, run) for learner, run in runs.items()}}
+    return {
+        "stream": name,
+        "seed": seed,
+        "samples": len(stream.y),
+        "learners": {learner: score(stream, run) for learner, run in runs.items()},
+    }
 
 
 def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -172,42 +203,55 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, fl
             figures = [r["learners"][learner] for r in runs]
             table[name][learner] = {
                 key: statistics.median(f[key] for f in figures)
-                for key, value in figures[0].items() if isinstance(value, int | float)}
+                for key, value in figures[0].items()
+                if isinstance(value, int | float)
+            }
     return table
 
 
 def targets(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
     """The issue's targets, checked on the medians."""
-    ratio = {name: row["single"]["recovery"] / max(row["pool"]["recovery"], 1.0)
-             for name, row in table.items()}
-    best_river = {name: max(row[m]["accuracy"] for m in ("arf", "hat"))
-                  for name, row in table.items() if "arf" in row}
+    ratio = {
+        name: row["single"]["recovery"] / max(row["pool"]["recovery"], 1.0)
+        for name, row in table.items()
+    }
+    best_river = {
+        name: max(row[m]["accuracy"] for m in ("arf", "hat"))
+        for name, row in table.items()
+        if "arf" in row
+    }
     return {
         "recovery_vs_single": ratio,
         "recovery_5x_faster": {n: r >= 5 for n, r in ratio.items()},
-        "routing_permuted_digits": table.get("permuted_digits", {}).get("pool", {})
-        .get("routing"),
-        "above_single": {n: row["pool"]["accuracy"] > row["single"]["accuracy"]
-                         for n, row in table.items()},
-        "at_or_above_river_best": {n: table[n]["pool"]["accuracy"] >= best
-                                   for n, best in best_river.items()},
+        "routing_permuted_digits": table.get("permuted_digits", {}).get("pool", {}).get("routing"),
+        "above_single": {
+            n: row["pool"]["accuracy"] > row["single"]["accuracy"] for n, row in table.items()
+        },
+        "at_or_above_river_best": {
+            n: table[n]["pool"]["accuracy"] >= best for n, best in best_river.items()
+        },
     }
 
 
 def print_table(table: dict[str, dict[str, dict[str, float]]]) -> None:
-    print(f"{'stream':17} {'learner':7} {'accuracy':>8} {'recovery':>8} {'experts':>7} "
-          f"{'routing':>7} {'samples/s':>9}")
+    print(
+        f"{'stream':17} {'learner':7} {'accuracy':>8} {'recovery':>8} {'experts':>7} "
+        f"{'routing':>7} {'samples/s':>9}"
+    )
     for name, row in table.items():
         for learner, f in row.items():
             experts = f"{f['experts']:.0f}/{f['regimes']:.0f}" if "experts" in f else ""
             routing = f"{f['routing']:.3f}" if "routing" in f else ""
-            print(f"{name:17} {learner:7} {f['accuracy']:8.3f} {f['recovery']:8.0f} "
-                  f"{experts:>7} {routing:>7} {f['samples_per_s']:9.0f}")
+            print(
+                f"{name:17} {learner:7} {f['accuracy']:8.3f} {f['recovery']:8.0f} "
+                f"{experts:>7} {routing:>7} {f['samples_per_s']:9.0f}"
+            )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--streams", nargs="+", default=list(STREAMS), choices=list(STREAMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--cycles", type=int, default=3, help="visits of every regime")
@@ -218,8 +262,12 @@ def main() -> None:
     # learning a regime in a few thousand samples needs more than 60 updates to do it.
     parser.add_argument("--batch", type=int, default=8, help="samples per learning step")
     parser.add_argument("--lr", type=float, default=0.003, help="the experts' learning rate")
-    parser.add_argument("--spawn", choices=["fresh", "warm_start"],
-                        default=ExpertsSettings().spawn, help="how the pool spawns experts")
+    parser.add_argument(
+        "--spawn",
+        choices=["fresh", "warm_start"],
+        default=ExpertsSettings().spawn,
+        help="how the pool spawns experts",
+    )
     parser.add_argument("--no-river", action="store_true", help="skip river's learners")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
@@ -229,22 +277,45 @@ def main() -> None:
     results = []
     began = time.perf_counter()
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(one, name, seed, args.cycles, args.segment, args.batch,
-                               {"learning_rate": args.lr}, {"spawn": args.spawn},
-                               not args.no_river)
-                   for name, seed in jobs]
+        futures = [
+            pool.submit(
+                one,
+                name,
+                seed,
+                args.cycles,
+                args.segment,
+                args.batch,
+                {"learning_rate": args.lr},
+                {"spawn": args.spawn},
+                not args.no_river,
+            )
+            for name, seed in jobs
+        ]
         for done, future in enumerate(futures, 1):
             results.append(future.result())
-            print(f"[{done}/{len(jobs)}] {results[-1]['stream']} seed {results[-1]['seed']} "
-                  f"({time.perf_counter() - began:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"[{done}/{len(jobs)}] {results[-1]['stream']} seed {results[-1]['seed']} "
+                f"({time.perf_counter() - began:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
     table = summarize(results)
     print_table(table)
-    report = {"machine": platform.machine(), "python": platform.python_version(),
-              "torch": torch.__version__, "cycles": args.cycles, "segment": args.segment,
-              "seeds": args.seeds, "batch": args.batch, "learning_rate": args.lr,
-              "spawn": args.spawn,
-              "seconds": time.perf_counter() - began,
-              "table": table, "targets": targets(table), "runs": results}
+    report = {
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cycles": args.cycles,
+        "segment": args.segment,
+        "seeds": args.seeds,
+        "batch": args.batch,
+        "learning_rate": args.lr,
+        "spawn": args.spawn,
+        "seconds": time.perf_counter() - began,
+        "table": table,
+        "targets": targets(table),
+        "runs": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, default=float) + "\n")
     print(json.dumps(report["targets"], indent=1))

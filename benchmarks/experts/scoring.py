@@ -44,9 +44,13 @@ def rolling(correct: np.ndarray, window: int) -> np.ndarray:
     return (sums[ends] - sums[starts]) / (ends - starts)
 
 
-def recoveries(correct: np.ndarray, segments: Sequence[tuple[int, int, int]],
-               window: int = 200, tolerance: float = 0.02,
-               mode: str = "forward") -> list[Recovery]:
+def recoveries(
+    correct: np.ndarray,
+    segments: Sequence[tuple[int, int, int]],
+    window: int = 200,
+    tolerance: float = 0.02,
+    mode: str = "forward",
+) -> list[Recovery]:
     """For every visit whose regime was seen before: samples until the accuracy is back.
 
     ``earlier`` is the accuracy over the last ``window`` samples of the regime's previous
@@ -66,15 +70,16 @@ def recoveries(correct: np.ndarray, segments: Sequence[tuple[int, int, int]],
     for start, end, regime in segments:
         if regime in last:
             before_start, before_end = last[regime]
-            earlier = float(values[max(before_start, before_end - window):before_end].mean())
+            earlier = float(values[max(before_start, before_end - window) : before_end].mean())
             judge = _forward if mode == "forward" else _trailing
             out.append(judge(values[start:end], regime, start, earlier, window, tolerance))
         last[regime] = (start, end)
     return out
 
 
-def _forward(visit: np.ndarray, regime: int, start: int, earlier: float, window: int,
-             tolerance: float) -> Recovery:
+def _forward(
+    visit: np.ndarray, regime: int, start: int, earlier: float, window: int, tolerance: float
+) -> Recovery:
     sums = np.concatenate(([0.0], np.cumsum(visit)))
     begins = np.arange(max(1, visit.size - min(window, 50) + 1))
     ends = np.minimum(begins + window, visit.size)
@@ -84,10 +89,11 @@ def _forward(visit: np.ndarray, regime: int, start: int, earlier: float, window:
     return Recovery(regime, start, earlier, int(visit.size), False)
 
 
-def _trailing(visit: np.ndarray, regime: int, start: int, earlier: float, window: int,
-              tolerance: float) -> Recovery:
+def _trailing(
+    visit: np.ndarray, regime: int, start: int, earlier: float, window: int, tolerance: float
+) -> Recovery:
     seen = min(window, 50)
-    reached = rolling(visit, window)[seen - 1:] >= earlier - tolerance - EPS
+    reached = rolling(visit, window)[seen - 1 :] >= earlier - tolerance - EPS
     if reached.any():
         return Recovery(regime, start, earlier, seen + int(np.argmax(reached)), True)
     return Recovery(regime, start, earlier, int(visit.size), False)
@@ -119,8 +125,9 @@ def _majority_regime(experts: np.ndarray, regime: np.ndarray) -> np.ndarray:
     return out
 
 
-def routing_accuracy(routed: np.ndarray, regime: np.ndarray,
-                     mask: np.ndarray | None = None) -> float:
+def routing_accuracy(
+    routed: np.ndarray, regime: np.ndarray, mask: np.ndarray | None = None
+) -> float:
     """Fraction of samples routed to an expert that belongs to their true regime.
 
     An expert belongs to the regime it is most often routed on; that mapping is taken over
@@ -155,6 +162,7 @@ def experts_vs_regimes(active: np.ndarray, regime: np.ndarray) -> dict[str, floa
         "regimes": regimes,
         "purity": routing_accuracy(active, regime),
         "regimes_per_expert": pairs.shape[1] / experts if experts else float("nan"),
-        "experts_per_regime": (pairs.shape[1] / np.unique(pairs[1]).size
-                               if experts else float("nan")),
+        "experts_per_regime": (
+            pairs.shape[1] / np.unique(pairs[1]).size if experts else float("nan")
+        ),
     }

@@ -56,8 +56,9 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-def _assemble(name: str, description: str, sources: list[Source], cycles: int,
-              segment: int) -> Stream:
+def _assemble(
+    name: str, description: str, sources: list[Source], cycles: int, segment: int
+) -> Stream:
     """Visit the regimes in order, ``cycles`` times; each visit continues its regime's
     source, which is what makes a recurrence the same concept."""
     if cycles < 1 or segment < 1:
@@ -69,10 +70,17 @@ def _assemble(name: str, description: str, sources: list[Source], cycles: int,
         segments.append((visit * segment, (visit + 1) * segment, regime))
         xs.append(x)
         ys.append(y)
-    regimes = np.concatenate([np.full(end - start, r, dtype=np.int64)
-                              for start, end, r in segments])
-    return Stream(name, description, np.concatenate(xs).astype(np.float32, copy=False),
-                  np.concatenate(ys).astype(np.int64, copy=False), regimes, segments)
+    regimes = np.concatenate(
+        [np.full(end - start, r, dtype=np.int64) for start, end, r in segments]
+    )
+    return Stream(
+        name,
+        description,
+        np.concatenate(xs).astype(np.float32, copy=False),
+        np.concatenate(ys).astype(np.int64, copy=False),
+        regimes,
+        segments,
+    )
 
 
 # --- river generators -----------------------------------------------------------------
@@ -87,6 +95,7 @@ def _river_source(generator: Iterable[tuple[dict[Any, Any], Any]]) -> Source:
         x = np.array([list(features.values()) for features, _ in rows], dtype=np.float32)
         y = np.array([int(label) for _, label in rows], dtype=np.int64)
         return x.reshape(len(rows), -1), y
+
     return draw
 
 
@@ -126,34 +135,73 @@ class _Agrawal(synth.Agrawal):
                 hvalue = self._perturb_value(hvalue, (9 - zipcode) * 100000, 0, 135000)
                 hyears = round(self._perturb_value(hyears, 1, 30))
                 loan = self._perturb_value(loan, 0, 500000)
-            yield {"salary": salary, "commission": commission, "age": age, "elevel": elevel,
-                   "car": car, "zipcode": zipcode, "hvalue": hvalue, "hyears": hyears,
-                   "loan": loan}, y
+            yield (
+                {
+                    "salary": salary,
+                    "commission": commission,
+                    "age": age,
+                    "elevel": elevel,
+                    "car": car,
+                    "zipcode": zipcode,
+                    "hvalue": hvalue,
+                    "hyears": hyears,
+                    "loan": loan,
+                },
+                y,
+            )
 
 
 def sea(cycles: int, segment: int, seed: int) -> Stream:
-    sources = [_river_source(synth.SEA(variant=v, noise=0.1, seed=_regime_seed(seed, v)))
-               for v in range(4)]
-    return _assemble("sea", "river SEA variants 0-3 (thresholds 8, 9, 7, 9.5 on x0 + x1), "
-                     "10% label noise; 3 features, 2 classes", sources, cycles, segment)
+    sources = [
+        _river_source(synth.SEA(variant=v, noise=0.1, seed=_regime_seed(seed, v))) for v in range(4)
+    ]
+    return _assemble(
+        "sea",
+        "river SEA variants 0-3 (thresholds 8, 9, 7, 9.5 on x0 + x1), "
+        "10% label noise; 3 features, 2 classes",
+        sources,
+        cycles,
+        segment,
+    )
 
 
 def agrawal(cycles: int, segment: int, seed: int) -> Stream:
-    sources = [_river_source(_Agrawal(classification_function=f, perturbation=0.05,
-                                      seed=_regime_seed(seed, r)))
-               for r, f in enumerate((0, 2, 4))]
-    return _assemble("agrawal", "river Agrawal functions 0, 2, 4, 5% perturbation; 9 "
-                     "features (categorical ones as floats, raw scales), 2 classes",
-                     sources, cycles, segment)
+    sources = [
+        _river_source(
+            _Agrawal(classification_function=f, perturbation=0.05, seed=_regime_seed(seed, r))
+        )
+        for r, f in enumerate((0, 2, 4))
+    ]
+    return _assemble(
+        "agrawal",
+        "river Agrawal functions 0, 2, 4, 5% perturbation; 9 "
+        "features (categorical ones as floats, raw scales), 2 classes",
+        sources,
+        cycles,
+        segment,
+    )
 
 
 def rbf(cycles: int, segment: int, seed: int) -> Stream:
-    sources = [_river_source(synth.RandomRBF(seed_model=_regime_seed(seed, r),
-                                             seed_sample=_regime_seed(seed, r, offset=50),
-                                             n_classes=3, n_features=10, n_centroids=20))
-               for r in range(3)]
-    return _assemble("rbf", "river RandomRBF, 3 concepts (seed_model) of 20 centroids; 10 "
-                     "features, 3 classes", sources, cycles, segment)
+    sources = [
+        _river_source(
+            synth.RandomRBF(
+                seed_model=_regime_seed(seed, r),
+                seed_sample=_regime_seed(seed, r, offset=50),
+                n_classes=3,
+                n_features=10,
+                n_centroids=20,
+            )
+        )
+        for r in range(3)
+    ]
+    return _assemble(
+        "rbf",
+        "river RandomRBF, 3 concepts (seed_model) of 20 centroids; 10 features, 3 classes",
+        sources,
+        cycles,
+        segment,
+    )
 
 
 # --- digits ---------------------------------------------------------------------------
@@ -166,13 +214,14 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return data.data.astype(np.float32), data.target.astype(np.int64)
 
 
-def _digit_source(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator
-                  ) -> Source:
+def _digit_source(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Source:
     """Uniform draws with replacement; the rng is the stream's, shared by its regimes, so a
     build is deterministic for its seed."""
+
     def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
         pick = rng.integers(0, len(images), n)
         return images[pick], labels[pick]
+
     return draw
 
 
@@ -186,31 +235,50 @@ def permuted_digits(cycles: int, segment: int, seed: int) -> Stream:
     orders = [np.arange(64)] + [shuffle.permutation(64) for _ in range(3)]
     rng = _sampling_rng(seed)
     sources = [_digit_source(images[:, order], labels, rng) for order in orders]
-    return _assemble("permuted_digits", "8x8 digits, regime 0 as they are, regimes 1-3 a "
-                     "fixed random permutation of the 64 pixels; 10 classes",
-                     sources, cycles, segment)
+    return _assemble(
+        "permuted_digits",
+        "8x8 digits, regime 0 as they are, regimes 1-3 a "
+        "fixed random permutation of the 64 pixels; 10 classes",
+        sources,
+        cycles,
+        segment,
+    )
 
 
 def rotated_digits(cycles: int, segment: int, seed: int) -> Stream:
     images, labels = _digits()
     square = images.reshape(-1, 8, 8)
-    rotated = [ndimage.rotate(square, angle, axes=(1, 2), reshape=False, order=1)
-               .reshape(-1, 64) for angle in (0, 45, 90, 135)]
+    rotated = [
+        ndimage.rotate(square, angle, axes=(1, 2), reshape=False, order=1).reshape(-1, 64)
+        for angle in (0, 45, 90, 135)
+    ]
     rng = _sampling_rng(seed)
     sources = [_digit_source(r.astype(np.float32), labels, rng) for r in rotated]
-    return _assemble("rotated_digits", "8x8 digits rotated by 0, 45, 90, 135 degrees "
-                     "(linear interpolation, corners filled with 0); 10 classes",
-                     sources, cycles, segment)
+    return _assemble(
+        "rotated_digits",
+        "8x8 digits rotated by 0, 45, 90, 135 degrees "
+        "(linear interpolation, corners filled with 0); 10 classes",
+        sources,
+        cycles,
+        segment,
+    )
 
 
 def split_digits(cycles: int, segment: int, seed: int) -> Stream:
     images, labels = _digits()
     rng = _sampling_rng(seed)
-    sources = [_digit_source(images[pair], labels[pair], rng)
-               for pair in (np.isin(labels, (d, d + 1)) for d in range(0, 10, 2))]
-    return _assemble("split_digits", "class-incremental 8x8 digits: regimes are the pairs "
-                     "{0,1} ... {8,9}, labels kept as the digit (0..9)",
-                     sources, cycles, segment)
+    sources = [
+        _digit_source(images[pair], labels[pair], rng)
+        for pair in (np.isin(labels, (d, d + 1)) for d in range(0, 10, 2))
+    ]
+    return _assemble(
+        "split_digits",
+        "class-incremental 8x8 digits: regimes are the pairs "
+        "{0,1} ... {8,9}, labels kept as the digit (0..9)",
+        sources,
+        cycles,
+        segment,
+    )
 
 
 STREAMS: dict[str, Callable[[int, int, int], Stream]] = {

@@ -25,8 +25,9 @@ _DROPOUT = (0.15, 0.25, 0.35, 0.45, 0.55)  # share of pixels set to 0
 _SHIFT = (0.3, 0.5, 0.7, 0.9, 1.2)  # pixels along each axis, sign drawn per image
 
 
-def load_split(seed: int, train_share: float = 0.5
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def load_split(
+    seed: int, train_share: float = 0.5
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Images [n, 8, 8] as float32 and labels, split per class into source and test parts."""
     digits = load_digits()
     images, labels = digits.images.astype(np.float32), digits.target.astype(np.int64)
@@ -41,8 +42,7 @@ def load_split(seed: int, train_share: float = 0.5
     return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
 
 
-def corrupt(images: np.ndarray, name: str, severity: int, rng: np.random.Generator
-            ) -> np.ndarray:
+def corrupt(images: np.ndarray, name: str, severity: int, rng: np.random.Generator) -> np.ndarray:
     """``images`` [n, 8, 8] under corruption ``name`` at ``severity`` (1..5), clipped."""
     if name not in _CORRUPT:
         raise ValueError(f"unknown corruption {name!r}; choose from {CORRUPTIONS}")
@@ -57,8 +57,9 @@ def _noise(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _blur(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
-    return np.stack([ndimage.gaussian_filter(image, _BLUR_SIGMA[s], mode="constant")
-                     for image in x])
+    return np.stack(
+        [ndimage.gaussian_filter(image, _BLUR_SIGMA[s], mode="constant") for image in x]
+    )
 
 
 def _contrast(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
@@ -73,11 +74,18 @@ def _dropout(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
 def _shift(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     """Sub-pixel translation (bilinear): one 8x8 pixel is an eighth of the digit."""
     signs = rng.choice((-1.0, 1.0), size=(x.shape[0], 2))
-    return np.stack([ndimage.shift(image, _SHIFT[s] * sign, order=1, mode="constant")
-                     for image, sign in zip(x, signs, strict=True)])
+    return np.stack(
+        [
+            ndimage.shift(image, _SHIFT[s] * sign, order=1, mode="constant")
+            for image, sign in zip(x, signs, strict=True)
+        ]
+    )
 
 
 _CORRUPT: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
-    "noise": _noise, "blur": _blur, "contrast": _contrast, "dropout": _dropout,
+    "noise": _noise,
+    "blur": _blur,
+    "contrast": _contrast,
+    "dropout": _dropout,
     "shift": _shift,
 }

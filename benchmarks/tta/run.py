@@ -58,8 +58,10 @@ from streamlearn.settings import (
 from streamlearn.types import Sample
 
 RESULTS = Path(__file__).parents[1] / "results" / "tta.json"
-UNGUARDED = {"memory": 0, "guards": {"max_entropy": 1.0, "min_entropy": 0.0,
-                                     "min_marginal": 0.0, "guard_set": 0}}
+UNGUARDED = {
+    "memory": 0,
+    "guards": {"max_entropy": 1.0, "min_entropy": 0.0, "min_marginal": 0.0, "guard_set": 0},
+}
 # Row name -> (adapt.method, other adapt settings, model settings changed).
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "none": ("none", {}, {}),
@@ -75,17 +77,26 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
 ORDERS = ("standard", "class_sorted", "mixed")
 BATCH = 32
 SOURCE_PASSES = 8
-DIGITS_MODEL = {"hidden": [128, 64], "norm": "batch", "standardize": False,
-                "learning_rate": 0.003, "max_classes": 10}
+DIGITS_MODEL = {
+    "hidden": [128, 64],
+    "norm": "batch",
+    "standardize": False,
+    "learning_rate": 0.003,
+    "max_classes": 10,
+}
 TABULAR_MODEL = {"hidden": [64, 64], "norm": "batch", "learning_rate": 0.003, "max_classes": 4}
 
 
 def build(model: dict[str, Any], variant: str, seed: int) -> Engine:
     method, adapt, model_changes = VARIANTS[variant]
     # Drift detection and the pool are off: labels never come, so they would never act.
-    return Engine(ModelSettings(**(model | model_changes), seed=seed),
-                  EngineSettings(max_batch=BATCH), DriftSettings(enabled=False),
-                  ExpertsSettings(enabled=False), AdaptSettings(method=method, **adapt))
+    return Engine(
+        ModelSettings(**(model | model_changes), seed=seed),
+        EngineSettings(max_batch=BATCH),
+        DriftSettings(enabled=False),
+        ExpertsSettings(enabled=False),
+        AdaptSettings(method=method, **adapt),
+    )
 
 
 def learn(engine: Engine, x: np.ndarray, y: np.ndarray, passes: int, seed: int) -> None:
@@ -94,9 +105,14 @@ def learn(engine: Engine, x: np.ndarray, y: np.ndarray, passes: int, seed: int) 
         order = rng.permutation(len(y))
         rows, labels = x[order].tolist(), y[order].tolist()
         for start in range(0, len(rows), BATCH):
-            engine.process([Sample(r, int(label)) for r, label in
-                            zip(rows[start: start + BATCH], labels[start: start + BATCH],
-                                strict=True)])
+            engine.process(
+                [
+                    Sample(r, int(label))
+                    for r, label in zip(
+                        rows[start : start + BATCH], labels[start : start + BATCH], strict=True
+                    )
+                ]
+            )
 
 
 def answer(engine: Engine, x: np.ndarray, tally: Counter[str]) -> np.ndarray:
@@ -104,9 +120,8 @@ def answer(engine: Engine, x: np.ndarray, tally: Counter[str]) -> np.ndarray:
     rows = x.tolist()
     out: list[int] = []
     for start in range(0, len(rows), BATCH):
-        result = engine.process([Sample(r, None) for r in rows[start: start + BATCH]])
-        out += [int(p.prediction) if p.prediction is not None else -1
-                for p in result.predictions]
+        result = engine.process([Sample(r, None) for r in rows[start : start + BATCH]])
+        out += [int(p.prediction) if p.prediction is not None else -1 for p in result.predictions]
         tally["adapted"] += result.adapt.adapted
         tally["skipped"] += result.adapt.skipped
         for _, reason in result.adapt.resets:
@@ -114,12 +129,15 @@ def answer(engine: Engine, x: np.ndarray, tally: Counter[str]) -> np.ndarray:
     return np.array(out)
 
 
-def arrange(domains: list[tuple[str, np.ndarray, np.ndarray]], order: str, seed: int
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def arrange(
+    domains: list[tuple[str, np.ndarray, np.ndarray]], order: str, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows, labels and domain names in the order the stream delivers them."""
     if order == "class_sorted":
-        domains = [(name, x[np.argsort(y, kind="stable")], np.sort(y, kind="stable"))
-                   for name, x, y in domains]
+        domains = [
+            (name, x[np.argsort(y, kind="stable")], np.sort(y, kind="stable"))
+            for name, x, y in domains
+        ]
     x = np.concatenate([d[1] for d in domains])
     y = np.concatenate([d[2] for d in domains])
     names = np.concatenate([[d[0]] * len(d[2]) for d in domains])
@@ -135,11 +153,18 @@ def run_digits(method: str, order: str, seed: int) -> dict[str, Any]:
     learn(engine, _flat(x_train), y_train, SOURCE_PASSES, seed)
     clean_before = _error(answer(frozen_copy(engine), _flat(x_test), Counter()), y_test)
     rng = np.random.default_rng(seed + 1)
-    domains = [(f"{c}-{s}", _flat(digits_c.corrupt(x_test, c, s, rng)), y_test)
-               for c in digits_c.CORRUPTIONS for s in digits_c.SEVERITIES]
+    domains = [
+        (f"{c}-{s}", _flat(digits_c.corrupt(x_test, c, s, rng)), y_test)
+        for c in digits_c.CORRUPTIONS
+        for s in digits_c.SEVERITIES
+    ]
     x, y, names = arrange(domains, order, seed)
     return _stream(engine, x, y, names, _flat(x_test), y_test, clean_before) | {
-        "benchmark": "digits_c", "method": method, "order": order, "seed": seed}
+        "benchmark": "digits_c",
+        "method": method,
+        "order": order,
+        "seed": seed,
+    }
 
 
 def run_tabular(method: str, order: str, seed: int) -> dict[str, Any]:
@@ -152,36 +177,60 @@ def run_tabular(method: str, order: str, seed: int) -> dict[str, Any]:
     domains = []
     for i, severity in enumerate(tabular.SEVERITIES):
         part = slice(5_000 + 2_000 * i, 5_000 + 2_000 * (i + 1))
-        domains.append((f"miscalibration-{severity}",
-                        tabular.miscalibrate(x[part], severity, seed), y[part]))
+        domains.append(
+            (f"miscalibration-{severity}", tabular.miscalibrate(x[part], severity, seed), y[part])
+        )
     xs, ys, names = arrange(domains, order, seed)
     return _stream(engine, xs, ys, names, x_clean, y_clean, clean_before) | {
-        "benchmark": "tabular", "method": method, "order": order, "seed": seed}
+        "benchmark": "tabular",
+        "method": method,
+        "order": order,
+        "seed": seed,
+    }
 
 
 def frozen_copy(engine: Engine) -> Engine:
     """A frozen twin of ``engine`` (adaptation off), to measure without disturbing it."""
-    twin = Engine(engine.settings, engine.engine_settings, DriftSettings(enabled=False),
-                  ExpertsSettings(enabled=False), AdaptSettings(method="none"))
+    twin = Engine(
+        engine.settings,
+        engine.engine_settings,
+        DriftSettings(enabled=False),
+        ExpertsSettings(enabled=False),
+        AdaptSettings(method="none"),
+    )
     state = engine.state_dict()
     state["adapt"] = None
     twin.load_state_dict(state)
     return twin
 
 
-def _stream(engine: Engine, x: np.ndarray, y: np.ndarray, names: np.ndarray,
-            x_clean: np.ndarray, y_clean: np.ndarray, clean_before: float) -> dict[str, Any]:
+def _stream(
+    engine: Engine,
+    x: np.ndarray,
+    y: np.ndarray,
+    names: np.ndarray,
+    x_clean: np.ndarray,
+    y_clean: np.ndarray,
+    clean_before: float,
+) -> dict[str, Any]:
     tally: Counter[str] = Counter()
     began = time.perf_counter()
     wrong = answer(engine, x, tally) != y
     seconds = time.perf_counter() - began
     # Domains in their standard order (corruption, then severity), whatever the arrival.
-    per_domain = {str(name): float(wrong[names == name].mean())
-                  for name in sorted(set(names.tolist()), key=_domain_key)}
+    per_domain = {
+        str(name): float(wrong[names == name].mean())
+        for name in sorted(set(names.tolist()), key=_domain_key)
+    }
     clean_after = _error(answer(frozen_copy(engine), x_clean, Counter()), y_clean)
-    return {"mean_error": float(np.mean(list(per_domain.values()))),
-            "per_domain": per_domain, "clean_before": clean_before, "clean_after": clean_after,
-            "rows_per_s": len(y) / seconds, "tally": dict(tally)}
+    return {
+        "mean_error": float(np.mean(list(per_domain.values()))),
+        "per_domain": per_domain,
+        "clean_before": clean_before,
+        "clean_after": clean_after,
+        "rows_per_s": len(y) / seconds,
+        "tally": dict(tally),
+    }
 
 
 def _flat(images: np.ndarray) -> np.ndarray:
@@ -205,7 +254,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for r in results:
         table.setdefault(r["benchmark"], {}).setdefault(r["order"], {}).setdefault(
-            r["method"], []).append(r)
+            r["method"], []
+        ).append(r)
     out: dict[str, Any] = {}
     for benchmark, orders in table.items():
         for order, methods in orders.items():
@@ -216,12 +266,17 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
                 out.setdefault(benchmark, {}).setdefault(order, {})[method] = {
                     "mean_error": _mean(r["mean_error"] for r in runs),
                     "per_seed": [round(r["mean_error"], 4) for r in runs],
-                    "groups": {g: _mean(r["per_domain"][d] for r in runs for d in names)
-                               for g, names in groups.items()},
-                    "severities": {g: _mean(r["per_domain"][d] for r in runs for d in names)
-                                   for g, names in severities.items()},
-                    "worst_domain": max(domains, key=lambda d: _mean(
-                        r["per_domain"][d] for r in runs)),
+                    "groups": {
+                        g: _mean(r["per_domain"][d] for r in runs for d in names)
+                        for g, names in groups.items()
+                    },
+                    "severities": {
+                        g: _mean(r["per_domain"][d] for r in runs for d in names)
+                        for g, names in severities.items()
+                    },
+                    "worst_domain": max(
+                        domains, key=lambda d: _mean(r["per_domain"][d] for r in runs)
+                    ),
                     "clean_before": _mean(r["clean_before"] for r in runs),
                     "clean_after": _mean(r["clean_after"] for r in runs),
                     "rows_per_s": _mean(r["rows_per_s"] for r in runs),
@@ -253,10 +308,12 @@ def targets(table: dict[str, Any]) -> dict[str, Any]:
     digits = table.get("digits_c", {})
     out: dict[str, Any] = {}
     if "standard" in digits and {"none", "cotta"} <= set(digits["standard"]):
-        ratio = digits["standard"]["cotta"]["mean_error"] / \
-            digits["standard"]["none"]["mean_error"]
-        out["cotta_vs_source_standard"] = {"ratio": round(ratio, 3), "target": 0.6,
-                                           "met": ratio <= 0.6}
+        ratio = digits["standard"]["cotta"]["mean_error"] / digits["standard"]["none"]["mean_error"]
+        out["cotta_vs_source_standard"] = {
+            "ratio": round(ratio, 3),
+            "target": 0.6,
+            "met": ratio <= 0.6,
+        }
     # The default, auto, is cotta on these batch-norm networks (and none on the plain MLP,
     # where it is the source model itself).
     default_ok = {}
@@ -265,13 +322,15 @@ def targets(table: dict[str, Any]) -> dict[str, Any]:
         for order, methods in orders.items():
             if {"none", "cotta"} <= set(methods):
                 default_ok[f"{benchmark}/{order}"] = (
-                    methods["cotta"]["mean_error"] <= methods["none"]["mean_error"])
+                    methods["cotta"]["mean_error"] <= methods["none"]["mean_error"]
+                )
             if {"none-plain-mlp", "cotta-plain-mlp"} <= set(methods):
                 plain_gap[f"{benchmark}/{order}"] = round(
                     methods["cotta-plain-mlp"]["mean_error"]
-                    - methods["none-plain-mlp"]["mean_error"], 4)
-    out["default_never_worse_than_source"] = {"orders": default_ok,
-                                              "met": all(default_ok.values())}
+                    - methods["none-plain-mlp"]["mean_error"],
+                    4,
+                )
+    out["default_never_worse_than_source"] = {"orders": default_ok, "met": all(default_ok.values())}
     out["cotta_minus_source_on_plain_mlp"] = plain_gap
     return out
 
@@ -283,16 +342,20 @@ def markdown(table: dict[str, Any]) -> str:
     for benchmark, orders in table.items():
         for order, methods in orders.items():
             groups = list(next(iter(methods.values()))["groups"])
-            lines += [f"\n{benchmark}, {order} order (error, mean of seeds)\n",
-                      "| method | " + " | ".join(groups) + " | mean | per seed | clean after "
-                      "| rows/s |",
-                      "| --- |" + " ---: |" * (len(groups) + 4)]
+            lines += [
+                f"\n{benchmark}, {order} order (error, mean of seeds)\n",
+                "| method | " + " | ".join(groups) + " | mean | per seed | clean after | rows/s |",
+                "| --- |" + " ---: |" * (len(groups) + 4),
+            ]
             for method, row in methods.items():
                 cells = [f"{row['groups'][g]:.3f}" for g in groups]
                 seeds = " / ".join(f"{v:.3f}" for v in row["per_seed"])
-                lines.append(f"| {method} | " + " | ".join(cells) +
-                             f" | **{row['mean_error']:.3f}** | {seeds} | "
-                             f"{row['clean_after']:.3f} | {row['rows_per_s']:,.0f} |")
+                lines.append(
+                    f"| {method} | "
+                    + " | ".join(cells)
+                    + f" | **{row['mean_error']:.3f}** | {seeds} | "
+                    f"{row['clean_after']:.3f} | {row['rows_per_s']:,.0f} |"
+                )
         lines += _severity_table(benchmark, orders)
     return "\n".join(lines)
 
@@ -300,9 +363,11 @@ def markdown(table: dict[str, Any]) -> str:
 def _severity_table(benchmark: str, orders: dict[str, Any]) -> list[str]:
     methods = list(next(iter(orders.values())))
     severities = list(next(iter(next(iter(orders.values())).values()))["severities"])
-    lines = [f"\n{benchmark}, error per severity (mean over corruptions and seeds)\n",
-             "| order | method | " + " | ".join(s.split()[-1] for s in severities) + " |",
-             "| --- | --- |" + " ---: |" * len(severities)]
+    lines = [
+        f"\n{benchmark}, error per severity (mean over corruptions and seeds)\n",
+        "| order | method | " + " | ".join(s.split()[-1] for s in severities) + " |",
+        "| --- | --- |" + " ---: |" * len(severities),
+    ]
     for order, rows in orders.items():
         for method in methods:
             cells = [f"{rows[method]['severities'][s]:.3f}" for s in severities]
@@ -311,18 +376,25 @@ def _severity_table(benchmark: str, orders: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
-                        help="rows to run (default: all)")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(VARIANTS),
+        choices=list(VARIANTS),
+        help="rows to run (default: all)",
+    )
     parser.add_argument("--orders", nargs="+", default=list(ORDERS), choices=ORDERS)
     parser.add_argument("--no-tabular", action="store_true", help="Digits-C only")
     parser.add_argument("--quick", action="store_true", help="one seed")
     parser.add_argument("--workers", type=int, default=2, help="processes running jobs")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--table", action="store_true",
-                        help="print the markdown tables of --out's results and exit")
+    parser.add_argument(
+        "--table", action="store_true", help="print the markdown tables of --out's results and exit"
+    )
     args = parser.parse_args()
     if args.table:
         print(markdown(json.loads(args.out.read_text())["table"]))
@@ -330,22 +402,37 @@ def main() -> None:
     seeds = args.seeds[:1] if args.quick else args.seeds
     jobs = [("digits_c", m, o, s) for s in seeds for o in args.orders for m in args.methods]
     if not args.no_tabular:
-        jobs += [("tabular", m, o, s) for s in seeds for o in args.orders if o != "mixed"
-                 for m in args.methods]
+        jobs += [
+            ("tabular", m, o, s)
+            for s in seeds
+            for o in args.orders
+            if o != "mixed"
+            for m in args.methods
+        ]
     began = time.perf_counter()
     results = []
     with ProcessPoolExecutor(args.workers) as pool:
         for done, result in enumerate(pool.map(run, jobs), start=1):
             results.append(result)
-            print(f"[{done}/{len(jobs)}] {result['benchmark']} {result['order']} "
-                  f"{result['method']} seed {result['seed']}: mean error "
-                  f"{result['mean_error']:.3f}, clean after {result['clean_after']:.3f}",
-                  flush=True)
+            print(
+                f"[{done}/{len(jobs)}] {result['benchmark']} {result['order']} "
+                f"{result['method']} seed {result['seed']}: mean error "
+                f"{result['mean_error']:.3f}, clean after {result['clean_after']:.3f}",
+                flush=True,
+            )
     table = summarize(results)
-    report = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
-                          "cores": len(__import__("os").sched_getaffinity(0))},
-              "seconds": round(time.perf_counter() - began, 1), "seeds": seeds,
-              "table": table, "targets": targets(table), "runs": results}
+    report = {
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cores": len(__import__("os").sched_getaffinity(0)),
+        },
+        "seconds": round(time.perf_counter() - began, 1),
+        "seeds": seeds,
+        "table": table,
+        "targets": targets(table),
+        "runs": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(markdown(table))

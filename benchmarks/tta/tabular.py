@@ -23,11 +23,17 @@ _FEATURE_SD = 0.3  # RandomRBF features lie in [0, 1] with about this spread
 
 def generate(seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` samples of a seeded RandomRBF concept, features [n, 10] and classes [n]."""
-    stream = synth.RandomRBF(seed_model=seed, seed_sample=seed + 1, n_classes=N_CLASSES,
-                             n_features=N_FEATURES, n_centroids=20)
+    stream = synth.RandomRBF(
+        seed_model=seed,
+        seed_sample=seed + 1,
+        n_classes=N_CLASSES,
+        n_features=N_FEATURES,
+        n_centroids=20,
+    )
     rows = list(itertools.islice(stream, n))
-    x = np.array([[v for _, v in sorted(features.items())] for features, _ in rows],
-                 dtype=np.float32)
+    x = np.array(
+        [[v for _, v in sorted(features.items())] for features, _ in rows], dtype=np.float32
+    )
     return x, np.array([label for _, label in rows], dtype=np.int64)
 
 

@@ -63,8 +63,13 @@ class _Expertise:
 
 
 class Adapter:
-    def __init__(self, settings: AdaptSettings, method: str, seed: int,
-                 image_shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: AdaptSettings,
+        method: str,
+        seed: int,
+        image_shape: Sequence[int] | None = None,
+    ) -> None:
         if method not in METHODS:
             raise ValueError(f"adapt.method: {method!r} is not one of {METHODS}")
         self.settings = settings
@@ -82,8 +87,9 @@ class Adapter:
         if y.dtype == torch.long:
             state.guard.remember(x, y)
 
-    def offer(self, expert_id: str, module: nn.Module, x: Tensor, n_classes: int,
-              report: AdaptReport) -> None:
+    def offer(
+        self, expert_id: str, module: nn.Module, x: Tensor, n_classes: int, report: AdaptReport
+    ) -> None:
         """Rows the expert answered; adapt once enough of them are waiting."""
         state = self._state(expert_id)
         state.pending.append(x.detach())
@@ -93,8 +99,14 @@ class Adapter:
         state.pending = []
         self._step(expert_id, state, module, rows, n_classes, report)
 
-    def offer_routed(self, members: Mapping[str, Member], x: Tensor, experts: Sequence[str],
-                     n_classes: int, report: AdaptReport) -> int:
+    def offer_routed(
+        self,
+        members: Mapping[str, Member],
+        x: Tensor,
+        experts: Sequence[str],
+        n_classes: int,
+        report: AdaptReport,
+    ) -> int:
         """Offer each routed expert its rows; the adaptation steps and resets taken."""
         before = report.steps
         for expert_id, rows in rows_by_expert(experts).items():
@@ -117,8 +129,15 @@ class Adapter:
         guard sets and rows waiting."""
         return sum(_tensor_bytes(state) for state in self.state_dict()["experts"].values())
 
-    def _step(self, expert_id: str, state: _Expertise, module: nn.Module, x: Tensor,
-              n_classes: int, report: AdaptReport) -> None:
+    def _step(
+        self,
+        expert_id: str,
+        state: _Expertise,
+        module: nn.Module,
+        x: Tensor,
+        n_classes: int,
+        report: AdaptReport,
+    ) -> None:
         if state.anchor is None or state.stale:
             self._anchor(state, module, n_classes)
         entropy, predicted = self._predictions(module, x, n_classes)
@@ -136,8 +155,9 @@ class Adapter:
             report.resets.append((expert_id, reason))
             report.steps += 1
 
-    def _count(self, state: _Expertise, entropy: Tensor, n_classes: int,
-               report: AdaptReport) -> None:
+    def _count(
+        self, state: _Expertise, entropy: Tensor, n_classes: int, report: AdaptReport
+    ) -> None:
         """New rows the filter let in count as adapted (all of them for norm statistics)."""
         learns = self.method != "norm" and n_classes >= 2
         skipped = int((~state.guard.confident(entropy)).sum()) if learns else 0
@@ -149,8 +169,14 @@ class Adapter:
         state.guard.adapted += adapted
         state.guard.steps += 1
 
-    def _collapse(self, state: _Expertise, module: nn.Module, entropy: Tensor,
-                  predicted: Tensor, n_classes: int) -> str | None:
+    def _collapse(
+        self,
+        state: _Expertise,
+        module: nn.Module,
+        entropy: Tensor,
+        predicted: Tensor,
+        n_classes: int,
+    ) -> str | None:
         guard = state.guard
         reason = guard.observe(entropy, predicted, n_classes)
         if reason is None and guard.guard_set_dropped(module, n_classes):
@@ -159,8 +185,7 @@ class Adapter:
             reason = "periodic"
         return reason
 
-    def _predictions(self, module: nn.Module, x: Tensor, n_classes: int
-                     ) -> tuple[Tensor, Tensor]:
+    def _predictions(self, module: nn.Module, x: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
         """The served model's view of the rows, before this step adapts on them."""
         was_training = module.training
         module.eval()
@@ -191,8 +216,11 @@ class Adapter:
         state = self.experts.get(expert_id)
         if state is None:
             seed = self.seed + 7919 * (len(self.experts) + 1)
-            state = _Expertise(self._method(), Guard(self.settings.guards, seed),
-                               BalancedMemory(max(self.settings.memory, 1)))
+            state = _Expertise(
+                self._method(),
+                Guard(self.settings.guards, seed),
+                BalancedMemory(max(self.settings.memory, 1)),
+            )
             self.experts[expert_id] = state
         return state
 
@@ -202,10 +230,16 @@ class Adapter:
             return NormStats(s.norm_momentum)
         if self.method == "tent":
             return Tent(s.learning_rate, s.norm_momentum)
-        return CoTTA(learning_rate=s.learning_rate, momentum=s.norm_momentum,
-                     teacher_momentum=s.teacher_momentum, confidence=s.confidence_threshold,
-                     augmentations=s.augmentations, restore=s.restore_probability,
-                     augment=self.augment, generator=self.generator)
+        return CoTTA(
+            learning_rate=s.learning_rate,
+            momentum=s.norm_momentum,
+            teacher_momentum=s.teacher_momentum,
+            confidence=s.confidence_threshold,
+            augmentations=s.augmentations,
+            restore=s.restore_probability,
+            augment=self.augment,
+            generator=self.generator,
+        )
 
     def state_dict(self) -> StateDict:
         return {
@@ -213,16 +247,18 @@ class Adapter:
             "rng": self.generator.get_state(),
             "experts": {
                 expert_id: {
-                    "anchor": state.anchor, "stale": state.stale,
+                    "anchor": state.anchor,
+                    "stale": state.stale,
                     "pending": torch.cat(state.pending).cpu() if state.pending else None,
-                    "method": state.method.state_dict(), "guard": state.guard.state_dict(),
+                    "method": state.method.state_dict(),
+                    "guard": state.guard.state_dict(),
                     "memory": state.memory.state_dict(),
-                } for expert_id, state in self.experts.items()
+                }
+                for expert_id, state in self.experts.items()
             },
         }
 
-    def load_state_dict(self, state: Mapping[str, Any], modules: Mapping[str, nn.Module]
-                        ) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], modules: Mapping[str, nn.Module]) -> None:
         """Restore; ``modules`` are the experts' networks, already loaded."""
         self.experts = {}
         if state["method"] != self.method:  # another method's state does not apply

@@ -17,8 +17,9 @@ from streamlearn.settings import AdaptSettings
 
 
 class Augmenter:
-    def __init__(self, settings: AdaptSettings, image_shape: Sequence[int] | None,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self, settings: AdaptSettings, image_shape: Sequence[int] | None, generator: torch.Generator
+    ) -> None:
         self.noise_sd = settings.noise_sd
         self.dropout = settings.feature_dropout
         self.shape = tuple(image_shape) if image_shape else None
@@ -57,6 +58,7 @@ def _shift(images: Tensor, dy: int, dx: int) -> Tensor:
     """Move the image content by (dy, dx) pixels; what moves in is zero."""
     out = torch.zeros_like(images)
     h, w = images.shape[-2:]
-    out[..., max(dy, 0): h + min(dy, 0), max(dx, 0): w + min(dx, 0)] = \
-        images[..., max(-dy, 0): h + min(-dy, 0), max(-dx, 0): w + min(-dx, 0)]
+    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = images[
+        ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
     return out

@@ -25,9 +25,18 @@ from streamlearn.protocols import StateDict
 
 
 class CoTTA:
-    def __init__(self, *, learning_rate: float, momentum: float, teacher_momentum: float,
-                 confidence: float, augmentations: int, restore: float,
-                 augment: Callable[[Tensor], Tensor], generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        *,
+        learning_rate: float,
+        momentum: float,
+        teacher_momentum: float,
+        confidence: float,
+        augmentations: int,
+        restore: float,
+        augment: Callable[[Tensor], Tensor],
+        generator: torch.Generator,
+    ) -> None:
         self.learning_rate = learning_rate
         self.momentum = momentum  # batch-norm statistics, per step
         self.teacher_momentum = teacher_momentum
@@ -45,8 +54,7 @@ class CoTTA:
         keeps the student's optimizer state, a new method object starts it afresh."""
         if self.student is None:
             self.student = copy.deepcopy(module)
-            self._optimizer = torch.optim.Adam(self.student.parameters(),
-                                               lr=self.learning_rate)
+            self._optimizer = torch.optim.Adam(self.student.parameters(), lr=self.learning_rate)
         else:
             self.student.load_state_dict(module.state_dict())
         self._anchor = dict(anchor)
@@ -81,8 +89,10 @@ class CoTTA:
             unsure = probs.max(dim=1).values < self.confidence
             if bool(unsure.any()):
                 rows = x[unsure]
-                averaged = sum(torch.softmax(teacher(self.augment(rows))[:, :n_classes], dim=1)
-                               for _ in range(self.augmentations))
+                averaged = sum(
+                    torch.softmax(teacher(self.augment(rows))[:, :n_classes], dim=1)
+                    for _ in range(self.augmentations)
+                )
                 probs[unsure] = averaged / self.augmentations
         teacher.train(was_training)
         return probs
@@ -103,8 +113,7 @@ class CoTTA:
             source = self._anchor.get(name)
             if source is None:
                 continue
-            mask = torch.rand(param.shape, generator=self.generator).to(param.device) \
-                < self.restore
+            mask = torch.rand(param.shape, generator=self.generator).to(param.device) < self.restore
             param.copy_(torch.where(mask, source.to(param.device), param))
 
     def state_dict(self) -> StateDict:

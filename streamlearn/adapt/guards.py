@@ -106,8 +106,7 @@ class Guard:
     def accuracy(self, module: nn.Module, n_classes: int) -> float | None:
         held = self.guard_set.rows()
         # Batch statistics need two rows at least.
-        if self.settings.guard_set == 0 or held is None or held[0].shape[0] < 2 \
-                or n_classes < 2:
+        if self.settings.guard_set == 0 or held is None or held[0].shape[0] < 2 or n_classes < 2:
             return None
         x, y = held
         device = next(module.parameters()).device
@@ -124,10 +123,15 @@ class Guard:
         return now is not None and now < self.anchor_accuracy - self.settings.guard_drop
 
     def state_dict(self) -> StateDict:
-        return {"entropy": self._entropy.clone(), "predicted": self._predicted.clone(),
-                "filled": self._filled, "adapted": self.adapted, "steps": self.steps,
-                "anchor_accuracy": self.anchor_accuracy,
-                "guard_set": self.guard_set.state_dict()}
+        return {
+            "entropy": self._entropy.clone(),
+            "predicted": self._predicted.clone(),
+            "filled": self._filled,
+            "adapted": self.adapted,
+            "steps": self.steps,
+            "anchor_accuracy": self.anchor_accuracy,
+            "guard_set": self.guard_set.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.adapted, self.steps = int(state["adapted"]), int(state["steps"])

@@ -77,17 +77,21 @@ class BalancedMemory:
 
         own = counts.get(label, 0) > 0 and excess(label) >= 0
         victim = label if own else max(present, key=excess)
-        slot = min((i for i, held in enumerate(self.labels) if held == victim),
-                   key=self.ages.__getitem__)
+        slot = min(
+            (i for i, held in enumerate(self.labels) if held == victim), key=self.ages.__getitem__
+        )
         counts[victim] -= 1
         counts[label] = counts.get(label, 0) + 1
         self.labels[slot], self.ages[slot] = label, self._arrivals
         return slot
 
     def state_dict(self) -> StateDict:
-        return {"x": self.rows().cpu().clone() if self.x is not None else None,
-                "labels": torch.tensor(self.labels, dtype=torch.long),
-                "ages": torch.tensor(self.ages, dtype=torch.long), "arrivals": self._arrivals}
+        return {
+            "x": self.rows().cpu().clone() if self.x is not None else None,
+            "labels": torch.tensor(self.labels, dtype=torch.long),
+            "ages": torch.tensor(self.ages, dtype=torch.long),
+            "arrivals": self._arrivals,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
         self.clear()
@@ -97,7 +101,7 @@ class BalancedMemory:
             return
         # The newest rows, as many as fit: adapt.memory may be smaller than when saved.
         ages = state["ages"].tolist()
-        keep = sorted(sorted(range(len(ages)), key=ages.__getitem__)[-self.capacity:])
+        keep = sorted(sorted(range(len(ages)), key=ages.__getitem__)[-self.capacity :])
         held = state["x"][keep].to(device)
         self.x = held.new_zeros((self.capacity, *held.shape[1:]))
         self.x[: len(keep)] = held

@@ -33,7 +33,7 @@ def decode(data: bytes) -> dict[str, Any]:
     header = len(MAGIC) + _DIGEST_SIZE
     if len(data) < header or not data.startswith(MAGIC):
         raise CheckpointError("not a streamlearn checkpoint (bad magic or truncated header)")
-    digest, payload = data[len(MAGIC):header], data[header:]
+    digest, payload = data[len(MAGIC) : header], data[header:]
     if hashlib.sha256(payload).digest() != digest:
         raise CheckpointError("checksum mismatch: the file is torn or corrupt")
     try:
@@ -41,6 +41,9 @@ def decode(data: bytes) -> dict[str, Any]:
     except Exception as exc:  # torch raises many types for a bad payload; all mean "refuse"
         raise CheckpointError(f"payload does not load with weights_only=True: {exc}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"unknown checkpoint format {state.get('format')!r}"
-                              if isinstance(state, dict) else "payload is not a mapping")
+        raise CheckpointError(
+            f"unknown checkpoint format {state.get('format')!r}"
+            if isinstance(state, dict)
+            else "payload is not a mapping"
+        )
     return state

@@ -47,12 +47,17 @@ def _adaptation(adapt: dict[str, Any] | None) -> dict[str, Any] | None:
     """Which method, and per expert whether it has an anchor and how many rows wait."""
     if adapt is None:
         return None
-    return {"method": adapt["method"],
-            "experts": {id_: {"anchored": e["anchor"] is not None,
-                              "rows_waiting": 0 if e["pending"] is None
-                              else int(e["pending"].shape[0]),
-                              "adapted_since_anchor": e["guard"]["adapted"]}
-                        for id_, e in adapt["experts"].items()}}
+    return {
+        "method": adapt["method"],
+        "experts": {
+            id_: {
+                "anchored": e["anchor"] is not None,
+                "rows_waiting": 0 if e["pending"] is None else int(e["pending"].shape[0]),
+                "adapted_since_anchor": e["guard"]["adapted"],
+            }
+            for id_, e in adapt["experts"].items()
+        },
+    }
 
 
 def _experts(engine: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -60,19 +65,26 @@ def _experts(engine: dict[str, Any]) -> dict[str, dict[str, Any]]:
     pool = engine.get("pool")
     if pool is None:
         single = engine.get("expert")
-        return {"0": {"parameters": _count_parameters(single.get("module", {}))}
-                } if single else {}
-    return {id_: {"parameters": _count_parameters(m["expert"].get("module", {})),
-                  "samples_learned": m["samples_learned"], "wins": m["wins"],
-                  "replay_samples": sum(r["x"].shape[0] for r in m["replay"]["reservoirs"]
-                                        .values() if r["x"] is not None)}
-            for id_, m in pool["members"].items()}
+        return {"0": {"parameters": _count_parameters(single.get("module", {}))}} if single else {}
+    return {
+        id_: {
+            "parameters": _count_parameters(m["expert"].get("module", {})),
+            "samples_learned": m["samples_learned"],
+            "wins": m["wins"],
+            "replay_samples": sum(
+                r["x"].shape[0] for r in m["replay"]["reservoirs"].values() if r["x"] is not None
+            ),
+        }
+        for id_, m in pool["members"].items()
+    }
 
 
 # What each running sum, divided by the samples scored, is: "correct" sums 1 per right
 # answer, so its mean is the accuracy, not a count of correct answers.
-_SCORES = {"classification": (("correct", "accuracy"), ("loss", "mean_loss")),
-           "regression": (("abs_error", "mean_abs_error"), ("loss", "mean_loss"))}
+_SCORES = {
+    "classification": (("correct", "accuracy"), ("loss", "mean_loss")),
+    "regression": (("abs_error", "mean_abs_error"), ("loss", "mean_loss")),
+}
 
 
 def _prequential(stats: dict[str, Any], task: str | None) -> dict[str, float | int]:

@@ -13,8 +13,20 @@ from streamlearn.types import Offsets, TopicPartition
 
 # Settings that change tensor shapes or meaning: a checkpoint made under other values
 # cannot be loaded into the model these settings build.
-_SHAPE_SETTINGS = ("task", "n_features", "features", "hidden", "activation", "optimizer",
-                   "max_classes", "standardize", "factory", "norm", "architecture", "image_shape")
+_SHAPE_SETTINGS = (
+    "task",
+    "n_features",
+    "features",
+    "hidden",
+    "activation",
+    "optimizer",
+    "max_classes",
+    "standardize",
+    "factory",
+    "norm",
+    "architecture",
+    "image_shape",
+)
 # Shape settings that older checkpoints predate, with the value they were written under.
 _ADDED_LATER = {"norm": "none", "architecture": "mlp", "image_shape": None}
 
@@ -33,8 +45,9 @@ class CheckpointState:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "offsets": [[tp.topic, tp.partition, offset]
-                        for tp, offset in sorted(self.offsets.items())],
+            "offsets": [
+                [tp.topic, tp.partition, offset] for tp, offset in sorted(self.offsets.items())
+            ],
             "lineage": self.lineage,
             "engine": self.engine,
             "model_settings": self.model_settings,
@@ -44,8 +57,12 @@ class CheckpointState:
     def from_dict(cls, state: Mapping[str, Any]) -> CheckpointState:
         try:
             offsets = {TopicPartition(str(t), int(p)): int(o) for t, p, o in state["offsets"]}
-            return cls(offsets, dict(state["engine"]), dict(state["model_settings"]),
-                       str(state.get("lineage", "")))
+            return cls(
+                offsets,
+                dict(state["engine"]),
+                dict(state["model_settings"]),
+                str(state.get("lineage", "")),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint is missing or mangles a section: {exc}") from None
 
@@ -53,10 +70,14 @@ class CheckpointState:
 def check_compatible(state: CheckpointState, model: ModelSettings, path: Path) -> None:
     current = model.model_dump(mode="json")
     written = {**_ADDED_LATER, **state.model_settings}
-    changed = [f"model.{key}: checkpoint {written.get(key)!r}, settings {current[key]!r}"
-               for key in _SHAPE_SETTINGS if written.get(key) != current[key]]
+    changed = [
+        f"model.{key}: checkpoint {written.get(key)!r}, settings {current[key]!r}"
+        for key in _SHAPE_SETTINGS
+        if written.get(key) != current[key]
+    ]
     if changed:
         raise CheckpointError(
             f"{path} was written with other model settings, so its weights do not fit:\n  "
             + "\n  ".join(changed)
-            + "\nRestore those settings, or move the checkpoint directory away to start fresh.")
+            + "\nRestore those settings, or move the checkpoint directory away to start fresh."
+        )

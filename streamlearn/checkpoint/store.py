@@ -38,9 +38,13 @@ class LoadedCheckpoint:
 
 
 class FileCheckpointStore:
-    def __init__(self, directory: Path, keep: int = 3,
-                 on_fallback: Callable[[Path, str], None] | None = None,
-                 write_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        keep: int = 3,
+        on_fallback: Callable[[Path, str], None] | None = None,
+        write_delay_s: float = 0.0,
+    ) -> None:
         self.directory = Path(directory)
         self.keep = keep
         self._on_fallback = on_fallback

@@ -57,18 +57,30 @@ class Checkpointer:
     ``publish_snapshot`` is step 4 of the checkpoint order, called after a durable save.
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics, engine: Engine,
-                 buffer: InputBuffer, endpoints: Endpoints,
-                 publish_snapshot: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        engine: Engine,
+        buffer: InputBuffer,
+        endpoints: Endpoints,
+        publish_snapshot: Callable[[], None],
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.engine = engine
         self.buffer = buffer
         self.endpoints = endpoints
         self.publish_snapshot = publish_snapshot
-        self.store = (FileCheckpointStore(settings.checkpoint.dir, settings.checkpoint.keep,
-                                          on_fallback=self._on_checkpoint_fallback)
-                      if settings.checkpoint.enabled else None)
+        self.store = (
+            FileCheckpointStore(
+                settings.checkpoint.dir,
+                settings.checkpoint.keep,
+                on_fallback=self._on_checkpoint_fallback,
+            )
+            if settings.checkpoint.enabled
+            else None
+        )
         self.positions: Offsets = {}  # assigned partitions: next offset to learn
         self.known: Offsets = {}  # partitions not assigned now: where this lineage stopped
         self.lineage = uuid.uuid4().hex  # a cold start begins a new line of descent
@@ -121,8 +133,12 @@ class Checkpointer:
     def maybe_checkpoint(self) -> None:
         cfg = self.settings.checkpoint
         due = self._revoked or (
-            self._dirty and (self._since_checkpoint >= cfg.every_samples or
-                             time.monotonic() - self._last_checkpoint >= cfg.every_seconds))
+            self._dirty
+            and (
+                self._since_checkpoint >= cfg.every_samples
+                or time.monotonic() - self._last_checkpoint >= cfg.every_seconds
+            )
+        )
         if due and time.monotonic() >= self._next_try:
             self.checkpoint("revoke" if self._revoked else "interval")
 
@@ -134,8 +150,11 @@ class Checkpointer:
             return True
         if self._open_spans:
             self.metrics.checkpoints.labels(result="mid_record").inc()
-            log.warning("checkpoint_refused", reason=reason,
-                        why="a record was only partly learned; the last checkpoint stands")
+            log.warning(
+                "checkpoint_refused",
+                reason=reason,
+                why="a record was only partly learned; the last checkpoint stands",
+            )
             return False
         timeout = flush_timeout_s or self.settings.kafka.flush_timeout_s
         if not sink.flush(timeout):
@@ -146,10 +165,12 @@ class Checkpointer:
 
     def _save(self, reason: str) -> bool:
         assert self.store is not None
-        state = CheckpointState(offsets=self.offsets(),
-                                engine=self.engine.state_dict(),
-                                model_settings=self.settings.model.model_dump(mode="json"),
-                                lineage=self.lineage)
+        state = CheckpointState(
+            offsets=self.offsets(),
+            engine=self.engine.state_dict(),
+            model_settings=self.settings.model.model_dump(mode="json"),
+            lineage=self.lineage,
+        )
         began = time.perf_counter()
         try:
             path = self.store.save(state.to_dict())
@@ -162,8 +183,13 @@ class Checkpointer:
         self.metrics.checkpoint_done()
         self.checkpoints += 1
         self.last_path = str(path)
-        log.info("checkpoint_saved", reason=reason, path=str(path), seconds=round(elapsed, 4),
-                 samples_learned=self.engine.samples_learned)
+        log.info(
+            "checkpoint_saved",
+            reason=reason,
+            path=str(path),
+            seconds=round(elapsed, 4),
+            samples_learned=self.engine.samples_learned,
+        )
         committed = self._commit()
         self.publish_snapshot()
         return committed
@@ -175,8 +201,13 @@ class Checkpointer:
         self._next_try = time.monotonic() + wait
         self.metrics.checkpoints.labels(result=result).inc()
         level = log.error if result == "failed" else log.warning
-        level("checkpoint_" + ("failed" if result == "failed" else "deferred"), reason=reason,
-              why=why, retry_in_s=round(wait, 3), failures=self._failures)
+        level(
+            "checkpoint_" + ("failed" if result == "failed" else "deferred"),
+            reason=reason,
+            why=why,
+            retry_in_s=round(wait, 3),
+            failures=self._failures,
+        )
         return False
 
     def _commit(self) -> bool:
@@ -203,8 +234,11 @@ class Checkpointer:
             self.positions.update(seek)
             self._resuming.update(seek)
         self.metrics.rebalances.labels(kind="assigned").inc()
-        log.info("partitions_assigned", partitions=_names(partitions),
-                 seek={f"{tp.topic}/{tp.partition}": o for tp, o in seek.items()})
+        log.info(
+            "partitions_assigned",
+            partitions=_names(partitions),
+            seek={f"{tp.topic}/{tp.partition}": o for tp, o in seek.items()},
+        )
 
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
         dropped = self.buffer.drop(partitions)
@@ -215,8 +249,9 @@ class Checkpointer:
             self.metrics.forget_partition(tp.topic, tp.partition)
         self._revoked = self._dirty
         self.metrics.rebalances.labels(kind="revoked").inc()
-        log.info("partitions_revoked", partitions=_names(partitions),
-                 buffered_records_dropped=dropped)
+        log.info(
+            "partitions_revoked", partitions=_names(partitions), buffered_records_dropped=dropped
+        )
 
     def reconcile(self, records: list[Record]) -> list[Record]:
         """After a poll, on the learner thread: a partition assigned at this lineage's offset
@@ -236,8 +271,10 @@ class Checkpointer:
             return records
         source.seek(ahead)
         self.positions.update(ahead)
-        log.info("partitions_resumed_from_group", offsets={
-            f"{tp.topic}/{tp.partition}": o for tp, o in ahead.items()})
+        log.info(
+            "partitions_resumed_from_group",
+            offsets={f"{tp.topic}/{tp.partition}": o for tp, o in ahead.items()},
+        )
         return [r for r in records if r.tp not in ahead]
 
 

@@ -55,9 +55,16 @@ class Gauges:
     reporter; ``paused`` (flow control) is the learner loop's and comes with each call.
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics, engine: Engine,
-                 buffer: InputBuffer, endpoints: Endpoints, checkpointer: Checkpointer,
-                 reporter: Reporter) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        engine: Engine,
+        buffer: InputBuffer,
+        endpoints: Endpoints,
+        checkpointer: Checkpointer,
+        reporter: Reporter,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.engine = engine
@@ -116,8 +123,9 @@ class Gauges:
             high = source.highwater(tp)
             if high is not None:
                 lag = max(0, high - position)
-                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)
-                                                 ).set(lag)
+                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    lag
+                )
                 total += lag
         return total
 

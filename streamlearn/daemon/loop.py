@@ -49,6 +49,7 @@ _SHUTDOWN_CLOSE_S = 2.0
 # client's own thread) and costs a fetch round each time.
 _POLL_AT_LEAST_EVERY_S = 1.0
 
+
 class Daemon:
     """Learns online from a source; made of four parts, each passed what it uses:
 
@@ -63,38 +64,61 @@ class Daemon:
     ``snapshots`` publishes serving snapshots (a :class:`SnapshotBoard` unless given).
     """
 
-    def __init__(self, settings: Settings, source_factory: SourceFactory, sink_factory:
-                 SinkFactory, metrics: Metrics | None = None, *,
-                 snapshots: SnapshotPublisher | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        source_factory: SourceFactory,
+        sink_factory: SinkFactory,
+        metrics: Metrics | None = None,
+        *,
+        snapshots: SnapshotPublisher | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.engine = Engine(settings.model, settings.engine, settings.drift, settings.experts,
-                             settings.adapt)
+        self.engine = Engine(
+            settings.model, settings.engine, settings.drift, settings.experts, settings.adapt
+        )
         self.codec = Codec.from_settings(settings)
         self._source_factory = source_factory
         self._sink_factory = sink_factory
         self.endpoints = Endpoints()
         self.buffer = InputBuffer(settings.engine.max_batch, settings.engine.max_wait_ms / 1000)
-        self.checkpointer = Checkpointer(settings, self.metrics, self.engine, self.buffer,
-                                         self.endpoints, publish_snapshot=self._publish_snapshot)
+        self.checkpointer = Checkpointer(
+            settings,
+            self.metrics,
+            self.engine,
+            self.buffer,
+            self.endpoints,
+            publish_snapshot=self._publish_snapshot,
+        )
         self.ready = threading.Event()  # connected to the broker and learning
         # Restored and published: what serves this learner may answer for it from now on.
         self.restored = threading.Event()
         # Serving's two windows into the learner: snapshots out, samples and requests in.
-        self.snapshots: SnapshotPublisher = (SnapshotBoard(self.metrics) if snapshots is None
-                                             else snapshots)
+        self.snapshots: SnapshotPublisher = (
+            SnapshotBoard(self.metrics) if snapshots is None else snapshots
+        )
         self.inbox = Inbox(settings.serve.learn_queue_samples)
         self.drift_history: EventHistory[DriftEvent] = EventHistory(settings.drift.history)
         self.expert_history: EventHistory[PoolEvent] = EventHistory(settings.experts.history)
-        self.reporter = Reporter(self.metrics, self.engine, self.endpoints,
-                                 self.drift_history, self.expert_history)
-        self.gauges = Gauges(settings, self.metrics, self.engine, self.buffer, self.endpoints,
-                             self.checkpointer, self.reporter)
+        self.reporter = Reporter(
+            self.metrics, self.engine, self.endpoints, self.drift_history, self.expert_history
+        )
+        self.gauges = Gauges(
+            settings,
+            self.metrics,
+            self.engine,
+            self.buffer,
+            self.endpoints,
+            self.checkpointer,
+            self.reporter,
+        )
         self._last_publish = 0.0
         # Slow steps must not keep poll() away past kafka.max_poll_interval_ms, or the group
         # takes the member out: poll at least every second, or a quarter of that interval.
-        self._poll_every_s = min(_POLL_AT_LEAST_EVERY_S,
-                                 settings.kafka.max_poll_interval_ms / 1000 / 4)
+        self._poll_every_s = min(
+            _POLL_AT_LEAST_EVERY_S, settings.kafka.max_poll_interval_ms / 1000 / 4
+        )
         self._stop = threading.Event()
         self._paused = False
 
@@ -154,8 +178,7 @@ class Daemon:
     def run(self) -> None:
         """Restore, connect, learn until asked to stop, then checkpoint and close."""
         if not self.start():  # stopped before the broker was reached: nothing to save
-            log.info("daemon_stopped", samples_learned=self.engine.samples_learned,
-                     connected=False)
+            log.info("daemon_stopped", samples_learned=self.engine.samples_learned, connected=False)
             return
         try:
             while not self._stop.is_set():
@@ -172,8 +195,11 @@ class Daemon:
         if not self._connect():
             return False
         self.ready.set()
-        log.info("daemon_ready", topic=self.settings.kafka.input_topic,
-                 group=self.settings.kafka.group_id)
+        log.info(
+            "daemon_ready",
+            topic=self.settings.kafka.input_topic,
+            group=self.settings.kafka.group_id,
+        )
         return True
 
     def restore(self) -> None:
@@ -195,9 +221,13 @@ class Daemon:
         self.checkpointer.resume(state)
         self._sync_codec()
         self.metrics.checkpoint_done()
-        log.info("checkpoint_restored", path=str(loaded.path), skipped=len(loaded.skipped),
-                 samples_learned=self.engine.samples_learned,
-                 offsets={f"{tp.topic}/{tp.partition}": o for tp, o in self.known.items()})
+        log.info(
+            "checkpoint_restored",
+            path=str(loaded.path),
+            skipped=len(loaded.skipped),
+            samples_learned=self.engine.samples_learned,
+            offsets={f"{tp.topic}/{tp.partition}": o for tp, o in self.known.items()},
+        )
 
     def _connect(self) -> bool:
         delay = 0.5
@@ -217,9 +247,12 @@ class Daemon:
         if self.sink is not None:
             self._serve_inbox()
         if not self.checkpoint("shutdown", flush_timeout_s=_SHUTDOWN_FLUSH_S):
-            log.warning("checkpoint_skipped", reason="shutdown",
-                        why="the checkpoint could not be written (see above); the restart "
-                            "resumes from the last one")
+            log.warning(
+                "checkpoint_skipped",
+                reason="shutdown",
+                why="the checkpoint could not be written (see above); the restart "
+                "resumes from the last one",
+            )
         if self.source is not None:
             # Commit only what the last checkpoint holds; never ahead of it.
             self.source.close(commit=None if self.checkpointer.dirty else dict(self.positions))
@@ -233,10 +266,14 @@ class Daemon:
     def step(self) -> None:
         assert self.source is not None
         busy = (self.buffer.due() and not self._outputs_full()) or self.inbox.pending()
-        wait = 0.0 if busy else min(self.buffer.wait_left(),
-                                    self.settings.kafka.poll_timeout_ms / 1000)
+        wait = (
+            0.0
+            if busy
+            else min(self.buffer.wait_left(), self.settings.kafka.poll_timeout_ms / 1000)
+        )
         records = self.checkpointer.reconcile(
-            self.source.poll(self.settings.kafka.max_poll_records, wait))
+            self.source.poll(self.settings.kafka.max_poll_records, wait)
+        )
         if records:
             self._accept(records)
         self._flow_control()
@@ -269,10 +306,14 @@ class Daemon:
         if not self._paused and (self.buffer.samples > limit or self._outputs_full()):
             self.source.pause()
             self._paused = True
-            log.info("input_paused", buffered=self.buffer.samples,
-                     outputs_pending=self.sink.pending)
-        elif (self._paused and self.buffer.samples < limit // 2
-              and self.sink.pending < self.settings.kafka.max_pending_outputs // 2):
+            log.info(
+                "input_paused", buffered=self.buffer.samples, outputs_pending=self.sink.pending
+            )
+        elif (
+            self._paused
+            and self.buffer.samples < limit // 2
+            and self.sink.pending < self.settings.kafka.max_pending_outputs // 2
+        ):
             self.source.resume()
             self._paused = False
             log.info("input_resumed", buffered=self.buffer.samples)
@@ -280,15 +321,20 @@ class Daemon:
 
     def _outputs_full(self) -> bool:
         """Outputs waiting to land reached their bound: learning more would add to them."""
-        return (self.sink is not None
-                and self.sink.pending >= self.settings.kafka.max_pending_outputs)
+        return (
+            self.sink is not None and self.sink.pending >= self.settings.kafka.max_pending_outputs
+        )
 
     def _learn(self, records: list[DecodedRecord]) -> None:
         # Every line logged while this batch is handled names the records it came from.
         first, last = records[0].record, records[-1].record
-        with bound_contextvars(topic=first.topic, partition=first.partition,
-                               offset=first.offset, last_partition=last.partition,
-                               last_offset=last.offset):
+        with bound_contextvars(
+            topic=first.topic,
+            partition=first.partition,
+            offset=first.offset,
+            last_partition=last.partition,
+            last_offset=last.offset,
+        ):
             self._learn_records(records)
 
     def _learn_records(self, records: list[DecodedRecord]) -> None:
@@ -299,17 +345,21 @@ class Daemon:
             self._learn_samples(samples, origins, dead)
             self.checkpointer.advance(records)
 
-    def _learn_samples(self, samples: list[Sample], origins: list[tuple[Record, int | None]],
-                       dead: list[DeadLetter]) -> None:
+    def _learn_samples(
+        self,
+        samples: list[Sample],
+        origins: list[tuple[Record, int | None]],
+        dead: list[DeadLetter],
+    ) -> None:
         """Learn in micro-batches; ``origins[i]`` names where sample i came from."""
         step = self.settings.engine.max_batch
         for start in range(0, len(samples), step):
-            chunk = samples[start: start + step]
+            chunk = samples[start : start + step]
             began = time.perf_counter()
             result = self.engine.process(chunk)
             self.metrics.learn_latency.observe(time.perf_counter() - began)
             self.metrics.batch_size.observe(len(chunk))
-            dead += self.reporter.rejected(result, chunk, origins[start: start + step])
+            dead += self.reporter.rejected(result, chunk, origins[start : start + step])
             self.reporter.publish(result)
             self._maybe_publish_snapshot()  # a long backlog must not freeze serving
         if dead:
@@ -326,18 +376,24 @@ class Daemon:
             self.checkpointer.mark_dirty()
         samples = self.inbox.take(self.inbox.capacity)
         if samples:
-            origins: list[tuple[Record, int | None]] = [(HTTP_RECORD, i)
-                                                        for i in range(len(samples))]
+            origins: list[tuple[Record, int | None]] = [
+                (HTTP_RECORD, i) for i in range(len(samples))
+            ]
             with self.checkpointer.learning():
                 self._learn_samples(samples, origins, [])
         for request in self.inbox.take_checkpoint_requests():
             saved = self.checkpoint("api")
-            request.set_result({
-                "saved": saved, "path": self.checkpointer.last_path,
-                "samples_learned": self.engine.samples_learned,
-                "offsets": {f"{tp.topic}/{tp.partition}": o
-                            for tp, o in self.checkpointer.offsets().items()},
-            })
+            request.set_result(
+                {
+                    "saved": saved,
+                    "path": self.checkpointer.last_path,
+                    "samples_learned": self.engine.samples_learned,
+                    "offsets": {
+                        f"{tp.topic}/{tp.partition}": o
+                        for tp, o in self.checkpointer.offsets().items()
+                    },
+                }
+            )
 
     def _sync_codec(self) -> None:
         if self.codec.n_features is None and self.engine.n_features is not None:
@@ -367,7 +423,9 @@ def kafka_daemon(settings: Settings, metrics: Metrics | None = None) -> Daemon:
     from streamlearn.sinks.kafka import KafkaSink
     from streamlearn.sources.kafka import KafkaSource
 
-    return Daemon(settings,
-                  source_factory=lambda listener: KafkaSource(settings.kafka, listener),
-                  sink_factory=lambda metrics: KafkaSink(settings.kafka, metrics),
-                  metrics=metrics)
+    return Daemon(
+        settings,
+        source_factory=lambda listener: KafkaSource(settings.kafka, listener),
+        sink_factory=lambda metrics: KafkaSink(settings.kafka, metrics),
+        metrics=metrics,
+    )

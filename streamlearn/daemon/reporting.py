@@ -36,9 +36,14 @@ class Reporter:
     expert pool.
     """
 
-    def __init__(self, metrics: Metrics, engine: Engine, endpoints: Endpoints,
-                 drift_history: EventHistory[DriftEvent],
-                 expert_history: EventHistory[PoolEvent]) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        engine: Engine,
+        endpoints: Endpoints,
+        drift_history: EventHistory[DriftEvent],
+        expert_history: EventHistory[PoolEvent],
+    ) -> None:
         self.metrics = metrics
         self.engine = engine
         self.endpoints = endpoints
@@ -87,10 +92,13 @@ class Reporter:
         for expert, reason in report.resets:
             self.metrics.tta_resets.labels(reason=reason).inc()
             self.counts["adapt_resets"] += 1
-            log.warning("tta_reset", expert=expert, reason=reason,
-                        model_version=self.engine.version)
-            sink.event("tta_reset", {"expert": expert, "reason": reason,
-                                     "model_version": self.engine.version})
+            log.warning(
+                "tta_reset", expert=expert, reason=reason, model_version=self.engine.version
+            )
+            sink.event(
+                "tta_reset",
+                {"expert": expert, "reason": reason, "model_version": self.engine.version},
+            )
 
     def _drift_events(self, events: list[DriftEvent]) -> None:
         """Count, log and keep every event; drifts also go to the events topic."""
@@ -106,8 +114,9 @@ class Reporter:
             self.metrics.drift_events.labels(**labels).inc()
             self.drifts += 1
             self.last_drift_sample = event.sample
-            log.warning("drift_detected", **labels, sample=event.sample,
-                        model_version=event.model_version)
+            log.warning(
+                "drift_detected", **labels, sample=event.sample, model_version=event.model_version
+            )
             sink.event("drift", event.to_dict())
 
     def _pool_events(self, events: list[PoolEvent]) -> None:
@@ -132,8 +141,9 @@ class Reporter:
             self.metrics.steps_skipped.labels(reason=reason).inc(count)
             self.counts["steps_skipped"] += count
             if self._guard_log.allow():
-                log.warning("step_skipped", reason=reason, count=count,
-                            model_version=self.engine.version)
+                log.warning(
+                    "step_skipped", reason=reason, count=count, model_version=self.engine.version
+                )
         self._guard_suppressed()
 
     def _recycled(self, recycled: list[Recycled]) -> None:
@@ -142,8 +152,13 @@ class Reporter:
             self.metrics.classes_recycled.inc()
             self.counts["classes_recycled"] += 1
             if self._guard_log.allow():
-                log.warning("class_recycled", index=item.index, old=_short(item.old),
-                            old_count=item.old_count, new=_short(item.new))
+                log.warning(
+                    "class_recycled",
+                    index=item.index,
+                    old=_short(item.old),
+                    old_count=item.old_count,
+                    new=_short(item.new),
+                )
         self._guard_suppressed()
 
     def _guard_suppressed(self) -> None:
@@ -153,8 +168,9 @@ class Reporter:
     # -- dead letters ----------------------------------------------------------------------
 
     @staticmethod
-    def rejected(result: StepResult, chunk: list[Sample],
-                 origins: list[tuple[Record, int | None]]) -> list[DeadLetter]:
+    def rejected(
+        result: StepResult, chunk: list[Sample], origins: list[tuple[Record, int | None]]
+    ) -> list[DeadLetter]:
         """Dead letters for the samples of ``chunk`` the engine refused, with their origin."""
         out = []
         for rejection in result.rejections:
@@ -171,11 +187,17 @@ class Reporter:
             self.metrics.records_invalid.labels(reason=item.reason).inc()
             self.counts["invalid"] += 1
             if self._dead_log.allow():
-                with bound_contextvars(topic=item.source.topic,
-                                       partition=item.source.partition,
-                                       offset=item.source.offset):
-                    log.warning("record_invalid", sample_index=item.sample_index,
-                                reason=item.reason, detail=item.detail)
+                with bound_contextvars(
+                    topic=item.source.topic,
+                    partition=item.source.partition,
+                    offset=item.source.offset,
+                ):
+                    log.warning(
+                        "record_invalid",
+                        sample_index=item.sample_index,
+                        reason=item.reason,
+                        detail=item.detail,
+                    )
         if suppressed := self._dead_log.take_suppressed():
             log.warning("record_invalid_suppressed", count=suppressed)
 
@@ -200,5 +222,6 @@ def _original_bytes(sample: Sample, record: Record) -> bytes:
 
 
 def _sample_json(sample: Any) -> bytes:
-    return json.dumps({"x": sample.x, "y": sample.y, "id": sample.id, "task": sample.task,
-                       "ts": sample.ts}).encode()
+    return json.dumps(
+        {"x": sample.x, "y": sample.y, "id": sample.id, "task": sample.task, "ts": sample.ts}
+    ).encode()

@@ -131,12 +131,15 @@ class BaseDetector:
                 i += skip
             elif self.baseline.n < self.warmup:
                 take = min(self.warmup - self.baseline.n, len(xs) - i)
-                self._warm(xs[i: i + take])
+                self._warm(xs[i : i + take])
                 self._last = DriftSignal.NONE
                 i += take
             else:
-                end = len(xs) if self.settling is None else min(
-                    len(xs), i + self.warmup - self.settling.n)
+                end = (
+                    len(xs)
+                    if self.settling is None
+                    else min(len(xs), i + self.warmup - self.settling.n)
+                )
                 block = self.settling
                 signals = self._scan(xs[i:end])
                 alarms += self._events(signals, offset=i)
@@ -147,7 +150,7 @@ class BaseDetector:
                     # A test that restarted settling did so at its last value: the new
                     # block begins there, as on the one-value path.
                     first = i if self.settling is block else i + len(signals) - 1
-                    self._settle(xs[first: i + len(signals)])
+                    self._settle(xs[first : i + len(signals)])
                 i += len(signals)
                 self._last = last
         return alarms
@@ -177,10 +180,15 @@ class BaseDetector:
         return self._level()
 
     def state_dict(self) -> StateDict:
-        return {"name": self.name, "cooldown": self._cooldown, "last": int(self._last),
-                "n_drifts": self.n_drifts, "baseline": self.baseline.state_dict(),
-                "settling": self.settling.state_dict() if self.settling else None,
-                "test": self._test_state()}
+        return {
+            "name": self.name,
+            "cooldown": self._cooldown,
+            "last": int(self._last),
+            "n_drifts": self.n_drifts,
+            "baseline": self.baseline.state_dict(),
+            "settling": self.settling.state_dict() if self.settling else None,
+            "test": self._test_state(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state["name"] != self.name:
@@ -273,8 +281,9 @@ def events_of(signals: Sequence[DriftSignal]) -> list[DriftAlarm]:
     out: list[DriftAlarm] = []
     previous = DriftSignal.NONE
     for i, signal in enumerate(signals):
-        if signal is DriftSignal.DRIFT or (signal is DriftSignal.WARNING
-                                           and previous is not DriftSignal.WARNING):
+        if signal is DriftSignal.DRIFT or (
+            signal is DriftSignal.WARNING and previous is not DriftSignal.WARNING
+        ):
             out.append(DriftAlarm(i, signal))
         previous = signal
     return out

@@ -56,6 +56,7 @@ def cusum_threshold(k: float, arl0: float, warmup: int) -> float:
     Raises ValueError when none does: the penalty grows with h squared, so a short warm-up
     caps the run length any threshold can promise.
     """
+
     def penalized(h: float) -> float:
         return _log_arl0(h, k) - log_warmup_penalty(h + _OVERSHOOT, k, warmup)
 
@@ -65,8 +66,10 @@ def cusum_threshold(k: float, arl0: float, warmup: int) -> float:
     # The penalized log run length is concave in h: find its peak, then search below it.
     best = max((0.25 * i for i in range(1, 801)), key=penalized)
     if not enough(best):
-        raise ValueError(f"warmup={warmup} is too short to promise {1e5 / arl0:g} false alarms "
-                         "per 100k samples: lengthen the warm-up or accept more false alarms")
+        raise ValueError(
+            f"warmup={warmup} is too short to promise {1e5 / arl0:g} false alarms "
+            "per 100k samples: lengthen the warm-up or accept more false alarms"
+        )
     low, high = 0.0, best
     for _ in range(60):
         mid = (low + high) / 2

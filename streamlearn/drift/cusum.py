@@ -39,9 +39,16 @@ Direction = Literal["up", "both"]
 class Cusum(BaseDetector):
     name = "cusum"
 
-    def __init__(self, k: float = 0.5, arl0: float = 1e6, clip: float = 2.5,
-                 direction: Direction = "up", warmup: int = 500, refractory: int = 500,
-                 warning_fraction: float = 0.5) -> None:
+    def __init__(
+        self,
+        k: float = 0.5,
+        arl0: float = 1e6,
+        clip: float = 2.5,
+        direction: Direction = "up",
+        warmup: int = 500,
+        refractory: int = 500,
+        warning_fraction: float = 0.5,
+    ) -> None:
         super().__init__(warmup, refractory, warning_fraction)
         self.k = k
         self.clip = clip

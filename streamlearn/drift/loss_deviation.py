@@ -30,9 +30,16 @@ from streamlearn.types import DriftSignal
 class LossDeviation(BaseDetector):
     name = "loss_deviation"
 
-    def __init__(self, window: int = 50, memory: int = 5_000, arl0: float = 1e6,
-                 clip: float = 2.5, warmup: int = 500, refractory: int = 500,
-                 warning_fraction: float = 0.5) -> None:
+    def __init__(
+        self,
+        window: int = 50,
+        memory: int = 5_000,
+        arl0: float = 1e6,
+        clip: float = 2.5,
+        warmup: int = 500,
+        refractory: int = 500,
+        warning_fraction: float = 0.5,
+    ) -> None:
         super().__init__(warmup, refractory, warning_fraction)
         self.window = window
         self.alpha = 1.0 / memory
@@ -46,7 +53,7 @@ class LossDeviation(BaseDetector):
 
     def _set_scale(self) -> None:
         super()._set_scale()
-        self.ref_mean, self.ref_var = self.baseline.mean, self.baseline.std ** 2
+        self.ref_mean, self.ref_var = self.baseline.mean, self.baseline.std**2
 
     def _test(self, value: float) -> DriftSignal:
         spread = self.clip * max(math.sqrt(self.ref_var), MIN_SPREAD)
@@ -82,8 +89,13 @@ class LossDeviation(BaseDetector):
         self.z = 0.0
 
     def _test_state(self) -> StateDict:
-        return {"recent": list(self.recent), "recent_sum": self.recent_sum,
-                "ref_mean": self.ref_mean, "ref_var": self.ref_var, "z": self.z}
+        return {
+            "recent": list(self.recent),
+            "recent_sum": self.recent_sum,
+            "ref_mean": self.ref_mean,
+            "ref_var": self.ref_var,
+            "z": self.z,
+        }
 
     def _load_test_state(self, state: Mapping[str, Any]) -> None:
         self.recent = deque(float(v) for v in state["recent"])

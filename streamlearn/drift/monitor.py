@@ -50,23 +50,35 @@ class DriftMonitor:
             self.detectors[expert] = build_detector(self.settings)
         return self.detectors[expert]
 
-    def observe(self, expert: str, values: Tensor, first_sample: int,
-                model_version: int) -> list[DriftEvent]:
+    def observe(
+        self, expert: str, values: Tensor, first_sample: int, model_version: int
+    ) -> list[DriftEvent]:
         xs = values.detach().double().cpu().numpy()
         positions = np.arange(len(xs))
         finite = np.isfinite(xs)
         if not finite.all():
             # A diverged model's NaN or Inf loss would poison the detector's sums for good;
             # the values are left out and the positions of the rest kept.
-            log.warning("drift_values_skipped", expert=expert, count=int((~finite).sum()),
-                        reason="non-finite loss")
+            log.warning(
+                "drift_values_skipped",
+                expert=expert,
+                count=int((~finite).sum()),
+                reason="non-finite loss",
+            )
             xs, positions = xs[finite], positions[finite]
         alarms = self.detector(expert).update_many(xs)
         now = time.time()
-        return [DriftEvent("drift" if alarm.signal is DriftSignal.DRIFT else "warning",
-                           self.settings.detector, expert,
-                           first_sample + int(positions[alarm.index]), model_version, now)
-                for alarm in alarms]
+        return [
+            DriftEvent(
+                "drift" if alarm.signal is DriftSignal.DRIFT else "warning",
+                self.settings.detector,
+                expert,
+                first_sample + int(positions[alarm.index]),
+                model_version,
+                now,
+            )
+            for alarm in alarms
+        ]
 
     def rearm(self, expert: str) -> None:
         """The expert's losses will change for a known reason: re-estimate its baseline."""
@@ -80,15 +92,18 @@ class DriftMonitor:
         return {expert: d.statistic for expert, d in self.detectors.items()}
 
     def state_dict(self) -> StateDict:
-        return {"detector": self.settings.detector,
-                "experts": {e: d.state_dict() for e, d in self.detectors.items()}}
+        return {
+            "detector": self.settings.detector,
+            "experts": {e: d.state_dict() for e, d in self.detectors.items()},
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.detectors = {}
         if state["detector"] != self.settings.detector:
             # Another algorithm's statistics mean nothing to this one: start it fresh.
-            log.warning("drift_state_discarded", saved=state["detector"],
-                        configured=self.settings.detector)
+            log.warning(
+                "drift_state_discarded", saved=state["detector"], configured=self.settings.detector
+            )
             return
         for expert, detector_state in state["experts"].items():
             self.detector(expert).load_state_dict(detector_state)

@@ -28,9 +28,15 @@ from streamlearn.types import DriftSignal
 class PageHinkley(BaseDetector):
     name = "page_hinkley"
 
-    def __init__(self, delta: float = 0.5, arl0: float = 1e6, clip: float = 2.5,
-                 warmup: int = 500, refractory: int = 500,
-                 warning_fraction: float = 0.5) -> None:
+    def __init__(
+        self,
+        delta: float = 0.5,
+        arl0: float = 1e6,
+        clip: float = 2.5,
+        warmup: int = 500,
+        refractory: int = 500,
+        warning_fraction: float = 0.5,
+    ) -> None:
         super().__init__(warmup, refractory, warning_fraction)
         self.delta = delta
         self.clip = clip
@@ -61,8 +67,9 @@ class PageHinkley(BaseDetector):
         level = m - m_min
         crossed = level > self.threshold
         stop = int(crossed.argmax()) if crossed.any() else len(xs) - 1
-        signals: Signals = (level[: stop + 1] > self.warning_fraction * self.threshold
-                            ).astype(np.int8)
+        signals: Signals = (level[: stop + 1] > self.warning_fraction * self.threshold).astype(
+            np.int8
+        )
         if crossed[stop]:
             signals[-1] = DRIFT
         self.count = int(counts[stop])

@@ -14,22 +14,38 @@ from streamlearn.settings import DriftSettings
 
 
 def _cusum(s: DriftSettings) -> BaseDetector:
-    return Cusum(k=s.cusum.k, arl0=arl_from_rate(s.false_alarms_per_100k), clip=s.clip,
-                 direction=s.cusum.direction, warmup=s.warmup, refractory=s.refractory,
-                 warning_fraction=s.warning_fraction)
+    return Cusum(
+        k=s.cusum.k,
+        arl0=arl_from_rate(s.false_alarms_per_100k),
+        clip=s.clip,
+        direction=s.cusum.direction,
+        warmup=s.warmup,
+        refractory=s.refractory,
+        warning_fraction=s.warning_fraction,
+    )
 
 
 def _page_hinkley(s: DriftSettings) -> BaseDetector:
-    return PageHinkley(delta=s.page_hinkley.delta, arl0=arl_from_rate(s.false_alarms_per_100k),
-                       clip=s.clip, warmup=s.warmup, refractory=s.refractory,
-                       warning_fraction=s.warning_fraction)
+    return PageHinkley(
+        delta=s.page_hinkley.delta,
+        arl0=arl_from_rate(s.false_alarms_per_100k),
+        clip=s.clip,
+        warmup=s.warmup,
+        refractory=s.refractory,
+        warning_fraction=s.warning_fraction,
+    )
 
 
 def _loss_deviation(s: DriftSettings) -> BaseDetector:
-    return LossDeviation(window=s.loss_deviation.window, memory=s.loss_deviation.memory,
-                         arl0=arl_from_rate(s.false_alarms_per_100k), clip=s.clip,
-                         warmup=s.warmup,
-                         refractory=s.refractory, warning_fraction=s.warning_fraction)
+    return LossDeviation(
+        window=s.loss_deviation.window,
+        memory=s.loss_deviation.memory,
+        arl0=arl_from_rate(s.false_alarms_per_100k),
+        clip=s.clip,
+        warmup=s.warmup,
+        refractory=s.refractory,
+        warning_fraction=s.warning_fraction,
+    )
 
 
 def _adwin(s: DriftSettings) -> BaseDetector:

@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 
 class RiverDetector(BaseDetector):
-    def __init__(self, params: Mapping[str, Any], refractory: int = 500,
-                 replay_limit: int = 20_000) -> None:
+    def __init__(
+        self, params: Mapping[str, Any], refractory: int = 500, replay_limit: int = 20_000
+    ) -> None:
         super().__init__(warmup=0, refractory=refractory, warning_fraction=1.0)
         self.params = dict(params)
         self.replay: deque[float] = deque(maxlen=replay_limit)
@@ -54,8 +55,10 @@ class RiverDetector(BaseDetector):
         self.river = self._build()
 
     def _test_state(self) -> StateDict:
-        return {"params": dict(self.params),
-                "replay": torch.tensor(list(self.replay), dtype=torch.float64)}
+        return {
+            "params": dict(self.params),
+            "replay": torch.tensor(list(self.replay), dtype=torch.float64),
+        }
 
     def _load_test_state(self, state: Mapping[str, Any]) -> None:
         self._clear()

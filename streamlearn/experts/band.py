@@ -74,8 +74,13 @@ class LossBand:
         return max(0.0, self.mean - width), self.mean + width
 
     def state_dict(self) -> StateDict:
-        return {"memory": self.memory, "skipped": self.skipped, "n": self.n,
-                "mean": self.mean, "var": self.var}
+        return {
+            "memory": self.memory,
+            "skipped": self.skipped,
+            "n": self.n,
+            "mean": self.mean,
+            "var": self.var,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.memory, self.n = int(state["memory"]), int(state["n"])

@@ -22,8 +22,12 @@ from streamlearn.settings import ModelSettings
 
 
 class NeuralExpert:
-    def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer,
-                 task: Literal["classification", "regression"]) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        task: Literal["classification", "regression"],
+    ) -> None:
         self.module = module
         self.optimizer = optimizer
         self.task = task
@@ -51,8 +55,11 @@ class NeuralExpert:
         return losses.detach()
 
     def state_dict(self) -> StateDict:
-        return {"module": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "n_seen": self.n_seen}
+        return {
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "n_seen": self.n_seen,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
@@ -61,8 +68,9 @@ class NeuralExpert:
         self.guard.reset()
 
 
-def build_expert(settings: ModelSettings, n_features: int, device: torch.device,
-                 seed: int | None = None) -> Expert:
+def build_expert(
+    settings: ModelSettings, n_features: int, device: torch.device, seed: int | None = None
+) -> Expert:
     """The expert the settings describe, seeded (``model.seed`` unless given), on ``device``."""
     built = build_network(settings, n_features, seed)
     if not isinstance(built, nn.Module):
@@ -71,15 +79,17 @@ def build_expert(settings: ModelSettings, n_features: int, device: torch.device,
     return NeuralExpert(module, _optimizer(settings, module), settings.task)
 
 
-def build_network(settings: ModelSettings, n_features: int,
-                  seed: int | None = None) -> nn.Module | Expert:
+def build_network(
+    settings: ModelSettings, n_features: int, seed: int | None = None
+) -> nn.Module | Expert:
     """The network the settings describe, without an optimizer (what serving rebuilds), or
     the whole Expert a user's factory returned."""
     n_outputs = settings.max_classes if settings.task == "classification" else 1
     torch.manual_seed(settings.seed if seed is None else seed)
     if settings.factory is not None:
         built = load_factory(settings.factory)(
-            n_features=n_features, n_outputs=n_outputs, settings=settings)
+            n_features=n_features, n_outputs=n_outputs, settings=settings
+        )
         if not isinstance(built, nn.Module):
             if not all(hasattr(built, m) for m in ("predict", "learn", "state_dict")):
                 raise ModelError("model.factory: must return a torch.nn.Module or an Expert")
@@ -98,8 +108,12 @@ def _build_module(settings: ModelSettings, n_features: int, n_outputs: int) -> n
 def _optimizer(settings: ModelSettings, module: nn.Module) -> torch.optim.Optimizer:
     params = module.parameters()
     if settings.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=settings.learning_rate, momentum=settings.momentum,
-                               weight_decay=settings.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=settings.learning_rate,
+            momentum=settings.momentum,
+            weight_decay=settings.weight_decay,
+        )
     return torch.optim.Adam(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
 

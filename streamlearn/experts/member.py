@@ -36,8 +36,9 @@ class PoolEvent:
 
 
 class Member:
-    def __init__(self, id_: str, slot: int, expert: Expert, band: LossBand,
-                 replay: ReplayBuffer, sample: int) -> None:
+    def __init__(
+        self, id_: str, slot: int, expert: Expert, band: LossBand, replay: ReplayBuffer, sample: int
+    ) -> None:
         self.id = id_
         self.slot = slot  # its output of the selector network
         self.expert = expert
@@ -65,8 +66,9 @@ class Member:
         hits = correct.double().cpu()
         weight = 1 - (1 - 1 / ACCURACY_MEMORY) ** hits.numel()
         mean = float(hits.mean())
-        self.accuracy = mean if math.isnan(self.accuracy) else (
-            self.accuracy + weight * (mean - self.accuracy))
+        self.accuracy = (
+            mean if math.isnan(self.accuracy) else (self.accuracy + weight * (mean - self.accuracy))
+        )
 
     def usefulness(self, sample: int, half_life: int) -> float:
         """Wins, halved for every ``half_life`` samples since the expert was last active."""
@@ -78,12 +80,20 @@ class Member:
         return weights + self.replay.nbytes
 
     def state_dict(self) -> StateDict:
-        return {"slot": self.slot, "expert": self.expert.state_dict(),
-                "band": self.band.state_dict(), "replay": self.replay.state_dict(),
-                "created": self.created, "created_sample": self.created_sample,
-                "samples_learned": self.samples_learned, "steps": self.steps,
-                "last_active": self.last_active, "last_active_sample": self.last_active_sample,
-                "wins": self.wins, "accuracy": self.accuracy}
+        return {
+            "slot": self.slot,
+            "expert": self.expert.state_dict(),
+            "band": self.band.state_dict(),
+            "replay": self.replay.state_dict(),
+            "created": self.created,
+            "created_sample": self.created_sample,
+            "samples_learned": self.samples_learned,
+            "steps": self.steps,
+            "last_active": self.last_active,
+            "last_active_sample": self.last_active_sample,
+            "wins": self.wins,
+            "accuracy": self.accuracy,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
         self.expert.load_state_dict(state["expert"])

@@ -65,10 +65,14 @@ class Decision:
         return {e: s / max(self.count, 1) for e, s in self.loss_sums.items()}
 
     def state_dict(self) -> StateDict:
-        return {"sample": self.sample, "x": torch.cat(self.x).cpu() if self.x else None,
-                "raw": torch.cat(self.raw).cpu() if self.raw else None,
-                "y": torch.cat(self.y).cpu() if self.y else None,
-                "loss_sums": dict(self.loss_sums), "count": self.count}
+        return {
+            "sample": self.sample,
+            "x": torch.cat(self.x).cpu() if self.x else None,
+            "raw": torch.cat(self.raw).cpu() if self.raw else None,
+            "y": torch.cat(self.y).cpu() if self.y else None,
+            "loss_sums": dict(self.loss_sums),
+            "count": self.count,
+        }
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], device: torch.device) -> Decision:
@@ -82,9 +86,16 @@ class Decision:
 
 
 class ExpertPool:
-    def __init__(self, settings: ExpertsSettings, factory: ExpertFactory, loss_fn: LossFn,
-                 n_features: int, device: torch.device, seed: int,
-                 scale: Callable[[Tensor], Tensor] = lambda x: x) -> None:
+    def __init__(
+        self,
+        settings: ExpertsSettings,
+        factory: ExpertFactory,
+        loss_fn: LossFn,
+        n_features: int,
+        device: torch.device,
+        seed: int,
+        scale: Callable[[Tensor], Tensor] = lambda x: x,
+    ) -> None:
         self.settings = settings
         self.factory = factory
         self.loss_fn = loss_fn
@@ -97,8 +108,9 @@ class ExpertPool:
         # Steps the experts' guards skipped or undone, by reason, since last taken.
         self.skips: Counter[str] = Counter()
         self.scale = scale  # raw inputs -> the experts' inputs, with today's statistics
-        self.selector = Selector(settings.selector, n_features, settings.max_experts, device,
-                                 seed, scale)
+        self.selector = Selector(
+            settings.selector, n_features, settings.max_experts, device, seed, scale
+        )
         self.active_id = self._add(self._new_member(0), 0).id
 
     @property
@@ -129,8 +141,9 @@ class ExpertPool:
 
     # -- learning --------------------------------------------------------------------------
 
-    def learn(self, x: Tensor, y: Tensor, raw: Tensor, sample: int,
-              scored: Tensor | None) -> Tensor:
+    def learn(
+        self, x: Tensor, y: Tensor, raw: Tensor, sample: int, scored: Tensor | None
+    ) -> Tensor:
         """The active expert learns ``x`` (plus replayed samples); their losses, pre-step.
 
         ``raw``: ``x`` before scaling, for the selector's pairs. ``scored``: the expert's
@@ -174,8 +187,7 @@ class ExpertPool:
         """Keep a labeled batch for the decision, scored by every expert on ``x_test``;
         the losses of the expert leading after it. ``x_train`` is what will be learned."""
         assert self.decision is not None
-        scored = {m.id: self.loss_fn(m.expert.predict(x_test), y)
-                  for m in self.members.values()}
+        scored = {m.id: self.loss_fn(m.expert.predict(x_test), y) for m in self.members.values()}
         for id_, losses in scored.items():
             total = float(losses.double().sum())
             # An expert that cannot give a finite loss on the window is never the one chosen
@@ -194,23 +206,28 @@ class ExpertPool:
         scores = decision.means()
         n = decision.count
         s = self.settings
-        inside = [e for e, loss in scores.items()
-                  if self.members[e].band.ready
-                  and loss <= self.members[e].band.upper(n, s.band_z, s.band_tolerance)]
+        inside = [
+            e
+            for e, loss in scores.items()
+            if self.members[e].band.ready
+            and loss <= self.members[e].band.upper(n, s.band_z, s.band_tolerance)
+        ]
         previous = self.active_id
         events: list[PoolEvent] = []
         if inside:
             chosen = min(inside, key=lambda e: (scores[e], e != previous))
             self.members[chosen].wins += 1
-            events.append(self._event("keep" if chosen == previous else "switch", chosen,
-                                      previous, sample, scores))
+            events.append(
+                self._event(
+                    "keep" if chosen == previous else "switch", chosen, previous, sample, scores
+                )
+            )
         else:
             chosen, dropped = self._spawn(sample, closest=min(scores, key=scores.__getitem__))
             events += dropped
             events.append(self._event("spawn", chosen, previous, sample, scores))
         self.active_id = chosen
-        return (events, torch.cat(decision.x), torch.cat(decision.y),
-                torch.cat(decision.raw))
+        return (events, torch.cat(decision.x), torch.cat(decision.y), torch.cat(decision.raw))
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -230,8 +247,11 @@ class ExpertPool:
     # -- spawning and dropping -------------------------------------------------------------
 
     def _spawn(self, sample: int, closest: str) -> tuple[str, list[PoolEvent]]:
-        warm = (copy.deepcopy(self.members[closest].expert.state_dict())
-                if self.settings.spawn == "warm_start" else None)
+        warm = (
+            copy.deepcopy(self.members[closest].expert.state_dict())
+            if self.settings.spawn == "warm_start"
+            else None
+        )
         dropped = []
         if len(self.members) >= self.settings.max_experts:
             dropped = self._drop_least_useful(sample)
@@ -242,8 +262,10 @@ class ExpertPool:
 
     def _drop_least_useful(self, sample: int) -> list[PoolEvent]:
         half_life = self.settings.idle_half_life
-        victim = min(self.members.values(),
-                     key=lambda m: (m.usefulness(sample, half_life), m.last_active_sample))
+        victim = min(
+            self.members.values(),
+            key=lambda m: (m.usefulness(sample, half_life), m.last_active_sample),
+        )
         del self.members[victim.id]
         if self.settings.when_full == "merge" and self.members:
             heir = self._closest_to(victim)
@@ -259,8 +281,9 @@ class ExpertPool:
         pairs = self.selector.pairs.get(victim.slot)
         held = pairs.rows() if pairs is not None else None
         if held is None:
-            return self.active if self.active_id in self.members else next(
-                iter(self.members.values()))
+            return (
+                self.active if self.active_id in self.members else next(iter(self.members.values()))
+            )
         x = self.scale(held[0][:256]).to(self.device)
         theirs = victim.expert.predict(x)
 
@@ -276,8 +299,14 @@ class ExpertPool:
         member_seed = self.seed + self.next_id
         with torch.random.fork_rng(devices=[]):
             expert = self.factory(member_seed)
-        return Member(id_, slot, expert, LossBand(self.settings.band_memory),
-                      ReplayBuffer(self.settings.replay, member_seed), sample)
+        return Member(
+            id_,
+            slot,
+            expert,
+            LossBand(self.settings.band_memory),
+            ReplayBuffer(self.settings.replay, member_seed),
+            sample,
+        )
 
     def _add(self, member: Member, sample: int) -> Member:
         self.members[member.id] = member
@@ -285,10 +314,12 @@ class ExpertPool:
         member.last_active_sample = sample
         return member
 
-    def _event(self, kind: str, expert: str, previous: str | None, sample: int,
-               scores: dict[str, float]) -> PoolEvent:
-        return PoolEvent(kind, expert, previous, sample, time.time(),
-                         {e: round(v, 6) for e, v in scores.items()})
+    def _event(
+        self, kind: str, expert: str, previous: str | None, sample: int, scores: dict[str, float]
+    ) -> PoolEvent:
+        return PoolEvent(
+            kind, expert, previous, sample, time.time(), {e: round(v, 6) for e, v in scores.items()}
+        )
 
     def _slots(self) -> list[int]:
         return sorted(m.slot for m in self.members.values())
@@ -299,10 +330,13 @@ class ExpertPool:
     # -- state -----------------------------------------------------------------------------
 
     def state_dict(self) -> StateDict:
-        return {"active": self.active_id, "next_id": self.next_id,
-                "members": {i: m.state_dict() for i, m in self.members.items()},
-                "selector": self.selector.state_dict(),
-                "decision": self.decision.state_dict() if self.decision else None}
+        return {
+            "active": self.active_id,
+            "next_id": self.next_id,
+            "members": {i: m.state_dict() for i, m in self.members.items()},
+            "selector": self.selector.state_dict(),
+            "decision": self.decision.state_dict() if self.decision else None,
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._check_fits(state)
@@ -316,8 +350,11 @@ class ExpertPool:
         self.active_id = str(state["active"])
         self.next_id = int(state["next_id"])
         self.selector.load_state_dict(state["selector"])
-        self.decision = (Decision.from_state(state["decision"], self.device)
-                         if state["decision"] is not None else None)
+        self.decision = (
+            Decision.from_state(state["decision"], self.device)
+            if state["decision"] is not None
+            else None
+        )
 
     def _check_fits(self, state: Mapping[str, Any]) -> None:
         """A checkpoint written with a bigger pool or another selector cannot be loaded into
@@ -327,12 +364,19 @@ class ExpertPool:
         here = {k: tuple(v.shape) for k, v in self.selector.net.state_dict().items()}
         problems = []
         if held > self.settings.max_experts:
-            problems.append(f"it holds {held} experts, experts.max_experts allows "
-                            f"{self.settings.max_experts} (experts.enabled: false allows 1)")
+            problems.append(
+                f"it holds {held} experts, experts.max_experts allows "
+                f"{self.settings.max_experts} (experts.enabled: false allows 1)"
+            )
         if saved != here:
-            problems.append("its selector network has another shape (experts.max_experts or "
-                            "experts.selector.hidden changed)")
+            problems.append(
+                "its selector network has another shape (experts.max_experts or "
+                "experts.selector.hidden changed)"
+            )
         if problems:
-            raise CheckpointError("checkpoint does not fit the expert pool settings: "
-                                  + "; ".join(problems) + ". Restore those settings, or move "
-                                  "the checkpoint directory away to start fresh.")
+            raise CheckpointError(
+                "checkpoint does not fit the expert pool settings: "
+                + "; ".join(problems)
+                + ". Restore those settings, or move "
+                "the checkpoint directory away to start fresh."
+            )

@@ -69,10 +69,13 @@ class Reservoir:
 
     def state_dict(self) -> StateDict:
         held = self.rows()
-        return {"capacity": self.capacity, "seen": self.seen,
-                "x": held[0].cpu().clone() if held else None,
-                "y": held[1].cpu().clone() if held else None,
-                "rng": self.rng.get_state()}
+        return {
+            "capacity": self.capacity,
+            "seen": self.seen,
+            "x": held[0].cpu().clone() if held else None,
+            "y": held[1].cpu().clone() if held else None,
+            "rng": self.rng.get_state(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
         self.capacity, self.seen = int(state["capacity"]), int(state["seen"])
@@ -122,8 +125,11 @@ class ReplayBuffer:
             return None
         sizes = torch.tensor([r.size for r in held])
         owners = torch.multinomial(sizes.double(), k, replacement=True, generator=self.rng)
-        parts = [held[i].sample(int(n)) for i, n in enumerate(torch.bincount(
-            owners, minlength=len(held)).tolist()) if n]
+        parts = [
+            held[i].sample(int(n))
+            for i, n in enumerate(torch.bincount(owners, minlength=len(held)).tolist())
+            if n
+        ]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     def absorb(self, other: ReplayBuffer) -> None:
@@ -141,8 +147,10 @@ class ReplayBuffer:
         return self.reservoirs[key]
 
     def state_dict(self) -> StateDict:
-        return {"reservoirs": {str(k): r.state_dict() for k, r in self.reservoirs.items()},
-                "rng": self.rng.get_state()}
+        return {
+            "reservoirs": {str(k): r.state_dict() for k, r in self.reservoirs.items()},
+            "rng": self.rng.get_state(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
         self.reservoirs = {}

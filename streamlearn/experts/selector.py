@@ -34,16 +34,19 @@ from streamlearn.settings import SelectorSettings
 ROUTING_WINDOW = 1_000
 
 
-def route(net: nn.Module, x: Tensor, ids: Mapping[int, str], fallback: str,
-          threshold: float) -> list[str]:
+def route(
+    net: nn.Module, x: Tensor, ids: Mapping[int, str], fallback: str, threshold: float
+) -> list[str]:
     """The expert id per row: the selector's choice among ``ids`` (slot -> id), or
     ``fallback`` where its confidence is below ``threshold``."""
     slots = sorted(ids)
     with torch.inference_mode():
         probs = torch.softmax(net(x)[:, slots], dim=1)
     confidence, best = probs.max(dim=1)
-    return [ids[slots[b]] if c >= threshold else fallback
-            for b, c in zip(best.tolist(), confidence.tolist(), strict=True)]
+    return [
+        ids[slots[b]] if c >= threshold else fallback
+        for b, c in zip(best.tolist(), confidence.tolist(), strict=True)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +63,15 @@ class FrozenRouter:
 
 
 class Selector:
-    def __init__(self, settings: SelectorSettings, n_features: int, max_experts: int,
-                 device: torch.device, seed: int,
-                 transform: Callable[[Tensor], Tensor] = lambda x: x) -> None:
+    def __init__(
+        self,
+        settings: SelectorSettings,
+        n_features: int,
+        max_experts: int,
+        device: torch.device,
+        seed: int,
+        transform: Callable[[Tensor], Tensor] = lambda x: x,
+    ) -> None:
         self.settings = settings
         self.seed = seed
         self.device = device
@@ -125,8 +134,9 @@ class Selector:
         moved = self.pairs.get(source)
         if moved is not None and (held := moved.rows()) is not None:
             if target not in self.pairs:
-                self.pairs[target] = Reservoir(self.settings.pairs_per_expert,
-                                               self.seed + target + 1)
+                self.pairs[target] = Reservoir(
+                    self.settings.pairs_per_expert, self.seed + target + 1
+                )
             self.pairs[target].add(held[0], torch.full_like(held[1], target))
         self.forget(source)
 
@@ -169,10 +179,16 @@ class Selector:
         return last
 
     def state_dict(self) -> StateDict:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "pairs": {str(s): r.state_dict() for s, r in self.pairs.items()},
-                "rng": self.rng.get_state(), "hits": self.hits, "scored": self.scored,
-                "steps": self.steps, "recent": self.recent.state_dict()}
+        return {
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "pairs": {str(s): r.state_dict() for s, r in self.pairs.items()},
+            "rng": self.rng.get_state(),
+            "hits": self.hits,
+            "scored": self.scored,
+            "steps": self.steps,
+            "recent": self.recent.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.net.load_state_dict(state["net"])

@@ -6,5 +6,10 @@ from streamlearn.models.mlp import build_mlp
 from streamlearn.models.norm import batch_norms, norm_affine_parameters, training
 
 __all__ = [
-    "ImageCnn", "batch_norms", "build_mlp", "load_factory", "norm_affine_parameters", "training",
+    "ImageCnn",
+    "batch_norms",
+    "build_mlp",
+    "load_factory",
+    "norm_affine_parameters",
+    "training",
 ]

@@ -13,8 +13,13 @@ from torch import Tensor, nn
 
 
 class ImageCnn(nn.Module):
-    def __init__(self, image_shape: Sequence[int], n_outputs: int, channels: Sequence[int],
-                 norm: str = "none") -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        n_outputs: int,
+        channels: Sequence[int],
+        norm: str = "none",
+    ) -> None:
         super().__init__()
         self.shape = tuple(image_shape) if len(image_shape) == 3 else (1, *image_shape)
         layers: list[nn.Module] = []

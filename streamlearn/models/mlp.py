@@ -10,8 +10,13 @@ _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "g
 _NORMS: dict[str, type[nn.Module]] = {"batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
 
 
-def build_mlp(n_features: int, n_outputs: int, hidden: Sequence[int],
-              activation: str = "relu", norm: str = "none") -> nn.Sequential:
+def build_mlp(
+    n_features: int,
+    n_outputs: int,
+    hidden: Sequence[int],
+    activation: str = "relu",
+    norm: str = "none",
+) -> nn.Sequential:
     """Linear layers of the given widths with an activation between; no hidden = linear.
 
     ``norm`` ("batch" or "layer") puts a normalization layer between each hidden linear

@@ -22,8 +22,13 @@ def batch_norms(module: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 def norm_affine_parameters(module: nn.Module) -> list[nn.Parameter]:
     """The scale and shift of every normalization layer (TENT's only trainable part)."""
-    return [p for m in module.modules() if isinstance(m, NORMS)
-            for p in (m.weight, m.bias) if isinstance(p, nn.Parameter)]
+    return [
+        p
+        for m in module.modules()
+        if isinstance(m, NORMS)
+        for p in (m.weight, m.bias)
+        if isinstance(p, nn.Parameter)
+    ]
 
 
 @contextmanager

@@ -107,8 +107,7 @@ class LearnerPort:
                 conn, _ = self._sock.accept()
             except OSError:
                 return  # closed
-            threading.Thread(target=self._serve, args=(conn,), name="ipc-conn",
-                             daemon=True).start()
+            threading.Thread(target=self._serve, args=(conn,), name="ipc-conn", daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         lock = threading.Lock()

@@ -34,8 +34,9 @@ EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED = 1, 2, 70
 
 def settings_document(settings: Settings) -> dict[str, Any]:
     """The settings as plain JSON data, secrets included (they travel over a pipe only)."""
-    document: dict[str, Any] = json.loads(json.dumps(settings.model_dump(mode="python"),
-                                                     default=_plain))
+    document: dict[str, Any] = json.loads(
+        json.dumps(settings.model_dump(mode="python"), default=_plain)
+    )
     return document
 
 
@@ -47,11 +48,19 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"cannot send {type(value).__name__} to a child process")
 
 
-def spawn(module: str, launch: Mapping[str, Any], pass_fds: Sequence[int] = (),
-          env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    module: str,
+    launch: Mapping[str, Any],
+    pass_fds: Sequence[int] = (),
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
     child = subprocess.Popen(
-        [sys.executable, "-m", module], stdin=subprocess.PIPE, pass_fds=tuple(pass_fds),
-        env=dict(env) if env is not None else None, start_new_session=True)
+        [sys.executable, "-m", module],
+        stdin=subprocess.PIPE,
+        pass_fds=tuple(pass_fds),
+        env=dict(env) if env is not None else None,
+        start_new_session=True,
+    )
     assert child.stdin is not None
     try:
         child.stdin.write(json.dumps(launch).encode())

@@ -53,8 +53,7 @@ class LearnerHost:
         self._checkpoints: dict[tuple[int, int], Future[dict[str, Any]]] = {}
         self._port = LearnerPort(runtime.learner_socket, self._handle)
         self._stop_status = threading.Event()
-        self._status_thread = threading.Thread(target=self._status_loop, name="status",
-                                               daemon=True)
+        self._status_thread = threading.Thread(target=self._status_loop, name="status", daemon=True)
         self._last_status = b""
 
     def run(self) -> None:
@@ -89,8 +88,15 @@ class LearnerHost:
             samples = [Sample(**item) for item in request["samples"]]
             inbox = self.daemon.inbox
             accepted = inbox.offer(samples)
-            reply({"id": id_, "accepted": len(samples) if accepted else 0,
-                   "queued": inbox.samples, "capacity": inbox.capacity, "full": not accepted})
+            reply(
+                {
+                    "id": id_,
+                    "accepted": len(samples) if accepted else 0,
+                    "queued": inbox.samples,
+                    "capacity": inbox.capacity,
+                    "full": not accepted,
+                }
+            )
         elif op == "rows":
             dropped = self.daemon.inbox.offer_rows(request["rows"])
             reply({"id": id_, "dropped": dropped})
@@ -150,8 +156,10 @@ def plain_progress(progress: Any) -> dict[str, Any] | None:
     """The learner's progress as JSON-safe data (NaN, meaning "not yet", becomes null)."""
     if not dataclasses.is_dataclass(progress) or isinstance(progress, type):
         return None
-    return {k: None if isinstance(v, float) and math.isnan(v) else v
-            for k, v in dataclasses.asdict(progress).items()}
+    return {
+        k: None if isinstance(v, float) and math.isnan(v) else v
+        for k, v in dataclasses.asdict(progress).items()
+    }
 
 
 def main() -> int:

@@ -21,8 +21,7 @@ class RuntimeDir:
 
     @classmethod
     def create(cls) -> RuntimeDir:
-        base = _SHM if _SHM.is_dir() and os.access(_SHM, os.W_OK) else Path(
-            tempfile.gettempdir())
+        base = _SHM if _SHM.is_dir() and os.access(_SHM, os.W_OK) else Path(tempfile.gettempdir())
         remove_orphans(base)
         root = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=base))  # mode 0700
         made = cls(root)

@@ -82,8 +82,7 @@ class ThreadLearner:
         from streamlearn.runtime.learner import LearnerHost
 
         host = LearnerHost(self.daemon, runtime)
-        self._thread = threading.Thread(target=self._run, args=(host,), name="learner",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, args=(host,), name="learner", daemon=True)
         self._thread.start()
 
     def _run(self, host: LearnerHost) -> None:
@@ -120,9 +119,11 @@ class ProcessLearner:
 
     def start(self, runtime: RuntimeDir) -> None:
         env = {k: v for k, v in os.environ.items() if k != _MULTIPROC_ENV}
-        self.process = spawn("streamlearn.runtime.learner", {
-            "settings": settings_document(self.settings), "runtime": str(runtime.root)},
-            env=env)
+        self.process = spawn(
+            "streamlearn.runtime.learner",
+            {"settings": settings_document(self.settings), "runtime": str(runtime.root)},
+            env=env,
+        )
         log.info("learner_started", pid=self.process.pid)
 
     def request_stop(self) -> None:
@@ -149,12 +150,20 @@ class ProcessLearner:
 class ServerPool:
     """``serve.workers`` serving processes on one HTTP socket and one gRPC port."""
 
-    def __init__(self, settings: Settings, runtime: RuntimeDir, http_socket: socket.socket,
-                 grpc_port: int | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: RuntimeDir,
+        http_socket: socket.socket,
+        grpc_port: int | None,
+    ) -> None:
         self.runtime = runtime
         self._launch: dict[str, Any] = {
-            "settings": settings_document(settings), "runtime": str(runtime.root),
-            "http_fd": http_socket.fileno(), "grpc_port": grpc_port}
+            "settings": settings_document(settings),
+            "runtime": str(runtime.root),
+            "http_fd": http_socket.fileno(),
+            "grpc_port": grpc_port,
+        }
         self._env = {**os.environ, _MULTIPROC_ENV: str(runtime.metrics)}
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * settings.serve.workers
         self._backoff = [Backoff() for _ in self.processes]
@@ -169,8 +178,12 @@ class ServerPool:
             self._start(index)
 
     def _start(self, index: int) -> None:
-        child = spawn("streamlearn.runtime.worker", {**self._launch, "index": index},
-                      pass_fds=[int(self._launch["http_fd"])], env=self._env)
+        child = spawn(
+            "streamlearn.runtime.worker",
+            {**self._launch, "index": index},
+            pass_fds=[int(self._launch["http_fd"])],
+            env=self._env,
+        )
         self.processes[index] = child
         log.info("serving_process_started", index=index, pid=child.pid)
 
@@ -181,8 +194,13 @@ class ServerPool:
             if child is not None and (code := child.poll()) is not None:
                 _forget(child.pid, self.runtime)
                 delay = backoff.exited()
-                log.error("serving_process_exited", index=index, pid=child.pid,
-                          exit_code=code, restart_in_s=delay)
+                log.error(
+                    "serving_process_exited",
+                    index=index,
+                    pid=child.pid,
+                    exit_code=code,
+                    restart_in_s=delay,
+                )
                 self.processes[index] = None
             if self.processes[index] is None and backoff.ready():
                 self.restarts += 1

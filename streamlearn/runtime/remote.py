@@ -36,8 +36,9 @@ class RemoteLearner:
         return self.link.connected.is_set()
 
     def learn(self, samples: list[Sample]) -> Future[dict[str, int]]:
-        sent = self.link.request({"op": "learn",
-                                  "samples": [dataclasses.asdict(s) for s in samples]})
+        sent = self.link.request(
+            {"op": "learn", "samples": [dataclasses.asdict(s) for s in samples]}
+        )
         return _then(sent, _queued)
 
     def adapt_on(self, rows: list[list[float]]) -> None:
@@ -62,11 +63,14 @@ class RemoteLearner:
         return self._status.read()
 
 
-
 def _queued(answer: Message) -> dict[str, int]:
     if answer.get("full"):
-        raise RequestError(429, "queue_full", f"learn queue full ({answer['queued']} of "
-                           f"{answer['capacity']} samples waiting); retry later")
+        raise RequestError(
+            429,
+            "queue_full",
+            f"learn queue full ({answer['queued']} of "
+            f"{answer['capacity']} samples waiting); retry later",
+        )
     return {"accepted": int(answer["accepted"]), "queued": int(answer["queued"])}
 
 
@@ -115,9 +119,12 @@ class StatusReader:
                 data = json.loads(self.path.read_bytes())
             except (OSError, ValueError):
                 return self._view  # replaced under us: the next read gets the new one
-            self._view = LearnerView(data.get("progress"), data.get("pid"),
-                                     data.get("learn_queue", {}),
-                                     data.get("drift_events", []),
-                                     data.get("expert_events", []))
+            self._view = LearnerView(
+                data.get("progress"),
+                data.get("pid"),
+                data.get("learn_queue", {}),
+                data.get("drift_events", []),
+                data.get("expert_events", []),
+            )
             self._key = key
         return self._view

@@ -80,8 +80,7 @@ class SnapshotWriter:
             name = self.expert_file(id_, stamp)
             names.add(name)
             if name not in self._written:
-                _save_atomic(expert_weights(engine.pool.members[id_].expert),
-                             self._experts / name)
+                _save_atomic(expert_weights(engine.pool.members[id_].expert), self._experts / name)
                 self._written.add(name)
         _save_atomic(head, self.directory / HEAD)
         os.utime(self.directory / FRESH)
@@ -159,8 +158,9 @@ def _save_atomic(state: Any, path: Path) -> None:
 
 
 def _load(path: Path) -> StateDict:
-    loaded: StateDict = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu",
-                                   weights_only=True)
+    loaded: StateDict = torch.load(
+        io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True
+    )
     return loaded
 
 

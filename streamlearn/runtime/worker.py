@@ -55,19 +55,27 @@ class ServingProcess:
         runtime = RuntimeDir(Path(launch["runtime"]))
         self.metrics = ServingMetrics()
         self.board = SnapshotBoard(
-            on_publish=lambda s: self.metrics.served_model_version.set(s.version))
-        self.reader = SnapshotReader(runtime.snapshots, Assembler(
-            settings.model, settings.experts, resolve_device(settings.model.device)))
+            on_publish=lambda s: self.metrics.served_model_version.set(s.version)
+        )
+        self.reader = SnapshotReader(
+            runtime.snapshots,
+            Assembler(settings.model, settings.experts, resolve_device(settings.model.device)),
+        )
         self.link = LearnerLink(runtime.learner_socket)
         self.learner = RemoteLearner(self.link, runtime.status, self.metrics)
         self.core = ServingCore(settings, self.board, self.learner, self.metrics)
-        exposition = Exposition(runtime.metrics,
-                                lambda: learner_metrics_text(self.link, _LEARNER_METRICS_S))
+        exposition = Exposition(
+            runtime.metrics, lambda: learner_metrics_text(self.link, _LEARNER_METRICS_S)
+        )
         http_socket = socket.socket(fileno=int(launch["http_fd"]))
-        self.http = HttpServer(create_app(self.core, exposition), http_socket,
-                               self.settings.drain_timeout_s)
-        self.grpc = (GrpcServer(self.core, self.settings.host, int(launch["grpc_port"]))
-                     if launch.get("grpc_port") is not None else None)
+        self.http = HttpServer(
+            create_app(self.core, exposition), http_socket, self.settings.drain_timeout_s
+        )
+        self.grpc = (
+            GrpcServer(self.core, self.settings.host, int(launch["grpc_port"]))
+            if launch.get("grpc_port") is not None
+            else None
+        )
         self._stop = threading.Event()
 
     def run(self) -> int:

@@ -23,9 +23,16 @@ _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 async def send_error(send: Send, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -62,10 +69,12 @@ class RequestMetrics:
             in_flight.dec()
             route = scope.get("route")
             endpoint = getattr(route, "path", "unmatched")
-            self.metrics.request_latency.labels(transport=TRANSPORT, endpoint=endpoint
-                                                ).observe(time.perf_counter() - began)
-            self.metrics.requests.labels(transport=TRANSPORT, endpoint=endpoint,
-                                         code=str(status)).inc()
+            self.metrics.request_latency.labels(transport=TRANSPORT, endpoint=endpoint).observe(
+                time.perf_counter() - began
+            )
+            self.metrics.requests.labels(
+                transport=TRANSPORT, endpoint=endpoint, code=str(status)
+            ).inc()
 
 
 class BodyLimit:
@@ -103,8 +112,7 @@ class BodyLimit:
                 break
         await self.app(scope, _replay(b"".join(chunks), receive), send)
 
-    async def _declared(self, declared: bytes, scope: Scope, receive: Receive,
-                        send: Send) -> None:
+    async def _declared(self, declared: bytes, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             length = int(declared)
         except ValueError:
@@ -112,8 +120,9 @@ class BodyLimit:
             await send_error(send, 400, "Content-Length is not a number")
             return
         if length > self.max_bytes:
-            await self._reject(send, f"body of {length} bytes > serve.max_body_bytes="
-                                     f"{self.max_bytes}")
+            await self._reject(
+                send, f"body of {length} bytes > serve.max_body_bytes={self.max_bytes}"
+            )
             return
         await self.app(scope, receive, send)
 

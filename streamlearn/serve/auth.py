@@ -29,8 +29,9 @@ class TokenAuth:
         if settings.auth_token_file is not None:
             token = read_token_file(settings.auth_token_file)
         if settings.auth_infer and token is None:
-            raise SettingsError(["serve.auth_infer: needs serve.auth_token or "
-                                 "serve.auth_token_file"])
+            raise SettingsError(
+                ["serve.auth_infer: needs serve.auth_token or serve.auth_token_file"]
+            )
         return cls(token, settings.auth_infer)
 
     @property
@@ -42,12 +43,16 @@ class TokenAuth:
         if scope == "read" and not self.protect_reads:
             return
         if self._token is None:
-            raise RequestError(403, "writes_disabled", "this endpoint is off: set "
-                               "serve.auth_token or serve.auth_token_file to enable it")
+            raise RequestError(
+                403,
+                "writes_disabled",
+                "this endpoint is off: set serve.auth_token or serve.auth_token_file to enable it",
+            )
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not given:
-            raise RequestError(401, "unauthorized", "missing bearer token "
-                               "(header 'Authorization: Bearer <token>')")
+            raise RequestError(
+                401, "unauthorized", "missing bearer token (header 'Authorization: Bearer <token>')"
+            )
         if not hmac.compare_digest(given.strip().encode(), self._token):
             raise RequestError(401, "unauthorized", "invalid bearer token")
 

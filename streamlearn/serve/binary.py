@@ -33,12 +33,12 @@ MEDIA_TYPE = "application/octet-stream"
 def split(body: bytes, header_length: str) -> tuple[bytes, memoryview]:
     """The JSON header and the binary data after it; 400 unless the length fits the body."""
     if not (header_length.isascii() and header_length.isdigit()):
-        raise RequestError(400, "bad_request", f"{HEADER}: {header_length!r} is not a "
-                           "byte count")
+        raise RequestError(400, "bad_request", f"{HEADER}: {header_length!r} is not a byte count")
     length = int(header_length)
     if length > len(body):
-        raise RequestError(400, "bad_request", f"{HEADER}: {length} is past the end of the "
-                           f"{len(body)}-byte body")
+        raise RequestError(
+            400, "bad_request", f"{HEADER}: {length} is past the end of the {len(body)}-byte body"
+        )
     return body[:length], memoryview(body)[length:]
 
 
@@ -48,8 +48,9 @@ def parse_header(header: bytes) -> Any:
     try:
         return json.loads(header)
     except json.JSONDecodeError as exc:
-        raise RequestError(400, "malformed_json", f"{where}: malformed JSON at character "
-                           f"{exc.pos}: {exc.msg}") from None
+        raise RequestError(
+            400, "malformed_json", f"{where}: malformed JSON at character {exc.pos}: {exc.msg}"
+        ) from None
     except UnicodeDecodeError:
         raise RequestError(400, "malformed_json", f"{where}: not UTF-8 text") from None
 
@@ -68,38 +69,50 @@ def tensors_in(inputs: Sequence[HeaderInput], data: memoryview) -> list[TensorIn
             offset, last = offset + size, where
         tensors.append(TensorIn(tensor.name, tensor.datatype, tensor.shape, values))
     if offset != len(data):
-        after = (f"{last}, the last binary input" if last else "the inference header, and no "
-                 "input has parameters.binary_data_size")
-        raise RequestError(400, "binary_data", f"{len(data) - offset} bytes left over after "
-                           f"{after}")
+        after = (
+            f"{last}, the last binary input"
+            if last
+            else "the inference header, and no input has parameters.binary_data_size"
+        )
+        raise RequestError(
+            400, "binary_data", f"{len(data) - offset} bytes left over after {after}"
+        )
     return tensors
 
 
 def _take(data: memoryview, offset: int, size: int, where: str) -> memoryview:
     left = len(data) - offset
     if size > left:
-        raise RequestError(400, "binary_data", f"{where}: parameters.binary_data_size is "
-                           f"{size} bytes but only {left} are left in the body")
-    return data[offset:offset + size]
+        raise RequestError(
+            400,
+            "binary_data",
+            f"{where}: parameters.binary_data_size is "
+            f"{size} bytes but only {left} are left in the body",
+        )
+    return data[offset : offset + size]
 
 
 def _binary_size(tensor: HeaderInput, where: str) -> int | None:
     parameters = tensor.parameters or {}
     if "shared_memory_region" in parameters:
-        raise _unsupported(where, "the shared memory extension "
-                                  "(parameters.shared_memory_region)")
+        raise _unsupported(where, "the shared memory extension (parameters.shared_memory_region)")
     size = parameters.get("binary_data_size")
     if size is None:
         if tensor.data is None:
-            raise RequestError(422, "schema", f"{where}: neither data nor "
-                               "parameters.binary_data_size")
+            raise RequestError(
+                422, "schema", f"{where}: neither data nor parameters.binary_data_size"
+            )
         return None
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-        raise RequestError(400, "binary_data", f"{where}: parameters.binary_data_size must "
-                           f"be a byte count, not {size!r}")
+        raise RequestError(
+            400,
+            "binary_data",
+            f"{where}: parameters.binary_data_size must be a byte count, not {size!r}",
+        )
     if tensor.data is not None:
-        raise RequestError(400, "binary_data", f"{where}: both data and "
-                           "parameters.binary_data_size")
+        raise RequestError(
+            400, "binary_data", f"{where}: both data and parameters.binary_data_size"
+        )
     return size
 
 
@@ -118,8 +131,9 @@ class BinaryOutputs:
         return self.named.get(name, self.default)
 
 
-def binary_outputs(parameters: Parameters | None,
-                   outputs: Sequence[RequestOutput] | None) -> BinaryOutputs:
+def binary_outputs(
+    parameters: Parameters | None, outputs: Sequence[RequestOutput] | None
+) -> BinaryOutputs:
     """The request's output options, checked before any work is done."""
     default = _flag(parameters, "binary_data_output", "", False)
     named: dict[str, bool] = {}
@@ -135,23 +149,27 @@ def _flag(parameters: Parameters | None, key: str, prefix: str, default: bool) -
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise RequestError(422, "schema", f"{prefix}parameters.{key} must be true or false, "
-                           f"not {value!r}")
+        raise RequestError(
+            422, "schema", f"{prefix}parameters.{key} must be true or false, not {value!r}"
+        )
     return value
 
 
 def _check_output(parameters: Parameters, where: str) -> None:
     # tritonclient's InferRequestedOutput(class_count=k) asks for Triton's top-k strings.
     if "classification" in parameters:
-        raise _unsupported(where, "parameters.classification (top-k class strings); the "
-                                  "'probabilities' and 'classes' outputs give every class")
+        raise _unsupported(
+            where,
+            "parameters.classification (top-k class strings); the "
+            "'probabilities' and 'classes' outputs give every class",
+        )
     if "shared_memory_region" in parameters:
-        raise _unsupported(where, "the shared memory extension "
-                                  "(parameters.shared_memory_region)")
+        raise _unsupported(where, "the shared memory extension (parameters.shared_memory_region)")
 
 
-def encode(content: dict[str, Any], outputs: Sequence[TensorOut],
-           binary: BinaryOutputs) -> tuple[bytes, int] | None:
+def encode(
+    content: dict[str, Any], outputs: Sequence[TensorOut], binary: BinaryOutputs
+) -> tuple[bytes, int] | None:
     """The response body in the extension's layout and its JSON header's length, or None
     when no output is binary (the response is then plain JSON).
 
@@ -165,8 +183,9 @@ def encode(content: dict[str, Any], outputs: Sequence[TensorOut],
             continue
         chunks.append(to_raw(tensor))
         parameters = {**tensor.parameters, "binary_data_size": len(chunks[-1])}
-        entries.append({**{k: v for k, v in entry.items() if k != "data"},
-                        "parameters": parameters})
+        entries.append(
+            {**{k: v for k, v in entry.items() if k != "data"}, "parameters": parameters}
+        )
     if not chunks:
         return None
     header = _render({**content, "outputs": entries})
@@ -175,5 +194,6 @@ def encode(content: dict[str, Any], outputs: Sequence[TensorOut],
 
 def _render(content: dict[str, Any]) -> bytes:
     # As starlette's JSONResponse renders, so both forms of a response read the same.
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, indent=None,
-                      separators=(",", ":")).encode("utf-8")
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")

@@ -71,8 +71,13 @@ class LearnerClient(Protocol):
 
 
 class ServingCore:
-    def __init__(self, settings: Settings, board: SnapshotBoard, learner: LearnerClient,
-                 metrics: ServingMetrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        board: SnapshotBoard,
+        learner: LearnerClient,
+        metrics: ServingMetrics,
+    ) -> None:
         self.settings = settings
         self.serve = settings.serve
         self.board = board
@@ -92,8 +97,7 @@ class ServingCore:
 
     def ready(self) -> bool:
         """A snapshot to answer from, a learner behind it, and not shutting down."""
-        return (self.board.current is not None and self.learner.up
-                and not self._draining.is_set())
+        return self.board.current is not None and self.learner.up and not self._draining.is_set()
 
     def begin_drain(self) -> None:
         self._draining.set()
@@ -105,14 +109,16 @@ class ServingCore:
     def model_ready(self, name: str, version: str = "") -> bool:
         self._check_model(name)
         snapshot = self.board.current
-        return (self.ready() and snapshot is not None
-                and version in ("", str(snapshot.version)))
+        return self.ready() and snapshot is not None and version in ("", str(snapshot.version))
 
     # -- metadata --------------------------------------------------------------------------
 
     def server_metadata(self) -> dict[str, Any]:
-        return {"name": "streamlearn", "version": streamlearn.__version__,
-                "extensions": ["binary_tensor_data"]}
+        return {
+            "name": "streamlearn",
+            "version": streamlearn.__version__,
+            "extensions": ["binary_tensor_data"],
+        }
 
     def model_metadata(self, name: str) -> dict[str, Any]:
         self._check_model(name)
@@ -120,8 +126,11 @@ class ServingCore:
         m = self.settings.model
         n_features = snapshot.n_features if snapshot else (m.feature_count() or -1)
         features = list(m.features) if m.features is not None else None
-        input_meta: dict[str, Any] = {"name": self.serve.input_name, "datatype": "FP32",
-                                      "shape": [-1, n_features]}
+        input_meta: dict[str, Any] = {
+            "name": self.serve.input_name,
+            "datatype": "FP32",
+            "shape": [-1, n_features],
+        }
         if features is not None:
             input_meta["parameters"] = {"feature_names": features}
         return {
@@ -137,15 +146,23 @@ class ServingCore:
         if self.settings.model.task == "regression":
             return [{"name": "predictions", "datatype": "FP32", "shape": [-1]}, experts]
         labels = snapshot.labels if snapshot else ()
-        return [{"name": "predictions", "datatype": label_datatype(labels), "shape": [-1]},
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},
-                {"name": "classes", "datatype": label_datatype(labels), "shape": [-1]},
-                experts]
+        return [
+            {"name": "predictions", "datatype": label_datatype(labels), "shape": [-1]},
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},
+            {"name": "classes", "datatype": label_datatype(labels), "shape": [-1]},
+            experts,
+        ]
 
     # -- inference -------------------------------------------------------------------------
 
-    def infer(self, name: str, inputs: list[TensorIn], outputs: list[str] | None = None,
-              request_id: str | None = None, version: str = "") -> InferAnswer:
+    def infer(
+        self,
+        name: str,
+        inputs: list[TensorIn],
+        outputs: list[str] | None = None,
+        request_id: str | None = None,
+        version: str = "",
+    ) -> InferAnswer:
         self._check_model(name)
         snapshot = self.board.current  # the one read: everything below uses this object
         # Draining turns readiness off but keeps answering: load balancers need a moment
@@ -153,8 +170,12 @@ class ServingCore:
         if snapshot is None:
             raise RequestError(503, "not_ready", "the model is not ready: nothing learned yet")
         if version and version != str(snapshot.version):
-            raise RequestError(404, "unknown_version", f"model version {version!r} is not "
-                               f"served; the current version is {snapshot.version}")
+            raise RequestError(
+                404,
+                "unknown_version",
+                f"model version {version!r} is not "
+                f"served; the current version is {snapshot.version}",
+            )
         wanted = self._requested_outputs(outputs)
         x = self._features(inputs, snapshot)
         result = snapshot.predict(x)
@@ -163,51 +184,75 @@ class ServingCore:
         rows = x.shape[0]
         produced: dict[str, TensorOut] = {}
         if snapshot.task == "regression":
-            produced["predictions"] = TensorOut("predictions", "FP32", [rows],
-                                                result.predictions)
+            produced["predictions"] = TensorOut("predictions", "FP32", [rows], result.predictions)
         else:
-            produced["predictions"] = label_tensor("predictions", result.predictions,
-                                                   snapshot.labels)
+            produced["predictions"] = label_tensor(
+                "predictions", result.predictions, snapshot.labels
+            )
             probabilities = result.probabilities
             assert probabilities is not None
             produced["probabilities"] = TensorOut(
-                "probabilities", "FP32", list(probabilities.shape),
-                probabilities.reshape(-1).tolist())
+                "probabilities",
+                "FP32",
+                list(probabilities.shape),
+                probabilities.reshape(-1).tolist(),
+            )
             produced["classes"] = label_tensor("classes", snapshot.labels)
         produced["experts"] = TensorOut("experts", "BYTES", [rows], result.experts)
         # One expert answered most requests; several are named in the order they answered.
         answered = ",".join(dict.fromkeys(result.experts)) or snapshot.expert_id
-        return InferAnswer(self.serve.model_name, str(snapshot.version), request_id,
-                           [produced[n] for n in wanted], {"expert": answered})
+        return InferAnswer(
+            self.serve.model_name,
+            str(snapshot.version),
+            request_id,
+            [produced[n] for n in wanted],
+            {"expert": answered},
+        )
 
     def _requested_outputs(self, outputs: list[str] | None) -> list[str]:
-        available = (OUTPUTS_REGRESSION if self.settings.model.task == "regression"
-                     else OUTPUTS_CLASSIFICATION)
+        available = (
+            OUTPUTS_REGRESSION
+            if self.settings.model.task == "regression"
+            else OUTPUTS_CLASSIFICATION
+        )
         if not outputs:
             return list(available)
         for i, name in enumerate(outputs):
             if name not in available + OUTPUTS_ON_REQUEST:
-                raise RequestError(422, "unknown_output", f"outputs[{i}]: unknown output "
-                                   f"{name!r}; available: "
-                                   f"{', '.join(available + OUTPUTS_ON_REQUEST)}")
+                raise RequestError(
+                    422,
+                    "unknown_output",
+                    f"outputs[{i}]: unknown output "
+                    f"{name!r}; available: "
+                    f"{', '.join(available + OUTPUTS_ON_REQUEST)}",
+                )
         return outputs
 
     def _features(self, inputs: list[TensorIn], snapshot: Snapshot) -> Any:
         expected = self.serve.input_name
         if len(inputs) != 1:
-            raise RequestError(422, "shape", f"inputs: expected exactly one input tensor "
-                               f"{expected!r}, got {len(inputs)}")
+            raise RequestError(
+                422,
+                "shape",
+                f"inputs: expected exactly one input tensor {expected!r}, got {len(inputs)}",
+            )
         tensor = inputs[0]
         where = f"inputs[0] ({tensor.name!r})"
         if tensor.name != expected:
-            raise RequestError(422, "unknown_input", f"{where}: unknown input; this model "
-                               f"takes one input named {expected!r}")
+            raise RequestError(
+                422,
+                "unknown_input",
+                f"{where}: unknown input; this model takes one input named {expected!r}",
+            )
         return to_features(tensor, where, snapshot.n_features, self.serve.max_batch_rows)
 
     def _check_model(self, name: str) -> None:
         if name != self.serve.model_name:
-            raise RequestError(404, "unknown_model", f"model {name!r} not found; this server "
-                               f"serves {self.serve.model_name!r}")
+            raise RequestError(
+                404,
+                "unknown_model",
+                f"model {name!r} not found; this server serves {self.serve.model_name!r}",
+            )
 
     # -- learning and admin ----------------------------------------------------------------
 
@@ -263,16 +308,22 @@ class ServingCore:
         recent = _recent(self.learner.view().expert_events, events)
         if snapshot is None:
             return {"active": None, "experts": [], "events": recent}
-        return {"active": snapshot.expert_id,
-                "experts": [dataclasses.asdict(e) for e in snapshot.experts],
-                "events": recent}
+        return {
+            "active": snapshot.expert_id,
+            "experts": [dataclasses.asdict(e) for e in snapshot.experts],
+            "events": recent,
+        }
 
-    def drift_events(self, limit: int | None = None, expert: str | None = None,
-                     kind: str | None = None) -> list[dict[str, Any]]:
+    def drift_events(
+        self, limit: int | None = None, expert: str | None = None, kind: str | None = None
+    ) -> list[dict[str, Any]]:
         """The latest drift events the learner published, filtered, oldest first."""
-        events = [e for e in self.learner.view().drift_events
-                  if (expert is None or e.get("expert") == expert)
-                  and (kind is None or e.get("kind") == kind)]
+        events = [
+            e
+            for e in self.learner.view().drift_events
+            if (expert is None or e.get("expert") == expert)
+            and (kind is None or e.get("kind") == kind)
+        ]
         return _recent(events, limit)
 
 

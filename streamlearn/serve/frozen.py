@@ -58,12 +58,18 @@ def snapshot_head(engine: Engine, generation: str) -> StateDict | None:
         "expert_id": pool.active_id,
         "experts": [dataclasses.asdict(info) for info in expert_infos(pool)],
         "stamps": {id_: expert_stamp(m) for id_, m in pool.members.items()},
-        "router": None if router is None else {
-            "state": router.net.state_dict(), "ids": dict(router.ids),
-            "fallback": router.fallback, "threshold": router.threshold},
+        "router": None
+        if router is None
+        else {
+            "state": router.net.state_dict(),
+            "ids": dict(router.ids),
+            "fallback": router.fallback,
+            "threshold": router.threshold,
+        },
         "scaler": engine.scaler.state_dict() if engine.scaler is not None else None,
-        "target_scaler": (engine.target_scaler.state_dict()
-                          if engine.target_scaler is not None else None),
+        "target_scaler": (
+            engine.target_scaler.state_dict() if engine.target_scaler is not None else None
+        ),
     }
 
 
@@ -74,8 +80,10 @@ def expert_stamp(member: Member) -> str:
 def expert_weights(expert: object) -> StateDict:
     """What serving needs of one expert: a network's weights, or a custom expert's state."""
     if isinstance(expert, NeuralExpert):
-        return {"kind": "module", "state": {k: v.detach().clone()
-                                            for k, v in expert.module.state_dict().items()}}
+        return {
+            "kind": "module",
+            "state": {k: v.detach().clone() for k, v in expert.module.state_dict().items()},
+        }
     state = expert.state_dict()  # type: ignore[attr-defined]
     return {"kind": "expert", "state": copy.deepcopy(state)}
 
@@ -83,20 +91,28 @@ def expert_weights(expert: object) -> StateDict:
 def expert_infos(pool: ExpertPool) -> tuple[ExpertInfo, ...]:
     s = pool.settings
     return tuple(
-        ExpertInfo(m.id, m.created, m.samples_learned, m.last_active, m.id == pool.active_id,
-                   m.wins,
-                   m.band.bounds(s.decision_window, s.band_z, s.band_tolerance)
-                   if m.band.ready else None,
-                   None if m.accuracy != m.accuracy else m.accuracy,  # NaN: no answers yet
-                   m.created_sample, m.last_active_sample)
-        for m in pool.members.values())
+        ExpertInfo(
+            m.id,
+            m.created,
+            m.samples_learned,
+            m.last_active,
+            m.id == pool.active_id,
+            m.wins,
+            m.band.bounds(s.decision_window, s.band_z, s.band_tolerance) if m.band.ready else None,
+            None if m.accuracy != m.accuracy else m.accuracy,  # NaN: no answers yet
+            m.created_sample,
+            m.last_active_sample,
+        )
+        for m in pool.members.values()
+    )
 
 
 class Assembler:
     """Rebuilds snapshots from heads, reusing the frozen networks of unchanged experts."""
 
-    def __init__(self, model: ModelSettings, experts: ExpertsSettings,
-                 device: torch.device) -> None:
+    def __init__(
+        self, model: ModelSettings, experts: ExpertsSettings, device: torch.device
+    ) -> None:
         self.model = model
         self.experts = experts
         self.device = device
@@ -104,27 +120,38 @@ class Assembler:
 
     def assemble(self, head: Mapping[str, Any], weights_of: WeightsOf) -> Snapshot:
         n_features = int(head["n_features"])
-        forwards = {id_: self._forward(id_, stamp, n_features, weights_of)
-                    for id_, stamp in head["stamps"].items()}
+        forwards = {
+            id_: self._forward(id_, stamp, n_features, weights_of)
+            for id_, stamp in head["stamps"].items()
+        }
         # Only the experts of this head stay cached: pruned ones and old stamps go.
         self._forwards = {(i, head["stamps"][i]): f for i, f in forwards.items()}
         router = self._router(head["router"], n_features)
         expert_id = str(head["expert_id"])
         predictor = Predictor(
-            str(head["task"]), tuple(head["labels"]), forwards,
-            router.route if router is not None else fixed_route(expert_id), self.device,
-            _scaler(head["scaler"], n_features), _scaler(head["target_scaler"], 1))
+            str(head["task"]),
+            tuple(head["labels"]),
+            forwards,
+            router.route if router is not None else fixed_route(expert_id),
+            self.device,
+            _scaler(head["scaler"], n_features),
+            _scaler(head["target_scaler"], 1),
+        )
         names = head["feature_names"]
         return Snapshot(
-            version=int(head["version"]), created=float(head["created"]),
-            task=str(head["task"]), n_features=n_features,
+            version=int(head["version"]),
+            created=float(head["created"]),
+            task=str(head["task"]),
+            n_features=n_features,
             feature_names=tuple(names) if names is not None else None,
-            labels=tuple(head["labels"]), expert_id=expert_id,
+            labels=tuple(head["labels"]),
+            expert_id=expert_id,
             experts=tuple(ExpertInfo(**info) for info in head["experts"]),
-            predictor=predictor, generation=str(head["generation"]))
+            predictor=predictor,
+            generation=str(head["generation"]),
+        )
 
-    def _forward(self, id_: str, stamp: str, n_features: int, weights_of: WeightsOf
-                 ) -> Forward:
+    def _forward(self, id_: str, stamp: str, n_features: int, weights_of: WeightsOf) -> Forward:
         cached = self._forwards.get((id_, stamp))
         if cached is not None:
             return cached

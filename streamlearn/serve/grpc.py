@@ -27,15 +27,29 @@ from streamlearn.serve.tensors import NUMPY_TYPES, TensorIn, from_raw, to_raw
 
 log = get_logger(__name__)
 TRANSPORT = "grpc"
-_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-          403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
-          413: grpc.StatusCode.RESOURCE_EXHAUSTED, 422: grpc.StatusCode.INVALID_ARGUMENT,
-          429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
 # Typed contents field for each datatype (FP16 has none: it travels as raw bytes only).
-_CONTENTS = {"FP32": "fp32_contents", "FP64": "fp64_contents", "INT8": "int_contents",
-             "INT16": "int_contents", "INT32": "int_contents", "INT64": "int64_contents",
-             "UINT8": "uint_contents", "UINT16": "uint_contents", "UINT32": "uint_contents",
-             "UINT64": "uint64_contents"}
+_CONTENTS = {
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+}
 _OUT_CONTENTS = {"FP32": "fp32_contents", "INT64": "int64_contents", "BYTES": "bytes_contents"}
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -65,7 +79,8 @@ def _handled(method: Handler) -> Handler:
         finally:
             in_flight.dec()
             metrics.request_latency.labels(transport=TRANSPORT, endpoint=name).observe(
-                time.perf_counter() - began)
+                time.perf_counter() - began
+            )
             metrics.requests.labels(transport=TRANSPORT, endpoint=name, code=code.name).inc()
 
     return call  # type: ignore[return-value]
@@ -81,63 +96,80 @@ class InferenceServicer:
         self.core.auth.check("read", header if isinstance(header, str) else None)
 
     @_handled
-    def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext
-                   ) -> pb.ServerLiveResponse:
+    def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=self.core.live())
 
     @_handled
-    def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext
-                    ) -> pb.ServerReadyResponse:
+    def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.ServicerContext
+    ) -> pb.ServerReadyResponse:
         return pb.ServerReadyResponse(ready=self.core.ready())
 
     @_handled
-    def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext
-                   ) -> pb.ModelReadyResponse:
+    def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.ServicerContext
+    ) -> pb.ModelReadyResponse:
         self._authorize(context)
         return pb.ModelReadyResponse(ready=self.core.model_ready(request.name, request.version))
 
     @_handled
-    def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
-                       ) -> pb.ServerMetadataResponse:
+    def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ServerMetadataResponse:
         self._authorize(context)
         return pb.ServerMetadataResponse(**self.core.server_metadata())
 
     @_handled
-    def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
-                      ) -> pb.ModelMetadataResponse:
+    def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext
+    ) -> pb.ModelMetadataResponse:
         self._authorize(context)
         meta = self.core.model_metadata(request.name)
         return pb.ModelMetadataResponse(
-            name=meta["name"], versions=meta["versions"], platform=meta["platform"],
+            name=meta["name"],
+            versions=meta["versions"],
+            platform=meta["platform"],
             inputs=[_tensor_metadata(t) for t in meta["inputs"]],
-            outputs=[_tensor_metadata(t) for t in meta["outputs"]])
+            outputs=[_tensor_metadata(t) for t in meta["outputs"]],
+        )
 
     @_handled
-    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext
-                   ) -> pb.ModelInferResponse:
+    def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.ServicerContext
+    ) -> pb.ModelInferResponse:
         self._authorize(context)
         raw = list(request.raw_input_contents)
         if raw and len(raw) != len(request.inputs):
-            raise RequestError(422, "shape", f"raw_input_contents: {len(raw)} entries for "
-                               f"{len(request.inputs)} inputs")
-        inputs = [_tensor_in(t, raw[i] if raw else None, i)
-                  for i, t in enumerate(request.inputs)]
-        answer = self.core.infer(request.model_name, inputs,
-                                 [o.name for o in request.outputs] or None,
-                                 request.id or None, request.model_version)
+            raise RequestError(
+                422,
+                "shape",
+                f"raw_input_contents: {len(raw)} entries for {len(request.inputs)} inputs",
+            )
+        inputs = [_tensor_in(t, raw[i] if raw else None, i) for i, t in enumerate(request.inputs)]
+        answer = self.core.infer(
+            request.model_name,
+            inputs,
+            [o.name for o in request.outputs] or None,
+            request.id or None,
+            request.model_version,
+        )
         return _infer_response(answer, raw=bool(raw))
 
 
 def _tensor_metadata(meta: dict[str, Any]) -> pb.ModelMetadataResponse.TensorMetadata:
     out = pb.ModelMetadataResponse.TensorMetadata(
-        name=meta["name"], datatype=meta["datatype"], shape=meta["shape"])
+        name=meta["name"], datatype=meta["datatype"], shape=meta["shape"]
+    )
     for key, value in meta.get("parameters", {}).items():
         out.parameters[key].string_param = json.dumps(value)
     return out
 
 
-def _tensor_in(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None,
-               index: int) -> TensorIn:
+def _tensor_in(
+    tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None, index: int
+) -> TensorIn:
     datatype = tensor.datatype
     data: np.ndarray[Any, Any] = np.empty(0)
     if raw is not None:
@@ -149,18 +181,21 @@ def _tensor_in(tensor: pb.ModelInferRequest.InferInputTensor, raw: bytes | None,
 
 
 def _infer_response(answer: InferAnswer, raw: bool) -> pb.ModelInferResponse:
-    response = pb.ModelInferResponse(model_name=answer.model_name,
-                                     model_version=answer.model_version, id=answer.id or "")
+    response = pb.ModelInferResponse(
+        model_name=answer.model_name, model_version=answer.model_version, id=answer.id or ""
+    )
     for key, value in answer.parameters.items():
         response.parameters[key].string_param = str(value)
     for tensor in answer.outputs:
-        out = response.outputs.add(name=tensor.name, datatype=tensor.datatype,
-                                   shape=tensor.shape)
+        out = response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         if raw:
             response.raw_output_contents.append(to_raw(tensor))
         else:
-            values = ([str(v).encode() for v in tensor.data] if tensor.datatype == "BYTES"
-                      else tensor.data)
+            values = (
+                [str(v).encode() for v in tensor.data]
+                if tensor.datatype == "BYTES"
+                else tensor.data
+            )
             getattr(out.contents, _OUT_CONTENTS[tensor.datatype]).extend(values)
     return response
 
@@ -174,9 +209,12 @@ class GrpcServer:
         serve = core.serve
         self.server = grpc.server(
             ThreadPoolExecutor(serve.grpc_workers, thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", serve.grpc_max_message_bytes),
-                     ("grpc.max_send_message_length", serve.grpc_max_message_bytes),
-                     ("grpc.so_reuseport", 1)])
+            options=[
+                ("grpc.max_receive_message_length", serve.grpc_max_message_bytes),
+                ("grpc.max_send_message_length", serve.grpc_max_message_bytes),
+                ("grpc.so_reuseport", 1),
+            ],
+        )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), self.server)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.port = self.server.add_insecure_port(target)

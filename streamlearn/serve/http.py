@@ -47,21 +47,39 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _bearer = HTTPBearer(auto_error=False, description="serve.auth_token")
 _REF = "#/components/schemas/{model}"
 _BINARY_SCHEMA = {"type": "string", "format": "binary"}
-_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {**_ERRORS, 200: {
-    "description": "JSON; or, when outputs are asked for as binary, the JSON header "
-                   f"({binary.HEADER} bytes) followed by those outputs' bytes",
-    "content": {binary.MEDIA_TYPE: {"schema": _BINARY_SCHEMA}}}}
-_INFER_EXTRA: dict[str, Any] = {
-    "parameters": [{"name": binary.HEADER, "in": "header", "required": False,
-                    "schema": {"type": "integer", "minimum": 0},
-                    "description": "binary tensor data extension: the body is this many bytes "
-                                   "of JSON followed by the binary inputs' data"}],
-    "requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": _REF.format(model="InferRequest")}},
-        binary.MEDIA_TYPE: {"schema": _BINARY_SCHEMA}}},
+_INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_ERRORS,
+    200: {
+        "description": "JSON; or, when outputs are asked for as binary, the JSON header "
+        f"({binary.HEADER} bytes) followed by those outputs' bytes",
+        "content": {binary.MEDIA_TYPE: {"schema": _BINARY_SCHEMA}},
+    },
 }
-_LEARN_EXTRA: dict[str, Any] = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": _REF.format(model="LearnRequest")}}}}}
+_INFER_EXTRA: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": binary.HEADER,
+            "in": "header",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 0},
+            "description": "binary tensor data extension: the body is this many bytes "
+            "of JSON followed by the binary inputs' data",
+        }
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": _REF.format(model="InferRequest")}},
+            binary.MEDIA_TYPE: {"schema": _BINARY_SCHEMA},
+        },
+    },
+}
+_LEARN_EXTRA: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": _REF.format(model="LearnRequest")}}},
+    }
+}
 # What `curl -d` (a form) and some clients (text) label JSON with: taken when the body
 # parses as JSON, which a real form or text never does.
 _LENIENT_TYPES = frozenset({"application/x-www-form-urlencoded", "text/plain"})
@@ -71,17 +89,20 @@ DOCS_ASSETS = "/docs/assets"
 Body = TypeVar("Body", bound=BaseModel)
 
 
-def create_app(core: ServingCore, exposition: Callable[[], bytes] | None = None
-               ) -> FastAPI:
+def create_app(core: ServingCore, exposition: Callable[[], bytes] | None = None) -> FastAPI:
     # strict_content_type off: v2 clients may send JSON without a Content-Type header.
     # The documentation pages load their assets from this app, not from a CDN: a daemon
     # often runs where nothing outside is reachable. validatorUrl off: Swagger UI would
     # send the document to validator.swagger.io for a badge.
-    app = FastAPIOffline(title="streamlearn", version=streamlearn.__version__,
-                         strict_content_type=False, static_url=DOCS_ASSETS,
-                         swagger_ui_parameters={"validatorUrl": None},
-                         description="Open Inference Protocol v2 (/v2) and streamlearn's own "
-                                     "endpoints (/v1) over a model that keeps learning.")
+    app = FastAPIOffline(
+        title="streamlearn",
+        version=streamlearn.__version__,
+        strict_content_type=False,
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
+        description="Open Inference Protocol v2 (/v2) and streamlearn's own "
+        "endpoints (/v1) over a model that keeps learning.",
+    )
     read, write = _auth(core, "read"), _auth(core, "write")
     _error_handlers(app, core)
     _v2_routes(app, core, read)
@@ -94,8 +115,11 @@ def create_app(core: ServingCore, exposition: Callable[[], bytes] | None = None
     def metrics() -> Response:
         return Response(expose(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(BodyLimit, max_bytes=core.serve.max_body_bytes,
-                       on_reject=lambda reason: _rejected(core, reason))
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=core.serve.max_body_bytes,
+        on_reject=lambda reason: _rejected(core, reason),
+    )
     app.add_middleware(RequestMetrics, metrics=core.metrics)
     return app
 
@@ -105,8 +129,9 @@ def _rejected(core: ServingCore, reason: str) -> None:
 
 
 def _auth(core: ServingCore, scope: Scope) -> Any:
-    def check(credentials: Annotated[HTTPAuthorizationCredentials | None,
-                                     Depends(_bearer)]) -> None:
+    def check(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> None:
         header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
         core.auth.check(scope, header)
 
@@ -131,15 +156,14 @@ def _error_handlers(app: FastAPI, core: ServingCore) -> None:
             _rejected(core, "malformed_json")
             position = first["loc"][-1]
             reason = first.get("ctx", {}).get("error", "cannot parse")
-            return JSONResponse({"error": f"malformed JSON at character {position}: {reason}"},
-                                400)
+            return JSONResponse({"error": f"malformed JSON at character {position}: {reason}"}, 400)
         _rejected(core, "non_finite" if first["type"] == "finite_number" else "schema")
         if tuple(first["loc"]) == ("body",):
-            return JSONResponse({"error": "body: must be a JSON object "
-                                          "(Content-Type: application/json)"}, 422)
+            return JSONResponse(
+                {"error": "body: must be a JSON object (Content-Type: application/json)"}, 422
+            )
         # Union members show up in loc as type names ("list[float]"): not the user's field.
-        where = ".".join(str(p) for p in first["loc"][1:]
-                         if isinstance(p, int) or p.isidentifier())
+        where = ".".join(str(p) for p in first["loc"][1:] if isinstance(p, int) or p.isidentifier())
         return JSONResponse({"error": f"{where}: {first['msg']}"}, 422)
 
     @app.exception_handler(HTTPException)
@@ -151,8 +175,13 @@ def _error_handlers(app: FastAPI, core: ServingCore) -> None:
 def _v2_routes(app: FastAPI, core: ServingCore, auth_read: Any) -> None:
     read = [auth_read]
 
-    @app.get("/v2", response_model=schemas.ServerMetadata, tags=["v2"], dependencies=read,
-             responses=_ERRORS)
+    @app.get(
+        "/v2",
+        response_model=schemas.ServerMetadata,
+        tags=["v2"],
+        dependencies=read,
+        responses=_ERRORS,
+    )
     async def server_metadata() -> Response:
         return JSONResponse(core.server_metadata())
 
@@ -160,26 +189,46 @@ def _v2_routes(app: FastAPI, core: ServingCore, auth_read: Any) -> None:
     async def live() -> Response:
         return JSONResponse({"live": core.live()})
 
-    @app.get("/v2/health/ready", response_model=schemas.ReadyBody, tags=["v2"],
-             responses={503: {"model": schemas.ReadyBody}})
+    @app.get(
+        "/v2/health/ready",
+        response_model=schemas.ReadyBody,
+        tags=["v2"],
+        responses={503: {"model": schemas.ReadyBody}},
+    )
     async def ready() -> Response:
         ok = core.ready()
         return JSONResponse({"ready": ok}, 200 if ok else 503)
 
-    @app.get("/v2/models/{name}", response_model=schemas.ModelMetadata, tags=["v2"],
-             dependencies=read, responses=_ERRORS)
+    @app.get(
+        "/v2/models/{name}",
+        response_model=schemas.ModelMetadata,
+        tags=["v2"],
+        dependencies=read,
+        responses=_ERRORS,
+    )
     async def model_metadata(name: str) -> Response:
         return JSONResponse(core.model_metadata(name))
 
     # 503 is "not ready" here, answered as a ReadyBody like 200, not an error.
-    @app.get("/v2/models/{name}/ready", response_model=schemas.ReadyBody, tags=["v2"],
-             dependencies=read, responses={**_ERRORS, 503: {"model": schemas.ReadyBody}})
+    @app.get(
+        "/v2/models/{name}/ready",
+        response_model=schemas.ReadyBody,
+        tags=["v2"],
+        dependencies=read,
+        responses={**_ERRORS, 503: {"model": schemas.ReadyBody}},
+    )
     async def model_ready(name: str) -> Response:
         ok = core.model_ready(name)
         return JSONResponse({"name": name, "ready": ok}, 200 if ok else 503)
 
-    @app.post("/v2/models/{name}/infer", response_model=schemas.InferResponse, tags=["v2"],
-              dependencies=read, responses=_INFER_RESPONSES, openapi_extra=_INFER_EXTRA)
+    @app.post(
+        "/v2/models/{name}/infer",
+        response_model=schemas.InferResponse,
+        tags=["v2"],
+        dependencies=read,
+        responses=_INFER_RESPONSES,
+        openapi_extra=_INFER_EXTRA,
+    )
     async def infer(name: str, request: Request) -> Response:
         # The body is read here rather than declared: it may be binary (see binary.py).
         parsed, inputs = _infer_request(await request.body(), request.headers)
@@ -193,8 +242,9 @@ def _v2_routes(app: FastAPI, core: ServingCore, auth_read: Any) -> None:
         return _infer_response(answer, binary_out)
 
 
-def _infer_request(body: bytes, headers: Headers
-                   ) -> tuple[schemas.InferRequest | schemas.InferHeader, list[TensorIn]]:
+def _infer_request(
+    body: bytes, headers: Headers
+) -> tuple[schemas.InferRequest | schemas.InferHeader, list[TensorIn]]:
     header_length = headers.get(binary.HEADER)
     if header_length is None:
         request = _validated(schemas.InferRequest, _json_body(body, headers.get("content-type")))
@@ -214,16 +264,28 @@ def _json_body(body: bytes, content_type: str | None) -> Any:
     if media_type in _LENIENT_TYPES:
         return _lenient_json(body, media_type)
     if media_type and not _is_json(media_type):
-        hint = (f"; binary tensor data also needs the {binary.HEADER} header"
-                if media_type == binary.MEDIA_TYPE else "")
-        raise RequestError(422, "schema", f"body: Content-Type {media_type} is not JSON; "
-                           f"{_SEND_JSON}{hint}")
+        hint = (
+            f"; binary tensor data also needs the {binary.HEADER} header"
+            if media_type == binary.MEDIA_TYPE
+            else ""
+        )
+        raise RequestError(
+            422, "schema", f"body: Content-Type {media_type} is not JSON; {_SEND_JSON}{hint}"
+        )
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
-        raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos),
-                                       "msg": "JSON decode error", "input": {},
-                                       "ctx": {"error": exc.msg}}]) from None
+        raise RequestValidationError(
+            [
+                {
+                    "type": "json_invalid",
+                    "loc": ("body", exc.pos),
+                    "msg": "JSON decode error",
+                    "input": {},
+                    "ctx": {"error": exc.msg},
+                }
+            ]
+        ) from None
     except UnicodeDecodeError:
         raise HTTPException(400, "There was an error parsing the body") from None
 
@@ -232,16 +294,22 @@ def _lenient_json(body: bytes, media_type: str) -> Any:
     try:
         return json.loads(body)
     except json.JSONDecodeError as exc:
-        raise RequestError(422, "schema", f"body: sent as {media_type} and not JSON "
-                           f"(character {exc.pos}: {exc.msg}); {_SEND_JSON}") from None
+        raise RequestError(
+            422,
+            "schema",
+            f"body: sent as {media_type} and not JSON "
+            f"(character {exc.pos}: {exc.msg}); {_SEND_JSON}",
+        ) from None
     except UnicodeDecodeError:
-        raise RequestError(422, "schema", f"body: sent as {media_type} and not UTF-8 JSON; "
-                           f"{_SEND_JSON}") from None
+        raise RequestError(
+            422, "schema", f"body: sent as {media_type} and not UTF-8 JSON; {_SEND_JSON}"
+        ) from None
 
 
 def _is_json(media_type: str) -> bool:
     return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json"))
+        media_type.startswith("application/") and media_type.endswith("+json")
+    )
 
 
 def _validated(model: type[Body], value: Any) -> Body:
@@ -249,8 +317,9 @@ def _validated(model: type[Body], value: Any) -> Body:
         return model.model_validate(value)
     except ValidationError as exc:
         # Located under "body" as FastAPI does, for the RequestValidationError handler.
-        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
-                                      for e in exc.errors()]) from None
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]
+        ) from None
 
 
 def _infer_response(answer: InferAnswer, binary_out: binary.BinaryOutputs) -> Response:
@@ -259,16 +328,19 @@ def _infer_response(answer: InferAnswer, binary_out: binary.BinaryOutputs) -> Re
     if encoded is None:
         return JSONResponse(content)
     body, header_length = encoded
-    return Response(body, media_type=binary.MEDIA_TYPE,
-                    headers={binary.HEADER: str(header_length)})
+    return Response(body, media_type=binary.MEDIA_TYPE, headers={binary.HEADER: str(header_length)})
 
 
 def _infer_json(answer: InferAnswer) -> dict[str, Any]:
     return {
-        "model_name": answer.model_name, "model_version": answer.model_version,
-        "id": answer.id, "parameters": answer.parameters,
-        "outputs": [{"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": t.data}
-                    for t in answer.outputs],
+        "model_name": answer.model_name,
+        "model_version": answer.model_version,
+        "id": answer.id,
+        "parameters": answer.parameters,
+        "outputs": [
+            {"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": t.data}
+            for t in answer.outputs
+        ],
     }
 
 
@@ -314,15 +386,25 @@ def _v1_routes(app: FastAPI, core: ServingCore, auth_read: Any, auth_write: Any)
     async def status() -> Response:
         return JSONResponse(core.status())
 
-    @app.get("/v1/experts", response_model=schemas.Experts, tags=["v1"], dependencies=read,
-             responses=_ERRORS)
+    @app.get(
+        "/v1/experts",
+        response_model=schemas.Experts,
+        tags=["v1"],
+        dependencies=read,
+        responses=_ERRORS,
+    )
     async def experts(
         events: Annotated[int, Query(ge=0, le=1_000, description="newest pool decisions")] = 20,
     ) -> Response:
         return JSONResponse(core.experts(events))
 
-    @app.get("/v1/drift-events", response_model=schemas.DriftEvents, tags=["v1"],
-             dependencies=read, responses=_ERRORS)
+    @app.get(
+        "/v1/drift-events",
+        response_model=schemas.DriftEvents,
+        tags=["v1"],
+        dependencies=read,
+        responses=_ERRORS,
+    )
     async def drift_events(
         limit: Annotated[int | None, Query(ge=0, description="newest this many")] = None,
         expert: Annotated[str | None, Query(description="only this expert's")] = None,
@@ -330,30 +412,50 @@ def _v1_routes(app: FastAPI, core: ServingCore, auth_read: Any, auth_write: Any)
     ) -> Response:
         return JSONResponse({"events": core.drift_events(limit, expert, kind)})
 
-    @app.post("/v1/learn", response_model=schemas.LearnAccepted, status_code=202,
-              tags=["v1"], dependencies=write, responses=_ERRORS, openapi_extra=_LEARN_EXTRA)
+    @app.post(
+        "/v1/learn",
+        response_model=schemas.LearnAccepted,
+        status_code=202,
+        tags=["v1"],
+        dependencies=write,
+        responses=_ERRORS,
+        openapi_extra=_LEARN_EXTRA,
+    )
     async def learn(request: Request) -> Response:
         # Read here rather than declared, as infer's: JSON may come labeled as a form.
-        body = _validated(schemas.LearnRequest, _json_body(
-            await request.body(), request.headers.get("content-type")))
+        body = _validated(
+            schemas.LearnRequest,
+            _json_body(await request.body(), request.headers.get("content-type")),
+        )
         future = core.learn([s.model_dump() for s in body.samples])
         try:
             queued = await asyncio.wait_for(asyncio.wrap_future(future), LEARNER_WAIT_S)
         except TimeoutError:
-            raise RequestError(503, "learner_busy", "the learner did not take the samples "
-                               f"within {LEARNER_WAIT_S:.0f} s; retry later") from None
+            raise RequestError(
+                503,
+                "learner_busy",
+                f"the learner did not take the samples within {LEARNER_WAIT_S:.0f} s; retry later",
+            ) from None
         return JSONResponse(queued, 202)
 
-    @app.post("/v1/checkpoint", response_model=schemas.CheckpointDone, tags=["v1"],
-              dependencies=write, responses=_ERRORS)
+    @app.post(
+        "/v1/checkpoint",
+        response_model=schemas.CheckpointDone,
+        tags=["v1"],
+        dependencies=write,
+        responses=_ERRORS,
+    )
     async def checkpoint() -> Response:
         future = core.request_checkpoint()
         try:
             done = await asyncio.wait_for(asyncio.wrap_future(future), CHECKPOINT_WAIT_S)
         except TimeoutError:
             future.cancel()
-            raise RequestError(503, "learner_busy", "the learner did not take the checkpoint "
-                               f"request within {CHECKPOINT_WAIT_S:.0f} s") from None
+            raise RequestError(
+                503,
+                "learner_busy",
+                f"the learner did not take the checkpoint request within {CHECKPOINT_WAIT_S:.0f} s",
+            ) from None
         if not done["saved"]:
             raise RequestError(503, "checkpoint_failed", done.get("error", "not saved"))
         return JSONResponse(done)

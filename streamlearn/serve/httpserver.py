@@ -22,9 +22,15 @@ class HttpServer:
         self.socket = sock
         self.port: int = sock.getsockname()[1]
         self._drain_timeout_s = drain_timeout_s
-        config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
-                                lifespan="off", timeout_graceful_shutdown=drain_timeout_s,  # type: ignore[arg-type]
-                                server_header=False)
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=drain_timeout_s,  # type: ignore[arg-type]
+            server_header=False,
+        )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
 

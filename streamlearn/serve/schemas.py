@@ -75,8 +75,10 @@ class RequestOutput(BaseModel):
 
     name: str
     parameters: Parameters | None = Field(
-        None, description="binary_data: true to get this output as bytes after the JSON "
-                          "(binary tensor data extension)")
+        None,
+        description="binary_data: true to get this output as bytes after the JSON "
+        "(binary tensor data extension)",
+    )
 
 
 class _InferFields(BaseModel):
@@ -84,14 +86,31 @@ class _InferFields(BaseModel):
 
     id: str | None = None
     parameters: Parameters | None = Field(
-        None, description="binary_data_output: true to get every output as bytes after the "
-                          "JSON unless the output says otherwise (binary tensor data extension)")
+        None,
+        description="binary_data_output: true to get every output as bytes after the "
+        "JSON unless the output says otherwise (binary tensor data extension)",
+    )
 
 
 class InferRequest(_InferFields):
-    model_config = ConfigDict(extra="ignore", json_schema_extra={"examples": [{
-        "id": "42", "inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32",
-                                "data": [0.1, 0.5, -1.2]}]}]})
+    model_config = ConfigDict(
+        extra="ignore",
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "42",
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [1, 3],
+                            "datatype": "FP32",
+                            "data": [0.1, 0.5, -1.2],
+                        }
+                    ],
+                }
+            ]
+        },
+    )
 
     inputs: list[RequestInput]
     outputs: list[RequestOutput] | None = None
@@ -109,7 +128,8 @@ class ResponseOutput(BaseModel):
     shape: list[int]
     datatype: str
     parameters: Parameters | None = Field(
-        None, description="binary_data_size: the output is that many bytes after the JSON")
+        None, description="binary_data_size: the output is that many bytes after the JSON"
+    )
     data: list[Any] | None = Field(None, description="absent when the output is binary")
 
 
@@ -122,8 +142,13 @@ class InferResponse(BaseModel):
 
 
 class LearnRequest(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "samples": [{"x": [0.1, 0.5, -1.2], "y": 1}, {"x": [0.3, 0.1, 0.9], "y": 0}]}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"samples": [{"x": [0.1, 0.5, -1.2], "y": 1}, {"x": [0.3, 0.1, 0.9], "y": 0}]}
+            ]
+        }
+    )
 
     samples: list[SampleIn] = Field(description="Labeled samples, as in Kafka records.")
 
@@ -162,7 +187,8 @@ class ExpertBody(BaseModel):
     wins: int = Field(description="times the pool chose it, its spawn included")
     loss_band: tuple[float, float] | None = Field(
         description="mean loss over a decision window that counts as its regime; null until "
-        "it has learned enough")
+        "it has learned enough"
+    )
     accuracy: float | None = Field(description="prequential, over about its last 1000 answers")
     created_sample: int
     last_active_sample: int

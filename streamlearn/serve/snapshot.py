@@ -81,8 +81,9 @@ class SnapshotBoard:
     serving process is fed by :class:`~streamlearn.runtime.snapshots.SnapshotReader` instead.
     """
 
-    def __init__(self, metrics: Metrics | None = None,
-                 on_publish: Callable[[Snapshot], None] | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics | None = None, on_publish: Callable[[Snapshot], None] | None = None
+    ) -> None:
         self.current: Snapshot | None = None
         self._metrics = metrics
         self._on_publish = on_publish
@@ -117,8 +118,11 @@ class SnapshotBoard:
     def publish(self, snapshot: Snapshot) -> None:
         with self._lock:
             current = self.current
-            if (current is not None and snapshot.generation == current.generation
-                    and snapshot.version < current.version):
+            if (
+                current is not None
+                and snapshot.generation == current.generation
+                and snapshot.version < current.version
+            ):
                 return  # never go backwards within one learner run
             self.current = snapshot  # the single reference assignment readers rely on
             self._fresh_at = time.monotonic()

@@ -21,9 +21,17 @@ from streamlearn.types import Label
 
 #: Datatypes accepted for the feature tensor, with their little-endian numpy types (raw bytes).
 NUMPY_TYPES: dict[str, str] = {
-    "FP16": "<f2", "FP32": "<f4", "FP64": "<f8",
-    "INT8": "i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8",
-    "UINT8": "u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "INT8": "i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
 }
 _UNPROCESSABLE = 422
 
@@ -52,21 +60,31 @@ def _invalid(reason: str, where: str, message: str) -> RequestError:
 def to_features(tensor: TensorIn, where: str, n_features: int, max_rows: int) -> Tensor:
     """The input as a float32 batch ``[rows, n_features]``, or a 422 naming what is wrong."""
     if tensor.datatype not in NUMPY_TYPES:
-        raise _invalid("datatype", where, f"datatype {tensor.datatype!r} is not supported; "
-                       f"use one of {', '.join(NUMPY_TYPES)}")
+        raise _invalid(
+            "datatype",
+            where,
+            f"datatype {tensor.datatype!r} is not supported; use one of {', '.join(NUMPY_TYPES)}",
+        )
     shape = tensor.shape
     if len(shape) != 2 or any(d < 0 for d in shape):
         raise _invalid("shape", where, f"shape {shape} must be [rows, {n_features}]")
     if shape[1] != n_features:
-        raise _invalid("feature_count", where,
-                       f"shape {shape}: {shape[1]} features, the model takes {n_features}")
+        raise _invalid(
+            "feature_count",
+            where,
+            f"shape {shape}: {shape[1]} features, the model takes {n_features}",
+        )
     if shape[0] > max_rows:
-        raise _invalid("batch_too_large", where,
-                       f"{shape[0]} rows > serve.max_batch_rows={max_rows}")
+        raise _invalid(
+            "batch_too_large", where, f"{shape[0]} rows > serve.max_batch_rows={max_rows}"
+        )
     array = _as_array(tensor, where)
     if array.size != shape[0] * shape[1]:
-        raise _invalid("shape", where, f"data has {array.size} values, shape {shape} "
-                       f"needs {shape[0] * shape[1]}")
+        raise _invalid(
+            "shape",
+            where,
+            f"data has {array.size} values, shape {shape} needs {shape[0] * shape[1]}",
+        )
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise _invalid("non_finite", where, "data contains NaN or Infinity")
     with np.errstate(over="ignore"):
@@ -74,8 +92,9 @@ def to_features(tensor: TensorIn, where: str, n_features: int, max_rows: int) ->
     # A finite FP64 value past float32's range (1e300) is infinite to the model, as the
     # codec says of learned samples: refused alike.
     if array.dtype.kind == "f" and not np.isfinite(features).all():
-        raise _invalid("non_finite", where, "data contains values beyond float32's range "
-                       "(the model's dtype)")
+        raise _invalid(
+            "non_finite", where, "data contains values beyond float32's range (the model's dtype)"
+        )
     return torch.from_numpy(features.reshape(shape))
 
 
@@ -91,8 +110,11 @@ def _as_array(tensor: TensorIn, where: str) -> np.ndarray[Any, Any]:
     allowed = array.dtype.kind in ("iu" if integer else "iuf")
     if not allowed and not (integer and array.dtype.kind == "f" and _integral(array)):
         kind = "integers" if integer else "numbers"
-        raise _invalid("datatype", where, f"data must be a flat or nested list of {kind} "
-                       f"for datatype {tensor.datatype}")
+        raise _invalid(
+            "datatype",
+            where,
+            f"data must be a flat or nested list of {kind} for datatype {tensor.datatype}",
+        )
     return array
 
 
@@ -111,8 +133,9 @@ def from_raw(raw: bytes | memoryview, datatype: str, where: str) -> np.ndarray[A
     try:
         array = np.frombuffer(raw, dtype=NUMPY_TYPES[datatype])
     except ValueError:
-        raise _invalid("shape", where, f"{len(raw)} bytes is not a whole number of "
-                       f"{datatype} values") from None
+        raise _invalid(
+            "shape", where, f"{len(raw)} bytes is not a whole number of {datatype} values"
+        ) from None
     # A copy: a view of the request's bytes is read-only, which torch.from_numpy warns about.
     return array.copy()
 
@@ -126,8 +149,9 @@ def to_raw(tensor: TensorOut) -> bytes:
     return np.asarray(tensor.data, dtype=NUMPY_TYPES[tensor.datatype]).tobytes()
 
 
-def label_tensor(name: str, values: Sequence[Label], labels: Sequence[Label] | None = None
-                 ) -> TensorOut:
+def label_tensor(
+    name: str, values: Sequence[Label], labels: Sequence[Label] | None = None
+) -> TensorOut:
     """``values`` typed by the model's label set ``labels`` (``values`` itself when omitted):
     INT64 when every label is an integer, else BYTES (strings). The set, never the rows,
     decides: a typed v2 client reads the datatype from the metadata and must get it back

@@ -78,12 +78,12 @@ class KafkaSink:
 
     def dead_letters(self, items: list[DeadLetter]) -> None:
         for item in items:
-            self._send((self._settings.dlq_topic, item.value, item.source.key,
-                        dead_letter_headers(item)))
+            self._send(
+                (self._settings.dlq_topic, item.value, item.source.key, dead_letter_headers(item))
+            )
 
     def event(self, kind: str, payload: Mapping[str, Any]) -> None:
-        self._send((self._settings.events_topic, event_message(kind, payload), kind.encode(),
-                    []))
+        self._send((self._settings.events_topic, event_message(kind, payload), kind.encode(), []))
 
     @property
     def pending(self) -> int:
@@ -150,8 +150,12 @@ class KafkaSink:
             keep = max(0, len(value) - (size - limit) - 64)
             self._metrics.outputs_truncated.labels(topic=topic).inc()
             log.warning("output_truncated", topic=topic, bytes=len(value), kept=keep)
-            return (topic, value[:keep], key,
-                    [*headers, ("truncated", b"true"), ("value_bytes", str(len(value)).encode())])
+            return (
+                topic,
+                value[:keep],
+                key,
+                [*headers, ("truncated", b"true"), ("value_bytes", str(len(value)).encode())],
+            )
         self._drop(topic, "too_large", f"{size} bytes > kafka.max_message_bytes={limit}")
         return None
 
@@ -175,5 +179,4 @@ class KafkaSink:
 
 def _size(message: _Message) -> int:
     _, value, key, headers = message
-    return (len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
-            + _FRAMING_BYTES)
+    return len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers) + _FRAMING_BYTES

@@ -11,10 +11,15 @@ from streamlearn.types import DeadLetter, Prediction
 
 
 def prediction_message(item: Prediction) -> bytes:
-    return json.dumps({
-        "id": item.id, "prediction": item.prediction, "probabilities": item.probabilities,
-        "model_version": item.model_version, "expert": item.expert,
-    }).encode()
+    return json.dumps(
+        {
+            "id": item.id,
+            "prediction": item.prediction,
+            "probabilities": item.probabilities,
+            "model_version": item.model_version,
+            "expert": item.expert,
+        }
+    ).encode()
 
 
 def dead_letter_headers(item: DeadLetter) -> list[tuple[str, bytes]]:

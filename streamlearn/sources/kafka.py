@@ -73,8 +73,11 @@ class KafkaSource:
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
-        return [Record(r.topic, r.partition, r.offset, r.value or b"", r.key, r.timestamp)
-                for records in batches.values() for r in records]
+        return [
+            Record(r.topic, r.partition, r.offset, r.value or b"", r.key, r.timestamp)
+            for records in batches.values()
+            for r in records
+        ]
 
     def seek(self, positions: Mapping[TopicPartition, int]) -> None:
         for tp, offset in positions.items():
@@ -84,13 +87,13 @@ class KafkaSource:
         """Commit without blocking; the checkpoint, not Kafka, is the source of truth."""
         self._metadata = metadata  # close() commits under the same lineage
         if positions:
-            self._consumer.commit_async(_kafka_offsets(positions, metadata),
-                                        callback=_log_commit)
+            self._consumer.commit_async(_kafka_offsets(positions, metadata), callback=_log_commit)
 
     def commit_sync(self, positions: Offsets, timeout_s: float) -> bool:
         try:
-            self._consumer.commit(_kafka_offsets(positions, self._metadata),
-                                  timeout_ms=int(timeout_s * 1000))
+            self._consumer.commit(
+                _kafka_offsets(positions, self._metadata), timeout_ms=int(timeout_s * 1000)
+            )
         except KafkaError as exc:
             log.warning("commit_failed", error=str(exc))
             return False
@@ -99,11 +102,11 @@ class KafkaSource:
     def committed(self, tp: TopicPartition) -> tuple[int, str] | None:
         """The group's commit for ``tp`` (blocks on the broker: learner thread only)."""
         try:
-            found = self._consumer.committed(KafkaTP(tp.topic, tp.partition), metadata=True,
-                                             timeout_ms=_COMMITTED_TIMEOUT_MS)
+            found = self._consumer.committed(
+                KafkaTP(tp.topic, tp.partition), metadata=True, timeout_ms=_COMMITTED_TIMEOUT_MS
+            )
         except KafkaError as exc:
-            log.warning("committed_unknown", partition=f"{tp.topic}/{tp.partition}",
-                        error=str(exc))
+            log.warning("committed_unknown", partition=f"{tp.topic}/{tp.partition}", error=str(exc))
             return None
         return None if found is None else (int(found.offset), str(found.metadata or ""))
 
@@ -135,8 +138,10 @@ def _ours(tp: KafkaTP) -> TopicPartition:
 
 
 def _kafka_offsets(positions: Offsets, metadata: str) -> dict[KafkaTP, OffsetAndMetadata]:
-    return {KafkaTP(tp.topic, tp.partition): OffsetAndMetadata(offset, metadata, -1)
-            for tp, offset in positions.items()}
+    return {
+        KafkaTP(tp.topic, tp.partition): OffsetAndMetadata(offset, metadata, -1)
+        for tp, offset in positions.items()
+    }
 
 
 def _log_commit(offsets: Any, response: Any) -> None:

@@ -9,11 +9,16 @@ from streamlearn.types import Offsets, Record, TopicPartition
 
 
 class MemorySource:
-    def __init__(self, topic: str, partitions: Sequence[Sequence[bytes]],
-                 listener: AssignmentListener | None = None) -> None:
-        self.logs = {TopicPartition(topic, p): [Record(topic, p, o, v) for o, v in
-                                                enumerate(values)]
-                     for p, values in enumerate(partitions)}
+    def __init__(
+        self,
+        topic: str,
+        partitions: Sequence[Sequence[bytes]],
+        listener: AssignmentListener | None = None,
+    ) -> None:
+        self.logs = {
+            TopicPartition(topic, p): [Record(topic, p, o, v) for o, v in enumerate(values)]
+            for p, values in enumerate(partitions)
+        }
         self.positions: Offsets = {tp: 0 for tp in self.logs}
         self.committed_offsets: Offsets = {}
         self.commit_metadata: dict[TopicPartition, str] = {}
@@ -32,7 +37,7 @@ class MemorySource:
         out: list[Record] = []
         for tp, log in self.logs.items():
             start = self.positions[tp]
-            chunk = log[start: start + max_records - len(out)]
+            chunk = log[start : start + max_records - len(out)]
             out.extend(chunk)
             self.positions[tp] = start + len(chunk)
         return out

@@ -41,22 +41,28 @@ STREAMS: dict[str, StreamSpec] = {
     "hyperplane": StreamSpec(
         "rotating hyperplane, gradual drift; 10 features",
         (0,),
-        lambda c, seed: synth.Hyperplane(seed=seed, n_features=10, n_drift_features=5,
-                                         mag_change=0.001, noise_percentage=0.05),
+        lambda c, seed: synth.Hyperplane(
+            seed=seed, n_features=10, n_drift_features=5, mag_change=0.001, noise_percentage=0.05
+        ),
     ),
 }
 
 
-def drifting_stream(name: str, n: int, seed: int = 42, segment: int = 2_000
-                    ) -> Iterator[dict[str, Any]]:
+def drifting_stream(
+    name: str, n: int, seed: int = 42, segment: int = 2_000
+) -> Iterator[dict[str, Any]]:
     """``n`` samples of stream ``name``; the concept changes every ``segment`` samples."""
     spec = STREAMS[name]
     generators = {c: iter(spec.make(c, seed + i)) for i, c in enumerate(spec.concepts)}
     for index in range(n):
         concept = spec.concepts[(index // segment) % len(spec.concepts)]
         x, y = next(generators[concept])
-        yield {"x": [float(v) for v in x.values()], "y": _label(y),
-               "task": f"{name}-{concept}", "id": str(index)}
+        yield {
+            "x": [float(v) for v in x.values()],
+            "y": _label(y),
+            "task": f"{name}-{concept}",
+            "id": str(index),
+        }
 
 
 def take(name: str, n: int, seed: int = 42, segment: int = 2_000) -> list[dict[str, Any]]:

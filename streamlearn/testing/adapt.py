@@ -22,8 +22,9 @@ from streamlearn.testing.experts import roundtrip
 STEPS = 3
 
 
-def check_adapt_method(make: Callable[[], AdaptMethod], module: nn.Module, x: Tensor,
-                       n_classes: int) -> None:
+def check_adapt_method(
+    make: Callable[[], AdaptMethod], module: nn.Module, x: Tensor, n_classes: int
+) -> None:
     """Raise AssertionError naming the first broken promise of the methods ``make`` builds.
 
     ``module``: a trained network (left untouched; copies are adapted); ``x``: a batch of
@@ -34,8 +35,13 @@ def check_adapt_method(make: Callable[[], AdaptMethod], module: nn.Module, x: Te
     _kept_out_rows_teach_nothing(make, module, x, n_classes)
 
 
-def _adapted(make: Callable[[], AdaptMethod], module: nn.Module, x: Tensor, n_classes: int,
-             steps: int = STEPS) -> tuple[AdaptMethod, nn.Module]:
+def _adapted(
+    make: Callable[[], AdaptMethod],
+    module: nn.Module,
+    x: Tensor,
+    n_classes: int,
+    steps: int = STEPS,
+) -> tuple[AdaptMethod, nn.Module]:
     torch.manual_seed(0)
     method, net = make(), copy.deepcopy(module)
     method.begin(net, {k: v.clone() for k, v in net.state_dict().items()})
@@ -51,15 +57,17 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
     return all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def _seeded_runs_agree(make: Callable[[], AdaptMethod], module: nn.Module, x: Tensor,
-                       n_classes: int) -> None:
+def _seeded_runs_agree(
+    make: Callable[[], AdaptMethod], module: nn.Module, x: Tensor, n_classes: int
+) -> None:
     _, a = _adapted(make, module, x, n_classes)
     _, b = _adapted(make, module, x, n_classes)
     assert _same(a, b), "two methods built alike adapted differently"
 
 
-def _state_round_trips(make: Callable[[], AdaptMethod], module: nn.Module, x: Tensor,
-                       n_classes: int) -> None:
+def _state_round_trips(
+    make: Callable[[], AdaptMethod], module: nn.Module, x: Tensor, n_classes: int
+) -> None:
     method, net = _adapted(make, module, x, n_classes)
     anchor = {k: v.clone() for k, v in module.state_dict().items()}
     restored_net = copy.deepcopy(module)
@@ -75,16 +83,18 @@ def _state_round_trips(make: Callable[[], AdaptMethod], module: nn.Module, x: Te
     assert _same(net, restored_net), "a restored method continued differently"
 
 
-def _kept_out_rows_teach_nothing(make: Callable[[], AdaptMethod], module: nn.Module,
-                                 x: Tensor, n_classes: int) -> None:
+def _kept_out_rows_teach_nothing(
+    make: Callable[[], AdaptMethod], module: nn.Module, x: Tensor, n_classes: int
+) -> None:
     method, net = make(), copy.deepcopy(module)
     method.begin(net, {k: v.clone() for k, v in net.state_dict().items()})
     before = [p.detach().clone() for p in net.parameters()]
     used = method.step(net, x, torch.zeros(x.shape[0], dtype=torch.bool), n_classes)
     assert used == 0, f"step: {used} rows used with none kept"
     after = list(net.parameters())
-    assert all(torch.equal(b, a) for b, a in zip(before, after, strict=True)), \
+    assert all(torch.equal(b, a) for b, a in zip(before, after, strict=True)), (
         "a parameter changed although no row was kept"
+    )
 
 
 __all__ = ["check_adapt_method"]

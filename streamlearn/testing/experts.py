@@ -35,8 +35,9 @@ def check_expert(make: Callable[[], Expert], x: Tensor, y: Tensor) -> None:
 
 def _losses_are_per_sample(expert: Expert, x: Tensor, y: Tensor) -> None:
     losses = expert.learn(x, y)
-    assert losses.shape == (x.shape[0],), f"learn: {tuple(losses.shape)} losses for " \
-        f"{x.shape[0]} samples"
+    assert losses.shape == (x.shape[0],), (
+        f"learn: {tuple(losses.shape)} losses for {x.shape[0]} samples"
+    )
     assert bool(losses.isfinite().all()), "learn: non-finite loss"
 
 
@@ -54,12 +55,15 @@ def _state_round_trips(make: Callable[[], Expert], x: Tensor, y: Tensor) -> None
     _train(original, x, y)
     restored = make()
     restored.load_state_dict(roundtrip(original.state_dict()))
-    assert torch.equal(restored.predict(x), original.predict(x)), \
+    assert torch.equal(restored.predict(x), original.predict(x)), (
         "state: a restored expert predicts differently"
-    assert torch.equal(restored.learn(x, y), original.learn(x, y)), \
+    )
+    assert torch.equal(restored.learn(x, y), original.learn(x, y)), (
         "state: a restored expert learns differently (optimizer state missing?)"
-    assert torch.equal(restored.predict(x), original.predict(x)), \
+    )
+    assert torch.equal(restored.predict(x), original.predict(x)), (
         "state: a restored expert diverged after one step"
+    )
 
 
 def _seeded_runs_agree(make: Callable[[], Expert], x: Tensor, y: Tensor) -> None:
@@ -85,9 +89,11 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, Tensor):
         return isinstance(b, Tensor) and torch.equal(a, b)
     if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(
-            _same(a[k], b[k]) for k in a)
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple):
-        return isinstance(b, list | tuple) and len(a) == len(b) and all(
-            _same(p, q) for p, q in zip(a, b, strict=True))
+        return (
+            isinstance(b, list | tuple)
+            and len(a) == len(b)
+            and all(_same(p, q) for p, q in zip(a, b, strict=True))
+        )
     return bool(a == b)

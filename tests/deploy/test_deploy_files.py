@@ -42,6 +42,7 @@ def promtool(*args: str, cwd: Path = DEPLOY) -> str:
 
 # -- Prometheus ------------------------------------------------------------------------------
 
+
 def test_prometheus_config_and_rules_pass_promtool():
     promtool("check", "config", "prometheus/prometheus.yml")
     assert "SUCCESS: 10 rules found" in promtool("check", "rules", "prometheus/rules.yml")
@@ -50,50 +51,85 @@ def test_prometheus_config_and_rules_pass_promtool():
 def test_every_alert_fires_on_its_failure_and_not_before():
     promtool("test", "rules", "rules_test.yml", cwd=Path(__file__).parent)
     alerts = {rule["alert"] for rule in alert_rules()}
-    tested = set(re.findall(r"alertname: (\w+)", (Path(__file__).parent /
-                                                  "rules_test.yml").read_text()))
+    tested = set(
+        re.findall(r"alertname: (\w+)", (Path(__file__).parent / "rules_test.yml").read_text())
+    )
     assert alerts == tested, f"alerts without a unit test: {alerts - tested}"
 
 
 def test_dashboard_queries_are_valid_promql(tmp_path):
     # promtool parses every expression of a rules file: wrap the dashboard's in one.
     exprs = dashboard_exprs()
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
     (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
     assert f"SUCCESS: {len(exprs)} rules found" in promtool(
-        "check", "rules", "dashboard.yml", cwd=tmp_path)
+        "check", "rules", "dashboard.yml", cwd=tmp_path
+    )
 
 
 # -- Grafana ---------------------------------------------------------------------------------
 
+
 def test_dashboard_covers_what_operators_watch_and_is_provisioned():
     board = dashboard()
     text = json.dumps(board)
-    for metric in ("samples_learned_total", "consumer_lag", "prequential_accuracy",
-                   "expert_accuracy", "prequential_loss", "expert_loss", "experts_alive",
-                   "expert_active", "learn_latency_seconds_bucket",
-                   "request_latency_seconds_bucket", "snapshot_age_seconds",
-                   "checkpoint_age_seconds", "records_invalid_total",
-                   "tta_adapted_samples_total", "tta_resets_total"):
+    for metric in (
+        "samples_learned_total",
+        "consumer_lag",
+        "prequential_accuracy",
+        "expert_accuracy",
+        "prequential_loss",
+        "expert_loss",
+        "experts_alive",
+        "expert_active",
+        "learn_latency_seconds_bucket",
+        "request_latency_seconds_bucket",
+        "snapshot_age_seconds",
+        "checkpoint_age_seconds",
+        "records_invalid_total",
+        "tta_adapted_samples_total",
+        "tta_resets_total",
+    ):
         assert f"streamlearn_{metric}" in text, metric
     assert "streamlearn_drift_events_total" in board["annotations"]["list"][0]["expr"]
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     (source,) = load_all(DEPLOY / "grafana/provisioning/datasources/prometheus.yml")[0][
-        "datasources"]
-    assert {p["datasource"]["uid"] for p in board["panels"] if "datasource" in p} == \
-        {source["uid"]}
+        "datasources"
+    ]
+    assert {p["datasource"]["uid"] for p in board["panels"] if "datasource" in p} == {source["uid"]}
     (provider,) = load_all(DEPLOY / "grafana/provisioning/dashboards/streamlearn.yml")[0][
-        "providers"]
+        "providers"
+    ]
     grafana = compose()["services"]["grafana"]
     assert f"./grafana/dashboards:{provider['options']['path']}:ro" in grafana["volumes"]
 
 
 # -- Compose ---------------------------------------------------------------------------------
 
-SERVICE_KEYS = {"image", "build", "command", "entrypoint", "environment", "ports", "volumes",
-                "depends_on", "healthcheck", "restart", "stop_grace_period", "shm_size"}
+SERVICE_KEYS = {
+    "image",
+    "build",
+    "command",
+    "entrypoint",
+    "environment",
+    "ports",
+    "volumes",
+    "depends_on",
+    "healthcheck",
+    "restart",
+    "stop_grace_period",
+    "shm_size",
+}
 
 
 def compose() -> dict[str, Any]:
@@ -105,6 +141,7 @@ _VARIABLE = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
 
 def interpolate(text: str, env: dict[str, str]) -> str:
     """Compose's ${VAR}, ${VAR:-default} and ${VAR:?error} (unset and empty alike)."""
+
     def value(match: re.Match[str]) -> str:
         name, kind, rest = match.groups()
         if env.get(name):
@@ -112,6 +149,7 @@ def interpolate(text: str, env: dict[str, str]) -> str:
         if kind == "?":
             raise LookupError(f"{name}: {rest}")
         return rest if kind == "-" else ""
+
     return _VARIABLE.sub(value, text)
 
 
@@ -129,8 +167,9 @@ def test_compose_publishes_ports_on_loopback_unless_told_otherwise():
     for name, service in services.items():
         for address, host, _ in published(service, {}):
             assert address == "127.0.0.1", f"{name}: {host} is open to every interface"
-        assert {a for a, _, _ in published(service, {"STREAMLEARN_BIND": "0.0.0.0"})} <= \
-            {"0.0.0.0"}, name
+        assert {a for a, _, _ in published(service, {"STREAMLEARN_BIND": "0.0.0.0"})} <= {
+            "0.0.0.0"
+        }, name
     assert ("127.0.0.1", 8080, 8080) in published(services["streamlearn"], {})
 
 
@@ -147,16 +186,21 @@ def test_compose_services_are_complete_and_consistent():
     spec = compose()
     assert set(spec) <= {"name", "services", "volumes"}
     services = spec["services"]
-    assert {"kafka", "topics", "streamlearn", "producer", "prometheus", "grafana"} <= \
-        set(services)
+    assert {"kafka", "topics", "streamlearn", "producer", "prometheus", "grafana"} <= set(services)
     for name, service in services.items():
         assert set(service) <= SERVICE_KEYS, f"{name}: unknown keys {set(service) - SERVICE_KEYS}"
         assert "image" in service or "build" in service, name
-        for other, condition in service.get("depends_on", {}).items() if isinstance(
-                service.get("depends_on"), dict) else []:
+        for other, condition in (
+            service.get("depends_on", {}).items()
+            if isinstance(service.get("depends_on"), dict)
+            else []
+        ):
             assert other in services, f"{name} depends on unknown {other}"
-            assert condition["condition"] in {"service_started", "service_healthy",
-                                              "service_completed_successfully"}
+            assert condition["condition"] in {
+                "service_started",
+                "service_healthy",
+                "service_completed_successfully",
+            }
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
@@ -202,6 +246,7 @@ def test_stop_grace_periods_cover_the_drain_budget():
 
 # -- Kubernetes ------------------------------------------------------------------------------
 
+
 def k8s_docs(overlay: str = "base") -> list[dict[str, Any]]:
     """The manifests a kustomization lists, its bases' included (patches not applied)."""
     folder = DEPLOY / "k8s" / overlay
@@ -209,8 +254,7 @@ def k8s_docs(overlay: str = "base") -> list[dict[str, Any]]:
     docs = []
     for name in kustomization["resources"]:
         path = (folder / name).resolve()
-        docs += k8s_docs(str(path.relative_to(DEPLOY / "k8s"))) if path.is_dir() \
-            else load_all(path)
+        docs += k8s_docs(str(path.relative_to(DEPLOY / "k8s"))) if path.is_dir() else load_all(path)
     return docs
 
 
@@ -221,8 +265,7 @@ def test_manifests_match_the_kubernetes_schemas():
         if doc["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # a CRD: checked below
         kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    assert sorted(kinds) == ["ConfigMap", "Service", "Service", "ServiceMonitor",
-                             "StatefulSet"]
+    assert sorted(kinds) == ["ConfigMap", "Service", "Service", "ServiceMonitor", "StatefulSet"]
     assert "ServiceMonitor" not in {d["kind"] for d in k8s_docs()}  # base: no CRD needed
 
 
@@ -231,8 +274,12 @@ def test_kustomize_builds_each_overlay_into_valid_manifests(overlay):
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not installed: the overlays are checked file by file above")
-    built = subprocess.run([kubectl, "kustomize", str(DEPLOY / "k8s" / overlay)],
-                           capture_output=True, text=True, timeout=60)
+    built = subprocess.run(
+        [kubectl, "kustomize", str(DEPLOY / "k8s" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert built.returncode == 0, built.stderr
     docs = [d for d in yaml.safe_load_all(built.stdout) if d]
     for doc in docs:
@@ -254,8 +301,9 @@ def test_service_monitor_scrapes_the_services_metrics_port():
     (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert set(monitor["spec"]) == {"selector", "endpoints"}
     (endpoint,) = monitor["spec"]["endpoints"]
-    service = next(d for d in docs if d["kind"] == "Service"
-                   and d["metadata"]["name"] == "streamlearn")
+    service = next(
+        d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "streamlearn"
+    )
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert endpoint["path"] == "/metrics"
 
@@ -276,14 +324,19 @@ def test_statefulset_wires_config_secret_probes_and_volume():
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert mounts["shm"] == "/dev/shm" and volumes["shm"]["emptyDir"]["medium"] == "Memory"
     env = {e["name"]: e for e in container["env"]}
-    assert env["STREAMLEARN_SERVE__AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == \
-        {"name": "streamlearn-token", "key": "token"}
+    assert env["STREAMLEARN_SERVE__AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "streamlearn-token",
+        "key": "token",
+    }
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     s = Settings()
-    assert ports == {"http": s.serve.http_port, "grpc": s.serve.grpc_port,
-                     "metrics": s.metrics.port}
+    assert ports == {
+        "http": s.serve.http_port,
+        "grpc": s.serve.grpc_port,
+        "metrics": s.metrics.port,
+    }
 
 
 def test_statefulset_sets_the_group_instance_id_to_the_pod_name():
@@ -301,14 +354,21 @@ def test_the_token_secret_is_documented_not_shipped():
     (statefulset,) = [d for d in k8s_docs("monitoring") if d["kind"] == "StatefulSet"]
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     ref = next(e for e in container["env"] if e["name"] == "STREAMLEARN_SERVE__AUTH_TOKEN")[
-        "valueFrom"]["secretKeyRef"]
+        "valueFrom"
+    ]["secretKeyRef"]
     assert "optional" not in ref  # no token, no pod: never a pod with writes silently off
-    create = (f"kubectl create secret generic {ref['name']} "
-              f"--from-literal={ref['key']}=$(openssl rand -hex 24)")
+    create = (
+        f"kubectl create secret generic {ref['name']} "
+        f"--from-literal={ref['key']}=$(openssl rand -hex 24)"
+    )
     assert create in (DEPLOY / "k8s/base/kustomization.yaml").read_text()
     assert create in (ROOT / "docs/operations.md").read_text()
-    secrets_shipped = [path for path in (DEPLOY / "k8s").rglob("*.yaml")
-                       for doc in load_all(path) if doc.get("kind") == "Secret"]
+    secrets_shipped = [
+        path
+        for path in (DEPLOY / "k8s").rglob("*.yaml")
+        for doc in load_all(path)
+        if doc.get("kind") == "Secret"
+    ]
     assert not secrets_shipped
 
 
@@ -354,6 +414,7 @@ def test_gpu_overlay_asks_for_a_gpu_and_cuda():
 
 # -- Dockerfile ------------------------------------------------------------------------------
 
+
 def dockerfile() -> list[tuple[str, str]]:
     """(instruction, arguments) pairs, continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
@@ -374,8 +435,9 @@ def test_dockerfile_builds_in_stages_runs_unprivileged_and_stops_gracefully():
     steps = dockerfile()
     froms = [a for i, a in steps if i == "FROM"]
     assert len(froms) == 2 and froms[0].endswith("AS build")
-    assert any(i == "ARG" and a.startswith("TORCH_INDEX_URL=") and a.endswith("/cpu")
-               for i, a in steps)
+    assert any(
+        i == "ARG" and a.startswith("TORCH_INDEX_URL=") and a.endswith("/cpu") for i, a in steps
+    )
     (user,) = [a for i, a in steps if i == "USER"]
     assert user not in ("root", "0")
     assert ("STOPSIGNAL", "SIGTERM") in steps
@@ -384,12 +446,19 @@ def test_dockerfile_builds_in_stages_runs_unprivileged_and_stops_gracefully():
     (volume,) = [exec_form(a) for i, a in steps if i == "VOLUME"]
     env = " ".join(a for i, a in steps if i == "ENV")
     assert f"STREAMLEARN_CHECKPOINT__DIR={volume[0]}" in env
-    ignored = [line for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line and not line.startswith("#")]
+    ignored = [
+        line
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert ignored[0] == "*"  # nothing but what the build copies
     kept = [line[1:].rstrip("/") for line in ignored if line.startswith("!")]
-    copied = [source for i, a in steps if i == "COPY" and not a.startswith("--from")
-              for source in a.split()[:-1]]
+    copied = [
+        source
+        for i, a in steps
+        if i == "COPY" and not a.startswith("--from")
+        for source in a.split()[:-1]
+    ]
     for source in copied:  # each is let back in, itself or a folder above it
         assert any(source == k or source.startswith(f"{k}/") for k in kept), source
 

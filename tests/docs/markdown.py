@@ -40,11 +40,41 @@ DOCS = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").g
 
 SHELL = {"sh", "bash", "shell", "console"}
 HTTP = {"http"}
-DATA = {"text", "json", "jsonl", "yaml", "yml", "toml", "ini", "python", "proto", "promql",
-        "diff", "csv", "dockerfile"}
-COMMANDS = {"curl", "wget", "http", "streamlearn", "make", "docker", "kubectl", "helm",
-            "python", "python3", "pip", "export", "openssl", "grpcurl", "git", "tansu",
-            "promtool", "pytest"}
+DATA = {
+    "text",
+    "json",
+    "jsonl",
+    "yaml",
+    "yml",
+    "toml",
+    "ini",
+    "python",
+    "proto",
+    "promql",
+    "diff",
+    "csv",
+    "dockerfile",
+}
+COMMANDS = {
+    "curl",
+    "wget",
+    "http",
+    "streamlearn",
+    "make",
+    "docker",
+    "kubectl",
+    "helm",
+    "python",
+    "python3",
+    "pip",
+    "export",
+    "openssl",
+    "grpcurl",
+    "git",
+    "tansu",
+    "promtool",
+    "pytest",
+}
 
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[^\s`{]*)")
 NOT_RUN = re.compile(r"^\s*<!--\s*not run in CI\b:?(?P<reason>.*?)-->\s*$", re.IGNORECASE)
@@ -54,10 +84,10 @@ HTTP_LINE = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) /\S*")
 
 @dataclass
 class Block:
-    path: str          # relative to the repository root
-    line: int          # the opening fence's line, 1-based
+    path: str  # relative to the repository root
+    line: int  # the opening fence's line, 1-based
     lang: str
-    text: str          # the content, the fence's indentation removed
+    text: str  # the content, the fence's indentation removed
     not_run: str | None = None  # the reason, "" when the marker gives none
     output_of_above: bool = False
 
@@ -85,16 +115,27 @@ def blocks(path: str, text: str | None = None) -> list[Block]:
         j = i + 1
         while j < len(lines):
             close = FENCE.match(lines[j])
-            if (close and close["fence"][0] == fence[0] and len(close["fence"]) >= len(fence)
-                    and not lines[j].strip().strip(fence[0])):
+            if (
+                close
+                and close["fence"][0] == fence[0]
+                and len(close["fence"]) >= len(fence)
+                and not lines[j].strip().strip(fence[0])
+            ):
                 break
             body.append(lines[j][indent:] if lines[j][:indent].isspace() else lines[j].lstrip())
             j += 1
         before = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
         marker = NOT_RUN.match(before)
-        found.append(Block(path, i + 1, opening["lang"].lower(), "\n".join(body) + "\n",
-                           not_run=marker["reason"].strip() if marker else None,
-                           output_of_above=bool(OUTPUT_OF.match(before))))
+        found.append(
+            Block(
+                path,
+                i + 1,
+                opening["lang"].lower(),
+                "\n".join(body) + "\n",
+                not_run=marker["reason"].strip() if marker else None,
+                output_of_above=bool(OUTPUT_OF.match(before)),
+            )
+        )
         i = j + 1
     return found
 
@@ -119,21 +160,30 @@ def looks_like_command(line: str) -> bool:
 def problems(block: Block) -> list[str]:
     """Why a block breaks the conventions; empty when it keeps them."""
     if block.not_run is not None:
-        return [] if block.not_run else [f"{block.id}: 'not run in CI' needs a reason "
-                                         "(<!-- not run in CI: why -->)"]
+        return (
+            []
+            if block.not_run
+            else [f"{block.id}: 'not run in CI' needs a reason (<!-- not run in CI: why -->)"]
+        )
     if not block.lang:
-        return [f"{block.id}: a fenced block must name its language (sh, console, http for "
-                "examples; text, json, yaml, ... for the rest)"]
+        return [
+            f"{block.id}: a fenced block must name its language (sh, console, http for "
+            "examples; text, json, yaml, ... for the rest)"
+        ]
     if block.runnable or block.output_of_above:
         return []
     if block.lang not in DATA:
-        return [f"{block.id}: unknown language {block.lang!r} (examples: sh, bash, shell, "
-                f"console, http; not run: {', '.join(sorted(DATA))})"]
+        return [
+            f"{block.id}: unknown language {block.lang!r} (examples: sh, bash, shell, "
+            f"console, http; not run: {', '.join(sorted(DATA))})"
+        ]
     commands = [line for line in block.text.splitlines() if looks_like_command(line)]
     if commands:
-        return [f"{block.id}: a {block.lang} block with a command in it ({commands[0]!r}): "
-                "make it an sh, console or http example, or mark it "
-                "<!-- not run in CI: why -->"]
+        return [
+            f"{block.id}: a {block.lang} block with a command in it ({commands[0]!r}): "
+            "make it an sh, console or http example, or mark it "
+            "<!-- not run in CI: why -->"
+        ]
     return []
 
 
@@ -144,8 +194,10 @@ def expected_outputs(found: list[Block]) -> dict[str, Block]:
         if block.output_of_above:
             above = [b for b in found[:i] if b.path == block.path and b.runnable]
             if not above:
-                raise AssertionError(f"{block.id}: 'output of the example above', but there "
-                                     "is no example above it in this file")
+                raise AssertionError(
+                    f"{block.id}: 'output of the example above', but there "
+                    "is no example above it in this file"
+                )
             out[above[-1].id] = block
     return out
 
@@ -175,8 +227,10 @@ def _match_json(want: Any, got: Any, where: str) -> str | None:
         if not isinstance(got, dict):
             return f"{where}: expected an object, got {got!r}"[:300]
         if set(want) != set(got):
-            return (f"{where}: keys differ: missing {sorted(set(want) - set(got))}, "
-                    f"not in the doc {sorted(set(got) - set(want))}")
+            return (
+                f"{where}: keys differ: missing {sorted(set(want) - set(got))}, "
+                f"not in the doc {sorted(set(got) - set(want))}"
+            )
         for key in want:
             if (error := _match_json(want[key], got[key], f"{where}.{key}")) is not None:
                 return error

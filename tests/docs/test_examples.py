@@ -95,8 +95,12 @@ class Served:
     side_http_port: int
 
     def substitute(self, text: str) -> str:
-        ports = {8080: self.daemon.http_port, 8081: self.daemon.grpc_port,
-                 9100: self.daemon.metrics_port, 9092: self.broker.port}
+        ports = {
+            8080: self.daemon.http_port,
+            8081: self.daemon.grpc_port,
+            9100: self.daemon.metrics_port,
+            9092: self.broker.port,
+        }
 
         def swap(found: re.Match[str]) -> str:
             port = ports.get(int(found[1]))
@@ -119,11 +123,22 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     base = tmp_path_factory.mktemp("docs")
     with EmbeddedBroker() as broker:
         tag = uuid.uuid4().hex[:8]
-        topics = {"input": f"in-{tag}", "predictions": f"pred-{tag}", "events": f"ev-{tag}",
-                  "dlq": f"dlq-{tag}"}
-        create_topics(broker.bootstrap, {topics["input"]: 2, topics["predictions"]: 1,
-                                         topics["events"]: 1, topics["dlq"]: 1,
-                                         "streamlearn.samples": 2})
+        topics = {
+            "input": f"in-{tag}",
+            "predictions": f"pred-{tag}",
+            "events": f"ev-{tag}",
+            "dlq": f"dlq-{tag}",
+        }
+        create_topics(
+            broker.bootstrap,
+            {
+                topics["input"]: 2,
+                topics["predictions"]: 1,
+                topics["events"]: 1,
+                topics["dlq"]: 1,
+                "streamlearn.samples": 2,
+            },
+        )
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
         for value in labeled(LEARNED, seed=1):
             producer.send(topics["input"], value=value)
@@ -132,14 +147,22 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         producer.flush()
         producer.close()
         (base / "daemon").mkdir()
-        daemon = DaemonProcess(base / "daemon", broker, topics, f"docs-{tag}",
-                               serve={"auth_token": TOKEN, "publish_interval_ms": 100})
+        daemon = DaemonProcess(
+            base / "daemon",
+            broker,
+            topics,
+            f"docs-{tag}",
+            serve={"auth_token": TOKEN, "publish_interval_ms": 100},
+        )
         daemon.start()
         try:
+
             def learned() -> bool:
                 status = _status(daemon.http_port) or {}
-                return (status.get("served_version") is not None
-                        and (status.get("learner") or {}).get("samples_learned", 0) >= LEARNED)
+                return (
+                    status.get("served_version") is not None
+                    and (status.get("learner") or {}).get("samples_learned", 0) >= LEARNED
+                )
 
             wait_for(lambda: learned() or daemon._dead(), 90, f"{LEARNED} samples learned")
             assert not daemon._dead(), daemon.log_text()
@@ -153,16 +176,20 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             (curl_home / ".curlrc").write_text("fail-with-body\nshow-error\n")
             side = [free_port() for _ in range(3)]
             env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLEARN_")}
-            env.update({
-                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-                "PYTHONPATH": str(ROOT), "CURL_HOME": str(curl_home),
-                "STREAMLEARN_AUTH_TOKEN": TOKEN,
-                "STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-                "STREAMLEARN_SERVE__HOST": "127.0.0.1", "STREAMLEARN_METRICS__HOST": "127.0.0.1",
-                "STREAMLEARN_SERVE__HTTP_PORT": str(side[0]),
-                "STREAMLEARN_SERVE__GRPC_PORT": str(side[1]),
-                "STREAMLEARN_METRICS__PORT": str(side[2]),
-            })
+            env.update(
+                {
+                    "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+                    "PYTHONPATH": str(ROOT),
+                    "CURL_HOME": str(curl_home),
+                    "STREAMLEARN_AUTH_TOKEN": TOKEN,
+                    "STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+                    "STREAMLEARN_SERVE__HOST": "127.0.0.1",
+                    "STREAMLEARN_METRICS__HOST": "127.0.0.1",
+                    "STREAMLEARN_SERVE__HTTP_PORT": str(side[0]),
+                    "STREAMLEARN_SERVE__GRPC_PORT": str(side[1]),
+                    "STREAMLEARN_METRICS__PORT": str(side[2]),
+                }
+            )
             yield Served(broker, daemon, workdir, env, side[0])
         finally:
             if daemon.proc is not None and daemon.proc.poll() is None:
@@ -173,18 +200,27 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 
 def _failed(what: str, script: str, done: subprocess.CompletedProcess[str]) -> str:
-    return (f"{what} exited {done.returncode}\n--- script\n{script}\n--- stdout\n"
-            f"{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}")
+    return (
+        f"{what} exited {done.returncode}\n--- script\n{script}\n--- stdout\n"
+        f"{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+    )
 
 
 def run_script(served: Served, script: str) -> str:
     try:
-        done = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script],
-                              cwd=served.workdir, env=served.env, capture_output=True,
-                              text=True, timeout=EXAMPLE_TIMEOUT_S)
+        done = subprocess.run(
+            ["bash", "-e", "-o", "pipefail", "-c", script],
+            cwd=served.workdir,
+            env=served.env,
+            capture_output=True,
+            text=True,
+            timeout=EXAMPLE_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired as exc:
-        raise AssertionError(f"still running after {EXAMPLE_TIMEOUT_S}s:\n{script}\n--- "
-                             f"stdout\n{exc.stdout!r}\n--- stderr\n{exc.stderr!r}") from None
+        raise AssertionError(
+            f"still running after {EXAMPLE_TIMEOUT_S}s:\n{script}\n--- "
+            f"stdout\n{exc.stdout!r}\n--- stderr\n{exc.stderr!r}"
+        ) from None
     assert done.returncode == 0, _failed("the example", script, done)
     return done.stdout
 
@@ -193,22 +229,33 @@ def run_daemon(served: Served, command: str) -> None:
     """`streamlearn run ...`: ready on its HTTP port, then exits 0 on SIGTERM."""
     log_path = served.workdir / f"run-{uuid.uuid4().hex[:6]}.log"
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(["bash", "-c", command], cwd=served.workdir,
-                                   env=served.env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+        process = subprocess.Popen(
+            ["bash", "-c", command],
+            cwd=served.workdir,
+            env=served.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
+
         def ready() -> bool:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{served.side_http_port}"
-                                            "/v2/health/ready", timeout=2) as answer:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{served.side_http_port}/v2/health/ready", timeout=2
+                ) as answer:
                     return answer.status == 200
             except OSError:
                 return False
 
-        wait_for(lambda: ready() or process.poll() is not None, EXAMPLE_TIMEOUT_S,
-                 f"`{command}` to be ready")
-        assert process.poll() is None, (f"`{command}` exited {process.returncode}:\n"
-                                        f"{log_path.read_text()[-3000:]}")
+        wait_for(
+            lambda: ready() or process.poll() is not None,
+            EXAMPLE_TIMEOUT_S,
+            f"`{command}` to be ready",
+        )
+        assert process.poll() is None, (
+            f"`{command}` exited {process.returncode}:\n{log_path.read_text()[-3000:]}"
+        )
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=60)
         assert code == 0, f"`{command}` exited {code} on SIGTERM:\n{log_path.read_text()[-3000:]}"
@@ -281,8 +328,7 @@ def run_http(served: Served, text: str) -> str:
     rest = 1
     while rest < len(lines) and re.match(r"^[A-Za-z0-9-]+:\s", lines[rest]):
         name, _, value = lines[rest].partition(":")
-        headers[name] = re.sub(r"\$\{?(\w+)\}?", lambda v: served.env.get(v[1], ""),
-                               value.strip())
+        headers[name] = re.sub(r"\$\{?(\w+)\}?", lambda v: served.env.get(v[1], ""), value.strip())
         rest += 1
     body = "\n".join(lines[rest:]).strip("\n").encode()
     connection = http.client.HTTPConnection("127.0.0.1", served.daemon.http_port, timeout=30)
@@ -301,10 +347,13 @@ def _params() -> list:
     for block in BLOCKS:
         if not block.runnable and block.not_run is None:
             continue
-        marks = ([pytest.mark.skip(reason=f"not run in CI: {block.not_run}")]
-                 if block.not_run is not None else
-                 [pytest.mark.xfail(strict=True, reason=XFAIL[block.id])]
-                 if block.id in XFAIL else [])
+        marks = (
+            [pytest.mark.skip(reason=f"not run in CI: {block.not_run}")]
+            if block.not_run is not None
+            else [pytest.mark.xfail(strict=True, reason=XFAIL[block.id])]
+            if block.id in XFAIL
+            else []
+        )
         out.append(pytest.param(block, id=block.id, marks=marks))
     return out
 
@@ -320,4 +369,3 @@ def test_example(block: Block, served: Served) -> None:
         expected = OUTPUTS[block.id]
         mismatch = matches(expected.text, actual)
         assert mismatch is None, f"output differs from {expected.id}: {mismatch}"
-

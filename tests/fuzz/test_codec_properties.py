@@ -51,14 +51,23 @@ KINDS = st.sampled_from(sorted(CODECS))
 
 
 PHASES = (Phase.explicit, Phase.generate) + (
-    (Phase.shrink,) if os.environ.get("STREAMLEARN_FUZZ_SHRINK") else ())
+    (Phase.shrink,) if os.environ.get("STREAMLEARN_FUZZ_SHRINK") else ()
+)
 
 
 def fuzz_settings(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                    phases=PHASES,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                           HealthCheck.filter_too_much])
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=PHASES,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
+    )
 
 
 def codec(kind: str) -> Codec:
@@ -78,23 +87,33 @@ def encode(value: Any) -> bytes:
 
 # Text a JSON producer can write (lone surrogates are the arbitrary-bytes tests' business).
 SAFE_TEXT = st.characters(exclude_categories=("Cs",))
-NUMBER = st.one_of(st.floats(-1e30, 1e30, allow_nan=False, allow_infinity=False),
-                   st.integers(-(2**53), 2**53))
+NUMBER = st.one_of(
+    st.floats(-1e30, 1e30, allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53)
+)
 NON_FINITE = st.sampled_from([math.nan, math.inf, -math.inf])
-BIG = st.one_of(st.floats(1e39, 1.7e308).flatmap(lambda v: st.sampled_from([v, -v])),
-                st.integers(2**128, 10**300))  # finite JSON, infinite as float32
+BIG = st.one_of(
+    st.floats(1e39, 1.7e308).flatmap(lambda v: st.sampled_from([v, -v])),
+    st.integers(2**128, 10**300),
+)  # finite JSON, infinite as float32
 
 
 HUGE = 10**400  # JSON integers go to 4,300 digits
-JSON_SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-HUGE, HUGE), st.floats(),
-                        st.text(max_size=20))
+JSON_SCALAR = st.one_of(
+    st.none(), st.booleans(), st.integers(-HUGE, HUGE), st.floats(), st.text(max_size=20)
+)
 JSON_VALUE = st.recursive(
     JSON_SCALAR,
     lambda inner: st.one_of(
         st.lists(inner, max_size=5),
-        st.dictionaries(st.sampled_from(["x", "y", "id", "task", "ts", "samples", *NAMES])
-                        | st.text(max_size=4), inner, max_size=5)),
-    max_leaves=25)
+        st.dictionaries(
+            st.sampled_from(["x", "y", "id", "task", "ts", "samples", *NAMES])
+            | st.text(max_size=4),
+            inner,
+            max_size=5,
+        ),
+    ),
+    max_leaves=25,
+)
 NOT_AN_OBJECT = st.one_of(JSON_SCALAR, st.lists(JSON_SCALAR, max_size=3))
 
 
@@ -111,8 +130,11 @@ class Item:
 @st.composite
 def good_item(draw: st.DrawFn, kind: str) -> Item:
     numbers = [draw(NUMBER) for _ in NAMES]
-    x: Any = dict(zip(NAMES, numbers, strict=True)) if kind == "named" and draw(
-        st.booleans()) else numbers
+    x: Any = (
+        dict(zip(NAMES, numbers, strict=True))
+        if kind == "named" and draw(st.booleans())
+        else numbers
+    )
     value: dict[str, Any] = {"x": x}
     expected = Sample([float(v) for v in numbers])
     if draw(st.booleans()):
@@ -120,9 +142,13 @@ def good_item(draw: st.DrawFn, kind: str) -> Item:
             y = draw(NUMBER)
             expected.y = float(y)
         else:
-            y = draw(st.one_of(st.integers(-(2**31), 2**31), st.text(SAFE_TEXT, min_size=1,
-                                                                     max_size=16),
-                               st.integers(-1000, 1000).map(float)))  # 2.0 is class 2
+            y = draw(
+                st.one_of(
+                    st.integers(-(2**31), 2**31),
+                    st.text(SAFE_TEXT, min_size=1, max_size=16),
+                    st.integers(-1000, 1000).map(float),
+                )
+            )  # 2.0 is class 2
             expected.y = int(y) if isinstance(y, float) else y
         value["y"] = y
     elif draw(st.booleans()):
@@ -151,22 +177,43 @@ def bad_item(draw: st.DrawFn, kind: str) -> Item:
     good = draw(good_item(kind)).value
     xs = [1.0, 2.0, 3.0]
     at = draw(st.integers(0, 2))
-    wrong_element = draw(st.one_of(st.booleans(), st.text(max_size=5), st.none(),
-                                   st.lists(NUMBER, max_size=2),
-                                   st.dictionaries(st.text(max_size=2), NUMBER, max_size=2)))
+    wrong_element = draw(
+        st.one_of(
+            st.booleans(),
+            st.text(max_size=5),
+            st.none(),
+            st.lists(NUMBER, max_size=2),
+            st.dictionaries(st.text(max_size=2), NUMBER, max_size=2),
+        )
+    )
     cases: list[tuple[Any, set[str]]] = [
-        (_with(good, x=[*xs[:at], draw(NON_FINITE), *xs[at + 1:]]), {"non_finite"}),
-        (_with(good, x=[*xs[:at], wrong_element, *xs[at + 1:]]), {"schema"}),
+        (_with(good, x=[*xs[:at], draw(NON_FINITE), *xs[at + 1 :]]), {"non_finite"}),
+        (_with(good, x=[*xs[:at], wrong_element, *xs[at + 1 :]]), {"schema"}),
         ({k: v for k, v in good.items() if k != "x"}, {"schema"}),
         (_with(good, x=draw(st.one_of(JSON_SCALAR, st.text(max_size=8)))), {"schema"}),
         (draw(NOT_AN_OBJECT), {"schema"}),
         (_with(good, x=[]), {"feature_count"}),
-        (_with(good, y=draw(st.one_of(st.booleans(), st.lists(NUMBER, max_size=2),
-                                      st.dictionaries(st.text(max_size=2), NUMBER,
-                                                      max_size=2)))), {"schema"}),
+        (
+            _with(
+                good,
+                y=draw(
+                    st.one_of(
+                        st.booleans(),
+                        st.lists(NUMBER, max_size=2),
+                        st.dictionaries(st.text(max_size=2), NUMBER, max_size=2),
+                    )
+                ),
+            ),
+            {"schema"},
+        ),
         (_with(good, y=draw(NON_FINITE)), {"non_finite"}),
-        (_with(good, id=draw(st.one_of(st.lists(NUMBER, min_size=1, max_size=2),
-                                       st.floats(0.1, 0.9)))), {"schema"}),
+        (
+            _with(
+                good,
+                id=draw(st.one_of(st.lists(NUMBER, min_size=1, max_size=2), st.floats(0.1, 0.9))),
+            ),
+            {"schema"},
+        ),
         (_with(good, ts=draw(st.lists(NUMBER, max_size=2))), {"schema"}),
     ]
     if kind != "unsized":
@@ -180,8 +227,12 @@ def bad_item(draw: st.DrawFn, kind: str) -> Item:
     if kind == "regression":
         cases.append((_with(good, y=draw(st.text(max_size=8))), {"bad_label"}))
     else:
-        cases.append((_with(good, y=draw(st.floats(0.01, 1e6).filter(
-            lambda v: not v.is_integer()))), {"bad_label"}))
+        cases.append(
+            (
+                _with(good, y=draw(st.floats(0.01, 1e6).filter(lambda v: not v.is_integer()))),
+                {"bad_label"},
+            )
+        )
     value, reasons = draw(st.sampled_from(cases))
     return Item(value, "bad", reasons=frozenset(reasons))
 
@@ -192,19 +243,40 @@ def edge_item(draw: st.DrawFn, kind: str) -> Item:
     good = draw(good_item(kind)).value
     at = draw(st.integers(0, 2))
     x = [1.0, 2.0, 3.0]
-    x[at] = draw(st.one_of(BIG, st.floats(3.4e38, 3.5e38), st.floats(-3.5e38, -3.4e38),
-                           st.floats(0, 1e-300)))
+    x[at] = draw(
+        st.one_of(BIG, st.floats(3.4e38, 3.5e38), st.floats(-3.5e38, -3.4e38), st.floats(0, 1e-300))
+    )
     cases = [
         _with(good, x=x),
         # Integers past 1.8e308 have no float at all (float() raised OverflowError once).
-        _with(good, y=draw(st.one_of(BIG, st.integers(2**63 - 2, 2**70),
-                                     st.integers(-(2**70), -(2**63) + 1),
-                                     st.integers(10**309, HUGE),
-                                     st.text(SAFE_TEXT, min_size=100, max_size=400)))),
-        _with(good, id=draw(st.one_of(st.text(SAFE_TEXT, min_size=200, max_size=2_000),
-                                      st.integers(10**30, 10**60)))),
-        _with(good, ts=draw(st.one_of(st.sampled_from(["nan", "inf", "-1e999", "soon"]),
-                                      st.floats(1e300, 1.7e308)))),
+        _with(
+            good,
+            y=draw(
+                st.one_of(
+                    BIG,
+                    st.integers(2**63 - 2, 2**70),
+                    st.integers(-(2**70), -(2**63) + 1),
+                    st.integers(10**309, HUGE),
+                    st.text(SAFE_TEXT, min_size=100, max_size=400),
+                )
+            ),
+        ),
+        _with(
+            good,
+            id=draw(
+                st.one_of(
+                    st.text(SAFE_TEXT, min_size=200, max_size=2_000), st.integers(10**30, 10**60)
+                )
+            ),
+        ),
+        _with(
+            good,
+            ts=draw(
+                st.one_of(
+                    st.sampled_from(["nan", "inf", "-1e999", "soon"]), st.floats(1e300, 1.7e308)
+                )
+            ),
+        ),
         _with(good, task=draw(st.text(SAFE_TEXT, min_size=100, max_size=1_000))),
     ]
     return Item(draw(st.sampled_from(cases)), "edge")
@@ -216,6 +288,7 @@ def any_item(kind: str, edges: bool = True) -> st.SearchStrategy[Item]:
 
 
 # -- the accounting every decode must satisfy --------------------------------------------------
+
 
 def expected_items(value: bytes, c: Codec) -> tuple[int, bool]:
     """How many items the record holds, and whether it is a batch record. Parsed independently
@@ -265,13 +338,18 @@ def fits_float32(sample: Sample, regression: bool) -> bool:
 
 # -- properties ------------------------------------------------------------------------------
 
+
 @st.composite
 def spliced(draw: st.DrawFn) -> bytes:
     """A valid record with bytes cut, repeated or replaced: near-JSON, the usual corruption."""
     kind = draw(KINDS)
-    value = bytearray(encode(draw(good_item(kind)).value if draw(st.booleans()) else
-                             {"samples": [i.value for i in draw(st.lists(any_item(kind),
-                                                                         max_size=4))]}))
+    value = bytearray(
+        encode(
+            draw(good_item(kind)).value
+            if draw(st.booleans())
+            else {"samples": [i.value for i in draw(st.lists(any_item(kind), max_size=4))]}
+        )
+    )
     start = draw(st.integers(0, len(value)))
     end = draw(st.integers(start, min(len(value), start + 8)))
     value[start:end] = draw(st.binary(max_size=8))
@@ -279,19 +357,37 @@ def spliced(draw: st.DrawFn) -> bytes:
 
 
 @fuzz_settings(300)
-@given(KINDS, st.one_of(st.binary(max_size=300), spliced(),
-                        st.sampled_from([b"", b"{", b"null", b"[]", b'{"samples": {}}',
-                                         b'{"samples": null}', b'{"samples": [[]]}',
-                                         b"[" * 5_000 + b"]" * 5_000, b'{"x": [1e999]}',
-                                         b'{"x": [' + b"9" * 5_000 + b"]}"])))
+@given(
+    KINDS,
+    st.one_of(
+        st.binary(max_size=300),
+        spliced(),
+        st.sampled_from(
+            [
+                b"",
+                b"{",
+                b"null",
+                b"[]",
+                b'{"samples": {}}',
+                b'{"samples": null}',
+                b'{"samples": [[]]}',
+                b"[" * 5_000 + b"]" * 5_000,
+                b'{"x": [1e999]}',
+                b'{"x": [' + b"9" * 5_000 + b"]}",
+            ]
+        ),
+    ),
+)
 def test_arbitrary_bytes_never_raise_and_each_record_has_one_outcome(kind, value):
     record, out = decode(kind, value)
     check_accounting(record, out, codec(kind))
 
 
 @fuzz_settings(250)
-@given(KINDS, st.one_of(JSON_VALUE, st.fixed_dictionaries({"samples": st.lists(JSON_VALUE,
-                                                                               max_size=6)})))
+@given(
+    KINDS,
+    st.one_of(JSON_VALUE, st.fixed_dictionaries({"samples": st.lists(JSON_VALUE, max_size=6)})),
+)
 def test_arbitrary_json_values_never_raise_and_each_item_has_one_outcome(kind, value):
     record, out = decode(kind, encode(value))
     check_accounting(record, out, codec(kind))
@@ -347,8 +443,7 @@ def test_decoded_values_fit_float32(data):
     """The model computes in float32: a finite JSON number beyond its range (1e300) would be
     infinite there. Every decoded feature (and regression target) must fit."""
     kind = data.draw(KINDS)
-    items = data.draw(st.lists(st.one_of(edge_item(kind), good_item(kind)), min_size=1,
-                               max_size=6))
+    items = data.draw(st.lists(st.one_of(edge_item(kind), good_item(kind)), min_size=1, max_size=6))
     for value in [encode(items[0].value), encode({"samples": [i.value for i in items]})]:
         _, out = decode(kind, value)
         for sample in out.samples:
@@ -357,19 +452,35 @@ def test_decoded_values_fit_float32(data):
 
 # Inputs the properties above found, kept as named cases: (codec, record, allowed reasons).
 FOUND = [
-    pytest.param("regression", b'{"x": [0, 0, 0], "y": 1' + b"0" * 309 + b"}",
-                 {"non_finite"}, id="regression-y-int-past-float"),
-    pytest.param("regression", b'{"samples": [{"x": [0, 0, 0], "y": -1' + b"0" * 400 + b"}]}",
-                 {"non_finite"}, id="regression-y-int-past-float-in-a-batch"),
-    pytest.param("classification", b'{"x": [1e39, 0, 0]}', {"non_finite"},
-                 id="x-beyond-float32"),
-    pytest.param("regression", b'{"x": [0, 0, 0], "y": 1e300}', {"non_finite"},
-                 id="regression-y-beyond-float32"),
-    pytest.param("classification", b'{"x": [0, 0, 0], "y": 1' + b"0" * 400 + b"}",
-                 {"bad_label"}, id="class-label-past-int64"),
+    pytest.param(
+        "regression",
+        b'{"x": [0, 0, 0], "y": 1' + b"0" * 309 + b"}",
+        {"non_finite"},
+        id="regression-y-int-past-float",
+    ),
+    pytest.param(
+        "regression",
+        b'{"samples": [{"x": [0, 0, 0], "y": -1' + b"0" * 400 + b"}]}",
+        {"non_finite"},
+        id="regression-y-int-past-float-in-a-batch",
+    ),
+    pytest.param("classification", b'{"x": [1e39, 0, 0]}', {"non_finite"}, id="x-beyond-float32"),
+    pytest.param(
+        "regression",
+        b'{"x": [0, 0, 0], "y": 1e300}',
+        {"non_finite"},
+        id="regression-y-beyond-float32",
+    ),
+    pytest.param(
+        "classification",
+        b'{"x": [0, 0, 0], "y": 1' + b"0" * 400 + b"}",
+        {"bad_label"},
+        id="class-label-past-int64",
+    ),
     pytest.param("classification", b"[" * 5_000 + b"]" * 5_000, {"not_json"}, id="deep-nesting"),
-    pytest.param("classification", b'{"x": [0, 0, 0], "y": "\\ud800"}', {"not_json"},
-                 id="lone-surrogate"),
+    pytest.param(
+        "classification", b'{"x": [0, 0, 0], "y": "\\ud800"}', {"not_json"}, id="lone-surrogate"
+    ),
 ]
 
 
@@ -382,6 +493,7 @@ def test_hostile_records_found_by_fuzzing_are_dead_lettered(kind, value, reasons
 
 
 # -- the learner loop --------------------------------------------------------------------------
+
 
 class Source(MemorySource):
     def _bind(self, listener: Any) -> Source:
@@ -397,10 +509,15 @@ LABELS = st.sampled_from([0, 1, 2])
 def daemon_record(draw: st.DrawFn) -> tuple[bytes, dict[int | None, Item]]:
     """A record for a 3-feature classifier: one sample, or a batch mixing good and bad ones;
     its items by their index in the batch (None for a single record)."""
-    good = st.builds(lambda x, y: Item({"x": x, "y": y} if y is not None else {"x": x},
-                                       "good", Sample([float(v) for v in x], y)),
-                     st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=3, max_size=3),
-                     st.one_of(st.none(), LABELS, LABELS, LABELS))
+    good = st.builds(
+        lambda x, y: Item(
+            {"x": x, "y": y} if y is not None else {"x": x},
+            "good",
+            Sample([float(v) for v in x], y),
+        ),
+        st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=3, max_size=3),
+        st.one_of(st.none(), LABELS, LABELS, LABELS),
+    )
     item = st.one_of(good, bad_item("classification"))
     if draw(st.booleans()):
         single = draw(item)
@@ -413,19 +530,26 @@ def daemon_record(draw: st.DrawFn) -> tuple[bytes, dict[int | None, Item]]:
 @given(st.lists(st.lists(daemon_record(), max_size=8), min_size=1, max_size=2))
 def test_the_learner_dead_letters_each_bad_item_and_learns_each_good_one(partitions):
     # Every item by where it came from: (partition, offset, index in its batch record).
-    items = {(p, offset, index): item for p, records in enumerate(partitions)
-             for offset, (_, by_index) in enumerate(records) for index, item in by_index.items()}
+    items = {
+        (p, offset, index): item
+        for p, records in enumerate(partitions)
+        for offset, (_, by_index) in enumerate(records)
+        for index, item in by_index.items()
+    }
     bad = {key for key, item in items.items() if item.kind == "bad"}
     labeled = [i for i in items.values() if i.kind == "good" and i.expected.y is not None]
     unlabeled = [i for i in items.values() if i.kind == "good" and i.expected.y is None]
     source = Source("in", [[value for value, _ in records] for records in partitions])
     sink = MemorySink()
     with tempfile.TemporaryDirectory() as directory:
-        config = load_settings(None, model={"hidden": [4], "n_features": 3},
-                               checkpoint={"dir": directory, "every_samples": 10**9,
-                                           "every_seconds": 3600})
-        daemon = Daemon(config, source_factory=source._bind, sink_factory=lambda m: sink,
-                        metrics=Metrics())
+        config = load_settings(
+            None,
+            model={"hidden": [4], "n_features": 3},
+            checkpoint={"dir": directory, "every_samples": 10**9, "every_seconds": 3600},
+        )
+        daemon = Daemon(
+            config, source_factory=source._bind, sink_factory=lambda m: sink, metrics=Metrics()
+        )
         daemon.start()
         deadline = time.monotonic() + 30
         while not (source.exhausted() and len(daemon.buffer) == 0):
@@ -438,7 +562,12 @@ def test_the_learner_dead_letters_each_bad_item_and_learns_each_good_one(partiti
             assert letter.reason in items[key].reasons, (key, letter.reason, letter.detail)
         assert daemon.engine.samples_learned == len(labeled)
         assert len(sink.predicted) == len(unlabeled)
-        counted = sum(daemon.metrics.registry.get_sample_value(
-            "streamlearn_records_invalid_total", {"reason": reason}) or 0 for reason in REASONS)
+        counted = sum(
+            daemon.metrics.registry.get_sample_value(
+                "streamlearn_records_invalid_total", {"reason": reason}
+            )
+            or 0
+            for reason in REASONS
+        )
         assert counted == len(bad)
         daemon.shutdown()

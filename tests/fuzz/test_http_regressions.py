@@ -30,17 +30,29 @@ from tests.fuzz.conftest import FUZZ_TOKEN
 
 INFER = "/v2/models/streamlearn/infer"
 
-READS = [("get", "/v2"), ("get", "/v2/models/{name}"), ("get", "/v2/models/{name}/ready"),
-         ("post", "/v2/models/{name}/infer"), ("get", "/v1/status"), ("get", "/v1/experts"),
-         ("get", "/v1/drift-events")]
+READS = [
+    ("get", "/v2"),
+    ("get", "/v2/models/{name}"),
+    ("get", "/v2/models/{name}/ready"),
+    ("post", "/v2/models/{name}/infer"),
+    ("get", "/v1/status"),
+    ("get", "/v1/experts"),
+    ("get", "/v1/drift-events"),
+]
 WRITES = [("post", "/v1/learn"), ("post", "/v1/checkpoint")]
 OPEN = [("get", "/v2/health/live"), ("get", "/v2/health/ready"), ("get", "/metrics")]
 
 
-@pytest.mark.parametrize(("method", "path", "allowed"), [
-    ("TRACE", "/v2", "GET"), ("POST", "/v2/health/live", "GET"), ("GET", "/v1/learn", "POST"),
-    ("PUT", "/v2/models/streamlearn/infer", "POST"), ("DELETE", "/metrics", "GET"),
-])
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("TRACE", "/v2", "GET"),
+        ("POST", "/v2/health/live", "GET"),
+        ("GET", "/v1/learn", "POST"),
+        ("PUT", "/v2/models/streamlearn/infer", "POST"),
+        ("DELETE", "/metrics", "GET"),
+    ],
+)
 def test_a_405_names_the_allowed_methods(fuzzed, method, path, allowed):
     response = fuzzed.http.request(method, path)
     assert response.status_code == 405
@@ -51,8 +63,12 @@ def test_a_405_names_the_allowed_methods(fuzzed, method, path, allowed):
 def document(**serve: Any) -> dict[str, Any]:
     """The OpenAPI document of an app built for these settings (nothing served)."""
     settings = load_settings(None, serve=serve)
-    core = ServingCore(settings, board=None, learner=None,  # type: ignore[arg-type]
-                       metrics=ServingMetrics())
+    core = ServingCore(
+        settings,
+        board=None,
+        learner=None,  # type: ignore[arg-type]
+        metrics=ServingMetrics(),
+    )
     return create_app(core).openapi()
 
 
@@ -78,8 +94,7 @@ def test_the_document_lists_the_answers_the_endpoints_give():
         assert schema == {"$ref": "#/components/schemas/ReadyBody"}, status
     # The v2 infer endpoint is in it, with its JSON body and the binary extension's.
     infer = paths["/v2/models/{name}/infer"]["post"]
-    assert set(infer["requestBody"]["content"]) == {"application/json",
-                                                     "application/octet-stream"}
+    assert set(infer["requestBody"]["content"]) == {"application/json", "application/octet-stream"}
 
 
 @pytest.mark.parametrize("value", [3.5e38, -1e300, 1.7976931348623157e308])
@@ -94,31 +109,56 @@ def test_a_value_beyond_float32_is_refused_like_infinity(fuzzed, value):
 
     raw = np.array(row, dtype="<f8").tobytes()
     head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}]})
-    response = fuzzed.http.post(INFER, content=head.encode() + raw, headers={
-        binary.HEADER: str(len(head)), "Content-Type": binary.MEDIA_TYPE})
+    response = fuzzed.http.post(
+        INFER,
+        content=head.encode() + raw,
+        headers={binary.HEADER: str(len(head)), "Content-Type": binary.MEDIA_TYPE},
+    )
     assert response.status_code == 422, response.text
 
-    request = pb.ModelInferRequest(model_name="streamlearn", inputs=[
-        pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP64", shape=[1, 4],
-                                              contents=pb.InferTensorContents(
-                                                  fp64_contents=row))])
+    request = pb.ModelInferRequest(
+        model_name="streamlearn",
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(
+                name="input",
+                datatype="FP64",
+                shape=[1, 4],
+                contents=pb.InferTensorContents(fp64_contents=row),
+            )
+        ],
+    )
     with pytest.raises(grpc.RpcError) as refused:
         fuzzed.stub.ModelInfer(request, timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_float32s_largest_value_is_still_answered(fuzzed):
-    response = fuzzed.http.post(INFER, json={"inputs": [{
-        "name": "input", "shape": [1, 4], "datatype": "FP32",
-        "data": [3.4028234e38, -3.4028234e38, 0.0, 0.0]}]})
+    response = fuzzed.http.post(
+        INFER,
+        json={
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, 4],
+                    "datatype": "FP32",
+                    "data": [3.4028234e38, -3.4028234e38, 0.0, 0.0],
+                }
+            ]
+        },
+    )
     assert response.status_code == 200, response.text
 
 
 def test_learn_refuses_a_regression_target_past_float_with_a_422():
-    settings = load_settings(None, model={"task": "regression", "n_features": 3},
-                             serve={"auth_token": FUZZ_TOKEN})
-    core = ServingCore(settings, board=SimpleNamespace(current=None),  # type: ignore[arg-type]
-                       learner=None, metrics=ServingMetrics())  # type: ignore[arg-type]
+    settings = load_settings(
+        None, model={"task": "regression", "n_features": 3}, serve={"auth_token": FUZZ_TOKEN}
+    )
+    core = ServingCore(
+        settings,
+        board=SimpleNamespace(current=None),  # type: ignore[arg-type]
+        learner=None,
+        metrics=ServingMetrics(),
+    )  # type: ignore[arg-type]
     with pytest.raises(RequestError) as refused:
         core.learn([{"x": [0.0, 0.0, 0.0], "y": 10**309}])
     assert refused.value.status == 422

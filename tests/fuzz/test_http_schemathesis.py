@@ -48,15 +48,24 @@ from schemathesis.checks import (
 from streamlearn.serve import binary
 from tests.fuzz.conftest import AUTH
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_headers_conformance, response_schema_conformance, negative_data_rejection,
-          unsupported_method, missing_required_header, ignored_auth]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    negative_data_rejection,
+    unsupported_method,
+    missing_required_header,
+    ignored_auth,
+]
 # Fuzzed cases per operation and generation mode: with the token, and without.
 EXAMPLES = {"token": 30, "anonymous": 12}
 OPERATIONS = 12  # every operation the document lists; a new one must be fuzzed too
 MODEL = "streamlearn"
 PHASES = (Phase.explicit, Phase.generate) + (
-    (Phase.shrink,) if os.environ.get("STREAMLEARN_FUZZ_SHRINK") else ())
+    (Phase.shrink,) if os.environ.get("STREAMLEARN_FUZZ_SHRINK") else ()
+)
 
 
 @dataclass
@@ -68,29 +77,36 @@ class Tally:
 
     def summary(self) -> str:
         lines = [f"{run}: {n} cases" for run, n in sorted(self.cases.items())]
-        lines.append("status codes: " + ", ".join(
-            f"{code}: {n}" for code, n in sorted(self.statuses.items())))
+        lines.append(
+            "status codes: "
+            + ", ".join(f"{code}: {n}" for code, n in sorted(self.statuses.items()))
+        )
         lines.append(f"5xx: {len(self.server_errors)}")
         return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")
 def api(fuzzed) -> Any:
-    config = schemathesis.Config.from_dict({
-        "generation": {"deterministic": True, "database": "none"},
-        "phases": {"stateful": {"enabled": False}},
-    })
+    config = schemathesis.Config.from_dict(
+        {
+            "generation": {"deterministic": True, "database": "none"},
+            "phases": {"stateful": {"enabled": False}},
+        }
+    )
     return schemathesis.openapi.from_url(f"{fuzzed.base}/openapi.json", config=config)
 
 
-def send(case: Any, headers: dict[str, str], session: requests.Session, run: str,
-         tally: Tally) -> None:
+def send(
+    case: Any, headers: dict[str, str], session: requests.Session, run: str, tally: Tally
+) -> None:
     response = case.call(headers=headers, session=session, timeout=30)
     tally.cases[run] += 1
     tally.statuses[str(response.status_code)] += 1
     if response.status_code >= 500:
-        tally.server_errors.append(f"{run}: {case.as_curl_command(headers=headers)} -> "
-                                   f"{response.status_code} {response.text[:300]}")
+        tally.server_errors.append(
+            f"{run}: {case.as_curl_command(headers=headers)} -> "
+            f"{response.status_code} {response.text[:300]}"
+        )
     case.validate_response(response, checks=CHECKS, headers=headers)
 
 
@@ -98,12 +114,14 @@ def failed(tally: Tally, run: str, where: str, exc: BaseException) -> None:
     tally.failures.append(f"[{run}] {where}: {type(exc).__name__}: {str(exc)[:1500]}")
 
 
-def fuzz_operation(api: Any, operation: Any, headers: dict[str, str], run: str,
-                   tally: Tally) -> None:
+def fuzz_operation(
+    api: Any, operation: Any, headers: dict[str, str], run: str, tally: Tally
+) -> None:
     session = requests.Session()
     coverage = api.config.generation_for(operation=operation, phase="coverage")
-    for case in api.iter_coverage_cases(operation, generation_modes=list(GenerationMode),
-                                        generation_config=coverage):
+    for case in api.iter_coverage_cases(
+        operation, generation_modes=list(GenerationMode), generation_config=coverage
+    ):
         try:
             send(case, headers, session, run, tally)
         except (Exception, BaseExceptionGroup) as exc:
@@ -111,11 +129,16 @@ def fuzz_operation(api: Any, operation: Any, headers: dict[str, str], run: str,
     for mode in GenerationMode:
         strategy = st.one_of(operation.as_strategy(generation_mode=mode))
         if "{name}" in operation.path:
-            strategy |= operation.as_strategy(generation_mode=mode,
-                                              path_parameters={"name": MODEL})
+            strategy |= operation.as_strategy(generation_mode=mode, path_parameters={"name": MODEL})
 
-        @settings(max_examples=EXAMPLES[run], deadline=None, derandomize=True, database=None,
-                  phases=PHASES, suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES[run],
+            deadline=None,
+            derandomize=True,
+            database=None,
+            phases=PHASES,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=strategy, json_body=st.booleans())
         def fuzz(case: Any, json_body: bool) -> None:
             if json_body and case.headers:
@@ -132,7 +155,8 @@ def fuzz_operation(api: Any, operation: Any, headers: dict[str, str], run: str,
 
 @pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(
-        api, fuzzed, record_property):
+    api, fuzzed, record_property
+):
     operations = [result.ok() for result in api.get_all_operations()]
     labels = {operation.label for operation in operations}
     assert len(labels) == OPERATIONS, sorted(labels)

@@ -35,15 +35,22 @@ def broker() -> Iterator[EmbeddedBroker]:
 def topics(broker: EmbeddedBroker) -> dict[str, str]:
     """Fresh topic names per test, so tests never see each other's records."""
     tag = uuid.uuid4().hex[:8]
-    names = {"input": f"in-{tag}", "predictions": f"pred-{tag}", "events": f"ev-{tag}",
-             "dlq": f"dlq-{tag}"}
-    create_topics(broker.bootstrap, {names["input"]: 2, names["predictions"]: 1,
-                                     names["events"]: 1, names["dlq"]: 1})
+    names = {
+        "input": f"in-{tag}",
+        "predictions": f"pred-{tag}",
+        "events": f"ev-{tag}",
+        "dlq": f"dlq-{tag}",
+    }
+    create_topics(
+        broker.bootstrap,
+        {names["input"]: 2, names["predictions"]: 1, names["events"]: 1, names["dlq"]: 1},
+    )
     return names
 
 
-def send(broker: EmbeddedBroker, topic: str, values: list[bytes],
-         partitions: list[int] | None = None) -> None:
+def send(
+    broker: EmbeddedBroker, topic: str, values: list[bytes], partitions: list[int] | None = None
+) -> None:
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     for i, value in enumerate(values):
         producer.send(topic, value=value, partition=None if partitions is None else partitions[i])
@@ -52,8 +59,9 @@ def send(broker: EmbeddedBroker, topic: str, values: list[bytes],
 
 
 def read_topic(broker: EmbeddedBroker, topic: str, count: int, timeout: float = 20.0):
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     consumer.assign([TopicPartition(topic, 0)])
     out = []
     deadline = time.monotonic() + timeout
@@ -65,8 +73,9 @@ def read_topic(broker: EmbeddedBroker, topic: str, count: int, timeout: float = 
 
 
 def committed(broker: EmbeddedBroker, group: str, topic: str, partitions: int) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group,
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
+    )
     try:
         return {p: consumer.committed(TopicPartition(topic, p)) for p in range(partitions)}
     finally:
@@ -76,30 +85,50 @@ def committed(broker: EmbeddedBroker, group: str, topic: str, partitions: int) -
 class DaemonProcess:
     """``python -m streamlearn run`` with a generated config, logs to a file."""
 
-    def __init__(self, workdir: Path, broker: EmbeddedBroker, topics: dict[str, str],
-                 group: str, model: dict | None = None, checkpoint: dict | None = None,
-                 engine: dict | None = None, env: dict | None = None,
-                 serve: dict | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        broker: EmbeddedBroker,
+        topics: dict[str, str],
+        group: str,
+        model: dict | None = None,
+        checkpoint: dict | None = None,
+        engine: dict | None = None,
+        env: dict | None = None,
+        serve: dict | None = None,
+    ) -> None:
         self.workdir = workdir
         self.metrics_port = free_port()
         self.http_port, self.grpc_port = free_port(), free_port()
         self.group = group
         self.checkpoint_dir = workdir / "checkpoints"
         self.config = workdir / "config.yaml"
-        self.config.write_text(yaml.safe_dump({
-            "kafka": {"bootstrap_servers": broker.bootstrap, "group_id": group,
-                      "input_topic": topics["input"],
-                      "predictions_topic": topics["predictions"],
-                      "events_topic": topics["events"], "dlq_topic": topics["dlq"],
-                      **FAST_GROUP},
-            "model": {"hidden": [16], **(model or {})},
-            "engine": {"max_batch": 32, "max_wait_ms": 20, **(engine or {})},
-            "checkpoint": {"dir": str(self.checkpoint_dir), **(checkpoint or {})},
-            "metrics": {"host": "127.0.0.1", "port": self.metrics_port},
-            "serve": {"host": "127.0.0.1", "http_port": self.http_port,
-                      "grpc_port": self.grpc_port, **(serve or {})},
-            "log": {"level": "info", "format": "json"},
-        }))
+        self.config.write_text(
+            yaml.safe_dump(
+                {
+                    "kafka": {
+                        "bootstrap_servers": broker.bootstrap,
+                        "group_id": group,
+                        "input_topic": topics["input"],
+                        "predictions_topic": topics["predictions"],
+                        "events_topic": topics["events"],
+                        "dlq_topic": topics["dlq"],
+                        **FAST_GROUP,
+                    },
+                    "model": {"hidden": [16], **(model or {})},
+                    "engine": {"max_batch": 32, "max_wait_ms": 20, **(engine or {})},
+                    "checkpoint": {"dir": str(self.checkpoint_dir), **(checkpoint or {})},
+                    "metrics": {"host": "127.0.0.1", "port": self.metrics_port},
+                    "serve": {
+                        "host": "127.0.0.1",
+                        "http_port": self.http_port,
+                        "grpc_port": self.grpc_port,
+                        **(serve or {}),
+                    },
+                    "log": {"level": "info", "format": "json"},
+                }
+            )
+        )
         self.env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
@@ -109,9 +138,16 @@ class DaemonProcess:
         log = open(self.workdir / f"daemon-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlearn", "run", "--config", str(self.config)],
-            cwd=self.workdir, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(lambda: any(k.startswith("streamlearn_info") for k in self.metrics())
-                 or self._dead(), 60, "the metrics endpoint")
+            cwd=self.workdir,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(
+            lambda: any(k.startswith("streamlearn_info") for k in self.metrics()) or self._dead(),
+            60,
+            "the metrics endpoint",
+        )
         assert not self._dead(), self.log_text()
         return self
 
@@ -121,7 +157,8 @@ class DaemonProcess:
     def metrics(self) -> dict[str, float]:
         try:
             with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as response:
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2
+            ) as response:
                 text = response.read().decode()
         except OSError:
             return {}

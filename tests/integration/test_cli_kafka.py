@@ -16,14 +16,28 @@ pytestmark = pytest.mark.integration
 
 
 def streamlearn(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamlearn", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "streamlearn", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_produce_a_builtin_stream_as_batch_records(broker, topics):
-    done = streamlearn("produce", "--bootstrap-servers", broker.bootstrap, "--topic",
-                       topics["dlq"], "--stream", "sea", "--samples", "250", "--per-record",
-                       "100")
+    done = streamlearn(
+        "produce",
+        "--bootstrap-servers",
+        broker.bootstrap,
+        "--topic",
+        topics["dlq"],
+        "--stream",
+        "sea",
+        "--samples",
+        "250",
+        "--per-record",
+        "100",
+    )
     assert done.returncode == 0, done.stderr
     records = [json.loads(r.value) for r in read_topic(broker, topics["dlq"], 3)]
     assert [len(r["samples"]) for r in records] == [100, 100, 50]
@@ -33,8 +47,15 @@ def test_produce_a_builtin_stream_as_batch_records(broker, topics):
 def test_produce_a_json_lines_file_as_is(broker, topics, tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"x": [1], "y": 0}\n\n{"x": [2]}\nnot json\n')
-    done = streamlearn("produce", "--bootstrap-servers", broker.bootstrap, "--topic",
-                       topics["dlq"], "--file", str(path))
+    done = streamlearn(
+        "produce",
+        "--bootstrap-servers",
+        broker.bootstrap,
+        "--topic",
+        topics["dlq"],
+        "--file",
+        str(path),
+    )
     assert done.returncode == 0, done.stderr
     values = [r.value for r in read_topic(broker, topics["dlq"], 3)]
     assert values == [b'{"x": [1], "y": 0}', b'{"x": [2]}', b"not json"]
@@ -47,8 +68,20 @@ def test_produce_names_an_unknown_stream():
 
 def test_demo_runs_its_own_broker_serves_and_prints_a_summary(tmp_path):
     plot = tmp_path / "run.png"
-    done = streamlearn("demo", "--samples", "3000", "--segment", "1000", "--duration", "60",
-                       "--rate", "1000", "--plot", str(plot), timeout=180)
+    done = streamlearn(
+        "demo",
+        "--samples",
+        "3000",
+        "--segment",
+        "1000",
+        "--duration",
+        "60",
+        "--rate",
+        "1000",
+        "--plot",
+        str(plot),
+        timeout=180,
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "summary: 3000 records sent" in out
@@ -63,18 +96,36 @@ def test_demo_runs_its_own_broker_serves_and_prints_a_summary(tmp_path):
 
 
 def test_demo_without_a_plot_writes_none(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "streamlearn", "demo", "--samples", "500",
-                           "--segment", "250", "--duration", "30", "--rate", "1000",
-                           "--no-plot"], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamlearn",
+            "demo",
+            "--samples",
+            "500",
+            "--segment",
+            "250",
+            "--duration",
+            "30",
+            "--rate",
+            "1000",
+            "--no-plot",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "plot" not in done.stdout.split("summary:")[1]
     assert list(tmp_path.iterdir()) == []
 
 
 def read_all(broker, topic: str, partitions: int, count: int, timeout: float = 20.0):
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
     out = []
     deadline = time.monotonic() + timeout
@@ -85,14 +136,25 @@ def read_all(broker, topic: str, partitions: int, count: int, timeout: float = 2
     return out
 
 
-def test_produce_keys_records_by_a_field_so_a_source_shares_a_partition(broker, topics,
-                                                                         tmp_path):
+def test_produce_keys_records_by_a_field_so_a_source_shares_a_partition(broker, topics, tmp_path):
     path = tmp_path / "in.jsonl"
     sources = ["a", "b", "c", "d"] * 5
-    path.write_text("".join(json.dumps({"x": [i], "y": i % 2, "source": s}) + "\n"
-                            for i, s in enumerate(sources)))
-    done = streamlearn("produce", "--bootstrap-servers", broker.bootstrap, "--topic",
-                       topics["input"], "--file", str(path), "--key", "source")
+    path.write_text(
+        "".join(
+            json.dumps({"x": [i], "y": i % 2, "source": s}) + "\n" for i, s in enumerate(sources)
+        )
+    )
+    done = streamlearn(
+        "produce",
+        "--bootstrap-servers",
+        broker.bootstrap,
+        "--topic",
+        topics["input"],
+        "--file",
+        str(path),
+        "--key",
+        "source",
+    )
     assert done.returncode == 0, done.stderr
     records = read_all(broker, topics["input"], 2, len(sources))
     assert sorted(r.key for r in records) == sorted(s.encode() for s in sources)
@@ -108,9 +170,19 @@ def test_produce_keys_records_by_a_field_so_a_source_shares_a_partition(broker, 
 
 
 def test_produce_keys_a_builtin_stream_by_a_template(broker, topics):
-    done = streamlearn("produce", "--bootstrap-servers", broker.bootstrap, "--topic",
-                       topics["dlq"], "--stream", "sea", "--samples", "5",
-                       "--key-template", "{task}-{id}")
+    done = streamlearn(
+        "produce",
+        "--bootstrap-servers",
+        broker.bootstrap,
+        "--topic",
+        topics["dlq"],
+        "--stream",
+        "sea",
+        "--samples",
+        "5",
+        "--key-template",
+        "{task}-{id}",
+    )
     assert done.returncode == 0, done.stderr
     records = read_topic(broker, topics["dlq"], 5)
     for r in records:
@@ -118,12 +190,20 @@ def test_produce_keys_a_builtin_stream_by_a_template(broker, topics):
         assert r.key == f"{sample['task']}-{sample['id']}".encode()
 
 
-def test_produce_stops_at_a_record_without_the_key_field_naming_its_line(broker, topics,
-                                                                         tmp_path):
+def test_produce_stops_at_a_record_without_the_key_field_naming_its_line(broker, topics, tmp_path):
     path = tmp_path / "in.jsonl"
     path.write_text('{"x": [1], "id": "a"}\n\n{"x": [2]}\n')
-    done = streamlearn("produce", "--bootstrap-servers", broker.bootstrap, "--topic",
-                       topics["dlq"], "--file", str(path), "--key", "id")
+    done = streamlearn(
+        "produce",
+        "--bootstrap-servers",
+        broker.bootstrap,
+        "--topic",
+        topics["dlq"],
+        "--file",
+        str(path),
+        "--key",
+        "id",
+    )
     assert done.returncode == 1
     assert f"error: {path} line 3: field 'id' is missing" in done.stderr
     assert "Traceback" not in done.stderr

@@ -26,8 +26,11 @@ def test_consume_learn_predict_and_metrics_move(broker, topics, daemon_factory):
         sample.pop("y")  # 60 unlabeled samples: predicted and published
     send(broker, topics["input"], [json.dumps(s).encode() for s in samples])
     daemon = daemon_factory(model={"learning_rate": 0.01, "norm": "batch"}).start()
-    wait_for(lambda: daemon.metric("streamlearn_samples_learned_total") == 2_940, 60,
-             "all labeled samples learned")
+    wait_for(
+        lambda: daemon.metric("streamlearn_samples_learned_total") == 2_940,
+        60,
+        "all labeled samples learned",
+    )
     metrics = daemon.metrics()
     assert total(metrics, "streamlearn_records_consumed_total") == 3_000
     assert metrics['streamlearn_predictions_total{kind="unlabeled"}'] == 60
@@ -37,11 +40,16 @@ def test_consume_learn_predict_and_metrics_move(broker, topics, daemon_factory):
     # samples waited; the rest wait for a full batch. The exact count is incidental: over
     # two partitions one micro-batch can bring two or three unlabeled samples at once, so
     # the step may take 32-34 of them, depending on how polls interleave.
-    offered = (metrics["streamlearn_tta_adapted_samples_total"]
-               + metrics["streamlearn_tta_skipped_samples_total"])
+    offered = (
+        metrics["streamlearn_tta_adapted_samples_total"]
+        + metrics["streamlearn_tta_skipped_samples_total"]
+    )
     assert 32 <= offered < 60
-    wait_for(lambda: (daemon.metric('streamlearn_prequential_accuracy{window="rolling"}')
-                      or 0) > 0.75, 5, "rolling accuracy above 0.75")
+    wait_for(
+        lambda: (daemon.metric('streamlearn_prequential_accuracy{window="rolling"}') or 0) > 0.75,
+        5,
+        "rolling accuracy above 0.75",
+    )
     wait_for(lambda: total(daemon.metrics(), "streamlearn_consumer_lag{") == 0, 5, "no lag")
     predictions = [json.loads(r.value) for r in read_topic(broker, topics["predictions"], 60)]
     assert sorted(p["id"] for p in predictions) == sorted(s["id"] for s in samples[::50])
@@ -49,18 +57,22 @@ def test_consume_learn_predict_and_metrics_move(broker, topics, daemon_factory):
     assert daemon.terminate()[0] == 0
 
 
-def test_a_drift_reaches_the_events_topic_the_log_and_the_metrics(broker, topics,
-                                                                   daemon_factory):
+def test_a_drift_reaches_the_events_topic_the_log_and_the_metrics(broker, topics, daemon_factory):
     samples = take("sea", 4_000, segment=10_000)
     for sample in samples[2_500:]:
         sample["y"] = 1 - sample["y"]  # the concept turns over: every rule learned is wrong
     # One partition, so the learner sees the change where it is in the stream.
-    send(broker, topics["input"], [json.dumps(s).encode() for s in samples],
-         partitions=[0] * len(samples))
+    send(
+        broker,
+        topics["input"],
+        [json.dumps(s).encode() for s in samples],
+        partitions=[0] * len(samples),
+    )
     daemon = daemon_factory(model={"learning_rate": 0.01}).start()
     # The drift, then the pool's answer to it: a new expert for the turned-over concept.
-    event, spawn = (json.loads(r.value) for r in read_topic(broker, topics["events"], 2,
-                                                             timeout=60)[:2])
+    event, spawn = (
+        json.loads(r.value) for r in read_topic(broker, topics["events"], 2, timeout=60)[:2]
+    )
     assert spawn["kind"] == "expert_spawn" and spawn["sample"] > event["sample"]
     assert event["kind"] == "drift" and event["detector"] == "cusum"
     assert 2_500 <= event["sample"] < 2_600
@@ -70,13 +82,16 @@ def test_a_drift_reaches_the_events_topic_the_log_and_the_metrics(broker, topics
     assert logged["sample"] == event["sample"]
 
 
-def test_a_returning_regime_reuses_its_expert_over_a_real_broker(broker, topics,
-                                                                   daemon_factory):
+def test_a_returning_regime_reuses_its_expert_over_a_real_broker(broker, topics, daemon_factory):
     samples = take("sea", 7_500, segment=10_000)
     for sample in samples[2_500:5_000]:
         sample["y"] = 1 - sample["y"]  # A, then its opposite B, then A again
-    send(broker, topics["input"], [json.dumps(s).encode() for s in samples],
-         partitions=[0] * len(samples))
+    send(
+        broker,
+        topics["input"],
+        [json.dumps(s).encode() for s in samples],
+        partitions=[0] * len(samples),
+    )
     daemon = daemon_factory(model={"learning_rate": 0.01}).start()
     events = [json.loads(r.value) for r in read_topic(broker, topics["events"], 4, timeout=90)]
     assert [e["kind"] for e in events] == ["drift", "expert_spawn", "drift", "expert_switch"]
@@ -85,8 +100,11 @@ def test_a_returning_regime_reuses_its_expert_over_a_real_broker(broker, topics,
     assert (switch["expert"], switch["previous"]) == ("0", "1")
     assert 5_000 < switch["sample"] < 5_400
     assert switch["scores"]["0"] < switch["scores"]["1"]
-    wait_for(lambda: daemon.metric('streamlearn_expert_events_total{kind="switch"}') == 1, 10,
-             "the switch counted")
+    wait_for(
+        lambda: daemon.metric('streamlearn_expert_events_total{kind="switch"}') == 1,
+        10,
+        "the switch counted",
+    )
     assert daemon.terminate()[0] == 0
     logged = [e["event"] for e in daemon.log_events() if e.get("event", "").startswith("expert_")]
     assert logged == ["expert_spawn", "expert_switch"]
@@ -101,8 +119,7 @@ BAD = {
 }
 
 
-def test_bad_records_are_dead_lettered_and_good_ones_still_learned(broker, topics,
-                                                                   daemon_factory):
+def test_bad_records_are_dead_lettered_and_good_ones_still_learned(broker, topics, daemon_factory):
     good = [json.dumps(s).encode() for s in take("agrawal", 500)]
     values = []
     for i, value in enumerate(good):
@@ -111,10 +128,16 @@ def test_bad_records_are_dead_lettered_and_good_ones_still_learned(broker, topic
             values.extend(BAD)  # every kind of bad record, five times, between good ones
     send(broker, topics["input"], values, partitions=[0] * len(values))
     daemon = daemon_factory(model={"n_features": 9}).start()
-    wait_for(lambda: daemon.metric("streamlearn_samples_learned_total") == 500, 60,
-             "good samples learned")
-    wait_for(lambda: total(daemon.metrics(), "streamlearn_records_invalid_total") == 25, 10,
-             "bad records counted")
+    wait_for(
+        lambda: daemon.metric("streamlearn_samples_learned_total") == 500,
+        60,
+        "good samples learned",
+    )
+    wait_for(
+        lambda: total(daemon.metrics(), "streamlearn_records_invalid_total") == 25,
+        10,
+        "bad records counted",
+    )
     metrics = daemon.metrics()
     for reason in BAD.values():
         assert metrics[f'streamlearn_records_invalid_total{{reason="{reason}"}}'] == 5
@@ -132,12 +155,17 @@ def test_bad_records_are_dead_lettered_and_good_ones_still_learned(broker, topic
 
 
 def test_sigterm_checkpoints_then_commits_and_exits_quickly(broker, topics, daemon_factory):
-    send(broker, topics["input"], [json.dumps(s).encode() for s in take("sea", 1_000)],
-         partitions=[i % 2 for i in range(1_000)])
+    send(
+        broker,
+        topics["input"],
+        [json.dumps(s).encode() for s in take("sea", 1_000)],
+        partitions=[i % 2 for i in range(1_000)],
+    )
     daemon = daemon_factory(checkpoint={"every_samples": 100_000, "every_seconds": 3600})
     daemon.start()
-    wait_for(lambda: daemon.metric("streamlearn_samples_learned_total") == 1_000, 60,
-             "samples learned")
+    wait_for(
+        lambda: daemon.metric("streamlearn_samples_learned_total") == 1_000, 60, "samples learned"
+    )
     code, seconds = daemon.terminate()
     assert code == 0 and seconds < 10
     summary = describe(daemon.checkpoint_dir)
@@ -146,8 +174,20 @@ def test_sigterm_checkpoints_then_commits_and_exits_quickly(broker, topics, daem
     assert committed(broker, daemon.group, topics["input"], 2) == {0: 500, 1: 500}
     assert not list(daemon.checkpoint_dir.glob("*.tmp"))
     inspected = subprocess.run(
-        [sys.executable, "-m", "streamlearn", "checkpoint", "inspect", "--json",
-         str(daemon.checkpoint_dir)], capture_output=True, text=True, timeout=60, check=True)
+        [
+            sys.executable,
+            "-m",
+            "streamlearn",
+            "checkpoint",
+            "inspect",
+            "--json",
+            str(daemon.checkpoint_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     assert json.loads(inspected.stdout)["offsets"] == summary["offsets"]
 
 
@@ -160,23 +200,32 @@ def seq_records(keys: range, seqs: range) -> tuple[list[bytes], list[int]]:
     return values, partitions
 
 
-def test_restart_after_sigkill_applies_each_record_exactly_once(broker, topics, daemon_factory,
-                                                                tmp_path):
+def test_restart_after_sigkill_applies_each_record_exactly_once(
+    broker, topics, daemon_factory, tmp_path
+):
     """10 + 5 + 5: checkpointed, then more (one key new), SIGKILL, restart, more again."""
     seq_log = tmp_path / "applied.log"
     daemon = daemon_factory(
-        model={"task": "regression", "standardize": False, "n_features": 2,
-               "factory": "tests.support.seqexpert:build"},
+        model={
+            "task": "regression",
+            "standardize": False,
+            "n_features": 2,
+            "factory": "tests.support.seqexpert:build",
+        },
         checkpoint={"every_samples": 1_000, "every_seconds": 3600},
-        env={"SEQ_LOG": str(seq_log)})
+        env={"SEQ_LOG": str(seq_log)},
+    )
 
     def applied() -> int:
         return len(read_log(str(seq_log))) if seq_log.exists() else 0
 
     send(broker, topics["input"], *seq_records(range(4), range(1, 251)))  # 1000 records
     daemon.start()
-    wait_for(lambda: daemon.metric('streamlearn_checkpoints_total{result="ok"}') == 1, 60,
-             "the first checkpoint")
+    wait_for(
+        lambda: daemon.metric('streamlearn_checkpoints_total{result="ok"}') == 1,
+        60,
+        "the first checkpoint",
+    )
     send(broker, topics["input"], *seq_records(range(4), range(251, 376)))  # 500 more
     send(broker, topics["input"], *seq_records(range(4, 5), range(1, 101)))  # a new key: 100
     wait_for(lambda: applied() == 1_600, 30, "the 600 records after the checkpoint")
@@ -201,8 +250,7 @@ def test_restart_after_sigkill_applies_each_record_exactly_once(broker, topics, 
     expert = engine["pool"]["members"]["0"]["expert"]
     assert expert["count"] == {0: 500, 1: 500, 2: 500, 3: 500, 4: 200}
     assert expert["last_seq"] == {0: 500, 1: 500, 2: 500, 3: 500, 4: 200}
-    assert expert["total"] == {0: 125_250.0, 1: 125_250.0, 2: 125_250.0, 3: 125_250.0,
-                               4: 20_100.0}
+    assert expert["total"] == {0: 125_250.0, 1: 125_250.0, 2: 125_250.0, 3: 125_250.0, 4: 20_100.0}
     # Keys 0, 2 and 4 live on partition 0 (500 + 500 + 200), keys 1 and 3 on partition 1.
     assert state["offsets"] == {f"{topics['input']}/0": 1_200, f"{topics['input']}/1": 1_000}
     assert committed(broker, daemon.group, topics["input"], 2) == {0: 1_200, 1: 1_000}

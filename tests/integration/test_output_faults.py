@@ -23,9 +23,13 @@ def sample_value(metrics: Metrics, name: str, **labels: str) -> float | None:
 
 
 def test_an_output_too_large_to_land_is_dropped_or_cut_never_retried(broker, topics):
-    settings = KafkaSettings(bootstrap_servers=broker.bootstrap,
-                             predictions_topic=topics["predictions"], dlq_topic=topics["dlq"],
-                             events_topic=topics["events"], max_message_bytes=4_096)
+    settings = KafkaSettings(
+        bootstrap_servers=broker.bootstrap,
+        predictions_topic=topics["predictions"],
+        dlq_topic=topics["dlq"],
+        events_topic=topics["events"],
+        max_message_bytes=4_096,
+    )
     metrics = Metrics()
     sink = KafkaSink(settings, metrics)
     huge_id = "i" * 10_000
@@ -34,8 +38,15 @@ def test_an_output_too_large_to_land_is_dropped_or_cut_never_retried(broker, top
     sink.dead_letters([DeadLetter(source.value, "oversize", "too big", source)])
     assert sink.flush(10)
     assert sink.pending == 0
-    assert sample_value(metrics, "streamlearn_outputs_dropped_total",
-                        topic=topics["predictions"], reason="too_large") == 1
+    assert (
+        sample_value(
+            metrics,
+            "streamlearn_outputs_dropped_total",
+            topic=topics["predictions"],
+            reason="too_large",
+        )
+        == 1
+    )
     assert sample_value(metrics, "streamlearn_outputs_truncated_total", topic=topics["dlq"]) == 1
     sink.close()
 
@@ -80,8 +91,14 @@ print(json.dumps(counts))
 
 def test_failed_connects_leak_no_threads_and_no_descriptors():
     """Each failed try used to leave a client IO thread and four descriptors behind."""
-    done = subprocess.run([sys.executable, "-c", _CONNECT_TRIES], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _CONNECT_TRIES],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=True,
+    )
     counts = json.loads(done.stdout.strip().splitlines()[-1])
     threads = [t for t, _ in counts]
     fds = [f for _, f in counts]
@@ -95,8 +112,9 @@ def test_outputs_queue_behind_a_failure_and_land_once_the_broker_is_back():
     port = free_port()
     with EmbeddedBroker(port=port) as first:
         create_topics(first.bootstrap, {"outage-preds": 1})
-        settings = KafkaSettings(bootstrap_servers=first.bootstrap,
-                                 predictions_topic="outage-preds")
+        settings = KafkaSettings(
+            bootstrap_servers=first.bootstrap, predictions_topic="outage-preds"
+        )
         metrics = Metrics()
         sink = KafkaSink(settings, metrics)
         sink.predictions([Prediction("before", 0, None, 1, "0")])

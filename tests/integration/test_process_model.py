@@ -18,8 +18,7 @@ from tests.integration.conftest import send, wait_for
 
 pytestmark = pytest.mark.integration
 INFER = "/v2/models/streamlearn/infer"
-BODY = {"inputs": [{"name": "input", "shape": [1, 9], "datatype": "FP32",
-                    "data": [[0.5] * 9]}]}
+BODY = {"inputs": [{"name": "input", "shape": [1, 9], "datatype": "FP32", "data": [[0.5] * 9]}]}
 
 
 class Load:
@@ -70,7 +69,8 @@ def learned(daemon) -> float:
 
 
 def test_a_killed_serving_process_is_restarted_and_the_learner_keeps_learning(
-        broker, topics, daemon_factory):
+    broker, topics, daemon_factory
+):
     send(broker, topics["input"], [json.dumps(s).encode() for s in take("agrawal", 40_000)])
     daemon = daemon_factory().start()
     base = f"http://127.0.0.1:{daemon.http_port}"
@@ -81,8 +81,11 @@ def test_a_killed_serving_process_is_restarted_and_the_learner_keeps_learning(
         learned_at_kill = learned(daemon)
         killed_at = time.monotonic()
         os.kill(before["serving"], signal.SIGKILL)
-        wait_for(lambda: any(t > killed_at + 0.5 for t in load.ok_after), 60,
-                 "answers from the restarted serving process")
+        wait_for(
+            lambda: any(t > killed_at + 0.5 for t in load.ok_after),
+            60,
+            "answers from the restarted serving process",
+        )
         wait_for(lambda: learned(daemon) > learned_at_kill + 1_000, 60, "learning on")
     after = status(base)["processes"]
     assert after["serving"] != before["serving"]
@@ -95,14 +98,16 @@ def test_a_killed_serving_process_is_restarted_and_the_learner_keeps_learning(
     assert code == 0
 
 
-def test_a_killed_learner_turns_serving_not_ready_then_comes_back(
-        broker, topics, daemon_factory):
+def test_a_killed_learner_turns_serving_not_ready_then_comes_back(broker, topics, daemon_factory):
     send(broker, topics["input"], [json.dumps(s).encode() for s in take("agrawal", 40_000)])
     daemon = daemon_factory(checkpoint={"every_samples": 2_000}).start()
     base = f"http://127.0.0.1:{daemon.http_port}"
     wait_for(lambda: ready(base), 60, "serving ready")
-    wait_for(lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0) >= 1,
-             60, "a checkpoint")
+    wait_for(
+        lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0) >= 1,
+        60,
+        "a checkpoint",
+    )
     before = status(base)
     with Load(base) as load:
         os.kill(before["processes"]["learner"], signal.SIGKILL)
@@ -115,8 +120,7 @@ def test_a_killed_learner_turns_serving_not_ready_then_comes_back(
         assert int(answered.json()["model_version"]) == down["served_version"]
         wait_for(lambda: ready(base), 60, "the restarted learner")
     old_pid = before["processes"]["learner"]
-    wait_for(lambda: status(base)["processes"]["learner"] != old_pid, 5,
-             "the new learner's status")
+    wait_for(lambda: status(base)["processes"]["learner"] != old_pid, 5, "the new learner's status")
     after = status(base)
     assert after["processes"]["serving"] == before["processes"]["serving"]
     assert load.outcomes["500"] == 0 and load.outcomes["200"] > 0, load.outcomes

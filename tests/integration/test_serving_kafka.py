@@ -23,8 +23,9 @@ ROW = [0.5] * 9  # agrawal has 9 features
 
 
 def body(rows: int = 1) -> dict:
-    return {"inputs": [{"name": "input", "shape": [rows, 9], "datatype": "FP32",
-                        "data": [ROW] * rows}]}
+    return {
+        "inputs": [{"name": "input", "shape": [rows, 9], "datatype": "FP32", "data": [ROW] * rows}]
+    }
 
 
 def ready(base: str) -> bool:
@@ -72,22 +73,26 @@ def test_sigterm_under_load_drains_then_checkpoints(broker, topics, daemon_facto
     answered = [c for c in codes if c != "refused"]
     assert answered and set(answered) == {200}, f"failed requests: {set(answered)}"
     assert 503 in ready_codes, "readiness must turn 503 before the listener closes"
-    after_503 = ready_codes[ready_codes.index(503):]
+    after_503 = ready_codes[ready_codes.index(503) :]
     assert set(after_503) == {503}, "once draining, readiness never comes back"
     events = [e["event"] for e in daemon.log_events()]
-    order = [events.index(name) for name in ("draining", "serving_stopped",
-                                             "daemon_stopped")]
+    order = [events.index(name) for name in ("draining", "serving_stopped", "daemon_stopped")]
     assert order == sorted(order)
-    assert events.index("checkpoint_saved", order[1]) < order[2], \
+    assert events.index("checkpoint_saved", order[1]) < order[2], (
         "the learner checkpoints after serving has drained"
+    )
 
 
 def test_serves_the_restored_checkpoint_while_the_broker_is_unreachable(
-        broker, topics, daemon_factory):
+    broker, topics, daemon_factory
+):
     send(broker, topics["input"], [json.dumps(s).encode() for s in take("agrawal", 1_000)])
     daemon = daemon_factory().start()
-    wait_for(lambda: daemon.metric("streamlearn_samples_learned_total") == 1_000, 60,
-             "all samples learned")
+    wait_for(
+        lambda: daemon.metric("streamlearn_samples_learned_total") == 1_000,
+        60,
+        "all samples learned",
+    )
     assert daemon.terminate()[0] == 0
     # Point the same daemon (same checkpoint dir) at a port where no broker listens.
     config = yaml.safe_load(daemon.config.read_text())

@@ -22,8 +22,9 @@ def newest(checkpoint_dir: Path) -> dict[str, Any]:
     return describe(Path(checkpoint_dir))
 
 
-def committed_offsets(broker: EmbeddedBroker, group: str, topic: str,
-                      partitions: int) -> dict[str, int]:
+def committed_offsets(
+    broker: EmbeddedBroker, group: str, topic: str, partitions: int
+) -> dict[str, int]:
     """The group's committed offsets, "topic/p": offset, partitions with none left out."""
     found = committed(broker, group, topic, partitions)
     return {f"{topic}/{p}": o for p, o in found.items() if o is not None}
@@ -31,8 +32,9 @@ def committed_offsets(broker: EmbeddedBroker, group: str, topic: str,
 
 def ahead(committed_: dict[str, int], checkpoint: dict[str, int]) -> dict[str, tuple[int, int]]:
     """Partitions whose committed offset is past the checkpoint's: (committed, checkpoint)."""
-    return {tp: (o, checkpoint.get(tp, 0)) for tp, o in committed_.items()
-            if o > checkpoint.get(tp, 0)}
+    return {
+        tp: (o, checkpoint.get(tp, 0)) for tp, o in committed_.items() if o > checkpoint.get(tp, 0)
+    }
 
 
 def lineage_gaps(state: dict[str, Any], expected: dict[int, int]) -> dict[int, Any]:
@@ -57,14 +59,16 @@ class CommitWatch:
     """The group's committed offsets over time, read from the broker every ``interval``
     seconds: ``history`` is a list of (wall time, {"topic/p": offset})."""
 
-    def __init__(self, broker: EmbeddedBroker, group: str, topic: str, partitions: int,
-                 interval: float = 0.2) -> None:
+    def __init__(
+        self, broker: EmbeddedBroker, group: str, topic: str, partitions: int, interval: float = 0.2
+    ) -> None:
         import threading
 
         from kafka import KafkaConsumer, TopicPartition
 
-        self._consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=group,
-                                       enable_auto_commit=False)
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
+        )
         self._tps = [TopicPartition(topic, p) for p in range(partitions)]
         self.history: list[tuple[float, dict[str, int]]] = []
         self._stop = threading.Event()

@@ -27,8 +27,12 @@ topics = integration.topics
 daemon_factory = integration.daemon_factory
 
 # The lineage expert of tests/support/seqlineage.py, as the model of a regression daemon.
-SEQ_MODEL = {"task": "regression", "standardize": False, "n_features": 2,
-             "factory": "tests.support.seqlineage:build"}
+SEQ_MODEL = {
+    "task": "regression",
+    "standardize": False,
+    "n_features": 2,
+    "factory": "tests.support.seqlineage:build",
+}
 # A group forms after about one session timeout: short ones keep restarts quick.
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
@@ -36,8 +40,11 @@ FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in extra.items():
-        out[key] = (deep_merge(out[key], value) if isinstance(value, dict)
-                    and isinstance(out.get(key), dict) else value)
+        out[key] = (
+            deep_merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
     return out
 
 
@@ -48,9 +55,16 @@ class ReliableDaemon(DaemonProcess):
     ``streamlearn run``, minus 6-7 CPU seconds of imports) unless ``start(cold=True)``.
     ``started_at`` is when the current start began (wall clock), for recovery times."""
 
-    def __init__(self, workdir: Path, broker: EmbeddedBroker, topics: dict[str, str],
-                 group: str, settings: dict[str, Any] | None = None,
-                 forks: ForkServer | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        broker: EmbeddedBroker,
+        topics: dict[str, str],
+        group: str,
+        settings: dict[str, Any] | None = None,
+        forks: ForkServer | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(workdir, broker, topics, group, **kwargs)
         config = yaml.safe_load(self.config.read_text())
         self.config.write_text(yaml.safe_dump(deep_merge(config, settings or {})))
@@ -65,10 +79,16 @@ class ReliableDaemon(DaemonProcess):
             return self
         self.starts += 1
         self.proc = self.forks.spawn(  # type: ignore[assignment]
-            ["run", "--config", str(self.config)], self.env, self.workdir,
-            self.workdir / f"daemon-{self.starts}.log")
-        wait_for(lambda: any(k.startswith("streamlearn_info") for k in self.metrics())
-                 or self._dead(), 60, "the metrics endpoint")
+            ["run", "--config", str(self.config)],
+            self.env,
+            self.workdir,
+            self.workdir / f"daemon-{self.starts}.log",
+        )
+        wait_for(
+            lambda: any(k.startswith("streamlearn_info") for k in self.metrics()) or self._dead(),
+            60,
+            "the metrics endpoint",
+        )
         assert not self._dead(), self.log_text()
         return self
 
@@ -92,8 +112,11 @@ class ReliableDaemon(DaemonProcess):
 
     def wait_event(self, name: str, timeout: float = 30.0) -> dict[str, Any]:
         """The first such event of the current start, once it is logged."""
-        wait_for(lambda: self.event(name) is not None or self._dead(), timeout,
-                 f"{name} in the log of start {self.starts}")
+        wait_for(
+            lambda: self.event(name) is not None or self._dead(),
+            timeout,
+            f"{name} in the log of start {self.starts}",
+        )
         found = self.event(name)
         assert found is not None, f"the daemon exited before {name}:\n{self.log_text()}"
         return found
@@ -114,13 +137,26 @@ def metric_sum(metrics: dict[str, float], prefix: str) -> float:
 @pytest.fixture
 def seq_topics(broker: EmbeddedBroker) -> Callable[[int], dict[str, str]]:
     """Fresh topic names with an input topic of ``partitions`` partitions."""
+
     def make(partitions: int) -> dict[str, str]:
         tag = uuid.uuid4().hex[:8]
-        names = {"input": f"in-{tag}", "predictions": f"pred-{tag}", "events": f"ev-{tag}",
-                 "dlq": f"dlq-{tag}"}
-        create_topics(broker.bootstrap, {names["input"]: partitions, names["predictions"]: 1,
-                                         names["events"]: 1, names["dlq"]: 1})
+        names = {
+            "input": f"in-{tag}",
+            "predictions": f"pred-{tag}",
+            "events": f"ev-{tag}",
+            "dlq": f"dlq-{tag}",
+        }
+        create_topics(
+            broker.bootstrap,
+            {
+                names["input"]: partitions,
+                names["predictions"]: 1,
+                names["events"]: 1,
+                names["dlq"]: 1,
+            },
+        )
         return names
+
     return make
 
 
@@ -132,8 +168,9 @@ def fork_server() -> Iterator[ForkServer]:
 
 
 @pytest.fixture
-def reliable_daemon(tmp_path: Path, broker: EmbeddedBroker,
-                    fork_server: ForkServer) -> Iterator[Callable[..., ReliableDaemon]]:
+def reliable_daemon(
+    tmp_path: Path, broker: EmbeddedBroker, fork_server: ForkServer
+) -> Iterator[Callable[..., ReliableDaemon]]:
     """``make(topics, group=..., broker=..., settings=..., warm=True, **DaemonProcess
     kwargs)``; ``warm`` starts from the fork server (``start(cold=True)`` still can)."""
     made: list[ReliableDaemon] = []
@@ -145,8 +182,9 @@ def reliable_daemon(tmp_path: Path, broker: EmbeddedBroker,
         workdir.mkdir()
         settings = deep_merge({"kafka": FAST_GROUP}, kwargs.pop("settings", {}))
         forks = fork_server if kwargs.pop("warm", True) else None
-        daemon = ReliableDaemon(workdir, on, topics, group, settings=settings, forks=forks,
-                                **kwargs)
+        daemon = ReliableDaemon(
+            workdir, on, topics, group, settings=settings, forks=forks, **kwargs
+        )
         made.append(daemon)
         return daemon
 

@@ -30,8 +30,9 @@ RECORDS = 1_200  # 30,000 samples
 SHUTDOWN_LIMIT_S = 10.0  # docs/operations.md, "Shutdown": well inside 10 s with the defaults
 
 
-def test_five_sigterms_while_producing_learn_nothing_twice(broker, seq_topics, reliable_daemon,
-                                                           tmp_path):
+def test_five_sigterms_while_producing_learn_nothing_twice(
+    broker, seq_topics, reliable_daemon, tmp_path
+):
     """Five SIGTERMs, each 0.5-3 s (seeded) after the daemon got its partitions, while
     batch records keep arriving; then it runs to the end. A clean shutdown checkpoints what
     it learned, so no (key, seq) is ever applied twice, by any process, and each restart
@@ -40,13 +41,17 @@ def test_five_sigterms_while_producing_learn_nothing_twice(broker, seq_topics, r
     topics = seq_topics(PARTITIONS)
     topic = topics["input"]
     seq_log = tmp_path / "applied.log"
-    producer = SequenceProducer(broker.bootstrap, topic, keys=KEYS, partitions=PARTITIONS,
-                                per_record=PER_RECORD)
+    producer = SequenceProducer(
+        broker.bootstrap, topic, keys=KEYS, partitions=PARTITIONS, per_record=PER_RECORD
+    )
     daemon = reliable_daemon(
-        topics, model=SEQ_MODEL, serve={"enabled": False},
+        topics,
+        model=SEQ_MODEL,
+        serve={"enabled": False},
         checkpoint={"every_samples": 500, "every_seconds": 3600},
         env={"SEQ_LOG": str(seq_log)},
-        settings={"kafka": {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000}})
+        settings={"kafka": {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000}},
+    )
     producer.start(RECORDS, per_second=RECORDS / 25)
     shutdowns: list[float] = []
     stopped_with: list[int] = []
@@ -70,8 +75,9 @@ def test_five_sigterms_while_producing_learn_nothing_twice(broker, seq_topics, r
             # The shutdown checkpoint holds everything this process learned.
             assert newest(daemon.checkpoint_dir)["samples_learned"] == stopped_with[-1]
         producer.join()
-        wait_for(lambda: newest_applied(seq_log) == producer.samples_sent, 60,
-                 "every sample applied")
+        wait_for(
+            lambda: newest_applied(seq_log) == producer.samples_sent, 60, "every sample applied"
+        )
         code, seconds = daemon.terminate(timeout=30)
         assert code == 0
         shutdowns.append(seconds)
@@ -85,13 +91,14 @@ def test_five_sigterms_while_producing_learn_nothing_twice(broker, seq_topics, r
     state = expert_state(daemon.checkpoint_dir)
     assert lineage_gaps(state, expected) == {} and state["violations"] == []
     final = newest(daemon.checkpoint_dir)
-    assert final["offsets"] == {f"{topic}/{p}": RECORDS // PARTITIONS
-                                for p in range(PARTITIONS)}
+    assert final["offsets"] == {f"{topic}/{p}": RECORDS // PARTITIONS for p in range(PARTITIONS)}
     assert committed_offsets(broker, daemon.group, topic, PARTITIONS) == final["offsets"]
     assert partials(daemon.checkpoint_dir) == []
-    print(f"\nclean restarts: {SIGTERMS} SIGTERMs while producing, "
-          f"{RECORDS * PER_RECORD} samples in {RECORDS} batch records, 0 learned twice, "
-          f"shutdown max {max(shutdowns):.2f} s")
+    print(
+        f"\nclean restarts: {SIGTERMS} SIGTERMs while producing, "
+        f"{RECORDS * PER_RECORD} samples in {RECORDS} batch records, 0 learned twice, "
+        f"shutdown max {max(shutdowns):.2f} s"
+    )
     assert max(shutdowns) < SHUTDOWN_LIMIT_S, shutdowns
 
 

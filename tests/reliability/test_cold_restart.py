@@ -29,11 +29,18 @@ def test_a_cold_restart_after_sigkill_is_ready_within_10_s(broker, seq_topics, r
     """
     topics = seq_topics(2)
     SequenceProducer(broker.bootstrap, topics["input"], keys=4, partitions=2).send(2_000)
-    daemon = reliable_daemon(topics, model=SEQ_MODEL, serve={"enabled": False},
-                             checkpoint={"every_samples": 500, "every_seconds": 3600})
+    daemon = reliable_daemon(
+        topics,
+        model=SEQ_MODEL,
+        serve={"enabled": False},
+        checkpoint={"every_samples": 500, "every_seconds": 3600},
+    )
     daemon.start()
-    wait_for(lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0) >= 1,
-             60, "a checkpoint")
+    wait_for(
+        lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0) >= 1,
+        60,
+        "a checkpoint",
+    )
     daemon.kill()
     daemon.start(cold=True)
     ready = daemon.wait_event("daemon_ready")
@@ -41,6 +48,8 @@ def test_a_cold_restart_after_sigkill_is_ready_within_10_s(broker, seq_topics, r
     cpu = cpu_seconds(daemon.proc.pid)
     recovery = timestamp(ready) - daemon.started_at
     assert daemon.event("checkpoint_restored") is not None
-    print(f"\ncold restart: ready {recovery:.2f} s after the process started, "
-          f"{cpu:.2f} CPU s (mostly imports)")
+    print(
+        f"\ncold restart: ready {recovery:.2f} s after the process started, "
+        f"{cpu:.2f} CPU s (mostly imports)"
+    )
     assert recovery < RECOVERY_LIMIT_S

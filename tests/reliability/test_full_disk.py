@@ -36,10 +36,13 @@ def failures(daemon) -> list[dict]:
 
 
 def infer(daemon) -> dict:
-    response = httpx.post(f"http://127.0.0.1:{daemon.http_port}/v2/models/streamlearn/infer",
-                          json={"inputs": [{"name": "input", "shape": [1, 2],
-                                            "datatype": "FP32", "data": [[0.0, 1.0]]}]},
-                          timeout=10)
+    response = httpx.post(
+        f"http://127.0.0.1:{daemon.http_port}/v2/models/streamlearn/infer",
+        json={
+            "inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [[0.0, 1.0]]}]
+        },
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     answer: dict = response.json()
     return answer
@@ -47,8 +50,10 @@ def infer(daemon) -> dict:
 
 def ready(daemon) -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{daemon.http_port}/v2/health/ready",
-                         timeout=2).status_code == 200
+        return (
+            httpx.get(f"http://127.0.0.1:{daemon.http_port}/v2/health/ready", timeout=2).status_code
+            == 200
+        )
     except httpx.TransportError:
         return False
 
@@ -57,13 +62,13 @@ def assert_backed_off(events: list[dict]) -> None:
     """Consecutive failed attempts at least retry_min_s apart, doubling to retry_max_s."""
     times = [timestamp(e) for e in events]
     for k, (before, after) in enumerate(itertools.pairwise(times)):
-        wait = min(RETRY_MIN_S * 2 ** k, RETRY_MAX_S)
+        wait = min(RETRY_MIN_S * 2**k, RETRY_MAX_S)
         assert after - before >= wait - 0.05, (k, after - before, wait)
 
 
-def test_a_full_checkpoint_disk_costs_no_learning_and_no_commit_ahead(broker, seq_topics,
-                                                                      reliable_daemon,
-                                                                      tmp_path):
+def test_a_full_checkpoint_disk_costs_no_learning_and_no_commit_ahead(
+    broker, seq_topics, reliable_daemon, tmp_path
+):
     """The checkpoint directory's next file is /dev/full (tests/support/diskfull.py: a real
     ENOSPC from write(), unprivileged) while records keep arriving and checkpoints are due
     every 0.5 s. The daemon keeps learning and serving fresh snapshots, counts each failed
@@ -77,19 +82,28 @@ def test_a_full_checkpoint_disk_costs_no_learning_and_no_commit_ahead(broker, se
     seq_log = tmp_path / "applied.log"
     producer = SequenceProducer(broker.bootstrap, topic, keys=4, partitions=PARTITIONS)
     daemon = reliable_daemon(
-        topics, model=SEQ_MODEL,
-        checkpoint={"every_samples": 200, "every_seconds": 0.5, "retry_min_s": RETRY_MIN_S,
-                    "retry_max_s": RETRY_MAX_S},
+        topics,
+        model=SEQ_MODEL,
+        checkpoint={
+            "every_samples": 200,
+            "every_seconds": 0.5,
+            "retry_min_s": RETRY_MIN_S,
+            "retry_max_s": RETRY_MAX_S,
+        },
         serve={"publish_interval_ms": 200},
         env={"SEQ_LOG": str(seq_log)},
-        settings={"kafka": {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000}})
+        settings={"kafka": {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000}},
+    )
     disk = FullDisk(daemon.checkpoint_dir)
     producer.start(RECORDS, per_second=RECORDS / PRODUCE_SECONDS)
     try:
         daemon.start()
         wait_for(lambda: ready(daemon), 90, "serving ready")
-        wait_for(lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0)
-                 >= 1, 30, "a first checkpoint")
+        wait_for(
+            lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0) >= 1,
+            30,
+            "a first checkpoint",
+        )
 
         disk.fill()
         good = newest(daemon.checkpoint_dir)
@@ -113,8 +127,9 @@ def test_a_full_checkpoint_disk_costs_no_learning_and_no_commit_ahead(broker, se
         assert not ahead(found, good["offsets"]), (found, good["offsets"])
 
         daemon.kill()
-        assert not ahead(committed_offsets(broker, daemon.group, topic, PARTITIONS),
-                         good["offsets"])
+        assert not ahead(
+            committed_offsets(broker, daemon.group, topic, PARTITIONS), good["offsets"]
+        )
         daemon.start()
         restored = daemon.wait_event("checkpoint_restored")
         assert (restored["path"], restored["offsets"]) == (good["path"], good["offsets"])
@@ -122,13 +137,19 @@ def test_a_full_checkpoint_disk_costs_no_learning_and_no_commit_ahead(broker, se
         assert_backed_off(failures(daemon))
 
         disk.free()  # space returns
-        wait_for(lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0)
-                 >= 1, 30, "checkpoints again")
+        wait_for(
+            lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0) >= 1,
+            30,
+            "checkpoints again",
+        )
         assert newest(daemon.checkpoint_dir)["path"] != good["path"]
         producer.join(timeout=PRODUCE_SECONDS + 30)
         end = {f"{topic}/{p}": RECORDS // PARTITIONS for p in range(PARTITIONS)}
-        wait_for(lambda: newest(daemon.checkpoint_dir)["offsets"] == end, 60,
-                 "everything learned and checkpointed")
+        wait_for(
+            lambda: newest(daemon.checkpoint_dir)["offsets"] == end,
+            60,
+            "everything learned and checkpointed",
+        )
         assert daemon.terminate(timeout=30)[0] == 0
     finally:
         disk.free()
@@ -139,6 +160,8 @@ def test_a_full_checkpoint_disk_costs_no_learning_and_no_commit_ahead(broker, se
     assert steps_not_one(seq_log) == []
     assert committed_offsets(broker, daemon.group, topic, PARTITIONS) == end
     assert partials(daemon.checkpoint_dir) == []
-    print(f"\nfull disk: {len(first_life)} checkpoint attempts in {window:.1f} s full "
-          f"(retry {RETRY_MIN_S} s doubling to {RETRY_MAX_S} s), learning and serving "
-          f"went on, nothing committed ahead, the kill restored the last good checkpoint")
+    print(
+        f"\nfull disk: {len(first_life)} checkpoint attempts in {window:.1f} s full "
+        f"(retry {RETRY_MIN_S} s doubling to {RETRY_MAX_S} s), learning and serving "
+        f"went on, nothing committed ahead, the kill restored the last good checkpoint"
+    )

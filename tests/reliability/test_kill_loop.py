@@ -32,12 +32,16 @@ RECOVERY_LIMIT_S = 10.0
 def caught_up(daemon, partitions: int) -> bool:
     metrics = daemon.metrics()
     lags = [v for k, v in metrics.items() if k.startswith("streamlearn_consumer_lag{")]
-    return (len(lags) == partitions and sum(lags) == 0
-            and metrics.get("streamlearn_buffered_samples") == 0)
+    return (
+        len(lags) == partitions
+        and sum(lags) == 0
+        and metrics.get("streamlearn_buffered_samples") == 0
+    )
 
 
-def test_thirty_sigkills_lose_nothing_and_apply_each_record_once(broker, seq_topics,
-                                                                 reliable_daemon, tmp_path):
+def test_thirty_sigkills_lose_nothing_and_apply_each_record_once(
+    broker, seq_topics, reliable_daemon, tmp_path
+):
     """100k single records over 4 partitions, produced while the daemon is killed 30 times,
     each 0.1-5 s (seeded) after it logged daemon_ready; then it runs to the end.
 
@@ -59,19 +63,26 @@ def test_thirty_sigkills_lose_nothing_and_apply_each_record_once(broker, seq_top
     seq_log = tmp_path / "applied.log"
     producer = SequenceProducer(broker.bootstrap, topic, keys=KEYS, partitions=PARTITIONS)
     daemon = reliable_daemon(
-        topics, model=SEQ_MODEL, serve={"enabled": False}, warm=True,
+        topics,
+        model=SEQ_MODEL,
+        serve={"enabled": False},
+        warm=True,
         checkpoint={"every_samples": 500, "every_seconds": 3600},
         env={"SEQ_LOG": str(seq_log), "CKPT_WRITE_DELAY_S": "0.2"},
         # The killed member stays in the group until its session times out: short ones
         # keep each rejoin near 1.5 s.
-        settings={"kafka": {"session_timeout_ms": 1500, "heartbeat_interval_ms": 500}})
+        settings={"kafka": {"session_timeout_ms": 1500, "heartbeat_interval_ms": 500}},
+    )
     producer.start(RECORDS, per_second=RECORDS / produce_seconds)
     try:
         daemon.start()
         daemon.wait_event("daemon_ready")
         # Every restart must find a checkpoint: the first kill waits for one.
-        wait_for(lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0)
-                 >= 1, 60, "the first checkpoint")
+        wait_for(
+            lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0) >= 1,
+            60,
+            "the first checkpoint",
+        )
         recoveries: list[float] = []
         inside_write = 0  # kills that left a .tmp behind
         learning_lives = 0  # lives that applied at least one update
@@ -91,8 +102,7 @@ def test_thirty_sigkills_lose_nothing_and_apply_each_record_once(broker, seq_top
                     assert removed is not None, "a stray .tmp was not removed at start"
             time.sleep(waits[kill])  # the chaos schedule itself
             daemon.kill()
-            at_kill = {"partials": partials(daemon.checkpoint_dir), **newest(
-                daemon.checkpoint_dir)}
+            at_kill = {"partials": partials(daemon.checkpoint_dir), **newest(daemon.checkpoint_dir)}
             inside_write += bool(at_kill["partials"])
             # Committed offsets are for lag and cold starts only: never ahead of the
             # checkpoint a restart will restore.
@@ -122,7 +132,8 @@ def test_thirty_sigkills_lose_nothing_and_apply_each_record_once(broker, seq_top
     assert state["violations"] == []
     assert {int(k): v for k, v in state["count"].items()} == expected
     assert {int(k): v for k, v in state["total"].items()} == {
-        k: last * (last + 1) / 2 for k, last in expected.items()}
+        k: last * (last + 1) / 2 for k, last in expected.items()
+    }
     # Every update any process applied (lost ones included) advanced its key by one.
     assert steps_not_one(seq_log) == []
     final = newest(daemon.checkpoint_dir)
@@ -130,11 +141,17 @@ def test_thirty_sigkills_lose_nothing_and_apply_each_record_once(broker, seq_top
     assert final["offsets"] == {f"{topic}/{p}": per_partition for p in range(PARTITIONS)}
     assert committed_offsets(broker, daemon.group, topic, PARTITIONS) == final["offsets"]
     assert partials(daemon.checkpoint_dir) == []
-    restored = [e for s in range(2, daemon.starts + 1) for e in daemon.events(s)
-                if e.get("event") == "checkpoint_restored"]
+    restored = [
+        e
+        for s in range(2, daemon.starts + 1)
+        for e in daemon.events(s)
+        if e.get("event") == "checkpoint_restored"
+    ]
     assert len(restored) == KILLS
-    print(f"\nkill loop: {KILLS} kills, {RECORDS} records, {len(read_log(seq_log))} updates "
-          f"applied ({len(read_log(seq_log)) - RECORDS} of them lost to a kill and redone), "
-          f"0 duplicates along the lineage, {inside_write} kills inside a checkpoint write, "
-          f"{learning_lives} lives learned something, recovery max {max(recoveries):.2f} s")
+    print(
+        f"\nkill loop: {KILLS} kills, {RECORDS} records, {len(read_log(seq_log))} updates "
+        f"applied ({len(read_log(seq_log)) - RECORDS} of them lost to a kill and redone), "
+        f"0 duplicates along the lineage, {inside_write} kills inside a checkpoint write, "
+        f"{learning_lives} lives learned something, recovery max {max(recoveries):.2f} s"
+    )
     assert max(recoveries) < RECOVERY_LIMIT_S, recoveries

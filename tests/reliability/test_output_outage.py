@@ -50,8 +50,7 @@ class Sampler:
         self._thread.join(5)
 
 
-def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(reliable_daemon,
-                                                                        tmp_path):
+def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(reliable_daemon, tmp_path):
     """tansu creates topics on first use, so the topic cannot just be missing: the broker
     here sits behind a proxy (tests/support/kafkaproxy.py) that answers every Metadata
     request for the predictions topic UNKNOWN_TOPIC_OR_PARTITION, as Kafka does for a
@@ -72,45 +71,90 @@ def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(reliabl
     """
     with ProxiedBroker() as broker:
         tag = uuid.uuid4().hex[:8]
-        topics = {"input": f"in-{tag}", "predictions": f"pred-{tag}", "events": f"ev-{tag}",
-                  "dlq": f"dlq-{tag}"}
-        create_topics(broker.bootstrap, {topics["input"]: PARTITIONS, topics["predictions"]: 1,
-                                         topics["events"]: 1, topics["dlq"]: 1})
+        topics = {
+            "input": f"in-{tag}",
+            "predictions": f"pred-{tag}",
+            "events": f"ev-{tag}",
+            "dlq": f"dlq-{tag}",
+        }
+        create_topics(
+            broker.bootstrap,
+            {
+                topics["input"]: PARTITIONS,
+                topics["predictions"]: 1,
+                topics["events"]: 1,
+                topics["dlq"]: 1,
+            },
+        )
         assert broker.proxy is not None
         broker.proxy.hide(topics["predictions"])
         seq_log = tmp_path / "applied.log"
         daemon = reliable_daemon(
-            topics, broker=broker, model=SEQ_MODEL, serve={"enabled": False},
-            checkpoint={"every_samples": 100, "every_seconds": 1, "retry_min_s": 0.5,
-                        "retry_max_s": 2.0},
+            topics,
+            broker=broker,
+            model=SEQ_MODEL,
+            serve={"enabled": False},
+            checkpoint={
+                "every_samples": 100,
+                "every_seconds": 1,
+                "retry_min_s": 0.5,
+                "retry_max_s": 2.0,
+            },
             env={"SEQ_LOG": str(seq_log)},
-            settings={"kafka": {"max_pending_outputs": MAX_PENDING, "flush_timeout_s": 1.0,
-                                "session_timeout_ms": 3000, "heartbeat_interval_ms": 1000}})
-        producer = SequenceProducer(broker.bootstrap, topics["input"], keys=4,
-                                    partitions=PARTITIONS)
+            settings={
+                "kafka": {
+                    "max_pending_outputs": MAX_PENDING,
+                    "flush_timeout_s": 1.0,
+                    "session_timeout_ms": 3000,
+                    "heartbeat_interval_ms": 1000,
+                }
+            },
+        )
+        producer = SequenceProducer(
+            broker.bootstrap, topics["input"], keys=4, partitions=PARTITIONS
+        )
         try:
             producer.send(BEFORE)
             daemon.start()
-            wait_for(lambda: newest_offsets(daemon) == {
-                f"{topics['input']}/{p}": BEFORE // PARTITIONS for p in range(PARTITIONS)},
-                60, "the labeled records checkpointed")
+            wait_for(
+                lambda: (
+                    newest_offsets(daemon)
+                    == {f"{topics['input']}/{p}": BEFORE // PARTITIONS for p in range(PARTITIONS)}
+                ),
+                60,
+                "the labeled records checkpointed",
+            )
             before = newest(daemon.checkpoint_dir)["offsets"]
 
             producer.unlabeled_every = 2
             producer.send(DURING)
             sampler = Sampler(daemon)
             try:
-                wait_for(lambda: daemon.metric("streamlearn_partitions_paused") == 1
-                         and (daemon.metric("streamlearn_outputs_pending") or 0)
-                         >= MAX_PENDING, 60, "input paused with the pending outputs full")
-                wait_for(lambda: (daemon.metric(
-                    'streamlearn_checkpoints_total{result="outputs_pending"}') or 0) >= 2, 30,
-                    "checkpoints deferred")
+                wait_for(
+                    lambda: (
+                        daemon.metric("streamlearn_partitions_paused") == 1
+                        and (daemon.metric("streamlearn_outputs_pending") or 0) >= MAX_PENDING
+                    ),
+                    60,
+                    "input paused with the pending outputs full",
+                )
+                wait_for(
+                    lambda: (
+                        (
+                            daemon.metric('streamlearn_checkpoints_total{result="outputs_pending"}')
+                            or 0
+                        )
+                        >= 2
+                    ),
+                    30,
+                    "checkpoints deferred",
+                )
                 assert daemon.alive()
                 # No checkpoint past an output that did not land: none landed.
                 assert newest(daemon.checkpoint_dir)["offsets"] == before
-                assert committed_offsets(broker, daemon.group, topics["input"],
-                                         PARTITIONS) == before
+                assert (
+                    committed_offsets(broker, daemon.group, topics["input"], PARTITIONS) == before
+                )
             finally:
                 sampler.close()
             deferred = daemon.event("checkpoint_deferred")
@@ -119,20 +163,30 @@ def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(reliabl
             daemon.kill()  # the outputs waiting in memory die with it
             daemon.start()
             assert daemon.event("checkpoint_restored")["offsets"] == before
-            wait_for(lambda: daemon.metric("streamlearn_partitions_paused") == 1, 60,
-                     "input paused again after the restart")
+            wait_for(
+                lambda: daemon.metric("streamlearn_partitions_paused") == 1,
+                60,
+                "input paused again after the restart",
+            )
             broker.proxy.reveal(topics["predictions"])  # the topic appears
 
-            wait_for(lambda: daemon.metric("streamlearn_outputs_pending") == 0
-                     and daemon.metric("streamlearn_partitions_paused") == 0, 60,
-                     "the outputs landed and input resumed")
-            end = {f"{topics['input']}/{p}": (BEFORE + DURING) // PARTITIONS
-                   for p in range(PARTITIONS)}
+            wait_for(
+                lambda: (
+                    daemon.metric("streamlearn_outputs_pending") == 0
+                    and daemon.metric("streamlearn_partitions_paused") == 0
+                ),
+                60,
+                "the outputs landed and input resumed",
+            )
+            end = {
+                f"{topics['input']}/{p}": (BEFORE + DURING) // PARTITIONS for p in range(PARTITIONS)
+            }
             wait_for(lambda: newest_offsets(daemon) == end, 60, "checkpoints resumed")
             ids = sorted(producer.unlabeled_ids)
-            landed = [json.loads(r.value)["id"]
-                      for r in read_topic(broker, topics["predictions"], len(ids) + 1,
-                                          timeout=10)]
+            landed = [
+                json.loads(r.value)["id"]
+                for r in read_topic(broker, topics["predictions"], len(ids) + 1, timeout=10)
+            ]
             assert daemon.terminate()[0] == 0
         finally:
             producer.close()
@@ -146,9 +200,11 @@ def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(reliabl
         assert {row[2] for row in read_log(seq_log)} == {1}
         assert committed_offsets(broker, daemon.group, topics["input"], PARTITIONS) == end
         peak = sampler.peak("streamlearn_outputs_pending")
-        print(f"\noutput outage: {len(ids)} predictions held back, at most {peak:.0f} "
-              f"pending (max_pending_outputs {MAX_PENDING}, max_batch {MAX_BATCH}), each "
-              f"landed once after the topic appeared")
+        print(
+            f"\noutput outage: {len(ids)} predictions held back, at most {peak:.0f} "
+            f"pending (max_pending_outputs {MAX_PENDING}, max_batch {MAX_BATCH}), each "
+            f"landed once after the topic appeared"
+        )
         # Last, so that the checks above have their say first.
         assert peak is not None and peak <= MAX_PENDING + MAX_BATCH, "pending past the bound"
 

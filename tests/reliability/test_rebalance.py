@@ -32,8 +32,11 @@ def assignment(daemon: ReliableDaemon) -> set[str]:
 def split(*daemons: ReliableDaemon) -> bool:
     """Every partition held by exactly one of ``daemons``, each holding some."""
     held = [assignment(d) for d in daemons]
-    return (all(held) and sum(len(h) for h in held) == PARTITIONS
-            and len(set().union(*held)) == PARTITIONS)
+    return (
+        all(held)
+        and sum(len(h) for h in held) == PARTITIONS
+        and len(set().union(*held)) == PARTITIONS
+    )
 
 
 def resumes(daemon: ReliableDaemon) -> list[tuple[float, dict[str, int]]]:
@@ -51,12 +54,16 @@ def resumes(daemon: ReliableDaemon) -> list[tuple[float, dict[str, int]]]:
 
 
 def revoke_checkpoints(daemon: ReliableDaemon, start: int) -> int:
-    return sum(1 for e in daemon.events(start)
-               if e.get("event") == "checkpoint_saved" and e.get("reason") == "revoke")
+    return sum(
+        1
+        for e in daemon.events(start)
+        if e.get("event") == "checkpoint_saved" and e.get("reason") == "revoke"
+    )
 
 
-def test_members_join_leave_and_crash_without_losing_or_relearning(broker, seq_topics,
-                                                                   reliable_daemon, tmp_path):
+def test_members_join_leave_and_crash_without_losing_or_relearning(
+    broker, seq_topics, reliable_daemon, tmp_path
+):
     """A starts; B joins; A stops (SIGTERM); A comes back; B is killed (SIGKILL); B comes
     back; then both run to the end, all while records arrive.
 
@@ -74,21 +81,32 @@ def test_members_join_leave_and_crash_without_losing_or_relearning(broker, seq_t
     """
     topics = seq_topics(PARTITIONS)
     group = "g-rebalance-" + topics["input"]
-    producer = SequenceProducer(broker.bootstrap, topics["input"], keys=KEYS,
-                                partitions=PARTITIONS)
+    producer = SequenceProducer(broker.bootstrap, topics["input"], keys=KEYS, partitions=PARTITIONS)
     logs = {name: tmp_path / f"applied-{name}.log" for name in "AB"}
-    common = {"model": SEQ_MODEL, "serve": {"enabled": False}, "group": group,
-              "checkpoint": {"every_samples": 1_000, "every_seconds": 3600},
-              "settings": {"kafka": {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000,
-                                     "max_poll_interval_ms": 10_000}}}
+    common = {
+        "model": SEQ_MODEL,
+        "serve": {"enabled": False},
+        "group": group,
+        "checkpoint": {"every_samples": 1_000, "every_seconds": 3600},
+        "settings": {
+            "kafka": {
+                "session_timeout_ms": 3000,
+                "heartbeat_interval_ms": 1000,
+                "max_poll_interval_ms": 10_000,
+            }
+        },
+    }
     a = reliable_daemon(topics, env={"SEQ_LOG": str(logs["A"])}, **common)
     b = reliable_daemon(topics, env={"SEQ_LOG": str(logs["B"])}, **common)
     producer.start(RECORDS, per_second=RECORDS / PRODUCE_SECONDS)
     watch = CommitWatch(broker, group, topics["input"], PARTITIONS)
     try:
         a.start()
-        wait_for(lambda: len(assignment(a)) == PARTITIONS and read_log(logs["A"]), 30,
-                 "A alone, learning")
+        wait_for(
+            lambda: len(assignment(a)) == PARTITIONS and read_log(logs["A"]),
+            30,
+            "A alone, learning",
+        )
         b.start()
         wait_for(lambda: split(a, b), 30, "A and B sharing the partitions")
         # The revoke checkpoint runs on the learner thread right after the poll that revoked.
@@ -118,9 +136,12 @@ def test_members_join_leave_and_crash_without_losing_or_relearning(broker, seq_t
     states = {"A": expert_state(a.checkpoint_dir), "B": expert_state(b.checkpoint_dir)}
     learned = {name: covered(state["spans"]) for name, state in states.items()}
     # No loss: between them the two lineages hold every record.
-    lost = {k: sorted(set(range(1, last + 1)) - learned["A"].get(k, set())
-                      - learned["B"].get(k, set()))[:10]
-            for k, last in expected.items()}
+    lost = {
+        k: sorted(
+            set(range(1, last + 1)) - learned["A"].get(k, set()) - learned["B"].get(k, set())
+        )[:10]
+        for k, last in expected.items()
+    }
     assert {k: v for k, v in lost.items() if v} == {}
     # Nothing twice along one lineage: seqs only ever advance (a gap is the other member's).
     for name, state in states.items():
@@ -128,19 +149,29 @@ def test_members_join_leave_and_crash_without_losing_or_relearning(broker, seq_t
         assert repeated == [], f"{name} applied a record twice along its lineage"
         assert sum(state["count"].values()) == sum(len(s) for s in learned[name].values())
     # Every resume at or past the group's commit as the broker held it before.
-    below = [(name, when, tp, offset, watch.before(when)[tp])
-             for name, daemon in (("A", a), ("B", b))
-             for when, where in resumes(daemon) for tp, offset in where.items()
-             if offset < watch.before(when).get(tp, 0)]
+    below = [
+        (name, when, tp, offset, watch.before(when)[tp])
+        for name, daemon in (("A", a), ("B", b))
+        for when, where in resumes(daemon)
+        for tp, offset in where.items()
+        if offset < watch.before(when).get(tp, 0)
+    ]
     assert below == [], "a member resumed below the group's commit"
     both = {k: learned["A"].get(k, set()) & learned["B"].get(k, set()) for k in expected}
     overlap = sum(len(s) for s in both.values())
     relearned = len(read_log(logs["A"])) + len(read_log(logs["B"])) - sum(expected.values())
-    moves = sum(1 for d in (a, b) for s in range(1, d.starts + 1) for e in d.events(s)
-                if e.get("event") == "partitions_assigned")
-    print(f"\nrebalance: {sum(expected.values())} records, {moves} assignments, 0 lost, "
-          f"0 learned twice along a lineage, {overlap} in both lineages, {relearned} updates "
-          f"redone in all (lost with the killed member, or learned by both)")
+    moves = sum(
+        1
+        for d in (a, b)
+        for s in range(1, d.starts + 1)
+        for e in d.events(s)
+        if e.get("event") == "partitions_assigned"
+    )
+    print(
+        f"\nrebalance: {sum(expected.values())} records, {moves} assignments, 0 lost, "
+        f"0 learned twice along a lineage, {overlap} in both lineages, {relearned} updates "
+        f"redone in all (lost with the killed member, or learned by both)"
+    )
 
 
 def applied_last(logs) -> dict[int, int]:

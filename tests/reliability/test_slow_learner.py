@@ -18,8 +18,9 @@ STEP_S = 0.2  # each learning step: 50 steps, 10 s for the backlog
 MAX_POLL_INTERVAL_MS = 4_000
 
 
-def test_a_backlog_of_slow_steps_keeps_the_member_in_its_group(broker, seq_topics,
-                                                                reliable_daemon, tmp_path):
+def test_a_backlog_of_slow_steps_keeps_the_member_in_its_group(
+    broker, seq_topics, reliable_daemon, tmp_path
+):
     """A backlog whose learning takes 10 s (50 steps of 0.2 s) arrives in one poll, with
     max_poll_interval_ms 4 s: kafka-python leaves the group when poll() is not called for
     that long (its heartbeats run on their own thread, so the session timeout is not what
@@ -32,12 +33,20 @@ def test_a_backlog_of_slow_steps_keeps_the_member_in_its_group(broker, seq_topic
     seq_log = tmp_path / "applied.log"
     SequenceProducer(broker.bootstrap, topics["input"], keys=4, partitions=2).send(SAMPLES)
     daemon = reliable_daemon(
-        topics, model=SEQ_MODEL, serve={"enabled": False},
+        topics,
+        model=SEQ_MODEL,
+        serve={"enabled": False},
         engine={"max_batch": MAX_BATCH},
         checkpoint={"every_samples": 100_000, "every_seconds": 3600},
         env={"SEQ_LOG": str(seq_log), "SEQ_LEARN_SLEEP_S": str(STEP_S)},
-        settings={"kafka": {"session_timeout_ms": 3000, "heartbeat_interval_ms": 1000,
-                            "max_poll_interval_ms": MAX_POLL_INTERVAL_MS}})
+        settings={
+            "kafka": {
+                "session_timeout_ms": 3000,
+                "heartbeat_interval_ms": 1000,
+                "max_poll_interval_ms": MAX_POLL_INTERVAL_MS,
+            }
+        },
+    )
     daemon.start()
     daemon.wait_event("partitions_assigned")
     wait_for(lambda: len(read_log(seq_log)) >= SAMPLES, 90, "the backlog learned")

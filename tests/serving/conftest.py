@@ -91,37 +91,59 @@ class Running:
 
 
 def infer_body(rows: list[list[float]], **extra: Any) -> dict[str, Any]:
-    return {"inputs": [{"name": "input", "shape": [len(rows), len(rows[0])],
-                        "datatype": "FP32", "data": rows}], **extra}
+    return {
+        "inputs": [
+            {"name": "input", "shape": [len(rows), len(rows[0])], "datatype": "FP32", "data": rows}
+        ],
+        **extra,
+    }
 
 
 def grpc_request(rows: list[list[float]], **extra: Any) -> pb.ModelInferRequest:
     tensor = pb.ModelInferRequest.InferInputTensor(
-        name="input", datatype="FP32", shape=[len(rows), len(rows[0])],
-        contents=pb.InferTensorContents(fp32_contents=[v for r in rows for v in r]))
+        name="input",
+        datatype="FP32",
+        shape=[len(rows), len(rows[0])],
+        contents=pb.InferTensorContents(fp32_contents=[v for r in rows for v in r]),
+    )
     return pb.ModelInferRequest(model_name="streamlearn", inputs=[tensor], **extra)
 
 
 def start_service(tmp_path: Path, records: int = 2_000, **sections: Any) -> Running:
-    serve = {"host": "127.0.0.1", "http_port": 0, "grpc_port": 0, "auth_token": TOKEN,
-             "publish_interval_ms": 50, "shutdown_delay_s": 0.2, "drain_timeout_s": 3.0,
-             **sections.pop("serve", {})}
+    serve = {
+        "host": "127.0.0.1",
+        "http_port": 0,
+        "grpc_port": 0,
+        "auth_token": TOKEN,
+        "publish_interval_ms": 50,
+        "shutdown_delay_s": 0.2,
+        "drain_timeout_s": 3.0,
+        **sections.pop("serve", {}),
+    }
     model = {"hidden": [8], "learning_rate": 0.02, **sections.pop("model", {})}
-    settings = load_settings(None, model=model,
-                             checkpoint={"dir": str(tmp_path / "ckpt")}, serve=serve,
-                             **sections)
+    settings = load_settings(
+        None, model=model, checkpoint={"dir": str(tmp_path / "ckpt")}, serve=serve, **sections
+    )
     source = LiveSource()
     source.add(labeled(records))
     sink = MemorySink()
-    daemon = Daemon(settings, source_factory=source.bind, sink_factory=lambda m: sink,
-                    metrics=Metrics())
+    daemon = Daemon(
+        settings, source_factory=source.bind, sink_factory=lambda m: sink, metrics=Metrics()
+    )
     service = Service(daemon)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{service.grpc_port}")
-    running = Running(service, daemon, source, sink, thread,
-                      httpx.Client(base_url=f"http://127.0.0.1:{service.http_port}", timeout=10),
-                      pb_grpc.GRPCInferenceServiceStub(channel), channel)
+    running = Running(
+        service,
+        daemon,
+        source,
+        sink,
+        thread,
+        httpx.Client(base_url=f"http://127.0.0.1:{service.http_port}", timeout=10),
+        pb_grpc.GRPCInferenceServiceStub(channel),
+        channel,
+    )
     return running
 
 
@@ -168,8 +190,10 @@ def settled(running: Running, samples: int) -> None:
     daemon = running.daemon
 
     def caught_up() -> bool:
-        return (daemon.engine.samples_learned >= samples
-                and running.served_version() == daemon.engine.version)
+        return (
+            daemon.engine.samples_learned >= samples
+            and running.served_version() == daemon.engine.version
+        )
 
     wait_until(caught_up, 30, f"{samples} samples learned and served")
 

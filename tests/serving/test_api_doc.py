@@ -41,21 +41,31 @@ def _same_but_versions(served: dict, documented: dict) -> None:
 def test_the_documented_examples_are_a_classifier_and_a_regressor():
     classifier, regressor = documented_metadata()
     assert [o["name"] for o in classifier["outputs"]] == [
-        "predictions", "probabilities", "classes", "experts"]
+        "predictions",
+        "probabilities",
+        "classes",
+        "experts",
+    ]
     assert [o["name"] for o in regressor["outputs"]] == ["predictions", "experts"]
 
 
 def test_classifier_metadata_is_what_the_doc_shows(service_factory):
     documented = documented_metadata()[0]
     names = documented["inputs"][0]["parameters"]["feature_names"]
-    served = _serve(service_factory, {"features": names}, lambda rng: {
-        "x": {name: rng.uniform(-1, 1) for name in names}, "y": rng.randrange(2)})
+    served = _serve(
+        service_factory,
+        {"features": names},
+        lambda rng: {"x": {name: rng.uniform(-1, 1) for name in names}, "y": rng.randrange(2)},
+    )
     _same_but_versions(served, documented)
 
 
 def test_regressor_metadata_is_what_the_doc_shows(service_factory):
     documented = documented_metadata()[1]
     width = documented["inputs"][0]["shape"][1]
-    served = _serve(service_factory, {"task": "regression"}, lambda rng: {
-        "x": [rng.uniform(-1, 1) for _ in range(width)], "y": rng.uniform(-1, 1)})
+    served = _serve(
+        service_factory,
+        {"task": "regression"},
+        lambda rng: {"x": [rng.uniform(-1, 1) for _ in range(width)], "y": rng.uniform(-1, 1)},
+    )
     _same_but_versions(served, documented)

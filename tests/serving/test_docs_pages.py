@@ -18,8 +18,9 @@ def references(html: str) -> list[str]:
     return [a or b for a, b in _REFERENCES.findall(html)]
 
 
-@pytest.mark.parametrize(("page", "script"), [("/docs", "swagger-ui-bundle.js"),
-                                              ("/redoc", "redoc.standalone.js")])
+@pytest.mark.parametrize(
+    ("page", "script"), [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")]
+)
 def test_a_docs_page_loads_everything_from_the_daemon_itself(served, page, script):
     response = served.http.get(page)
     assert response.status_code == 200

@@ -61,17 +61,18 @@ def test_hot_swap_under_load_no_failures_and_versions_never_go_back(service_fact
 
 
 def test_stop_turns_ready_off_first_finishes_in_flight_then_checkpoints(service_factory):
-    running = service_factory(model={"factory": "tests.support.slowmodel:build",
-                                     "standardize": False},
-                              serve={"shutdown_delay_s": 0.5, "drain_timeout_s": 5.0,
-                                     "inline_max_rows": 0})
+    running = service_factory(
+        model={"factory": "tests.support.slowmodel:build", "standardize": False},
+        serve={"shutdown_delay_s": 0.5, "drain_timeout_s": 5.0, "inline_max_rows": 0},
+    )
     settled(running, 2_000)  # else a loaded machine stops it mid-backlog (1,984 learned)
     slow_result: dict[str, object] = {}
 
     def slow_request() -> None:
         began = time.monotonic()
-        response = httpx.post(f"{running.base}{INFER}", timeout=20,
-                              json=infer_body([[SLOW_MARK, 0, 0, 0]]))
+        response = httpx.post(
+            f"{running.base}{INFER}", timeout=20, json=infer_body([[SLOW_MARK, 0, 0, 0]])
+        )
         slow_result.update(code=response.status_code, seconds=time.monotonic() - began)
 
     in_flight = threading.Thread(target=slow_request)

@@ -43,12 +43,24 @@ def test_model_metadata_lets_a_generic_client_build_a_request(served):
     assert [int(v) for v in meta["versions"]] and int(meta["versions"][0]) > 0
     (tensor,) = meta["inputs"]
     assert tensor == {"name": "input", "datatype": "FP32", "shape": [-1, N_FEATURES]}
-    assert [o["name"] for o in meta["outputs"]] == ["predictions", "probabilities", "classes",
-                                                    "experts"]
+    assert [o["name"] for o in meta["outputs"]] == [
+        "predictions",
+        "probabilities",
+        "classes",
+        "experts",
+    ]
     # Built only from the metadata, as a generic v2 client does.
     rows = [[0.0] * tensor["shape"][1]]
-    body = {"inputs": [{"name": tensor["name"], "datatype": tensor["datatype"],
-                        "shape": [1, tensor["shape"][1]], "data": rows}]}
+    body = {
+        "inputs": [
+            {
+                "name": tensor["name"],
+                "datatype": tensor["datatype"],
+                "shape": [1, tensor["shape"][1]],
+                "data": rows,
+            }
+        ]
+    }
     assert served.http.post(INFER, json=body).status_code == 200
     ready = served.http.get("/v2/models/streamlearn/ready")
     assert (ready.status_code, ready.json()) == (200, {"name": "streamlearn", "ready": True})
@@ -69,18 +81,29 @@ def test_infer_answers_with_predictions_probabilities_and_the_snapshot_version(s
     assert probs["shape"] == [2, 2] and math.isclose(sum(probs["data"][:2]), 1, rel_tol=1e-5)
     # The learned concept is x0 + x1 > 0: after 2,000 samples both rows are clear-cut.
     classes = outputs["classes"]["data"]
-    winners = [classes[max(range(2), key=lambda j, i=i: probs["data"][2 * i + j])]
-               for i in range(2)]
+    winners = [
+        classes[max(range(2), key=lambda j, i=i: probs["data"][2 * i + j])] for i in range(2)
+    ]
     assert outputs["predictions"]["data"] == winners == [1, 0]
 
 
 def test_infer_accepts_flat_data_int_datatypes_and_selected_outputs(served):
-    flat = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64",
-                        "data": [1, 1, 0, 0, -1, -1, 0, 0]}], "outputs": [{"name": "classes"}]}
+    flat = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [2, 4],
+                "datatype": "FP64",
+                "data": [1, 1, 0, 0, -1, -1, 0, 0],
+            }
+        ],
+        "outputs": [{"name": "classes"}],
+    }
     body = served.http.post(INFER, json=flat).json()
     assert [o["name"] for o in body["outputs"]] == ["classes"]
-    ints = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "INT32",
-                        "data": [[1, 1, 0, 0]]}]}
+    ints = {
+        "inputs": [{"name": "input", "shape": [1, 4], "datatype": "INT32", "data": [[1, 1, 0, 0]]}]
+    }
     assert served.http.post(INFER, json=ints).status_code == 200
 
 
@@ -90,8 +113,12 @@ def test_regression_model_serves_values(service_factory):
 
     running = service_factory(wait_ready=False, records=0, model={"task": "regression"})
     rng = random.Random(3)
-    running.source.add([json.dumps({"x": x, "y": 3 * x[0]}).encode() for x in
-                        ([rng.uniform(-1, 1) for _ in range(4)] for _ in range(500))])
+    running.source.add(
+        [
+            json.dumps({"x": x, "y": 3 * x[0]}).encode()
+            for x in ([rng.uniform(-1, 1) for _ in range(4)] for _ in range(500))
+        ]
+    )
     wait_until(lambda: running.http.get("/v2/health/ready").status_code == 200, 10, "ready")
     body = running.http.post(INFER, json=infer_body([ROW])).json()
     (out,) = body["outputs"]
@@ -100,22 +127,38 @@ def test_regression_model_serves_values(service_factory):
 
 
 BAD_INPUTS = [
-    ({"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]},
-     "3 features, the model takes 4"),
-    ({"name": "input", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]},
-     "must be [rows, 4]"),
-    ({"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]},
-     "data has 3 values, shape [1, 4] needs 4"),
-    ({"name": "input", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]},
-     "datatype 'BYTES' is not supported"),
-    ({"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ["1", 2, 3, 4]},
-     "data must be a flat or nested list of numbers"),
-    ({"name": "input", "shape": [1, 4], "datatype": "INT64", "data": [1.5, 2, 3, 4]},
-     "list of integers"),
-    ({"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
-     "unknown input; this model takes one input named 'input'"),
-    ({"name": "input", "shape": [5000, 4], "datatype": "FP32", "data": [0] * 20000},
-     "5000 rows > serve.max_batch_rows=4096"),
+    (
+        {"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]},
+        "3 features, the model takes 4",
+    ),
+    (
+        {"name": "input", "shape": [4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+        "must be [rows, 4]",
+    ),
+    (
+        {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]},
+        "data has 3 values, shape [1, 4] needs 4",
+    ),
+    (
+        {"name": "input", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]},
+        "datatype 'BYTES' is not supported",
+    ),
+    (
+        {"name": "input", "shape": [1, 4], "datatype": "FP32", "data": ["1", 2, 3, 4]},
+        "data must be a flat or nested list of numbers",
+    ),
+    (
+        {"name": "input", "shape": [1, 4], "datatype": "INT64", "data": [1.5, 2, 3, 4]},
+        "list of integers",
+    ),
+    (
+        {"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]},
+        "unknown input; this model takes one input named 'input'",
+    ),
+    (
+        {"name": "input", "shape": [5000, 4], "datatype": "FP32", "data": [0] * 20000},
+        "5000 rows > serve.max_batch_rows=4096",
+    ),
 ]
 
 
@@ -129,16 +172,19 @@ def test_bad_inputs_get_422_naming_the_input(served, tensor, message):
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_values_get_422(served, token):
-    body = ('{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", '
-            f'"data": [1, {token}, 3, 4]}}]}}')
+    body = (
+        '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", '
+        f'"data": [1, {token}, 3, 4]}}]}}'
+    )
     response = served.http.post(INFER, content=body)
     assert response.status_code == 422
     assert response.json() == {"error": "inputs[0] ('input'): data contains NaN or Infinity"}
 
 
 def test_malformed_json_is_400_and_schema_errors_422(served):
-    response = served.http.post(INFER, content=b'{"inputs": [', headers={
-        "content-type": "application/json"})
+    response = served.http.post(
+        INFER, content=b'{"inputs": [', headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400
     assert response.json()["error"].startswith("malformed JSON at character")
     missing = served.http.post(INFER, json={"inputs": [{"name": "input"}]})
@@ -150,8 +196,7 @@ def test_malformed_json_is_400_and_schema_errors_422(served):
 def test_unknown_model_and_route_are_404_in_the_v2_error_format(served):
     response = served.http.post("/v2/models/other/infer", json=infer_body([ROW]))
     assert response.status_code == 404
-    assert response.json() == {"error": "model 'other' not found; this server serves "
-                                        "'streamlearn'"}
+    assert response.json() == {"error": "model 'other' not found; this server serves 'streamlearn'"}
     assert served.http.get("/v2/models/other").status_code == 404
     assert served.http.get("/nowhere").json() == {"error": "Not Found"}
 
@@ -172,8 +217,10 @@ def test_oversize_body_is_413_before_parsing_declared_or_chunked(service_factory
     small_chunked = running.http.post(INFER, content=iter([b'{"inputs": [', b"]}"]))
     assert small_chunked.status_code == 200 or small_chunked.status_code == 422
     metrics = running.metrics()
-    assert metrics['streamlearn_requests_rejected_total{reason="body_too_large",'
-                   'transport="http"}'] == 2
+    assert (
+        metrics['streamlearn_requests_rejected_total{reason="body_too_large",transport="http"}']
+        == 2
+    )
 
 
 def test_learn_over_http_needs_the_token_and_reaches_the_learner(fresh):
@@ -190,22 +237,24 @@ def test_learn_over_http_needs_the_token_and_reaches_the_learner(fresh):
 
 def test_learn_rejects_bad_samples_whole_and_429s_when_the_queue_is_full(service_factory):
     running = service_factory(serve={"learn_queue_samples": 3})
-    bad = running.http.post("/v1/learn", headers=AUTH, json={"samples": [
-        {"x": ROW, "y": 1}, {"x": [1, 2], "y": 0}]})
+    bad = running.http.post(
+        "/v1/learn", headers=AUTH, json={"samples": [{"x": ROW, "y": 1}, {"x": [1, 2], "y": 0}]}
+    )
     assert bad.status_code == 422
     assert bad.json()["error"] == "samples[1].x: 2 features, expected 4"
     unlabeled = running.http.post("/v1/learn", headers=AUTH, json={"samples": [{"x": ROW}]})
     assert unlabeled.json()["error"] == "samples[0].y: required for learning"
-    nan = running.http.post("/v1/learn", headers=AUTH, content=(
-        '{"samples": [{"x": [1, NaN, 3, 4], "y": 1}]}'))
+    nan = running.http.post(
+        "/v1/learn", headers=AUTH, content=('{"samples": [{"x": [1, NaN, 3, 4], "y": 1}]}')
+    )
     assert nan.status_code == 422 and nan.json()["error"].startswith("samples.0.x.1")
-    full = running.http.post("/v1/learn", headers=AUTH,
-                             json={"samples": [{"x": ROW, "y": 1}] * 4})
+    full = running.http.post("/v1/learn", headers=AUTH, json={"samples": [{"x": ROW, "y": 1}] * 4})
     assert full.status_code == 429 and "learn queue full" in full.json()["error"]
 
 
-def test_write_endpoints_are_off_without_a_token_and_infer_can_require_one(service_factory,
-                                                                           tmp_path):
+def test_write_endpoints_are_off_without_a_token_and_infer_can_require_one(
+    service_factory, tmp_path
+):
     no_token = service_factory(serve={"auth_token": None})
     refused = no_token.http.post("/v1/checkpoint")
     assert refused.status_code == 403 and "serve.auth_token" in refused.json()["error"]
@@ -213,13 +262,15 @@ def test_write_endpoints_are_off_without_a_token_and_infer_can_require_one(servi
 
     token_file = tmp_path / "token"
     token_file.write_text("from-file-4c8e1a97b2d5\n")
-    guarded = service_factory(serve={"auth_token": None, "auth_token_file": str(token_file),
-                                     "auth_infer": True})
+    guarded = service_factory(
+        serve={"auth_token": None, "auth_token_file": str(token_file), "auth_infer": True}
+    )
     assert guarded.http.post(INFER, json=infer_body([ROW])).status_code == 401
     assert guarded.http.get("/v2/models/streamlearn").status_code == 401
     assert guarded.http.get("/v1/status").status_code == 401
-    ok = guarded.http.post(INFER, json=infer_body([ROW]),
-                           headers={"Authorization": "Bearer from-file-4c8e1a97b2d5"})
+    ok = guarded.http.post(
+        INFER, json=infer_body([ROW]), headers={"Authorization": "Bearer from-file-4c8e1a97b2d5"}
+    )
     assert ok.status_code == 200
     for open_path in ("/v2/health/live", "/v2/health/ready", "/metrics"):
         assert guarded.http.get(open_path).status_code == 200, open_path
@@ -250,13 +301,20 @@ def test_metrics_count_requests_latency_versions_and_rejections(fresh):
     fresh.http.post(INFER, json=infer_body([ROW]))
     fresh.http.post(INFER, json=infer_body([[1, 2]]))
     metrics = fresh.metrics()
-    ok = ('streamlearn_requests_total{code="200",endpoint="/v2/models/{name}/infer",'
-          'transport="http"}')
+    ok = (
+        'streamlearn_requests_total{code="200",endpoint="/v2/models/{name}/infer",transport="http"}'
+    )
     assert metrics[ok] >= 1
-    assert metrics['streamlearn_request_latency_seconds_count{endpoint='
-                   '"/v2/models/{name}/infer",transport="http"}'] >= 2
-    assert metrics['streamlearn_requests_rejected_total{reason="feature_count",'
-                   'transport="http"}'] == 1
+    assert (
+        metrics[
+            "streamlearn_request_latency_seconds_count{endpoint="
+            '"/v2/models/{name}/infer",transport="http"}'
+        ]
+        >= 2
+    )
+    assert (
+        metrics['streamlearn_requests_rejected_total{reason="feature_count",transport="http"}'] == 1
+    )
     assert metrics["streamlearn_served_model_version"] > 0
     assert 0 <= metrics["streamlearn_snapshot_age_seconds"] < 5
     assert metrics["streamlearn_serving_ready"] == 1
@@ -265,10 +323,20 @@ def test_metrics_count_requests_latency_versions_and_rejections(fresh):
 def test_openapi_document_lists_every_endpoint(served):
     spec = served.http.get("/openapi.json").json()
     paths = set(spec["paths"])
-    assert {"/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{name}",
-            "/v2/models/{name}/ready", "/v2/models/{name}/infer", "/v1/status",
-            "/v1/experts", "/v1/drift-events", "/v1/learn", "/v1/checkpoint",
-            "/metrics"} <= paths
+    assert {
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/v2/models/{name}",
+        "/v2/models/{name}/ready",
+        "/v2/models/{name}/infer",
+        "/v1/status",
+        "/v1/experts",
+        "/v1/drift-events",
+        "/v1/learn",
+        "/v1/checkpoint",
+        "/metrics",
+    } <= paths
     assert "InferRequest" in spec["components"]["schemas"]
     assert served.http.get("/docs").status_code == 200
 
@@ -280,8 +348,10 @@ def test_unreachable_after_stop(fresh):
 
 
 def test_drift_events_after_the_concept_flips(fresh):
-    flipped = [json.dumps({**json.loads(r), "y": 1 - json.loads(r)["y"]}).encode()
-               for r in labeled(1_000, seed=9)]
+    flipped = [
+        json.dumps({**json.loads(r), "y": 1 - json.loads(r)["y"]}).encode()
+        for r in labeled(1_000, seed=9)
+    ]
     fresh.source.add(flipped)
 
     def drifts() -> list[dict]:
@@ -301,8 +371,10 @@ def test_drift_events_after_the_concept_flips(fresh):
 
 
 def test_a_new_regime_spawns_an_expert_seen_in_experts_metrics_and_answers(fresh):
-    flipped = [json.dumps({**json.loads(r), "y": 1 - json.loads(r)["y"]}).encode()
-               for r in labeled(1_000, seed=9)]
+    flipped = [
+        json.dumps({**json.loads(r), "y": 1 - json.loads(r)["y"]}).encode()
+        for r in labeled(1_000, seed=9)
+    ]
     fresh.source.add(flipped)
     wait_until(lambda: fresh.daemon.expert_history.recent(kind="spawn"), 30, "a spawn")
 
@@ -320,8 +392,9 @@ def test_a_new_regime_spawns_an_expert_seen_in_experts_metrics_and_answers(fresh
     assert spawn["kind"] == "spawn" and (spawn["expert"], spawn["previous"]) == ("1", "0")
     assert set(spawn["scores"]) == {"0"} and 2_000 < spawn["sample"] < 2_300
     assert fresh.http.get("/v1/experts", params={"events": 0}).json()["events"] == []
-    answer = fresh.http.post(INFER, json={**infer_body([ROW, [-1, 2, 0.3, 0.0]]),
-                                           "outputs": [{"name": "experts"}]}).json()
+    answer = fresh.http.post(
+        INFER, json={**infer_body([ROW, [-1, 2, 0.3, 0.0]]), "outputs": [{"name": "experts"}]}
+    ).json()
     (experts,) = answer["outputs"]
     assert (experts["name"], experts["datatype"], experts["shape"]) == ("experts", "BYTES", [2])
     assert set(experts["data"]) <= {"0", "1"}
@@ -345,8 +418,9 @@ def test_served_rows_adapt_the_model_only_when_on_requests_is_set(service_factor
     assert plain.daemon.engine.version == version
     assert plain.metrics().get("streamlearn_tta_adapted_samples_total") == 0
 
-    adapting = service_factory(model={"norm": "batch"},
-                               adapt={"method": "norm", "on_requests": True})
+    adapting = service_factory(
+        model={"norm": "batch"}, adapt={"method": "norm", "on_requests": True}
+    )
     settled(adapting, 2_000)
     assert adapting.http.post("/v1/checkpoint", headers=AUTH).json()["saved"]
     version = adapting.daemon.engine.version

@@ -20,8 +20,13 @@ LEARN = "/v1/learn"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROW = [0.5, 0.5, -0.2, 0.1]
 SEND_JSON = "send a JSON object with the header Content-Type: application/json"
-LENIENT = ["application/x-www-form-urlencoded", "text/plain", "text/plain; charset=utf-8",
-           None, "application/json; charset=utf-8"]
+LENIENT = [
+    "application/x-www-form-urlencoded",
+    "text/plain",
+    "text/plain; charset=utf-8",
+    None,
+    "application/json; charset=utf-8",
+]
 
 
 def _post(served, path: str, body: bytes, content_type: str | None, **headers: str):
@@ -35,7 +40,10 @@ def test_infer_takes_json_under_a_form_text_or_no_content_type(served, content_t
     response = _post(served, INFER, json.dumps(infer_body([ROW])).encode(), content_type)
     assert response.status_code == 200, response.text
     assert [o["name"] for o in response.json()["outputs"]] == [
-        "predictions", "probabilities", "classes"]
+        "predictions",
+        "probabilities",
+        "classes",
+    ]
 
 
 @pytest.mark.parametrize("content_type", LENIENT)
@@ -48,8 +56,12 @@ def test_learn_takes_json_under_a_form_text_or_no_content_type(served, content_t
 def test_the_readme_curl_without_a_content_type_header_works(served):
     # README: curl -s localhost:8080/v2/models/streamlearn/infer -d '{...}'
     body = json.dumps(infer_body([ROW]))
-    answer = subprocess.run(["curl", "-s", "-w", "\\n%{http_code}", f"{served.base}{INFER}",
-                             "-d", body], capture_output=True, text=True, timeout=30)
+    answer = subprocess.run(
+        ["curl", "-s", "-w", "\\n%{http_code}", f"{served.base}{INFER}", "-d", body],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     text, _, status = answer.stdout.rpartition("\n")
     assert status == "200", text
     assert json.loads(text)["model_name"] == "streamlearn"
@@ -57,12 +69,13 @@ def test_the_readme_curl_without_a_content_type_header_works(served):
 
 @pytest.mark.parametrize("path", [INFER, LEARN])
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain"])
-def test_a_form_or_text_body_that_is_not_json_is_422_naming_the_header(served, path,
-                                                                       content_type):
+def test_a_form_or_text_body_that_is_not_json_is_422_naming_the_header(served, path, content_type):
     response = _post(served, path, b"inputs=1&shape=2", content_type, **AUTH)
     assert response.status_code == 422
-    assert response.json() == {"error": f"body: sent as {content_type} and not JSON "
-                                        f"(character 0: Expecting value); {SEND_JSON}"}
+    assert response.json() == {
+        "error": f"body: sent as {content_type} and not JSON "
+        f"(character 0: Expecting value); {SEND_JSON}"
+    }
 
 
 @pytest.mark.parametrize("path", [INFER, LEARN])
@@ -70,13 +83,15 @@ def test_a_json_body_under_another_type_is_422_naming_the_header(served, path):
     body = json.dumps(infer_body([ROW])).encode()
     response = _post(served, path, body, "application/xml", **AUTH)
     assert response.status_code == 422
-    assert response.json() == {"error": "body: Content-Type application/xml is not JSON; "
-                                        f"{SEND_JSON}"}
+    assert response.json() == {
+        "error": f"body: Content-Type application/xml is not JSON; {SEND_JSON}"
+    }
 
 
 def test_octet_stream_without_the_binary_header_says_which_headers(served):
-    response = _post(served, INFER, json.dumps(infer_body([ROW])).encode(),
-                     "application/octet-stream")
+    response = _post(
+        served, INFER, json.dumps(infer_body([ROW])).encode(), "application/octet-stream"
+    )
     assert response.status_code == 422
     error = response.json()["error"]
     assert SEND_JSON in error and "Inference-Header-Content-Length" in error
@@ -89,12 +104,26 @@ def test_malformed_json_sent_as_json_is_still_400(served):
 
 
 def test_binary_tensor_data_still_works(served):
-    header = json.dumps({"inputs": [{"name": "input", "shape": [1, N_FEATURES],
-                                     "datatype": "FP32",
-                                     "parameters": {"binary_data_size": 4 * N_FEATURES}}]})
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1, N_FEATURES],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 4 * N_FEATURES},
+                }
+            ]
+        }
+    )
     data = np.asarray([ROW], dtype="<f4").tobytes()
-    response = _post(served, INFER, header.encode() + data, "application/octet-stream",
-                     **{"Inference-Header-Content-Length": str(len(header))})
+    response = _post(
+        served,
+        INFER,
+        header.encode() + data,
+        "application/octet-stream",
+        **{"Inference-Header-Content-Length": str(len(header))},
+    )
     assert response.status_code == 200, response.text
     assert response.json()["outputs"][0]["name"] == "predictions"
 
@@ -103,7 +132,8 @@ def test_learn_is_documented_with_its_json_body(served):
     spec = served.http.get("/openapi.json").json()
     body = spec["paths"][LEARN]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/LearnRequest"}
+        "$ref": "#/components/schemas/LearnRequest"
+    }
     assert "samples" in spec["components"]["schemas"]["LearnRequest"]["properties"]
 
 
@@ -111,5 +141,7 @@ def test_a_bad_value_in_named_features_is_named_not_called_a_bad_list(served):
     # x is a list or an object: an object with a boolean fails inside the object member.
     body = {"samples": [{"x": {"a": True}, "y": 1}]}
     response = served.http.post(LEARN, json=body, headers=AUTH)
-    assert (response.status_code, response.json()) == (422, {
-        "error": "samples.0.x.a: Input should be a valid number"})
+    assert (response.status_code, response.json()) == (
+        422,
+        {"error": "samples.0.x.a: Input should be a valid number"},
+    )

@@ -13,15 +13,20 @@ HISTOGRAM_SERIES = ("_bucket", "_count", "_sum")
 
 def queried() -> dict[str, set[str]]:
     alerts = [rule["expr"] for rule in alert_rules()]
-    return {"dashboard": {m for e in dashboard_exprs() for m in METRIC.findall(e)},
-            "alerts": {m for e in alerts for m in METRIC.findall(e)}}
+    return {
+        "dashboard": {m for e in dashboard_exprs() for m in METRIC.findall(e)},
+        "alerts": {m for e in alerts for m in METRIC.findall(e)},
+    }
 
 
 def exported(text: str) -> set[str]:
     """Series names a scrape can return: every sample name, and for each family declared
     (even one with no labelled child yet) the names its type gives."""
-    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines()
-             if line and not line.startswith("#")}
+    names = {
+        line.split("{")[0].split(" ")[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
     for family, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M):
         names.add(family)
         if kind == "histogram":

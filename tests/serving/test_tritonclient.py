@@ -33,8 +33,9 @@ INFER = f"/v2/models/{MODEL}/infer"
 # Clear-cut rows of the served concept (x0 + x1 > 0), then more than serve.inline_max_rows
 # random ones: both the inline and the thread-pool paths are taken.
 CLEAR = [[0.9, 0.9, 0, 0], [-0.9, -0.9, 0, 0]]
-ROWS = np.concatenate([CLEAR, np.random.default_rng(5).uniform(-1, 1, (98, N_FEATURES))]
-                      ).astype(np.float32)
+ROWS = np.concatenate([CLEAR, np.random.default_rng(5).uniform(-1, 1, (98, N_FEATURES))]).astype(
+    np.float32
+)
 
 
 @pytest.fixture
@@ -57,8 +58,12 @@ class Answer:
     raw: dict[str, Any]  # the JSON of an HTTP answer (its header, when binary)
 
 
-def http_infer(client: httpclient.InferenceServerClient, rows: np.ndarray, binary: bool,
-               names: tuple[str, ...] = OUTPUTS) -> Answer:
+def http_infer(
+    client: httpclient.InferenceServerClient,
+    rows: np.ndarray,
+    binary: bool,
+    names: tuple[str, ...] = OUTPUTS,
+) -> Answer:
     tensor = httpclient.InferInput("input", list(rows.shape), "FP32")
     tensor.set_data_from_numpy(rows, binary_data=binary)
     outputs = [httpclient.InferRequestedOutput(n, binary_data=binary) for n in names]
@@ -97,13 +102,22 @@ json.dump(out, sys.stdout)
 """
 
 
-def grpc_client(running: Any, rows: np.ndarray,
-                names: tuple[str, ...] = OUTPUTS) -> dict[str, Any]:
+def grpc_client(running: Any, rows: np.ndarray, names: tuple[str, ...] = OUTPUTS) -> dict[str, Any]:
     """What tritonclient.grpc says about the server, and its answer for ``rows``."""
-    ask = {"url": f"127.0.0.1:{running.grpc_port}", "model": MODEL, "rows": rows.tolist(),
-           "outputs": list(names)}
-    done = subprocess.run([sys.executable, "-c", GRPC_CLIENT], input=json.dumps(ask),
-                          capture_output=True, text=True, timeout=120, check=False)
+    ask = {
+        "url": f"127.0.0.1:{running.grpc_port}",
+        "model": MODEL,
+        "rows": rows.tolist(),
+        "outputs": list(names),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", GRPC_CLIENT],
+        input=json.dumps(ask),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
@@ -139,8 +153,9 @@ def test_health_and_metadata_through_tritonclient(served, connect):
     assert [o["name"] for o in meta["outputs"]] == [*OUTPUTS, "experts"]
     said = grpc_client(served, np.array(CLEAR, dtype=np.float32))
     assert said["live"] and said["ready"] and said["model_ready"]
-    assert said["metadata"]["inputs"] == [{"name": "input", "datatype": "FP32",
-                                           "shape": ["-1", str(N_FEATURES)]}]  # int64: text
+    assert said["metadata"]["inputs"] == [
+        {"name": "input", "datatype": "FP32", "shape": ["-1", str(N_FEATURES)]}
+    ]  # int64: text
     assert said["metadata"]["versions"] == meta["versions"]
 
 
@@ -149,7 +164,8 @@ def test_http_json_http_binary_and_grpc_give_the_same_answer(served, connect):
     as_json, as_binary, over_grpc = agreeing(
         lambda: http_infer(client, ROWS, binary=False),
         lambda: http_infer(client, ROWS, binary=True),
-        lambda: grpc_infer(served, ROWS))
+        lambda: grpc_infer(served, ROWS),
+    )
     rows = len(ROWS)
     for answer in (as_json, as_binary, over_grpc):
         predictions = answer.outputs["predictions"]
@@ -159,8 +175,9 @@ def test_http_json_http_binary_and_grpc_give_the_same_answer(served, connect):
         assert answer.outputs["probabilities"].shape == (rows, 2)
         np.testing.assert_array_equal(predictions, as_json.outputs["predictions"])
         np.testing.assert_array_equal(answer.outputs["classes"], as_json.outputs["classes"])
-        np.testing.assert_allclose(answer.outputs["probabilities"],
-                                   as_json.outputs["probabilities"], rtol=1e-6)
+        np.testing.assert_allclose(
+            answer.outputs["probabilities"], as_json.outputs["probabilities"], rtol=1e-6
+        )
     # It really was the extension: sizes in the header, no data.
     sizes = {o["name"]: o["parameters"]["binary_data_size"] for o in as_binary.raw["outputs"]}
     assert sizes == {"predictions": 8 * rows, "probabilities": 4 * 2 * rows, "classes": 16}
@@ -187,8 +204,9 @@ def test_errors_reach_tritonclient_with_their_status_and_message(served, connect
     with pytest.raises(InferenceServerException) as info:
         client.infer(MODEL, [short])
     assert info.value.status() == "422"
-    assert info.value.message() == ("inputs[0] ('input'): shape [1, 3]: 3 features, the "
-                                    "model takes 4")
+    assert info.value.message() == (
+        "inputs[0] ('input'): shape [1, 3]: 3 features, the model takes 4"
+    )
     tensor = httpclient.InferInput("input", [1, N_FEATURES], "FP32")
     tensor.set_data_from_numpy(np.zeros((1, N_FEATURES), dtype=np.float32))
     top = httpclient.InferRequestedOutput("probabilities", class_count=1)
@@ -200,44 +218,72 @@ def test_errors_reach_tritonclient_with_their_status_and_message(served, connect
 def rejected(base: str, reason: str) -> float:
     text = httpx.get(f"{base}/metrics").text
     key = f'streamlearn_requests_rejected_total{{reason="{reason}",transport="http"}} '
-    return next((float(line[len(key):]) for line in text.splitlines()
-                 if line.startswith(key)), 0.0)
+    return next(
+        (float(line[len(key) :]) for line in text.splitlines() if line.startswith(key)), 0.0
+    )
 
 
-def post_binary(base: str, header: dict[str, Any], data: bytes,
-                header_length: int | str | None = None) -> httpx.Response:
+def post_binary(
+    base: str, header: dict[str, Any], data: bytes, header_length: int | str | None = None
+) -> httpx.Response:
     encoded = json.dumps(header).encode()
     length = len(encoded) if header_length is None else header_length
-    return httpx.post(f"{base}{INFER}", content=encoded + data, timeout=10,
-                      headers={"Inference-Header-Content-Length": str(length),
-                               "Content-Type": "application/octet-stream"})
+    return httpx.post(
+        f"{base}{INFER}",
+        content=encoded + data,
+        timeout=10,
+        headers={
+            "Inference-Header-Content-Length": str(length),
+            "Content-Type": "application/octet-stream",
+        },
+    )
 
 
 def binary_header(rows: int, size: int) -> dict[str, Any]:
-    return {"inputs": [{"name": "input", "shape": [rows, N_FEATURES], "datatype": "FP32",
-                        "parameters": {"binary_data_size": size}}]}
+    return {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [rows, N_FEATURES],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": size},
+            }
+        ]
+    }
 
 
 def test_binary_faults_over_the_wire_are_400_and_counted(served):
     data = np.zeros((1, N_FEATURES), dtype="<f4").tobytes()
     before = rejected(served.base, "binary_data"), rejected(served.base, "bad_request")
     past = post_binary(served.base, binary_header(1, 32), data)
-    assert (past.status_code, past.json()) == (400, {
-        "error": "inputs[0] ('input'): parameters.binary_data_size is 32 bytes but only 16 "
-                 "are left in the body"})
+    assert (past.status_code, past.json()) == (
+        400,
+        {
+            "error": "inputs[0] ('input'): parameters.binary_data_size is 32 bytes but only 16 "
+            "are left in the body"
+        },
+    )
     bad_length = post_binary(served.base, binary_header(1, 16), data, header_length="x")
     assert bad_length.status_code == 400
-    assert bad_length.json() == {"error": "Inference-Header-Content-Length: 'x' is not a "
-                                          "byte count"}
+    assert bad_length.json() == {
+        "error": "Inference-Header-Content-Length: 'x' is not a byte count"
+    }
     assert (rejected(served.base, "binary_data"), rejected(served.base, "bad_request")) == (
-        before[0] + 1, before[1] + 1)
-    ok = post_binary(served.base, {**binary_header(1, 16), "outputs": [
-        {"name": "classes", "parameters": {"binary_data": True}}]}, data)
+        before[0] + 1,
+        before[1] + 1,
+    )
+    ok = post_binary(
+        served.base,
+        {
+            **binary_header(1, 16),
+            "outputs": [{"name": "classes", "parameters": {"binary_data": True}}],
+        },
+        data,
+    )
     assert ok.status_code == 200
     assert ok.headers["content-type"] == "application/octet-stream"
     length = int(ok.headers["inference-header-content-length"])
-    assert json.loads(ok.content[:length])["outputs"][0]["parameters"] == {
-        "binary_data_size": 16}
+    assert json.loads(ok.content[:length])["outputs"][0]["parameters"] == {"binary_data_size": 16}
     assert np.frombuffer(ok.content[length:], "<i8").tolist() in ([0, 1], [1, 0])
 
 
@@ -248,14 +294,17 @@ def learn_string_labels(base: str, samples: int) -> None:
         for _ in range(100):
             x = [rng.uniform(-1, 1) for _ in range(N_FEATURES)]
             batch.append({"x": x, "y": "pos" if x[0] + x[1] > 0 else "neg"})
-        response = httpx.post(f"{base}/v1/learn", json={"samples": batch}, timeout=10,
-                              headers={"Authorization": f"Bearer {TOKEN}"})
+        response = httpx.post(
+            f"{base}/v1/learn",
+            json={"samples": batch},
+            timeout=10,
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
         assert response.status_code == 202, response.text
 
 
 def test_string_labels_come_back_as_bytes_outputs(service_factory, connect):
-    running = service_factory(wait_ready=False, records=0,
-                              serve={"max_body_bytes": 16_384})
+    running = service_factory(wait_ready=False, records=0, serve={"max_body_bytes": 16_384})
     learn_string_labels(running.base, 2_000)
     client = connect(running)
     wait_until(lambda: client.is_model_ready(MODEL), 30, "the model to be ready")
@@ -263,9 +312,13 @@ def test_string_labels_come_back_as_bytes_outputs(service_factory, connect):
     as_json, as_binary, over_grpc = agreeing(
         lambda: http_infer(client, rows, binary=False),
         lambda: http_infer(client, rows, binary=True),
-        lambda: grpc_infer(running, rows))
+        lambda: grpc_infer(running, rows),
+    )
     assert {o["name"]: o["datatype"] for o in as_binary.raw["outputs"]} == {
-        "predictions": "BYTES", "probabilities": "FP32", "classes": "BYTES"}
+        "predictions": "BYTES",
+        "probabilities": "FP32",
+        "classes": "BYTES",
+    }
     # tritonclient hands back BYTES as str from JSON but as bytes from binary data (and gRPC).
     predicted = as_json.outputs["predictions"].tolist()
     assert set(predicted) <= {"pos", "neg"}

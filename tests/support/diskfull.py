@@ -33,14 +33,16 @@ class FullDisk:
         self._thread: threading.Thread | None = None
 
     def newest_seq(self) -> int:
-        found = [int(m.group(1)) for p in self.directory.iterdir()
-                 if (m := _COMPLETE.match(p.name))]
+        found = [
+            int(m.group(1)) for p in self.directory.iterdir() if (m := _COMPLETE.match(p.name))
+        ]
         return max(found, default=0)
 
     def _links(self) -> list[Path]:
         first = self.newest_seq() + 1
-        return [self.directory / f".ckpt-{seq:012d}.tmp" for seq in range(first,
-                                                                          first + self.ahead)]
+        return [
+            self.directory / f".ckpt-{seq:012d}.tmp" for seq in range(first, first + self.ahead)
+        ]
 
     def _keep(self) -> None:
         while not self._stop.wait(0.01):

@@ -112,9 +112,12 @@ class ForkServer:
 
     def __init__(self, root: Path, preload: tuple[str, ...] = ()) -> None:
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER, *preload], cwd=root,
+            [sys.executable, "-c", _SERVER, *preload],
+            cwd=root,
             env={**os.environ, "PYTHONPATH": str(root)},
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         assert self._proc.stdout is not None
         first = self._proc.stdout.readline()
         assert first == b"ready\n", f"the fork server did not start: {first!r}"
@@ -137,8 +140,7 @@ class ForkServer:
                     self.exits[int(pid)] = int(rest[0])
                 self.changed.notify_all()
 
-    def spawn(self, argv: list[str], env: Mapping[str, str], cwd: Path,
-              log: Path) -> ForkedProcess:
+    def spawn(self, argv: list[str], env: Mapping[str, str], cwd: Path, log: Path) -> ForkedProcess:
         """Fork a child running ``streamlearn <argv>``; its output goes to ``log``."""
         assert self._proc.stdin is not None
         with self._lock:

@@ -82,13 +82,16 @@ class KafkaProxy:
             with self._lock:
                 self._sockets += [client, upstream]
             asked: dict[int, tuple[int, int]] = {}  # correlation id -> (api key, version)
-            threading.Thread(target=self._requests, args=(client, upstream, asked),
-                             daemon=True).start()
-            threading.Thread(target=self._responses, args=(upstream, client, asked),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._requests, args=(client, upstream, asked), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._responses, args=(upstream, client, asked), daemon=True
+            ).start()
 
-    def _requests(self, client: socket.socket, upstream: socket.socket,
-                  asked: dict[int, tuple[int, int]]) -> None:
+    def _requests(
+        self, client: socket.socket, upstream: socket.socket, asked: dict[int, tuple[int, int]]
+    ) -> None:
         try:
             while (frame := _read_frame(client)) is not None:
                 api_key, version, correlation = struct.unpack(">hhi", frame[:8])
@@ -99,8 +102,9 @@ class KafkaProxy:
         finally:
             _close(client, upstream)
 
-    def _responses(self, upstream: socket.socket, client: socket.socket,
-                   asked: dict[int, tuple[int, int]]) -> None:
+    def _responses(
+        self, upstream: socket.socket, client: socket.socket, asked: dict[int, tuple[int, int]]
+    ) -> None:
         try:
             while (frame := _read_frame(upstream)) is not None:
                 (correlation,) = struct.unpack(">i", frame[:4])
@@ -167,8 +171,18 @@ class ProxiedBroker:
         listen = f"tcp://{self.host}:{self._upstream_port}"
         advertised = f"tcp://{self.host}:{self.port}"
         self._process = subprocess.Popen(
-            [find_tansu(), "broker", "--listener-url", listen, "--advertised-listener-url",
-             advertised, "--silent"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                find_tansu(),
+                "broker",
+                "--listener-url",
+                listen,
+                "--advertised-listener-url",
+                advertised,
+                "--silent",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 15
         while True:
             try:
@@ -195,6 +209,10 @@ class ProxiedBroker:
     def __enter__(self) -> ProxiedBroker:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()

@@ -39,8 +39,11 @@ class SequenceCheckExpert:
         return torch.zeros(x.shape[0])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_seq": dict(self.last_seq), "count": dict(self.count),
-                "total": dict(self.total)}
+        return {
+            "last_seq": dict(self.last_seq),
+            "count": dict(self.count),
+            "total": dict(self.total),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.last_seq = {int(k): int(v) for k, v in state["last_seq"].items()}

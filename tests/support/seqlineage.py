@@ -77,17 +77,21 @@ class LineageExpert:
         return torch.zeros(x.shape[0])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_seq": dict(self.last_seq), "count": dict(self.count),
-                "total": dict(self.total),
-                "spans": {k: [list(s) for s in v] for k, v in self.spans.items()},
-                "violations": [list(v) for v in self.violations]}
+        return {
+            "last_seq": dict(self.last_seq),
+            "count": dict(self.count),
+            "total": dict(self.total),
+            "spans": {k: [list(s) for s in v] for k, v in self.spans.items()},
+            "violations": [list(v) for v in self.violations],
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.last_seq = {int(k): int(v) for k, v in state["last_seq"].items()}
         self.count = {int(k): int(v) for k, v in state["count"].items()}
         self.total = {int(k): float(v) for k, v in state["total"].items()}
-        self.spans = {int(k): [[int(a), int(b)] for a, b in v]
-                      for k, v in state.get("spans", {}).items()}
+        self.spans = {
+            int(k): [[int(a), int(b)] for a, b in v] for k, v in state.get("spans", {}).items()
+        }
         self.violations = [[int(a) for a in v] for v in state.get("violations", [])]
 
 
@@ -95,8 +99,7 @@ def build(n_features: int, n_outputs: int, settings: Any) -> LineageExpert:
     delay = float(os.environ.get("CKPT_WRITE_DELAY_S", "0"))
     if delay:
         _widen_checkpoint_writes(delay)
-    return LineageExpert(os.environ.get("SEQ_LOG"),
-                         float(os.environ.get("SEQ_LEARN_SLEEP_S", "0")))
+    return LineageExpert(os.environ.get("SEQ_LOG"), float(os.environ.get("SEQ_LEARN_SLEEP_S", "0")))
 
 
 def _widen_checkpoint_writes(delay_s: float) -> None:

@@ -92,6 +92,7 @@ class SequenceProducer:
 
     def start(self, records: int, per_second: float, chunk: int = 20) -> None:
         """Produce ``records`` more in the background, ``per_second`` on average."""
+
         def run() -> None:
             try:
                 began, done = time.monotonic(), 0

@@ -28,15 +28,22 @@ def miscalibrated(x: np.ndarray, strength: float = 0.8) -> np.ndarray:
 
 def learn(engine: Engine, x: np.ndarray, y: np.ndarray, batch: int = 32) -> None:
     for start in range(0, len(y), batch):
-        engine.process([Sample(r, int(label)) for r, label in
-                        zip(x[start: start + batch].tolist(), y[start: start + batch].tolist(),
-                            strict=True)])
+        engine.process(
+            [
+                Sample(r, int(label))
+                for r, label in zip(
+                    x[start : start + batch].tolist(),
+                    y[start : start + batch].tolist(),
+                    strict=True,
+                )
+            ]
+        )
 
 
 def answer(engine: Engine, x: np.ndarray, batch: int = 32) -> np.ndarray:
     """Predicted classes, each answered before the engine adapts on it."""
     out: list[int] = []
     for start in range(0, len(x), batch):
-        result = engine.process([Sample(r, None) for r in x[start: start + batch].tolist()])
+        result = engine.process([Sample(r, None) for r in x[start : start + batch].tolist()])
         out += [int(p.prediction) for p in result.predictions]
     return np.array(out)

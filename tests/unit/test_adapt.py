@@ -22,8 +22,13 @@ MODEL = ModelSettings(hidden=[32, 32], norm="batch", seed=0, max_classes=4, lear
 
 
 def engine(method: str, model: ModelSettings = MODEL, **adapt) -> Engine:
-    return Engine(model, EngineSettings(), DriftSettings(enabled=False),
-                  ExpertsSettings(enabled=False), AdaptSettings(method=method, **adapt))
+    return Engine(
+        model,
+        EngineSettings(),
+        DriftSettings(enabled=False),
+        ExpertsSettings(enabled=False),
+        AdaptSettings(method=method, **adapt),
+    )
 
 
 def trained(method: str, **adapt) -> Engine:
@@ -85,8 +90,7 @@ def test_tent_changes_only_normalization_parameters():
 def test_adaptation_bumps_the_model_version_and_reports_counts():
     learner = trained("cotta")
     version = learner.version
-    result = learner.process([Sample(r, None) for r in
-                              miscalibrated(blobs(1, 32)[0]).tolist()])
+    result = learner.process([Sample(r, None) for r in miscalibrated(blobs(1, 32)[0]).tolist()])
     assert learner.version == version + 1
     report = result.adapt
     assert report.steps == 1 and report.adapted + report.skipped == 32
@@ -133,8 +137,9 @@ def test_state_of_another_method_is_not_applied():
 
 
 def test_regression_adapts_statistics():
-    regressor = ModelSettings(task="regression", hidden=[16], norm="batch", seed=0,
-                              learning_rate=0.01)
+    regressor = ModelSettings(
+        task="regression", hidden=[16], norm="batch", seed=0, learning_rate=0.01
+    )
     learner = engine("auto", regressor)
     x, y = blobs(0, 500)
     learn(learner, x, y.astype(np.float32))

@@ -16,10 +16,17 @@ from streamlearn.testing import check_adapt_method
 def cotta(image_shape=None):
     def make():
         generator = torch.Generator().manual_seed(3)
-        return CoTTA(learning_rate=0.01, momentum=0.1, teacher_momentum=0.9, confidence=0.99,
-                     augmentations=2, restore=0.05,
-                     augment=Augmenter(AdaptSettings(), image_shape, generator),
-                     generator=generator)
+        return CoTTA(
+            learning_rate=0.01,
+            momentum=0.1,
+            teacher_momentum=0.9,
+            confidence=0.99,
+            augmentations=2,
+            restore=0.05,
+            augment=Augmenter(AdaptSettings(), image_shape, generator),
+            generator=generator,
+        )
+
     return make
 
 
@@ -36,8 +43,9 @@ def test_method_conforms(method, network):
     build, shape = NETWORKS[network]
     torch.manual_seed(0)
     module = build()
-    make = {"norm": lambda: NormStats(0.1), "tent": lambda: Tent(0.01, 0.1),
-            "cotta": cotta(shape)}[method]
+    make = {"norm": lambda: NormStats(0.1), "tent": lambda: Tent(0.01, 0.1), "cotta": cotta(shape)}[
+        method
+    ]
     check_adapt_method(make, module, torch.randn(12, 16) * 2 + 1, n_classes=4)
 
 
@@ -51,8 +59,10 @@ def test_image_augmentation_shifts_by_at_most_one_pixel_and_keeps_shape():
 
 def test_tabular_augmentation_drops_features_and_adds_noise_reproducibly():
     def draw():
-        return Augmenter(AdaptSettings(noise_sd=0.0, feature_dropout=0.5), None,
-                         torch.Generator().manual_seed(1))(torch.ones(4, 100))
+        return Augmenter(
+            AdaptSettings(noise_sd=0.0, feature_dropout=0.5), None, torch.Generator().manual_seed(1)
+        )(torch.ones(4, 100))
+
     a = draw()
     assert torch.equal(a, draw())
     assert 0.3 < float((a == 0).float().mean()) < 0.7

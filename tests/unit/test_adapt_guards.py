@@ -24,15 +24,16 @@ def trained_with(method: str, **adapt):
 def adapt_until_reset(learner, rows, batch: int = 32):
     """Feed unlabeled rows; the first reset's (batch index, reason), or None."""
     for i, start in enumerate(range(0, len(rows), batch)):
-        result = learner.process([Sample(r, None) for r in rows[start: start + batch].tolist()])
+        result = learner.process([Sample(r, None) for r in rows[start : start + batch].tolist()])
         if result.adapt.resets:
             return i, result.adapt.resets[0][1]
     return None
 
 
 def test_one_class_for_a_whole_window_is_a_marginal_collapse_and_resets_to_the_anchor():
-    learner = trained_with("tent", learning_rate=0.5,
-                           guards={"window": 64, "min_marginal": 0.3, "min_entropy": 0.0})
+    learner = trained_with(
+        "tent", learning_rate=0.5, guards={"window": 64, "min_marginal": 0.3, "min_entropy": 0.0}
+    )
     x, y = blobs(1, 1000)
     one_class = x[y == 2]  # unshifted: every row is predicted as class 2
     assert adapt_until_reset(learner, one_class) == (1, "marginal")  # the window fills
@@ -41,18 +42,35 @@ def test_one_class_for_a_whole_window_is_a_marginal_collapse_and_resets_to_the_a
 
 
 def test_entropy_driven_to_zero_is_an_entropy_collapse():
-    learner = trained_with("tent", learning_rate=0.5,
-                           guards={"window": 64, "min_entropy": 0.05, "min_marginal": 0.0,
-                                   "max_entropy": 1.0, "guard_set": 0})
+    learner = trained_with(
+        "tent",
+        learning_rate=0.5,
+        guards={
+            "window": 64,
+            "min_entropy": 0.05,
+            "min_marginal": 0.0,
+            "max_entropy": 1.0,
+            "guard_set": 0,
+        },
+    )
     fired = adapt_until_reset(learner, SHIFTED)
     assert fired is not None and fired[1] == "entropy", fired
 
 
 def test_wrecked_weights_fail_the_guard_set():
-    learner = trained_with("cotta", learning_rate=1.0, teacher_momentum=0.0,
-                           restore_probability=0.0,
-                           guards={"min_entropy": 0.0, "min_marginal": 0.0, "max_entropy": 1.0,
-                                   "guard_every": 1, "guard_drop": 0.15})
+    learner = trained_with(
+        "cotta",
+        learning_rate=1.0,
+        teacher_momentum=0.0,
+        restore_probability=0.0,
+        guards={
+            "min_entropy": 0.0,
+            "min_marginal": 0.0,
+            "max_entropy": 1.0,
+            "guard_every": 1,
+            "guard_drop": 0.15,
+        },
+    )
     fired = adapt_until_reset(learner, SHIFTED)
     assert fired is not None and fired[1] == "guard_set", fired
     assert same(learner.adapter.experts["0"].anchor, weights(learner))
@@ -109,8 +127,8 @@ def test_guards_keep_counting_when_labels_arrive_between_unlabeled_batches():
     x, y = blobs(5, 1000)
     resets = []
     for start in range(0, 1000, 32):
-        learn(learner, x[start: start + 8], y[start: start + 8])  # moves the anchor
-        rows = SHIFTED[start: start + 32].tolist()
+        learn(learner, x[start : start + 8], y[start : start + 8])  # moves the anchor
+        rows = SHIFTED[start : start + 32].tolist()
         resets.append(learner.process([Sample(r, None) for r in rows]).adapt.resets)
         if resets[-1]:
             break

@@ -17,8 +17,7 @@ def counted(daemon, name: str, **labels: str) -> float:
 
 
 def batch_record(n: int) -> bytes:
-    return json.dumps({"samples": [{"x": [i % 7, i % 3], "y": i % 2}
-                                   for i in range(n)]}).encode()
+    return json.dumps({"samples": [{"x": [i % 7, i % 3], "y": i % 2} for i in range(n)]}).encode()
 
 
 def test_a_crash_inside_a_batch_record_leaves_the_last_checkpoint_standing(tmp_path):
@@ -55,8 +54,9 @@ def test_a_failing_save_backs_off_instead_of_retrying_every_step(tmp_path):
     daemon, _ = make(tmp_path, source)
     daemon.start()
     drain(daemon, source)  # learned, not saved: every_samples is out of reach
-    daemon.settings.checkpoint = daemon.settings.checkpoint.model_copy(update={
-        "every_samples": 1, "retry_min_s": 0.3, "retry_max_s": 0.6})
+    daemon.settings.checkpoint = daemon.settings.checkpoint.model_copy(
+        update={"every_samples": 1, "retry_min_s": 0.3, "retry_max_s": 0.6}
+    )
     attempts = []
 
     def disk_full(state):

@@ -27,8 +27,7 @@ def test_keeps_only_the_newest_k(tmp_path):
     for n in range(5):
         store.save(state(n))
     names = [p.name for p in store.files()]
-    assert names == ["ckpt-000000000003.slck", "ckpt-000000000004.slck",
-                     "ckpt-000000000005.slck"]
+    assert names == ["ckpt-000000000003.slck", "ckpt-000000000004.slck", "ckpt-000000000005.slck"]
 
 
 def test_no_checkpoint_is_none(tmp_path):
@@ -46,7 +45,7 @@ def test_damaged_newest_falls_back_to_previous_and_reports(tmp_path, damage):
         newest.write_bytes(data[: len(data) // 2])
     elif damage == "flip":
         middle = len(data) - 20
-        newest.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1:])
+        newest.write_bytes(data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :])
     else:
         newest.write_bytes(b"")
     loaded = store.load_latest()

@@ -16,17 +16,23 @@ TP0, TP1 = TopicPartition("in", 0), TopicPartition("in", 1)
 
 
 def records(n: int, start: int = 0) -> list[bytes]:
-    return [json.dumps({"x": [i % 7, i % 3], "y": i % 2}).encode()
-            for i in range(start, start + n)]
+    return [json.dumps({"x": [i % 7, i % 3], "y": i % 2}).encode() for i in range(start, start + n)]
 
 
 def make(tmp_path, source: MemorySource, sink=None, **sections):
     sections = {"model": {"hidden": [4]}, **sections}
-    settings = load_settings(None, checkpoint={"dir": str(tmp_path), "every_samples": 10**9,
-                                               "every_seconds": 3600}, **sections)
+    settings = load_settings(
+        None,
+        checkpoint={"dir": str(tmp_path), "every_samples": 10**9, "every_seconds": 3600},
+        **sections,
+    )
     sink = sink or MemorySink()
-    daemon = Daemon(settings, source_factory=lambda listener: source._bind(listener),
-                    sink_factory=lambda metrics: sink, metrics=Metrics())
+    daemon = Daemon(
+        settings,
+        source_factory=lambda listener: source._bind(listener),
+        sink_factory=lambda metrics: sink,
+        metrics=Metrics(),
+    )
     return daemon, sink
 
 
@@ -48,8 +54,7 @@ def drain(daemon: Daemon, source: MemorySource, timeout_s: float = 10.0) -> None
 def test_pauses_on_backlog_keeps_polling_and_learns_everything(tmp_path):
     source = Source("in", [records(300), records(200)])
     pauses = []
-    daemon, _ = make(tmp_path, source, kafka={"max_buffered_samples": 50,
-                                              "max_poll_records": 100})
+    daemon, _ = make(tmp_path, source, kafka={"max_buffered_samples": 50, "max_poll_records": 100})
     original = source.pause
     source.pause = lambda: (pauses.append(1), original())[1]
     assert daemon.start()
@@ -103,7 +108,8 @@ def test_checkpoint_is_deferred_while_outputs_have_not_landed(tmp_path):
     assert FileCheckpointStore(tmp_path).files() == []
     assert source.committed_offsets == {}
     value = daemon.metrics.registry.get_sample_value(
-        "streamlearn_checkpoints_total", {"result": "outputs_pending"})
+        "streamlearn_checkpoints_total", {"result": "outputs_pending"}
+    )
     assert value == 1
 
 
@@ -120,6 +126,7 @@ def test_shutdown_writes_a_checkpoint_and_commits_its_offsets(tmp_path):
 
 def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_path):
     import random
+
     rng = random.Random(0)
     flipped = []
     for i in range(4_000):
@@ -137,14 +144,16 @@ def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_pa
     assert 3_000 <= drift <= 3_100
     assert published[0]["detector"] == "cusum" and published[0]["expert"] == "0"
     counted = daemon.metrics.registry.get_sample_value(
-        "streamlearn_drift_events_total", {"detector": "cusum", "expert": "0"})
+        "streamlearn_drift_events_total", {"detector": "cusum", "expert": "0"}
+    )
     assert counted == 1
     assert [e["sample"] for e in daemon.drift_history.recent(kind="drift")] == [drift]
     daemon._last_gauges = 0.0
     daemon._maybe_update_gauges()
     assert (daemon.progress.drifts, daemon.progress.last_drift_sample) == (1, drift)
     statistic = daemon.metrics.registry.get_sample_value(
-        "streamlearn_drift_statistic", {"detector": "cusum", "expert": "0"})
+        "streamlearn_drift_statistic", {"detector": "cusum", "expert": "0"}
+    )
     assert statistic == 0.0  # back in its refractory period after the drift
     # The flipped regime is new: the pool spawned an expert for it, and said so.
     (spawn,) = [payload for kind, payload in sink.events if kind == "expert_spawn"]
@@ -152,8 +161,12 @@ def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_pa
     # Decided once the 128-sample window after the drift is full, at a batch boundary.
     assert drift + 128 <= spawn["sample"] <= drift + 128 + 64
     assert "kind" not in spawn and set(spawn["scores"]) == {"0"}
-    assert daemon.metrics.registry.get_sample_value(
-        "streamlearn_expert_events_total", {"kind": "spawn"}) == 1
+    assert (
+        daemon.metrics.registry.get_sample_value(
+            "streamlearn_expert_events_total", {"kind": "spawn"}
+        )
+        == 1
+    )
     assert (daemon.progress.active_expert, daemon.progress.experts) == ("1", 2)
     assert daemon.progress.spawns == 1 and daemon.progress.switches == 0
     assert daemon.metrics.registry.get_sample_value("streamlearn_experts_alive") == 2
@@ -161,16 +174,23 @@ def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_pa
 
 def test_unlabeled_samples_are_answered_then_adapted_on_and_a_reset_is_published(tmp_path):
     import random
+
     rng = random.Random(0)
-    labeled = [json.dumps({"x": [rng.gauss(0, 1), rng.gauss(0, 1)], "y": i % 2}).encode()
-               for i in range(512)]
+    labeled = [
+        json.dumps({"x": [rng.gauss(0, 1), rng.gauss(0, 1)], "y": i % 2}).encode()
+        for i in range(512)
+    ]
     # One unlabeled run of a single region: every row is answered alike, a marginal collapse.
-    unlabeled = [json.dumps({"x": [3 + rng.gauss(0, 0.1), 3.0], "id": f"u{i}"}).encode()
-                 for i in range(128)]
+    unlabeled = [
+        json.dumps({"x": [3 + rng.gauss(0, 0.1), 3.0], "id": f"u{i}"}).encode() for i in range(128)
+    ]
     source = Source("in", [labeled + unlabeled])
-    daemon, sink = make(tmp_path, source,
-                        model={"hidden": [8], "norm": "batch", "learning_rate": 0.01},
-                        adapt={"method": "norm", "guards": {"window": 64}})
+    daemon, sink = make(
+        tmp_path,
+        source,
+        model={"hidden": [8], "norm": "batch", "learning_rate": 0.01},
+        adapt={"method": "norm", "guards": {"window": 64}},
+    )
     assert daemon.start()
     drain(daemon, source)
     assert len(sink.predicted) == 128
@@ -186,5 +206,7 @@ def test_unlabeled_samples_are_answered_then_adapted_on_and_a_reset_is_published
     assert (daemon.progress.adapted, daemon.progress.adapt_resets) == (128, 2)
     assert daemon.checkpoint("test")
     adapt = describe(tmp_path)["adapt"]  # the last reset came with the last batch
-    assert adapt == {"method": "norm", "experts": {"0": {
-        "anchored": True, "rows_waiting": 0, "adapted_since_anchor": 0}}}
+    assert adapt == {
+        "method": "norm",
+        "experts": {"0": {"anchored": True, "rows_waiting": 0, "adapted_since_anchor": 0}},
+    }

@@ -24,8 +24,14 @@ def test_a_refused_plain_record_is_dead_lettered_with_its_own_bytes(tmp_path):
 
 
 def test_a_refused_batch_item_keeps_its_ints_and_its_index(tmp_path):
-    batch = {"samples": [{"x": [0, 1], "y": 0}, {"x": "bad"}, {"x": [1, 0], "y": 1},
-                         {"x": [2, 2], "y": 9, "id": 5}]}
+    batch = {
+        "samples": [
+            {"x": [0, 1], "y": 0},
+            {"x": "bad"},
+            {"x": [1, 0], "y": 1},
+            {"x": [2, 2], "y": 9, "id": 5},
+        ]
+    }
     source = Source("in", [[json.dumps(batch).encode()]])
     daemon, sink = make(tmp_path, source, **TWO_CLASSES)
     daemon.start()
@@ -42,8 +48,7 @@ def test_a_refused_learn_request_sample_is_dead_lettered_as_posted(tmp_path):
     daemon, sink = make(tmp_path, source, **TWO_CLASSES)
     daemon.start()
     drain(daemon, source)
-    core = ServingCore(daemon.settings, daemon.snapshots, InboxLearner(daemon),
-                       ServingMetrics())
+    core = ServingCore(daemon.settings, daemon.snapshots, InboxLearner(daemon), ServingMetrics())
     assert core.learn([{"x": [3, 4], "y": 5}]).result() == {"accepted": 1}
     daemon.step()
     (letter,) = sink.dead

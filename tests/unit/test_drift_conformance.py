@@ -35,7 +35,7 @@ def in_batches(detector, values, seed: int) -> list[DriftAlarm]:
     out, i = [], 0
     while i < len(values):
         size = int(rng.choice([1, 3, 32, 257, 1024]))
-        found = detector.update_many(values[i: i + size])
+        found = detector.update_many(values[i : i + size])
         out += [DriftAlarm(a.index + i, a.signal) for a in found]
         i += size
     return out
@@ -95,7 +95,7 @@ def test_a_drift_is_followed_by_the_refractory_period(name):
     values = shifting(7)
     out = signals(detector, values)
     first = out.index(DriftSignal.DRIFT)
-    assert set(out[first + 1: first + 1 + detector.refractory]) == {DriftSignal.NONE}
+    assert set(out[first + 1 : first + 1 + detector.refractory]) == {DriftSignal.NONE}
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -112,5 +112,4 @@ def test_no_alarm_on_a_long_stable_noisy_stream(name):
     rng = np.random.default_rng(8)
     for values in (rng.normal(0, 1, 200_000), rng.gamma(2.0, 1.0, 200_000)):
         detector = build_detector(DriftSettings(detector=name))
-        assert not any(a.signal is DriftSignal.DRIFT
-                       for a in in_batches(detector, values, seed=8))
+        assert not any(a.signal is DriftSignal.DRIFT for a in in_batches(detector, values, seed=8))

@@ -17,25 +17,29 @@ def regimes() -> np.ndarray:
 
 
 def alarms(name: str, values: np.ndarray, **overrides) -> dict[str, list[int]]:
-    detector = build_detector(DriftSettings(detector=name, warmup=200, refractory=100,
-                                            **overrides))
+    detector = build_detector(DriftSettings(detector=name, warmup=200, refractory=100, **overrides))
     found = detector.update_many(values)
-    return {kind: [a.index for a in found if a.signal is signal]
-            for kind, signal in (("drift", DriftSignal.DRIFT), ("warning", DriftSignal.WARNING))}
+    return {
+        kind: [a.index for a in found if a.signal is signal]
+        for kind, signal in (("drift", DriftSignal.DRIFT), ("warning", DriftSignal.WARNING))
+    }
 
 
-@pytest.mark.parametrize(("name", "drifts"), [
-    # Rises only: the fall at 3000 re-estimates the baseline (cusum) or is ignored.
-    ("cusum", [1542, 4512]),
-    ("page_hinkley", [1544, 4532]),
-    # Its reference forgets slowly (memory 5000): after the fall it still remembers the
-    # higher loss, so the last rise is found late and the reference's decay alarms once more.
-    ("loss_deviation", [1541, 4601, 5893]),
-    # river's detectors are two-sided by construction: the fall is a drift too.
-    ("adwin", [1571, 3015, 4523]),
-    # KSWIN compares 30 values: at alpha 1e-4 a 1-sigma shift is below its power.
-    ("kswin", [3022, 4521]),
-])
+@pytest.mark.parametrize(
+    ("name", "drifts"),
+    [
+        # Rises only: the fall at 3000 re-estimates the baseline (cusum) or is ignored.
+        ("cusum", [1542, 4512]),
+        ("page_hinkley", [1544, 4532]),
+        # Its reference forgets slowly (memory 5000): after the fall it still remembers the
+        # higher loss, so the last rise is found late and the reference's decay alarms once more.
+        ("loss_deviation", [1541, 4601, 5893]),
+        # river's detectors are two-sided by construction: the fall is a drift too.
+        ("adwin", [1571, 3015, 4523]),
+        # KSWIN compares 30 values: at alpha 1e-4 a 1-sigma shift is below its power.
+        ("kswin", [3022, 4521]),
+    ],
+)
 def test_drifts_are_found_exactly_where_expected(name, drifts):
     assert alarms(name, regimes())["drift"] == drifts
 

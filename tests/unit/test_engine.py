@@ -20,12 +20,13 @@ def separable(n: int, seed: int = 0) -> list[Sample]:
 
 def run(engine: Engine, samples: list[Sample], batch: int = 32) -> None:
     for start in range(0, len(samples), batch):
-        engine.process(samples[start: start + batch])
+        engine.process(samples[start : start + batch])
 
 
 def test_learns_a_separable_stream_prequentially():
-    engine = Engine(ModelSettings(hidden=[16], seed=1, learning_rate=0.01),
-                    EngineSettings(rolling_window=500))
+    engine = Engine(
+        ModelSettings(hidden=[16], seed=1, learning_rate=0.01), EngineSettings(rolling_window=500)
+    )
     run(engine, separable(6_000))
     assert engine.stats.rolling("correct") > 0.95
     assert engine.stats.cumulative("correct") < engine.stats.rolling("correct")
@@ -44,8 +45,7 @@ def test_each_sample_is_scored_before_it_is_learned():
 
 
 def test_labels_grow_up_to_max_classes_then_are_rejected():
-    engine = Engine(ModelSettings(hidden=[], n_features=1, max_classes=2,
-                                  rare_class_samples=0))
+    engine = Engine(ModelSettings(hidden=[], n_features=1, max_classes=2, rare_class_samples=0))
     result = engine.process([Sample([0.0], "a"), Sample([1.0], "b"), Sample([2.0], "c")])
     assert engine.labels.labels == ["a", "b"]
     assert [(r.index, r.reason) for r in result.rejections] == [(2, "too_many_classes")]
@@ -78,8 +78,10 @@ def test_predicting_before_any_label_says_nothing():
 
 def test_regression_learns_an_unscaled_linear_target():
     rng = random.Random(3)
-    engine = Engine(ModelSettings(task="regression", hidden=[16], learning_rate=0.01),
-                    EngineSettings(rolling_window=500))
+    engine = Engine(
+        ModelSettings(task="regression", hidden=[16], learning_rate=0.01),
+        EngineSettings(rolling_window=500),
+    )
     samples = []
     for _ in range(8_000):
         x = [rng.gauss(0, 1) for _ in range(3)]
@@ -144,7 +146,7 @@ def flipping(n: int = 6_000, flip_at: int = 3_000) -> list[Sample]:
 def drifts(engine: Engine, samples: list[Sample], batch: int = 32) -> list[int]:
     found = []
     for start in range(0, len(samples), batch):
-        result = engine.process(samples[start: start + batch])
+        result = engine.process(samples[start : start + batch])
         found += [e.sample for e in result.drift_events if e.kind == "drift"]
     return found
 
@@ -176,8 +178,9 @@ def test_the_drift_detector_state_is_checkpointed_with_the_engine():
 
 
 def test_drift_detection_can_be_turned_off():
-    engine = Engine(ModelSettings(hidden=[8], learning_rate=0.01),
-                    drift=DriftSettings(enabled=False))
+    engine = Engine(
+        ModelSettings(hidden=[8], learning_rate=0.01), drift=DriftSettings(enabled=False)
+    )
     assert drifts(engine, flipping()) == []
     assert engine.state_dict()["drift"] is None
 
@@ -204,8 +207,7 @@ def test_a_regression_target_beyond_float32_is_rejected_by_the_engine():
 
 
 def test_guard_skips_reach_the_step_result():
-    engine = Engine(ModelSettings(hidden=[4], n_features=1, optimizer="sgd",
-                                  learning_rate=1e30))
+    engine = Engine(ModelSettings(hidden=[4], n_features=1, optimizer="sgd", learning_rate=1e30))
     result = engine.process([Sample([0.0], 0), Sample([1.0], 1)])
     assert result.steps_skipped == {"weights": 1}
     assert engine.process([Sample([0.5], 1)]).steps_skipped == {"weights": 1}
@@ -216,6 +218,5 @@ def test_bad_rows_finds_nan_and_infinity_and_not_a_sum_that_overflows():
 
     big = torch.tensor([[3e38, 3e38], [1.0, 2.0]])  # finite, though the sum is not
     assert bad_rows(big) == []
-    assert bad_rows(torch.tensor([[1.0, float("nan")], [1.0, 2.0], [float("-inf"), 0.0]])) == [
-        0, 2]
+    assert bad_rows(torch.tensor([[1.0, float("nan")], [1.0, 2.0], [float("-inf"), 0.0]])) == [0, 2]
     assert bad_rows(torch.tensor([1.0, 2.0]), torch.tensor([0.0, float("inf")])) == [1]

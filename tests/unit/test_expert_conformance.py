@@ -23,8 +23,11 @@ def test_every_expert_kind_conforms(name):
     settings = KINDS[name]
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(16, 8, generator=generator)
-    y = (torch.randint(0, 3, (16,), generator=generator) if settings.task == "classification"
-         else torch.randn(16, generator=generator))
+    y = (
+        torch.randint(0, 3, (16,), generator=generator)
+        if settings.task == "classification"
+        else torch.randn(16, generator=generator)
+    )
     check_expert(lambda: build_expert(settings, 8, torch.device("cpu"), seed=3), x, y)
 
 

@@ -17,8 +17,11 @@ MODEL = ModelSettings(hidden=[8], learning_rate=0.01)
 def regimes(order: str, length: int = 3_000, seed: int = 0) -> list[Sample]:
     """Visits of regimes named by letters: A is y = x0 > 0, B its opposite, C is y = x1 > 0."""
     rng = random.Random(seed)
-    rules = {"A": lambda x: int(x[0] > 0), "B": lambda x: int(x[0] <= 0),
-             "C": lambda x: int(x[1] > 0)}
+    rules = {
+        "A": lambda x: int(x[0] > 0),
+        "B": lambda x: int(x[0] <= 0),
+        "C": lambda x: int(x[1] > 0),
+    }
     out = []
     for name in order:
         for _ in range(length):
@@ -30,16 +33,17 @@ def regimes(order: str, length: int = 3_000, seed: int = 0) -> list[Sample]:
 def decisions(engine: Engine, samples: list[Sample], batch: int = 32) -> list[tuple]:
     found = []
     for start in range(0, len(samples), batch):
-        result = engine.process(samples[start: start + batch])
+        result = engine.process(samples[start : start + batch])
         found += [(e.kind, e.expert, e.previous, e.sample) for e in result.pool_events]
     return found
-
 
 
 def test_a_returning_regime_reuses_its_expert_instead_of_spawning():
     engine = Engine(MODEL)
     assert decisions(engine, regimes("ABA")) == [
-        ("spawn", "1", "0", 3_136), ("switch", "0", "1", 6_144)]
+        ("spawn", "1", "0", 3_136),
+        ("switch", "0", "1", 6_144),
+    ]
     assert sorted(engine.pool.members) == ["0", "1"]
     assert engine.pool.active_id == "0" and engine.pool.members["0"].wins == 2
     assert engine.stats.rolling("correct") > 0.95
@@ -99,12 +103,14 @@ def test_unlabeled_samples_are_routed_to_the_expert_of_their_regime():
     engine = Engine(MODEL)
     # Two regimes whose inputs differ: the selector can tell them apart, the labels cannot.
     rng = random.Random(1)
+
     def visit(shift: float, flip: bool) -> list[Sample]:
         out = []
         for _ in range(3_000):
             x = [rng.gauss(shift, 1), rng.gauss(0, 1)]
             out.append(Sample(x, int((x[0] > shift) != flip)))
         return out
+
     decisions(engine, visit(-4, False) + visit(4, True))
     assert sorted(engine.pool.members) == ["0", "1"]
     probes = [Sample([rng.gauss(-4, 1), rng.gauss(0, 1)]) for _ in range(100)]
@@ -129,8 +135,9 @@ def test_a_checkpoint_from_before_the_pool_restores_as_expert_zero():
     probe = regimes("A", length=64, seed=5)
     for s in probe:
         s.y = None
-    assert [p.prediction for p in a.process(probe).predictions] == \
-        [p.prediction for p in b.process(probe).predictions]
+    assert [p.prediction for p in a.process(probe).predictions] == [
+        p.prediction for p in b.process(probe).predictions
+    ]
     assert list(b.pool.members) == ["0"]
 
 
@@ -138,7 +145,7 @@ def test_every_held_batch_reports_one_loss_per_sample_from_the_leader():
     engine = Engine(MODEL)
     data = regimes("ABA")
     for start in range(0, len(data), 32):
-        result = engine.process(data[start: start + 32])
+        result = engine.process(data[start : start + 32])
         assert result.losses.numel() == result.labeled
     assert engine.stats.count == len(data) and engine.stats.cumulative("correct") <= 1
 

@@ -33,11 +33,18 @@ class Source(MemorySource):
 
 def make(tmp_path, values: list[bytes], **sections):
     sections = {"model": {"hidden": [8]}, **sections}
-    settings = load_settings(None, checkpoint={"dir": str(tmp_path), "every_samples": 10**9,
-                                               "every_seconds": 3600}, **sections)
+    settings = load_settings(
+        None,
+        checkpoint={"dir": str(tmp_path), "every_samples": 10**9, "every_seconds": 3600},
+        **sections,
+    )
     source, sink = Source("in", [values]), MemorySink()
-    daemon = Daemon(settings, source_factory=lambda listener: source._bind(listener),
-                    sink_factory=lambda metrics: sink, metrics=Metrics())
+    daemon = Daemon(
+        settings,
+        source_factory=lambda listener: source._bind(listener),
+        sink_factory=lambda metrics: sink,
+        metrics=Metrics(),
+    )
     assert daemon.start()
     return daemon, source, sink
 
@@ -99,8 +106,13 @@ def test_a_value_beyond_float32_is_refused_and_the_model_stays_finite(tmp_path):
 
 
 def test_a_value_beyond_float32_in_a_batch_record_is_refused_alone(tmp_path):
-    batch = {"samples": [{"x": [1, 2, 3], "y": 0}, {"x": [1, -1e39, 3], "y": 1},
-                         {"x": [4, 5, 6], "y": 1}]}
+    batch = {
+        "samples": [
+            {"x": [1, 2, 3], "y": 0},
+            {"x": [1, -1e39, 3], "y": 1},
+            {"x": [4, 5, 6], "y": 1},
+        ]
+    }
     daemon, source, sink = make(tmp_path, [*good(20), json.dumps(batch).encode()])
     drain(daemon, source)
     [dead] = sink.dead
@@ -133,8 +145,7 @@ class InboxLearner:
 def test_a_value_beyond_float32_posted_to_v1_learn_is_refused_with_422(tmp_path):
     daemon, source, _ = make(tmp_path, good(40))
     drain(daemon, source)
-    core = ServingCore(daemon.settings, daemon.snapshots, InboxLearner(daemon),
-                       ServingMetrics())
+    core = ServingCore(daemon.settings, daemon.snapshots, InboxLearner(daemon), ServingMetrics())
     with pytest.raises(RequestError) as refused:
         core.learn([{"x": [1, 2, 3], "y": 0}, {"x": [1e300, 1, 2], "y": 1}])
     assert (refused.value.status, refused.value.reason) == (422, "non_finite")
@@ -151,7 +162,10 @@ def test_a_value_beyond_float32_reaching_the_learner_directly_is_dead_lettered(t
     drain(daemon, source)
     [dead] = sink.dead
     assert (dead.reason, dead.source.topic, dead.sample_index) == (
-        "non_finite", "http:/v1/learn", 1)
+        "non_finite",
+        "http:/v1/learn",
+        1,
+    )
     assert daemon.engine.samples_learned == 41
     assert_finite(daemon.engine)
 
@@ -160,8 +174,10 @@ def test_values_at_the_float32_limit_keep_the_statistics_finite():
     # Finite in float32, but their squares are not: the statistics are float64.
     engine = Engine(ModelSettings(hidden=[8], n_features=3))
     top = 3.4e38
-    batches = [[Sample([top, -top, float(i)], i % 2), Sample([1.0, 2.0, 3.0], 1 - i % 2)]
-               for i in range(10)]
+    batches = [
+        [Sample([top, -top, float(i)], i % 2), Sample([1.0, 2.0, 3.0], 1 - i % 2)]
+        for i in range(10)
+    ]
     for batch in batches:
         engine.process(batch)
     assert engine.scaler.count > 2
@@ -182,8 +198,7 @@ def test_an_integer_label_outside_int64_is_refused(tmp_path, label):
 
 def test_a_400_kb_label_is_refused(tmp_path):
     value = json.dumps({"x": [1, 2, 3], "y": "z" * 400_000}).encode()
-    daemon, source, sink = make(tmp_path, [json.dumps({"x": [1, 2, 3], "y": "a"}).encode(),
-                                           value])
+    daemon, source, sink = make(tmp_path, [json.dumps({"x": [1, 2, 3], "y": "a"}).encode(), value])
     drain(daemon, source)
     [dead] = sink.dead
     assert dead.reason == "bad_label" and len(dead.detail) < 200
@@ -195,29 +210,33 @@ def test_int_and_string_labels_do_not_mix(tmp_path):
     daemon, source, sink = make(tmp_path, values)
     drain(daemon, source)
     assert daemon.engine.labels.labels == [1, 2]
-    assert [(d.reason, d.source.offset) for d in sink.dead] == [("bad_label", 1),
-                                                                 ("bad_label", 3)]
+    assert [(d.reason, d.source.offset) for d in sink.dead] == [("bad_label", 1), ("bad_label", 3)]
     assert "this model's classes are integers; got the string '1'" in sink.dead[0].detail
 
 
 def test_string_labels_refuse_integers():
     engine = Engine(ModelSettings(hidden=[], n_features=1))
     result = engine.process([Sample([0.0], "a"), Sample([1.0], 7), Sample([2.0], True)])
-    assert [(r.index, r.reason) for r in result.rejections] == [(1, "bad_label"),
-                                                                (2, "bad_label")]
+    assert [(r.index, r.reason) for r in result.rejections] == [(1, "bad_label"), (2, "bad_label")]
     assert "this model's classes are strings; got the integer 7" in result.rejections[0].detail
     assert engine.labels.labels == ["a"]
 
 
 def test_junk_labels_cannot_lock_out_real_classes(tmp_path):
-    real = [json.dumps({"x": [i % 3, 1, 2], "y": label}).encode()
-            for i in range(30) for label in ("a", "b")]
+    real = [
+        json.dumps({"x": [i % 3, 1, 2], "y": label}).encode()
+        for i in range(30)
+        for label in ("a", "b")
+    ]
     junk = [json.dumps({"x": [1, 2, 3], "y": f"junk{i}"}).encode() for i in range(64)]
     late = [json.dumps({"x": [2, 2, 2], "y": "c"}).encode()] * 5
     ask = [json.dumps({"x": [2, 2, 2], "id": "q"}).encode()]
-    daemon, source, sink = make(tmp_path, real + junk + late + ask,
-                                model={"hidden": [8], "max_classes": 4},
-                                engine={"max_batch": 4})
+    daemon, source, sink = make(
+        tmp_path,
+        real + junk + late + ask,
+        model={"hidden": [8], "max_classes": 4},
+        engine={"max_batch": 4},
+    )
     drain(daemon, source)
     labels = daemon.engine.labels
     assert labels.labels == ["a", "b", "c", "junk61"]  # a and b were learned 30 times each
@@ -234,8 +253,7 @@ def test_junk_labels_cannot_lock_out_real_classes(tmp_path):
 
 
 def test_a_full_model_without_recycling_refuses_new_labels():
-    engine = Engine(ModelSettings(hidden=[], n_features=1, max_classes=2,
-                                  rare_class_samples=0))
+    engine = Engine(ModelSettings(hidden=[], n_features=1, max_classes=2, rare_class_samples=0))
     engine.process([Sample([0.0], "a"), Sample([1.0], "b")])
     result = engine.process([Sample([2.0], "c")])
     assert [(r.index, r.reason) for r in result.rejections] == [(0, "too_many_classes")]
@@ -261,8 +279,10 @@ def test_the_least_learned_slot_is_recycled_the_oldest_first():
     assert index.encode("e") == 1  # b and d were learned once; b longer ago
     assert index.encode("f") == 3  # d; e's slot was used in this batch
     assert index.labels == ["a", "e", "c", "f"]
-    assert [(r.index, r.old, r.new) for r in index.take_recycled()] == [(1, "b", "e"),
-                                                                       (3, "d", "f")]
+    assert [(r.index, r.old, r.new) for r in index.take_recycled()] == [
+        (1, "b", "e"),
+        (3, "d", "f"),
+    ]
 
 
 def test_a_slot_used_in_the_batch_is_not_recycled_within_it():
@@ -313,7 +333,8 @@ def test_the_engine_never_builds_wider_than_max_features():
     assert [(r.index, r.reason) for r in result.rejections] == [(0, "feature_count")]
     alone = Engine(ModelSettings(hidden=[4], max_features=100))
     assert [r.reason for r in alone.process([Sample([0.0] * 500, 1)]).rejections] == [
-        "feature_count"]
+        "feature_count"
+    ]
     assert alone.n_features is None and alone.pool is None
     with pytest.raises(ModelError, match="max_features"):
         alone._build(500)
@@ -333,8 +354,9 @@ def test_a_long_id_is_refused(tmp_path):
 
 def test_rows_whose_loss_is_not_finite_are_refused_and_the_rest_learned():
     engine = Engine(ModelSettings(standardize=False, n_features=3))
-    result = engine.process([Sample([1.0, 2.0, 3.0], 0), Sample([3e38, 3e38, -3e38], 1),
-                             Sample([0.5, 0.1, 0.2], 1)])
+    result = engine.process(
+        [Sample([1.0, 2.0, 3.0], 0), Sample([3e38, 3e38, -3e38], 1), Sample([0.5, 0.1, 0.2], 1)]
+    )
     assert [(r.index, r.reason) for r in result.rejections] == [(1, "non_finite")]
     assert result.labeled == 2 and engine.samples_learned == 2
     assert_finite(engine)
@@ -360,9 +382,12 @@ def test_a_non_finite_gradient_skips_the_step_and_is_counted(tmp_path):
 
 
 def test_a_learning_rate_of_1e30_is_undone_every_step_and_never_checkpointed(tmp_path):
-    daemon, source, _ = make(tmp_path, good(64), engine={"max_batch": 16},
-                             model={"hidden": [8], "n_features": 3, "optimizer": "sgd",
-                                    "learning_rate": 1e30})
+    daemon, source, _ = make(
+        tmp_path,
+        good(64),
+        engine={"max_batch": 16},
+        model={"hidden": [8], "n_features": 3, "optimizer": "sgd", "learning_rate": 1e30},
+    )
     initial = expert_weights(daemon.engine)
     drain(daemon, source)
     after = expert_weights(daemon.engine)
@@ -428,10 +453,16 @@ def test_a_skipped_step_leaves_batch_norm_statistics_finite():
 def test_a_user_expert_keeps_working_under_the_guard(tmp_path, monkeypatch):
     monkeypatch.setenv("SEQ_LOG", str(tmp_path / "seq.log"))
     values = [json.dumps({"x": [1, i + 1], "y": 1.0}).encode() for i in range(20)]
-    daemon, source, sink = make(tmp_path, [*values, b'{"x": [1, 1e300], "y": 1}'],
-                                model={"task": "regression", "standardize": False,
-                                       "factory": "tests.support.seqexpert:build"},
-                                experts={"enabled": False})
+    daemon, source, sink = make(
+        tmp_path,
+        [*values, b'{"x": [1, 1e300], "y": 1}'],
+        model={
+            "task": "regression",
+            "standardize": False,
+            "factory": "tests.support.seqexpert:build",
+        },
+        experts={"enabled": False},
+    )
     drain(daemon, source)
     assert [d.reason for d in sink.dead] == ["non_finite"]
     assert daemon.engine.expert.last_seq == {1: 20}

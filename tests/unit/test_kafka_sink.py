@@ -64,10 +64,9 @@ def test_during_an_outage_outputs_queue_without_a_blocking_send_each(sink):
     sink.retry()
     assert sink.pending == 0
     assert [value for _, value in producer.sent][:2] == [
-        b'{"id": "p0", "prediction": 0, "probabilities": null, "model_version": 1, '
-        b'"expert": "0"}',
-        b'{"id": "p1", "prediction": 0, "probabilities": null, "model_version": 1, '
-        b'"expert": "0"}']
+        b'{"id": "p0", "prediction": 0, "probabilities": null, "model_version": 1, "expert": "0"}',
+        b'{"id": "p1", "prediction": 0, "probabilities": null, "model_version": 1, "expert": "0"}',
+    ]
     assert len(producer.sent) == 500
 
 
@@ -87,5 +86,6 @@ def test_a_size_the_broker_refuses_is_dropped_and_counted_not_retried(sink):
     assert sink.flush(1)
     value = sink._metrics.registry.get_sample_value(
         "streamlearn_outputs_dropped_total",
-        {"topic": "streamlearn.predictions", "reason": "too_large"})
+        {"topic": "streamlearn.predictions", "reason": "too_large"},
+    )
     assert value == 2

@@ -49,12 +49,23 @@ def _core(labels=LABELS) -> ServingCore:
     def forward(x):
         return torch.tensor([[5.0, -5.0]]).repeat(x.shape[0], 1)
 
-    predictor = Predictor("classification", labels, {"0": forward}, fixed_route("0"),
-                          torch.device("cpu"))
+    predictor = Predictor(
+        "classification", labels, {"0": forward}, fixed_route("0"), torch.device("cpu")
+    )
     board = SnapshotBoard()
-    board.publish(Snapshot(version=7, created=0.0, task="classification", n_features=2,
-                           feature_names=None, labels=labels, expert_id="0", experts=(),
-                           predictor=predictor))
+    board.publish(
+        Snapshot(
+            version=7,
+            created=0.0,
+            task="classification",
+            n_features=2,
+            feature_names=None,
+            labels=labels,
+            expert_id="0",
+            experts=(),
+            predictor=predictor,
+        )
+    )
     return ServingCore(load_settings(None), board, Learner(), ServingMetrics())
 
 
@@ -67,16 +78,18 @@ def test_predictions_keep_the_metadata_datatype_when_every_row_predicts_an_integ
     answer = core.infer("streamlearn", [TensorIn("input", "FP32", [2, 2], [[1, 2], [3, 4]])])
     outputs = {t.name: t for t in answer.outputs}
     assert _declared(core)["predictions"] == "BYTES"
-    assert (outputs["predictions"].datatype, outputs["predictions"].data) == (
-        "BYTES", ["0", "0"])
+    assert (outputs["predictions"].datatype, outputs["predictions"].data) == ("BYTES", ["0", "0"])
     assert outputs["classes"].datatype == "BYTES"
 
 
 def test_grpc_answers_the_declared_datatype_too():
     servicer = InferenceServicer(_core())
     tensor = pb.ModelInferRequest.InferInputTensor(
-        name="input", datatype="FP32", shape=[1, 2],
-        contents=pb.InferTensorContents(fp32_contents=[1.0, 2.0]))
+        name="input",
+        datatype="FP32",
+        shape=[1, 2],
+        contents=pb.InferTensorContents(fp32_contents=[1.0, 2.0]),
+    )
     request = pb.ModelInferRequest(model_name="streamlearn", inputs=[tensor])
     response = servicer.ModelInfer(request, Context())
     predictions = next(o for o in response.outputs if o.name == "predictions")

@@ -27,11 +27,15 @@ def test_cnn_recognizes_flattened_images_of_any_channel_count():
     assert ImageCnn([3, 8, 8], 10, [4], norm="layer")(torch.randn(2, 192)).shape == (2, 10)
 
 
-@pytest.mark.parametrize("model", [
-    ModelSettings(hidden=[8], norm="batch", max_classes=3),
-    ModelSettings(architecture="cnn", image_shape=[4, 4], hidden=[4, 8], norm="batch",
-                  max_classes=3),
-])
+@pytest.mark.parametrize(
+    "model",
+    [
+        ModelSettings(hidden=[8], norm="batch", max_classes=3),
+        ModelSettings(
+            architecture="cnn", image_shape=[4, 4], hidden=[4, 8], norm="batch", max_classes=3
+        ),
+    ],
+)
 def test_norm_experts_conform_and_learn_from_a_single_row(model):
     make = lambda: build_expert(model, 16, torch.device("cpu"), seed=0)  # noqa: E731
     x, y = torch.randn(8, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
@@ -46,6 +50,9 @@ def test_checkpoints_from_before_the_norm_settings_still_fit_the_defaults():
         del old[key]
     state = CheckpointState({}, {}, old)
     check_compatible(state, ModelSettings(), Path("c.ckpt"))
-    with pytest.raises(CheckpointError, match=r"model\.norm: checkpoint 'none', settings "
-                                              r"'batch'"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"model\.norm: checkpoint 'none', settings "
+        r"'batch'",
+    ):
         check_compatible(state, ModelSettings(norm="batch"), Path("c.ckpt"))

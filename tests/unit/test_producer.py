@@ -19,8 +19,12 @@ from streamlearn.producer import JsonLines, connect, key_of_field, key_of_templa
 
 
 def streamlearn(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "streamlearn", *args], capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "streamlearn", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_key_of_field_takes_strings_as_they_are_and_other_values_as_json():
@@ -30,13 +34,18 @@ def test_key_of_field_takes_strings_as_they_are_and_other_values_as_json():
     assert key(3, b'{"x": [1], "id": {"a": 1}}') == b'{"a": 1}'
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (b'{"x": [1], "y": 0}', "record 4: field 'id' is missing; --key id keys each record by "
-                            "it (fields: x, y)"),
-    (b'{"x": [1], "id": null}', "record 4: field 'id' is null"),
-    (b"not json", "record 4: not a JSON object, so --key id has no field to key it by"),
-    (b"[1, 2]", "record 4: not a JSON object"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            b'{"x": [1], "y": 0}',
+            "record 4: field 'id' is missing; --key id keys each record by it (fields: x, y)",
+        ),
+        (b'{"x": [1], "id": null}', "record 4: field 'id' is null"),
+        (b"not json", "record 4: not a JSON object, so --key id has no field to key it by"),
+        (b"[1, 2]", "record 4: not a JSON object"),
+    ],
+)
 def test_key_of_field_names_the_record_without_it(value, message):
     with pytest.raises(StreamlearnError, match="^" + re.escape(message)):
         key_of_field("id")(4, value)
@@ -45,8 +54,11 @@ def test_key_of_field_names_the_record_without_it(value, message):
 def test_key_of_template_formats_the_records_fields():
     key = key_of_template("{source}-{id:>04}")
     assert key(1, b'{"x": [1], "source": "s3", "id": 7}') == b"s3-0007"
-    with pytest.raises(StreamlearnError, match=r"^record 2: field 'source' is missing for "
-                                               r"--key-template '\{source\}-\{id:>04\}'"):
+    with pytest.raises(
+        StreamlearnError,
+        match=r"^record 2: field 'source' is missing for "
+        r"--key-template '\{source\}-\{id:>04\}'",
+    ):
         key(2, b'{"x": [1], "id": 7}')
 
 
@@ -72,8 +84,9 @@ def test_help_documents_both_key_options():
 
 
 def test_key_and_key_template_exclude_each_other(tmp_path):
-    done = streamlearn("produce", "--file", str(tmp_path / "x"), "--key", "id",
-                       "--key-template", "{id}")
+    done = streamlearn(
+        "produce", "--file", str(tmp_path / "x"), "--key", "id", "--key-template", "{id}"
+    )
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
 
 
@@ -86,7 +99,8 @@ def test_an_unreachable_broker_is_one_line_and_exit_1_within_seconds(tmp_path):
     took = time.monotonic() - began
     assert done.returncode == 1
     assert done.stderr.splitlines() == [
-        f"error: cannot reach a Kafka broker at {servers} within 3 s (KafkaTimeoutError)"]
+        f"error: cannot reach a Kafka broker at {servers} within 3 s (KafkaTimeoutError)"
+    ]
     assert "Traceback" not in done.stderr + done.stdout
     assert took < 10, f"took {took:.1f} s"
 

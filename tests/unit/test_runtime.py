@@ -101,8 +101,9 @@ def trained_engine() -> Engine:
 
 
 def reader_for(directory: Path, engine: Engine) -> SnapshotReader:
-    return SnapshotReader(directory, Assembler(engine.settings, ExpertsSettings(),
-                                               torch.device("cpu")))
+    return SnapshotReader(
+        directory, Assembler(engine.settings, ExpertsSettings(), torch.device("cpu"))
+    )
 
 
 def test_a_written_snapshot_reads_back_and_answers_as_the_engine_does(tmp_path):
@@ -120,8 +121,7 @@ def test_a_written_snapshot_reads_back_and_answers_as_the_engine_does(tmp_path):
     answer = snapshot.predict(torch.tensor(x))
     assert answer.predictions == [expected.prediction]
     names = [str(label) for label in engine.labels.labels]
-    assert dict(zip(names, answer.probabilities[0].tolist(), strict=True)) == \
-        expected.probabilities
+    assert dict(zip(names, answer.probabilities[0].tolist(), strict=True)) == expected.probabilities
 
 
 def test_only_changed_experts_are_written_and_old_files_are_collected(tmp_path):
@@ -170,8 +170,9 @@ def test_restarts_back_off_while_a_child_keeps_dying(monkeypatch):
 
 
 def test_a_child_gets_the_settings_with_their_secrets(tmp_path):
-    settings = load_settings(None, serve={"auth_token": "a-long-enough-token"},
-                             checkpoint={"dir": str(tmp_path)})
+    settings = load_settings(
+        None, serve={"auth_token": "a-long-enough-token"}, checkpoint={"dir": str(tmp_path)}
+    )
     document = settings_document(settings)
     assert document["serve"]["auth_token"] == "a-long-enough-token"
     child = Settings.model_validate(document)

@@ -1,6 +1,5 @@
 """The selector and the replay memory on their own: seeded, with exact expectations."""
 
-
 import pytest
 import torch
 
@@ -31,8 +30,7 @@ def test_a_reservoir_round_trips_and_continues_identically():
     more = torch.randn(40, 3), torch.arange(80, 120)
     a.add(*more)
     b.add(*more)
-    assert torch.equal(a.rows()[0], b.rows()[0]) and torch.equal(a.sample(10)[1],
-                                                                 b.sample(10)[1])
+    assert torch.equal(a.rows()[0], b.rows()[0]) and torch.equal(a.sample(10)[1], b.sample(10)[1])
 
 
 def test_class_balanced_replay_gives_a_rare_class_its_share():
@@ -57,8 +55,7 @@ def two_clusters(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torc
 
 def test_the_selector_routes_a_clear_two_regime_input():
     generator = torch.Generator().manual_seed(0)
-    selector = Selector(SelectorSettings(), 4, max_experts=4, device=torch.device("cpu"),
-                        seed=0)
+    selector = Selector(SelectorSettings(), 4, max_experts=4, device=torch.device("cpu"), seed=0)
     for _ in range(300):
         x, slot = two_clusters(32, generator)
         for s in (0, 1):
@@ -83,8 +80,7 @@ def test_an_unsure_selector_falls_back_to_the_active_expert():
 
 
 def test_a_forgotten_slot_loses_its_pairs():
-    selector = Selector(SelectorSettings(), 4, max_experts=3, device=torch.device("cpu"),
-                        seed=0)
+    selector = Selector(SelectorSettings(), 4, max_experts=3, device=torch.device("cpu"), seed=0)
     x = torch.randn(10, 4)
     selector.observe(x, x, 0, alive=[0, 1])
     selector.observe(x, x, 1, alive=[0, 1])
@@ -100,8 +96,9 @@ def test_replay_mixes_old_samples_into_each_step(ratio, extra):
     from streamlearn.settings import ExpertsSettings, ModelSettings
     from streamlearn.types import Sample
 
-    engine = Engine(ModelSettings(hidden=[4]),
-                    experts=ExpertsSettings(replay=ReplaySettings(ratio=ratio)))
+    engine = Engine(
+        ModelSettings(hidden=[4]), experts=ExpertsSettings(replay=ReplaySettings(ratio=ratio))
+    )
     batches = [[Sample([float(i), 1.0], i % 2) for i in range(32)] for _ in range(3)]
     engine.process(batches[0])
     member = engine.pool.active

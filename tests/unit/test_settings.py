@@ -65,17 +65,24 @@ def test_cross_field_rules():
 def test_cli_reports_bad_settings_with_exit_code_2_and_no_traceback(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("model:\n  learning_rate: -1\n  activaton: relu\n")
-    proc = subprocess.run([sys.executable, "-m", "streamlearn", "run", "--config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamlearn", "run", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert "model.learning_rate" in proc.stderr and "model.activaton" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
 def test_cli_reports_an_unreadable_file(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "streamlearn", "run", "--config",
-                           str(tmp_path / "missing.yaml")], capture_output=True, text=True,
-                          timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-m", "streamlearn", "run", "--config", str(tmp_path / "missing.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2 and "cannot read" in proc.stderr
 
 
@@ -99,8 +106,9 @@ def test_nested_drift_settings_come_from_the_environment(monkeypatch):
 
 def test_class_balanced_replay_needs_a_classifier():
     with pytest.raises(SettingsError, match=r"class_balanced needs model\.task"):
-        load_settings(None, model={"task": "regression"},
-                      experts={"replay": {"class_balanced": True}})
+        load_settings(
+            None, model={"task": "regression"}, experts={"replay": {"class_balanced": True}}
+        )
 
 
 def test_expert_settings_come_from_the_environment_and_are_checked(monkeypatch):
@@ -126,8 +134,11 @@ def test_entropy_methods_need_a_classifier_and_auto_resolves_per_task():
 def test_image_settings_are_checked(monkeypatch):
     with pytest.raises(SettingsError, match=r"architecture: 'cnn' needs image_shape"):
         load_settings(None, model={"architecture": "cnn"})
-    with pytest.raises(SettingsError, match=r"image_shape \[8, 8\] holds 64 values, but there "
-                                            r"are 10 features"):
+    with pytest.raises(
+        SettingsError,
+        match=r"image_shape \[8, 8\] holds 64 values, but there "
+        r"are 10 features",
+    ):
         load_settings(None, model={"image_shape": [8, 8], "n_features": 10})
     with pytest.raises(SettingsError, match=r"give \[H, W\] or \[C, H, W\]"):
         load_settings(None, model={"image_shape": [64]})
@@ -143,17 +154,30 @@ def test_a_memory_of_one_row_is_refused():
 # -- the bearer token ------------------------------------------------------------------------
 
 GOOD_TOKEN = "c0ffee5e1d2a4b7f9e3c8a61d5b2"  # random-looking, 28 characters
-WEAK_TOKENS = ["short-1a2b", "change-me", "ChangeMe", "CHANGE_ME_CHANGE_ME",
-               "your-token-here", "your-secret-token-here", "password12345678",
-               "streamlearn-token-2024", "xxxxxxxxxxxxxxxxxxxx"]
+WEAK_TOKENS = [
+    "short-1a2b",
+    "change-me",
+    "ChangeMe",
+    "CHANGE_ME_CHANGE_ME",
+    "your-token-here",
+    "your-secret-token-here",
+    "password12345678",
+    "streamlearn-token-2024",
+    "xxxxxxxxxxxxxxxxxxxx",
+]
 
 
 def run_cli(*args, env=None):
     import os
 
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "streamlearn", *args], capture_output=True,
-                          text=True, timeout=60, env=full_env)
+    return subprocess.run(
+        [sys.executable, "-m", "streamlearn", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=full_env,
+    )
 
 
 @pytest.mark.parametrize("token", WEAK_TOKENS)
@@ -186,10 +210,15 @@ def test_cross_field_errors_never_echo_the_section_or_its_token(tmp_path):
     with pytest.raises(SettingsError, match="auth_token or auth_token_file") as info:
         load_settings(None, serve={"auth_token": GOOD_TOKEN, "auth_token_file": "t"})
     assert info.value.problems == [
-        "serve: Value error, set auth_token or auth_token_file, not both"]
+        "serve: Value error, set auth_token or auth_token_file, not both"
+    ]
     with pytest.raises(SettingsError, match=r"drift\.signal: 'error' needs") as info:
-        load_settings(None, serve={"auth_token": GOOD_TOKEN}, model={"task": "regression"},
-                      drift={"signal": "error"})
+        load_settings(
+            None,
+            serve={"auth_token": GOOD_TOKEN},
+            model={"task": "regression"},
+            drift={"signal": "error"},
+        )
     assert GOOD_TOKEN not in str(info.value)
 
 
@@ -215,8 +244,11 @@ def test_run_refuses_a_weak_token_with_exit_code_2_and_never_prints_it(tmp_path)
     both = tmp_path / "both.yaml"
     both.write_text(f"serve:\n  auth_token: {GOOD_TOKEN}\n  auth_token_file: /t\n")
     cross = run_cli("run", "--config", str(both))
-    for proc, token in ((from_file, "yaml-tok-7d1"), (from_env, "env-tok-5c2"),
-                        (cross, GOOD_TOKEN)):
+    for proc, token in (
+        (from_file, "yaml-tok-7d1"),
+        (from_env, "env-tok-5c2"),
+        (cross, GOOD_TOKEN),
+    ):
         assert proc.returncode == 2, proc.stderr
         assert "serve" in proc.stderr and "Traceback" not in proc.stderr
         assert token not in (proc.stderr + proc.stdout).replace("\n", "")  # rich wraps
@@ -241,8 +273,13 @@ def test_a_weak_token_file_is_refused_naming_the_file_not_its_content(tmp_path, 
 def test_run_refuses_a_weak_token_file_with_exit_code_2(tmp_path):
     token = tmp_path / "token"
     token.write_text("file-tok-3e8\n")
-    proc = run_cli("run", env={"STREAMLEARN_SERVE__AUTH_TOKEN_FILE": str(token),
-                               "STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+    proc = run_cli(
+        "run",
+        env={
+            "STREAMLEARN_SERVE__AUTH_TOKEN_FILE": str(token),
+            "STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        },
+    )
     assert proc.returncode == 2, proc.stderr
     assert "serve.auth_token_file" in proc.stderr and str(token) in proc.stderr.replace("\n", "")
     assert "file-tok-3e8" not in (proc.stderr + proc.stdout).replace("\n", "")

@@ -46,8 +46,7 @@ def test_snapshot_matches_the_engine_prediction_path():
     got = build_snapshot(e).predict(torch.tensor(x))
     assert got.predictions == [expected.prediction]
     names = [str(label) for label in e.labels.labels]
-    assert dict(zip(names, got.probabilities[0].tolist(), strict=True)) == \
-        expected.probabilities
+    assert dict(zip(names, got.probabilities[0].tolist(), strict=True)) == expected.probabilities
 
 
 def test_publish_skips_unchanged_versions_and_never_goes_back():
@@ -69,6 +68,8 @@ def test_a_failed_build_keeps_the_previous_snapshot(monkeypatch):
     e = engine()
     good = board.publish_from(e)
     e.process(samples(32))
-    monkeypatch.setattr("streamlearn.serve.snapshot.build_snapshot",
-                        lambda engine: (_ for _ in ()).throw(RuntimeError("out of memory")))
+    monkeypatch.setattr(
+        "streamlearn.serve.snapshot.build_snapshot",
+        lambda engine: (_ for _ in ()).throw(RuntimeError("out of memory")),
+    )
     assert board.publish_from(e) is good and board.current is good
