@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint bench proto clean
+.PHONY: demo test test-fast lint bench proto clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra --durations=20
 
+# The unit tests without the slow ones: no broker, no subprocesses, under a minute.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit -m "not slow"
+
 lint: $(STAMP)
-	$(BIN)/ruff check streamlearn tests benchmarks
+	$(BIN)/ruff check streamlearn tests benchmarks scripts
+	$(BIN)/ruff format --check streamlearn tests benchmarks scripts
 	$(BIN)/mypy --strict streamlearn
 	$(BIN)/python scripts/protogen.py --check
 
