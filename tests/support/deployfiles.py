@@ -12,7 +12,8 @@ DEPLOY = Path(__file__).parents[2] / "deploy"
 
 
 def dashboard() -> dict[str, Any]:
-    return json.loads((DEPLOY / "grafana/dashboards/streamlearn.json").read_text())
+    board: dict[str, Any] = json.loads((DEPLOY / "grafana/dashboards/streamlearn.json").read_text())
+    return board
 
 
 def dashboard_exprs() -> list[str]:

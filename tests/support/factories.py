@@ -14,7 +14,8 @@ class SmallCnn(nn.Module):
         self.head = nn.Linear(4 * n_features, n_outputs)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.conv(x.unsqueeze(1)).relu().flatten(1))
+        out: Tensor = self.head(self.conv(x.unsqueeze(1)).relu().flatten(1))
+        return out
 
 
 def small_cnn(n_features: int, n_outputs: int, settings: Any) -> nn.Module:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -57,4 +57,9 @@ def build(n_features: int, n_outputs: int, settings: Any) -> SequenceCheckExpert
 
 def read_log(path: str) -> list[tuple[int, int, int]]:
     with open(path, encoding="utf-8") as handle:
-        return [tuple(int(v) for v in line.split()) for line in handle if line.strip()]
+        # Each line is written as "key seq step": three fields (the cast does not check it).
+        return [
+            cast(tuple[int, int, int], tuple(int(v) for v in line.split()))
+            for line in handle
+            if line.strip()
+        ]

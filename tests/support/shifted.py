@@ -45,5 +45,7 @@ def answer(engine: Engine, x: np.ndarray, batch: int = 32) -> np.ndarray:
     out: list[int] = []
     for start in range(0, len(x), batch):
         result = engine.process([Sample(r, None) for r in x[start : start + batch].tolist()])
-        out += [int(p.prediction) for p in result.predictions]
+        for p in result.predictions:
+            assert p.prediction is not None
+            out.append(int(p.prediction))
     return np.array(out)
