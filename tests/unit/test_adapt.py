@@ -46,7 +46,7 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_source_model_errs_on_the_shift_and_none_leaves_it_alone():
+def test_source_model_errs_on_the_shift_and_none_leaves_it_alone() -> None:
     learner = trained("none")
     before = weights(learner)
     x, y = blobs(1, 1000)
@@ -57,7 +57,7 @@ def test_source_model_errs_on_the_shift_and_none_leaves_it_alone():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_each_method_lowers_error_on_a_shifted_stream(method):
+def test_each_method_lowers_error_on_a_shifted_stream(method) -> None:
     x, y = blobs(1, 1000)
     shifted = miscalibrated(x)
     source = (answer(trained("none"), shifted) != y).mean()
@@ -65,7 +65,7 @@ def test_each_method_lowers_error_on_a_shifted_stream(method):
     assert adapted < 0.5 * source, (method, source, adapted)
 
 
-def test_auto_is_cotta_for_a_classifier_norm_for_a_regressor_and_none_without_batch_norm():
+def test_auto_is_cotta_for_a_classifier_norm_for_a_regressor_and_none_without_batch_norm() -> None:
     assert engine("auto").adapt_method == "none"  # until the network is built
     assert trained("auto").adapt_method == "cotta"
     regressor = ModelSettings(task="regression", hidden=[8], norm="batch", n_features=3)
@@ -76,7 +76,7 @@ def test_auto_is_cotta_for_a_classifier_norm_for_a_regressor_and_none_without_ba
     assert engine("tent", ModelSettings(hidden=[8], norm="layer", n_features=3)).adapter
 
 
-def test_tent_changes_only_normalization_parameters():
+def test_tent_changes_only_normalization_parameters() -> None:
     learner = trained("tent")
     before = weights(learner)
     answer(learner, miscalibrated(blobs(1, 256)[0]))
@@ -87,7 +87,7 @@ def test_tent_changes_only_normalization_parameters():
     assert all(k.startswith(("1.", "4.")) for k in changed), changed
 
 
-def test_adaptation_bumps_the_model_version_and_reports_counts():
+def test_adaptation_bumps_the_model_version_and_reports_counts() -> None:
     learner = trained("cotta")
     version = learner.version
     result = learner.process([Sample(r, None) for r in miscalibrated(blobs(1, 32)[0]).tolist()])
@@ -98,14 +98,14 @@ def test_adaptation_bumps_the_model_version_and_reports_counts():
     assert learner.pool is not None and learner.pool.active.adaptations == 1
 
 
-def test_rows_wait_until_a_batch_is_gathered():
+def test_rows_wait_until_a_batch_is_gathered() -> None:
     learner = trained("norm", batch_size=32)
     rows = miscalibrated(blobs(1, 31)[0]).tolist()
     assert learner.process([Sample(r, None) for r in rows]).adapt.steps == 0
     assert learner.process([Sample(rows[0], None)]).adapt.steps == 1
 
 
-def test_a_labeled_step_moves_the_anchor_to_the_labeled_state():
+def test_a_labeled_step_moves_the_anchor_to_the_labeled_state() -> None:
     learner = trained("tent")
     answer(learner, miscalibrated(blobs(1, 128)[0]))
     learn(learner, *blobs(2, 32))
@@ -117,7 +117,7 @@ def test_a_labeled_step_moves_the_anchor_to_the_labeled_state():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_state_round_trip_continues_identically(method):
+def test_state_round_trip_continues_identically(method) -> None:
     a = trained(method)
     answer(a, miscalibrated(blobs(1, 200)[0]))  # leaves 8 rows waiting
     b = engine(method)
@@ -127,7 +127,7 @@ def test_state_round_trip_continues_identically(method):
     assert same(weights(a), weights(b))
 
 
-def test_state_of_another_method_is_not_applied():
+def test_state_of_another_method_is_not_applied() -> None:
     a = trained("tent")
     answer(a, miscalibrated(blobs(1, 64)[0]))
     b = engine("cotta")
@@ -136,7 +136,7 @@ def test_state_of_another_method_is_not_applied():
     assert same(weights(a), weights(b))  # the weights themselves are the expert's
 
 
-def test_regression_adapts_statistics():
+def test_regression_adapts_statistics() -> None:
     regressor = ModelSettings(
         task="regression", hidden=[16], norm="batch", seed=0, learning_rate=0.01
     )
@@ -149,7 +149,7 @@ def test_regression_adapts_statistics():
     assert not same(before, weights(learner))
 
 
-def test_served_rows_adapt_without_answers():
+def test_served_rows_adapt_without_answers() -> None:
     learner = trained("norm")
     before = weights(learner)
     rows = miscalibrated(blobs(1, 32)[0]).tolist()

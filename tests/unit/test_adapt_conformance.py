@@ -39,7 +39,7 @@ NETWORKS = {
 
 @pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("method", ["norm", "tent", "cotta"])
-def test_method_conforms(method, network):
+def test_method_conforms(method, network) -> None:
     build, shape = NETWORKS[network]
     torch.manual_seed(0)
     module = build()
@@ -49,7 +49,7 @@ def test_method_conforms(method, network):
     check_adapt_method(make, module, torch.randn(12, 16) * 2 + 1, n_classes=4)
 
 
-def test_image_augmentation_shifts_by_at_most_one_pixel_and_keeps_shape():
+def test_image_augmentation_shifts_by_at_most_one_pixel_and_keeps_shape() -> None:
     augment = Augmenter(AdaptSettings(noise_sd=0.0), [3, 3], torch.Generator().manual_seed(0))
     image = torch.zeros(1, 9)
     image[0, 4] = 1.0  # the centre pixel
@@ -57,7 +57,7 @@ def test_image_augmentation_shifts_by_at_most_one_pixel_and_keeps_shape():
     assert moved.shape == (1, 9) and float(moved.sum()) == 1.0
 
 
-def test_tabular_augmentation_drops_features_and_adds_noise_reproducibly():
+def test_tabular_augmentation_drops_features_and_adds_noise_reproducibly() -> None:
     def draw():
         return Augmenter(
             AdaptSettings(noise_sd=0.0, feature_dropout=0.5), None, torch.Generator().manual_seed(1)

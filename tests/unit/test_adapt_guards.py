@@ -30,7 +30,7 @@ def adapt_until_reset(learner, rows, batch: int = 32):
     return None
 
 
-def test_one_class_for_a_whole_window_is_a_marginal_collapse_and_resets_to_the_anchor():
+def test_one_class_for_a_whole_window_is_a_marginal_collapse_and_resets_to_the_anchor() -> None:
     learner = trained_with(
         "tent", learning_rate=0.5, guards={"window": 64, "min_marginal": 0.3, "min_entropy": 0.0}
     )
@@ -41,7 +41,7 @@ def test_one_class_for_a_whole_window_is_a_marginal_collapse_and_resets_to_the_a
     assert same(anchor, weights(learner))
 
 
-def test_entropy_driven_to_zero_is_an_entropy_collapse():
+def test_entropy_driven_to_zero_is_an_entropy_collapse() -> None:
     learner = trained_with(
         "tent",
         learning_rate=0.5,
@@ -57,7 +57,7 @@ def test_entropy_driven_to_zero_is_an_entropy_collapse():
     assert fired is not None and fired[1] == "entropy", fired
 
 
-def test_wrecked_weights_fail_the_guard_set():
+def test_wrecked_weights_fail_the_guard_set() -> None:
     learner = trained_with(
         "cotta",
         learning_rate=1.0,
@@ -76,18 +76,18 @@ def test_wrecked_weights_fail_the_guard_set():
     assert same(learner.adapter.experts["0"].anchor, weights(learner))
 
 
-def test_periodic_reset():
+def test_periodic_reset() -> None:
     learner = trained_with("norm", guards={"reset_every": 64})
     assert adapt_until_reset(learner, SHIFTED) == (1, "periodic")
 
 
-def test_uncertain_rows_are_kept_out_of_the_gradient():
+def test_uncertain_rows_are_kept_out_of_the_gradient() -> None:
     learner = trained_with("tent", guards={"max_entropy": 1e-9})
     result = learner.process([Sample(r, None) for r in SHIFTED[:32].tolist()])
     assert result.adapt.skipped == 32 and result.adapt.adapted == 0
 
 
-def test_guard_window_fires_exactly_when_full():
+def test_guard_window_fires_exactly_when_full() -> None:
     guard = Guard(GuardSettings(window=16, min_marginal=0.5), seed=0)
     entropy, one_class = torch.full((8,), 0.5), torch.zeros(8, dtype=torch.long)
     assert guard.observe(entropy, one_class, n_classes=4) is None  # 8 of 16
@@ -100,7 +100,7 @@ def test_guard_window_fires_exactly_when_full():
     assert guard.observe(torch.zeros(8), mixed, n_classes=4) == "entropy"
 
 
-def test_memory_keeps_classes_balanced_on_a_sorted_stream():
+def test_memory_keeps_classes_balanced_on_a_sorted_stream() -> None:
     memory = BalancedMemory(capacity=6)
     memory.add(torch.arange(6.0)[:, None], torch.tensor([0, 0, 0, 0, 1, 1]))
     # Class 2 is new: it replaces the oldest row of the class furthest over its quota of
@@ -114,7 +114,7 @@ def test_memory_keeps_classes_balanced_on_a_sorted_stream():
     assert sorted(memory.labels) == [0, 0, 1, 1, 2, 2]
 
 
-def test_memory_quotas_follow_the_labels_shares():
+def test_memory_quotas_follow_the_labels_shares() -> None:
     memory = BalancedMemory(capacity=10)
     shares = [0.8, 0.2]
     memory.add(torch.zeros(10, 1), torch.tensor([0] * 5 + [1] * 5), shares)
@@ -122,7 +122,7 @@ def test_memory_quotas_follow_the_labels_shares():
     assert sorted(memory.labels) == [0] * 8 + [1] * 2  # 80/20, as labeled
 
 
-def test_guards_keep_counting_when_labels_arrive_between_unlabeled_batches():
+def test_guards_keep_counting_when_labels_arrive_between_unlabeled_batches() -> None:
     learner = trained_with("norm", guards={"reset_every": 128})
     x, y = blobs(5, 1000)
     resets = []
@@ -136,7 +136,7 @@ def test_guards_keep_counting_when_labels_arrive_between_unlabeled_batches():
     assert len(learner.adapter.experts["0"].memory) == 0  # the rows that led here are gone
 
 
-def test_an_imbalanced_stream_is_no_marginal_collapse():
+def test_an_imbalanced_stream_is_no_marginal_collapse() -> None:
     x, y = blobs(0, 12_000)
     keep = (y == 0) | ((y == 1) & (np.arange(len(y)) % 19 == 0))  # class 1 is 5% of rows
     x, y = x[keep], y[keep]
@@ -150,7 +150,7 @@ def test_an_imbalanced_stream_is_no_marginal_collapse():
     assert memory.labels.count(1) == 4  # its share of the labels (7%) of 64 rows, not half
 
 
-def test_a_guard_set_of_one_row_is_no_guard_set_yet():
+def test_a_guard_set_of_one_row_is_no_guard_set_yet() -> None:
     learner = engine("cotta")
     learn(learner, *blobs(0, 1))  # batch norm learns one row with its statistics frozen
     result = learner.process([Sample(r, None) for r in SHIFTED[:32].tolist()])
@@ -158,7 +158,7 @@ def test_a_guard_set_of_one_row_is_no_guard_set_yet():
     assert learner.adapter.experts["0"].guard.anchor_accuracy is None
 
 
-def test_memory_restores_its_newest_rows_into_a_smaller_capacity():
+def test_memory_restores_its_newest_rows_into_a_smaller_capacity() -> None:
     memory = BalancedMemory(capacity=6)
     memory.add(torch.arange(6.0)[:, None], torch.tensor([0, 1, 2, 0, 1, 2]))
     smaller = BalancedMemory(capacity=4)
@@ -167,7 +167,7 @@ def test_memory_restores_its_newest_rows_into_a_smaller_capacity():
     assert smaller.labels == [2, 0, 1, 2]
 
 
-def test_a_changed_window_starts_empty_after_a_restore():
+def test_a_changed_window_starts_empty_after_a_restore() -> None:
     guard = Guard(GuardSettings(window=16), seed=0)
     guard.observe(torch.zeros(16), torch.zeros(16, dtype=torch.long), n_classes=4)
     wider = Guard(GuardSettings(window=32), seed=0)

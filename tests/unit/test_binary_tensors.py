@@ -30,18 +30,18 @@ def refused(call, *args):
 # -- the request: header length, header JSON ---------------------------------------------
 
 
-def test_split_cuts_the_header_from_the_binary_data():
+def test_split_cuts_the_header_from_the_binary_data() -> None:
     header, data = binary.split(b'{"a": 1}' + FP32_ROWS, "8")
     assert header == b'{"a": 1}' and bytes(data) == FP32_ROWS
 
 
-def test_the_whole_body_may_be_the_header():
+def test_the_whole_body_may_be_the_header() -> None:
     header, data = binary.split(b"{}", "2")
     assert header == b"{}" and len(data) == 0
 
 
 @pytest.mark.parametrize("value", ["", "abc", "-1", "1_0", "+3", "1.0", "\u00b2"])
-def test_a_header_length_that_is_not_a_byte_count_is_400(value):
+def test_a_header_length_that_is_not_a_byte_count_is_400(value) -> None:
     assert refused(binary.split, b"{}", value) == (
         400,
         "bad_request",
@@ -49,7 +49,7 @@ def test_a_header_length_that_is_not_a_byte_count_is_400(value):
     )
 
 
-def test_a_header_length_past_the_body_is_400():
+def test_a_header_length_past_the_body_is_400() -> None:
     assert refused(binary.split, b"{}", "3") == (
         400,
         "bad_request",
@@ -57,11 +57,11 @@ def test_a_header_length_past_the_body_is_400():
     )
 
 
-def test_the_header_is_json():
+def test_the_header_is_json() -> None:
     assert binary.parse_header(b'{"inputs": []}') == {"inputs": []}
 
 
-def test_a_header_that_is_not_json_is_400_naming_its_length():
+def test_a_header_that_is_not_json_is_400_naming_its_length() -> None:
     status, reason, message = refused(binary.parse_header, b'{"inputs": [')
     assert (status, reason) == (400, "malformed_json")
     assert message.startswith(
@@ -70,7 +70,7 @@ def test_a_header_that_is_not_json_is_400_naming_its_length():
     )
 
 
-def test_a_header_that_is_not_utf8_is_400():
+def test_a_header_that_is_not_utf8_is_400() -> None:
     assert refused(binary.parse_header, b'{"\xff": 1}') == (
         400,
         "malformed_json",
@@ -82,14 +82,14 @@ def test_a_header_that_is_not_utf8_is_400():
 # -- the request: inputs ----------------------------------------------------------------
 
 
-def test_binary_input_decodes_to_the_exact_values():
+def test_binary_input_decodes_to_the_exact_values() -> None:
     (tensor,) = binary.tensors_in([header_input(size=16)], memoryview(FP32_ROWS))
     assert (tensor.name, tensor.datatype, tensor.shape) == ("input", "FP32", [1, 4])
     assert tensor.data.dtype == np.dtype("<f4") and tensor.data.tolist() == [0.5, -1, 2.25, 0]
     assert tensor.data.flags.writeable  # a copy, not a view of the request's bytes
 
 
-def test_inputs_take_their_bytes_in_order_and_json_inputs_keep_their_data():
+def test_inputs_take_their_bytes_in_order_and_json_inputs_keep_their_data() -> None:
     data = np.array([1, -2], "<i8").tobytes() + np.array([3.5], "<f8").tobytes()
     inputs = [
         header_input("a", (1, 2), "INT64", size=16),
@@ -100,7 +100,7 @@ def test_inputs_take_their_bytes_in_order_and_json_inputs_keep_their_data():
     assert a.data.tolist() == [1, -2] and b.data == [[7]] and c.data.tolist() == [3.5]
 
 
-def test_a_size_past_the_end_of_the_body_is_400_naming_the_input():
+def test_a_size_past_the_end_of_the_body_is_400_naming_the_input() -> None:
     inputs = [header_input("a", size=8), header_input("b", size=16)]
     assert refused(binary.tensors_in, inputs, memoryview(FP32_ROWS)) == (
         400,
@@ -109,7 +109,7 @@ def test_a_size_past_the_end_of_the_body_is_400_naming_the_input():
     )
 
 
-def test_bytes_left_over_after_the_inputs_are_400_naming_the_last_binary_one():
+def test_bytes_left_over_after_the_inputs_are_400_naming_the_last_binary_one() -> None:
     inputs = [header_input("a", size=12), header_input("b", data=[0, 0, 0, 0])]
     assert refused(binary.tensors_in, inputs, memoryview(FP32_ROWS)) == (
         400,
@@ -118,7 +118,7 @@ def test_bytes_left_over_after_the_inputs_are_400_naming_the_last_binary_one():
     )
 
 
-def test_binary_data_with_no_binary_input_is_400():
+def test_binary_data_with_no_binary_input_is_400() -> None:
     inputs = [header_input(data=[0, 0, 0, 0])]
     assert refused(binary.tensors_in, inputs, memoryview(FP32_ROWS)) == (
         400,
@@ -129,7 +129,7 @@ def test_binary_data_with_no_binary_input_is_400():
 
 
 @pytest.mark.parametrize("size", [-1, True, "16", 1.5])
-def test_a_size_that_is_not_a_byte_count_is_400(size):
+def test_a_size_that_is_not_a_byte_count_is_400(size) -> None:
     inputs = [
         HeaderInput(
             name="input", shape=[1, 4], datatype="FP32", parameters={"binary_data_size": size}
@@ -142,7 +142,7 @@ def test_a_size_that_is_not_a_byte_count_is_400(size):
     )
 
 
-def test_data_and_a_binary_size_together_are_400():
+def test_data_and_a_binary_size_together_are_400() -> None:
     inputs = [header_input(size=16, data=[0, 0, 0, 0])]
     assert refused(binary.tensors_in, inputs, memoryview(FP32_ROWS)) == (
         400,
@@ -151,7 +151,7 @@ def test_data_and_a_binary_size_together_are_400():
     )
 
 
-def test_neither_data_nor_a_binary_size_is_422():
+def test_neither_data_nor_a_binary_size_is_422() -> None:
     assert refused(binary.tensors_in, [header_input()], memoryview(b"")) == (
         422,
         "schema",
@@ -159,7 +159,7 @@ def test_neither_data_nor_a_binary_size_is_422():
     )
 
 
-def test_shared_memory_inputs_are_refused():
+def test_shared_memory_inputs_are_refused() -> None:
     inputs = [header_input(shared_memory_region="r", shared_memory_byte_size=16)]
     assert refused(binary.tensors_in, inputs, memoryview(b"")) == (
         422,
@@ -169,7 +169,7 @@ def test_shared_memory_inputs_are_refused():
     )
 
 
-def test_bytes_that_are_not_whole_values_are_422_naming_the_input():
+def test_bytes_that_are_not_whole_values_are_422_naming_the_input() -> None:
     assert refused(binary.tensors_in, [header_input(size=15)], memoryview(FP32_ROWS[:15])) == (
         422,
         "shape",
@@ -177,7 +177,7 @@ def test_bytes_that_are_not_whole_values_are_422_naming_the_input():
     )
 
 
-def test_a_datatype_without_a_numeric_layout_is_left_for_the_feature_checks():
+def test_a_datatype_without_a_numeric_layout_is_left_for_the_feature_checks() -> None:
     raw = struct.pack("<I", 1) + b"a"
     (tensor,) = binary.tensors_in([header_input(datatype="BYTES", size=5)], memoryview(raw))
     assert tensor.datatype == "BYTES" and tensor.data.size == 0
@@ -190,12 +190,12 @@ def outputs(*specs):
     return [RequestOutput(name=name, parameters=parameters) for name, parameters in specs]
 
 
-def test_outputs_are_json_unless_asked_for():
+def test_outputs_are_json_unless_asked_for() -> None:
     choice = binary.binary_outputs(None, None)
     assert not choice.wanted("predictions")
 
 
-def test_binary_data_output_sets_the_default_and_each_output_can_override_it():
+def test_binary_data_output_sets_the_default_and_each_output_can_override_it() -> None:
     choice = binary.binary_outputs(
         {"binary_data_output": True},
         outputs(("predictions", {"binary_data": False}), ("classes", None)),
@@ -206,7 +206,7 @@ def test_binary_data_output_sets_the_default_and_each_output_can_override_it():
     assert one.wanted("classes") and not one.wanted("predictions")
 
 
-def test_a_flag_that_is_not_a_bool_is_422():
+def test_a_flag_that_is_not_a_bool_is_422() -> None:
     assert refused(binary.binary_outputs, {"binary_data_output": "yes"}, None) == (
         422,
         "schema",
@@ -219,7 +219,7 @@ def test_a_flag_that_is_not_a_bool_is_422():
     )
 
 
-def test_classification_and_shared_memory_outputs_are_refused():
+def test_classification_and_shared_memory_outputs_are_refused() -> None:
     status, reason, message = refused(
         binary.binary_outputs,
         None,
@@ -261,12 +261,12 @@ def answer():
     return content, tensors
 
 
-def test_nothing_binary_means_plain_json():
+def test_nothing_binary_means_plain_json() -> None:
     content, tensors = answer()
     assert binary.encode(content, tensors, binary.BinaryOutputs()) is None
 
 
-def test_binary_outputs_follow_the_json_header_in_output_order():
+def test_binary_outputs_follow_the_json_header_in_output_order() -> None:
     content, tensors = answer()
     choice = binary.BinaryOutputs(default=True, named={"probabilities": False})
     body, length = binary.encode(content, tensors, choice)
@@ -290,7 +290,7 @@ def test_binary_outputs_follow_the_json_header_in_output_order():
     assert content["outputs"][0]["data"] == ["cat", "é"]  # the caller's content is untouched
 
 
-def test_fp32_outputs_are_little_endian_float32():
+def test_fp32_outputs_are_little_endian_float32() -> None:
     content, tensors = answer()
     body, length = binary.encode(
         content, tensors, binary.BinaryOutputs(named={"probabilities": True})
@@ -298,7 +298,7 @@ def test_fp32_outputs_are_little_endian_float32():
     assert body[length:] == struct.pack("<4f", 0.25, 0.75, 1.0, 0.0)
 
 
-def test_tritonclient_reads_what_encode_writes():
+def test_tritonclient_reads_what_encode_writes() -> None:
     utils = pytest.importorskip("tritonclient.utils")
     http = pytest.importorskip("tritonclient.http")
     content, tensors = answer()

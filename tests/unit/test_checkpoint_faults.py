@@ -3,6 +3,7 @@
 import itertools
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ def batch_record(n: int) -> bytes:
     return json.dumps({"samples": [{"x": [i % 7, i % 3], "y": i % 2} for i in range(n)]}).encode()
 
 
-def test_a_crash_inside_a_batch_record_leaves_the_last_checkpoint_standing(tmp_path):
+def test_a_crash_inside_a_batch_record_leaves_the_last_checkpoint_standing(tmp_path: Path) -> None:
     """The shutdown after a crash mid-record must not save the half-learned record."""
     source = Source("in", [records(40), []])
     daemon, _ = make(tmp_path, source)
@@ -49,7 +50,7 @@ def test_a_crash_inside_a_batch_record_leaves_the_last_checkpoint_standing(tmp_p
     assert TP1 not in daemon.positions
 
 
-def test_a_failing_save_backs_off_instead_of_retrying_every_step(tmp_path):
+def test_a_failing_save_backs_off_instead_of_retrying_every_step(tmp_path: Path) -> None:
     source = Source("in", [records(400)])
     daemon, _ = make(tmp_path, source)
     daemon.start()
@@ -92,7 +93,7 @@ class CountingSink(MemorySink):
         return True
 
 
-def test_a_revoke_only_moves_bookkeeping_and_the_learner_checkpoints_after(tmp_path):
+def test_a_revoke_only_moves_bookkeeping_and_the_learner_checkpoints_after(tmp_path: Path) -> None:
     source = Source("in", [records(50), records(30)])
     sink = CountingSink()
     daemon, _ = make(tmp_path, source, sink=sink)
@@ -133,16 +134,16 @@ def resumed_offset(tmp_path, commit_metadata: str, group_offset: int) -> int:
     return restarted.engine.samples_learned - daemon.engine.samples_learned
 
 
-def test_a_partition_another_member_learned_further_resumes_at_its_commit(tmp_path):
+def test_a_partition_another_member_learned_further_resumes_at_its_commit(tmp_path: Path) -> None:
     assert resumed_offset(tmp_path, "other", 70) == 30  # 70..99 only: 40..69 are the other's
 
 
-def test_the_lineages_own_commit_ahead_of_its_checkpoint_is_ignored(tmp_path):
+def test_the_lineages_own_commit_ahead_of_its_checkpoint_is_ignored(tmp_path: Path) -> None:
     # The newest checkpoint was lost: what it held is learned again, from 40.
     assert resumed_offset(tmp_path, "ours", 70) == 60
 
 
-def test_a_pruned_expert_leaves_no_series_behind(tmp_path):
+def test_a_pruned_expert_leaves_no_series_behind(tmp_path: Path) -> None:
     source = Source("in", [records(10)])
     daemon, _ = make(tmp_path, source)
     m = daemon.metrics
@@ -157,7 +158,7 @@ def test_a_pruned_expert_leaves_no_series_behind(tmp_path):
     assert 'streamlearn_expert_active{expert="4"} 1.0' in text
 
 
-def test_lifecycle_lines_say_what_happened(tmp_path):
+def test_lifecycle_lines_say_what_happened(tmp_path: Path) -> None:
     """A cold start warns; a shutdown that cannot save says so; a stop before the broker was
     reached still ends with daemon_stopped."""
     from structlog.testing import capture_logs

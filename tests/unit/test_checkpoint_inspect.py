@@ -1,6 +1,7 @@
 """`streamlearn checkpoint inspect`: the prequential scores are named as what they are."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,9 @@ def _checkpointed(tmp_path, task: str, labels) -> object:
     return daemon
 
 
-def test_classification_shows_accuracy_and_mean_loss_not_a_sum_named_correct(tmp_path):
+def test_classification_shows_accuracy_and_mean_loss_not_a_sum_named_correct(
+    tmp_path: Path,
+) -> None:
     daemon = _checkpointed(tmp_path, "classification", lambda i: i % 2)
     scores = describe(tmp_path)["prequential"]
     stats = daemon.engine.stats
@@ -30,7 +33,7 @@ def test_classification_shows_accuracy_and_mean_loss_not_a_sum_named_correct(tmp
     assert scores["mean_loss"] == pytest.approx(stats.cumulative("loss"), abs=1e-6)
 
 
-def test_regression_shows_mean_absolute_error_and_no_accuracy(tmp_path):
+def test_regression_shows_mean_absolute_error_and_no_accuracy(tmp_path: Path) -> None:
     daemon = _checkpointed(tmp_path, "regression", lambda i: float(i % 7) / 7)
     scores = describe(tmp_path)["prequential"]
     assert set(scores) == {"samples", "mean_abs_error", "mean_loss"}
@@ -38,7 +41,7 @@ def test_regression_shows_mean_absolute_error_and_no_accuracy(tmp_path):
     assert scores["mean_abs_error"] == pytest.approx(expected, abs=1e-6) and expected > 0
 
 
-def test_the_cli_prints_accuracy(tmp_path, capsys):
+def test_the_cli_prints_accuracy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _checkpointed(tmp_path, "classification", lambda i: i % 2)
     assert main(["checkpoint", "inspect", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()

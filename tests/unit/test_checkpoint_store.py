@@ -1,5 +1,6 @@
 import io
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ def state(n: int) -> dict:
     return {"n": n, "weights": torch.full((3,), float(n))}
 
 
-def test_save_then_load_latest(tmp_path):
+def test_save_then_load_latest(tmp_path: Path) -> None:
     store = FileCheckpointStore(tmp_path)
     store.save(state(1))
     path = store.save(state(2))
@@ -22,7 +23,7 @@ def test_save_then_load_latest(tmp_path):
     assert loaded.state["n"] == 2 and torch.equal(loaded.state["weights"], torch.full((3,), 2.0))
 
 
-def test_keeps_only_the_newest_k(tmp_path):
+def test_keeps_only_the_newest_k(tmp_path: Path) -> None:
     store = FileCheckpointStore(tmp_path, keep=3)
     for n in range(5):
         store.save(state(n))
@@ -30,12 +31,12 @@ def test_keeps_only_the_newest_k(tmp_path):
     assert names == ["ckpt-000000000003.slck", "ckpt-000000000004.slck", "ckpt-000000000005.slck"]
 
 
-def test_no_checkpoint_is_none(tmp_path):
+def test_no_checkpoint_is_none(tmp_path: Path) -> None:
     assert FileCheckpointStore(tmp_path).load_latest() is None
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
-def test_damaged_newest_falls_back_to_previous_and_reports(tmp_path, damage):
+def test_damaged_newest_falls_back_to_previous_and_reports(tmp_path: Path, damage) -> None:
     reported = []
     store = FileCheckpointStore(tmp_path, on_fallback=lambda p, e: reported.append(p))
     store.save(state(1))
@@ -53,13 +54,13 @@ def test_damaged_newest_falls_back_to_previous_and_reports(tmp_path, damage):
     assert loaded.skipped == [newest] and reported == [newest]
 
 
-def test_all_damaged_is_none(tmp_path):
+def test_all_damaged_is_none(tmp_path: Path) -> None:
     store = FileCheckpointStore(tmp_path)
     store.save(state(1)).write_bytes(b"garbage")
     assert store.load_latest() is None
 
 
-def test_partial_writes_are_removed(tmp_path):
+def test_partial_writes_are_removed(tmp_path: Path) -> None:
     store = FileCheckpointStore(tmp_path)
     (tmp_path / ".ckpt-000000000001.tmp").write_bytes(b"half")
     assert [p.name for p in store.remove_partial()] == [".ckpt-000000000001.tmp"]
@@ -71,7 +72,7 @@ class Evil:
         return (print, ("pwned",))
 
 
-def test_a_pickled_object_is_refused_even_with_a_valid_checksum():
+def test_a_pickled_object_is_refused_even_with_a_valid_checksum() -> None:
     buffer = io.BytesIO()
     torch.save({"format": 1, "evil": Evil()}, buffer)
     import hashlib
@@ -84,5 +85,5 @@ def test_a_pickled_object_is_refused_even_with_a_valid_checksum():
         decode(MAGIC + b"\x00" * 32 + pickle.dumps({"format": 1}))
 
 
-def test_encode_decode_round_trip():
+def test_encode_decode_round_trip() -> None:
     assert decode(encode({"format": 1, "a": [1, "b"]})) == {"format": 1, "a": [1, "b"]}

@@ -11,7 +11,7 @@ def decode(value: bytes, **kwargs):
     return codec.decode(Record("in", 0, 7, value))
 
 
-def test_good_record_decodes_every_field():
+def test_good_record_decodes_every_field() -> None:
     out = decode(b'{"x": [1, 2.5, -3], "y": "cat", "id": 9, "task": "a", "ts": 1.5}')
     assert out.dead_letters == []
     [sample] = out.samples
@@ -24,7 +24,7 @@ def test_good_record_decodes_every_field():
     )
 
 
-def test_missing_y_is_unlabeled():
+def test_missing_y_is_unlabeled() -> None:
     assert decode(b'{"x": [1, 2, 3]}').samples[0].y is None
     assert decode(b'{"x": [1, 2, 3], "y": null}').samples[0].y is None
 
@@ -49,7 +49,7 @@ def test_missing_y_is_unlabeled():
         (b'{"x": [' + b"1," * 200 + b"1]}", "oversize"),
     ],
 )
-def test_bad_record_is_one_dead_letter_with_its_bytes(value, reason):
+def test_bad_record_is_one_dead_letter_with_its_bytes(value, reason) -> None:
     out = decode(value)
     assert out.samples == []
     [dead] = out.dead_letters
@@ -57,7 +57,7 @@ def test_bad_record_is_one_dead_letter_with_its_bytes(value, reason):
     assert dead.detail
 
 
-def test_batch_record_keeps_good_samples_and_dead_letters_bad_ones_alone():
+def test_batch_record_keeps_good_samples_and_dead_letters_bad_ones_alone() -> None:
     batch = {
         "samples": [{"x": [1, 2, 3], "y": 0}, {"x": [1]}, {"x": [4, 5, 6], "y": 1}, {"x": "bad"}]
     }
@@ -70,13 +70,13 @@ def test_batch_record_keeps_good_samples_and_dead_letters_bad_ones_alone():
     assert json.loads(out.dead_letters[0].value) == {"x": [1]}
 
 
-def test_batch_record_over_the_sample_cap_is_refused_whole():
+def test_batch_record_over_the_sample_cap_is_refused_whole() -> None:
     batch = json.dumps({"samples": [{"x": [1, 2, 3]}] * 5}).encode()
     out = decode(batch, max_record_bytes=10_000, max_samples_per_record=4)
     assert [d.reason for d in out.dead_letters] == ["too_many_samples"]
 
 
-def test_named_features_are_ordered_and_checked():
+def test_named_features_are_ordered_and_checked() -> None:
     codec = Codec(features=["a", "b"])
     good = codec.decode(Record("in", 0, 0, b'{"x": {"b": 2, "a": 1}, "y": 0}'))
     assert good.samples[0].x == [1.0, 2.0]
@@ -86,19 +86,19 @@ def test_named_features_are_ordered_and_checked():
     assert "unknown features ['c']" in bad.dead_letters[0].detail
 
 
-def test_named_features_without_names_configured_is_a_schema_error():
+def test_named_features_without_names_configured_is_a_schema_error() -> None:
     out = decode(b'{"x": {"a": 1}}')
     assert out.dead_letters[0].reason == "schema"
 
 
-def test_regression_wants_numeric_targets():
+def test_regression_wants_numeric_targets() -> None:
     codec = Codec(task="regression", n_features=1)
     assert codec.decode(Record("in", 0, 0, b'{"x": [1], "y": 3}')).samples[0].y == 3.0
     bad = codec.decode(Record("in", 0, 1, b'{"x": [1], "y": "high"}'))
     assert bad.dead_letters[0].reason == "bad_label"
 
 
-def test_integral_float_labels_are_integers_for_classification():
+def test_integral_float_labels_are_integers_for_classification() -> None:
     assert decode(b'{"x": [1, 2, 3], "y": 2.0}').samples[0].y == 2
 
 
@@ -117,7 +117,7 @@ def test_integral_float_labels_are_integers_for_classification():
         (b'{"x": [1, 2, 3], "id": ' + b"9" * 257 + b"}", "bad_id"),
     ],
 )
-def test_values_labels_and_ids_out_of_bounds_are_refused(value, reason):
+def test_values_labels_and_ids_out_of_bounds_are_refused(value, reason) -> None:
     out = decode(value, max_record_bytes=10_000)
     assert out.samples == []
     [dead] = out.dead_letters
@@ -125,7 +125,7 @@ def test_values_labels_and_ids_out_of_bounds_are_refused(value, reason):
     assert len(dead.detail) < 200
 
 
-def test_values_labels_and_ids_at_their_bounds_are_taken():
+def test_values_labels_and_ids_at_their_bounds_are_taken() -> None:
     top = 3.4028234663852886e38
     for value in (
         {"x": [top, -top, 0]},
@@ -138,14 +138,14 @@ def test_values_labels_and_ids_at_their_bounds_are_taken():
         assert out.dead_letters == [], value
 
 
-def test_a_regression_target_beyond_float32_is_non_finite():
+def test_a_regression_target_beyond_float32_is_non_finite() -> None:
     codec = Codec(task="regression", n_features=1)
     assert codec.decode(Record("in", 0, 0, b'{"x": [1], "y": 3e38}')).samples[0].y == 3e38
     bad = codec.decode(Record("in", 0, 1, b'{"x": [1], "y": -1e39}'))
     assert bad.dead_letters[0].reason == "non_finite"
 
 
-def test_before_the_width_is_known_records_wider_than_max_features_are_refused():
+def test_before_the_width_is_known_records_wider_than_max_features_are_refused() -> None:
     codec = Codec(max_features=4)
     assert codec.decode(Record("in", 0, 0, b'{"x": [1, 2, 3, 4]}')).samples
     [dead] = codec.decode(Record("in", 0, 1, b'{"x": [1, 2, 3, 4, 5]}')).dead_letters
@@ -154,7 +154,7 @@ def test_before_the_width_is_known_records_wider_than_max_features_are_refused()
     assert codec.decode(Record("in", 0, 2, b'{"x": [1, 2, 3, 4, 5, 6]}')).samples
 
 
-def test_the_codec_takes_its_bounds_from_the_settings():
+def test_the_codec_takes_its_bounds_from_the_settings() -> None:
     from streamlearn.settings import load_settings
 
     settings = load_settings(
@@ -183,7 +183,7 @@ def test_the_codec_takes_its_bounds_from_the_settings():
         ([1, True], "x[1]: Input should be a valid number"),
     ],
 )
-def test_a_bad_feature_value_is_named_by_its_key_or_index_not_as_not_a_list(x, detail):
+def test_a_bad_feature_value_is_named_by_its_key_or_index_not_as_not_a_list(x, detail) -> None:
     # x is a union (list or mapping): the error named is the member the input's shape has.
     codec = Codec(features=["a", "b"]) if isinstance(x, dict) else Codec(n_features=2)
     [dead] = codec.decode(Record("in", 0, 0, json.dumps({"x": x, "y": 1}).encode())).dead_letters

@@ -2,6 +2,7 @@
 
 import json
 import time
+from pathlib import Path
 
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
@@ -51,7 +52,7 @@ def drain(daemon: Daemon, source: MemorySource, timeout_s: float = 10.0) -> None
     raise AssertionError("the daemon did not drain its source")
 
 
-def test_pauses_on_backlog_keeps_polling_and_learns_everything(tmp_path):
+def test_pauses_on_backlog_keeps_polling_and_learns_everything(tmp_path: Path) -> None:
     source = Source("in", [records(300), records(200)])
     pauses = []
     daemon, _ = make(tmp_path, source, kafka={"max_buffered_samples": 50, "max_poll_records": 100})
@@ -65,7 +66,7 @@ def test_pauses_on_backlog_keeps_polling_and_learns_everything(tmp_path):
     assert daemon.positions == {TP0: 300, TP1: 200}
 
 
-def test_restart_resumes_at_the_checkpoint_offsets(tmp_path):
+def test_restart_resumes_at_the_checkpoint_offsets(tmp_path: Path) -> None:
     first_source = Source("in", [records(100), records(60)])
     first, _ = make(tmp_path, first_source)
     first.start()
@@ -82,7 +83,7 @@ def test_restart_resumes_at_the_checkpoint_offsets(tmp_path):
     assert second.positions == {TP0: 150, TP1: 60}
 
 
-def test_samples_the_engine_refuses_are_dead_lettered_with_their_origin(tmp_path):
+def test_samples_the_engine_refuses_are_dead_lettered_with_their_origin(tmp_path: Path) -> None:
     values = [json.dumps({"x": [1, 2], "y": label}).encode() for label in ("a", "b", "c")]
     source = Source("in", [values])
     daemon, sink = make(tmp_path, source, model={"hidden": [4], "max_classes": 2})
@@ -99,7 +100,7 @@ class StuckSink(MemorySink):
         return False
 
 
-def test_checkpoint_is_deferred_while_outputs_have_not_landed(tmp_path):
+def test_checkpoint_is_deferred_while_outputs_have_not_landed(tmp_path: Path) -> None:
     source = Source("in", [records(40)])
     daemon, _ = make(tmp_path, source, sink=StuckSink())
     daemon.start()
@@ -113,7 +114,7 @@ def test_checkpoint_is_deferred_while_outputs_have_not_landed(tmp_path):
     assert value == 1
 
 
-def test_shutdown_writes_a_checkpoint_and_commits_its_offsets(tmp_path):
+def test_shutdown_writes_a_checkpoint_and_commits_its_offsets(tmp_path: Path) -> None:
     source = Source("in", [records(70)])
     daemon, _ = make(tmp_path, source)
     daemon.start()
@@ -124,7 +125,7 @@ def test_shutdown_writes_a_checkpoint_and_commits_its_offsets(tmp_path):
     assert source.committed_offsets == {TP0: 70}
 
 
-def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_path):
+def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_path: Path) -> None:
     import random
 
     rng = random.Random(0)
@@ -172,7 +173,9 @@ def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_pa
     assert daemon.metrics.registry.get_sample_value("streamlearn_experts_alive") == 2
 
 
-def test_unlabeled_samples_are_answered_then_adapted_on_and_a_reset_is_published(tmp_path):
+def test_unlabeled_samples_are_answered_then_adapted_on_and_a_reset_is_published(
+    tmp_path: Path,
+) -> None:
     import random
 
     rng = random.Random(0)

@@ -1,6 +1,7 @@
 """Dead letters carry what the producer sent, also when the engine refuses after decoding."""
 
 import json
+from pathlib import Path
 
 from streamlearn.metrics import ServingMetrics
 from streamlearn.serve.core import ServingCore
@@ -12,7 +13,7 @@ from tests.unit.test_hostile_input import InboxLearner
 TWO_CLASSES = {"model": {"hidden": [4], "max_classes": 2, "rare_class_samples": 0}}
 
 
-def test_a_refused_plain_record_is_dead_lettered_with_its_own_bytes(tmp_path):
+def test_a_refused_plain_record_is_dead_lettered_with_its_own_bytes(tmp_path: Path) -> None:
     third = b'{"x": [1, 2],   "y": 7, "extra": "kept"}'
     source = Source("in", [[b'{"x": [0, 1], "y": 0}', b'{"x": [1, 0], "y": 1}', third]])
     daemon, sink = make(tmp_path, source, **TWO_CLASSES)
@@ -23,7 +24,7 @@ def test_a_refused_plain_record_is_dead_lettered_with_its_own_bytes(tmp_path):
     assert letter.value == third and letter.sample_index is None
 
 
-def test_a_refused_batch_item_keeps_its_ints_and_its_index(tmp_path):
+def test_a_refused_batch_item_keeps_its_ints_and_its_index(tmp_path: Path) -> None:
     batch = {
         "samples": [
             {"x": [0, 1], "y": 0},
@@ -43,7 +44,7 @@ def test_a_refused_batch_item_keeps_its_ints_and_its_index(tmp_path):
     assert by_reason["schema"].sample_index == 1
 
 
-def test_a_refused_learn_request_sample_is_dead_lettered_as_posted(tmp_path):
+def test_a_refused_learn_request_sample_is_dead_lettered_as_posted(tmp_path: Path) -> None:
     source = Source("in", [[b'{"x": [0, 1], "y": 0}', b'{"x": [1, 0], "y": 1}']])
     daemon, sink = make(tmp_path, source, **TWO_CLASSES)
     daemon.start()

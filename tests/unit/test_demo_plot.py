@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -22,7 +23,7 @@ def pool_event(kind: str, expert: str, sample: int) -> dict[str, object]:
     }
 
 
-def test_spans_follow_spawns_and_switches_from_expert_zero():
+def test_spans_follow_spawns_and_switches_from_expert_zero() -> None:
     events = [
         pool_event("keep", "0", 3_100),  # a false alarm: the same expert stays
         pool_event("spawn", "1", 10_400),
@@ -40,7 +41,7 @@ def test_spans_follow_spawns_and_switches_from_expert_zero():
     ]
 
 
-def test_spans_skip_empty_ones_and_stop_at_the_end():
+def test_spans_skip_empty_ones_and_stop_at_the_end() -> None:
     events = [
         pool_event("spawn", "1", 0),  # at the very start: expert 0 had no span
         pool_event("switch", "1", 500),  # already active: no new span
@@ -50,12 +51,12 @@ def test_spans_skip_empty_ones_and_stop_at_the_end():
     assert expert_spans(reversed(events), 5_000) == [(0, 2_000, "1"), (2_000, 5_000, "0")]
 
 
-def test_no_events_is_expert_zero_throughout_and_nothing_learned_is_no_span():
+def test_no_events_is_expert_zero_throughout_and_nothing_learned_is_no_span() -> None:
     assert expert_spans([], 1_234) == [(0, 1_234, "0")]
     assert expert_spans([], 0) == []
 
 
-def test_the_plot_is_a_png_with_drifts_spans_and_boundaries(tmp_path):
+def test_the_plot_is_a_png_with_drifts_spans_and_boundaries(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     accuracy = [(0, math.nan)] + [
         (x, 0.9 - 0.3 * math.exp(-((x % 1_000) / 150)) * (x >= 1_000)) for x in range(50, 3_000, 50)
@@ -75,7 +76,7 @@ def test_the_plot_is_a_png_with_drifts_spans_and_boundaries(tmp_path):
     assert len(data) > 20_000  # a drawn figure, not an empty canvas
 
 
-def test_an_empty_run_still_draws(tmp_path):
+def test_an_empty_run_still_draws(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     path = plot_run(tmp_path / "empty.png", "nothing learned", [], [], [], [])
     assert path.read_bytes().startswith(PNG_SIGNATURE)

@@ -13,7 +13,7 @@ from tests.docs.markdown import Block, blocks, matches, problems
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_metric_is_documented_in_operations():
+def test_every_metric_is_documented_in_operations() -> None:
     documented = (ROOT / "docs" / "operations.md").read_text()
     names = {m.name for m in Metrics().registry.collect() if m.name.startswith("streamlearn_")}
     missing = [
@@ -27,13 +27,13 @@ def test_every_metric_is_documented_in_operations():
 # --- every example in README.md and docs/*.md is run or marked (tests/docs) --------------
 
 
-def test_every_fenced_block_names_its_language_and_every_mark_a_reason():
+def test_every_fenced_block_names_its_language_and_every_mark_a_reason() -> None:
     found = markdown.all_blocks()
     assert any(block.runnable and block.not_run is None for block in found)
     assert [p for block in found for p in problems(block)] == []
 
 
-def test_every_output_marker_follows_an_example_and_every_xfail_names_one():
+def test_every_output_marker_follows_an_example_and_every_xfail_names_one() -> None:
     from tests.docs import test_examples
 
     found = markdown.all_blocks()
@@ -48,7 +48,7 @@ def _one(text: str) -> Block:
     return block
 
 
-def test_blocks_reads_language_markers_and_indented_fences():
+def test_blocks_reads_language_markers_and_indented_fences() -> None:
     found = blocks(
         "doc.md",
         "a\n\n<!-- not run in CI: needs a cluster -->\n```sh\nkubectl x\n"
@@ -75,7 +75,7 @@ def test_blocks_reads_language_markers_and_indented_fences():
         ("<!-- not run in CI: -->\n```sh\nmake demo\n```\n", "needs a reason"),
     ],
 )
-def test_what_the_conventions_refuse(text, complaint):
+def test_what_the_conventions_refuse(text, complaint) -> None:
     [problem] = problems(_one(text))
     assert complaint in problem
 
@@ -89,11 +89,11 @@ def test_what_the_conventions_refuse(text, complaint):
         "<!-- not run in CI: needs Docker -->\n```text\ndocker run x\n```\n",
     ],
 )
-def test_what_the_conventions_take(text):
+def test_what_the_conventions_take(text) -> None:
     assert problems(_one(text)) == []
 
 
-def test_shown_json_matches_structurally():
+def test_shown_json_matches_structurally() -> None:
     doc = (
         '{"model_version": "1873", "id": "42", "ok": true, "n": 0.5, "items": [1, "..."],'
         ' "any": "...", "name": "streamlearn"}'
@@ -112,7 +112,7 @@ def test_shown_json_matches_structurally():
     assert "expected JSON" in matches("{}", "not json")
 
 
-def test_shown_text_matches_line_by_line_with_ellipses():
+def test_shown_text_matches_line_by_line_with_ellipses() -> None:
     assert (
         matches("sent 50000 records to ...\n", "sent 50000 records to streamlearn.samples\n")
         is None
@@ -123,7 +123,7 @@ def test_shown_text_matches_line_by_line_with_ellipses():
     assert matches("a\nb", "a\nc") is not None
 
 
-def test_console_commands_share_a_shell_and_each_output_is_matched(tmp_path):
+def test_console_commands_share_a_shell_and_each_output_is_matched(tmp_path: Path) -> None:
     import os
     from types import SimpleNamespace
 

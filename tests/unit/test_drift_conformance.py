@@ -43,7 +43,7 @@ def in_batches(detector, values, seed: int) -> list[DriftAlarm]:
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_batches_give_the_same_events_as_one_value_at_a_time(name, seed):
+def test_batches_give_the_same_events_as_one_value_at_a_time(name, seed) -> None:
     values = shifting(seed)
     one_by_one = events_of(signals(make(name), values))
     assert any(e.signal is DriftSignal.DRIFT for e in one_by_one), "the stream must alarm"
@@ -51,7 +51,7 @@ def test_batches_give_the_same_events_as_one_value_at_a_time(name, seed):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_state_round_trip_through_a_weights_only_load_gives_identical_signals(name):
+def test_state_round_trip_through_a_weights_only_load_gives_identical_signals(name) -> None:
     values = shifting(3)
     for cut in (50, 1_100, 2_100):  # refractory or warm-up, monitoring, right after a drift
         original = make(name)
@@ -66,7 +66,7 @@ def test_state_round_trip_through_a_weights_only_load_gives_identical_signals(na
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_reset_forgets_everything(name):
+def test_reset_forgets_everything(name) -> None:
     values = shifting(4)
     used = make(name)
     signals(used, values)
@@ -75,13 +75,13 @@ def test_reset_forgets_everything(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_seeded_runs_are_deterministic(name):
+def test_seeded_runs_are_deterministic(name) -> None:
     values = shifting(5)
     assert signals(make(name), values) == signals(make(name), values)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_nothing_is_signalled_during_refractory_and_warm_up(name):
+def test_nothing_is_signalled_during_refractory_and_warm_up(name) -> None:
     detector = make(name)
     quiet = detector.refractory + detector.warmup
     wild = np.random.default_rng(6).normal(0, 50, quiet)
@@ -90,7 +90,7 @@ def test_nothing_is_signalled_during_refractory_and_warm_up(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_drift_is_followed_by_the_refractory_period(name):
+def test_a_drift_is_followed_by_the_refractory_period(name) -> None:
     detector = make(name)
     values = shifting(7)
     out = signals(detector, values)
@@ -99,14 +99,14 @@ def test_a_drift_is_followed_by_the_refractory_period(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_state_of_another_detector_is_refused(name):
+def test_state_of_another_detector_is_refused(name) -> None:
     other = next(n for n in NAMES if n != name)
     with pytest.raises(ValueError, match="detector state is for"):
         make(name).load_state_dict(make(other).state_dict())
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "kswin"])
-def test_no_alarm_on_a_long_stable_noisy_stream(name):
+def test_no_alarm_on_a_long_stable_noisy_stream(name) -> None:
     # 200k standard-normal values and 200k skewed (gamma) ones. KSWIN is left out: with
     # river's test on 30 values it alarms by design (see docs/benchmarks.md).
     rng = np.random.default_rng(8)

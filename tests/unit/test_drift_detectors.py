@@ -40,21 +40,21 @@ def alarms(name: str, values: np.ndarray, **overrides) -> dict[str, list[int]]:
         ("kswin", [3022, 4521]),
     ],
 )
-def test_drifts_are_found_exactly_where_expected(name, drifts):
+def test_drifts_are_found_exactly_where_expected(name, drifts) -> None:
     assert alarms(name, regimes())["drift"] == drifts
 
 
-def test_cusum_warns_before_it_drifts():
+def test_cusum_warns_before_it_drifts() -> None:
     found = alarms("cusum", regimes())
     assert found["warning"][:2] == [1512, 1517]
     assert found["warning"][0] < found["drift"][0]
 
 
-def test_cusum_both_directions_alarms_on_the_fall_as_well():
+def test_cusum_both_directions_alarms_on_the_fall_as_well() -> None:
     assert alarms("cusum", regimes(), cusum={"direction": "both"})["drift"] == [1542, 3015, 4513]
 
 
-def test_a_falling_loss_rebaselines_so_the_next_rise_is_measured_from_the_new_level():
+def test_a_falling_loss_rebaselines_so_the_next_rise_is_measured_from_the_new_level() -> None:
     rng = np.random.default_rng(3)
     detector = Cusum(warmup=200, refractory=0)
     detector.update_many(rng.normal(5.0, 1.0, 1_000))  # an expert still learning
@@ -65,26 +65,26 @@ def test_a_falling_loss_rebaselines_so_the_next_rise_is_measured_from_the_new_le
     assert [a.signal for a in found][-1] is DriftSignal.DRIFT
 
 
-def test_a_clipped_outlier_cannot_alarm_alone():
+def test_a_clipped_outlier_cannot_alarm_alone() -> None:
     detector = Cusum(warmup=200, refractory=0)
     detector.update_many(np.random.default_rng(4).normal(0.0, 1.0, 200))
     assert detector.update(1e9) is DriftSignal.NONE
 
 
-def test_a_constant_stream_does_not_divide_by_zero():
+def test_a_constant_stream_does_not_divide_by_zero() -> None:
     detector = Cusum(warmup=200, refractory=0)
     assert not detector.update_many(np.zeros(10_000))
     assert [a.signal for a in detector.update_many(np.ones(100))][-1] is DriftSignal.DRIFT
 
 
-def test_siegmund_matches_the_textbook_run_lengths():
+def test_siegmund_matches_the_textbook_run_lengths() -> None:
     # Montgomery's table for k=0.5: h=4 gives ARL0 about 336 (Siegmund: 336), h=5 about 930.
     assert siegmund_arl(4.0, 0.5) == pytest.approx(336, rel=0.01)
     assert siegmund_arl(5.0, 0.5) == pytest.approx(930, rel=0.02)
     assert siegmund_arl(5.0, 0.5, shift=1.0) == pytest.approx(10.4, rel=0.02)
 
 
-def test_thresholds_grow_with_the_run_length_asked_for_and_a_short_warm_up():
+def test_thresholds_grow_with_the_run_length_asked_for_and_a_short_warm_up() -> None:
     assert cusum_threshold(0.5, 1e4, 500) < cusum_threshold(0.5, 1e6, 500)
     assert cusum_threshold(0.5, 1e6, 5_000) < cusum_threshold(0.5, 1e6, 200)
     assert window_z_threshold(50, 1e4) < window_z_threshold(50, 1e6)

@@ -17,7 +17,7 @@ def stable(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
 
-def test_non_finite_losses_are_left_out_and_positions_kept():
+def test_non_finite_losses_are_left_out_and_positions_kept() -> None:
     m = monitor()
     m.observe("0", stable(600), 0, 1)
     values = stable(100, seed=1) + 5.0  # a 5-sigma rise ...
@@ -28,7 +28,7 @@ def test_non_finite_losses_are_left_out_and_positions_kept():
     assert math.isfinite(m.detector("0").mu)
 
 
-def test_rearm_starts_the_refractory_period_and_a_new_baseline():
+def test_rearm_starts_the_refractory_period_and_a_new_baseline() -> None:
     m = monitor()
     m.observe("0", stable(600), 0, 1)
     m.rearm("0")
@@ -39,7 +39,7 @@ def test_rearm_starts_the_refractory_period_and_a_new_baseline():
     assert abs(detector.mu - 10.0) < 0.5
 
 
-def test_each_expert_has_its_own_detector():
+def test_each_expert_has_its_own_detector() -> None:
     m = monitor()
     m.observe("a", stable(600), 0, 1)
     assert set(m.statistics()) == {"a"}

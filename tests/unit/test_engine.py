@@ -23,7 +23,7 @@ def run(engine: Engine, samples: list[Sample], batch: int = 32) -> None:
         engine.process(samples[start : start + batch])
 
 
-def test_learns_a_separable_stream_prequentially():
+def test_learns_a_separable_stream_prequentially() -> None:
     engine = Engine(
         ModelSettings(hidden=[16], seed=1, learning_rate=0.01), EngineSettings(rolling_window=500)
     )
@@ -34,7 +34,7 @@ def test_learns_a_separable_stream_prequentially():
     assert engine.version == 6_000 // 32 + 1
 
 
-def test_each_sample_is_scored_before_it_is_learned():
+def test_each_sample_is_scored_before_it_is_learned() -> None:
     engine = Engine(ModelSettings(hidden=[], n_features=1, standardize=False))
     # One class ever seen: the first prediction cannot be wrong, even before any step.
     first = engine.process([Sample([1.0], "only")])
@@ -44,7 +44,7 @@ def test_each_sample_is_scored_before_it_is_learned():
     assert (second.labeled, second.correct) == (1, 0)
 
 
-def test_labels_grow_up_to_max_classes_then_are_rejected():
+def test_labels_grow_up_to_max_classes_then_are_rejected() -> None:
     engine = Engine(ModelSettings(hidden=[], n_features=1, max_classes=2, rare_class_samples=0))
     result = engine.process([Sample([0.0], "a"), Sample([1.0], "b"), Sample([2.0], "c")])
     assert engine.labels.labels == ["a", "b"]
@@ -52,14 +52,14 @@ def test_labels_grow_up_to_max_classes_then_are_rejected():
     assert result.labeled == 2
 
 
-def test_wrong_feature_count_after_inference_is_rejected():
+def test_wrong_feature_count_after_inference_is_rejected() -> None:
     engine = Engine(ModelSettings(hidden=[4]))
     result = engine.process([Sample([1.0, 2.0], 0), Sample([1.0], 1)])
     assert engine.n_features == 2
     assert [(r.index, r.reason) for r in result.rejections] == [(1, "feature_count")]
 
 
-def test_unlabeled_samples_get_label_and_probabilities_with_the_model_version():
+def test_unlabeled_samples_get_label_and_probabilities_with_the_model_version() -> None:
     engine = Engine(ModelSettings(hidden=[8]))
     run(engine, separable(640))
     result = engine.process([Sample([50.0, 50.0, 0.0, 0.0], id="q1")])
@@ -70,13 +70,13 @@ def test_unlabeled_samples_get_label_and_probabilities_with_the_model_version():
     assert pred.model_version == engine.version
 
 
-def test_predicting_before_any_label_says_nothing():
+def test_predicting_before_any_label_says_nothing() -> None:
     engine = Engine(ModelSettings(hidden=[4]))
     [pred] = engine.process([Sample([1.0, 2.0])]).predictions
     assert pred.prediction is None and pred.probabilities is None
 
 
-def test_regression_learns_an_unscaled_linear_target():
+def test_regression_learns_an_unscaled_linear_target() -> None:
     rng = random.Random(3)
     engine = Engine(
         ModelSettings(task="regression", hidden=[16], learning_rate=0.01),
@@ -99,7 +99,7 @@ def roundtrip(state: dict) -> dict:
     return torch.load(buffer, weights_only=True)
 
 
-def test_state_round_trip_continues_identically():
+def test_state_round_trip_continues_identically() -> None:
     settings = ModelSettings(hidden=[8], seed=5)
     data = separable(2_000, seed=2)
     a = Engine(settings)
@@ -113,7 +113,7 @@ def test_state_round_trip_continues_identically():
         assert torch.equal(pa, pb)
 
 
-def test_seeded_runs_are_deterministic():
+def test_seeded_runs_are_deterministic() -> None:
     results = []
     for _ in range(2):
         engine = Engine(ModelSettings(hidden=[8], seed=11))
@@ -122,7 +122,7 @@ def test_seeded_runs_are_deterministic():
     assert results[0] == results[1]
 
 
-def test_predict_never_mutates_the_expert():
+def test_predict_never_mutates_the_expert() -> None:
     engine = Engine(ModelSettings(hidden=[8]))
     run(engine, separable(100))
     before = roundtrip(engine.expert.state_dict())
@@ -151,12 +151,12 @@ def drifts(engine: Engine, samples: list[Sample], batch: int = 32) -> list[int]:
     return found
 
 
-def test_a_concept_flip_is_one_drift_a_few_samples_after_it():
+def test_a_concept_flip_is_one_drift_a_few_samples_after_it() -> None:
     engine = Engine(ModelSettings(hidden=[8], learning_rate=0.01))
     assert drifts(engine, flipping()) == [3_006]
 
 
-def test_drift_events_name_the_detector_expert_and_model_version():
+def test_drift_events_name_the_detector_expert_and_model_version() -> None:
     engine = Engine(ModelSettings(hidden=[8], learning_rate=0.01))
     run(engine, flipping()[:2_990])
     events = engine.process(flipping()[2_990:3_100]).drift_events
@@ -166,7 +166,7 @@ def test_drift_events_name_the_detector_expert_and_model_version():
     assert drift.model_version == engine.version - 1  # the model that made those losses
 
 
-def test_the_drift_detector_state_is_checkpointed_with_the_engine():
+def test_the_drift_detector_state_is_checkpointed_with_the_engine() -> None:
     settings = ModelSettings(hidden=[8], learning_rate=0.01)
     data = flipping()
     a = Engine(settings)
@@ -177,7 +177,7 @@ def test_the_drift_detector_state_is_checkpointed_with_the_engine():
     assert drifts(a, data[2_000:]) == drifts(b, data[2_000:]) == [3_006]
 
 
-def test_drift_detection_can_be_turned_off():
+def test_drift_detection_can_be_turned_off() -> None:
     engine = Engine(
         ModelSettings(hidden=[8], learning_rate=0.01), drift=DriftSettings(enabled=False)
     )
@@ -185,7 +185,7 @@ def test_drift_detection_can_be_turned_off():
     assert engine.state_dict()["drift"] is None
 
 
-def test_a_checkpoint_without_label_counts_loads_and_its_classes_are_kept():
+def test_a_checkpoint_without_label_counts_loads_and_its_classes_are_kept() -> None:
     settings = ModelSettings(hidden=[4], n_features=1, max_classes=2)
     a = Engine(settings)
     a.process([Sample([0.0], "a"), Sample([1.0], "b")])
@@ -199,21 +199,21 @@ def test_a_checkpoint_without_label_counts_loads_and_its_classes_are_kept():
     assert b.labels.labels == ["a", "b"]
 
 
-def test_a_regression_target_beyond_float32_is_rejected_by_the_engine():
+def test_a_regression_target_beyond_float32_is_rejected_by_the_engine() -> None:
     engine = Engine(ModelSettings(task="regression", hidden=[4], n_features=1))
     result = engine.process([Sample([0.0], 1.0), Sample([1.0], 1e39), Sample([2.0], 2.0)])
     assert [(r.index, r.reason) for r in result.rejections] == [(1, "non_finite")]
     assert result.labeled == 2
 
 
-def test_guard_skips_reach_the_step_result():
+def test_guard_skips_reach_the_step_result() -> None:
     engine = Engine(ModelSettings(hidden=[4], n_features=1, optimizer="sgd", learning_rate=1e30))
     result = engine.process([Sample([0.0], 0), Sample([1.0], 1)])
     assert result.steps_skipped == {"weights": 1}
     assert engine.process([Sample([0.5], 1)]).steps_skipped == {"weights": 1}
 
 
-def test_bad_rows_finds_nan_and_infinity_and_not_a_sum_that_overflows():
+def test_bad_rows_finds_nan_and_infinity_and_not_a_sum_that_overflows() -> None:
     from streamlearn.experts.guard import bad_rows
 
     big = torch.tensor([[3e38, 3e38], [1.0, 2.0]])  # finite, though the sum is not

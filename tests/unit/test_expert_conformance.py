@@ -19,7 +19,7 @@ KINDS = {
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))
-def test_every_expert_kind_conforms(name):
+def test_every_expert_kind_conforms(name) -> None:
     settings = KINDS[name]
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(16, 8, generator=generator)
@@ -31,7 +31,7 @@ def test_every_expert_kind_conforms(name):
     check_expert(lambda: build_expert(settings, 8, torch.device("cpu"), seed=3), x, y)
 
 
-def test_a_broken_expert_is_named_by_the_checks():
+def test_a_broken_expert_is_named_by_the_checks() -> None:
     class Forgetful:  # loses its optimizer state on load
         def __init__(self):
             self.inner = build_expert(ModelSettings(), 8, torch.device("cpu"), seed=3)

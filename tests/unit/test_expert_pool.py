@@ -38,7 +38,7 @@ def decisions(engine: Engine, samples: list[Sample], batch: int = 32) -> list[tu
     return found
 
 
-def test_a_returning_regime_reuses_its_expert_instead_of_spawning():
+def test_a_returning_regime_reuses_its_expert_instead_of_spawning() -> None:
     engine = Engine(MODEL)
     assert decisions(engine, regimes("ABA")) == [
         ("spawn", "1", "0", 3_136),
@@ -49,7 +49,7 @@ def test_a_returning_regime_reuses_its_expert_instead_of_spawning():
     assert engine.stats.rolling("correct") > 0.95
 
 
-def test_a_new_regime_spawns_and_a_full_pool_prunes_its_least_useful_expert():
+def test_a_new_regime_spawns_and_a_full_pool_prunes_its_least_useful_expert() -> None:
     engine = Engine(MODEL, experts=ExpertsSettings(max_experts=2))
     found = decisions(engine, regimes("ABC"))
     assert [kind for kind, *_ in found] == ["spawn", "prune", "spawn"]
@@ -58,7 +58,7 @@ def test_a_new_regime_spawns_and_a_full_pool_prunes_its_least_useful_expert():
     assert "0" not in engine.drift.detectors  # its detector went with it
 
 
-def test_merge_hands_the_dropped_experts_pairs_to_its_closest():
+def test_merge_hands_the_dropped_experts_pairs_to_its_closest() -> None:
     engine = Engine(MODEL, experts=ExpertsSettings(max_experts=2, when_full="merge"))
     found = decisions(engine, regimes("ABC"))
     assert [kind for kind, *_ in found] == ["spawn", "merge", "spawn"]
@@ -67,7 +67,7 @@ def test_merge_hands_the_dropped_experts_pairs_to_its_closest():
     assert engine.pool.selector.pairs[heir_slot].seen > 3_000  # its own and the merged
 
 
-def test_a_false_alarm_keeps_the_active_expert():
+def test_a_false_alarm_keeps_the_active_expert() -> None:
     engine = Engine(MODEL)
     samples = regimes("A", length=4_000)
     run_until = 2_000
@@ -77,7 +77,7 @@ def test_a_false_alarm_keeps_the_active_expert():
     assert list(engine.pool.members) == ["0"]
 
 
-def test_held_samples_are_learned_after_the_decision_so_none_is_lost():
+def test_held_samples_are_learned_after_the_decision_so_none_is_lost() -> None:
     engine = Engine(MODEL)
     data = regimes("AB")
     decisions(engine, data)
@@ -85,7 +85,7 @@ def test_held_samples_are_learned_after_the_decision_so_none_is_lost():
     assert learned == engine.samples_learned == len(data)
 
 
-def test_the_pool_state_round_trips_through_a_weights_only_load_mid_decision():
+def test_the_pool_state_round_trips_through_a_weights_only_load_mid_decision() -> None:
     data = regimes("ABA")
     a = Engine(MODEL)
     decisions(a, data[:3_040])  # past the drift, inside the decision window
@@ -99,7 +99,7 @@ def test_the_pool_state_round_trips_through_a_weights_only_load_mid_decision():
             assert torch.equal(pa, pb)
 
 
-def test_unlabeled_samples_are_routed_to_the_expert_of_their_regime():
+def test_unlabeled_samples_are_routed_to_the_expert_of_their_regime() -> None:
     engine = Engine(MODEL)
     # Two regimes whose inputs differ: the selector can tell them apart, the labels cannot.
     rng = random.Random(1)
@@ -119,13 +119,13 @@ def test_unlabeled_samples_are_routed_to_the_expert_of_their_regime():
     assert experts[:100].count("0") >= 95 and experts[100:].count("1") >= 95
 
 
-def test_with_the_pool_off_a_drift_changes_nothing_but_is_reported():
+def test_with_the_pool_off_a_drift_changes_nothing_but_is_reported() -> None:
     engine = Engine(MODEL, experts=ExpertsSettings(enabled=False))
     assert decisions(engine, regimes("ABA")) == []
     assert list(engine.pool.members) == ["0"]
 
 
-def test_a_checkpoint_from_before_the_pool_restores_as_expert_zero():
+def test_a_checkpoint_from_before_the_pool_restores_as_expert_zero() -> None:
     a = Engine(MODEL)
     decisions(a, regimes("A", length=500))
     old = a.state_dict()
@@ -141,7 +141,7 @@ def test_a_checkpoint_from_before_the_pool_restores_as_expert_zero():
     assert list(b.pool.members) == ["0"]
 
 
-def test_every_held_batch_reports_one_loss_per_sample_from_the_leader():
+def test_every_held_batch_reports_one_loss_per_sample_from_the_leader() -> None:
     engine = Engine(MODEL)
     data = regimes("ABA")
     for start in range(0, len(data), 32):
@@ -150,7 +150,7 @@ def test_every_held_batch_reports_one_loss_per_sample_from_the_leader():
     assert engine.stats.count == len(data) and engine.stats.cumulative("correct") <= 1
 
 
-def test_a_checkpoint_from_a_bigger_pool_is_refused_with_the_settings_it_needs():
+def test_a_checkpoint_from_a_bigger_pool_is_refused_with_the_settings_it_needs() -> None:
     a = Engine(MODEL)
     decisions(a, regimes("AB"))
     for experts in (ExpertsSettings(enabled=False), ExpertsSettings(selector={"hidden": [8]})):
@@ -158,7 +158,7 @@ def test_a_checkpoint_from_a_bigger_pool_is_refused_with_the_settings_it_needs()
             Engine(MODEL, experts=experts).load_state_dict(roundtrip(a.state_dict()))
 
 
-def test_hold_returns_the_losses_of_the_expert_leading_after_the_batch():
+def test_hold_returns_the_losses_of_the_expert_leading_after_the_batch() -> None:
     from streamlearn.experts.pool import ExpertPool
 
     class Constant:  # predicts its seed; the scripted loss function does the rest

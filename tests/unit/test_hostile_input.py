@@ -9,6 +9,7 @@ import json
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,7 +92,7 @@ def counted(daemon: Daemon, name: str, **labels: str) -> float:
 # -- values beyond float32 ------------------------------------------------------------------
 
 
-def test_a_value_beyond_float32_is_refused_and_the_model_stays_finite(tmp_path):
+def test_a_value_beyond_float32_is_refused_and_the_model_stays_finite(tmp_path: Path) -> None:
     hostile = b'{"x": [1e300, 1, 2], "y": 1}'
     values = [*good(50), hostile, *good(50, 50), *good(5, 100, labeled=False)]
     daemon, source, sink = make(tmp_path, values)
@@ -105,7 +106,7 @@ def test_a_value_beyond_float32_is_refused_and_the_model_stays_finite(tmp_path):
     assert daemon.checkpoint("test")
 
 
-def test_a_value_beyond_float32_in_a_batch_record_is_refused_alone(tmp_path):
+def test_a_value_beyond_float32_in_a_batch_record_is_refused_alone(tmp_path: Path) -> None:
     batch = {
         "samples": [
             {"x": [1, 2, 3], "y": 0},
@@ -142,7 +143,7 @@ class InboxLearner:
         return LearnerView()
 
 
-def test_a_value_beyond_float32_posted_to_v1_learn_is_refused_with_422(tmp_path):
+def test_a_value_beyond_float32_posted_to_v1_learn_is_refused_with_422(tmp_path: Path) -> None:
     daemon, source, _ = make(tmp_path, good(40))
     drain(daemon, source)
     core = ServingCore(daemon.settings, daemon.snapshots, InboxLearner(daemon), ServingMetrics())
@@ -154,7 +155,9 @@ def test_a_value_beyond_float32_posted_to_v1_learn_is_refused_with_422(tmp_path)
     assert core.learn([{"x": [1, 2, 3], "y": 0}]).result() == {"accepted": 1}
 
 
-def test_a_value_beyond_float32_reaching_the_learner_directly_is_dead_lettered(tmp_path):
+def test_a_value_beyond_float32_reaching_the_learner_directly_is_dead_lettered(
+    tmp_path: Path,
+) -> None:
     # Samples from /v1/learn cross to the learner as plain values: the engine checks again.
     daemon, source, sink = make(tmp_path, good(40))
     drain(daemon, source)
@@ -170,7 +173,7 @@ def test_a_value_beyond_float32_reaching_the_learner_directly_is_dead_lettered(t
     assert_finite(daemon.engine)
 
 
-def test_values_at_the_float32_limit_keep_the_statistics_finite():
+def test_values_at_the_float32_limit_keep_the_statistics_finite() -> None:
     # Finite in float32, but their squares are not: the statistics are float64.
     engine = Engine(ModelSettings(hidden=[8], n_features=3))
     top = 3.4e38
@@ -188,7 +191,7 @@ def test_values_at_the_float32_limit_keep_the_statistics_finite():
 
 
 @pytest.mark.parametrize("label", [10**20, 2**63, -(2**63) - 1, 1e20])
-def test_an_integer_label_outside_int64_is_refused(tmp_path, label):
+def test_an_integer_label_outside_int64_is_refused(tmp_path: Path, label) -> None:
     value = json.dumps({"x": [1, 2, 3], "y": label}).encode()
     daemon, source, sink = make(tmp_path, [*good(10), value])
     drain(daemon, source)
@@ -196,7 +199,7 @@ def test_an_integer_label_outside_int64_is_refused(tmp_path, label):
     assert daemon.engine.labels.labels == [0, 1]
 
 
-def test_a_400_kb_label_is_refused(tmp_path):
+def test_a_400_kb_label_is_refused(tmp_path: Path) -> None:
     value = json.dumps({"x": [1, 2, 3], "y": "z" * 400_000}).encode()
     daemon, source, sink = make(tmp_path, [json.dumps({"x": [1, 2, 3], "y": "a"}).encode(), value])
     drain(daemon, source)
@@ -205,7 +208,7 @@ def test_a_400_kb_label_is_refused(tmp_path):
     assert daemon.engine.labels.labels == ["a"]
 
 
-def test_int_and_string_labels_do_not_mix(tmp_path):
+def test_int_and_string_labels_do_not_mix(tmp_path: Path) -> None:
     values = [json.dumps({"x": [1, 2, 3], "y": y}).encode() for y in (1, "1", 2, "cat")]
     daemon, source, sink = make(tmp_path, values)
     drain(daemon, source)
@@ -214,7 +217,7 @@ def test_int_and_string_labels_do_not_mix(tmp_path):
     assert "this model's classes are integers; got the string '1'" in sink.dead[0].detail
 
 
-def test_string_labels_refuse_integers():
+def test_string_labels_refuse_integers() -> None:
     engine = Engine(ModelSettings(hidden=[], n_features=1))
     result = engine.process([Sample([0.0], "a"), Sample([1.0], 7), Sample([2.0], True)])
     assert [(r.index, r.reason) for r in result.rejections] == [(1, "bad_label"), (2, "bad_label")]
@@ -222,7 +225,7 @@ def test_string_labels_refuse_integers():
     assert engine.labels.labels == ["a"]
 
 
-def test_junk_labels_cannot_lock_out_real_classes(tmp_path):
+def test_junk_labels_cannot_lock_out_real_classes(tmp_path: Path) -> None:
     real = [
         json.dumps({"x": [i % 3, 1, 2], "y": label}).encode()
         for i in range(30)
@@ -252,14 +255,14 @@ def test_junk_labels_cannot_lock_out_real_classes(tmp_path):
     assert list(prediction.probabilities) == ["a", "b", "c", "junk61"]
 
 
-def test_a_full_model_without_recycling_refuses_new_labels():
+def test_a_full_model_without_recycling_refuses_new_labels() -> None:
     engine = Engine(ModelSettings(hidden=[], n_features=1, max_classes=2, rare_class_samples=0))
     engine.process([Sample([0.0], "a"), Sample([1.0], "b")])
     result = engine.process([Sample([2.0], "c")])
     assert [(r.index, r.reason) for r in result.rejections] == [(0, "too_many_classes")]
 
 
-def test_a_recycled_slot_answers_with_its_new_label():
+def test_a_recycled_slot_answers_with_its_new_label() -> None:
     engine = Engine(ModelSettings(hidden=[], n_features=1, max_classes=3))
     engine.process([Sample([0.0], "a")] * 4 + [Sample([1.0], "b")] * 4 + [Sample([2.0], "j")])
     result = engine.process([Sample([2.0], "c")])
@@ -270,7 +273,7 @@ def test_a_recycled_slot_answers_with_its_new_label():
     assert set(prediction.probabilities) == {"a", "b", "c"}
 
 
-def test_the_least_learned_slot_is_recycled_the_oldest_first():
+def test_the_least_learned_slot_is_recycled_the_oldest_first() -> None:
     index = LabelIndex(capacity=4, rare=3)
     for label in ["a", "a", "a", "b", "c", "c", "d"]:
         index.new_batch()
@@ -285,7 +288,7 @@ def test_the_least_learned_slot_is_recycled_the_oldest_first():
     ]
 
 
-def test_a_slot_used_in_the_batch_is_not_recycled_within_it():
+def test_a_slot_used_in_the_batch_is_not_recycled_within_it() -> None:
     index = LabelIndex(capacity=2, rare=3)
     index.new_batch()
     assert [index.encode(label) for label in ("a", "b")] == [0, 1]
@@ -293,7 +296,7 @@ def test_a_slot_used_in_the_batch_is_not_recycled_within_it():
         index.encode("c")
 
 
-def test_label_counts_survive_a_checkpoint_and_old_ones_are_never_recycled():
+def test_label_counts_survive_a_checkpoint_and_old_ones_are_never_recycled() -> None:
     index = LabelIndex(capacity=2, rare=3)
     index.encode("a")
     index.encode("b")
@@ -314,7 +317,7 @@ def test_label_counts_survive_a_checkpoint_and_old_ones_are_never_recycled():
 # -- width and ids ---------------------------------------------------------------------------
 
 
-def test_a_huge_first_record_does_not_fix_the_width(tmp_path):
+def test_a_huge_first_record_does_not_fix_the_width(tmp_path: Path) -> None:
     huge = json.dumps({"x": [0] * 500_000, "y": 0}).replace(" ", "").encode()
     assert len(huge) < 1_048_576
     daemon, source, sink = make(tmp_path, [huge, *good(20)])
@@ -326,7 +329,7 @@ def test_a_huge_first_record_does_not_fix_the_width(tmp_path):
     assert daemon.engine.samples_learned == 20
 
 
-def test_the_engine_never_builds_wider_than_max_features():
+def test_the_engine_never_builds_wider_than_max_features() -> None:
     engine = Engine(ModelSettings(hidden=[4], max_features=100))
     result = engine.process([Sample([0.0] * 500, 1), Sample([1.0, 2.0], 0)])
     assert engine.n_features == 2
@@ -340,7 +343,7 @@ def test_the_engine_never_builds_wider_than_max_features():
         alone._build(500)
 
 
-def test_a_long_id_is_refused(tmp_path):
+def test_a_long_id_is_refused(tmp_path: Path) -> None:
     long_id = json.dumps({"x": [1, 2, 3], "id": "i" * 700_000}).encode()
     daemon, source, sink = make(tmp_path, [*good(20), long_id, *good(1, 20, labeled=False)])
     drain(daemon, source)
@@ -352,7 +355,7 @@ def test_a_long_id_is_refused(tmp_path):
 # -- the step guard --------------------------------------------------------------------------
 
 
-def test_rows_whose_loss_is_not_finite_are_refused_and_the_rest_learned():
+def test_rows_whose_loss_is_not_finite_are_refused_and_the_rest_learned() -> None:
     engine = Engine(ModelSettings(standardize=False, n_features=3))
     result = engine.process(
         [Sample([1.0, 2.0, 3.0], 0), Sample([3e38, 3e38, -3e38], 1), Sample([0.5, 0.1, 0.2], 1)]
@@ -366,7 +369,7 @@ def expert_weights(engine: Engine) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in engine.expert.module.state_dict().items()}
 
 
-def test_a_non_finite_gradient_skips_the_step_and_is_counted(tmp_path):
+def test_a_non_finite_gradient_skips_the_step_and_is_counted(tmp_path: Path) -> None:
     daemon, source, _ = make(tmp_path, good(16), engine={"max_batch": 16})
     drain(daemon, source)
     module = daemon.engine.expert.module
@@ -381,7 +384,9 @@ def test_a_non_finite_gradient_skips_the_step_and_is_counted(tmp_path):
     assert_finite(daemon.engine)
 
 
-def test_a_learning_rate_of_1e30_is_undone_every_step_and_never_checkpointed(tmp_path):
+def test_a_learning_rate_of_1e30_is_undone_every_step_and_never_checkpointed(
+    tmp_path: Path,
+) -> None:
     daemon, source, _ = make(
         tmp_path,
         good(64),
@@ -397,7 +402,7 @@ def test_a_learning_rate_of_1e30_is_undone_every_step_and_never_checkpointed(tmp
     assert daemon.checkpoint("test")
 
 
-def test_weights_go_back_to_the_last_good_copy_not_the_first():
+def test_weights_go_back_to_the_last_good_copy_not_the_first() -> None:
     from streamlearn.experts.guard import GOOD_EVERY
 
     engine = Engine(ModelSettings(hidden=[8], n_features=3))
@@ -424,7 +429,7 @@ def test_weights_go_back_to_the_last_good_copy_not_the_first():
     assert_finite(engine)
 
 
-def test_a_non_finite_loss_skips_the_step():
+def test_a_non_finite_loss_skips_the_step() -> None:
     engine = Engine(ModelSettings(hidden=[8], n_features=3))
     engine.process([Sample([1.0, 2.0, 3.0], 0), Sample([0.0, 1.0, 0.0], 1)])
     expert = engine.expert
@@ -435,7 +440,7 @@ def test_a_non_finite_loss_skips_the_step():
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
-def test_a_skipped_step_leaves_batch_norm_statistics_finite():
+def test_a_skipped_step_leaves_batch_norm_statistics_finite() -> None:
     engine = Engine(ModelSettings(hidden=[8], n_features=3, norm="batch"))
     built = expert_weights(engine)  # the good copy until GOOD_EVERY steps have passed
     batch = [Sample([float(i % 3), 1.0, float(i % 2)], i % 2) for i in range(8)]
@@ -450,7 +455,9 @@ def test_a_skipped_step_leaves_batch_norm_statistics_finite():
     assert_finite(engine)
 
 
-def test_a_user_expert_keeps_working_under_the_guard(tmp_path, monkeypatch):
+def test_a_user_expert_keeps_working_under_the_guard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SEQ_LOG", str(tmp_path / "seq.log"))
     values = [json.dumps({"x": [1, i + 1], "y": 1.0}).encode() for i in range(20)]
     daemon, source, sink = make(

@@ -54,7 +54,7 @@ def predictions(n: int) -> list[Prediction]:
     return [Prediction(f"p{i}", 0, None, 1, "0") for i in range(n)]
 
 
-def test_during_an_outage_outputs_queue_without_a_blocking_send_each(sink):
+def test_during_an_outage_outputs_queue_without_a_blocking_send_each(sink) -> None:
     producer = sink._producer
     producer.down = True
     sink.predictions(predictions(500))
@@ -70,7 +70,7 @@ def test_during_an_outage_outputs_queue_without_a_blocking_send_each(sink):
     assert len(producer.sent) == 500
 
 
-def test_retry_probes_at_most_once_a_second(sink):
+def test_retry_probes_at_most_once_a_second(sink) -> None:
     producer = sink._producer
     producer.down = True
     sink.predictions(predictions(3))
@@ -79,7 +79,7 @@ def test_retry_probes_at_most_once_a_second(sink):
     assert producer.tries == 2  # the first send, then one probe: the second was too soon
 
 
-def test_a_size_the_broker_refuses_is_dropped_and_counted_not_retried(sink):
+def test_a_size_the_broker_refuses_is_dropped_and_counted_not_retried(sink) -> None:
     sink._producer.refuse = MessageSizeTooLargeError("over message.max.bytes")
     sink.predictions(predictions(2))
     assert sink.pending == 0

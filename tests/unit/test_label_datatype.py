@@ -73,7 +73,7 @@ def _declared(core: ServingCore) -> dict[str, str]:
     return {o["name"]: o["datatype"] for o in core.model_metadata("streamlearn")["outputs"]}
 
 
-def test_predictions_keep_the_metadata_datatype_when_every_row_predicts_an_integer():
+def test_predictions_keep_the_metadata_datatype_when_every_row_predicts_an_integer() -> None:
     core = _core()
     answer = core.infer("streamlearn", [TensorIn("input", "FP32", [2, 2], [[1, 2], [3, 4]])])
     outputs = {t.name: t for t in answer.outputs}
@@ -82,7 +82,7 @@ def test_predictions_keep_the_metadata_datatype_when_every_row_predicts_an_integ
     assert outputs["classes"].datatype == "BYTES"
 
 
-def test_grpc_answers_the_declared_datatype_too():
+def test_grpc_answers_the_declared_datatype_too() -> None:
     servicer = InferenceServicer(_core())
     tensor = pb.ModelInferRequest.InferInputTensor(
         name="input",
@@ -100,14 +100,14 @@ def test_grpc_answers_the_declared_datatype_too():
     assert declared.datatype == "BYTES"
 
 
-def test_integer_labels_stay_int64():
+def test_integer_labels_stay_int64() -> None:
     core = _core(labels=(0, 1))
     answer = core.infer("streamlearn", [TensorIn("input", "FP32", [1, 2], [[1, 2]])])
     assert answer.outputs[0].datatype == _declared(core)["predictions"] == "INT64"
     assert answer.outputs[0].data == [0]
 
 
-def test_label_tensor_takes_its_datatype_from_the_label_set():
+def test_label_tensor_takes_its_datatype_from_the_label_set() -> None:
     assert label_tensor("p", [0, 0], labels=[0, "spam"]).datatype == "BYTES"
     assert label_tensor("p", ["a"], labels=["a", "b"]).data == ["a"]
     assert label_tensor("p", [1, 0], labels=[0, 1]).datatype == "INT64"

@@ -16,13 +16,13 @@ from streamlearn.testing import check_expert
 
 
 @pytest.mark.parametrize("norm, layer", [("batch", nn.BatchNorm1d), ("layer", nn.LayerNorm)])
-def test_mlp_puts_a_norm_layer_after_each_hidden_linear_layer(norm, layer):
+def test_mlp_puts_a_norm_layer_after_each_hidden_linear_layer(norm, layer) -> None:
     net = build_mlp(5, 3, [8, 4], norm=norm)
     kinds = [type(m) for m in net]
     assert kinds == [nn.Linear, layer, nn.ReLU, nn.Linear, layer, nn.ReLU, nn.Linear]
 
 
-def test_cnn_recognizes_flattened_images_of_any_channel_count():
+def test_cnn_recognizes_flattened_images_of_any_channel_count() -> None:
     assert ImageCnn([8, 8], 10, [4, 8])(torch.randn(3, 64)).shape == (3, 10)
     assert ImageCnn([3, 8, 8], 10, [4], norm="layer")(torch.randn(2, 192)).shape == (2, 10)
 
@@ -36,7 +36,7 @@ def test_cnn_recognizes_flattened_images_of_any_channel_count():
         ),
     ],
 )
-def test_norm_experts_conform_and_learn_from_a_single_row(model):
+def test_norm_experts_conform_and_learn_from_a_single_row(model) -> None:
     make = lambda: build_expert(model, 16, torch.device("cpu"), seed=0)  # noqa: E731
     x, y = torch.randn(8, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     check_expert(make, x, y)
@@ -44,7 +44,7 @@ def test_norm_experts_conform_and_learn_from_a_single_row(model):
     assert losses.shape == (1,) and bool(losses.isfinite().all())
 
 
-def test_checkpoints_from_before_the_norm_settings_still_fit_the_defaults():
+def test_checkpoints_from_before_the_norm_settings_still_fit_the_defaults() -> None:
     old = ModelSettings().model_dump(mode="json")
     for key in ("norm", "architecture", "image_shape"):
         del old[key]

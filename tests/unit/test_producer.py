@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ def streamlearn(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[
     )
 
 
-def test_key_of_field_takes_strings_as_they_are_and_other_values_as_json():
+def test_key_of_field_takes_strings_as_they_are_and_other_values_as_json() -> None:
     key = key_of_field("id")
     assert key(1, b'{"x": [1], "id": "msg-17"}') == b"msg-17"
     assert key(2, b'{"x": [1], "id": 17}') == b"17"
@@ -46,12 +47,12 @@ def test_key_of_field_takes_strings_as_they_are_and_other_values_as_json():
         (b"[1, 2]", "record 4: not a JSON object"),
     ],
 )
-def test_key_of_field_names_the_record_without_it(value, message):
+def test_key_of_field_names_the_record_without_it(value, message) -> None:
     with pytest.raises(StreamlearnError, match="^" + re.escape(message)):
         key_of_field("id")(4, value)
 
 
-def test_key_of_template_formats_the_records_fields():
+def test_key_of_template_formats_the_records_fields() -> None:
     key = key_of_template("{source}-{id:>04}")
     assert key(1, b'{"x": [1], "source": "s3", "id": 7}') == b"s3-0007"
     with pytest.raises(
@@ -63,12 +64,12 @@ def test_key_of_template_formats_the_records_fields():
 
 
 @pytest.mark.parametrize("template", ["no fields", "{}", "{0}", "{a.b}", "{a[0]}", "{a"])
-def test_key_templates_name_fields_of_the_record_only(template):
+def test_key_templates_name_fields_of_the_record_only(template) -> None:
     with pytest.raises(SettingsError, match="--key-template"):
         key_of_template(template)
 
 
-def test_a_json_lines_file_names_the_line_at_fault(tmp_path):
+def test_a_json_lines_file_names_the_line_at_fault(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"x": [1], "id": "a"}\n\n{"x": [2]}\n')
     lines = JsonLines(path)
@@ -77,20 +78,20 @@ def test_a_json_lines_file_names_the_line_at_fault(tmp_path):
         [key(i, value) for i, value in enumerate(lines, 1)]
 
 
-def test_help_documents_both_key_options():
+def test_help_documents_both_key_options() -> None:
     done = streamlearn("produce", "--help")
     assert done.returncode == 0
     assert "--key FIELD" in done.stdout and "--key-template TEMPLATE" in done.stdout
 
 
-def test_key_and_key_template_exclude_each_other(tmp_path):
+def test_key_and_key_template_exclude_each_other(tmp_path: Path) -> None:
     done = streamlearn(
         "produce", "--file", str(tmp_path / "x"), "--key", "id", "--key-template", "{id}"
     )
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
 
 
-def test_an_unreachable_broker_is_one_line_and_exit_1_within_seconds(tmp_path):
+def test_an_unreachable_broker_is_one_line_and_exit_1_within_seconds(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"x": [1], "y": 0}\n')
     servers = f"127.0.0.1:{free_port()}"  # nobody listens there
@@ -105,7 +106,9 @@ def test_an_unreachable_broker_is_one_line_and_exit_1_within_seconds(tmp_path):
     assert took < 10, f"took {took:.1f} s"
 
 
-def test_a_failed_connect_leaves_no_client_thread_or_socket_behind(monkeypatch):
+def test_a_failed_connect_leaves_no_client_thread_or_socket_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A guard against leaks that outlive garbage collection (a live IO thread holds its
     # sockets). A few of the client's sockets wait for the collector even when closed, and
     # kafka's log records (pytest keeps them) would hold them: they go nowhere here.

@@ -39,7 +39,7 @@ def sock_path():
     path.unlink(missing_ok=True)
 
 
-def test_a_request_gets_its_answer_and_a_closed_learner_fails_what_waits(sock_path):
+def test_a_request_gets_its_answer_and_a_closed_learner_fails_what_waits(sock_path) -> None:
     port = LearnerPort(sock_path, echo)
     link = LearnerLink(sock_path)
     link.start()
@@ -57,7 +57,7 @@ def test_a_request_gets_its_answer_and_a_closed_learner_fails_what_waits(sock_pa
     link.close()
 
 
-def test_the_link_comes_back_when_a_new_learner_listens(sock_path):
+def test_the_link_comes_back_when_a_new_learner_listens(sock_path) -> None:
     changes: list[bool] = []
     first = LearnerPort(sock_path, echo)
     first.start()
@@ -75,7 +75,7 @@ def test_the_link_comes_back_when_a_new_learner_listens(sock_path):
     second.close()
 
 
-def test_a_frame_that_is_not_json_or_too_long_closes_the_connection(sock_path):
+def test_a_frame_that_is_not_json_or_too_long_closes_the_connection(sock_path) -> None:
     port = LearnerPort(sock_path, echo)
     port.start()
     for frame in (struct.pack(">I", 3) + b"{x}", struct.pack(">I", 2**31)):
@@ -106,7 +106,7 @@ def reader_for(directory: Path, engine: Engine) -> SnapshotReader:
     )
 
 
-def test_a_written_snapshot_reads_back_and_answers_as_the_engine_does(tmp_path):
+def test_a_written_snapshot_reads_back_and_answers_as_the_engine_does(tmp_path: Path) -> None:
     engine = trained_engine()
     writer = SnapshotWriter(tmp_path, Metrics())
     reader = reader_for(tmp_path, engine)
@@ -124,7 +124,7 @@ def test_a_written_snapshot_reads_back_and_answers_as_the_engine_does(tmp_path):
     assert dict(zip(names, answer.probabilities[0].tolist(), strict=True)) == expected.probabilities
 
 
-def test_only_changed_experts_are_written_and_old_files_are_collected(tmp_path):
+def test_only_changed_experts_are_written_and_old_files_are_collected(tmp_path: Path) -> None:
     engine = trained_engine()
     writer = SnapshotWriter(tmp_path)
     writer.publish_from(engine)
@@ -140,7 +140,7 @@ def test_only_changed_experts_are_written_and_old_files_are_collected(tmp_path):
     assert not first & set(kept)
 
 
-def test_a_new_learner_generation_replaces_a_higher_version(tmp_path):
+def test_a_new_learner_generation_replaces_a_higher_version(tmp_path: Path) -> None:
     board = SnapshotBoard()
     engine = trained_engine()
     for _ in range(3):
@@ -155,7 +155,7 @@ def test_a_new_learner_generation_replaces_a_higher_version(tmp_path):
     assert board.current.version == 1 < engine.version
 
 
-def test_restarts_back_off_while_a_child_keeps_dying(monkeypatch):
+def test_restarts_back_off_while_a_child_keeps_dying(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
     monkeypatch.setattr(processes.time, "monotonic", lambda: now[0])
     backoff = processes.Backoff()
@@ -169,7 +169,7 @@ def test_restarts_back_off_while_a_child_keeps_dying(monkeypatch):
     assert backoff.exited() == processes.RESTART_MIN_S
 
 
-def test_a_child_gets_the_settings_with_their_secrets(tmp_path):
+def test_a_child_gets_the_settings_with_their_secrets(tmp_path: Path) -> None:
     settings = load_settings(
         None, serve={"auth_token": "a-long-enough-token"}, checkpoint={"dir": str(tmp_path)}
     )
@@ -180,7 +180,7 @@ def test_a_child_gets_the_settings_with_their_secrets(tmp_path):
     assert child.serve.auth_token.get_secret_value() == "a-long-enough-token"
 
 
-def test_a_dead_supervisors_runtime_directory_is_removed_by_the_next_start(tmp_path):
+def test_a_dead_supervisors_runtime_directory_is_removed_by_the_next_start(tmp_path: Path) -> None:
     from streamlearn.runtime.paths import remove_orphans
 
     dead, alive, foreign = (tmp_path / f"streamlearn-{n}" for n in ("dead", "alive", "x"))

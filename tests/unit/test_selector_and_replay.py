@@ -9,7 +9,7 @@ from streamlearn.settings import ReplaySettings, SelectorSettings
 from streamlearn.testing import roundtrip
 
 
-def test_a_reservoir_keeps_a_uniform_sample_of_everything_offered():
+def test_a_reservoir_keeps_a_uniform_sample_of_everything_offered() -> None:
     reservoir = Reservoir(200, seed=0)
     for start in range(0, 20_000, 32):
         rows = torch.arange(start, min(start + 32, 20_000)).float().unsqueeze(1)
@@ -22,7 +22,7 @@ def test_a_reservoir_keeps_a_uniform_sample_of_everything_offered():
     assert int((held < 10_000).sum()) in range(80, 121)  # not just the latest rows
 
 
-def test_a_reservoir_round_trips_and_continues_identically():
+def test_a_reservoir_round_trips_and_continues_identically() -> None:
     a = Reservoir(50, seed=1)
     a.add(torch.randn(80, 3), torch.arange(80))
     b = Reservoir(50, seed=99)
@@ -33,7 +33,7 @@ def test_a_reservoir_round_trips_and_continues_identically():
     assert torch.equal(a.rows()[0], b.rows()[0]) and torch.equal(a.sample(10)[1], b.sample(10)[1])
 
 
-def test_class_balanced_replay_gives_a_rare_class_its_share():
+def test_class_balanced_replay_gives_a_rare_class_its_share() -> None:
     y = torch.tensor([0] * 950 + [1] * 50)[torch.randperm(1_000)]
     x = torch.randn(1_000, 2)
     buffer = ReplayBuffer(ReplaySettings(capacity=100, class_balanced=True), seed=0)
@@ -53,7 +53,7 @@ def two_clusters(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torc
     return x, slot
 
 
-def test_the_selector_routes_a_clear_two_regime_input():
+def test_the_selector_routes_a_clear_two_regime_input() -> None:
     generator = torch.Generator().manual_seed(0)
     selector = Selector(SelectorSettings(), 4, max_experts=4, device=torch.device("cpu"), seed=0)
     for _ in range(300):
@@ -69,7 +69,7 @@ def test_the_selector_routes_a_clear_two_regime_input():
     assert rolling > 0.99 and cumulative > 0.9
 
 
-def test_an_unsure_selector_falls_back_to_the_active_expert():
+def test_an_unsure_selector_falls_back_to_the_active_expert() -> None:
     settings = SelectorSettings(threshold=1.0)  # nothing is ever that sure
     selector = Selector(settings, 4, max_experts=2, device=torch.device("cpu"), seed=0)
     generator = torch.Generator().manual_seed(0)
@@ -79,7 +79,7 @@ def test_an_unsure_selector_falls_back_to_the_active_expert():
     assert selector.route(x, {0: "a", 1: "b"}, fallback="b") == ["b"] * 64
 
 
-def test_a_forgotten_slot_loses_its_pairs():
+def test_a_forgotten_slot_loses_its_pairs() -> None:
     selector = Selector(SelectorSettings(), 4, max_experts=3, device=torch.device("cpu"), seed=0)
     x = torch.randn(10, 4)
     selector.observe(x, x, 0, alive=[0, 1])
@@ -91,7 +91,7 @@ def test_a_forgotten_slot_loses_its_pairs():
 
 
 @pytest.mark.parametrize("ratio,extra", [(0.0, 0), (0.5, 16), (1.0, 32)])
-def test_replay_mixes_old_samples_into_each_step(ratio, extra):
+def test_replay_mixes_old_samples_into_each_step(ratio, extra) -> None:
     from streamlearn.engine import Engine
     from streamlearn.settings import ExpertsSettings, ModelSettings
     from streamlearn.types import Sample

@@ -20,13 +20,13 @@ def clean_env(monkeypatch):
             monkeypatch.delenv(key)
 
 
-def test_default_yaml_lists_every_default_exactly():
+def test_default_yaml_lists_every_default_exactly() -> None:
     documented = yaml.safe_load((ROOT / "config" / "default.yaml").read_text())
     assert documented == dump_defaults()
     assert load_settings(ROOT / "config" / "default.yaml") == load_settings()
 
 
-def test_environment_overrides_the_file(tmp_path, monkeypatch):
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("kafka:\n  group_id: from-file\n  input_topic: in\n")
     monkeypatch.setenv("STREAMLEARN_KAFKA__GROUP_ID", "from-env")
@@ -37,7 +37,7 @@ def test_environment_overrides_the_file(tmp_path, monkeypatch):
     assert settings.model.hidden == [8, 4]
 
 
-def test_unknown_key_names_the_field_and_what_is_allowed():
+def test_unknown_key_names_the_field_and_what_is_allowed() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(None, kafka={"bootstrap_server": "x"})
     [problem] = info.value.problems
@@ -45,24 +45,24 @@ def test_unknown_key_names_the_field_and_what_is_allowed():
     assert "bootstrap_servers" in problem
 
 
-def test_unknown_section_is_an_error():
+def test_unknown_section_is_an_error() -> None:
     with pytest.raises(SettingsError, match=r"modle: unknown setting; allowed here: kafka"):
         load_settings(None, modle={})
 
 
-def test_bad_choice_lists_the_allowed_values():
+def test_bad_choice_lists_the_allowed_values() -> None:
     with pytest.raises(SettingsError, match=r"model\.optimizer: Input should be 'sgd' or 'adam'"):
         load_settings(None, model={"optimizer": "adamw"})
 
 
-def test_cross_field_rules():
+def test_cross_field_rules() -> None:
     with pytest.raises(SettingsError, match="heartbeat_interval_ms must be at most a third"):
         load_settings(None, kafka={"session_timeout_ms": 3000, "heartbeat_interval_ms": 2000})
     with pytest.raises(SettingsError, match="n_features=3 but 2 features are named"):
         load_settings(None, model={"n_features": 3, "features": ["a", "b"]})
 
 
-def test_cli_reports_bad_settings_with_exit_code_2_and_no_traceback(tmp_path):
+def test_cli_reports_bad_settings_with_exit_code_2_and_no_traceback(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("model:\n  learning_rate: -1\n  activaton: relu\n")
     proc = subprocess.run(
@@ -76,7 +76,7 @@ def test_cli_reports_bad_settings_with_exit_code_2_and_no_traceback(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
-def test_cli_reports_an_unreadable_file(tmp_path):
+def test_cli_reports_an_unreadable_file(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "streamlearn", "run", "--config", str(tmp_path / "missing.yaml")],
         capture_output=True,
@@ -86,32 +86,34 @@ def test_cli_reports_an_unreadable_file(tmp_path):
     assert proc.returncode == 2 and "cannot read" in proc.stderr
 
 
-def test_a_warm_up_too_short_for_the_false_alarm_rate_is_refused_at_load():
+def test_a_warm_up_too_short_for_the_false_alarm_rate_is_refused_at_load() -> None:
     with pytest.raises(SettingsError, match="warmup=30 is too short"):
         load_settings(None, drift={"warmup": 30})
     assert load_settings(None, drift={"warmup": 50, "false_alarms_per_100k": 2_000})
 
 
-def test_error_signal_needs_a_classifier():
+def test_error_signal_needs_a_classifier() -> None:
     with pytest.raises(SettingsError, match=r"drift\.signal: 'error' needs model\.task"):
         load_settings(None, model={"task": "regression"}, drift={"signal": "error"})
 
 
-def test_nested_drift_settings_come_from_the_environment(monkeypatch):
+def test_nested_drift_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STREAMLEARN_DRIFT__CUSUM__K", "0.25")
     monkeypatch.setenv("STREAMLEARN_DRIFT__DETECTOR", "page_hinkley")
     settings = load_settings(None)
     assert settings.drift.cusum.k == 0.25 and settings.drift.detector == "page_hinkley"
 
 
-def test_class_balanced_replay_needs_a_classifier():
+def test_class_balanced_replay_needs_a_classifier() -> None:
     with pytest.raises(SettingsError, match=r"class_balanced needs model\.task"):
         load_settings(
             None, model={"task": "regression"}, experts={"replay": {"class_balanced": True}}
         )
 
 
-def test_expert_settings_come_from_the_environment_and_are_checked(monkeypatch):
+def test_expert_settings_come_from_the_environment_and_are_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     with pytest.raises(SettingsError, match=r"experts\.max_experts"):
         load_settings(None, experts={"max_experts": 0})
     monkeypatch.setenv("STREAMLEARN_EXPERTS__MAX_EXPERTS", "3")
@@ -120,7 +122,7 @@ def test_expert_settings_come_from_the_environment_and_are_checked(monkeypatch):
     assert settings.experts.max_experts == 3 and settings.experts.selector.threshold == 0.9
 
 
-def test_entropy_methods_need_a_classifier_and_auto_resolves_per_task():
+def test_entropy_methods_need_a_classifier_and_auto_resolves_per_task() -> None:
     with pytest.raises(SettingsError, match=r"adapt\.method: 'tent' needs model\.task"):
         load_settings(None, model={"task": "regression"}, adapt={"method": "tent"})
     auto = load_settings(None).adapt
@@ -131,7 +133,7 @@ def test_entropy_methods_need_a_classifier_and_auto_resolves_per_task():
     assert tent.method_for("classification", batch_norm=False) == "tent"
 
 
-def test_image_settings_are_checked(monkeypatch):
+def test_image_settings_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(SettingsError, match=r"architecture: 'cnn' needs image_shape"):
         load_settings(None, model={"architecture": "cnn"})
     with pytest.raises(
@@ -146,7 +148,7 @@ def test_image_settings_are_checked(monkeypatch):
     assert load_settings(None).adapt.guards.window == 128
 
 
-def test_a_memory_of_one_row_is_refused():
+def test_a_memory_of_one_row_is_refused() -> None:
     with pytest.raises(SettingsError, match=r"adapt\.memory: .*0 \(off\) or at least 2"):
         load_settings(None, adapt={"memory": 1})
 
@@ -181,7 +183,7 @@ def run_cli(*args, env=None):
 
 
 @pytest.mark.parametrize("token", WEAK_TOKENS)
-def test_a_short_or_placeholder_token_is_refused_without_being_echoed(token):
+def test_a_short_or_placeholder_token_is_refused_without_being_echoed(token) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(None, serve={"auth_token": token})
     [problem] = info.value.problems
@@ -190,14 +192,16 @@ def test_a_short_or_placeholder_token_is_refused_without_being_echoed(token):
     assert load_settings(None, serve={"auth_token": GOOD_TOKEN}).serve.auth_token is not None
 
 
-def test_a_token_from_the_environment_is_checked_and_never_echoed(monkeypatch):
+def test_a_token_from_the_environment_is_checked_and_never_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("STREAMLEARN_SERVE__AUTH_TOKEN", "env-only-9f3")
     with pytest.raises(SettingsError, match=r"serve\.auth_token: .*shorter than 16") as info:
         load_settings(None)
     assert "env-only-9f3" not in str(info.value)
 
 
-def test_a_token_from_the_yaml_file_is_checked_and_never_echoed(tmp_path):
+def test_a_token_from_the_yaml_file_is_checked_and_never_echoed(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("serve:\n  auth_token: Change-Me\n")
     with pytest.raises(SettingsError, match=r"serve\.auth_token: .*shorter than 16") as info:
@@ -205,7 +209,7 @@ def test_a_token_from_the_yaml_file_is_checked_and_never_echoed(tmp_path):
     assert "Change-Me" not in str(info.value)
 
 
-def test_cross_field_errors_never_echo_the_section_or_its_token(tmp_path):
+def test_cross_field_errors_never_echo_the_section_or_its_token(tmp_path: Path) -> None:
     # A section's rule gets the section as input; the top level's gets every section.
     with pytest.raises(SettingsError, match="auth_token or auth_token_file") as info:
         load_settings(None, serve={"auth_token": GOOD_TOKEN, "auth_token_file": "t"})
@@ -222,7 +226,7 @@ def test_cross_field_errors_never_echo_the_section_or_its_token(tmp_path):
     assert GOOD_TOKEN not in str(info.value)
 
 
-def test_validation_error_text_never_shows_the_token():
+def test_validation_error_text_never_shows_the_token() -> None:
     # Child processes validate the settings document they are sent and log what fails.
     from pydantic import ValidationError
 
@@ -236,7 +240,7 @@ def test_validation_error_text_never_shows_the_token():
     assert "weak-token" not in str(info.value)
 
 
-def test_run_refuses_a_weak_token_with_exit_code_2_and_never_prints_it(tmp_path):
+def test_run_refuses_a_weak_token_with_exit_code_2_and_never_prints_it(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("serve:\n  auth_token: yaml-tok-7d1\n")
     from_file = run_cli("run", "--config", str(path))
@@ -255,7 +259,9 @@ def test_run_refuses_a_weak_token_with_exit_code_2_and_never_prints_it(tmp_path)
 
 
 @pytest.mark.parametrize("content", ["short-file-tok\n", "change-me-change-me\n", ""])
-def test_a_weak_token_file_is_refused_naming_the_file_not_its_content(tmp_path, content):
+def test_a_weak_token_file_is_refused_naming_the_file_not_its_content(
+    tmp_path: Path, content
+) -> None:
     from streamlearn.serve.auth import TokenAuth
     from streamlearn.settings import ServeSettings
 
@@ -270,7 +276,7 @@ def test_a_weak_token_file_is_refused_naming_the_file_not_its_content(tmp_path, 
     assert TokenAuth.from_settings(ServeSettings(auth_token_file=path)).writes_enabled
 
 
-def test_run_refuses_a_weak_token_file_with_exit_code_2(tmp_path):
+def test_run_refuses_a_weak_token_file_with_exit_code_2(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("file-tok-3e8\n")
     proc = run_cli(

@@ -15,7 +15,7 @@ from streamlearn.settings_env import read_environment
 SECTIONS = ("kafka", "model", "drift")
 
 
-def test_values_become_the_mapping_a_yaml_file_would_give():
+def test_values_become_the_mapping_a_yaml_file_would_give() -> None:
     data = read_environment(
         {
             "STREAMLEARN_MODEL__HIDDEN": "[128, 64]",
@@ -34,7 +34,7 @@ def test_values_become_the_mapping_a_yaml_file_would_give():
     }
 
 
-def test_names_of_other_tools_are_left_alone():
+def test_names_of_other_tools_are_left_alone() -> None:
     # Compose reads STREAMLEARN_AUTH_TOKEN and STREAMLEARN_BIND; CI sets another.
     assert (
         read_environment(
@@ -49,7 +49,7 @@ def test_names_of_other_tools_are_left_alone():
     )
 
 
-def test_every_bad_variable_is_named_in_one_line():
+def test_every_bad_variable_is_named_in_one_line() -> None:
     with pytest.raises(SettingsError) as info:
         read_environment(
             {
@@ -82,7 +82,9 @@ def test_every_bad_variable_is_named_in_one_line():
         ),
     ],
 )
-def test_a_value_of_the_wrong_shape_is_a_validation_line(monkeypatch, variable, value, line):
+def test_a_value_of_the_wrong_shape_is_a_validation_line(
+    monkeypatch: pytest.MonkeyPatch, variable, value, line
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as info:
         load_settings(None)
@@ -99,7 +101,7 @@ def run_with(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_run_exits_2_with_one_unwrapped_line_per_bad_variable():
+def test_run_exits_2_with_one_unwrapped_line_per_bad_variable() -> None:
     proc = run_with(
         {
             "STREAMLEARN_MODEL__HIDDEN": "abc",

@@ -1,5 +1,6 @@
 """Snapshots are frozen copies: learning on never changes what one answers."""
 
+import pytest
 import torch
 
 from streamlearn.engine import Engine
@@ -21,11 +22,11 @@ def engine():
     return e
 
 
-def test_nothing_to_serve_before_the_model_exists():
+def test_nothing_to_serve_before_the_model_exists() -> None:
     assert build_snapshot(Engine(ModelSettings())) is None
 
 
-def test_a_snapshot_does_not_change_while_the_learner_goes_on():
+def test_a_snapshot_does_not_change_while_the_learner_goes_on() -> None:
     e = engine()
     snapshot = build_snapshot(e)
     probe = torch.randn(5, 3)
@@ -39,7 +40,7 @@ def test_a_snapshot_does_not_change_while_the_learner_goes_on():
     assert not torch.equal(before.probabilities, fresh.probabilities)
 
 
-def test_snapshot_matches_the_engine_prediction_path():
+def test_snapshot_matches_the_engine_prediction_path() -> None:
     e = engine()
     x = [[0.1, -0.3, 2.0]]
     (expected,) = e.process([Sample(x=x[0])]).predictions
@@ -49,7 +50,7 @@ def test_snapshot_matches_the_engine_prediction_path():
     assert dict(zip(names, got.probabilities[0].tolist(), strict=True)) == expected.probabilities
 
 
-def test_publish_skips_unchanged_versions_and_never_goes_back():
+def test_publish_skips_unchanged_versions_and_never_goes_back() -> None:
     metrics = Metrics()
     board = SnapshotBoard(metrics)
     e = engine()
@@ -63,7 +64,7 @@ def test_publish_skips_unchanged_versions_and_never_goes_back():
     assert metrics.snapshot_publishes.labels(result="ok")._value.get() == 2
 
 
-def test_a_failed_build_keeps_the_previous_snapshot(monkeypatch):
+def test_a_failed_build_keeps_the_previous_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
     board = SnapshotBoard(Metrics())
     e = engine()
     good = board.publish_from(e)

@@ -20,12 +20,12 @@ def decode(datatype, shape, data, n_features=2, max_rows=10):
 
 @pytest.mark.parametrize("data", [[1, 2, 3, 4], [[1, 2], [3, 4]]])
 @pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT8", "INT64", "UINT16"])
-def test_flat_and_nested_data_in_every_numeric_datatype(data, datatype):
+def test_flat_and_nested_data_in_every_numeric_datatype(data, datatype) -> None:
     out = decode(datatype, [2, 2], data)
     assert out.dtype.is_floating_point and out.tolist() == [[1, 2], [3, 4]]
 
 
-def test_typed_arrays_from_grpc_pass_through():
+def test_typed_arrays_from_grpc_pass_through() -> None:
     out = decode("FP16", [1, 2], np.array([0.5, 1.5], "<f2"))
     assert out.tolist() == [[0.5, 1.5]]
 
@@ -47,18 +47,20 @@ def test_typed_arrays_from_grpc_pass_through():
         ("FP64", [1, 2], [float("nan"), 2], "non_finite", "NaN or Infinity"),
     ],
 )
-def test_each_fault_has_its_reason_and_names_the_input(datatype, shape, data, reason, message):
+def test_each_fault_has_its_reason_and_names_the_input(
+    datatype, shape, data, reason, message
+) -> None:
     with pytest.raises(RequestError) as info:
         decode(datatype, shape, data)
     assert info.value.status == 422 and info.value.reason == reason
     assert info.value.message.startswith("inputs[0]: ") and message in info.value.message
 
 
-def test_integral_floats_are_fine_for_int_datatypes():
+def test_integral_floats_are_fine_for_int_datatypes() -> None:
     assert decode("INT64", [1, 2], [1.0, 2.0]).tolist() == [[1, 2]]
 
 
-def test_labels_are_int64_when_all_integers_else_bytes():
+def test_labels_are_int64_when_all_integers_else_bytes() -> None:
     assert label_tensor("p", [0, 1]).datatype == "INT64"
     mixed = label_tensor("p", ["cat", 2])
     assert (mixed.datatype, mixed.data) == ("BYTES", ["cat", "2"])
@@ -75,21 +77,21 @@ def test_labels_are_int64_when_all_integers_else_bytes():
         ("INT64", [-(2**63), 2**63 - 1]),
     ],
 )
-def test_raw_bytes_round_trip_exactly(datatype, values):
+def test_raw_bytes_round_trip_exactly(datatype, values) -> None:
     raw = to_raw(TensorOut("t", datatype, [2], values))
     array = from_raw(raw, datatype, "t")
     assert array.tolist() == values and to_raw(TensorOut("t", datatype, [2], array)) == raw
     assert array.flags.writeable  # torch.from_numpy warns about read-only views
 
 
-def test_raw_layout_is_little_endian_and_bytes_are_length_prefixed():
+def test_raw_layout_is_little_endian_and_bytes_are_length_prefixed() -> None:
     assert to_raw(TensorOut("t", "INT64", [1], [1])) == b"\x01" + b"\x00" * 7
     assert to_raw(TensorOut("t", "BYTES", [2], ["ab", ""])) == (
         b"\x02\x00\x00\x00ab\x00\x00\x00\x00"
     )
 
 
-def test_raw_bytes_that_are_not_whole_values_name_where():
+def test_raw_bytes_that_are_not_whole_values_name_where() -> None:
     with pytest.raises(RequestError) as info:
         from_raw(b"\x00" * 6, "FP32", "raw_input_contents[0]")
     assert (info.value.status, info.value.reason, info.value.message) == (
@@ -99,7 +101,7 @@ def test_raw_bytes_that_are_not_whole_values_name_where():
     )
 
 
-def test_raw_data_of_a_non_numeric_datatype_is_refused_by_the_feature_checks():
+def test_raw_data_of_a_non_numeric_datatype_is_refused_by_the_feature_checks() -> None:
     array = from_raw(b"\x01\x00\x00\x00a", "BYTES", "inputs[0]")
     with pytest.raises(RequestError, match="datatype 'BYTES' is not supported"):
         decode("BYTES", [1, 1], array, n_features=1)
