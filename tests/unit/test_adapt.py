@@ -1,12 +1,15 @@
 """Test-time adaptation: each method helps on a shifted stream, guards undo collapse,
 state survives a checkpoint, and labeled learning moves the anchor."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
 from streamlearn.adapt import METHODS
 from streamlearn.engine import Engine
+from streamlearn.experts.expert import NeuralExpert
 from streamlearn.settings import (
     AdaptSettings,
     DriftSettings,
@@ -21,7 +24,7 @@ from tests.support.shifted import answer, blobs, learn, miscalibrated
 MODEL = ModelSettings(hidden=[32, 32], norm="batch", seed=0, max_classes=4, learning_rate=0.01)
 
 
-def engine(method: str, model: ModelSettings = MODEL, **adapt) -> Engine:
+def engine(method: str, model: ModelSettings = MODEL, **adapt: Any) -> Engine:
     return Engine(
         model,
         EngineSettings(),
@@ -31,15 +34,16 @@ def engine(method: str, model: ModelSettings = MODEL, **adapt) -> Engine:
     )
 
 
-def trained(method: str, **adapt) -> Engine:
+def trained(method: str, **adapt: Any) -> Engine:
     learner = engine(method, **adapt)
     learn(learner, *blobs(0, 2000))
     return learner
 
 
 def weights(learner: Engine) -> dict[str, torch.Tensor]:
-    assert learner.expert is not None
-    return {k: v.clone() for k, v in learner.expert.module.state_dict().items()}
+    expert = learner.expert
+    assert isinstance(expert, NeuralExpert)
+    return {k: v.clone() for k, v in expert.module.state_dict().items()}
 
 
 def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -57,7 +61,7 @@ def test_source_model_errs_on_the_shift_and_none_leaves_it_alone() -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_each_method_lowers_error_on_a_shifted_stream(method) -> None:
+def test_each_method_lowers_error_on_a_shifted_stream(method: str) -> None:
     x, y = blobs(1, 1000)
     shifted = miscalibrated(x)
     source = (answer(trained("none"), shifted) != y).mean()
@@ -117,7 +121,7 @@ def test_a_labeled_step_moves_the_anchor_to_the_labeled_state() -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_state_round_trip_continues_identically(method) -> None:
+def test_state_round_trip_continues_identically(method: str) -> None:
     a = trained(method)
     answer(a, miscalibrated(blobs(1, 200)[0]))  # leaves 8 rows waiting
     b = engine(method)

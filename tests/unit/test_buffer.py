@@ -3,10 +3,10 @@ from streamlearn.types import DecodedRecord, Record, Sample, TopicPartition
 
 
 class Clock:
-    def __init__(self):
+    def __init__(self) -> None:
         self.now = 0.0
 
-    def __call__(self):
+    def __call__(self) -> float:
         return self.now
 
 

@@ -1,16 +1,18 @@
 """`streamlearn checkpoint inspect`: the prequential scores are named as what they are."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from streamlearn.checkpoint.inspect import describe
 from streamlearn.cli import main
+from streamlearn.daemon import Daemon
 from tests.unit.test_daemon import Source, drain, make
 
 
-def _checkpointed(tmp_path, task: str, labels) -> object:
+def _checkpointed(tmp_path: Path, task: str, labels: Callable[[int], float]) -> Daemon:
     values = [json.dumps({"x": [i % 7, i % 3], "y": labels(i)}).encode() for i in range(120)]
     source = Source("in", [values])
     daemon, _ = make(tmp_path, source, model={"hidden": [4], "task": task})

@@ -1,12 +1,13 @@
 import json
+from typing import Any
 
 import pytest
 
 from streamlearn.codecs import Codec
-from streamlearn.types import Record
+from streamlearn.types import DecodedRecord, Record
 
 
-def decode(value: bytes, **kwargs):
+def decode(value: bytes, **kwargs: Any) -> DecodedRecord:
     codec = Codec(**{"n_features": 3, "max_record_bytes": 300, **kwargs})
     return codec.decode(Record("in", 0, 7, value))
 
@@ -49,7 +50,7 @@ def test_missing_y_is_unlabeled() -> None:
         (b'{"x": [' + b"1," * 200 + b"1]}", "oversize"),
     ],
 )
-def test_bad_record_is_one_dead_letter_with_its_bytes(value, reason) -> None:
+def test_bad_record_is_one_dead_letter_with_its_bytes(value: bytes, reason: str) -> None:
     out = decode(value)
     assert out.samples == []
     [dead] = out.dead_letters
@@ -117,7 +118,7 @@ def test_integral_float_labels_are_integers_for_classification() -> None:
         (b'{"x": [1, 2, 3], "id": ' + b"9" * 257 + b"}", "bad_id"),
     ],
 )
-def test_values_labels_and_ids_out_of_bounds_are_refused(value, reason) -> None:
+def test_values_labels_and_ids_out_of_bounds_are_refused(value: bytes, reason: str) -> None:
     out = decode(value, max_record_bytes=10_000)
     assert out.samples == []
     [dead] = out.dead_letters
@@ -183,7 +184,9 @@ def test_the_codec_takes_its_bounds_from_the_settings() -> None:
         ([1, True], "x[1]: Input should be a valid number"),
     ],
 )
-def test_a_bad_feature_value_is_named_by_its_key_or_index_not_as_not_a_list(x, detail) -> None:
+def test_a_bad_feature_value_is_named_by_its_key_or_index_not_as_not_a_list(
+    x: dict[str, Any] | list[Any], detail: str
+) -> None:
     # x is a union (list or mapping): the error named is the member the input's shape has.
     codec = Codec(features=["a", "b"]) if isinstance(x, dict) else Codec(n_features=2)
     [dead] = codec.decode(Record("in", 0, 0, json.dumps({"x": x, "y": 1}).encode())).dead_letters

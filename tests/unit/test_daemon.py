@@ -1,8 +1,11 @@
 """The learner loop on an in-memory source and sink (the Kafka path is in integration/)."""
 
+from __future__ import annotations
+
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
@@ -11,6 +14,7 @@ from streamlearn.metrics import Metrics
 from streamlearn.settings import load_settings
 from streamlearn.sinks import MemorySink
 from streamlearn.sources import MemorySource
+from streamlearn.sources.base import AssignmentListener
 from streamlearn.types import TopicPartition
 
 TP0, TP1 = TopicPartition("in", 0), TopicPartition("in", 1)
@@ -20,7 +24,9 @@ def records(n: int, start: int = 0) -> list[bytes]:
     return [json.dumps({"x": [i % 7, i % 3], "y": i % 2}).encode() for i in range(start, start + n)]
 
 
-def make(tmp_path, source: MemorySource, sink=None, **sections):
+def make(
+    tmp_path: Path, source: Source, sink: MemorySink | None = None, **sections: Any
+) -> tuple[Daemon, MemorySink]:
     sections = {"model": {"hidden": [4]}, **sections}
     settings = load_settings(
         None,
@@ -38,7 +44,7 @@ def make(tmp_path, source: MemorySource, sink=None, **sections):
 
 
 class Source(MemorySource):
-    def _bind(self, listener):
+    def _bind(self, listener: AssignmentListener) -> Source:
         self._listener = listener
         return self
 
@@ -54,10 +60,15 @@ def drain(daemon: Daemon, source: MemorySource, timeout_s: float = 10.0) -> None
 
 def test_pauses_on_backlog_keeps_polling_and_learns_everything(tmp_path: Path) -> None:
     source = Source("in", [records(300), records(200)])
-    pauses = []
+    pauses: list[int] = []
     daemon, _ = make(tmp_path, source, kafka={"max_buffered_samples": 50, "max_poll_records": 100})
     original = source.pause
-    source.pause = lambda: (pauses.append(1), original())[1]
+
+    def pause() -> None:
+        pauses.append(1)
+        original()
+
+    source.pause = pause  # type: ignore[method-assign]  # counts the pauses: wrapped on purpose
     assert daemon.start()
     drain(daemon, source)
     assert pauses, "a backlog above max_buffered_samples must pause the input"
@@ -121,6 +132,7 @@ def test_shutdown_writes_a_checkpoint_and_commits_its_offsets(tmp_path: Path) ->
     drain(daemon, source)
     daemon.shutdown()
     loaded = FileCheckpointStore(tmp_path).load_latest()
+    assert loaded is not None
     assert loaded.state["offsets"] == [["in", 0, 70]]
     assert source.committed_offsets == {TP0: 70}
 

@@ -54,7 +54,9 @@ def predictions(n: int) -> list[Prediction]:
     return [Prediction(f"p{i}", 0, None, 1, "0") for i in range(n)]
 
 
-def test_during_an_outage_outputs_queue_without_a_blocking_send_each(sink) -> None:
+def test_during_an_outage_outputs_queue_without_a_blocking_send_each(
+    sink: kafka_sink.KafkaSink,
+) -> None:
     producer = sink._producer
     producer.down = True
     sink.predictions(predictions(500))
@@ -70,7 +72,7 @@ def test_during_an_outage_outputs_queue_without_a_blocking_send_each(sink) -> No
     assert len(producer.sent) == 500
 
 
-def test_retry_probes_at_most_once_a_second(sink) -> None:
+def test_retry_probes_at_most_once_a_second(sink: kafka_sink.KafkaSink) -> None:
     producer = sink._producer
     producer.down = True
     sink.predictions(predictions(3))
@@ -79,7 +81,9 @@ def test_retry_probes_at_most_once_a_second(sink) -> None:
     assert producer.tries == 2  # the first send, then one probe: the second was too soon
 
 
-def test_a_size_the_broker_refuses_is_dropped_and_counted_not_retried(sink) -> None:
+def test_a_size_the_broker_refuses_is_dropped_and_counted_not_retried(
+    sink: kafka_sink.KafkaSink,
+) -> None:
     sink._producer.refuse = MessageSizeTooLargeError("over message.max.bytes")
     sink.predictions(predictions(2))
     assert sink.pending == 0

@@ -2,6 +2,7 @@
 them."""
 
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import torch
@@ -11,12 +12,15 @@ from streamlearn.checkpoint.state import CheckpointState, check_compatible
 from streamlearn.errors import CheckpointError
 from streamlearn.experts.expert import build_expert
 from streamlearn.models import ImageCnn, build_mlp
+from streamlearn.protocols import Expert
 from streamlearn.settings import ModelSettings
 from streamlearn.testing import check_expert
 
 
 @pytest.mark.parametrize("norm, layer", [("batch", nn.BatchNorm1d), ("layer", nn.LayerNorm)])
-def test_mlp_puts_a_norm_layer_after_each_hidden_linear_layer(norm, layer) -> None:
+def test_mlp_puts_a_norm_layer_after_each_hidden_linear_layer(
+    norm: Literal["batch", "layer"], layer: type[nn.Module]
+) -> None:
     net = build_mlp(5, 3, [8, 4], norm=norm)
     kinds = [type(m) for m in net]
     assert kinds == [nn.Linear, layer, nn.ReLU, nn.Linear, layer, nn.ReLU, nn.Linear]
@@ -36,8 +40,10 @@ def test_cnn_recognizes_flattened_images_of_any_channel_count() -> None:
         ),
     ],
 )
-def test_norm_experts_conform_and_learn_from_a_single_row(model) -> None:
-    make = lambda: build_expert(model, 16, torch.device("cpu"), seed=0)  # noqa: E731
+def test_norm_experts_conform_and_learn_from_a_single_row(model: ModelSettings) -> None:
+    def make() -> Expert:
+        return build_expert(model, 16, torch.device("cpu"), seed=0)
+
     x, y = torch.randn(8, 16), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     check_expert(make, x, y)
     losses = make().learn(x[:1], y[:1])  # batch norm has no batch statistics for one row
