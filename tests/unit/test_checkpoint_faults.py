@@ -3,17 +3,22 @@
 import itertools
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
 from streamlearn.checkpoint import FileCheckpointStore
+from streamlearn.daemon import Daemon
+from streamlearn.engine import StepResult
 from streamlearn.sinks import MemorySink
-from streamlearn.types import Record
+from streamlearn.sources.base import AssignmentListener
+from streamlearn.types import Record, Sample
 from tests.unit.test_daemon import TP0, TP1, Source, drain, make, records
 
 
-def counted(daemon, name: str, **labels: str) -> float:
+def counted(daemon: Daemon, name: str, **labels: str) -> float:
     return daemon.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
@@ -31,16 +36,17 @@ def test_a_crash_inside_a_batch_record_leaves_the_last_checkpoint_standing(tmp_p
     saved = FileCheckpointStore(tmp_path).files()
     source.logs[TP0].append(Record("in", 0, 40, records(1)[0]))  # learned whole: dirty
     source.logs[TP1].append(Record("in", 1, 0, batch_record(100)))
-    steps = []
+    steps: list[int] = []
     process = daemon.engine.process
 
-    def crash_on_second_step(samples):
+    def crash_on_second_step(samples: Sequence[Sample]) -> StepResult:
         steps.append(len(samples))
         if sum(steps) > 40:  # the batch record's first step learned, the next one crashes
             raise RuntimeError("injected")
         return process(samples)
 
-    daemon.engine.process = crash_on_second_step
+    # The crash is injected on purpose: the method is replaced on the instance.
+    daemon.engine.process = crash_on_second_step  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="injected"):
         drain(daemon, source)
     daemon.shutdown()
@@ -58,14 +64,15 @@ def test_a_failing_save_backs_off_instead_of_retrying_every_step(tmp_path: Path)
     daemon.settings.checkpoint = daemon.settings.checkpoint.model_copy(
         update={"every_samples": 1, "retry_min_s": 0.3, "retry_max_s": 0.6}
     )
-    attempts = []
+    attempts: list[float] = []
 
-    def disk_full(state):
+    def disk_full(state: dict[str, Any]) -> Path:
         attempts.append(time.monotonic())
         raise OSError(28, "No space left on device")
 
     assert daemon.store is not None
-    daemon.store.save = disk_full
+    # The full disk is injected on purpose: the method is replaced on the instance.
+    daemon.store.save = disk_full  # type: ignore[method-assign]
     daemon.step()  # the first try
     assert len(attempts) == 1
     while time.monotonic() - attempts[0] < 1.6:
@@ -76,7 +83,8 @@ def test_a_failing_save_backs_off_instead_of_retrying_every_step(tmp_path: Path)
     assert all(gap >= 0.29 for gap in gaps)
     assert counted(daemon, "streamlearn_checkpoints_total", result="failed") == len(attempts)
     assert source.committed_offsets == {}  # never committed ahead of a durable checkpoint
-    daemon.store.save = FileCheckpointStore.save.__get__(daemon.store)
+    # The real save is put back (a method assigned on the instance again).
+    daemon.store.save = FileCheckpointStore.save.__get__(daemon.store)  # type: ignore[method-assign]
     time.sleep(0.7)
     daemon.step()
     assert counted(daemon, "streamlearn_checkpoints_total", result="ok") == 1
@@ -114,7 +122,7 @@ def test_a_revoke_only_moves_bookkeeping_and_the_learner_checkpoints_after(tmp_p
     assert source.committed_offsets == {TP0: 50}  # the partition given up is not committed
 
 
-def resumed_offset(tmp_path, commit_metadata: str, group_offset: int) -> int:
+def resumed_offset(tmp_path: Path, commit_metadata: str, group_offset: int) -> int:
     """Where partition 0 resumes when the group committed ``group_offset`` under
     ``commit_metadata`` after this lineage checkpointed offset 40."""
     first = Source("in", [records(40)])
@@ -186,8 +194,9 @@ class StuckSink(MemorySink):
         return False
 
 
-def unreachable(daemon):
+def unreachable(daemon: AssignmentListener) -> NoReturn:
     """The broker is down, and SIGTERM arrives meanwhile."""
+    assert isinstance(daemon, Daemon)  # the daemon is the listener its source factory is given
     from kafka.errors import KafkaTimeoutError
 
     daemon.request_stop()

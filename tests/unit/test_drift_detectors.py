@@ -1,5 +1,7 @@
 """Each detector on seeded streams, with the exact positions it must signal at."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ def regimes() -> np.ndarray:
     return np.concatenate([rng.normal(mean, 1.0, 1_500) for mean in (0.0, 1.0, -1.0, 1.0)])
 
 
-def alarms(name: str, values: np.ndarray, **overrides) -> dict[str, list[int]]:
+def alarms(name: str, values: np.ndarray, **overrides: Any) -> dict[str, list[int]]:
     detector = build_detector(DriftSettings(detector=name, warmup=200, refractory=100, **overrides))
     found = detector.update_many(values)
     return {
@@ -40,7 +42,7 @@ def alarms(name: str, values: np.ndarray, **overrides) -> dict[str, list[int]]:
         ("kswin", [3022, 4521]),
     ],
 )
-def test_drifts_are_found_exactly_where_expected(name, drifts) -> None:
+def test_drifts_are_found_exactly_where_expected(name: str, drifts: list[int]) -> None:
     assert alarms(name, regimes())["drift"] == drifts
 
 

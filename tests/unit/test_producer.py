@@ -47,7 +47,7 @@ def test_key_of_field_takes_strings_as_they_are_and_other_values_as_json() -> No
         (b"[1, 2]", "record 4: not a JSON object"),
     ],
 )
-def test_key_of_field_names_the_record_without_it(value, message) -> None:
+def test_key_of_field_names_the_record_without_it(value: bytes, message: str) -> None:
     with pytest.raises(StreamlearnError, match="^" + re.escape(message)):
         key_of_field("id")(4, value)
 
@@ -64,7 +64,7 @@ def test_key_of_template_formats_the_records_fields() -> None:
 
 
 @pytest.mark.parametrize("template", ["no fields", "{}", "{0}", "{a.b}", "{a[0]}", "{a"])
-def test_key_templates_name_fields_of_the_record_only(template) -> None:
+def test_key_templates_name_fields_of_the_record_only(template: str) -> None:
     with pytest.raises(SettingsError, match="--key-template"):
         key_of_template(template)
 

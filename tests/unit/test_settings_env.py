@@ -83,7 +83,7 @@ def test_every_bad_variable_is_named_in_one_line() -> None:
     ],
 )
 def test_a_value_of_the_wrong_shape_is_a_validation_line(
-    monkeypatch: pytest.MonkeyPatch, variable, value, line
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, line: str
 ) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError) as info:
