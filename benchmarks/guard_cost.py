@@ -42,13 +42,17 @@ def _plain_step(self: guard.StepGuard, loss: torch.Tensor) -> None:
     self.optimizer.step()
 
 
-GUARDED: tuple[Callable[..., Any], ...] = (
-    guard.StepGuard.step,
-    admission.bad_rows,
-    engine_module.bad_rows,
-    engine_module.finite_or,
-    pool_module.finite_or,
+# What each mode swaps in, by (owner, name): admission, engine and pool import the checks
+# by name from guard, so each importer's own name is replaced (getattr/setattr: those
+# imported names are not re-exported, so mypy does not know them as module attributes).
+TARGETS: tuple[tuple[object, str], ...] = (
+    (guard.StepGuard, "step"),
+    (admission, "bad_rows"),
+    (engine_module, "bad_rows"),
+    (engine_module, "finite_or"),
+    (pool_module, "finite_or"),
 )
+GUARDED: tuple[Callable[..., Any], ...] = tuple(getattr(owner, name) for owner, name in TARGETS)
 PLAIN: tuple[Callable[..., Any], ...] = (
     _plain_step,
     lambda *t: [],
@@ -59,13 +63,8 @@ PLAIN: tuple[Callable[..., Any], ...] = (
 
 
 def _use(fns: tuple[Callable[..., Any], ...]) -> None:
-    (
-        guard.StepGuard.step,
-        admission.bad_rows,
-        engine_module.bad_rows,  # type: ignore[method-assign]
-        engine_module.finite_or,
-        pool_module.finite_or,
-    ) = fns
+    for (owner, name), fn in zip(TARGETS, fns, strict=True):
+        setattr(owner, name, fn)
 
 
 def _batches(n: int, seed: int = 0) -> list[list[Sample]]:

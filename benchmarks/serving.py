@@ -45,6 +45,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -327,13 +328,13 @@ def serving_phases(service: Service, clients: Clients, args: argparse.Namespace)
     rate, _ = learner_rate(service, lambda: time.sleep(args.seconds))
     out["learner_samples_per_s_no_load"] = round(rate)
     for transport, call in (("http", clients.http_infer), ("grpc", clients.grpc_infer)):
-        timed(lambda c=call: c(1), 200)  # warm-up: connections, allocator, caches
-        rate, latencies = learner_rate(service, lambda c=call: timed(lambda: c(1), args.requests))
+        timed(partial(call, 1), 200)  # warm-up: connections, allocator, caches
+        rate, latencies = learner_rate(service, partial(timed, partial(call, 1), args.requests))
         out[f"{transport}_single"] = {
             **percentiles(latencies),
             "learner_samples_per_s": round(rate),
         }
-        rate, rows_per_s = learner_rate(service, lambda c=call: throughput(c, args.seconds))
+        rate, rows_per_s = learner_rate(service, partial(throughput, call, args.seconds))
         out[f"{transport}_batch_{BATCH_ROWS}"] = {
             "rows_per_s": round(rows_per_s),
             "learner_samples_per_s": round(rate),

@@ -18,6 +18,7 @@ import platform
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -123,7 +124,7 @@ def main() -> None:
     samples = take(STREAM, args.samples, segment=5_000)
     single = list(encode_samples(samples, 1))
     batched = list(encode_samples(samples, 100))
-    cases = [
+    cases: list[tuple[str, str, int, Callable[[], float]]] = [
         ("engine", "1 sample/record", 32, lambda: bench_engine(single, 32)),
         ("engine", "1 sample/record", 256, lambda: bench_engine(single, 256)),
         ("learner", "1 sample/record", 32, lambda: bench_learner(single, 32)),

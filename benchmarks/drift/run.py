@@ -30,15 +30,19 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from river import drift as river_drift
 from river.drift import datasets as annotated
 
 sys.path.insert(0, str(Path(__file__).parent))
-from scoring import Tally, f1_with_margin
-from streams import Stream, abrupt, gradual, noise, recurring, stable_learning
+if TYPE_CHECKING:  # mypy knows the folder as a package; the script imports its siblings
+    from benchmarks.drift.scoring import Tally, f1_with_margin
+    from benchmarks.drift.streams import Stream, abrupt, gradual, noise, recurring, stable_learning
+else:
+    from scoring import Tally, f1_with_margin
+    from streams import Stream, abrupt, gradual, noise, recurring, stable_learning
 
 from streamlearn.drift.registry import DETECTORS, build_detector
 from streamlearn.settings import DriftSettings
@@ -67,10 +71,14 @@ def ours(name: str, **overrides: Any) -> Run:
 
 def river_default(kind: str) -> Run:
     def run(values: np.ndarray) -> list[int]:
-        detector = river_drift.ADWIN() if kind == "adwin" else river_drift.PageHinkley()
+        detector = (
+            river_drift.ADWIN()  # type: ignore[no-untyped-call]  # river: untyped __init__
+            if kind == "adwin"
+            else river_drift.PageHinkley()
+        )
         found = []
         for i, value in enumerate(values.tolist()):
-            detector.update(value)
+            detector.update(value)  # type: ignore[no-untyped-call]  # river: untyped
             if detector.drift_detected:
                 found.append(i)
         return found
@@ -147,13 +155,13 @@ def annotated_scenarios() -> dict[str, Any]:
     short = {"warmup": 50, "refractory": 10, "false_alarms_per_100k": 2_000}
     results: dict[str, Any] = {}
     datasets = [
-        annotated.AirlinePassengers(),
-        annotated.Apple(),
-        annotated.Bitcoin(),
-        annotated.BrentSpotPrice(),
-        annotated.Occupancy(),
-        annotated.RunLog(),
-        annotated.UKCoalEmploy(),
+        annotated.AirlinePassengers(),  # type: ignore[no-untyped-call]  # river: untyped
+        annotated.Apple(),  # type: ignore[no-untyped-call]  # river: untyped
+        annotated.Bitcoin(),  # type: ignore[no-untyped-call]  # river: untyped
+        annotated.BrentSpotPrice(),  # type: ignore[no-untyped-call]  # river: untyped
+        annotated.Occupancy(),  # type: ignore[no-untyped-call]  # river: untyped
+        annotated.RunLog(),  # type: ignore[no-untyped-call]  # river: untyped
+        annotated.UKCoalEmploy(),  # type: ignore[no-untyped-call]  # river: untyped
     ]
     for name, run in contenders(**short).items():
         f1s = {}

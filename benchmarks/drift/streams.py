@@ -13,12 +13,14 @@ Two kinds:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from typing import Any
 
 import numpy as np
 from river.datasets import synth
+from river.datasets.base import SyntheticDataset
 
 from streamlearn.engine import Engine
 from streamlearn.settings import DriftSettings, ModelSettings
@@ -45,13 +47,14 @@ def noise(dist: str, n: int, seed: int) -> np.ndarray:
     if dist == "normal":
         return rng.normal(0.0, 1.0, n)
     if dist == "gamma":
-        return (rng.gamma(2.0, 1.0, n) - 2.0) / np.sqrt(2.0)  # skewed like most losses
+        skewed: np.ndarray = (rng.gamma(2.0, 1.0, n) - 2.0) / np.sqrt(2.0)  # like most losses
+        return skewed
     if dist == "bernoulli":
         return (rng.random(n) < 0.1).astype(np.float64)  # 0/1 errors at 10% error rate
     raise ValueError(dist)
 
 
-def engine_losses(samples: Iterable[dict], n: int, seed: int = 0) -> np.ndarray:
+def engine_losses(samples: Iterable[dict[str, Any]], n: int, seed: int = 0) -> np.ndarray:
     """Per-sample losses of streamlearn's engine learning ``samples`` test-then-train."""
     engine = Engine(
         ModelSettings(hidden=[32], learning_rate=0.005, seed=seed),
@@ -75,12 +78,14 @@ def _losses(engine: Engine, batch: list[Sample]) -> np.ndarray:
     return result.losses.double().cpu().numpy()
 
 
-def _river(stream: Iterable[tuple[dict, object]]) -> Iterator[dict]:
+def _river(stream: Iterable[tuple[dict[str, Any], object]]) -> Iterator[dict[str, Any]]:
     for x, y in stream:
         yield {"x": [float(v) for v in x.values()], "y": y}
 
 
-GRADUAL = {  # (before, after) concepts of one river generator
+GRADUAL: dict[
+    str, Callable[[int, int], SyntheticDataset]
+] = {  # (before, after) concepts of one river generator
     "sea": lambda seed, variant: synth.SEA(variant=variant, seed=seed),
     "agrawal": lambda seed, variant: synth.Agrawal(classification_function=variant, seed=seed),
 }

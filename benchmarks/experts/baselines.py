@@ -18,7 +18,7 @@ import numpy as np
 from river import dummy, forest, tree
 
 if TYPE_CHECKING:  # only for the annotation: importable without the folder on sys.path
-    from streams import Stream
+    from benchmarks.experts.streams import Stream
 
 RIVER_MODELS: dict[str, Callable[[int], Any]] = {
     "arf": lambda seed: forest.ARFClassifier(seed=seed),

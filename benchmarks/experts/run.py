@@ -32,16 +32,27 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from baselines import RIVER_MODELS, run_river
-from scoring import experts_vs_regimes, median_recovery, prequential_accuracy, recoveries
-from scoring import routing_accuracy as routing_score
-from streams import STREAMS, Stream, build
+if TYPE_CHECKING:  # mypy knows the folder as a package; the script imports its siblings
+    from benchmarks.experts.baselines import RIVER_MODELS, run_river
+    from benchmarks.experts.scoring import (
+        experts_vs_regimes,
+        median_recovery,
+        prequential_accuracy,
+        recoveries,
+    )
+    from benchmarks.experts.scoring import routing_accuracy as routing_score
+    from benchmarks.experts.streams import STREAMS, Stream, build
+else:
+    from baselines import RIVER_MODELS, run_river
+    from scoring import experts_vs_regimes, median_recovery, prequential_accuracy, recoveries
+    from scoring import routing_accuracy as routing_score
+    from streams import STREAMS, Stream, build
 
 from streamlearn.engine import Engine
 from streamlearn.settings import DriftSettings, EngineSettings, ExpertsSettings, ModelSettings

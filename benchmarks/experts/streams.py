@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 from river.datasets import synth
-from scipy import ndimage
-from sklearn.datasets import load_digits
+from scipy import ndimage  # type: ignore[import-untyped]  # no stubs installed
+from sklearn.datasets import load_digits  # type: ignore[import-untyped]  # untyped library
 
 # Draws ``n`` more samples of one regime, going on where its previous visit stopped.
 Source = Callable[[int], tuple[np.ndarray, np.ndarray]]
@@ -115,7 +115,9 @@ class _Agrawal(synth.Agrawal):
         if self.balance_classes:
             raise NotImplementedError("balance_classes: use river's synth.Agrawal")
         self._rng = rng = random.Random(self.seed)  # river's _perturb_value draws from it
-        classify = self._classification_functions[self.classification_function]
+        # river's functions are untyped: typed names for them here (the same callables)
+        classify: Callable[..., int] = self._classification_functions[self.classification_function]
+        perturb: Callable[..., float] = self._perturb_value
         while True:
             salary = 20000 + 130000 * rng.random()
             commission = 0 if salary >= 75000 else 10000 + 75000 * rng.random()
@@ -128,13 +130,13 @@ class _Agrawal(synth.Agrawal):
             loan = rng.random() * 500000
             y = classify(salary, commission, age, elevel, car, zipcode, hvalue, hyears, loan)
             if self.perturbation > 0.0:
-                salary = self._perturb_value(salary, 20000, 150000)
+                salary = perturb(salary, 20000, 150000)
                 if commission > 0:
-                    commission = self._perturb_value(commission, 10000, 75000)
-                age = round(self._perturb_value(age, 20, 80))
-                hvalue = self._perturb_value(hvalue, (9 - zipcode) * 100000, 0, 135000)
-                hyears = round(self._perturb_value(hyears, 1, 30))
-                loan = self._perturb_value(loan, 0, 500000)
+                    commission = perturb(commission, 10000, 75000)
+                age = round(perturb(age, 20, 80))
+                hvalue = perturb(hvalue, (9 - zipcode) * 100000, 0, 135000)
+                hyears = round(perturb(hyears, 1, 30))
+                loan = perturb(loan, 0, 500000)
             yield (
                 {
                     "salary": salary,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy import ndimage
-from sklearn.datasets import load_digits
+from scipy import ndimage  # type: ignore[import-untyped]  # no stubs installed
+from sklearn.datasets import load_digits  # type: ignore[import-untyped]  # untyped library
 
 CORRUPTIONS = ("noise", "blur", "contrast", "dropout", "shift")
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -49,7 +49,8 @@ def corrupt(images: np.ndarray, name: str, severity: int, rng: np.random.Generat
     if severity not in SEVERITIES:
         raise ValueError(f"severity must be 1..5, got {severity}")
     out = _CORRUPT[name](images.astype(np.float32), severity - 1, rng)
-    return np.clip(out, 0.0, MAX_VALUE).astype(np.float32)
+    clipped: np.ndarray = np.clip(out, 0.0, MAX_VALUE).astype(np.float32)
+    return clipped
 
 
 def _noise(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
@@ -64,7 +65,8 @@ def _blur(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
 
 def _contrast(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     means = x.mean(axis=(1, 2), keepdims=True)
-    return (x - means) * _CONTRAST[s] + means
+    scaled: np.ndarray = (x - means) * _CONTRAST[s] + means
+    return scaled
 
 
 def _dropout(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:

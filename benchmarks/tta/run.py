@@ -38,14 +38,17 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import digits_c
-import tabular
+if TYPE_CHECKING:  # mypy knows the folder as a package; the script imports its siblings
+    from benchmarks.tta import digits_c, tabular
+else:
+    import digits_c
+    import tabular
 
 from streamlearn.engine import Engine
 from streamlearn.settings import (
