@@ -1,27 +1,30 @@
 """The guards: the entropy filter, the collapse checks, periodic resets, and the memory."""
 
+from typing import Any
+
 import numpy as np
 import torch
 
 from streamlearn.adapt.guards import Guard
 from streamlearn.adapt.memory import BalancedMemory
+from streamlearn.engine import Engine
 from streamlearn.settings import GuardSettings
 from streamlearn.testing import roundtrip
 from streamlearn.types import Sample
-from tests.support.shifted import blobs, miscalibrated
-from tests.unit.test_adapt import engine, learn, same, weights
+from tests.support.shifted import blobs, learn, miscalibrated
+from tests.unit.test_adapt import engine, same, weights
 
 SHIFTED, LABELS = blobs(1, 4000)
 SHIFTED = miscalibrated(SHIFTED)
 
 
-def trained_with(method: str, **adapt):
+def trained_with(method: str, **adapt: Any) -> Engine:
     learner = engine(method, **adapt)
     learn(learner, *blobs(0, 2000))
     return learner
 
 
-def adapt_until_reset(learner, rows, batch: int = 32):
+def adapt_until_reset(learner: Engine, rows: np.ndarray, batch: int = 32) -> tuple[int, str] | None:
     """Feed unlabeled rows; the first reset's (batch index, reason), or None."""
     for i, start in enumerate(range(0, len(rows), batch)):
         result = learner.process([Sample(r, None) for r in rows[start : start + batch].tolist()])
@@ -37,7 +40,9 @@ def test_one_class_for_a_whole_window_is_a_marginal_collapse_and_resets_to_the_a
     x, y = blobs(1, 1000)
     one_class = x[y == 2]  # unshifted: every row is predicted as class 2
     assert adapt_until_reset(learner, one_class) == (1, "marginal")  # the window fills
+    assert learner.adapter is not None
     anchor = learner.adapter.experts["0"].anchor
+    assert anchor is not None
     assert same(anchor, weights(learner))
 
 
@@ -73,7 +78,10 @@ def test_wrecked_weights_fail_the_guard_set() -> None:
     )
     fired = adapt_until_reset(learner, SHIFTED)
     assert fired is not None and fired[1] == "guard_set", fired
-    assert same(learner.adapter.experts["0"].anchor, weights(learner))
+    assert learner.adapter is not None
+    anchor = learner.adapter.experts["0"].anchor
+    assert anchor is not None
+    assert same(anchor, weights(learner))
 
 
 def test_periodic_reset() -> None:
@@ -125,7 +133,7 @@ def test_memory_quotas_follow_the_labels_shares() -> None:
 def test_guards_keep_counting_when_labels_arrive_between_unlabeled_batches() -> None:
     learner = trained_with("norm", guards={"reset_every": 128})
     x, y = blobs(5, 1000)
-    resets = []
+    resets: list[list[tuple[str, str]]] = []
     for start in range(0, 1000, 32):
         learn(learner, x[start : start + 8], y[start : start + 8])  # moves the anchor
         rows = SHIFTED[start : start + 32].tolist()
@@ -133,6 +141,7 @@ def test_guards_keep_counting_when_labels_arrive_between_unlabeled_batches() -> 
         if resets[-1]:
             break
     assert resets == [[], [], [], [("0", "periodic")]]  # 4 x 32 rows
+    assert learner.adapter is not None
     assert len(learner.adapter.experts["0"].memory) == 0  # the rows that led here are gone
 
 
@@ -146,6 +155,7 @@ def test_an_imbalanced_stream_is_no_marginal_collapse() -> None:
     # labels learned, not at all. The memory keeps the labels' proportions too: the rare
     # class is still answered as often as it comes.
     assert adapt_until_reset(learner, x[1000:]) is None
+    assert learner.adapter is not None
     memory = learner.adapter.experts["0"].memory
     assert memory.labels.count(1) == 4  # its share of the labels (7%) of 64 rows, not half
 
@@ -155,6 +165,7 @@ def test_a_guard_set_of_one_row_is_no_guard_set_yet() -> None:
     learn(learner, *blobs(0, 1))  # batch norm learns one row with its statistics frozen
     result = learner.process([Sample(r, None) for r in SHIFTED[:32].tolist()])
     assert result.adapt.steps == 1
+    assert learner.adapter is not None
     assert learner.adapter.experts["0"].guard.anchor_accuracy is None
 
 

@@ -1,9 +1,12 @@
 """Every expert kind streamlearn builds passes the conformance checks the pool relies on."""
 
+from collections.abc import Mapping
+from typing import Any
+
 import pytest
 import torch
 
-from streamlearn.experts.expert import build_expert
+from streamlearn.experts.expert import NeuralExpert, build_expert
 from streamlearn.settings import ModelSettings
 from streamlearn.testing import check_expert
 
@@ -19,7 +22,7 @@ KINDS = {
 
 
 @pytest.mark.parametrize("name", sorted(KINDS))
-def test_every_expert_kind_conforms(name) -> None:
+def test_every_expert_kind_conforms(name: str) -> None:
     settings = KINDS[name]
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(16, 8, generator=generator)
@@ -33,19 +36,21 @@ def test_every_expert_kind_conforms(name) -> None:
 
 def test_a_broken_expert_is_named_by_the_checks() -> None:
     class Forgetful:  # loses its optimizer state on load
-        def __init__(self):
-            self.inner = build_expert(ModelSettings(), 8, torch.device("cpu"), seed=3)
+        def __init__(self) -> None:
+            inner = build_expert(ModelSettings(), 8, torch.device("cpu"), seed=3)
+            assert isinstance(inner, NeuralExpert)
+            self.inner = inner
 
-        def predict(self, x):
+        def predict(self, x: torch.Tensor) -> torch.Tensor:
             return self.inner.predict(x)
 
-        def learn(self, x, y):
+        def learn(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return self.inner.learn(x, y)
 
-        def state_dict(self):
+        def state_dict(self) -> dict[str, Any]:
             return {"module": self.inner.state_dict()["module"]}
 
-        def load_state_dict(self, state):
+        def load_state_dict(self, state: Mapping[str, Any]) -> None:
             self.inner.module.load_state_dict(state["module"])
 
     x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
