@@ -1,10 +1,14 @@
 """Every adaptation method passes streamlearn.testing.check_adapt_method, on an MLP and a
 CNN with batch norm and an MLP with layer norm."""
 
+from collections.abc import Callable
+
 import pytest
 import torch
+from torch import nn
 
 from streamlearn.adapt.augment import Augmenter
+from streamlearn.adapt.base import AdaptMethod
 from streamlearn.adapt.cotta import CoTTA
 from streamlearn.adapt.norm import NormStats
 from streamlearn.adapt.tent import Tent
@@ -13,8 +17,8 @@ from streamlearn.settings import AdaptSettings
 from streamlearn.testing import check_adapt_method
 
 
-def cotta(image_shape=None):
-    def make():
+def cotta(image_shape: list[int] | None = None) -> Callable[[], AdaptMethod]:
+    def make() -> CoTTA:
         generator = torch.Generator().manual_seed(3)
         return CoTTA(
             learning_rate=0.01,
@@ -30,7 +34,7 @@ def cotta(image_shape=None):
     return make
 
 
-NETWORKS = {
+NETWORKS: dict[str, tuple[Callable[[], nn.Module], list[int] | None]] = {
     "mlp-batch": (lambda: build_mlp(16, 4, [8], norm="batch"), None),
     "mlp-layer": (lambda: build_mlp(16, 4, [8], norm="layer"), None),
     "cnn-batch": (lambda: ImageCnn([4, 4], 4, [4, 8], norm="batch"), [4, 4]),
@@ -39,13 +43,16 @@ NETWORKS = {
 
 @pytest.mark.parametrize("network", NETWORKS)
 @pytest.mark.parametrize("method", ["norm", "tent", "cotta"])
-def test_method_conforms(method, network) -> None:
+def test_method_conforms(method: str, network: str) -> None:
     build, shape = NETWORKS[network]
     torch.manual_seed(0)
     module = build()
-    make = {"norm": lambda: NormStats(0.1), "tent": lambda: Tent(0.01, 0.1), "cotta": cotta(shape)}[
-        method
-    ]
+    makers: dict[str, Callable[[], AdaptMethod]] = {
+        "norm": lambda: NormStats(0.1),
+        "tent": lambda: Tent(0.01, 0.1),
+        "cotta": cotta(shape),
+    }
+    make = makers[method]
     check_adapt_method(make, module, torch.randn(12, 16) * 2 + 1, n_classes=4)
 
 
@@ -58,7 +65,7 @@ def test_image_augmentation_shifts_by_at_most_one_pixel_and_keeps_shape() -> Non
 
 
 def test_tabular_augmentation_drops_features_and_adds_noise_reproducibly() -> None:
-    def draw():
+    def draw() -> torch.Tensor:
         return Augmenter(
             AdaptSettings(noise_sd=0.0, feature_dropout=0.5), None, torch.Generator().manual_seed(1)
         )(torch.ones(4, 100))
