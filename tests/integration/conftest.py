@@ -10,8 +10,9 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -58,12 +59,14 @@ def send(
     producer.close()
 
 
-def read_topic(broker: EmbeddedBroker, topic: str, count: int, timeout: float = 20.0):
+def read_topic(
+    broker: EmbeddedBroker, topic: str, count: int, timeout: float = 20.0
+) -> list[Any]:  # kafka-python ConsumerRecords (untyped)
     consumer = KafkaConsumer(
         bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     consumer.assign([TopicPartition(topic, 0)])
-    out = []
+    out: list[Any] = []
     deadline = time.monotonic() + timeout
     while len(out) < count and time.monotonic() < deadline:
         for records in consumer.poll(500).values():
@@ -91,11 +94,11 @@ class DaemonProcess:
         broker: EmbeddedBroker,
         topics: dict[str, str],
         group: str,
-        model: dict | None = None,
-        checkpoint: dict | None = None,
-        engine: dict | None = None,
-        env: dict | None = None,
-        serve: dict | None = None,
+        model: dict[str, Any] | None = None,
+        checkpoint: dict[str, Any] | None = None,
+        engine: dict[str, Any] | None = None,
+        env: dict[str, str] | None = None,
+        serve: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
         self.metrics_port = free_port()
@@ -172,7 +175,7 @@ class DaemonProcess:
     def metric(self, name: str) -> float | None:
         return self.metrics().get(name)
 
-    def log_events(self) -> list[dict]:
+    def log_events(self) -> list[dict[str, Any]]:
         events = []
         for path in sorted(self.workdir.glob("daemon-*.log")):
             for line in path.read_text().splitlines():
@@ -203,10 +206,12 @@ class DaemonProcess:
 
 
 @pytest.fixture
-def daemon_factory(tmp_path: Path, broker: EmbeddedBroker, topics: dict[str, str]):
+def daemon_factory(
+    tmp_path: Path, broker: EmbeddedBroker, topics: dict[str, str]
+) -> Iterator[Callable[..., DaemonProcess]]:
     made: list[DaemonProcess] = []
 
-    def make(**kwargs) -> DaemonProcess:
+    def make(**kwargs: Any) -> DaemonProcess:
         group = kwargs.pop("group", f"g-{uuid.uuid4().hex[:8]}")
         workdir = tmp_path / f"d{len(made)}"
         workdir.mkdir()

@@ -5,18 +5,20 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
 
 from streamlearn.embedded import EmbeddedBroker, create_topics
 from streamlearn.streams.synthetic import take
-from tests.integration.conftest import DaemonProcess, send, wait_for
+from tests.integration.conftest import DaemonProcess, send
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def test_daemon_stays_live_through_a_broker_restart_and_resumes(tmp_path):
+def test_daemon_stays_live_through_a_broker_restart_and_resumes(tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:8]
     topics = {
         "input": f"in-{tag}",
@@ -45,6 +47,7 @@ def test_daemon_stays_live_through_a_broker_restart_and_resumes(tmp_path):
         )
         broker.kill()
         time.sleep(5)
+        assert daemon.proc is not None
         assert daemon.proc.poll() is None, "the daemon died with its broker"
         assert daemon.metric("streamlearn_samples_learned_total") == 300
         # Serving goes on from the last snapshot while the broker is away.

@@ -6,10 +6,13 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from streamlearn.embedded import EmbeddedBroker
 from tests.integration.conftest import read_topic
 
 pytestmark = pytest.mark.integration
@@ -24,7 +27,9 @@ def streamlearn(*args: str, timeout: float = 120) -> subprocess.CompletedProcess
     )
 
 
-def test_produce_a_builtin_stream_as_batch_records(broker, topics):
+def test_produce_a_builtin_stream_as_batch_records(
+    broker: EmbeddedBroker, topics: dict[str, str]
+) -> None:
     done = streamlearn(
         "produce",
         "--bootstrap-servers",
@@ -44,7 +49,9 @@ def test_produce_a_builtin_stream_as_batch_records(broker, topics):
     assert set(records[0]["samples"][0]) == {"x", "y", "task", "id"}
 
 
-def test_produce_a_json_lines_file_as_is(broker, topics, tmp_path):
+def test_produce_a_json_lines_file_as_is(
+    broker: EmbeddedBroker, topics: dict[str, str], tmp_path: Path
+) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"x": [1], "y": 0}\n\n{"x": [2]}\nnot json\n')
     done = streamlearn(
@@ -61,12 +68,12 @@ def test_produce_a_json_lines_file_as_is(broker, topics, tmp_path):
     assert values == [b'{"x": [1], "y": 0}', b'{"x": [2]}', b"not json"]
 
 
-def test_produce_names_an_unknown_stream():
+def test_produce_names_an_unknown_stream() -> None:
     done = streamlearn("produce", "--stream", "nope")
     assert done.returncode == 2 and "allowed: agrawal, sea" in done.stderr
 
 
-def test_demo_runs_its_own_broker_serves_and_prints_a_summary(tmp_path):
+def test_demo_runs_its_own_broker_serves_and_prints_a_summary(tmp_path: Path) -> None:
     plot = tmp_path / "run.png"
     done = streamlearn(
         "demo",
@@ -95,7 +102,7 @@ def test_demo_runs_its_own_broker_serves_and_prints_a_summary(tmp_path):
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
-def test_demo_without_a_plot_writes_none(tmp_path):
+def test_demo_without_a_plot_writes_none(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable,
@@ -122,12 +129,14 @@ def test_demo_without_a_plot_writes_none(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def read_all(broker, topic: str, partitions: int, count: int, timeout: float = 20.0):
+def read_all(
+    broker: EmbeddedBroker, topic: str, partitions: int, count: int, timeout: float = 20.0
+) -> list[Any]:  # kafka-python ConsumerRecords (untyped)
     consumer = KafkaConsumer(
         bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
     )
     consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
-    out = []
+    out: list[Any] = []
     deadline = time.monotonic() + timeout
     while len(out) < count and time.monotonic() < deadline:
         for records in consumer.poll(500).values():
@@ -136,7 +145,9 @@ def read_all(broker, topic: str, partitions: int, count: int, timeout: float = 2
     return out
 
 
-def test_produce_keys_records_by_a_field_so_a_source_shares_a_partition(broker, topics, tmp_path):
+def test_produce_keys_records_by_a_field_so_a_source_shares_a_partition(
+    broker: EmbeddedBroker, topics: dict[str, str], tmp_path: Path
+) -> None:
     path = tmp_path / "in.jsonl"
     sources = ["a", "b", "c", "d"] * 5
     path.write_text(
@@ -169,7 +180,9 @@ def test_produce_keys_records_by_a_field_so_a_source_shares_a_partition(broker, 
         assert xs == sorted(xs)
 
 
-def test_produce_keys_a_builtin_stream_by_a_template(broker, topics):
+def test_produce_keys_a_builtin_stream_by_a_template(
+    broker: EmbeddedBroker, topics: dict[str, str]
+) -> None:
     done = streamlearn(
         "produce",
         "--bootstrap-servers",
@@ -190,7 +203,9 @@ def test_produce_keys_a_builtin_stream_by_a_template(broker, topics):
         assert r.key == f"{sample['task']}-{sample['id']}".encode()
 
 
-def test_produce_stops_at_a_record_without_the_key_field_naming_its_line(broker, topics, tmp_path):
+def test_produce_stops_at_a_record_without_the_key_field_naming_its_line(
+    broker: EmbeddedBroker, topics: dict[str, str], tmp_path: Path
+) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"x": [1], "id": "a"}\n\n{"x": [2]}\n')
     done = streamlearn(

@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from streamlearn.checkpoint.inspect import describe
+from streamlearn.embedded import EmbeddedBroker
 from streamlearn.streams.synthetic import take
-from tests.integration.conftest import committed, read_topic, send, wait_for
+from tests.integration.conftest import DaemonProcess, committed, read_topic, send
 from tests.support.seqexpert import read_log
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +24,9 @@ def total(metrics: dict[str, float], prefix: str) -> float:
     return sum(v for k, v in metrics.items() if k.startswith(prefix))
 
 
-def test_consume_learn_predict_and_metrics_move(broker, topics, daemon_factory):
+def test_consume_learn_predict_and_metrics_move(
+    broker: EmbeddedBroker, topics: dict[str, str], daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     samples = take("sea", 3_000, segment=10_000)  # one linear concept, 10% label noise
     for sample in samples[::50]:
         sample.pop("y")  # 60 unlabeled samples: predicted and published
@@ -57,7 +63,9 @@ def test_consume_learn_predict_and_metrics_move(broker, topics, daemon_factory):
     assert daemon.terminate()[0] == 0
 
 
-def test_a_drift_reaches_the_events_topic_the_log_and_the_metrics(broker, topics, daemon_factory):
+def test_a_drift_reaches_the_events_topic_the_log_and_the_metrics(
+    broker: EmbeddedBroker, topics: dict[str, str], daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     samples = take("sea", 4_000, segment=10_000)
     for sample in samples[2_500:]:
         sample["y"] = 1 - sample["y"]  # the concept turns over: every rule learned is wrong
@@ -82,7 +90,9 @@ def test_a_drift_reaches_the_events_topic_the_log_and_the_metrics(broker, topics
     assert logged["sample"] == event["sample"]
 
 
-def test_a_returning_regime_reuses_its_expert_over_a_real_broker(broker, topics, daemon_factory):
+def test_a_returning_regime_reuses_its_expert_over_a_real_broker(
+    broker: EmbeddedBroker, topics: dict[str, str], daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     samples = take("sea", 7_500, segment=10_000)
     for sample in samples[2_500:5_000]:
         sample["y"] = 1 - sample["y"]  # A, then its opposite B, then A again
@@ -119,7 +129,9 @@ BAD = {
 }
 
 
-def test_bad_records_are_dead_lettered_and_good_ones_still_learned(broker, topics, daemon_factory):
+def test_bad_records_are_dead_lettered_and_good_ones_still_learned(
+    broker: EmbeddedBroker, topics: dict[str, str], daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     good = [json.dumps(s).encode() for s in take("agrawal", 500)]
     values = []
     for i, value in enumerate(good):
@@ -154,7 +166,9 @@ def test_bad_records_are_dead_lettered_and_good_ones_still_learned(broker, topic
     assert daemon.terminate()[0] == 0
 
 
-def test_sigterm_checkpoints_then_commits_and_exits_quickly(broker, topics, daemon_factory):
+def test_sigterm_checkpoints_then_commits_and_exits_quickly(
+    broker: EmbeddedBroker, topics: dict[str, str], daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     send(
         broker,
         topics["input"],
@@ -201,8 +215,11 @@ def seq_records(keys: range, seqs: range) -> tuple[list[bytes], list[int]]:
 
 
 def test_restart_after_sigkill_applies_each_record_exactly_once(
-    broker, topics, daemon_factory, tmp_path
-):
+    broker: EmbeddedBroker,
+    topics: dict[str, str],
+    daemon_factory: Callable[..., DaemonProcess],
+    tmp_path: Path,
+) -> None:
     """10 + 5 + 5: checkpointed, then more (one key new), SIGKILL, restart, more again."""
     seq_log = tmp_path / "applied.log"
     daemon = daemon_factory(
@@ -246,7 +263,9 @@ def test_restart_after_sigkill_applies_each_record_exactly_once(
     assert len(restored) == 1 and restored[0]["samples_learned"] == 1_000
     from streamlearn.checkpoint.store import FileCheckpointStore
 
-    engine = FileCheckpointStore(daemon.checkpoint_dir).load_latest().state["engine"]
+    loaded = FileCheckpointStore(daemon.checkpoint_dir).load_latest()
+    assert loaded is not None
+    engine = loaded.state["engine"]
     expert = engine["pool"]["members"]["0"]["expert"]
     assert expert["count"] == {0: 500, 1: 500, 2: 500, 3: 500, 4: 200}
     assert expert["last_seq"] == {0: 500, 1: 500, 2: 500, 3: 500, 4: 200}

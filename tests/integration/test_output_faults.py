@@ -22,7 +22,9 @@ def sample_value(metrics: Metrics, name: str, **labels: str) -> float | None:
     return metrics.registry.get_sample_value(name, labels)
 
 
-def test_an_output_too_large_to_land_is_dropped_or_cut_never_retried(broker, topics):
+def test_an_output_too_large_to_land_is_dropped_or_cut_never_retried(
+    broker: EmbeddedBroker, topics: dict[str, str]
+) -> None:
     settings = KafkaSettings(
         bootstrap_servers=broker.bootstrap,
         predictions_topic=topics["predictions"],
@@ -89,7 +91,7 @@ print(json.dumps(counts))
 """
 
 
-def test_failed_connects_leak_no_threads_and_no_descriptors():
+def test_failed_connects_leak_no_threads_and_no_descriptors() -> None:
     """Each failed try used to leave a client IO thread and four descriptors behind."""
     done = subprocess.run(
         [sys.executable, "-c", _CONNECT_TRIES],
@@ -106,7 +108,7 @@ def test_failed_connects_leak_no_threads_and_no_descriptors():
     assert max(fds[1:]) - fds[0] <= 3  # no growth: 2 sockets per try before the fix
 
 
-def test_outputs_queue_behind_a_failure_and_land_once_the_broker_is_back():
+def test_outputs_queue_behind_a_failure_and_land_once_the_broker_is_back() -> None:
     """``flush`` is False while outputs have not landed (it once said True for outputs
     still in the producer's buffer), and lands them all, in order, once the broker is back."""
     port = free_port()

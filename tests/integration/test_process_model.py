@@ -9,12 +9,16 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
+from streamlearn.embedded import EmbeddedBroker
 from streamlearn.streams.synthetic import take
-from tests.integration.conftest import send, wait_for
+from tests.integration.conftest import DaemonProcess, send
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 INFER = "/v2/models/streamlearn/infer"
@@ -53,8 +57,9 @@ class Load:
                     self.ok_after.append(time.monotonic())
 
 
-def status(base: str) -> dict:
-    return httpx.get(f"{base}/v1/status", timeout=5).json()
+def status(base: str) -> dict[str, Any]:
+    answer: dict[str, Any] = httpx.get(f"{base}/v1/status", timeout=5).json()
+    return answer
 
 
 def ready(base: str) -> bool:
@@ -64,13 +69,13 @@ def ready(base: str) -> bool:
         return False
 
 
-def learned(daemon) -> float:
+def learned(daemon: DaemonProcess) -> float:
     return daemon.metric("streamlearn_samples_learned_total") or 0.0
 
 
 def test_a_killed_serving_process_is_restarted_and_the_learner_keeps_learning(
-    broker, topics, daemon_factory
-):
+    broker: EmbeddedBroker, topics: dict[str, str], daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     send(broker, topics["input"], [json.dumps(s).encode() for s in take("agrawal", 40_000)])
     daemon = daemon_factory().start()
     base = f"http://127.0.0.1:{daemon.http_port}"
@@ -98,7 +103,9 @@ def test_a_killed_serving_process_is_restarted_and_the_learner_keeps_learning(
     assert code == 0
 
 
-def test_a_killed_learner_turns_serving_not_ready_then_comes_back(broker, topics, daemon_factory):
+def test_a_killed_learner_turns_serving_not_ready_then_comes_back(
+    broker: EmbeddedBroker, topics: dict[str, str], daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     send(broker, topics["input"], [json.dumps(s).encode() for s in take("agrawal", 40_000)])
     daemon = daemon_factory(checkpoint={"every_samples": 2_000}).start()
     base = f"http://127.0.0.1:{daemon.http_port}"

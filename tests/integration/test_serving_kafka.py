@@ -5,24 +5,27 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import httpx
 import pytest
 import yaml
 
-from streamlearn.embedded import free_port
+from streamlearn.embedded import EmbeddedBroker, free_port
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.serve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from streamlearn.streams.synthetic import take
-from tests.integration.conftest import send, wait_for
+from tests.integration.conftest import DaemonProcess, send
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 INFER = "/v2/models/streamlearn/infer"
 ROW = [0.5] * 9  # agrawal has 9 features
 
 
-def body(rows: int = 1) -> dict:
+def body(rows: int = 1) -> dict[str, Any]:
     return {
         "inputs": [{"name": "input", "shape": [rows, 9], "datatype": "FP32", "data": [ROW] * rows}]
     }
@@ -35,7 +38,9 @@ def ready(base: str) -> bool:
         return False
 
 
-def test_sigterm_under_load_drains_then_checkpoints(broker, topics, daemon_factory):
+def test_sigterm_under_load_drains_then_checkpoints(
+    broker: EmbeddedBroker, topics: dict[str, str], daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     send(broker, topics["input"], [json.dumps(s).encode() for s in take("agrawal", 3_000)])
     daemon = daemon_factory(serve={"shutdown_delay_s": 1.0, "drain_timeout_s": 3.0}).start()
     base = f"http://127.0.0.1:{daemon.http_port}"
@@ -84,8 +89,8 @@ def test_sigterm_under_load_drains_then_checkpoints(broker, topics, daemon_facto
 
 
 def test_serves_the_restored_checkpoint_while_the_broker_is_unreachable(
-    broker, topics, daemon_factory
-):
+    broker: EmbeddedBroker, topics: dict[str, str], daemon_factory: Callable[..., DaemonProcess]
+) -> None:
     send(broker, topics["input"], [json.dumps(s).encode() for s in take("agrawal", 1_000)])
     daemon = daemon_factory().start()
     wait_for(
