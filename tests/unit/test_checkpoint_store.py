@@ -1,6 +1,8 @@
 import io
 import pickle
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -10,7 +12,7 @@ from streamlearn.checkpoint.format import MAGIC
 from streamlearn.errors import CheckpointError
 
 
-def state(n: int) -> dict:
+def state(n: int) -> dict[str, Any]:
     return {"n": n, "weights": torch.full((3,), float(n))}
 
 
@@ -19,6 +21,7 @@ def test_save_then_load_latest(tmp_path: Path) -> None:
     store.save(state(1))
     path = store.save(state(2))
     loaded = store.load_latest()
+    assert loaded is not None
     assert loaded.path == path and loaded.skipped == []
     assert loaded.state["n"] == 2 and torch.equal(loaded.state["weights"], torch.full((3,), 2.0))
 
@@ -36,8 +39,8 @@ def test_no_checkpoint_is_none(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty"])
-def test_damaged_newest_falls_back_to_previous_and_reports(tmp_path: Path, damage) -> None:
-    reported = []
+def test_damaged_newest_falls_back_to_previous_and_reports(tmp_path: Path, damage: str) -> None:
+    reported: list[Path] = []
     store = FileCheckpointStore(tmp_path, on_fallback=lambda p, e: reported.append(p))
     store.save(state(1))
     newest = store.save(state(2))
@@ -50,6 +53,7 @@ def test_damaged_newest_falls_back_to_previous_and_reports(tmp_path: Path, damag
     else:
         newest.write_bytes(b"")
     loaded = store.load_latest()
+    assert loaded is not None
     assert loaded.state["n"] == 1
     assert loaded.skipped == [newest] and reported == [newest]
 
@@ -68,7 +72,7 @@ def test_partial_writes_are_removed(tmp_path: Path) -> None:
 
 
 class Evil:
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[str]]:
         return (print, ("pwned",))
 
 

@@ -6,7 +6,9 @@ say BYTES too, over HTTP and gRPC alike, even when each row of a request predict
 """
 
 from concurrent.futures import Future
+from typing import Any, NoReturn, cast
 
+import grpc
 import torch
 
 from streamlearn.metrics import ServingMetrics
@@ -17,6 +19,7 @@ from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.serve.snapshot import Snapshot, SnapshotBoard
 from streamlearn.serve.tensors import TensorIn, label_tensor
 from streamlearn.settings import load_settings
+from streamlearn.types import Label, Sample
 
 LABELS = (0, "spam")
 
@@ -24,12 +27,12 @@ LABELS = (0, "spam")
 class Learner:
     up = True
 
-    def learn(self, samples):
+    def learn(self, samples: list[Sample]) -> Future[dict[str, int]]:
         return Future()
 
-    def adapt_on(self, rows) -> None: ...
+    def adapt_on(self, rows: list[list[float]]) -> None: ...
 
-    def checkpoint(self):
+    def checkpoint(self) -> Future[dict[str, Any]]:
         return Future()
 
     def view(self) -> LearnerView:
@@ -37,16 +40,21 @@ class Learner:
 
 
 class Context:
-    def invocation_metadata(self):
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return ()
 
-    def abort(self, code, message):
+    def abort(self, code: grpc.StatusCode, message: str) -> NoReturn:
         raise AssertionError(f"{code}: {message}")
 
 
-def _core(labels=LABELS) -> ServingCore:
+def context() -> grpc.ServicerContext:
+    """A stand-in with the two methods the servicer calls, typed as what it stands for."""
+    return cast(grpc.ServicerContext, Context())
+
+
+def _core(labels: tuple[Label, ...] = LABELS) -> ServingCore:
     # Every row's logits favour class index 0, whose label is the integer 0.
-    def forward(x):
+    def forward(x: torch.Tensor) -> torch.Tensor:
         return torch.tensor([[5.0, -5.0]]).repeat(x.shape[0], 1)
 
     predictor = Predictor(
@@ -91,11 +99,11 @@ def test_grpc_answers_the_declared_datatype_too() -> None:
         contents=pb.InferTensorContents(fp32_contents=[1.0, 2.0]),
     )
     request = pb.ModelInferRequest(model_name="streamlearn", inputs=[tensor])
-    response = servicer.ModelInfer(request, Context())
+    response = servicer.ModelInfer(request, context())
     predictions = next(o for o in response.outputs if o.name == "predictions")
     assert predictions.datatype == "BYTES"
     assert list(predictions.contents.bytes_contents) == [b"0"]
-    metadata = servicer.ModelMetadata(pb.ModelMetadataRequest(name="streamlearn"), Context())
+    metadata = servicer.ModelMetadata(pb.ModelMetadataRequest(name="streamlearn"), context())
     declared = next(o for o in metadata.outputs if o.name == "predictions")
     assert declared.datatype == "BYTES"
 

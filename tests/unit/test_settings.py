@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
     for key in list(os.environ):
@@ -169,7 +169,7 @@ WEAK_TOKENS = [
 ]
 
 
-def run_cli(*args, env=None):
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
     full_env = {**os.environ, **(env or {})}
@@ -183,7 +183,7 @@ def run_cli(*args, env=None):
 
 
 @pytest.mark.parametrize("token", WEAK_TOKENS)
-def test_a_short_or_placeholder_token_is_refused_without_being_echoed(token) -> None:
+def test_a_short_or_placeholder_token_is_refused_without_being_echoed(token: str) -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(None, serve={"auth_token": token})
     [problem] = info.value.problems
@@ -260,7 +260,7 @@ def test_run_refuses_a_weak_token_with_exit_code_2_and_never_prints_it(tmp_path:
 
 @pytest.mark.parametrize("content", ["short-file-tok\n", "change-me-change-me\n", ""])
 def test_a_weak_token_file_is_refused_naming_the_file_not_its_content(
-    tmp_path: Path, content
+    tmp_path: Path, content: str
 ) -> None:
     from streamlearn.serve.auth import TokenAuth
     from streamlearn.settings import ServeSettings
