@@ -1,10 +1,12 @@
 import io
 import random
+from typing import Any
 
 import pytest
 import torch
 
 from streamlearn.engine import Engine
+from streamlearn.experts.expert import NeuralExpert
 from streamlearn.settings import DriftSettings, EngineSettings, ModelSettings
 from streamlearn.types import Sample
 
@@ -65,6 +67,7 @@ def test_unlabeled_samples_get_label_and_probabilities_with_the_model_version() 
     result = engine.process([Sample([50.0, 50.0, 0.0, 0.0], id="q1")])
     [pred] = result.predictions
     assert pred.id == "q1" and pred.prediction == "high"
+    assert pred.probabilities is not None
     assert set(pred.probabilities) == {"high", "low"}
     assert sum(pred.probabilities.values()) == pytest.approx(1.0)
     assert pred.model_version == engine.version
@@ -92,11 +95,12 @@ def test_regression_learns_an_unscaled_linear_target() -> None:
     assert pred.prediction == pytest.approx(1_000, abs=15)
 
 
-def roundtrip(state: dict) -> dict:
+def roundtrip(state: dict[str, Any]) -> dict[str, Any]:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
+    loaded: dict[str, Any] = torch.load(buffer, weights_only=True)
+    return loaded
 
 
 def test_state_round_trip_continues_identically() -> None:
@@ -109,6 +113,7 @@ def test_state_round_trip_continues_identically() -> None:
     run(a, data[1_000:])
     run(b, data[1_000:])
     assert a.stats.summary() == b.stats.summary()
+    assert isinstance(a.expert, NeuralExpert) and isinstance(b.expert, NeuralExpert)
     for pa, pb in zip(a.expert.module.parameters(), b.expert.module.parameters(), strict=True):
         assert torch.equal(pa, pb)
 
@@ -125,6 +130,7 @@ def test_seeded_runs_are_deterministic() -> None:
 def test_predict_never_mutates_the_expert() -> None:
     engine = Engine(ModelSettings(hidden=[8]))
     run(engine, separable(100))
+    assert engine.expert is not None
     before = roundtrip(engine.expert.state_dict())
     engine.expert.predict(torch.randn(5, 4))
     after = engine.expert.state_dict()
@@ -173,6 +179,7 @@ def test_the_drift_detector_state_is_checkpointed_with_the_engine() -> None:
     run(a, data[:2_000])
     b = Engine(settings)
     b.load_state_dict(roundtrip(a.state_dict()))
+    assert a.drift is not None and b.drift is not None
     assert b.drift.detector("0").state_dict() == a.drift.detector("0").state_dict()
     assert drifts(a, data[2_000:]) == drifts(b, data[2_000:]) == [3_006]
 

@@ -1,7 +1,10 @@
 """v2 tensor decoding: exact messages and reasons for every way an input can be wrong."""
 
+from typing import Any
+
 import numpy as np
 import pytest
+import torch
 
 from streamlearn.errors import RequestError
 from streamlearn.serve.tensors import (
@@ -14,13 +17,15 @@ from streamlearn.serve.tensors import (
 )
 
 
-def decode(datatype, shape, data, n_features=2, max_rows=10):
+def decode(
+    datatype: str, shape: list[int], data: Any, n_features: int = 2, max_rows: int = 10
+) -> torch.Tensor:
     return to_features(TensorIn("input", datatype, shape, data), "inputs[0]", n_features, max_rows)
 
 
 @pytest.mark.parametrize("data", [[1, 2, 3, 4], [[1, 2], [3, 4]]])
 @pytest.mark.parametrize("datatype", ["FP32", "FP64", "INT8", "INT64", "UINT16"])
-def test_flat_and_nested_data_in_every_numeric_datatype(data, datatype) -> None:
+def test_flat_and_nested_data_in_every_numeric_datatype(data: list[Any], datatype: str) -> None:
     out = decode(datatype, [2, 2], data)
     assert out.dtype.is_floating_point and out.tolist() == [[1, 2], [3, 4]]
 
@@ -48,7 +53,7 @@ def test_typed_arrays_from_grpc_pass_through() -> None:
     ],
 )
 def test_each_fault_has_its_reason_and_names_the_input(
-    datatype, shape, data, reason, message
+    datatype: str, shape: list[int], data: list[Any], reason: str, message: str
 ) -> None:
     with pytest.raises(RequestError) as info:
         decode(datatype, shape, data)
@@ -77,10 +82,11 @@ def test_labels_are_int64_when_all_integers_else_bytes() -> None:
         ("INT64", [-(2**63), 2**63 - 1]),
     ],
 )
-def test_raw_bytes_round_trip_exactly(datatype, values) -> None:
+def test_raw_bytes_round_trip_exactly(datatype: str, values: list[float]) -> None:
     raw = to_raw(TensorOut("t", datatype, [2], values))
     array = from_raw(raw, datatype, "t")
-    assert array.tolist() == values and to_raw(TensorOut("t", datatype, [2], array)) == raw
+    # The array itself goes back in, not a list (TensorOut.data says list): on purpose.
+    assert array.tolist() == values and to_raw(TensorOut("t", datatype, [2], array)) == raw  # type: ignore[arg-type]
     assert array.flags.writeable  # torch.from_numpy warns about read-only views
 
 
