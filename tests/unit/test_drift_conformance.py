@@ -1,12 +1,13 @@
 """Checks every registered drift detector must pass, whatever its algorithm."""
 
 import io
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from streamlearn.drift.base import events_of
+from streamlearn.drift.base import BaseDetector, events_of
 from streamlearn.drift.registry import DETECTORS, build_detector
 from streamlearn.settings import DriftSettings
 from streamlearn.types import DriftAlarm, DriftSignal
@@ -14,7 +15,7 @@ from streamlearn.types import DriftAlarm, DriftSignal
 NAMES = sorted(DETECTORS)
 
 
-def make(name: str, **overrides):
+def make(name: str, **overrides: Any) -> BaseDetector:
     return build_detector(DriftSettings(detector=name, warmup=200, refractory=100, **overrides))
 
 
@@ -26,13 +27,14 @@ def shifting(seed: int, n: int = 4_000) -> np.ndarray:
     return rng.normal(means, 1.0)
 
 
-def signals(detector, values) -> list[DriftSignal]:
+def signals(detector: BaseDetector, values: np.ndarray) -> list[DriftSignal]:
     return [detector.update(float(v)) for v in values]
 
 
-def in_batches(detector, values, seed: int) -> list[DriftAlarm]:
+def in_batches(detector: BaseDetector, values: np.ndarray, seed: int) -> list[DriftAlarm]:
     rng = np.random.default_rng(seed)
-    out, i = [], 0
+    out: list[DriftAlarm] = []
+    i = 0
     while i < len(values):
         size = int(rng.choice([1, 3, 32, 257, 1024]))
         found = detector.update_many(values[i : i + size])
@@ -43,7 +45,7 @@ def in_batches(detector, values, seed: int) -> list[DriftAlarm]:
 
 @pytest.mark.parametrize("name", NAMES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_batches_give_the_same_events_as_one_value_at_a_time(name, seed) -> None:
+def test_batches_give_the_same_events_as_one_value_at_a_time(name: str, seed: int) -> None:
     values = shifting(seed)
     one_by_one = events_of(signals(make(name), values))
     assert any(e.signal is DriftSignal.DRIFT for e in one_by_one), "the stream must alarm"
@@ -51,7 +53,7 @@ def test_batches_give_the_same_events_as_one_value_at_a_time(name, seed) -> None
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_state_round_trip_through_a_weights_only_load_gives_identical_signals(name) -> None:
+def test_state_round_trip_through_a_weights_only_load_gives_identical_signals(name: str) -> None:
     values = shifting(3)
     for cut in (50, 1_100, 2_100):  # refractory or warm-up, monitoring, right after a drift
         original = make(name)
@@ -66,7 +68,7 @@ def test_state_round_trip_through_a_weights_only_load_gives_identical_signals(na
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_reset_forgets_everything(name) -> None:
+def test_reset_forgets_everything(name: str) -> None:
     values = shifting(4)
     used = make(name)
     signals(used, values)
@@ -75,13 +77,13 @@ def test_reset_forgets_everything(name) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_seeded_runs_are_deterministic(name) -> None:
+def test_seeded_runs_are_deterministic(name: str) -> None:
     values = shifting(5)
     assert signals(make(name), values) == signals(make(name), values)
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_nothing_is_signalled_during_refractory_and_warm_up(name) -> None:
+def test_nothing_is_signalled_during_refractory_and_warm_up(name: str) -> None:
     detector = make(name)
     quiet = detector.refractory + detector.warmup
     wild = np.random.default_rng(6).normal(0, 50, quiet)
@@ -90,7 +92,7 @@ def test_nothing_is_signalled_during_refractory_and_warm_up(name) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_a_drift_is_followed_by_the_refractory_period(name) -> None:
+def test_a_drift_is_followed_by_the_refractory_period(name: str) -> None:
     detector = make(name)
     values = shifting(7)
     out = signals(detector, values)
@@ -99,14 +101,14 @@ def test_a_drift_is_followed_by_the_refractory_period(name) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_state_of_another_detector_is_refused(name) -> None:
+def test_state_of_another_detector_is_refused(name: str) -> None:
     other = next(n for n in NAMES if n != name)
     with pytest.raises(ValueError, match="detector state is for"):
         make(name).load_state_dict(make(other).state_dict())
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n != "kswin"])
-def test_no_alarm_on_a_long_stable_noisy_stream(name) -> None:
+def test_no_alarm_on_a_long_stable_noisy_stream(name: str) -> None:
     # 200k standard-normal values and 200k skewed (gamma) ones. KSWIN is left out: with
     # river's test on 30 values it alarms by design (see docs/benchmarks.md).
     rng = np.random.default_rng(8)
