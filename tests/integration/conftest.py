@@ -12,7 +12,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 import yaml
@@ -22,6 +22,17 @@ from streamlearn.embedded import EmbeddedBroker, create_topics, free_port
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class Broker(Protocol):
+    """What these helpers use of a broker: an EmbeddedBroker, or the ProxiedBroker of
+    tests/support/kafkaproxy.py (reached through a proxy), which the reliability suite
+    passes where an EmbeddedBroker goes."""
+
+    @property
+    def bootstrap(self) -> str: ...
+
+
 # Short group timeouts: a group forms after about one session timeout.
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
@@ -50,7 +61,7 @@ def topics(broker: EmbeddedBroker) -> dict[str, str]:
 
 
 def send(
-    broker: EmbeddedBroker, topic: str, values: list[bytes], partitions: list[int] | None = None
+    broker: Broker, topic: str, values: list[bytes], partitions: list[int] | None = None
 ) -> None:
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     for i, value in enumerate(values):
@@ -60,7 +71,7 @@ def send(
 
 
 def read_topic(
-    broker: EmbeddedBroker, topic: str, count: int, timeout: float = 20.0
+    broker: Broker, topic: str, count: int, timeout: float = 20.0
 ) -> list[Any]:  # kafka-python ConsumerRecords (untyped)
     consumer = KafkaConsumer(
         bootstrap_servers=broker.bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
@@ -75,7 +86,9 @@ def read_topic(
     return out
 
 
-def committed(broker: EmbeddedBroker, group: str, topic: str, partitions: int) -> dict[int, int]:
+def committed(
+    broker: Broker, group: str, topic: str, partitions: int
+) -> dict[int, int | None]:  # None: nothing committed on that partition
     consumer = KafkaConsumer(
         bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False
     )
@@ -91,7 +104,7 @@ class DaemonProcess:
     def __init__(
         self,
         workdir: Path,
-        broker: EmbeddedBroker,
+        broker: Broker,
         topics: dict[str, str],
         group: str,
         model: dict[str, Any] | None = None,

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlearn.checkpoint.inspect import describe
-from streamlearn.embedded import EmbeddedBroker
-from tests.integration.conftest import committed
+from tests.integration.conftest import Broker, committed
 from tests.support.seqlineage import read_log
 
 
@@ -22,9 +21,7 @@ def newest(checkpoint_dir: Path) -> dict[str, Any]:
     return describe(Path(checkpoint_dir))
 
 
-def committed_offsets(
-    broker: EmbeddedBroker, group: str, topic: str, partitions: int
-) -> dict[str, int]:
+def committed_offsets(broker: Broker, group: str, topic: str, partitions: int) -> dict[str, int]:
     """The group's committed offsets, "topic/p": offset, partitions with none left out."""
     found = committed(broker, group, topic, partitions)
     return {f"{topic}/{p}": o for p, o in found.items() if o is not None}
@@ -60,7 +57,7 @@ class CommitWatch:
     seconds: ``history`` is a list of (wall time, {"topic/p": offset})."""
 
     def __init__(
-        self, broker: EmbeddedBroker, group: str, topic: str, partitions: int, interval: float = 0.2
+        self, broker: Broker, group: str, topic: str, partitions: int, interval: float = 0.2
     ) -> None:
         import threading
 

@@ -16,7 +16,7 @@ import yaml
 
 from streamlearn.embedded import EmbeddedBroker, create_topics
 from tests.integration import conftest as integration
-from tests.integration.conftest import ROOT, DaemonProcess
+from tests.integration.conftest import ROOT, Broker, DaemonProcess
 from tests.support.forkserver import ForkServer
 from tests.support.waiting import wait_for
 
@@ -58,7 +58,7 @@ class ReliableDaemon(DaemonProcess):
     def __init__(
         self,
         workdir: Path,
-        broker: EmbeddedBroker,
+        broker: Broker,
         topics: dict[str, str],
         group: str,
         settings: dict[str, Any] | None = None,

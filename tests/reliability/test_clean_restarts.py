@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
+from streamlearn.embedded import EmbeddedBroker
 from tests.reliability.checks import (
     committed_offsets,
     lineage_gaps,
@@ -15,7 +18,7 @@ from tests.reliability.checks import (
     repeats,
     steps_not_one,
 )
-from tests.reliability.conftest import SEQ_MODEL
+from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon
 from tests.support.seqlineage import expert_state, read_log
 from tests.support.seqproducer import SequenceProducer
 from tests.support.waiting import wait_for
@@ -31,8 +34,11 @@ SHUTDOWN_LIMIT_S = 10.0  # docs/operations.md, "Shutdown": well inside 10 s with
 
 
 def test_five_sigterms_while_producing_learn_nothing_twice(
-    broker, seq_topics, reliable_daemon, tmp_path
-):
+    broker: EmbeddedBroker,
+    seq_topics: Callable[[int], dict[str, str]],
+    reliable_daemon: Callable[..., ReliableDaemon],
+    tmp_path: Path,
+) -> None:
     """Five SIGTERMs, each 0.5-3 s (seeded) after the daemon got its partitions, while
     batch records keep arriving; then it runs to the end. A clean shutdown checkpoints what
     it learned, so no (key, seq) is ever applied twice, by any process, and each restart
@@ -102,5 +108,5 @@ def test_five_sigterms_while_producing_learn_nothing_twice(
     assert max(shutdowns) < SHUTDOWN_LIMIT_S, shutdowns
 
 
-def newest_applied(seq_log) -> int:
+def newest_applied(seq_log: Path) -> int:
     return len(read_log(seq_log))

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import pytest
 
-from tests.reliability.conftest import SEQ_MODEL, timestamp
+from streamlearn.embedded import EmbeddedBroker
+from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon, timestamp
 from tests.support.seqproducer import SequenceProducer
 from tests.support.waiting import wait_for
 
@@ -21,7 +23,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def test_a_cold_restart_after_sigkill_is_ready_within_10_s(broker, seq_topics, reliable_daemon):
+def test_a_cold_restart_after_sigkill_is_ready_within_10_s(
+    broker: EmbeddedBroker,
+    seq_topics: Callable[[int], dict[str, str]],
+    reliable_daemon: Callable[..., ReliableDaemon],
+) -> None:
     """The kill loop restarts forked daemons, which have their imports done; this restart
     is a new interpreter, as after a crash in production. Recovery: from the process's
     start to daemon_ready (checkpoint restored, broker connected). Its CPU time is

@@ -4,10 +4,14 @@ nothing is committed ahead, and a kill restores the last good checkpoint."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from streamlearn.embedded import EmbeddedBroker
 from tests.reliability.checks import (
     ahead,
     committed_offsets,
@@ -16,7 +20,7 @@ from tests.reliability.checks import (
     partials,
     steps_not_one,
 )
-from tests.reliability.conftest import SEQ_MODEL, timestamp
+from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon, timestamp
 from tests.support.diskfull import FullDisk
 from tests.support.seqlineage import expert_state
 from tests.support.seqproducer import SequenceProducer
@@ -31,11 +35,11 @@ RETRY_MIN_S, RETRY_MAX_S = 0.5, 2.0
 FAILURES = 6  # 0.5 + 1 + 2 + 2 + 2 s apart: some 7.5 s full
 
 
-def failures(daemon) -> list[dict]:
+def failures(daemon: ReliableDaemon) -> list[dict[str, Any]]:
     return [e for e in daemon.events() if e.get("event") == "checkpoint_failed"]
 
 
-def infer(daemon) -> dict:
+def infer(daemon: ReliableDaemon) -> dict[str, Any]:
     response = httpx.post(
         f"http://127.0.0.1:{daemon.http_port}/v2/models/streamlearn/infer",
         json={
@@ -44,11 +48,11 @@ def infer(daemon) -> dict:
         timeout=10,
     )
     assert response.status_code == 200, response.text
-    answer: dict = response.json()
+    answer: dict[str, Any] = response.json()
     return answer
 
 
-def ready(daemon) -> bool:
+def ready(daemon: ReliableDaemon) -> bool:
     try:
         return (
             httpx.get(f"http://127.0.0.1:{daemon.http_port}/v2/health/ready", timeout=2).status_code
@@ -58,7 +62,7 @@ def ready(daemon) -> bool:
         return False
 
 
-def assert_backed_off(events: list[dict]) -> None:
+def assert_backed_off(events: list[dict[str, Any]]) -> None:
     """Consecutive failed attempts at least retry_min_s apart, doubling to retry_max_s."""
     times = [timestamp(e) for e in events]
     for k, (before, after) in enumerate(itertools.pairwise(times)):
@@ -67,8 +71,11 @@ def assert_backed_off(events: list[dict]) -> None:
 
 
 def test_a_full_checkpoint_disk_costs_no_learning_and_no_commit_ahead(
-    broker, seq_topics, reliable_daemon, tmp_path
-):
+    broker: EmbeddedBroker,
+    seq_topics: Callable[[int], dict[str, str]],
+    reliable_daemon: Callable[..., ReliableDaemon],
+    tmp_path: Path,
+) -> None:
     """The checkpoint directory's next file is /dev/full (tests/support/diskfull.py: a real
     ENOSPC from write(), unprivileged) while records keep arriving and checkpoints are due
     every 0.5 s. The daemon keeps learning and serving fresh snapshots, counts each failed
@@ -109,6 +116,7 @@ def test_a_full_checkpoint_disk_costs_no_learning_and_no_commit_ahead(
         good = newest(daemon.checkpoint_dir)
         ok_before = daemon.metric('streamlearn_checkpoints_total{result="ok"}')
         learned = daemon.metric("streamlearn_samples_learned_total")
+        assert learned is not None
         served = int(infer(daemon)["model_version"])  # a string in the v2 protocol
         wait_for(lambda: len(failures(daemon)) >= FAILURES, 30, f"{FAILURES} failed checkpoints")
         first_life = failures(daemon)

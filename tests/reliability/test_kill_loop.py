@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from streamlearn.embedded import EmbeddedBroker
 from tests.reliability.checks import (
     ahead,
     committed_offsets,
@@ -15,7 +19,7 @@ from tests.reliability.checks import (
     partials,
     steps_not_one,
 )
-from tests.reliability.conftest import SEQ_MODEL, timestamp
+from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon, timestamp
 from tests.support.seqlineage import expert_state, read_log
 from tests.support.seqproducer import SequenceProducer
 from tests.support.waiting import wait_for
@@ -29,7 +33,7 @@ KEYS = 16
 RECOVERY_LIMIT_S = 10.0
 
 
-def caught_up(daemon, partitions: int) -> bool:
+def caught_up(daemon: ReliableDaemon, partitions: int) -> bool:
     metrics = daemon.metrics()
     lags = [v for k, v in metrics.items() if k.startswith("streamlearn_consumer_lag{")]
     return (
@@ -40,8 +44,11 @@ def caught_up(daemon, partitions: int) -> bool:
 
 
 def test_thirty_sigkills_lose_nothing_and_apply_each_record_once(
-    broker, seq_topics, reliable_daemon, tmp_path
-):
+    broker: EmbeddedBroker,
+    seq_topics: Callable[[int], dict[str, str]],
+    reliable_daemon: Callable[..., ReliableDaemon],
+    tmp_path: Path,
+) -> None:
     """100k single records over 4 partitions, produced while the daemon is killed 30 times,
     each 0.1-5 s (seeded) after it logged daemon_ready; then it runs to the end.
 
@@ -87,7 +94,7 @@ def test_thirty_sigkills_lose_nothing_and_apply_each_record_once(
         inside_write = 0  # kills that left a .tmp behind
         learning_lives = 0  # lives that applied at least one update
         applied_before = 0
-        at_kill: dict[str, object] = {}
+        at_kill: dict[str, Any] = {}
         for kill in range(KILLS):
             if kill:
                 daemon.start()
@@ -141,13 +148,13 @@ def test_thirty_sigkills_lose_nothing_and_apply_each_record_once(
     assert final["offsets"] == {f"{topic}/{p}": per_partition for p in range(PARTITIONS)}
     assert committed_offsets(broker, daemon.group, topic, PARTITIONS) == final["offsets"]
     assert partials(daemon.checkpoint_dir) == []
-    restored = [
+    restorations = [
         e
         for s in range(2, daemon.starts + 1)
         for e in daemon.events(s)
         if e.get("event") == "checkpoint_restored"
     ]
-    assert len(restored) == KILLS
+    assert len(restorations) == KILLS
     print(
         f"\nkill loop: {KILLS} kills, {RECORDS} records, {len(read_log(seq_log))} updates "
         f"applied ({len(read_log(seq_log)) - RECORDS} of them lost to a kill and redone), "

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from streamlearn.embedded import create_topics
 from tests.integration.conftest import read_topic
 from tests.reliability.checks import committed_offsets, lineage_gaps, newest
-from tests.reliability.conftest import SEQ_MODEL
+from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon
 from tests.support.kafkaproxy import ProxiedBroker
 from tests.support.seqlineage import expert_state, read_log
 from tests.support.seqproducer import SequenceProducer
@@ -30,7 +32,7 @@ DURING = 600  # every other one unlabeled: 300 predictions to publish
 class Sampler:
     """Reads a daemon's metrics every 0.1 s; ``peak(name)`` is the highest value seen."""
 
-    def __init__(self, daemon) -> None:
+    def __init__(self, daemon: ReliableDaemon) -> None:
         self.daemon = daemon
         self.seen: dict[str, float] = {}
         self._stop = threading.Event()
@@ -50,7 +52,9 @@ class Sampler:
         self._thread.join(5)
 
 
-def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(reliable_daemon, tmp_path):
+def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(
+    reliable_daemon: Callable[..., ReliableDaemon], tmp_path: Path
+) -> None:
     """tansu creates topics on first use, so the topic cannot just be missing: the broker
     here sits behind a proxy (tests/support/kafkaproxy.py) that answers every Metadata
     request for the predictions topic UNKNOWN_TOPIC_OR_PARTITION, as Kafka does for a
@@ -162,7 +166,9 @@ def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(reliabl
 
             daemon.kill()  # the outputs waiting in memory die with it
             daemon.start()
-            assert daemon.event("checkpoint_restored")["offsets"] == before
+            restored = daemon.event("checkpoint_restored")
+            assert restored is not None
+            assert restored["offsets"] == before
             wait_for(
                 lambda: daemon.metric("streamlearn_partitions_paused") == 1,
                 60,
@@ -209,8 +215,9 @@ def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(reliabl
         assert peak is not None and peak <= MAX_PENDING + MAX_BATCH, "pending past the bound"
 
 
-def newest_offsets(daemon) -> dict[str, int] | None:
+def newest_offsets(daemon: ReliableDaemon) -> dict[str, int] | None:
     try:
-        return newest(daemon.checkpoint_dir)["offsets"]
+        offsets: dict[str, int] = newest(daemon.checkpoint_dir)["offsets"]
+        return offsets
     except Exception:  # none yet, or a file pruned while read
         return None

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
+from streamlearn.embedded import EmbeddedBroker
 from tests.reliability.checks import CommitWatch
 from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon, timestamp
 from tests.support.seqlineage import covered, expert_state, read_log
@@ -62,8 +66,11 @@ def revoke_checkpoints(daemon: ReliableDaemon, start: int) -> int:
 
 
 def test_members_join_leave_and_crash_without_losing_or_relearning(
-    broker, seq_topics, reliable_daemon, tmp_path
-):
+    broker: EmbeddedBroker,
+    seq_topics: Callable[[int], dict[str, str]],
+    reliable_daemon: Callable[..., ReliableDaemon],
+    tmp_path: Path,
+) -> None:
     """A starts; B joins; A stops (SIGTERM); A comes back; B is killed (SIGKILL); B comes
     back; then both run to the end, all while records arrive.
 
@@ -103,7 +110,7 @@ def test_members_join_leave_and_crash_without_losing_or_relearning(
     try:
         a.start()
         wait_for(
-            lambda: len(assignment(a)) == PARTITIONS and read_log(logs["A"]),
+            lambda: len(assignment(a)) == PARTITIONS and bool(read_log(logs["A"])),
             30,
             "A alone, learning",
         )
@@ -174,7 +181,7 @@ def test_members_join_leave_and_crash_without_losing_or_relearning(
     )
 
 
-def applied_last(logs) -> dict[int, int]:
+def applied_last(logs: dict[str, Path]) -> dict[int, int]:
     """The highest seq of each key applied by either daemon."""
     last: dict[int, int] = {}
     for path in logs.values():

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
+from streamlearn.embedded import EmbeddedBroker
 from tests.reliability.checks import repeats, steps_not_one
-from tests.reliability.conftest import SEQ_MODEL
+from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon
 from tests.support.seqlineage import read_log
 from tests.support.seqproducer import SequenceProducer
 from tests.support.waiting import wait_for
@@ -19,8 +23,11 @@ MAX_POLL_INTERVAL_MS = 4_000
 
 
 def test_a_backlog_of_slow_steps_keeps_the_member_in_its_group(
-    broker, seq_topics, reliable_daemon, tmp_path
-):
+    broker: EmbeddedBroker,
+    seq_topics: Callable[[int], dict[str, str]],
+    reliable_daemon: Callable[..., ReliableDaemon],
+    tmp_path: Path,
+) -> None:
     """A backlog whose learning takes 10 s (50 steps of 0.2 s) arrives in one poll, with
     max_poll_interval_ms 4 s: kafka-python leaves the group when poll() is not called for
     that long (its heartbeats run on their own thread, so the session timeout is not what
