@@ -3,6 +3,7 @@ conventions of tests/docs (examples run, or marked with a reason; see tests/docs
 
 import re
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -75,7 +76,7 @@ def test_blocks_reads_language_markers_and_indented_fences() -> None:
         ("<!-- not run in CI: -->\n```sh\nmake demo\n```\n", "needs a reason"),
     ],
 )
-def test_what_the_conventions_refuse(text, complaint) -> None:
+def test_what_the_conventions_refuse(text: str, complaint: str) -> None:
     [problem] = problems(_one(text))
     assert complaint in problem
 
@@ -89,8 +90,15 @@ def test_what_the_conventions_refuse(text, complaint) -> None:
         "<!-- not run in CI: needs Docker -->\n```text\ndocker run x\n```\n",
     ],
 )
-def test_what_the_conventions_take(text) -> None:
+def test_what_the_conventions_take(text: str) -> None:
     assert problems(_one(text)) == []
+
+
+def mismatch(doc: str, got: str) -> str:
+    """What ``matches`` found wrong: there must be something."""
+    found = matches(doc, got)
+    assert found is not None
+    return found
 
 
 def test_shown_json_matches_structurally() -> None:
@@ -103,13 +111,13 @@ def test_shown_json_matches_structurally() -> None:
         ' "any": {"x": 1}, "name": "streamlearn"}'
     )
     assert matches(doc, same) is None
-    assert "keys differ" in matches('{"a": 1}', '{"a": 1, "b": 2}')
-    assert "expected 2 elements" in matches("[1, 2]", "[1, 2, 3]")
-    assert "expected 'INT64'" in matches('{"t": "INT64"}', '{"t": "BYTES"}')
-    assert "a number" in matches('{"n": 1}', '{"n": "1"}')
-    assert "digits" in matches('{"v": "12"}', '{"v": "v12"}')
-    assert "expected True" in matches('{"b": true}', '{"b": false}')
-    assert "expected JSON" in matches("{}", "not json")
+    assert "keys differ" in mismatch('{"a": 1}', '{"a": 1, "b": 2}')
+    assert "expected 2 elements" in mismatch("[1, 2]", "[1, 2, 3]")
+    assert "expected 'INT64'" in mismatch('{"t": "INT64"}', '{"t": "BYTES"}')
+    assert "a number" in mismatch('{"n": 1}', '{"n": "1"}')
+    assert "digits" in mismatch('{"v": "12"}', '{"v": "v12"}')
+    assert "expected True" in mismatch('{"b": true}', '{"b": false}')
+    assert "expected JSON" in mismatch("{}", "not json")
 
 
 def test_shown_text_matches_line_by_line_with_ellipses() -> None:
@@ -127,9 +135,10 @@ def test_console_commands_share_a_shell_and_each_output_is_matched(tmp_path: Pat
     import os
     from types import SimpleNamespace
 
-    from tests.docs.test_examples import logical_lines, run_console
+    from tests.docs.test_examples import Served, logical_lines, run_console
 
-    served = SimpleNamespace(workdir=tmp_path, env=dict(os.environ))
+    # A stand-in with the two fields run_console reads (workdir, env): no broker, no daemon.
+    served = cast(Served, SimpleNamespace(workdir=tmp_path, env=dict(os.environ)))
     run_console(
         served,
         "$ export GREETING=hi\n$ echo $GREETING; echo there\nhi\n...\n"
