@@ -8,6 +8,7 @@ import socket
 import struct
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,14 @@ import torch
 from streamlearn.engine import Engine
 from streamlearn.metrics import Metrics
 from streamlearn.runtime import processes
-from streamlearn.runtime.ipc import LearnerLink, LearnerPort, LinkClosedError, recv_frame
+from streamlearn.runtime.ipc import (
+    LearnerLink,
+    LearnerPort,
+    LinkClosedError,
+    Message,
+    Reply,
+    recv_frame,
+)
 from streamlearn.runtime.launch import settings_document
 from streamlearn.runtime.snapshots import EXPERTS, SnapshotReader, SnapshotWriter
 from streamlearn.serve.frozen import Assembler
@@ -26,20 +34,20 @@ from streamlearn.types import Sample
 from tests.support.waiting import wait_for
 
 
-def echo(request, reply):
+def echo(request: Message, reply: Reply) -> None:
     if request.get("op") == "echo":
         reply({"id": request["id"], "value": request["value"]})
 
 
 @pytest.fixture
-def sock_path():
+def sock_path() -> Iterator[Path]:
     # Unix socket paths are short (108 bytes): pytest's tmp_path can be longer.
     path = Path(f"/tmp/sl-test-{os.getpid()}-{threading.get_ident()}.sock")
     yield path
     path.unlink(missing_ok=True)
 
 
-def test_a_request_gets_its_answer_and_a_closed_learner_fails_what_waits(sock_path) -> None:
+def test_a_request_gets_its_answer_and_a_closed_learner_fails_what_waits(sock_path: Path) -> None:
     port = LearnerPort(sock_path, echo)
     link = LearnerLink(sock_path)
     link.start()
@@ -57,7 +65,7 @@ def test_a_request_gets_its_answer_and_a_closed_learner_fails_what_waits(sock_pa
     link.close()
 
 
-def test_the_link_comes_back_when_a_new_learner_listens(sock_path) -> None:
+def test_the_link_comes_back_when_a_new_learner_listens(sock_path: Path) -> None:
     changes: list[bool] = []
     first = LearnerPort(sock_path, echo)
     first.start()
@@ -75,7 +83,7 @@ def test_the_link_comes_back_when_a_new_learner_listens(sock_path) -> None:
     second.close()
 
 
-def test_a_frame_that_is_not_json_or_too_long_closes_the_connection(sock_path) -> None:
+def test_a_frame_that_is_not_json_or_too_long_closes_the_connection(sock_path: Path) -> None:
     port = LearnerPort(sock_path, echo)
     port.start()
     for frame in (struct.pack(">I", 3) + b"{x}", struct.pack(">I", 2**31)):
@@ -88,7 +96,7 @@ def test_a_frame_that_is_not_json_or_too_long_closes_the_connection(sock_path) -
     port.close()
 
 
-def samples(n, offset=0.0, seed=0):
+def samples(n: int, offset: float = 0.0, seed: int = 0) -> list[Sample]:
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 3, generator=g) + offset
     return [Sample(x=row.tolist(), y=int(row[0] > offset)) for row in x]
@@ -119,6 +127,7 @@ def test_a_written_snapshot_reads_back_and_answers_as_the_engine_does(tmp_path: 
     x = [[0.1, -0.3, 2.0]]
     (expected,) = engine.process([Sample(x=x[0])]).predictions
     answer = snapshot.predict(torch.tensor(x))
+    assert answer.probabilities is not None
     assert answer.predictions == [expected.prediction]
     names = [str(label) for label in engine.labels.labels]
     assert dict(zip(names, answer.probabilities[0].tolist(), strict=True)) == expected.probabilities
@@ -148,18 +157,23 @@ def test_a_new_learner_generation_replaces_a_higher_version(tmp_path: Path) -> N
     old = SnapshotWriter(tmp_path)
     old.publish_from(engine)
     reader = reader_for(tmp_path, engine)
-    board.publish(reader.poll())
+    first = reader.poll()
+    assert first is not None
+    board.publish(first)
     restored = trained_engine()  # a learner restarted from an older checkpoint
     SnapshotWriter(tmp_path).publish_from(restored)
-    board.publish(reader.poll())
+    second = reader.poll()
+    assert second is not None
+    board.publish(second)
+    assert board.current is not None
     assert board.current.version == 1 < engine.version
 
 
 def test_restarts_back_off_while_a_child_keeps_dying(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr(processes.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("streamlearn.runtime.processes.time.monotonic", lambda: now[0])
     backoff = processes.Backoff()
-    delays = []
+    delays: list[float] = []
     for _ in range(7):
         delays.append(backoff.exited())
         now[0] += delays[-1]
@@ -177,6 +191,7 @@ def test_a_child_gets_the_settings_with_their_secrets(tmp_path: Path) -> None:
     assert document["serve"]["auth_token"] == "a-long-enough-token"
     child = Settings.model_validate(document)
     assert child == settings
+    assert child.serve.auth_token is not None
     assert child.serve.auth_token.get_secret_value() == "a-long-enough-token"
 
 
