@@ -10,13 +10,13 @@ from streamlearn.settings import ModelSettings
 from streamlearn.types import Sample
 
 
-def samples(n, offset=0.0):
+def samples(n: int, offset: float = 0.0) -> list[Sample]:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 3, generator=g) + offset
     return [Sample(x=row.tolist(), y=int(row[0] > offset)) for row in x]
 
 
-def engine():
+def engine() -> Engine:
     e = Engine(ModelSettings(hidden=[8], learning_rate=0.05))
     e.process(samples(64))
     return e
@@ -29,14 +29,19 @@ def test_nothing_to_serve_before_the_model_exists() -> None:
 def test_a_snapshot_does_not_change_while_the_learner_goes_on() -> None:
     e = engine()
     snapshot = build_snapshot(e)
+    assert snapshot is not None
     probe = torch.randn(5, 3)
     before = snapshot.predict(probe)
     for _ in range(20):
         e.process(samples(64, offset=1.0))  # moves weights and scaler statistics
     after = snapshot.predict(probe)
+    assert before.probabilities is not None and after.probabilities is not None
     assert torch.equal(before.probabilities, after.probabilities)
     assert snapshot.version == 1 and e.version == 21
-    fresh = build_snapshot(e).predict(probe)
+    rebuilt = build_snapshot(e)
+    assert rebuilt is not None
+    fresh = rebuilt.predict(probe)
+    assert fresh.probabilities is not None
     assert not torch.equal(before.probabilities, fresh.probabilities)
 
 
@@ -44,9 +49,12 @@ def test_snapshot_matches_the_engine_prediction_path() -> None:
     e = engine()
     x = [[0.1, -0.3, 2.0]]
     (expected,) = e.process([Sample(x=x[0])]).predictions
-    got = build_snapshot(e).predict(torch.tensor(x))
+    snapshot = build_snapshot(e)
+    assert snapshot is not None
+    got = snapshot.predict(torch.tensor(x))
     assert got.predictions == [expected.prediction]
     names = [str(label) for label in e.labels.labels]
+    assert got.probabilities is not None
     assert dict(zip(names, got.probabilities[0].tolist(), strict=True)) == expected.probabilities
 
 
@@ -58,6 +66,7 @@ def test_publish_skips_unchanged_versions_and_never_goes_back() -> None:
     assert board.publish_from(e) is first  # same version: the same object stays
     e.process(samples(32))
     newer = board.publish_from(e)
+    assert newer is not None and first is not None
     assert newer.version == 2 and board.current is newer
     board.publish(first)  # an older one arriving late is ignored
     assert board.current is newer
