@@ -10,6 +10,8 @@ import re
 
 import pytest
 
+from tests.serving.conftest import Running
+
 # What a page loads: tags' src and href, Swagger UI's spec url, ReDoc's spec-url.
 _REFERENCES = re.compile(r"""(?:\b(?:src|href|spec-url)="([^"]+)"|\burl: '([^']+)')""")
 
@@ -21,7 +23,9 @@ def references(html: str) -> list[str]:
 @pytest.mark.parametrize(
     ("page", "script"), [("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")]
 )
-def test_a_docs_page_loads_everything_from_the_daemon_itself(served, page, script):
+def test_a_docs_page_loads_everything_from_the_daemon_itself(
+    served: Running, page: str, script: str
+) -> None:
     response = served.http.get(page)
     assert response.status_code == 200
     html = response.text
@@ -35,11 +39,11 @@ def test_a_docs_page_loads_everything_from_the_daemon_itself(served, page, scrip
         assert asset.status_code == 200 and asset.content, url
 
 
-def test_swagger_ui_is_told_not_to_call_the_online_validator(served):
+def test_swagger_ui_is_told_not_to_call_the_online_validator(served: Running) -> None:
     assert '"validatorUrl": null' in served.http.get("/docs").text
 
 
-def test_the_assets_are_the_real_bundles(served):
+def test_the_assets_are_the_real_bundles(served: Running) -> None:
     css = served.http.get("/docs/assets/swagger-ui.css")
     assert css.headers["content-type"].startswith("text/css") and len(css.content) > 10_000
     bundle = served.http.get("/docs/assets/swagger-ui-bundle.js")

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import grpc
 import numpy as np
 import pytest
 
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
-from tests.serving.conftest import N_FEATURES, TOKEN, grpc_request
+from tests.serving.conftest import N_FEATURES, TOKEN, Running, grpc_request
 from tests.support.slowmodel import BROKEN_MARK
 
 ROWS = [[0.9, 0.9, 0, 0], [-0.9, -0.9, 0, 0]]
 
 
-def code_of(call) -> tuple[grpc.StatusCode, str]:
+def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str | None]:
     with pytest.raises(grpc.RpcError) as info:
         call()
     return info.value.code(), info.value.details()
 
 
-def test_health_and_metadata(served):
+def test_health_and_metadata(served: Running) -> None:
     stub = served.stub
     assert stub.ServerLive(pb.ServerLiveRequest()).live is True
     assert stub.ServerReady(pb.ServerReadyRequest()).ready is True
@@ -35,7 +36,7 @@ def test_health_and_metadata(served):
     assert [o.name for o in meta.outputs] == ["predictions", "probabilities", "classes", "experts"]
 
 
-def test_feature_names_travel_in_tensor_metadata(service_factory):
+def test_feature_names_travel_in_tensor_metadata(service_factory: Callable[..., Running]) -> None:
     import random
 
     running = service_factory(wait_ready=False, records=0, model={"features": ["a", "b", "c", "d"]})
@@ -56,7 +57,7 @@ def test_feature_names_travel_in_tensor_metadata(service_factory):
     assert http_meta["inputs"][0]["parameters"] == {"feature_names": ["a", "b", "c", "d"]}
 
 
-def test_infer_typed_contents_matches_http(served):
+def test_infer_typed_contents_matches_http(served: Running) -> None:
     response = served.stub.ModelInfer(grpc_request(ROWS, id="g1"))
     assert response.model_name == "streamlearn" and response.id == "g1"
     assert int(response.model_version) > 0
@@ -67,7 +68,7 @@ def test_infer_typed_contents_matches_http(served):
     assert len(outputs["probabilities"].contents.fp32_contents) == 4
 
 
-def test_infer_raw_contents_gets_raw_outputs(served):
+def test_infer_raw_contents_gets_raw_outputs(served: Running) -> None:
     tensor = pb.ModelInferRequest.InferInputTensor(
         name="input", datatype="FP64", shape=[2, N_FEATURES]
     )
@@ -119,14 +120,19 @@ def test_infer_raw_contents_gets_raw_outputs(served):
         ),
     ],
 )
-def test_infer_errors_map_to_status_codes(served, mutate, code, message):
+def test_infer_errors_map_to_status_codes(
+    served: Running,
+    mutate: Callable[[pb.ModelInferRequest], object],
+    code: grpc.StatusCode,
+    message: str,
+) -> None:
     request = grpc_request(ROWS)
     mutate(request)
     got_code, details = code_of(lambda: served.stub.ModelInfer(request))
-    assert got_code == code and message in details
+    assert got_code == code and details is not None and message in details
 
 
-def test_raw_bytes_of_the_wrong_length_are_invalid(served):
+def test_raw_bytes_of_the_wrong_length_are_invalid(served: Running) -> None:
     tensor = pb.ModelInferRequest.InferInputTensor(name="input", datatype="FP32", shape=[1, 4])
     request = pb.ModelInferRequest(
         model_name="streamlearn", inputs=[tensor], raw_input_contents=[b"\x00" * 15]
@@ -136,7 +142,9 @@ def test_raw_bytes_of_the_wrong_length_are_invalid(served):
     assert details == "raw_input_contents[0]: 15 bytes is not a whole number of FP32 values"
 
 
-def test_message_over_the_cap_is_resource_exhausted(service_factory):
+def test_message_over_the_cap_is_resource_exhausted(
+    service_factory: Callable[..., Running],
+) -> None:
     running = service_factory(serve={"grpc_max_message_bytes": 4096})
     big = grpc_request([[0.5] * N_FEATURES] * 400)  # about 6.5 kB of floats
     code, _ = code_of(lambda: running.stub.ModelInfer(big))
@@ -144,10 +152,14 @@ def test_message_over_the_cap_is_resource_exhausted(service_factory):
     assert running.stub.ModelInfer(grpc_request(ROWS)).outputs  # small ones still pass
 
 
-def test_token_required_on_infer_when_configured(service_factory):
+def test_token_required_on_infer_when_configured(service_factory: Callable[..., Running]) -> None:
     running = service_factory(serve={"auth_infer": True})
     code, details = code_of(lambda: running.stub.ModelInfer(grpc_request(ROWS)))
-    assert code == grpc.StatusCode.UNAUTHENTICATED and "missing bearer token" in details
+    assert (
+        code == grpc.StatusCode.UNAUTHENTICATED
+        and details is not None
+        and "missing bearer token" in details
+    )
     response = running.stub.ModelInfer(
         grpc_request(ROWS), metadata=[("authorization", f"Bearer {TOKEN}")]
     )
@@ -155,7 +167,7 @@ def test_token_required_on_infer_when_configured(service_factory):
     assert running.stub.ServerLive(pb.ServerLiveRequest()).live  # probes stay open
 
 
-def test_grpc_metrics(fresh):
+def test_grpc_metrics(fresh: Running) -> None:
     fresh.stub.ModelInfer(grpc_request(ROWS))
     bad = grpc_request(ROWS)
     bad.model_name = "x"
@@ -175,7 +187,9 @@ def test_grpc_metrics(fresh):
     )
 
 
-def test_a_failing_model_is_an_internal_error_on_both_transports(service_factory):
+def test_a_failing_model_is_an_internal_error_on_both_transports(
+    service_factory: Callable[..., Running],
+) -> None:
     served = service_factory(
         records=200, model={"factory": "tests.support.slowmodel:build", "standardize": False}
     )

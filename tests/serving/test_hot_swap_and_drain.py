@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import grpc
 import httpx
 
-from tests.serving.conftest import grpc_request, infer_body, labeled, settled, wait_until
+from tests.serving.conftest import Running, grpc_request, infer_body, labeled, settled, wait_until
 from tests.support.slowmodel import SLOW_MARK, SLOW_SECONDS
 
 ROW = [0.3, -0.2, 0.1, 0.0]
 INFER = "/v2/models/streamlearn/infer"
 
 
-def test_hot_swap_under_load_no_failures_and_versions_never_go_back(service_factory):
+def test_hot_swap_under_load_no_failures_and_versions_never_go_back(
+    service_factory: Callable[..., Running],
+) -> None:
     running = service_factory(records=500)
     running.source.add(labeled(300_000, seed=1))  # the learner stays busy throughout
     versions: dict[str, list[int]] = {}
@@ -60,13 +63,15 @@ def test_hot_swap_under_load_no_failures_and_versions_never_go_back(service_fact
     assert running.metrics()['streamlearn_snapshot_publishes_total{result="ok"}'] >= 10
 
 
-def test_stop_turns_ready_off_first_finishes_in_flight_then_checkpoints(service_factory):
+def test_stop_turns_ready_off_first_finishes_in_flight_then_checkpoints(
+    service_factory: Callable[..., Running],
+) -> None:
     running = service_factory(
         model={"factory": "tests.support.slowmodel:build", "standardize": False},
         serve={"shutdown_delay_s": 0.5, "drain_timeout_s": 5.0, "inline_max_rows": 0},
     )
     settled(running, 2_000)  # else a loaded machine stops it mid-backlog (1,984 learned)
-    slow_result: dict[str, object] = {}
+    slow_result: dict[str, float] = {}
 
     def slow_request() -> None:
         began = time.monotonic()

@@ -5,20 +5,30 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from streamlearn.checkpoint.inspect import describe
-from tests.serving.conftest import N_FEATURES, TOKEN, infer_body, labeled, settled, wait_until
+from tests.serving.conftest import (
+    N_FEATURES,
+    TOKEN,
+    Running,
+    infer_body,
+    labeled,
+    settled,
+    wait_until,
+)
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ROW = [0.5, 0.5, -0.2, 0.1]
 INFER = "/v2/models/streamlearn/infer"
 
 
-def test_v2_health_and_server_metadata(served):
+def test_v2_health_and_server_metadata(served: Running) -> None:
     assert served.http.get("/v2/health/live").json() == {"live": True}
     ready = served.http.get("/v2/health/ready")
     assert (ready.status_code, ready.json()) == (200, {"ready": True})
@@ -26,7 +36,7 @@ def test_v2_health_and_server_metadata(served):
     assert meta["name"] == "streamlearn" and meta["extensions"] == ["binary_tensor_data"]
 
 
-def test_not_ready_until_a_snapshot_exists(service_factory):
+def test_not_ready_until_a_snapshot_exists(service_factory: Callable[..., Running]) -> None:
     running = service_factory(wait_ready=False, records=0)
     assert running.http.get("/v2/health/live").status_code == 200
     response = running.http.get("/v2/health/ready")
@@ -37,7 +47,7 @@ def test_not_ready_until_a_snapshot_exists(service_factory):
     wait_until(lambda: running.http.get("/v2/health/ready").status_code == 200, 10, "ready")
 
 
-def test_model_metadata_lets_a_generic_client_build_a_request(served):
+def test_model_metadata_lets_a_generic_client_build_a_request(served: Running) -> None:
     meta = served.http.get("/v2/models/streamlearn").json()
     assert meta["name"] == "streamlearn" and meta["platform"] == "streamlearn_pytorch"
     assert [int(v) for v in meta["versions"]] and int(meta["versions"][0]) > 0
@@ -66,7 +76,9 @@ def test_model_metadata_lets_a_generic_client_build_a_request(served):
     assert (ready.status_code, ready.json()) == (200, {"name": "streamlearn", "ready": True})
 
 
-def test_infer_answers_with_predictions_probabilities_and_the_snapshot_version(served):
+def test_infer_answers_with_predictions_probabilities_and_the_snapshot_version(
+    served: Running,
+) -> None:
     rows = [[0.9, 0.9, 0, 0], [-0.9, -0.9, 0, 0]]
     response = served.http.post(INFER, json=infer_body(rows, id="req-1"))
     assert response.status_code == 200
@@ -81,13 +93,11 @@ def test_infer_answers_with_predictions_probabilities_and_the_snapshot_version(s
     assert probs["shape"] == [2, 2] and math.isclose(sum(probs["data"][:2]), 1, rel_tol=1e-5)
     # The learned concept is x0 + x1 > 0: after 2,000 samples both rows are clear-cut.
     classes = outputs["classes"]["data"]
-    winners = [
-        classes[max(range(2), key=lambda j, i=i: probs["data"][2 * i + j])] for i in range(2)
-    ]
+    winners = [classes[max(range(2), key=lambda j: probs["data"][2 * i + j])] for i in range(2)]
     assert outputs["predictions"]["data"] == winners == [1, 0]
 
 
-def test_infer_accepts_flat_data_int_datatypes_and_selected_outputs(served):
+def test_infer_accepts_flat_data_int_datatypes_and_selected_outputs(served: Running) -> None:
     flat = {
         "inputs": [
             {
@@ -107,7 +117,7 @@ def test_infer_accepts_flat_data_int_datatypes_and_selected_outputs(served):
     assert served.http.post(INFER, json=ints).status_code == 200
 
 
-def test_regression_model_serves_values(service_factory):
+def test_regression_model_serves_values(service_factory: Callable[..., Running]) -> None:
     import json
     import random
 
@@ -163,7 +173,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("tensor", "message"), BAD_INPUTS)
-def test_bad_inputs_get_422_naming_the_input(served, tensor, message):
+def test_bad_inputs_get_422_naming_the_input(
+    served: Running, tensor: dict[str, Any], message: str
+) -> None:
     response = served.http.post(INFER, json={"inputs": [tensor]})
     assert response.status_code == 422
     error = response.json()["error"]
@@ -171,7 +183,7 @@ def test_bad_inputs_get_422_naming_the_input(served, tensor, message):
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity"])
-def test_non_finite_values_get_422(served, token):
+def test_non_finite_values_get_422(served: Running, token: str) -> None:
     body = (
         '{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", '
         f'"data": [1, {token}, 3, 4]}}]}}'
@@ -181,7 +193,7 @@ def test_non_finite_values_get_422(served, token):
     assert response.json() == {"error": "inputs[0] ('input'): data contains NaN or Infinity"}
 
 
-def test_malformed_json_is_400_and_schema_errors_422(served):
+def test_malformed_json_is_400_and_schema_errors_422(served: Running) -> None:
     response = served.http.post(
         INFER, content=b'{"inputs": [', headers={"content-type": "application/json"}
     )
@@ -193,7 +205,7 @@ def test_malformed_json_is_400_and_schema_errors_422(served):
     assert unknown.status_code == 422 and "unknown output 'x'" in unknown.json()["error"]
 
 
-def test_unknown_model_and_route_are_404_in_the_v2_error_format(served):
+def test_unknown_model_and_route_are_404_in_the_v2_error_format(served: Running) -> None:
     response = served.http.post("/v2/models/other/infer", json=infer_body([ROW]))
     assert response.status_code == 404
     assert response.json() == {"error": "model 'other' not found; this server serves 'streamlearn'"}
@@ -201,14 +213,16 @@ def test_unknown_model_and_route_are_404_in_the_v2_error_format(served):
     assert served.http.get("/nowhere").json() == {"error": "Not Found"}
 
 
-def test_oversize_body_is_413_before_parsing_declared_or_chunked(service_factory):
+def test_oversize_body_is_413_before_parsing_declared_or_chunked(
+    service_factory: Callable[..., Running],
+) -> None:
     running = service_factory(serve={"max_body_bytes": 2048})
     junk = b"{" * 5000  # not JSON either: 413 proves the body was never parsed
     declared = running.http.post(INFER, content=junk)
     assert declared.status_code == 413
     assert declared.json() == {"error": "body of 5000 bytes > serve.max_body_bytes=2048"}
 
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         for _ in range(5):
             yield b"{" * 1000
 
@@ -223,7 +237,7 @@ def test_oversize_body_is_413_before_parsing_declared_or_chunked(service_factory
     )
 
 
-def test_learn_over_http_needs_the_token_and_reaches_the_learner(fresh):
+def test_learn_over_http_needs_the_token_and_reaches_the_learner(fresh: Running) -> None:
     sample = {"samples": [{"x": ROW, "y": 1}, {"x": [0, 0, 0, 0], "y": 0}]}
     missing = fresh.http.post("/v1/learn", json=sample)
     assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
@@ -235,7 +249,9 @@ def test_learn_over_http_needs_the_token_and_reaches_the_learner(fresh):
     wait_until(lambda: fresh.daemon.engine.samples_learned >= before + 2, 5, "learned")
 
 
-def test_learn_rejects_bad_samples_whole_and_429s_when_the_queue_is_full(service_factory):
+def test_learn_rejects_bad_samples_whole_and_429s_when_the_queue_is_full(
+    service_factory: Callable[..., Running],
+) -> None:
     running = service_factory(serve={"learn_queue_samples": 3})
     bad = running.http.post(
         "/v1/learn", headers=AUTH, json={"samples": [{"x": ROW, "y": 1}, {"x": [1, 2], "y": 0}]}
@@ -253,8 +269,8 @@ def test_learn_rejects_bad_samples_whole_and_429s_when_the_queue_is_full(service
 
 
 def test_write_endpoints_are_off_without_a_token_and_infer_can_require_one(
-    service_factory, tmp_path
-):
+    service_factory: Callable[..., Running], tmp_path: Path
+) -> None:
     no_token = service_factory(serve={"auth_token": None})
     refused = no_token.http.post("/v1/checkpoint")
     assert refused.status_code == 403 and "serve.auth_token" in refused.json()["error"]
@@ -276,7 +292,7 @@ def test_write_endpoints_are_off_without_a_token_and_infer_can_require_one(
         assert guarded.http.get(open_path).status_code == 200, open_path
 
 
-def test_checkpoint_endpoint_saves_through_the_learner(fresh):
+def test_checkpoint_endpoint_saves_through_the_learner(fresh: Running) -> None:
     response = fresh.http.post("/v1/checkpoint", headers=AUTH)
     assert response.status_code == 200
     body = response.json()
@@ -285,7 +301,7 @@ def test_checkpoint_endpoint_saves_through_the_learner(fresh):
     assert body["offsets"] == {"in/0": 2_000}
 
 
-def test_status_experts_and_drift_events(fresh):
+def test_status_experts_and_drift_events(fresh: Running) -> None:
     status = fresh.http.get("/v1/status").json()
     assert status["ready"] is True and status["draining"] is False
     assert status["served_version"] > 0 and status["learn_queue"]["capacity"] == 10_000
@@ -297,7 +313,7 @@ def test_status_experts_and_drift_events(fresh):
     assert fresh.http.get("/v1/drift-events").json() == {"events": []}
 
 
-def test_metrics_count_requests_latency_versions_and_rejections(fresh):
+def test_metrics_count_requests_latency_versions_and_rejections(fresh: Running) -> None:
     fresh.http.post(INFER, json=infer_body([ROW]))
     fresh.http.post(INFER, json=infer_body([[1, 2]]))
     metrics = fresh.metrics()
@@ -320,7 +336,7 @@ def test_metrics_count_requests_latency_versions_and_rejections(fresh):
     assert metrics["streamlearn_serving_ready"] == 1
 
 
-def test_openapi_document_lists_every_endpoint(served):
+def test_openapi_document_lists_every_endpoint(served: Running) -> None:
     spec = served.http.get("/openapi.json").json()
     paths = set(spec["paths"])
     assert {
@@ -341,24 +357,27 @@ def test_openapi_document_lists_every_endpoint(served):
     assert served.http.get("/docs").status_code == 200
 
 
-def test_unreachable_after_stop(fresh):
+def test_unreachable_after_stop(fresh: Running) -> None:
     fresh.stop()
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{fresh.base}/v2/health/live", timeout=2)
 
 
-def test_drift_events_after_the_concept_flips(fresh):
+def test_drift_events_after_the_concept_flips(fresh: Running) -> None:
     flipped = [
         json.dumps({**json.loads(r), "y": 1 - json.loads(r)["y"]}).encode()
         for r in labeled(1_000, seed=9)
     ]
     fresh.source.add(flipped)
 
-    def drifts() -> list[dict]:
-        return fresh.http.get("/v1/drift-events", params={"kind": "drift"}).json()["events"]
+    def drifts() -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = fresh.http.get(
+            "/v1/drift-events", params={"kind": "drift"}
+        ).json()["events"]
+        return events
 
     # Serving reads what the learner publishes (its status, four times a second).
-    wait_until(drifts, 30, "a drift, as the learner published it")
+    wait_until(lambda: bool(drifts()), 30, "a drift, as the learner published it")
     (drift,) = drifts()
     assert drift["detector"] == "cusum" and drift["expert"] == "0"
     assert 2_000 <= drift["sample"] < 2_100  # soon after the flip
@@ -370,13 +389,13 @@ def test_drift_events_after_the_concept_flips(fresh):
     assert metrics['streamlearn_drift_events_total{detector="cusum",expert="0"}'] == 1
 
 
-def test_a_new_regime_spawns_an_expert_seen_in_experts_metrics_and_answers(fresh):
+def test_a_new_regime_spawns_an_expert_seen_in_experts_metrics_and_answers(fresh: Running) -> None:
     flipped = [
         json.dumps({**json.loads(r), "y": 1 - json.loads(r)["y"]}).encode()
         for r in labeled(1_000, seed=9)
     ]
     fresh.source.add(flipped)
-    wait_until(lambda: fresh.daemon.expert_history.recent(kind="spawn"), 30, "a spawn")
+    wait_until(lambda: bool(fresh.daemon.expert_history.recent(kind="spawn")), 30, "a spawn")
 
     def published() -> bool:
         body = fresh.http.get("/v1/experts").json()
@@ -408,7 +427,9 @@ def test_a_new_regime_spawns_an_expert_seen_in_experts_metrics_and_answers(fresh
     assert metrics['streamlearn_expert_memory_bytes{part="experts"}'] > 0
 
 
-def test_served_rows_adapt_the_model_only_when_on_requests_is_set(service_factory):
+def test_served_rows_adapt_the_model_only_when_on_requests_is_set(
+    service_factory: Callable[..., Running],
+) -> None:
     rows = [[v + 2.0 for v in ROW]] * 32  # shifted inputs: one batch of adaptation
     plain = service_factory(model={"norm": "batch"}, adapt={"method": "norm"})
     settled(plain, 2_000)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import subprocess
 
+import httpx
 import numpy as np
 import pytest
 
-from tests.serving.conftest import N_FEATURES, TOKEN, infer_body
+from tests.serving.conftest import N_FEATURES, TOKEN, Running, infer_body
 
 INFER = "/v2/models/streamlearn/infer"
 LEARN = "/v1/learn"
@@ -29,14 +30,18 @@ LENIENT = [
 ]
 
 
-def _post(served, path: str, body: bytes, content_type: str | None, **headers: str):
+def _post(
+    served: Running, path: str, body: bytes, content_type: str | None, **headers: str
+) -> httpx.Response:
     if content_type is not None:
         headers["Content-Type"] = content_type
     return served.http.post(path, content=body, headers=headers)
 
 
 @pytest.mark.parametrize("content_type", LENIENT)
-def test_infer_takes_json_under_a_form_text_or_no_content_type(served, content_type):
+def test_infer_takes_json_under_a_form_text_or_no_content_type(
+    served: Running, content_type: str | None
+) -> None:
     response = _post(served, INFER, json.dumps(infer_body([ROW])).encode(), content_type)
     assert response.status_code == 200, response.text
     assert [o["name"] for o in response.json()["outputs"]] == [
@@ -47,13 +52,15 @@ def test_infer_takes_json_under_a_form_text_or_no_content_type(served, content_t
 
 
 @pytest.mark.parametrize("content_type", LENIENT)
-def test_learn_takes_json_under_a_form_text_or_no_content_type(served, content_type):
+def test_learn_takes_json_under_a_form_text_or_no_content_type(
+    served: Running, content_type: str | None
+) -> None:
     body = json.dumps({"samples": [{"x": ROW, "y": 1}]}).encode()
     response = _post(served, LEARN, body, content_type, **AUTH)
     assert (response.status_code, response.json()["accepted"]) == (202, 1), response.text
 
 
-def test_the_readme_curl_without_a_content_type_header_works(served):
+def test_the_readme_curl_without_a_content_type_header_works(served: Running) -> None:
     # README: curl -s localhost:8080/v2/models/streamlearn/infer -d '{...}'
     body = json.dumps(infer_body([ROW]))
     answer = subprocess.run(
@@ -69,7 +76,9 @@ def test_the_readme_curl_without_a_content_type_header_works(served):
 
 @pytest.mark.parametrize("path", [INFER, LEARN])
 @pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain"])
-def test_a_form_or_text_body_that_is_not_json_is_422_naming_the_header(served, path, content_type):
+def test_a_form_or_text_body_that_is_not_json_is_422_naming_the_header(
+    served: Running, path: str, content_type: str | None
+) -> None:
     response = _post(served, path, b"inputs=1&shape=2", content_type, **AUTH)
     assert response.status_code == 422
     assert response.json() == {
@@ -79,7 +88,9 @@ def test_a_form_or_text_body_that_is_not_json_is_422_naming_the_header(served, p
 
 
 @pytest.mark.parametrize("path", [INFER, LEARN])
-def test_a_json_body_under_another_type_is_422_naming_the_header(served, path):
+def test_a_json_body_under_another_type_is_422_naming_the_header(
+    served: Running, path: str
+) -> None:
     body = json.dumps(infer_body([ROW])).encode()
     response = _post(served, path, body, "application/xml", **AUTH)
     assert response.status_code == 422
@@ -88,7 +99,7 @@ def test_a_json_body_under_another_type_is_422_naming_the_header(served, path):
     }
 
 
-def test_octet_stream_without_the_binary_header_says_which_headers(served):
+def test_octet_stream_without_the_binary_header_says_which_headers(served: Running) -> None:
     response = _post(
         served, INFER, json.dumps(infer_body([ROW])).encode(), "application/octet-stream"
     )
@@ -97,13 +108,13 @@ def test_octet_stream_without_the_binary_header_says_which_headers(served):
     assert SEND_JSON in error and "Inference-Header-Content-Length" in error
 
 
-def test_malformed_json_sent_as_json_is_still_400(served):
+def test_malformed_json_sent_as_json_is_still_400(served: Running) -> None:
     response = _post(served, INFER, b'{"inputs": [', "application/json")
     assert response.status_code == 400
     assert response.json()["error"].startswith("malformed JSON at character")
 
 
-def test_binary_tensor_data_still_works(served):
+def test_binary_tensor_data_still_works(served: Running) -> None:
     header = json.dumps(
         {
             "inputs": [
@@ -128,7 +139,7 @@ def test_binary_tensor_data_still_works(served):
     assert response.json()["outputs"][0]["name"] == "predictions"
 
 
-def test_learn_is_documented_with_its_json_body(served):
+def test_learn_is_documented_with_its_json_body(served: Running) -> None:
     spec = served.http.get("/openapi.json").json()
     body = spec["paths"][LEARN]["post"]["requestBody"]
     assert body["content"]["application/json"]["schema"] == {
@@ -137,7 +148,7 @@ def test_learn_is_documented_with_its_json_body(served):
     assert "samples" in spec["components"]["schemas"]["LearnRequest"]["properties"]
 
 
-def test_a_bad_value_in_named_features_is_named_not_called_a_bad_list(served):
+def test_a_bad_value_in_named_features_is_named_not_called_a_bad_list(served: Running) -> None:
     # x is a list or an object: an object with a boolean fails inside the object member.
     body = {"samples": [{"x": {"a": True}, "y": 1}]}
     response = served.http.post(LEARN, json=body, headers=AUTH)

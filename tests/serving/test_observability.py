@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from tests.serving.conftest import Running
 from tests.support.deployfiles import alert_rules, dashboard_exprs
 
 METRIC = re.compile(r"\bstreamlearn_[a-z0-9_]+")
@@ -34,7 +35,7 @@ def exported(text: str) -> set[str]:
     return names
 
 
-def test_dashboard_and_alerts_query_only_metrics_the_daemon_exports(served):
+def test_dashboard_and_alerts_query_only_metrics_the_daemon_exports(served: Running) -> None:
     text = served.http.get("/metrics").text
     available = exported(text)
     for source, names in queried().items():

@@ -22,10 +22,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import tritonclient.http as httpclient
-from tritonclient.utils import InferenceServerException
+import tritonclient.http as httpclient  # type: ignore[import-untyped]  # no type information
+from tritonclient.utils import InferenceServerException  # type: ignore[import-untyped]
 
-from tests.serving.conftest import N_FEATURES, TOKEN, wait_until
+from tests.serving.conftest import N_FEATURES, TOKEN, Running, wait_until
 
 MODEL = "streamlearn"
 OUTPUTS = ("predictions", "probabilities", "classes")
@@ -119,7 +119,8 @@ def grpc_client(running: Any, rows: np.ndarray, names: tuple[str, ...] = OUTPUTS
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    answer: dict[str, Any] = json.loads(done.stdout)
+    return answer
 
 
 def grpc_infer(running: Any, rows: np.ndarray, names: tuple[str, ...] = OUTPUTS) -> Answer:
@@ -143,7 +144,9 @@ def agreeing(*calls: Callable[[], Answer]) -> list[Answer]:
     return answers
 
 
-def test_health_and_metadata_through_tritonclient(served, connect):
+def test_health_and_metadata_through_tritonclient(
+    served: Running, connect: Callable[[Any], httpclient.InferenceServerClient]
+) -> None:
     client = connect(served)
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready(MODEL)
@@ -159,7 +162,9 @@ def test_health_and_metadata_through_tritonclient(served, connect):
     assert said["metadata"]["versions"] == meta["versions"]
 
 
-def test_http_json_http_binary_and_grpc_give_the_same_answer(served, connect):
+def test_http_json_http_binary_and_grpc_give_the_same_answer(
+    served: Running, connect: Callable[[Any], httpclient.InferenceServerClient]
+) -> None:
     client = connect(served)
     as_json, as_binary, over_grpc = agreeing(
         lambda: http_infer(client, ROWS, binary=False),
@@ -185,7 +190,9 @@ def test_http_json_http_binary_and_grpc_give_the_same_answer(served, connect):
     assert all("data" in o for o in as_json.raw["outputs"])
 
 
-def test_without_named_outputs_tritonclient_gets_every_output_as_binary(served, connect):
+def test_without_named_outputs_tritonclient_gets_every_output_as_binary(
+    served: Running, connect: Callable[[Any], httpclient.InferenceServerClient]
+) -> None:
     client = connect(served)
     tensor = httpclient.InferInput("input", [2, N_FEATURES], "FP32")
     tensor.set_data_from_numpy(np.array(CLEAR, dtype=np.float32))
@@ -197,7 +204,9 @@ def test_without_named_outputs_tritonclient_gets_every_output_as_binary(served, 
     assert result.as_numpy("predictions").tolist() == [1, 0]
 
 
-def test_errors_reach_tritonclient_with_their_status_and_message(served, connect):
+def test_errors_reach_tritonclient_with_their_status_and_message(
+    served: Running, connect: Callable[[Any], httpclient.InferenceServerClient]
+) -> None:
     client = connect(served)
     short = httpclient.InferInput("input", [1, 3], "FP32")
     short.set_data_from_numpy(np.zeros((1, 3), dtype=np.float32))
@@ -252,7 +261,7 @@ def binary_header(rows: int, size: int) -> dict[str, Any]:
     }
 
 
-def test_binary_faults_over_the_wire_are_400_and_counted(served):
+def test_binary_faults_over_the_wire_are_400_and_counted(served: Running) -> None:
     data = np.zeros((1, N_FEATURES), dtype="<f4").tobytes()
     before = rejected(served.base, "binary_data"), rejected(served.base, "bad_request")
     past = post_binary(served.base, binary_header(1, 32), data)
@@ -303,7 +312,10 @@ def learn_string_labels(base: str, samples: int) -> None:
         assert response.status_code == 202, response.text
 
 
-def test_string_labels_come_back_as_bytes_outputs(service_factory, connect):
+def test_string_labels_come_back_as_bytes_outputs(
+    service_factory: Callable[..., Running],
+    connect: Callable[[Any], httpclient.InferenceServerClient],
+) -> None:
     running = service_factory(wait_ready=False, records=0, serve={"max_body_bytes": 16_384})
     learn_string_labels(running.base, 2_000)
     client = connect(running)
