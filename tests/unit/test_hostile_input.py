@@ -5,11 +5,14 @@ model built a million features wide, a prediction too large to publish); now eac
 refused or survived, and the model stays finite and keeps learning.
 """
 
+from __future__ import annotations
+
 import json
 import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -17,22 +20,26 @@ import torch
 from streamlearn.daemon import Daemon
 from streamlearn.engine import Engine
 from streamlearn.errors import ModelError, RequestError
+from streamlearn.experts.expert import NeuralExpert
 from streamlearn.metrics import Metrics, ServingMetrics
 from streamlearn.preprocess import LabelError, LabelIndex
 from streamlearn.serve.core import LearnerView, ServingCore
+from streamlearn.serve.snapshot import SnapshotBoard
 from streamlearn.settings import ModelSettings, load_settings
 from streamlearn.sinks import MemorySink
 from streamlearn.sources import MemorySource
+from streamlearn.sources.base import AssignmentListener
 from streamlearn.types import Sample
+from tests.support.seqexpert import SequenceCheckExpert
 
 
 class Source(MemorySource):
-    def _bind(self, listener):
+    def _bind(self, listener: AssignmentListener) -> Source:
         self._listener = listener
         return self
 
 
-def make(tmp_path, values: list[bytes], **sections):
+def make(tmp_path: Path, values: list[bytes], **sections: Any) -> tuple[Daemon, Source, MemorySink]:
     sections = {"model": {"hidden": [8]}, **sections}
     settings = load_settings(
         None,
@@ -62,14 +69,14 @@ def drain(daemon: Daemon, source: MemorySource, timeout_s: float = 20.0) -> None
 def good(n: int, start: int = 0, labeled: bool = True) -> list[bytes]:
     out = []
     for i in range(start, start + n):
-        sample = {"x": [i % 5, (i * 3) % 7, i % 2], "id": f"s{i}"}
+        sample: dict[str, object] = {"x": [i % 5, (i * 3) % 7, i % 2], "id": f"s{i}"}
         if labeled:
             sample["y"] = i % 2
         out.append(json.dumps(sample).encode())
     return out
 
 
-def tensors(state) -> list[torch.Tensor]:
+def tensors(state: object) -> list[torch.Tensor]:
     if isinstance(state, torch.Tensor):
         return [state]
     if isinstance(state, Mapping):
@@ -129,14 +136,14 @@ class InboxLearner:
         self.daemon = daemon
         self.up = True
 
-    def learn(self, samples: list[Sample]) -> Future:
-        future: Future = Future()
+    def learn(self, samples: list[Sample]) -> Future[dict[str, int]]:
+        future: Future[dict[str, int]] = Future()
         future.set_result({"accepted": len(samples) if self.daemon.inbox.offer(samples) else 0})
         return future
 
-    def adapt_on(self, rows) -> None: ...
+    def adapt_on(self, rows: list[list[float]]) -> None: ...
 
-    def checkpoint(self) -> Future:
+    def checkpoint(self) -> Future[dict[str, Any]]:
         raise NotImplementedError
 
     def view(self) -> LearnerView:
@@ -146,6 +153,7 @@ class InboxLearner:
 def test_a_value_beyond_float32_posted_to_v1_learn_is_refused_with_422(tmp_path: Path) -> None:
     daemon, source, _ = make(tmp_path, good(40))
     drain(daemon, source)
+    assert isinstance(daemon.snapshots, SnapshotBoard)  # the default publisher
     core = ServingCore(daemon.settings, daemon.snapshots, InboxLearner(daemon), ServingMetrics())
     with pytest.raises(RequestError) as refused:
         core.learn([{"x": [1, 2, 3], "y": 0}, {"x": [1e300, 1, 2], "y": 1}])
@@ -183,6 +191,7 @@ def test_values_at_the_float32_limit_keep_the_statistics_finite() -> None:
     ]
     for batch in batches:
         engine.process(batch)
+    assert engine.scaler is not None
     assert engine.scaler.count > 2
     assert_finite(engine)
 
@@ -191,7 +200,7 @@ def test_values_at_the_float32_limit_keep_the_statistics_finite() -> None:
 
 
 @pytest.mark.parametrize("label", [10**20, 2**63, -(2**63) - 1, 1e20])
-def test_an_integer_label_outside_int64_is_refused(tmp_path: Path, label) -> None:
+def test_an_integer_label_outside_int64_is_refused(tmp_path: Path, label: float) -> None:
     value = json.dumps({"x": [1, 2, 3], "y": label}).encode()
     daemon, source, sink = make(tmp_path, [*good(10), value])
     drain(daemon, source)
@@ -252,6 +261,7 @@ def test_junk_labels_cannot_lock_out_real_classes(tmp_path: Path) -> None:
     assert {d.reason for d in sink.dead} == {"too_many_classes"}
     assert counted(daemon, "streamlearn_classes_recycled_total") == 15 * 2 + 1
     [prediction] = sink.predicted
+    assert prediction.probabilities is not None
     assert list(prediction.probabilities) == ["a", "b", "c", "junk61"]
 
 
@@ -270,6 +280,7 @@ def test_a_recycled_slot_answers_with_its_new_label() -> None:
     assert (recycled.index, recycled.old, recycled.old_count, recycled.new) == (2, "j", 1, "c")
     assert engine.labels.labels == ["a", "b", "c"]
     [prediction] = engine.process([Sample([2.0])]).predictions
+    assert prediction.probabilities is not None
     assert set(prediction.probabilities) == {"a", "b", "c"}
 
 
@@ -365,16 +376,25 @@ def test_rows_whose_loss_is_not_finite_are_refused_and_the_rest_learned() -> Non
     assert_finite(engine)
 
 
+def neural(engine: Engine) -> NeuralExpert:
+    """The engine's expert, a built-in network (every test here but the last builds one)."""
+    expert = neural(engine)
+    assert isinstance(expert, NeuralExpert)
+    return expert
+
+
 def expert_weights(engine: Engine) -> dict[str, torch.Tensor]:
-    return {k: v.clone() for k, v in engine.expert.module.state_dict().items()}
+    return {k: v.clone() for k, v in neural(engine).module.state_dict().items()}
 
 
 def test_a_non_finite_gradient_skips_the_step_and_is_counted(tmp_path: Path) -> None:
     daemon, source, _ = make(tmp_path, good(16), engine={"max_batch": 16})
     drain(daemon, source)
-    module = daemon.engine.expert.module
+    module = neural(daemon.engine).module
     before = expert_weights(daemon.engine)
-    hook = next(module.parameters()).register_hook(lambda g: torch.full_like(g, float("nan")))
+    # Tensor.register_hook has no annotations in torch: the weight is reached through Any.
+    weight: Any = next(module.parameters())
+    hook = weight.register_hook(lambda g: torch.full_like(g, float("nan")))
     daemon.inbox.offer([Sample([1.0, 2.0, 3.0], 0)] * 8)
     drain(daemon, source)
     hook.remove()
@@ -411,20 +431,21 @@ def test_weights_go_back_to_the_last_good_copy_not_the_first() -> None:
         engine.process(batch)
     good_copy = expert_weights(engine)  # the guard refreshed its copy after this step
     engine.process(batch)
-    expert = engine.expert
+    expert = neural(engine)
     step = expert.optimizer.step
 
-    def poisoned_step(*args, **kwargs):
+    def poisoned_step(*args: Any, **kwargs: Any) -> None:
         step(*args, **kwargs)
         with torch.no_grad():
             next(expert.module.parameters())[0, 0] = float("inf")
 
-    expert.optimizer.step = poisoned_step
+    # The fault is injected on purpose: a plain function over the optimizer's own method.
+    expert.optimizer.step = poisoned_step  # type: ignore[method-assign, assignment]
     result = engine.process(batch)
     assert result.steps_skipped == {"weights": 1}
     restored = expert_weights(engine)
     assert all(torch.equal(good_copy[k], restored[k]) for k in good_copy)
-    expert.optimizer.step = step
+    expert.optimizer.step = step  # type: ignore[method-assign]  # the real step is put back
     engine.process(batch)
     assert_finite(engine)
 
@@ -432,7 +453,7 @@ def test_weights_go_back_to_the_last_good_copy_not_the_first() -> None:
 def test_a_non_finite_loss_skips_the_step() -> None:
     engine = Engine(ModelSettings(hidden=[8], n_features=3))
     engine.process([Sample([1.0, 2.0, 3.0], 0), Sample([0.0, 1.0, 0.0], 1)])
-    expert = engine.expert
+    expert = neural(engine)
     before = expert_weights(engine)
     expert.learn(torch.tensor([[float("nan"), 0.0, 0.0]]), torch.tensor([0]))
     assert expert.skipped == "loss"
@@ -445,7 +466,7 @@ def test_a_skipped_step_leaves_batch_norm_statistics_finite() -> None:
     built = expert_weights(engine)  # the good copy until GOOD_EVERY steps have passed
     batch = [Sample([float(i % 3), 1.0, float(i % 2)], i % 2) for i in range(8)]
     engine.process(batch)
-    expert = engine.expert
+    expert = neural(engine)
     x = torch.tensor([[float("nan"), 0.0, 0.0], [1.0, 2.0, 3.0], [0.0, 1.0, 0.0]])
     expert.learn(x, torch.tensor([0, 1, 0]))  # the forward pass moves the running mean
     assert expert.skipped == "loss"
@@ -472,4 +493,5 @@ def test_a_user_expert_keeps_working_under_the_guard(
     )
     drain(daemon, source)
     assert [d.reason for d in sink.dead] == ["non_finite"]
+    assert isinstance(daemon.engine.expert, SequenceCheckExpert)
     assert daemon.engine.expert.last_seq == {1: 20}
