@@ -2,6 +2,8 @@
 
 import json
 import struct
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,14 +16,23 @@ from streamlearn.serve.tensors import TensorOut
 FP32_ROWS = struct.pack("<4f", 0.5, -1.0, 2.25, 0.0)
 
 
-def header_input(name="input", shape=(1, 4), datatype="FP32", size=None, data=None, **extra):
-    parameters = {"binary_data_size": size, **extra} if size is not None else extra or None
+def header_input(
+    name: str = "input",
+    shape: Sequence[int] = (1, 4),
+    datatype: str = "FP32",
+    size: int | None = None,
+    data: list[Any] | None = None,
+    **extra: Any,
+) -> HeaderInput:
+    parameters: dict[str, Any] | None = (
+        {"binary_data_size": size, **extra} if size is not None else extra or None
+    )
     return HeaderInput(
         name=name, shape=list(shape), datatype=datatype, parameters=parameters, data=data
     )
 
 
-def refused(call, *args):
+def refused(call: Callable[..., object], *args: Any) -> tuple[int, str, str]:
     with pytest.raises(RequestError) as info:
         call(*args)
     return info.value.status, info.value.reason, info.value.message
@@ -41,7 +52,7 @@ def test_the_whole_body_may_be_the_header() -> None:
 
 
 @pytest.mark.parametrize("value", ["", "abc", "-1", "1_0", "+3", "1.0", "\u00b2"])
-def test_a_header_length_that_is_not_a_byte_count_is_400(value) -> None:
+def test_a_header_length_that_is_not_a_byte_count_is_400(value: str) -> None:
     assert refused(binary.split, b"{}", value) == (
         400,
         "bad_request",
@@ -129,7 +140,7 @@ def test_binary_data_with_no_binary_input_is_400() -> None:
 
 
 @pytest.mark.parametrize("size", [-1, True, "16", 1.5])
-def test_a_size_that_is_not_a_byte_count_is_400(size) -> None:
+def test_a_size_that_is_not_a_byte_count_is_400(size: object) -> None:
     inputs = [
         HeaderInput(
             name="input", shape=[1, 4], datatype="FP32", parameters={"binary_data_size": size}
@@ -186,7 +197,7 @@ def test_a_datatype_without_a_numeric_layout_is_left_for_the_feature_checks() ->
 # -- output options ---------------------------------------------------------------------
 
 
-def outputs(*specs):
+def outputs(*specs: tuple[str, dict[str, Any] | None]) -> list[RequestOutput]:
     return [RequestOutput(name=name, parameters=parameters) for name, parameters in specs]
 
 
@@ -242,13 +253,13 @@ def test_classification_and_shared_memory_outputs_are_refused() -> None:
 # -- the response -----------------------------------------------------------------------
 
 
-def answer():
+def answer() -> tuple[dict[str, Any], list[TensorOut]]:
     tensors = [
         TensorOut("predictions", "BYTES", [2], ["cat", "é"]),
         TensorOut("probabilities", "FP32", [2, 2], [0.25, 0.75, 1.0, 0.0]),
         TensorOut("classes", "INT64", [2], [0, 1]),
     ]
-    content = {
+    content: dict[str, Any] = {
         "model_name": "m",
         "model_version": "3",
         "id": None,
@@ -269,7 +280,9 @@ def test_nothing_binary_means_plain_json() -> None:
 def test_binary_outputs_follow_the_json_header_in_output_order() -> None:
     content, tensors = answer()
     choice = binary.BinaryOutputs(default=True, named={"probabilities": False})
-    body, length = binary.encode(content, tensors, choice)
+    encoded = binary.encode(content, tensors, choice)
+    assert encoded is not None
+    body, length = encoded
     header = json.loads(body[:length])
     labels = b"\x03\x00\x00\x00cat\x02\x00\x00\x00\xc3\xa9"
     classes = b"\x00" * 8 + b"\x01" + b"\x00" * 7
@@ -292,9 +305,9 @@ def test_binary_outputs_follow_the_json_header_in_output_order() -> None:
 
 def test_fp32_outputs_are_little_endian_float32() -> None:
     content, tensors = answer()
-    body, length = binary.encode(
-        content, tensors, binary.BinaryOutputs(named={"probabilities": True})
-    )
+    encoded = binary.encode(content, tensors, binary.BinaryOutputs(named={"probabilities": True}))
+    assert encoded is not None
+    body, length = encoded
     assert body[length:] == struct.pack("<4f", 0.25, 0.75, 1.0, 0.0)
 
 
@@ -302,7 +315,9 @@ def test_tritonclient_reads_what_encode_writes() -> None:
     utils = pytest.importorskip("tritonclient.utils")
     http = pytest.importorskip("tritonclient.http")
     content, tensors = answer()
-    body, length = binary.encode(content, tensors, binary.BinaryOutputs(default=True))
+    encoded = binary.encode(content, tensors, binary.BinaryOutputs(default=True))
+    assert encoded is not None
+    body, length = encoded
     result = http.InferResult.from_response_body(body, header_length=length)
     assert result.as_numpy("predictions").tolist() == [b"cat", "é".encode()]
     assert result.as_numpy("probabilities").tolist() == [[0.25, 0.75], [1.0, 0.0]]
