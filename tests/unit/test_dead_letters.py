@@ -2,15 +2,17 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 from streamlearn.metrics import ServingMetrics
 from streamlearn.serve.core import ServingCore
 from streamlearn.serve.inbox import HTTP_RECORD
+from streamlearn.serve.snapshot import SnapshotBoard
 from tests.unit.test_daemon import Source, drain, make
 from tests.unit.test_hostile_input import InboxLearner
 
 # Two class slots and no recycling: a third label is refused by the engine, after decoding.
-TWO_CLASSES = {"model": {"hidden": [4], "max_classes": 2, "rare_class_samples": 0}}
+TWO_CLASSES: dict[str, Any] = {"model": {"hidden": [4], "max_classes": 2, "rare_class_samples": 0}}
 
 
 def test_a_refused_plain_record_is_dead_lettered_with_its_own_bytes(tmp_path: Path) -> None:
@@ -49,6 +51,7 @@ def test_a_refused_learn_request_sample_is_dead_lettered_as_posted(tmp_path: Pat
     daemon, sink = make(tmp_path, source, **TWO_CLASSES)
     daemon.start()
     drain(daemon, source)
+    assert isinstance(daemon.snapshots, SnapshotBoard)  # the default publisher
     core = ServingCore(daemon.settings, daemon.snapshots, InboxLearner(daemon), ServingMetrics())
     assert core.learn([{"x": [3, 4], "y": 5}]).result() == {"accepted": 1}
     daemon.step()
