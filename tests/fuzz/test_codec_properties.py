@@ -86,7 +86,7 @@ def encode(value: Any) -> bytes:
 # -- generators ------------------------------------------------------------------------------
 
 # Text a JSON producer can write (lone surrogates are the arbitrary-bytes tests' business).
-SAFE_TEXT = st.characters(exclude_categories=("Cs",))
+SAFE_TEXT = st.characters(exclude_categories=["Cs"])
 NUMBER = st.one_of(
     st.floats(-1e30, 1e30, allow_nan=False, allow_infinity=False), st.integers(-(2**53), 2**53)
 )
@@ -139,7 +139,7 @@ def good_item(draw: st.DrawFn, kind: str) -> Item:
     expected = Sample([float(v) for v in numbers])
     if draw(st.booleans()):
         if kind == "regression":
-            y = draw(NUMBER)
+            y: float | str = draw(NUMBER)
             expected.y = float(y)
         else:
             y = draw(
@@ -306,6 +306,12 @@ def expected_items(value: bytes, c: Codec) -> tuple[int, bool]:
     return 1, False
 
 
+def expected_of(item: Item) -> Sample:
+    """A good item's expected sample (every good item has one)."""
+    assert item.expected is not None, item
+    return item.expected
+
+
 def decoded(sample: Sample) -> tuple[Any, ...]:
     """What the codec decodes into a sample (its other fields say where it came from)."""
     return sample.x, sample.y, sample.id, sample.task, sample.ts
@@ -378,7 +384,9 @@ def spliced(draw: st.DrawFn) -> bytes:
         ),
     ),
 )
-def test_arbitrary_bytes_never_raise_and_each_record_has_one_outcome(kind, value):
+def test_arbitrary_bytes_never_raise_and_each_record_has_one_outcome(
+    kind: str, value: bytes
+) -> None:
     record, out = decode(kind, value)
     check_accounting(record, out, codec(kind))
 
@@ -388,14 +396,18 @@ def test_arbitrary_bytes_never_raise_and_each_record_has_one_outcome(kind, value
     KINDS,
     st.one_of(JSON_VALUE, st.fixed_dictionaries({"samples": st.lists(JSON_VALUE, max_size=6)})),
 )
-def test_arbitrary_json_values_never_raise_and_each_item_has_one_outcome(kind, value):
+def test_arbitrary_json_values_never_raise_and_each_item_has_one_outcome(
+    kind: str, value: Any
+) -> None:
     record, out = decode(kind, encode(value))
     check_accounting(record, out, codec(kind))
 
 
 @fuzz_settings(200)
 @given(st.data())
-def test_a_single_record_is_its_sample_or_one_dead_letter_with_its_bytes(data):
+def test_a_single_record_is_its_sample_or_one_dead_letter_with_its_bytes(
+    data: st.DataObject,
+) -> None:
     kind = data.draw(KINDS)
     item = data.draw(any_item(kind))
     value = encode(item.value)
@@ -403,7 +415,7 @@ def test_a_single_record_is_its_sample_or_one_dead_letter_with_its_bytes(data):
     check_accounting(record, out, codec(kind))
     if item.kind == "good":
         assert out.dead_letters == []
-        assert [decoded(s) for s in out.samples] == [decoded(item.expected)]
+        assert [decoded(s) for s in out.samples] == [decoded(expected_of(item))]
     elif item.kind == "bad":
         [dead] = out.dead_letters
         assert out.samples == []
@@ -413,7 +425,7 @@ def test_a_single_record_is_its_sample_or_one_dead_letter_with_its_bytes(data):
 
 @fuzz_settings(120)
 @given(st.data())
-def test_good_samples_of_a_batch_survive_next_to_bad_ones(data):
+def test_good_samples_of_a_batch_survive_next_to_bad_ones(data: st.DataObject) -> None:
     kind = data.draw(KINDS)
     items = data.draw(st.lists(any_item(kind), max_size=8))
     record, out = decode(kind, encode({"samples": [i.value for i in items]}))
@@ -430,7 +442,7 @@ def test_good_samples_of_a_batch_survive_next_to_bad_ones(data):
     kept = [i for i in range(len(items)) if i not in dead]
     for i, sample in zip(kept, out.samples, strict=True):
         if i in good:
-            assert decoded(sample) == decoded(items[i].expected), i
+            assert decoded(sample) == decoded(expected_of(items[i])), i
 
 
 def _has_nan(value: Any) -> bool:
@@ -439,7 +451,7 @@ def _has_nan(value: Any) -> bool:
 
 @fuzz_settings(150)
 @given(st.data())
-def test_decoded_values_fit_float32(data):
+def test_decoded_values_fit_float32(data: st.DataObject) -> None:
     """The model computes in float32: a finite JSON number beyond its range (1e300) would be
     infinite there. Every decoded feature (and regression target) must fit."""
     kind = data.draw(KINDS)
@@ -485,7 +497,9 @@ FOUND = [
 
 
 @pytest.mark.parametrize(("kind", "value", "reasons"), FOUND)
-def test_hostile_records_found_by_fuzzing_are_dead_lettered(kind, value, reasons):
+def test_hostile_records_found_by_fuzzing_are_dead_lettered(
+    kind: str, value: bytes, reasons: set[str]
+) -> None:
     record, out = decode(kind, value)
     check_accounting(record, out, codec(kind))
     [dead] = out.dead_letters
@@ -528,7 +542,9 @@ def daemon_record(draw: st.DrawFn) -> tuple[bytes, dict[int | None, Item]]:
 
 @fuzz_settings(15)
 @given(st.lists(st.lists(daemon_record(), max_size=8), min_size=1, max_size=2))
-def test_the_learner_dead_letters_each_bad_item_and_learns_each_good_one(partitions):
+def test_the_learner_dead_letters_each_bad_item_and_learns_each_good_one(
+    partitions: list[list[tuple[bytes, dict[int | None, Item]]]],
+) -> None:
     # Every item by where it came from: (partition, offset, index in its batch record).
     items = {
         (p, offset, index): item
@@ -537,8 +553,8 @@ def test_the_learner_dead_letters_each_bad_item_and_learns_each_good_one(partiti
         for index, item in by_index.items()
     }
     bad = {key for key, item in items.items() if item.kind == "bad"}
-    labeled = [i for i in items.values() if i.kind == "good" and i.expected.y is not None]
-    unlabeled = [i for i in items.values() if i.kind == "good" and i.expected.y is None]
+    labeled = [i for i in items.values() if i.kind == "good" and expected_of(i).y is not None]
+    unlabeled = [i for i in items.values() if i.kind == "good" and expected_of(i).y is None]
     source = Source("in", [[value for value, _ in records] for records in partitions])
     sink = MemorySink()
     with tempfile.TemporaryDirectory() as directory:

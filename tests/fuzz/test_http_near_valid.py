@@ -16,7 +16,7 @@ import json
 import math
 import os
 import struct
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import numpy as np
@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from streamlearn.serve import binary
 from tests.fuzz.conftest import AUTH
-from tests.serving.conftest import N_FEATURES
+from tests.serving.conftest import N_FEATURES, Running
 
 INFER = "/v2/models/streamlearn/infer"
 JSON = {"Content-Type": "application/json"}
@@ -58,6 +58,8 @@ NUMPY = {
     "UINT32": "<u4",
     "UINT64": "<u8",
 }
+# Bits of a float of that many bytes, as st.floats(width=...) takes them.
+FLOAT_WIDTH: dict[int, Literal[16, 32, 64]] = {2: 16, 4: 32, 8: 64}
 OUTPUTS = ["predictions", "probabilities", "classes", "experts"]
 
 
@@ -212,7 +214,7 @@ def binary_infer(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
     )
     if dtype.kind == "f":
         floats = (
-            st.floats(width={2: 16, 4: 32, 8: 64}[dtype.itemsize])
+            st.floats(width=FLOAT_WIDTH[dtype.itemsize])
             if change == "values"
             else st.floats(-10, 10)
         )
@@ -277,13 +279,15 @@ def check_infer_answer(response: httpx.Response) -> None:
 
 @fuzz_settings(250)
 @given(json_infer())
-def test_json_infer_requests_near_the_edges_never_get_a_5xx(fuzzed, body):
+def test_json_infer_requests_near_the_edges_never_get_a_5xx(fuzzed: Running, body: bytes) -> None:
     check_infer_answer(fuzzed.http.post(INFER, content=body, headers=JSON))
 
 
 @fuzz_settings(120)
 @given(binary_infer())
-def test_binary_infer_requests_near_the_edges_never_get_a_5xx(fuzzed, sent):
+def test_binary_infer_requests_near_the_edges_never_get_a_5xx(
+    fuzzed: Running, sent: tuple[bytes, dict[str, str]]
+) -> None:
     body, headers = sent
     check_infer_answer(fuzzed.http.post(INFER, content=body, headers=headers))
 
@@ -310,7 +314,9 @@ LEARN_ITEM = st.one_of(
 
 @fuzz_settings(120)
 @given(st.lists(LEARN_ITEM, max_size=6), st.sampled_from([True, True, True, False]))
-def test_learn_batches_near_the_edges_are_taken_or_refused_whole(fuzzed, samples, token):
+def test_learn_batches_near_the_edges_are_taken_or_refused_whole(
+    fuzzed: Running, samples: list[Any], token: bool
+) -> None:
     response = fuzzed.http.post(
         "/v1/learn",
         content=json.dumps({"samples": samples}),

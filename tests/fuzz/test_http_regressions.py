@@ -27,6 +27,7 @@ from streamlearn.serve.http import create_app
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.settings import load_settings
 from tests.fuzz.conftest import FUZZ_TOKEN
+from tests.serving.conftest import Running
 
 INFER = "/v2/models/streamlearn/infer"
 
@@ -53,7 +54,9 @@ OPEN = [("get", "/v2/health/live"), ("get", "/v2/health/ready"), ("get", "/metri
         ("DELETE", "/metrics", "GET"),
     ],
 )
-def test_a_405_names_the_allowed_methods(fuzzed, method, path, allowed):
+def test_a_405_names_the_allowed_methods(
+    fuzzed: Running, method: str, path: str, allowed: str
+) -> None:
     response = fuzzed.http.request(method, path)
     assert response.status_code == 405
     assert response.headers["allow"] == allowed
@@ -65,7 +68,8 @@ def document(**serve: Any) -> dict[str, Any]:
     settings = load_settings(None, serve=serve)
     core = ServingCore(
         settings,
-        board=None,
+        # Deliberately without a board or a learner: only the OpenAPI document is read.
+        board=None,  # type: ignore[arg-type]
         learner=None,  # type: ignore[arg-type]
         metrics=ServingMetrics(),
     )
@@ -73,9 +77,9 @@ def document(**serve: Any) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("protect_reads", [False, True])
-def test_the_document_says_which_endpoints_need_the_token(protect_reads):
+def test_the_document_says_which_endpoints_need_the_token(protect_reads: bool) -> None:
     doc = document(auth_token=FUZZ_TOKEN, auth_infer=protect_reads)
-    bearer = {"HTTPBearer": []}
+    bearer: dict[str, list[str]] = {"HTTPBearer": []}
     for method, path in READS:
         expected = [bearer] if protect_reads else [{}, bearer]
         assert doc["paths"][path][method]["security"] == expected, (method, path)
@@ -85,7 +89,7 @@ def test_the_document_says_which_endpoints_need_the_token(protect_reads):
         assert "security" not in doc["paths"][path][method], (method, path)
 
 
-def test_the_document_lists_the_answers_the_endpoints_give():
+def test_the_document_lists_the_answers_the_endpoints_give() -> None:
     paths = document(auth_token=FUZZ_TOKEN)["paths"]
     assert {"401", "403"} <= set(paths["/v2"]["get"]["responses"])
     ready = paths["/v2/models/{name}/ready"]["get"]["responses"]
@@ -98,7 +102,7 @@ def test_the_document_lists_the_answers_the_endpoints_give():
 
 
 @pytest.mark.parametrize("value", [3.5e38, -1e300, 1.7976931348623157e308])
-def test_a_value_beyond_float32_is_refused_like_infinity(fuzzed, value):
+def test_a_value_beyond_float32_is_refused_like_infinity(fuzzed: Running, value: float) -> None:
     """FP64 data past float32's range was cast to inf and answered from; the codec refuses
     such values in learned samples, and serving now refuses them too (HTTP, binary, gRPC)."""
     row = [value, 0.0, 0.0, 0.0]
@@ -132,7 +136,7 @@ def test_a_value_beyond_float32_is_refused_like_infinity(fuzzed, value):
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-def test_float32s_largest_value_is_still_answered(fuzzed):
+def test_float32s_largest_value_is_still_answered(fuzzed: Running) -> None:
     response = fuzzed.http.post(
         INFER,
         json={
@@ -149,16 +153,17 @@ def test_float32s_largest_value_is_still_answered(fuzzed):
     assert response.status_code == 200, response.text
 
 
-def test_learn_refuses_a_regression_target_past_float_with_a_422():
+def test_learn_refuses_a_regression_target_past_float_with_a_422() -> None:
     settings = load_settings(
         None, model={"task": "regression", "n_features": 3}, serve={"auth_token": FUZZ_TOKEN}
     )
     core = ServingCore(
         settings,
+        # Deliberately a stand-in board with no model and no learner: learn() refuses first.
         board=SimpleNamespace(current=None),  # type: ignore[arg-type]
-        learner=None,
+        learner=None,  # type: ignore[arg-type]
         metrics=ServingMetrics(),
-    )  # type: ignore[arg-type]
+    )
     with pytest.raises(RequestError) as refused:
         core.learn([{"x": [0.0, 0.0, 0.0], "y": 10**309}])
     assert refused.value.status == 422

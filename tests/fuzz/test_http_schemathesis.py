@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ from schemathesis.checks import (
 
 from streamlearn.serve import binary
 from tests.fuzz.conftest import AUTH
+from tests.serving.conftest import Running
 
 CHECKS = [
     not_a_server_error,
@@ -86,7 +88,7 @@ class Tally:
 
 
 @pytest.fixture(scope="module")
-def api(fuzzed) -> Any:
+def api(fuzzed: Running) -> Any:
     config = schemathesis.Config.from_dict(
         {
             "generation": {"deterministic": True, "database": "none"},
@@ -155,8 +157,8 @@ def fuzz_operation(
 
 @pytest.mark.slow
 def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_document(
-    api, fuzzed, record_property
-):
+    api: Any, fuzzed: Running, record_property: Callable[[str, object], None]
+) -> None:
     operations = [result.ok() for result in api.get_all_operations()]
     labels = {operation.label for operation in operations}
     assert len(labels) == OPERATIONS, sorted(labels)
