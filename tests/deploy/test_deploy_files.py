@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
+import kubernetes_validate  # type: ignore[import-untyped]  # no type information
 import pytest
 import yaml
 
@@ -43,12 +43,12 @@ def promtool(*args: str, cwd: Path = DEPLOY) -> str:
 # -- Prometheus ------------------------------------------------------------------------------
 
 
-def test_prometheus_config_and_rules_pass_promtool():
+def test_prometheus_config_and_rules_pass_promtool() -> None:
     promtool("check", "config", "prometheus/prometheus.yml")
     assert "SUCCESS: 10 rules found" in promtool("check", "rules", "prometheus/rules.yml")
 
 
-def test_every_alert_fires_on_its_failure_and_not_before():
+def test_every_alert_fires_on_its_failure_and_not_before() -> None:
     promtool("test", "rules", "rules_test.yml", cwd=Path(__file__).parent)
     alerts = {rule["alert"] for rule in alert_rules()}
     tested = set(
@@ -57,7 +57,7 @@ def test_every_alert_fires_on_its_failure_and_not_before():
     assert alerts == tested, f"alerts without a unit test: {alerts - tested}"
 
 
-def test_dashboard_queries_are_valid_promql(tmp_path):
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     # promtool parses every expression of a rules file: wrap the dashboard's in one.
     exprs = dashboard_exprs()
     rules = {
@@ -79,7 +79,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path):
 # -- Grafana ---------------------------------------------------------------------------------
 
 
-def test_dashboard_covers_what_operators_watch_and_is_provisioned():
+def test_dashboard_covers_what_operators_watch_and_is_provisioned() -> None:
     board = dashboard()
     text = json.dumps(board)
     for metric in (
@@ -162,7 +162,7 @@ def published(service: dict[str, Any], env: dict[str, str]) -> list[tuple[str, i
     return out
 
 
-def test_compose_publishes_ports_on_loopback_unless_told_otherwise():
+def test_compose_publishes_ports_on_loopback_unless_told_otherwise() -> None:
     services = compose()["services"]
     for name, service in services.items():
         for address, host, _ in published(service, {}):
@@ -173,7 +173,7 @@ def test_compose_publishes_ports_on_loopback_unless_told_otherwise():
     assert ("127.0.0.1", 8080, 8080) in published(services["streamlearn"], {})
 
 
-def test_compose_requires_a_token_and_ships_none():
+def test_compose_requires_a_token_and_ships_none() -> None:
     env = compose()["services"]["streamlearn"]["environment"]
     reference = env["STREAMLEARN_SERVE__AUTH_TOKEN"]
     with pytest.raises(LookupError, match="STREAMLEARN_AUTH_TOKEN: set STREAMLEARN_AUTH_TOKEN"):
@@ -182,7 +182,7 @@ def test_compose_requires_a_token_and_ships_none():
     assert interpolate(reference, {"STREAMLEARN_AUTH_TOKEN": token}) == token
 
 
-def test_compose_services_are_complete_and_consistent():
+def test_compose_services_are_complete_and_consistent() -> None:
     spec = compose()
     assert set(spec) <= {"name", "services", "volumes"}
     services = spec["services"]
@@ -213,7 +213,7 @@ def test_compose_services_are_complete_and_consistent():
     assert services["streamlearn"]["shm_size"] == "256mb"  # snapshots between processes
 
 
-def test_compose_environment_is_valid_settings():
+def test_compose_environment_is_valid_settings() -> None:
     env = compose()["services"]["streamlearn"]["environment"]
     host = {"STREAMLEARN_AUTH_TOKEN": secrets.token_hex(24)}
     sections: dict[str, dict[str, Any]] = {}
@@ -224,7 +224,7 @@ def test_compose_environment_is_valid_settings():
     assert settings.kafka.bootstrap_servers == "kafka:9092"
 
 
-def test_compose_scrapes_the_metrics_port_the_daemon_opens():
+def test_compose_scrapes_the_metrics_port_the_daemon_opens() -> None:
     (job,) = load_all(DEPLOY / "prometheus/prometheus.yml")[0]["scrape_configs"]
     (target,) = job["static_configs"][0]["targets"]
     assert target == f"streamlearn:{Settings().metrics.port}"
@@ -232,7 +232,7 @@ def test_compose_scrapes_the_metrics_port_the_daemon_opens():
     assert ("127.0.0.1", port, port) in published(compose()["services"]["streamlearn"], {})
 
 
-def test_stop_grace_periods_cover_the_drain_budget():
+def test_stop_grace_periods_cover_the_drain_budget() -> None:
     s = Settings()
     budget = s.serve.shutdown_delay_s + s.serve.drain_timeout_s + s.kafka.flush_timeout_s
     grace = compose()["services"]["streamlearn"]["stop_grace_period"]
@@ -258,7 +258,7 @@ def k8s_docs(overlay: str = "base") -> list[dict[str, Any]]:
     return docs
 
 
-def test_manifests_match_the_kubernetes_schemas():
+def test_manifests_match_the_kubernetes_schemas() -> None:
     kinds = []
     for doc in k8s_docs("monitoring"):
         kinds.append(doc["kind"])
@@ -270,7 +270,7 @@ def test_manifests_match_the_kubernetes_schemas():
 
 
 @pytest.mark.parametrize("overlay", ["base", "gpu", "monitoring"])
-def test_kustomize_builds_each_overlay_into_valid_manifests(overlay):
+def test_kustomize_builds_each_overlay_into_valid_manifests(overlay: str) -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         pytest.skip("kubectl not installed: the overlays are checked file by file above")
@@ -296,7 +296,7 @@ def test_kustomize_builds_each_overlay_into_valid_manifests(overlay):
         assert names == base
 
 
-def test_service_monitor_scrapes_the_services_metrics_port():
+def test_service_monitor_scrapes_the_services_metrics_port() -> None:
     docs = k8s_docs("monitoring")
     (monitor,) = [d for d in docs if d["kind"] == "ServiceMonitor"]
     assert set(monitor["spec"]) == {"selector", "endpoints"}
@@ -308,7 +308,7 @@ def test_service_monitor_scrapes_the_services_metrics_port():
     assert endpoint["path"] == "/metrics"
 
 
-def test_statefulset_wires_config_secret_probes_and_volume():
+def test_statefulset_wires_config_secret_probes_and_volume() -> None:
     docs = k8s_docs()
     (statefulset,) = [d for d in docs if d["kind"] == "StatefulSet"]
     pod = statefulset["spec"]["template"]["spec"]
@@ -339,7 +339,7 @@ def test_statefulset_wires_config_secret_probes_and_volume():
     }
 
 
-def test_statefulset_sets_the_group_instance_id_to_the_pod_name():
+def test_statefulset_sets_the_group_instance_id_to_the_pod_name() -> None:
     (statefulset,) = [d for d in k8s_docs() if d["kind"] == "StatefulSet"]
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}
@@ -350,7 +350,7 @@ def test_statefulset_sets_the_group_instance_id_to_the_pod_name():
     assert load_settings(None, kafka={"group_instance_id": pod}).kafka.group_instance_id == pod
 
 
-def test_the_token_secret_is_documented_not_shipped():
+def test_the_token_secret_is_documented_not_shipped() -> None:
     (statefulset,) = [d for d in k8s_docs("monitoring") if d["kind"] == "StatefulSet"]
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     ref = next(e for e in container["env"] if e["name"] == "STREAMLEARN_SERVE__AUTH_TOKEN")[
@@ -389,7 +389,7 @@ def token_values(node: Any, where: str = "") -> list[tuple[str, str]]:
     return found
 
 
-def test_no_known_token_ships_anywhere_in_deploy():
+def test_no_known_token_ships_anywhere_in_deploy() -> None:
     files = [p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix in {".yml", ".yaml"}]
     assert files
     for path in files:
@@ -402,7 +402,7 @@ def test_no_known_token_ships_anywhere_in_deploy():
     assert token_problem("change-me") is not None
 
 
-def test_gpu_overlay_asks_for_a_gpu_and_cuda():
+def test_gpu_overlay_asks_for_a_gpu_and_cuda() -> None:
     overlay = load_all(DEPLOY / "k8s/gpu/kustomization.yaml")[0]
     assert overlay["resources"] == ["../base"]
     (patch,) = overlay["patches"]
@@ -431,7 +431,7 @@ def exec_form(arguments: str) -> list[str]:
     return list(json.loads(arguments))
 
 
-def test_dockerfile_builds_in_stages_runs_unprivileged_and_stops_gracefully():
+def test_dockerfile_builds_in_stages_runs_unprivileged_and_stops_gracefully() -> None:
     steps = dockerfile()
     froms = [a for i, a in steps if i == "FROM"]
     assert len(froms) == 2 and froms[0].endswith("AS build")
@@ -463,7 +463,7 @@ def test_dockerfile_builds_in_stages_runs_unprivileged_and_stops_gracefully():
         assert any(source == k or source.startswith(f"{k}/") for k in kept), source
 
 
-def test_the_image_runs_the_command_the_readme_documents():
+def test_the_image_runs_the_command_the_readme_documents() -> None:
     steps = dockerfile()
     (entrypoint,) = [exec_form(a) for i, a in steps if i == "ENTRYPOINT"]
     (cmd,) = [exec_form(a) for i, a in steps if i == "CMD"]

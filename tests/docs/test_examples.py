@@ -52,6 +52,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka import KafkaProducer
@@ -109,10 +110,11 @@ class Served:
         return HOSTPORT.sub(swap, text)
 
 
-def _status(port: int) -> dict | None:
+def _status(port: int) -> dict[str, Any] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/status", timeout=2) as answer:
-            return json.loads(answer.read())
+            status: dict[str, Any] = json.loads(answer.read())
+            return status
     except OSError:
         return None
 
@@ -244,7 +246,8 @@ def run_daemon(served: Served, command: str) -> None:
                 with urllib.request.urlopen(
                     f"http://127.0.0.1:{served.side_http_port}/v2/health/ready", timeout=2
                 ) as answer:
-                    return answer.status == 200
+                    ok: bool = answer.status == 200
+                    return ok
             except OSError:
                 return False
 
@@ -342,7 +345,7 @@ def run_http(served: Served, text: str) -> str:
     return content
 
 
-def _params() -> list:
+def _params() -> list[Any]:  # pytest.param(...) entries
     out = []
     for block in BLOCKS:
         if not block.runnable and block.not_run is None:
