@@ -378,7 +378,7 @@ def test_rows_whose_loss_is_not_finite_are_refused_and_the_rest_learned() -> Non
 
 def neural(engine: Engine) -> NeuralExpert:
     """The engine's expert, a built-in network (every test here but the last builds one)."""
-    expert = neural(engine)
+    expert = engine.expert
     assert isinstance(expert, NeuralExpert)
     return expert
 
