@@ -28,6 +28,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check streamlearn tests benchmarks scripts
 	$(BIN)/ruff format --check streamlearn tests benchmarks scripts
 	$(BIN)/mypy --strict streamlearn
+	$(BIN)/mypy --strict tests benchmarks
 	$(BIN)/python scripts/protogen.py --check
 
 proto: $(STAMP)
