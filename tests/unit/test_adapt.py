@@ -61,6 +61,7 @@ def test_source_model_errs_on_the_shift_and_none_leaves_it_alone() -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
+@pytest.mark.slow  # every method trained on a shifted stream
 def test_each_method_lowers_error_on_a_shifted_stream(method: str) -> None:
     x, y = blobs(1, 1000)
     shifted = miscalibrated(x)

@@ -12,7 +12,9 @@ from streamlearn.drift.registry import DETECTORS, build_detector
 from streamlearn.settings import DriftSettings
 from streamlearn.types import DriftAlarm, DriftSignal
 
-NAMES = sorted(DETECTORS)
+# river's KSWIN runs a Kolmogorov-Smirnov test per value: its checks take half a minute, so
+# they are marked slow (make test runs them; make test-fast does not).
+NAMES = [pytest.param(n, marks=pytest.mark.slow) if n == "kswin" else n for n in sorted(DETECTORS)]
 
 
 def make(name: str, **overrides: Any) -> BaseDetector:
@@ -107,7 +109,7 @@ def test_state_of_another_detector_is_refused(name: str) -> None:
         make(name).load_state_dict(make(other).state_dict())
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n != "kswin"])
+@pytest.mark.parametrize("name", [n for n in sorted(DETECTORS) if n != "kswin"])
 def test_no_alarm_on_a_long_stable_noisy_stream(name: str) -> None:
     # 200k standard-normal values and 200k skewed (gamma) ones. KSWIN is left out: with
     # river's test on 30 values it alarms by design (see docs/benchmarks.md).

@@ -91,6 +91,7 @@ def test_key_and_key_template_exclude_each_other(tmp_path: Path) -> None:
     assert done.returncode == 2 and "not allowed with argument" in done.stderr
 
 
+@pytest.mark.slow  # a subprocess waits out a bootstrap timeout
 def test_an_unreachable_broker_is_one_line_and_exit_1_within_seconds(tmp_path: Path) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text('{"x": [1], "y": 0}\n')
@@ -106,6 +107,7 @@ def test_an_unreachable_broker_is_one_line_and_exit_1_within_seconds(tmp_path: P
     assert took < 10, f"took {took:.1f} s"
 
 
+@pytest.mark.slow  # waits out bootstrap timeouts
 def test_a_failed_connect_leaves_no_client_thread_or_socket_behind(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -240,6 +240,7 @@ def test_validation_error_text_never_shows_the_token() -> None:
     assert "weak-token" not in str(info.value)
 
 
+@pytest.mark.slow  # three daemons started and refused
 def test_run_refuses_a_weak_token_with_exit_code_2_and_never_prints_it(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text("serve:\n  auth_token: yaml-tok-7d1\n")
