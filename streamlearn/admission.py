@@ -21,6 +21,8 @@ from streamlearn.types import Sample
 
 @dataclass(slots=True)
 class Rejection:
+    """A sample the engine refused, by its position in the batch, with why."""
+
     index: int  # position in the batch given to ``Engine.process``
     reason: str
     detail: str
@@ -42,6 +44,11 @@ def infer_width(samples: Sequence[Sample], max_features: int) -> int | None:
 
 
 class Admission:
+    """Sorts a batch into the rows the model can take and the rejections.
+
+    Encodes labels only for admitted rows, so a refused row never takes a class slot.
+    """
+
     def __init__(self, labels: LabelIndex, is_classifier: bool, max_features: int) -> None:
         self.labels = labels
         self.is_classifier = is_classifier

@@ -15,6 +15,11 @@ from streamlearn.types import DecodedRecord, TopicPartition
 
 
 class InputBuffer:
+    """Decoded records waiting for the next micro-batch, and when that batch is due.
+
+    Holds whole records, so an offset is done only once every sample of its record is.
+    """
+
     def __init__(
         self, max_batch: int, max_wait_s: float, clock: Callable[[], float] = time.monotonic
     ) -> None:

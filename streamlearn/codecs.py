@@ -48,6 +48,11 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
 class SampleIn(BaseModel):
+    """One sample as a record carries it, before the codec checks it against the model's shape.
+
+    Also the ``/v1/learn`` body's sample, so HTTP and Kafka accept the same thing.
+    """
+
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     x: list[Number] | dict[str, Number]

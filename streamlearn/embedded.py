@@ -47,6 +47,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedBroker:
+    """A throwaway Kafka-protocol broker (tansu) in a child process, for demos and tests.
+
+    It keeps everything in memory: what it held is gone once it stops.
+    """
+
     def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
         self.host = host
         self.port = port or free_port(host)

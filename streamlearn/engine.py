@@ -53,6 +53,8 @@ log = get_logger(__name__)
 
 @dataclass(slots=True)
 class StepResult:
+    """What one ``Engine.process`` call did: the daemon's metrics, outputs and events."""
+
     labeled: int = 0
     correct: int = 0
     losses: Tensor | None = None  # per labeled sample, before the step: drift detectors' food
@@ -70,6 +72,12 @@ class StepResult:
 
 
 class Engine:
+    """Learns from batches of samples, test-then-train, and predicts the unlabeled ones.
+
+    Owns the model and no I/O; not thread-safe: one thread (the learner's) calls it, and
+    serving reads only the snapshots published from it.
+    """
+
     def __init__(
         self,
         model: ModelSettings,

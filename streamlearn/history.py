@@ -9,6 +9,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 
 class Event(Protocol):
+    """An event the ``/v1`` endpoints can list: a kind, the expert it concerns, a plain dict."""
+
     @property
     def kind(self) -> str: ...
     @property

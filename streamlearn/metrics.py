@@ -30,6 +30,11 @@ _CHECKPOINT_BUCKETS = (1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 
 
 class Metrics:
+    """The learner's Prometheus metrics, in a registry of its own.
+
+    One per daemon, so daemons in one process (tests) never share counts.
+    """
+
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry

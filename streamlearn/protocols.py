@@ -66,6 +66,11 @@ class Expert(Protocol):
 
 
 class DriftDetector(Protocol):
+    """A sequential change test: feed it one value, get NONE, WARNING or DRIFT.
+
+    Its state must be plain data, so it checkpoints with the rest.
+    """
+
     def update(self, value: float) -> DriftSignal: ...
     def reset(self) -> None: ...
     def state_dict(self) -> StateDict: ...

@@ -7,6 +7,8 @@ from collections.abc import Callable
 
 
 class LogLimiter:
+    """Allows at most ``per_second`` log lines per second and counts the ones it held back."""
+
     def __init__(self, per_second: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.per_second = per_second
         self._clock = clock

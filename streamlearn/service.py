@@ -57,6 +57,11 @@ _LEARNER_METRICS_S = 2.0
 
 
 class Service:
+    """Supervises one learner and the serving processes: starts, restarts and stops them.
+
+    Keep it free of torch: the supervisor stays small, and only its children learn or serve.
+    """
+
     def __init__(self, learner: Daemon | Learner) -> None:
         self.learner: Learner = (
             learner

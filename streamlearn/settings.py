@@ -31,10 +31,14 @@ from streamlearn.settings_env import merge, read_environment
 
 
 class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors, assignments are validated."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class KafkaSettings(Section):
+    """Brokers, the consumer group, and the input and output topics."""
+
     bootstrap_servers: str = "localhost:9092"
     group_id: str = "streamlearn"
     client_id: str = "streamlearn"
@@ -80,6 +84,8 @@ class KafkaSettings(Section):
 
 
 class ModelSettings(Section):
+    """The task and the network each expert is built from."""
+
     task: Literal["classification", "regression"] = "classification"
     # Fixed feature count; null infers it from the first valid sample and keeps it.
     n_features: int | None = Field(None, ge=1)
@@ -157,6 +163,8 @@ def _product(values: list[int]) -> int:
 
 
 class EngineSettings(Section):
+    """Micro-batching and the limits on what a record may carry."""
+
     max_batch: int = Field(32, ge=1)
     max_wait_ms: int = Field(50, ge=0)
     rolling_window: int = Field(1_000, ge=1)
@@ -174,6 +182,8 @@ class EngineSettings(Section):
 
 
 class CheckpointSettings(Section):
+    """Where and how often checkpoints are written, and how many are kept."""
+
     enabled: bool = True
     dir: Path = Path("checkpoints")
     every_samples: int = Field(10_000, ge=1)
@@ -188,6 +198,8 @@ class CheckpointSettings(Section):
 
 
 class MetricsSettings(Section):
+    """The Prometheus ``/metrics`` endpoint."""
+
     enabled: bool = True
     host: str = "0.0.0.0"
     port: int = Field(9100, ge=0, le=65535)
@@ -235,6 +247,11 @@ def token_problem(token: str) -> str | None:
 
 
 class ServeSettings(Section):
+    """The HTTP and gRPC front ends, their workers, limits and token.
+
+    Its validation errors never show inputs: they can hold the token.
+    """
+
     # Validation errors of this section can carry the token: their text never shows inputs
     # (load_settings reports them through _describe, which redacts).
     model_config = ConfigDict(hide_input_in_errors=True)
@@ -293,6 +310,8 @@ class ServeSettings(Section):
 
 
 class CusumSettings(Section):
+    """The CUSUM detector's parameters."""
+
     # Half the smallest shift, in standard deviations, to be caught fast: 0.5 aims at 1 sigma.
     k: float = Field(0.5, gt=0)
     # "up": only a rising loss is a drift (a falling one re-estimates the baseline quietly).
@@ -300,19 +319,27 @@ class CusumSettings(Section):
 
 
 class PageHinkleySettings(Section):
+    """The Page-Hinkley detector's parameters."""
+
     delta: float = Field(0.5, gt=0)  # tolerated rise, in standard deviations
 
 
 class LossDeviationSettings(Section):
+    """The loss-deviation detector's parameters."""
+
     window: int = Field(50, ge=5)  # recent values whose mean is tested
     memory: int = Field(5_000, ge=10)  # about how many older values the reference remembers
 
 
 class AdwinSettings(Section):
+    """river's ADWIN detector's parameters."""
+
     delta: float = Field(0.002, gt=0, lt=1)  # river's confidence parameter
 
 
 class KswinSettings(Section):
+    """river's KSWIN detector's parameters."""
+
     # river defaults to 0.005, which alarms about 80 times per 100k stable values here.
     alpha: float = Field(1e-4, gt=0, lt=1)
     window_size: int = Field(100, ge=2)
@@ -329,6 +356,8 @@ class KswinSettings(Section):
 
 
 class DriftSettings(Section):
+    """Which drift detector runs, what it is fed, and its false-alarm rate."""
+
     enabled: bool = True
     detector: Literal["cusum", "page_hinkley", "loss_deviation", "adwin", "kswin"] = "cusum"
     # What each labeled sample feeds the detector: its loss, or 1/0 for wrong/right
@@ -368,6 +397,8 @@ class DriftSettings(Section):
 
 
 class SelectorSettings(Section):
+    """The selector network that routes unlabeled samples and served requests."""
+
     # The selector routes unlabeled samples and served requests to an expert.
     hidden: list[int] = Field(default_factory=lambda: [64])
     learning_rate: float = Field(1e-3, gt=0)
@@ -381,6 +412,8 @@ class SelectorSettings(Section):
 
 
 class GuardSettings(Section):
+    """The guards of test-time adaptation: which rows may teach and when to reset."""
+
     # Samples whose prediction entropy, as a share of its maximum, lies above this are not
     # adapted on: uncertain pseudo-labels are where self-training goes wrong.
     max_entropy: float = Field(0.4, gt=0, le=1)
@@ -402,6 +435,8 @@ class GuardSettings(Section):
 
 
 class ReplaySettings(Section):
+    """Replay of old samples into each learning step, per expert."""
+
     # Old samples mixed into each learning step, as a fraction of the batch (0 = off).
     ratio: float = Field(0.0, ge=0, le=4)
     capacity: int = Field(1_000, ge=1)  # samples kept per expert (reservoir sampling)
@@ -410,6 +445,8 @@ class ReplaySettings(Section):
 
 
 class ExpertsSettings(Section):
+    """The expert pool: its size and the reuse-or-spawn decision after a drift."""
+
     # On a drift, reuse an old expert whose loss is back inside its normal band, else spawn
     # a new one. Off: one expert learns everything and drifts are only reported.
     enabled: bool = True
@@ -437,6 +474,8 @@ class ExpertsSettings(Section):
 
 
 class AdaptSettings(Section):
+    """Test-time adaptation on unlabeled samples: the method and its parameters."""
+
     # Test-time adaptation on unlabeled samples. "norm": re-estimate the normalization
     # layers' statistics; "tent": also minimize prediction entropy over their affine
     # parameters; "cotta": a mean teacher's pseudo-labels train a student copy, with a small
@@ -489,11 +528,18 @@ class AdaptSettings(Section):
 
 
 class LogSettings(Section):
+    """Log level and format."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
 class Settings(BaseSettings):
+    """Every setting of a daemon, one section each.
+
+    Build it with ``load_settings``: environment over YAML over defaults, unknown keys refused.
+    """
+
     model_config = SettingsConfigDict(
         env_prefix="STREAMLEARN_",
         env_nested_delimiter="__",

@@ -11,6 +11,8 @@ Label = int | str | float
 
 
 class TopicPartition(NamedTuple):
+    """A Kafka partition: topic and number."""
+
     topic: str
     partition: int
 
@@ -82,6 +84,8 @@ class DecodedRecord:
 
 
 class DriftSignal(enum.IntEnum):
+    """A detector's verdict on one value: nothing, a warning, or a drift."""
+
     NONE = 0
     WARNING = 1
     DRIFT = 2

@@ -63,6 +63,12 @@ class _Expertise:
 
 
 class Adapter:
+    """Adapts each expert on unlabeled rows behind its own guard, and resets it to its anchor.
+
+    Learner thread only: it changes the experts' weights in place, so serving sees its work
+    only through the next snapshot.
+    """
+
     def __init__(
         self,
         settings: AdaptSettings,

@@ -17,6 +17,11 @@ from streamlearn.settings import AdaptSettings
 
 
 class Augmenter:
+    """Perturbs a batch without changing its labels, for the mean teacher's averaged answers.
+
+    Draws only from the adapter's generator, so a seeded run perturbs the same way again.
+    """
+
     def __init__(
         self, settings: AdaptSettings, image_shape: Sequence[int] | None, generator: torch.Generator
     ) -> None:

@@ -21,6 +21,11 @@ from streamlearn.protocols import StateDict
 
 
 class AdaptMethod(Protocol):
+    """A test-time adaptation method for one expert's network.
+
+    It must not touch the module before ``begin`` has named it and its anchor.
+    """
+
     def begin(self, module: nn.Module, anchor: Mapping[str, Tensor]) -> None:
         """Start over from ``module`` as it is now; ``anchor`` is its state to restore to."""
 

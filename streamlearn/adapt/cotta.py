@@ -25,6 +25,11 @@ from streamlearn.protocols import StateDict
 
 
 class CoTTA:
+    """Mean-teacher adaptation: a private student learns, the expert's own network follows it.
+
+    The teacher is what serves, so only averaged weights are ever answered with.
+    """
+
     def __init__(
         self,
         *,

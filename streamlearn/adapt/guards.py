@@ -39,6 +39,11 @@ from streamlearn.settings import GuardSettings
 
 
 class Guard:
+    """Watches one expert's adaptation for collapse and says when to return to the anchor.
+
+    It only decides; the adapter does the reset.
+    """
+
     def __init__(self, settings: GuardSettings, seed: int) -> None:
         self.settings = settings
         self._entropy = torch.zeros(settings.window)

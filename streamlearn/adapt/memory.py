@@ -26,6 +26,12 @@ from streamlearn.protocols import StateDict
 
 
 class BalancedMemory:
+    """Recent unlabeled rows, kept per predicted class, that each adaptation step learns from.
+
+    When full, the oldest row of the class most over its share makes room, so a class-sorted
+    stream cannot crowd the other classes out.
+    """
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.x: Tensor | None = None  # [capacity, ...], allocated at the first row

@@ -23,6 +23,11 @@ from streamlearn.protocols import StateDict
 
 
 class Tent:
+    """Entropy minimization over the normalization layers' scale and shift, nothing else.
+
+    Every other weight is left as labeled learning made it.
+    """
+
     def __init__(self, learning_rate: float, momentum: float) -> None:
         self.learning_rate = learning_rate
         self.momentum = momentum

@@ -32,12 +32,20 @@ _NAME = re.compile(r"^ckpt-(\d{12})\.slck$")
 
 @dataclass(frozen=True, slots=True)
 class LoadedCheckpoint:
+    """A checkpoint as read back, with the newer files that had to be passed over."""
+
     path: Path
     state: dict[str, Any]
     skipped: list[Path]  # newer files that were torn or corrupt
 
 
 class FileCheckpointStore:
+    """Writes checkpoints atomically into one directory and reads back the newest sound one.
+
+    A file is visible under its final name only once complete and fsynced; a torn or corrupt
+    one is skipped, never loaded.
+    """
+
     def __init__(
         self,
         directory: Path,

@@ -37,6 +37,11 @@ Direction = Literal["up", "both"]
 
 
 class Cusum(BaseDetector):
+    """Two-sided CUSUM on standardized, clipped values; the default detector.
+
+    Its threshold is solved for a false-alarm rate, so it is not set by hand.
+    """
+
     name = "cusum"
 
     def __init__(

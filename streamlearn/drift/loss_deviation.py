@@ -28,6 +28,8 @@ from streamlearn.types import DriftSignal
 
 
 class LossDeviation(BaseDetector):
+    """TAME's test: the recent window's mean loss significantly above the reference."""
+
     name = "loss_deviation"
 
     def __init__(

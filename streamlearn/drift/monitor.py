@@ -29,6 +29,8 @@ log = get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class DriftEvent:
+    """A drift or warning on one expert: the row of the events topic and ``/v1/drift``."""
+
     kind: str  # "drift" or "warning"
     detector: str
     expert: str
@@ -41,6 +43,11 @@ class DriftEvent:
 
 
 class DriftMonitor:
+    """One detector per expert, created on first sight, fed the losses from before each step.
+
+    It reports; what a drift means for the pool is decided elsewhere.
+    """
+
     def __init__(self, settings: DriftSettings) -> None:
         self.settings = settings
         self.detectors: dict[str, BaseDetector] = {}

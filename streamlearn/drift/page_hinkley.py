@@ -26,6 +26,8 @@ from streamlearn.types import DriftSignal
 
 
 class PageHinkley(BaseDetector):
+    """Page-Hinkley on standardized, clipped values: a rise above their own running mean."""
+
     name = "page_hinkley"
 
     def __init__(

@@ -31,6 +31,12 @@ if TYPE_CHECKING:
 
 
 class RiverDetector(BaseDetector):
+    """A river detector behind the built-in protocol; subclasses build ADWIN or KSWIN.
+
+    Its state is a replay log of the values fed: a restore builds a fresh detector and feeds
+    the log again.
+    """
+
     def __init__(
         self, params: Mapping[str, Any], refractory: int = 500, replay_limit: int = 20_000
     ) -> None:

@@ -30,6 +30,10 @@ CLIP_SD = 4.0
 
 
 class LossBand:
+    """The loss level an expert shows on its own regime, as an exponentially weighted mean and
+    variance; the pool reuses an expert only when a window falls inside it.
+    """
+
     def __init__(self, memory: int) -> None:
         self.memory = memory
         self.skipped = 0  # transient losses left out so far

@@ -22,6 +22,11 @@ from streamlearn.settings import ModelSettings
 
 
 class NeuralExpert:
+    """A network, its optimizer and its loss: the model one regime is learned into.
+
+    Every step goes through its ``StepGuard``, so a non-finite step is never kept.
+    """
+
     def __init__(
         self,
         module: nn.Module,

@@ -35,6 +35,11 @@ LOSS, GRADIENT, WEIGHTS = "loss", "gradient", "weights"
 
 
 class StepGuard:
+    """Takes an optimizer step only if the loss, the gradients and the new weights are finite.
+
+    A bad step is skipped or rolled back to the last good weights, never kept.
+    """
+
     def __init__(self, module: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         self.module = module
         self.optimizer = optimizer

@@ -36,6 +36,8 @@ class PoolEvent:
 
 
 class Member:
+    """An expert together with what the pool tracks about it: slot, band, replay and usage."""
+
     def __init__(
         self, id_: str, slot: int, expert: Expert, band: LossBand, replay: ReplayBuffer, sample: int
     ) -> None:

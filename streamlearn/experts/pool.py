@@ -86,6 +86,11 @@ class Decision:
 
 
 class ExpertPool:
+    """The experts, which one is active, and the reuse-or-spawn decision after a drift.
+
+    Owns the selector and the replay buffers; learner thread only.
+    """
+
     def __init__(
         self,
         settings: ExpertsSettings,

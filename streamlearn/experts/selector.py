@@ -63,6 +63,11 @@ class FrozenRouter:
 
 
 class Selector:
+    """Learns which expert fits an input, to route unlabeled samples and served requests.
+
+    Trains on the learner thread; serving uses a frozen copy, never this object.
+    """
+
     def __init__(
         self,
         settings: SelectorSettings,

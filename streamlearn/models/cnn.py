@@ -13,6 +13,11 @@ from torch import Tensor, nn
 
 
 class ImageCnn(nn.Module):
+    """A small CNN over flattened images, with global average pooling before its head.
+
+    Takes rows as the engine holds them and reshapes them itself.
+    """
+
     def __init__(
         self,
         image_shape: Sequence[int],

@@ -20,6 +20,8 @@ from streamlearn.runtime.ipc import LearnerLink, LinkClosedError
 
 
 class Exposition:
+    """The service's one ``/metrics`` text: the serving processes' files plus the learner's."""
+
     def __init__(self, directory: Path, learner_text: Callable[[], str | None]) -> None:
         self.registry = CollectorRegistry()
         MultiProcessCollector(self.registry, path=str(directory))  # type: ignore[no-untyped-call]
@@ -43,6 +45,8 @@ def serve_exposition(exposition: Exposition, host: str, port: int) -> ThreadingH
     """``/metrics`` on its own port (``metrics.port``), answered on a background thread."""
 
     class Handler(BaseHTTPRequestHandler):
+        """Answers every GET with the exposition; scrapes are not logged."""
+
         def do_GET(self) -> None:
             body = exposition()
             self.send_response(200)

@@ -41,6 +41,11 @@ STATUS_INTERVAL_S = 0.25
 
 
 class LearnerHost:
+    """Runs a daemon as the service's learner: publishes its snapshots and status, answers IPC.
+
+    IPC requests are answered on their own threads, which only touch the inbox.
+    """
+
     def __init__(self, daemon: Daemon, runtime: RuntimeDir) -> None:
         self.daemon = daemon
         self.runtime = runtime

@@ -17,6 +17,11 @@ _OWNER = "supervisor.pid"
 
 @dataclass(frozen=True, slots=True)
 class RuntimeDir:
+    """The private directory one service's processes share: snapshots, metrics, socket, status.
+
+    Made and removed by the supervisor (``Service``).
+    """
+
     root: Path
 
     @classmethod

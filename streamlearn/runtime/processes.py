@@ -57,6 +57,8 @@ class Backoff:
 
 
 class Learner(Protocol):
+    """The supervisor's handle on the learner, whether it runs as a thread or a process."""
+
     settings: Settings
     restartable: bool
 

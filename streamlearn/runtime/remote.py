@@ -26,6 +26,11 @@ _DOWN = "the learner is not running (starting or restarting); retry later"
 
 
 class RemoteLearner:
+    """Serving's side of the learner link: requests over IPC, the rest from the status file.
+
+    A learner that is down or restarting becomes a 503 to retry, a full queue a 429.
+    """
+
     def __init__(self, link: LearnerLink, status: Path, metrics: ServingMetrics) -> None:
         self.link = link
         self._status = StatusReader(status)

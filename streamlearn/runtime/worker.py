@@ -47,6 +47,12 @@ _LEARNER_METRICS_S = 2.0
 
 
 class ServingProcess:
+    """One serving process: HTTP and gRPC over the snapshots the learner publishes.
+
+    Holds no learning state: it loads the snapshots the learner writes and sends requests
+    for the learner over IPC.
+    """
+
     def __init__(self, launch: dict[str, Any]) -> None:
         settings = Settings.model_validate(launch["settings"])
         configure_logging(settings.log.level, settings.log.format)

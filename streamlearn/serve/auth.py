@@ -19,6 +19,11 @@ Scope = Literal["read", "write"]
 
 
 class TokenAuth:
+    """Checks bearer tokens for the read and write scopes, in constant time.
+
+    With no token configured, writes are refused outright.
+    """
+
     def __init__(self, token: str | None, protect_reads: bool) -> None:
         self._token = token.encode() if token else None
         self.protect_reads = protect_reads

@@ -37,6 +37,8 @@ OUTPUTS_ON_REQUEST = ("experts",)
 
 @dataclasses.dataclass(slots=True)
 class InferAnswer:
+    """An inference result before HTTP or gRPC encodes it."""
+
     model_name: str
     model_version: str
     id: str | None
@@ -71,6 +73,11 @@ class LearnerClient(Protocol):
 
 
 class ServingCore:
+    """What serving does, for both front ends; each call works on one snapshot only.
+
+    Never touches the learner's state: learning requests go through the learner client.
+    """
+
     def __init__(
         self,
         settings: Settings,

@@ -87,6 +87,8 @@ def _handled(method: Handler) -> Handler:
 
 
 class InferenceServicer:
+    """The Open Inference Protocol v2 gRPC service, translating to and from ``ServingCore``."""
+
     def __init__(self, core: ServingCore) -> None:
         self.core = core
 

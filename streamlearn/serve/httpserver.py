@@ -18,6 +18,11 @@ _JOIN_MARGIN_S = 2.0
 
 
 class HttpServer:
+    """uvicorn on a background thread, accepting on a socket the supervisor already listens on.
+
+    It never binds: a restarted serving process takes over the same queue of connections.
+    """
+
     def __init__(self, app: FastAPI, sock: socket.socket, drain_timeout_s: float) -> None:
         self.socket = sock
         self.port: int = sock.getsockname()[1]

@@ -24,6 +24,11 @@ HTTP_RECORD = Record(topic="http:/v1/learn", partition=-1, offset=-1, value=b"")
 
 
 class Inbox:
+    """What serving handed the learner, waiting for the learner loop to take it.
+
+    Appending takes only a short lock and never waits for the loop; a full inbox refuses.
+    """
+
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self._samples: deque[Sample] = deque()

@@ -17,16 +17,22 @@ Parameters = dict[str, Any]
 
 
 class ErrorBody(BaseModel):
+    """Every error response: one message."""
+
     error: str = Field(examples=["inputs[0] ('input'): data contains NaN or Infinity"])
 
 
 class ServerMetadata(BaseModel):
+    """The server's name, version and protocol extensions (``GET /v2``)."""
+
     name: str
     version: str
     extensions: list[str]
 
 
 class TensorMetadata(BaseModel):
+    """A model input or output: name, datatype and shape."""
+
     name: str
     datatype: str
     shape: list[int]
@@ -34,6 +40,8 @@ class TensorMetadata(BaseModel):
 
 
 class ModelMetadata(BaseModel):
+    """The model's name, versions, platform and tensors (``GET /v2/models/{name}``)."""
+
     name: str
     versions: list[str]
     platform: str
@@ -42,11 +50,15 @@ class ModelMetadata(BaseModel):
 
 
 class ReadyBody(BaseModel):
+    """Whether the server or the model can answer requests now."""
+
     name: str | None = None
     ready: bool
 
 
 class LiveBody(BaseModel):
+    """Whether the server process is up."""
+
     live: bool
 
 
@@ -60,6 +72,8 @@ class _InputFields(BaseModel):
 
 
 class RequestInput(_InputFields):
+    """One input tensor of an inference request, its values as JSON."""
+
     data: list[Any] = Field(description="Row-major values, flat or nested to the shape.")
 
 
@@ -71,6 +85,8 @@ class HeaderInput(_InputFields):
 
 
 class RequestOutput(BaseModel):
+    """An output the client asks for, optionally as binary data."""
+
     model_config = ConfigDict(extra="ignore")
 
     name: str
@@ -93,6 +109,8 @@ class _InferFields(BaseModel):
 
 
 class InferRequest(_InferFields):
+    """An inference request: its inputs, and optionally which outputs to return."""
+
     model_config = ConfigDict(
         extra="ignore",
         json_schema_extra={
@@ -124,6 +142,8 @@ class InferHeader(_InferFields):
 
 
 class ResponseOutput(BaseModel):
+    """One output tensor of an inference response."""
+
     name: str
     shape: list[int]
     datatype: str
@@ -134,6 +154,8 @@ class ResponseOutput(BaseModel):
 
 
 class InferResponse(BaseModel):
+    """An inference response: the model version that answered, and its outputs."""
+
     model_name: str
     model_version: str
     id: str | None = None
@@ -142,6 +164,8 @@ class InferResponse(BaseModel):
 
 
 class LearnRequest(BaseModel):
+    """Labeled samples to learn, queued for the learner like Kafka records."""
+
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
@@ -154,11 +178,15 @@ class LearnRequest(BaseModel):
 
 
 class LearnAccepted(BaseModel):
+    """How many samples were accepted, and how many now wait in the learner's queue."""
+
     accepted: int
     queued: int
 
 
 class CheckpointDone(BaseModel):
+    """The checkpoint written on request (if one was), and what it covers."""
+
     saved: bool
     path: str | None
     samples_learned: int
@@ -166,6 +194,8 @@ class CheckpointDone(BaseModel):
 
 
 class DriftEventBody(BaseModel):
+    """A drift or warning raised on one expert."""
+
     kind: str = Field(description="'drift', or 'warning' when the test passed its warning level")
     detector: str
     expert: str
@@ -175,10 +205,14 @@ class DriftEventBody(BaseModel):
 
 
 class DriftEvents(BaseModel):
+    """The latest drift events."""
+
     events: list[DriftEventBody]
 
 
 class ExpertBody(BaseModel):
+    """One expert of the pool and how it has fared."""
+
     id: str
     created: float = Field(description="wall-clock time it was spawned")
     samples_learned: int
@@ -195,6 +229,8 @@ class ExpertBody(BaseModel):
 
 
 class PoolEventBody(BaseModel):
+    """A decision of the pool after a drift: which expert it chose, and each one's score."""
+
     kind: str = Field(description="switch, spawn, keep, prune or merge")
     expert: str = Field(description="the expert now active; for prune and merge the one removed")
     previous: str | None
@@ -204,6 +240,8 @@ class PoolEventBody(BaseModel):
 
 
 class Experts(BaseModel):
+    """The expert pool: the active expert, every expert, and the latest pool decisions."""
+
     active: str | None
     experts: list[ExpertBody]
     events: list[PoolEventBody]

@@ -49,6 +49,11 @@ class ExpertInfo:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """One published model version, frozen: everything a prediction needs.
+
+    Immutable and shared by request threads; the learner publishes a new one, never edits it.
+    """
+
     version: int
     created: float  # wall clock when the learner published it
     task: str

@@ -38,6 +38,8 @@ _UNPROCESSABLE = 422
 
 @dataclass(slots=True)
 class TensorIn:
+    """An input tensor as a front end received it, before it is checked and converted."""
+
     name: str
     datatype: str
     shape: list[int]
@@ -46,6 +48,8 @@ class TensorIn:
 
 @dataclass(slots=True)
 class TensorOut:
+    """An output tensor, ready for either front end to encode."""
+
     name: str
     datatype: str
     shape: list[int]

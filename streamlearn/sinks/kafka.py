@@ -45,6 +45,11 @@ _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 class KafkaSink:
+    """Sends predictions, events and dead letters to Kafka, and resends what failed.
+
+    Errbacks run on the producer's IO thread; the daemon checkpoints only after ``flush``.
+    """
+
     def __init__(self, settings: KafkaSettings, metrics: Metrics) -> None:
         self._settings = settings
         self._metrics = metrics

@@ -9,6 +9,8 @@ from streamlearn.types import DeadLetter, Prediction
 
 
 class MemorySink:
+    """Keeps every output in lists, for tests and learner-only benchmarks."""
+
     def __init__(self) -> None:
         self.predicted: list[Prediction] = []
         self.dead: list[DeadLetter] = []

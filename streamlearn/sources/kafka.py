@@ -51,6 +51,11 @@ _COMMITTED_TIMEOUT_MS = 5_000
 
 
 class KafkaSource:
+    """Polls a Kafka consumer group and commits offsets by hand.
+
+    Only the learner thread may call it; the rebalance listener runs during its ``poll``.
+    """
+
     def __init__(self, settings: KafkaSettings, listener: AssignmentListener) -> None:
         self._settings = settings
         self._metadata = ""

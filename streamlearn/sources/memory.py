@@ -9,6 +9,8 @@ from streamlearn.types import Offsets, Record, TopicPartition
 
 
 class MemorySource:
+    """Partitions held in lists, with Kafka's offsets, seeks, commits and pauses, for tests."""
+
     def __init__(
         self,
         topic: str,

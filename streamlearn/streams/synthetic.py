@@ -17,6 +17,8 @@ from river.datasets import synth
 
 @dataclass(frozen=True, slots=True)
 class StreamSpec:
+    """A synthetic stream: its description, its concepts, and how to make each generator."""
+
     description: str
     concepts: tuple[int, ...]
     make: Callable[[int, int], Any]  # (concept, seed) -> river generator
