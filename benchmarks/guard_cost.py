@@ -1,6 +1,6 @@
 """What the model guard costs Engine.process: an in-process paired A/B.
 
-    python benchmarks/guard_cost.py [--steps N]
+    python benchmarks/guard_cost.py [--steps N] [--out benchmarks/results/guard_cost.json]
 
 Default settings (MLP [64, 64], 64 outputs, Adam, drift and experts on), 10 features, 4
 classes, batches of 32. One engine learns with every check on ("guard": the StepGuard and
@@ -13,10 +13,12 @@ makes a few percent visible on a busy machine, where separate runs differ by mor
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +36,8 @@ from streamlearn.settings import (
     ModelSettings,
 )
 from streamlearn.types import Sample
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _plain_step(self: guard.StepGuard, loss: torch.Tensor) -> None:
@@ -85,6 +89,7 @@ def _trimmed_mean(values: list[float], cut: float = 0.1) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=8_000)
+    parser.add_argument("--out", type=Path, default=RESULTS / "guard_cost.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     batches = _batches(args.steps + 200)
@@ -107,10 +112,20 @@ def main() -> None:
             f"{_trimmed_mean(values):.0f} ({len(values)} steps)"
         )
     extra = _trimmed_mean(times["guard"]) - _trimmed_mean(times["plain"])
-    print(
-        f"guard - plain: {extra:.0f} us/step "
-        f"({extra / _trimmed_mean(times['plain']) * 100:.1f}% of a plain step)"
-    )
+    share = extra / _trimmed_mean(times["plain"]) * 100
+    print(f"guard - plain: {extra:.0f} us/step ({share:.1f}% of a plain step)")
+    result = {
+        "steps": args.steps,
+        "settings": "defaults: MLP [64, 64], Adam, drift and experts on; 10 features, batch 32",
+        **{
+            mode: {"median_us": statistics.median(v), "trimmed_mean_us": _trimmed_mean(v)}
+            for mode, v in times.items()
+        },
+        "extra_us_per_step": extra,
+        "extra_percent": share,
+        "torch": torch.__version__,
+    }
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":
