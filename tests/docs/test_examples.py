@@ -59,7 +59,7 @@ from kafka import KafkaProducer
 
 from streamlearn.embedded import EmbeddedBroker, create_topics, free_port
 from tests.docs.markdown import ROOT, Block, all_blocks, expected_outputs, matches
-from tests.integration.conftest import DaemonProcess
+from tests.integration.conftest import DaemonProcess, fresh_topics
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -124,23 +124,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     assert shutil.which("curl"), "the docs' examples need curl (.ci/run installs it)"
     base = tmp_path_factory.mktemp("docs")
     with EmbeddedBroker() as broker:
-        tag = uuid.uuid4().hex[:8]
-        topics = {
-            "input": f"in-{tag}",
-            "predictions": f"pred-{tag}",
-            "events": f"ev-{tag}",
-            "dlq": f"dlq-{tag}",
-        }
-        create_topics(
-            broker.bootstrap,
-            {
-                topics["input"]: 2,
-                topics["predictions"]: 1,
-                topics["events"]: 1,
-                topics["dlq"]: 1,
-                "streamlearn.samples": 2,
-            },
-        )
+        topics = fresh_topics(broker.bootstrap, 2)
+        # The README's own `streamlearn run` examples read the default input topic.
+        create_topics(broker.bootstrap, {"streamlearn.samples": 2})
         producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
         for value in labeled(LEARNED, seed=1):
             producer.send(topics["input"], value=value)
@@ -153,7 +139,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             base / "daemon",
             broker,
             topics,
-            f"docs-{tag}",
+            f"docs-{uuid.uuid4().hex[:8]}",
             serve={"auth_token": TOKEN, "publish_interval_ms": 100},
         )
         daemon.start()

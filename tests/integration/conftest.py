@@ -43,9 +43,8 @@ def broker() -> Iterator[EmbeddedBroker]:
         yield running
 
 
-@pytest.fixture
-def topics(broker: EmbeddedBroker) -> dict[str, str]:
-    """Fresh topic names per test, so tests never see each other's records."""
+def fresh_topics(bootstrap: str, input_partitions: int = 2) -> dict[str, str]:
+    """Fresh topic names, created, so tests never see each other's records."""
     tag = uuid.uuid4().hex[:8]
     names = {
         "input": f"in-{tag}",
@@ -54,10 +53,21 @@ def topics(broker: EmbeddedBroker) -> dict[str, str]:
         "dlq": f"dlq-{tag}",
     }
     create_topics(
-        broker.bootstrap,
-        {names["input"]: 2, names["predictions"]: 1, names["events"]: 1, names["dlq"]: 1},
+        bootstrap,
+        {
+            names["input"]: input_partitions,
+            names["predictions"]: 1,
+            names["events"]: 1,
+            names["dlq"]: 1,
+        },
     )
     return names
+
+
+@pytest.fixture
+def topics(broker: EmbeddedBroker) -> dict[str, str]:
+    """Fresh topic names per test."""
+    return fresh_topics(broker.bootstrap)
 
 
 def send(

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from streamlearn.embedded import EmbeddedBroker, create_topics
+from streamlearn.embedded import EmbeddedBroker
 from tests.integration import conftest as integration
-from tests.integration.conftest import ROOT, Broker, DaemonProcess
+from tests.integration.conftest import ROOT, Broker, DaemonProcess, fresh_topics
 from tests.support.forkserver import ForkServer
 from tests.support.waiting import wait_for
 
@@ -139,23 +139,7 @@ def seq_topics(broker: EmbeddedBroker) -> Callable[[int], dict[str, str]]:
     """Fresh topic names with an input topic of ``partitions`` partitions."""
 
     def make(partitions: int) -> dict[str, str]:
-        tag = uuid.uuid4().hex[:8]
-        names = {
-            "input": f"in-{tag}",
-            "predictions": f"pred-{tag}",
-            "events": f"ev-{tag}",
-            "dlq": f"dlq-{tag}",
-        }
-        create_topics(
-            broker.bootstrap,
-            {
-                names["input"]: partitions,
-                names["predictions"]: 1,
-                names["events"]: 1,
-                names["dlq"]: 1,
-            },
-        )
-        return names
+        return fresh_topics(broker.bootstrap, partitions)
 
     return make
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import threading
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from streamlearn.embedded import create_topics
-from tests.integration.conftest import read_topic
+from tests.integration.conftest import fresh_topics, read_topic
 from tests.reliability.checks import committed_offsets, lineage_gaps, newest
 from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon
 from tests.support.kafkaproxy import ProxiedBroker
@@ -74,22 +72,7 @@ def test_a_missing_predictions_topic_pauses_input_and_defers_checkpoints(
     engine.max_batch predictions past it (no events or dead letters here).
     """
     with ProxiedBroker() as broker:
-        tag = uuid.uuid4().hex[:8]
-        topics = {
-            "input": f"in-{tag}",
-            "predictions": f"pred-{tag}",
-            "events": f"ev-{tag}",
-            "dlq": f"dlq-{tag}",
-        }
-        create_topics(
-            broker.bootstrap,
-            {
-                topics["input"]: PARTITIONS,
-                topics["predictions"]: 1,
-                topics["events"]: 1,
-                topics["dlq"]: 1,
-            },
-        )
+        topics = fresh_topics(broker.bootstrap, PARTITIONS)
         assert broker.proxy is not None
         broker.proxy.hide(topics["predictions"])
         seq_log = tmp_path / "applied.log"
