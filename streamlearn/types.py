@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
 #: A label as it arrives on the wire: an integer class, a string class, or a float target.
 Label = int | str | float
@@ -97,3 +98,16 @@ class DriftAlarm:
 
     index: int
     signal: DriftSignal
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedCheckpoint:
+    """A checkpoint as read back, with the newer files that had to be passed over.
+
+    ``state`` holds every key that was saved; a store may add its own (the file store adds
+    ``format`` and ``created_at``).
+    """
+
+    path: Path
+    state: dict[str, Any]
+    skipped: list[Path]  # newer files that were torn or corrupt

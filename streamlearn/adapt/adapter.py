@@ -117,9 +117,9 @@ class Adapter:
         before = report.steps
         for expert_id, rows in rows_by_expert(experts).items():
             member = members[expert_id]
-            module = getattr(member.expert, "module", None)
-            if not isinstance(module, nn.Module):
-                continue  # a user's Expert that is not a torch module: nothing to adapt
+            module = member.expert.module
+            if module is None:
+                continue  # an expert that is not a torch module: nothing to adapt
             steps = report.steps
             self.offer(expert_id, module, x[rows], n_classes, report)
             member.adaptations += report.steps - steps

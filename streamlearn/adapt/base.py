@@ -1,40 +1,23 @@
-"""What every test-time adaptation method offers, and the entropy they all measure.
+"""What every test-time adaptation method shares: the entropy, the statistics pass.
 
-A method adapts one expert's network on unlabeled rows. The adapter owns one method object
-per expert and calls ``begin`` whenever the expert's anchor is taken: after labeled
-learning on the same object (its optimizer state carries over), after a reset on a new one;
-then ``step`` once per gathered batch.
+A method (:class:`streamlearn.protocols.AdaptMethod`, re-exported here) adapts one expert's
+network on unlabeled rows. The adapter owns one method object per expert and calls
+``begin`` whenever the expert's anchor is taken: after labeled learning on the same object
+(its optimizer state carries over), after a reset on a new one; then ``step`` once per
+gathered batch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from streamlearn.models import batch_norms
-from streamlearn.protocols import StateDict
-
-
-class AdaptMethod(Protocol):
-    """A test-time adaptation method for one expert's network.
-
-    It must not touch the module before ``begin`` has named it and its anchor.
-    """
-
-    def begin(self, module: nn.Module, anchor: Mapping[str, Tensor]) -> None:
-        """Start over from ``module`` as it is now; ``anchor`` is its state to restore to."""
-
-    def step(self, module: nn.Module, x: Tensor, keep: Tensor, n_classes: int) -> int:
-        """Adapt on ``x``; only rows where ``keep`` is true may teach. Returns rows used."""
-
-    def state_dict(self) -> StateDict: ...
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+from streamlearn.protocols import AdaptMethod as AdaptMethod  # where it was defined before
 
 
 def normalized_entropy(logits: Tensor, n_classes: int) -> Tensor:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from streamlearn.adapt.base import statistics_mode, update_norm_statistics
 from streamlearn.protocols import StateDict
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import AdaptMethod
 
 
 class CoTTA:
@@ -132,3 +135,9 @@ class CoTTA:
             self.student.load_state_dict(state["student"])
         if self._optimizer is not None and state.get("optimizer") is not None:
             self._optimizer.load_state_dict(state["optimizer"])
+
+
+if TYPE_CHECKING:  # mypy holds CoTTA to AdaptMethod (see streamlearn.protocols)
+
+    def _conforms(method: CoTTA) -> AdaptMethod:
+        return method

@@ -8,12 +8,15 @@ method gains: a shift in the inputs is largely a shift in the statistics.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from streamlearn.adapt.base import update_norm_statistics
 from streamlearn.protocols import StateDict
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import AdaptMethod
 
 
 class NormStats:
@@ -35,3 +38,9 @@ class NormStats:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Stateless beyond the module's own buffers."""
+
+
+if TYPE_CHECKING:  # mypy holds NormStats to AdaptMethod (see streamlearn.protocols)
+
+    def _conforms(method: NormStats) -> AdaptMethod:
+        return method

@@ -12,7 +12,7 @@ what still goes wrong.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,9 @@ from torch import Tensor, nn
 from streamlearn.adapt.base import normalized_entropy, statistics_mode, update_norm_statistics
 from streamlearn.models import norm_affine_parameters
 from streamlearn.protocols import StateDict
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import AdaptMethod
 
 
 class Tent:
@@ -62,3 +65,9 @@ class Tent:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if self._optimizer is not None and state.get("optimizer") is not None:
             self._optimizer.load_state_dict(state["optimizer"])
+
+
+if TYPE_CHECKING:  # mypy holds Tent to AdaptMethod (see streamlearn.protocols)
+
+    def _conforms(method: Tent) -> AdaptMethod:
+        return method

@@ -1,6 +1,7 @@
 """Durable, atomic, checksummed checkpoints of the whole learning state."""
 
 from streamlearn.checkpoint.format import decode, encode
-from streamlearn.checkpoint.store import FileCheckpointStore, LoadedCheckpoint
+from streamlearn.checkpoint.store import FileCheckpointStore
+from streamlearn.types import LoadedCheckpoint
 
 __all__ = ["FileCheckpointStore", "LoadedCheckpoint", "decode", "encode"]

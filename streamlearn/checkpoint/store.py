@@ -17,26 +17,20 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamlearn.checkpoint.format import FORMAT_VERSION, decode, encode
 from streamlearn.errors import CheckpointError
 from streamlearn.logging import get_logger
+from streamlearn.types import LoadedCheckpoint
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import CheckpointStore
 
 log = get_logger(__name__)
 
 _NAME = re.compile(r"^ckpt-(\d{12})\.slck$")
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedCheckpoint:
-    """A checkpoint as read back, with the newer files that had to be passed over."""
-
-    path: Path
-    state: dict[str, Any]
-    skipped: list[Path]  # newer files that were torn or corrupt
 
 
 class FileCheckpointStore:
@@ -113,6 +107,12 @@ class FileCheckpointStore:
     def _prune(self) -> None:
         for path in self.files()[: -self.keep]:
             path.unlink(missing_ok=True)
+
+
+if TYPE_CHECKING:  # mypy holds FileCheckpointStore to CheckpointStore (see streamlearn.protocols)
+
+    def _conforms(store: FileCheckpointStore) -> CheckpointStore:
+        return store
 
 
 def load_file(path: Path) -> dict[str, Any]:

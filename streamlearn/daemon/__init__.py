@@ -9,7 +9,6 @@
 """
 
 from streamlearn.daemon.endpoints import (
-    ManagedSource,
     SinkFactory,
     SnapshotPublisher,
     SourceFactory,
@@ -19,7 +18,6 @@ from streamlearn.daemon.loop import Daemon, kafka_daemon
 
 __all__ = [
     "Daemon",
-    "ManagedSource",
     "Progress",
     "SinkFactory",
     "SnapshotPublisher",

@@ -45,6 +45,7 @@ from streamlearn.daemon.endpoints import Endpoints
 from streamlearn.engine import Engine
 from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
+from streamlearn.protocols import CheckpointStore
 from streamlearn.settings import Settings
 from streamlearn.types import DecodedRecord, Offsets, Record, TopicPartition
 
@@ -72,7 +73,7 @@ class Checkpointer:
         self.buffer = buffer
         self.endpoints = endpoints
         self.publish_snapshot = publish_snapshot
-        self.store = (
+        self.store: CheckpointStore | None = (
             FileCheckpointStore(
                 settings.checkpoint.dir,
                 settings.checkpoint.keep,

@@ -14,18 +14,8 @@ from streamlearn.engine import Engine
 from streamlearn.metrics import Metrics
 from streamlearn.protocols import Sink, Source
 from streamlearn.sources.base import AssignmentListener
-from streamlearn.types import Offsets, TopicPartition
 
-
-class ManagedSource(Source, Protocol):
-    """A source the daemon also asks about positions and closes with a final commit."""
-
-    def highwater(self, tp: TopicPartition) -> int | None: ...
-    def committed(self, tp: TopicPartition) -> tuple[int, str] | None: ...
-    def close(self, commit: Offsets | None = None) -> None: ...
-
-
-SourceFactory = Callable[[AssignmentListener], ManagedSource]
+SourceFactory = Callable[[AssignmentListener], Source]
 SinkFactory = Callable[[Metrics], Sink]
 
 
@@ -39,5 +29,5 @@ class SnapshotPublisher(Protocol):
 class Endpoints:
     """The source and the sink the daemon is connected to; ``None`` while it is not."""
 
-    source: ManagedSource | None = None
+    source: Source | None = None
     sink: Sink | None = None

@@ -15,13 +15,11 @@ from kafka.errors import KafkaError
 from structlog.contextvars import bound_contextvars
 
 from streamlearn.buffer import InputBuffer
-from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.state import CheckpointState, check_compatible
 from streamlearn.codecs import Codec
 from streamlearn.daemon.checkpointer import Checkpointer
 from streamlearn.daemon.endpoints import (
     Endpoints,
-    ManagedSource,
     SinkFactory,
     SnapshotPublisher,
     SourceFactory,
@@ -34,7 +32,7 @@ from streamlearn.experts.member import PoolEvent
 from streamlearn.history import EventHistory
 from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
-from streamlearn.protocols import Sink
+from streamlearn.protocols import CheckpointStore, Sink, Source
 from streamlearn.serve.inbox import HTTP_RECORD, Inbox
 from streamlearn.serve.snapshot import SnapshotBoard
 from streamlearn.settings import Settings
@@ -125,7 +123,7 @@ class Daemon:
     # -- the parts' state, where callers have always found it ------------------------------
 
     @property
-    def source(self) -> ManagedSource | None:
+    def source(self) -> Source | None:
         return self.endpoints.source
 
     @property
@@ -133,7 +131,7 @@ class Daemon:
         return self.endpoints.sink
 
     @property
-    def store(self) -> FileCheckpointStore | None:
+    def store(self) -> CheckpointStore | None:
         return self.checkpointer.store
 
     @property

@@ -24,7 +24,7 @@ with W the cumulative sum of the increments, so a micro-batch costs a few numpy 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from streamlearn.drift.base import DRIFT, BaseDetector, Floats, Signals
 from streamlearn.drift.calibration import cusum_threshold
 from streamlearn.protocols import StateDict
 from streamlearn.types import DriftSignal
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import DriftDetector
 
 Direction = Literal["up", "both"]
 
@@ -121,3 +124,9 @@ def _lindley(start: Floats, increments: Floats) -> Floats:
     floor = np.minimum(np.minimum.accumulate(walk, axis=1), -start)
     result: Floats = walk - floor
     return result
+
+
+if TYPE_CHECKING:  # mypy holds Cusum to DriftDetector (see streamlearn.protocols)
+
+    def _conforms(detector: Cusum) -> DriftDetector:
+        return detector

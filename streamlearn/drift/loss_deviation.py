@@ -19,12 +19,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamlearn.drift.base import MIN_SPREAD, BaseDetector
 from streamlearn.drift.calibration import window_z_threshold
 from streamlearn.protocols import StateDict
 from streamlearn.types import DriftSignal
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import DriftDetector
 
 
 class LossDeviation(BaseDetector):
@@ -104,3 +107,9 @@ class LossDeviation(BaseDetector):
         self.recent_sum = float(state["recent_sum"])
         self.ref_mean, self.ref_var = float(state["ref_mean"]), float(state["ref_var"])
         self.z = float(state["z"])
+
+
+if TYPE_CHECKING:  # mypy holds LossDeviation to DriftDetector (see streamlearn.protocols)
+
+    def _conforms(detector: LossDeviation) -> DriftDetector:
+        return detector

@@ -15,7 +15,7 @@ alarm (a falling loss is an expert improving). The threshold is calibrated like 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from streamlearn.drift.base import DRIFT, BaseDetector, Floats, Signals
 from streamlearn.drift.calibration import cusum_threshold
 from streamlearn.protocols import StateDict
 from streamlearn.types import DriftSignal
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import DriftDetector
 
 
 class PageHinkley(BaseDetector):
@@ -96,3 +99,9 @@ class PageHinkley(BaseDetector):
         self.count = int(state["count"])
         self.total, self.m = float(state["total"]), float(state["m"])
         self.m_min = float(state["m_min"])
+
+
+if TYPE_CHECKING:  # mypy holds PageHinkley to DriftDetector (see streamlearn.protocols)
+
+    def _conforms(detector: PageHinkley) -> DriftDetector:
+        return detector

@@ -26,6 +26,8 @@ from streamlearn.types import DriftSignal
 if TYPE_CHECKING:
     from river import drift
 
+    from streamlearn.protocols import DriftDetector
+
 # river is imported where a detector is built: `import river.drift` pulls in scikit-learn
 # and SciPy (1.2 s of a learner's start) for daemons that use cusum, the default.
 
@@ -92,3 +94,9 @@ class Kswin(RiverDetector):
         from river import drift
 
         return drift.KSWIN(**self.params)
+
+
+if TYPE_CHECKING:  # mypy holds Adwin and Kswin to DriftDetector (see streamlearn.protocols)
+
+    def _conforms(adwin: Adwin, kswin: Kswin) -> list[DriftDetector]:
+        return [adwin, kswin]

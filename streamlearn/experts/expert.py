@@ -9,13 +9,14 @@ gradient skips it, non-finite weights after it are put back (``skipped`` says wh
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
 from streamlearn.errors import ModelError
 from streamlearn.experts.guard import StepGuard
+from streamlearn.extensions import require_members
 from streamlearn.models import ImageCnn, build_mlp, load_factory, training
 from streamlearn.protocols import Expert, StateDict
 from streamlearn.settings import ModelSettings
@@ -24,7 +25,8 @@ from streamlearn.settings import ModelSettings
 class NeuralExpert:
     """A network, its optimizer and its loss: the model one regime is learned into.
 
-    Every step goes through its ``StepGuard``, so a non-finite step is never kept.
+    Every step goes through its ``StepGuard``, so a non-finite step is never kept;
+    ``skipped`` says why the last one was not (the Expert protocol's accessor).
     """
 
     def __init__(
@@ -33,7 +35,7 @@ class NeuralExpert:
         optimizer: torch.optim.Optimizer,
         task: Literal["classification", "regression"],
     ) -> None:
-        self.module = module
+        self.module: nn.Module = module  # the Expert protocol's accessor: what TTA adapts
         self.optimizer = optimizer
         self.task = task
         self.n_seen = 0  # classes seen so far: outputs [0, n_seen) take part in the loss
@@ -73,6 +75,12 @@ class NeuralExpert:
         self.guard.reset()
 
 
+_NOT_AN_EXPERT = (
+    "Add them, or return a torch.nn.Module: it is wrapped into a NeuralExpert with the "
+    "configured optimizer (docs/extending.md)."
+)
+
+
 def build_expert(
     settings: ModelSettings, n_features: int, device: torch.device, seed: int | None = None
 ) -> Expert:
@@ -96,11 +104,18 @@ def build_network(
             n_features=n_features, n_outputs=n_outputs, settings=settings
         )
         if not isinstance(built, nn.Module):
-            if not all(hasattr(built, m) for m in ("predict", "learn", "state_dict")):
-                raise ModelError("model.factory: must return a torch.nn.Module or an Expert")
+            # Checked here, when it is built: a member missing would otherwise surface as an
+            # AttributeError in the middle of the stream.
+            require_members(built, Expert, "model.factory", ModelError, _NOT_AN_EXPERT)
             return cast(Expert, built)
         return built
     return _build_module(settings, n_features, n_outputs)
+
+
+if TYPE_CHECKING:  # mypy holds NeuralExpert to Expert (see streamlearn.protocols)
+
+    def _conforms(expert: NeuralExpert) -> Expert:
+        return expert
 
 
 def _build_module(settings: ModelSettings, n_features: int, n_outputs: int) -> nn.Module:

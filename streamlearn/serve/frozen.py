@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from streamlearn.experts.expert import NeuralExpert, build_network
+from streamlearn.experts.expert import build_network
 from streamlearn.experts.selector import FrozenRouter
 from streamlearn.models import build_mlp
 from streamlearn.predictor import Forward, Predictor, fixed_route
 from streamlearn.preprocess import RunningStandardizer
-from streamlearn.protocols import StateDict
+from streamlearn.protocols import Expert, StateDict
 from streamlearn.serve.snapshot import ExpertInfo, Snapshot
 from streamlearn.settings import ExpertsSettings, ModelSettings
 
@@ -77,15 +77,16 @@ def expert_stamp(member: Member) -> str:
     return f"{member.steps}.{member.adaptations}"
 
 
-def expert_weights(expert: object) -> StateDict:
-    """What serving needs of one expert: a network's weights, or a custom expert's state."""
-    if isinstance(expert, NeuralExpert):
+def expert_weights(expert: Expert) -> StateDict:
+    """What serving needs of one expert: its network's weights (the Expert protocol's
+    ``module``: serving runs its forward pass), or, without one, the expert's state."""
+    module = expert.module
+    if module is not None:
         return {
             "kind": "module",
-            "state": {k: v.detach().clone() for k, v in expert.module.state_dict().items()},
+            "state": {k: v.detach().clone() for k, v in module.state_dict().items()},
         }
-    state = expert.state_dict()  # type: ignore[attr-defined]
-    return {"kind": "expert", "state": copy.deepcopy(state)}
+    return {"kind": "expert", "state": copy.deepcopy(expert.state_dict())}
 
 
 def expert_infos(pool: ExpertPool) -> tuple[ExpertInfo, ...]:
@@ -159,11 +160,13 @@ class Assembler:
         # Building seeds torch's global generator: keep the caller's (a learner's) intact.
         with torch.random.fork_rng(devices=[]):
             built = build_network(self.model, n_features)
-        if weights["kind"] == "module" and isinstance(built, nn.Module):
-            return self._frozen_module(built, weights["state"])
-        expert: Any = built
-        expert.load_state_dict(weights["state"])
-        predict: Forward = expert.predict  # the conformance checks: predict never mutates
+        if weights["kind"] == "module":
+            module = built if isinstance(built, nn.Module) else built.module
+            assert module is not None, "an expert with weights must build with a module"
+            return self._frozen_module(module, weights["state"])
+        assert not isinstance(built, nn.Module)
+        built.load_state_dict(weights["state"])
+        predict: Forward = built.predict  # the conformance checks: predict never mutates
         return predict
 
     def _frozen_module(self, module: nn.Module, state: StateDict) -> Forward:

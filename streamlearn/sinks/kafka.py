@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
@@ -32,6 +32,9 @@ from streamlearn.settings import KafkaSettings
 from streamlearn.sinks.messages import dead_letter_headers, event_message, prediction_message
 from streamlearn.sources.connect import BOOTSTRAP_TIMEOUT_MS, closing_on_failure
 from streamlearn.types import DeadLetter, Prediction
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import Sink
 
 log = get_logger(__name__)
 
@@ -180,6 +183,12 @@ class KafkaSink:
     def _drop(self, topic: str, reason: str, detail: str) -> None:
         self._metrics.outputs_dropped.labels(topic=topic, reason=reason).inc()
         log.error("output_dropped", topic=topic, reason=reason, detail=detail)
+
+
+if TYPE_CHECKING:  # mypy holds KafkaSink to Sink (see streamlearn.protocols)
+
+    def _conforms(sink: KafkaSink) -> Sink:
+        return sink
 
 
 def _size(message: _Message) -> int:

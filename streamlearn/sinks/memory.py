@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamlearn.types import DeadLetter, Prediction
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import Sink
 
 
 class MemorySink:
@@ -37,3 +40,9 @@ class MemorySink:
 
     def close(self) -> None:
         pass
+
+
+if TYPE_CHECKING:  # mypy holds MemorySink to Sink (see streamlearn.protocols)
+
+    def _conforms(sink: MemorySink) -> Sink:
+        return sink

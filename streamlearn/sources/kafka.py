@@ -11,7 +11,7 @@ would wait on the very thread that runs it), which is why commits from it are as
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kafka import KafkaConsumer, OffsetAndMetadata
 from kafka import TopicPartition as KafkaTP
@@ -23,6 +23,9 @@ from streamlearn.settings import KafkaSettings
 from streamlearn.sources.base import AssignmentListener
 from streamlearn.sources.connect import BOOTSTRAP_TIMEOUT_MS, closing_on_failure
 from streamlearn.types import Offsets, Record, TopicPartition
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import Source
 
 log = get_logger(__name__)
 
@@ -152,3 +155,9 @@ def _kafka_offsets(positions: Offsets, metadata: str) -> dict[KafkaTP, OffsetAnd
 def _log_commit(offsets: Any, response: Any) -> None:
     if isinstance(response, Exception):
         log.warning("commit_failed", error=str(response))
+
+
+if TYPE_CHECKING:  # mypy holds KafkaSource to Source (see streamlearn.protocols)
+
+    def _conforms(source: KafkaSource) -> Source:
+        return source

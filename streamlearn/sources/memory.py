@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from streamlearn.sources.base import AssignmentListener
 from streamlearn.types import Offsets, Record, TopicPartition
+
+if TYPE_CHECKING:
+    from streamlearn.protocols import Source
 
 
 class MemorySource:
@@ -25,6 +29,7 @@ class MemorySource:
         self.committed_offsets: Offsets = {}
         self.commit_metadata: dict[TopicPartition, str] = {}
         self.paused = False
+        self._metadata = ""  # close() commits under the last commit's, as Kafka's does
         self._listener = listener
         self._assigned = False
 
@@ -48,6 +53,7 @@ class MemorySource:
         self.positions.update(positions)
 
     def commit(self, positions: Offsets, metadata: str = "") -> None:
+        self._metadata = metadata
         self.committed_offsets.update(positions)
         self.commit_metadata.update(dict.fromkeys(positions, metadata))
 
@@ -67,7 +73,13 @@ class MemorySource:
 
     def close(self, commit: Offsets | None = None) -> None:
         if commit:
-            self.commit(commit)
+            self.commit(commit, self._metadata)
 
     def exhausted(self) -> bool:
         return all(self.positions[tp] >= len(log) for tp, log in self.logs.items())
+
+
+if TYPE_CHECKING:  # mypy holds MemorySource to Source (see streamlearn.protocols)
+
+    def _conforms(source: MemorySource) -> Source:
+        return source

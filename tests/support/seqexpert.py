@@ -17,6 +17,13 @@ from torch import Tensor
 
 
 class SequenceCheckExpert:
+    """Logs every update it applies; its state is what a lineage learned, key by key."""
+
+    # The Expert protocol's accessors: no torch module (never adapted, served by predict),
+    # no guard of its own (every learn step goes through).
+    module = None
+    skipped = None
+
     def __init__(self, log_path: str) -> None:
         self.last_seq: dict[int, int] = {}
         self.count: dict[int, int] = {}

@@ -40,6 +40,13 @@ MAX_VIOLATIONS = 1_000
 
 
 class LineageExpert:
+    """Like SequenceCheckExpert, with the spans and violations of its lineage in its state."""
+
+    # The Expert protocol's accessors: no torch module (never adapted, served by predict),
+    # no guard of its own (every learn step goes through).
+    module = None
+    skipped = None
+
     def __init__(self, log_path: str | None = None, sleep_s: float = 0.0) -> None:
         self.last_seq: dict[int, int] = {}
         self.count: dict[int, int] = {}

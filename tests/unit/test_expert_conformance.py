@@ -40,6 +40,8 @@ def test_a_broken_expert_is_named_by_the_checks() -> None:
             inner = build_expert(ModelSettings(), 8, torch.device("cpu"), seed=3)
             assert isinstance(inner, NeuralExpert)
             self.inner = inner
+            self.module = inner.module
+            self.skipped: str | None = None
 
         def predict(self, x: torch.Tensor) -> torch.Tensor:
             return self.inner.predict(x)

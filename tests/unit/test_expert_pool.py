@@ -180,6 +180,9 @@ def test_hold_returns_the_losses_of_the_expert_leading_after_the_batch() -> None
     from streamlearn.experts.pool import ExpertPool
 
     class Constant:  # predicts its seed; the scripted loss function does the rest
+        module = None
+        skipped = None
+
         def __init__(self, seed: int) -> None:
             self.seed = seed
 
