@@ -27,6 +27,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from streamlearn.errors import SettingsError
+from streamlearn.extensions import is_spec
 from streamlearn.settings_env import merge, read_environment
 
 
@@ -355,11 +356,26 @@ class KswinSettings(Section):
         return self
 
 
+# Built-in drift detectors (streamlearn.drift.registry builds them) and adaptation methods.
+DETECTOR_NAMES = ("cusum", "page_hinkley", "loss_deviation", "adwin", "kswin")
+ADAPT_METHODS = ("auto", "none", "norm", "tent", "cotta")
+
+
+def _builtin_or_user_code(value: str, builtin: tuple[str, ...]) -> str:
+    # Only the form is checked here: importing user code (and torch with it) is left to
+    # whoever builds it, not to the supervisor that validates settings.
+    if value in builtin or is_spec(value):
+        return value
+    raise ValueError(f"one of {', '.join(builtin)}, or 'package.module:name' for your own")
+
+
 class DriftSettings(Section):
     """Which drift detector runs, what it is fed, and its false-alarm rate."""
 
     enabled: bool = True
-    detector: Literal["cusum", "page_hinkley", "loss_deviation", "adwin", "kswin"] = "cusum"
+    # A built-in detector, or "package.module:name" called as name(settings=<this section>)
+    # for each expert, returning a streamlearn.protocols.DriftDetector (docs/extending.md).
+    detector: str = "cusum"
     # What each labeled sample feeds the detector: its loss, or 1/0 for wrong/right
     # (classification only).
     signal: Literal["loss", "error"] = "loss"
@@ -394,6 +410,11 @@ class DriftSettings(Section):
         if k is not None:
             cusum_threshold(k, arl_from_rate(self.false_alarms_per_100k), self.warmup)
         return self
+
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, value: str) -> str:
+        return _builtin_or_user_code(value, DETECTOR_NAMES)
 
 
 class SelectorSettings(Section):
@@ -482,8 +503,10 @@ class AdaptSettings(Section):
     # random share of weights restored to the last labeled state each step. "auto" is cotta
     # for a classifier and norm for a regressor (entropy needs classes) when the network has
     # batch norm (model.norm: batch), else none: on a network without it adaptation
-    # measured no gain and costs most of the unlabeled throughput.
-    method: Literal["auto", "none", "norm", "tent", "cotta"] = "auto"
+    # measured no gain and costs most of the unlabeled throughput. "package.module:name":
+    # your own, called as name(settings=<this section>, generator=<torch.Generator>) per
+    # expert, returning a streamlearn.protocols.AdaptMethod (docs/extending.md).
+    method: str = "auto"
     # Adapt on served infer requests too (their rows reach the learner, bounded and lossy).
     on_requests: bool = False
     # Unlabeled samples gathered per expert before one adaptation step: normalization
@@ -509,6 +532,11 @@ class AdaptSettings(Section):
     noise_sd: float = Field(0.05, ge=0)  # augmentation noise, in units of the model input
     feature_dropout: float = Field(0.1, ge=0, lt=1)
     guards: GuardSettings = Field(default_factory=GuardSettings)
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str) -> str:
+        return _builtin_or_user_code(value, ADAPT_METHODS)
 
     @field_validator("memory")
     @classmethod

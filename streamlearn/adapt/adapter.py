@@ -8,11 +8,20 @@ same weights in two directions at once. Every guard reset returns the expert to 
 Rows are gathered per expert until ``adapt.batch_size`` of them are waiting. They then
 enter the expert's class-balanced memory (``memory.py``), and one step adapts on the
 memory, not on the new rows alone. Waiting rows are checkpointed with the rest.
+
+The method is a built-in one (:data:`METHODS`) or a user's, ``adapt.method:
+"package.module:name"``: a class or function called as ``name(settings=<the adapt
+section>, generator=<the adapter's torch.Generator>)`` that returns an
+:class:`~streamlearn.protocols.AdaptMethod`. Like the built-in ones it is called once per
+expert and again after every guard reset (a fresh method: optimizer state from before a
+collapse goes too); its randomness should come from ``generator``, which is seeded and
+checkpointed, so runs replay. It is loaded, and one is built and checked, when the adapter
+is made.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +37,7 @@ from streamlearn.adapt.norm import NormStats
 from streamlearn.adapt.tent import Tent
 from streamlearn.experts.member import Member
 from streamlearn.experts.selector import rows_by_expert
+from streamlearn.extensions import build_checked, is_spec, load_object
 from streamlearn.protocols import StateDict
 from streamlearn.settings import AdaptSettings
 
@@ -76,12 +86,13 @@ class Adapter:
         seed: int,
         image_shape: Sequence[int] | None = None,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"adapt.method: {method!r} is not one of {METHODS}")
+        if method not in METHODS and not is_spec(method):
+            raise ValueError(f"adapt.method: {method!r} is not one of {METHODS} nor 'module:name'")
         self.settings = settings
         self.method = method
         self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self._user = None if method in METHODS else _user_method(method, settings, seed)
         self.augment = Augmenter(settings, image_shape, self.generator)
         self.experts: dict[str, _Expertise] = {}
 
@@ -232,6 +243,9 @@ class Adapter:
 
     def _method(self) -> AdaptMethod:
         s = self.settings
+        if self._user is not None:
+            method: AdaptMethod = self._user(settings=s, generator=self.generator)
+            return method
         if self.method == "norm":
             return NormStats(s.norm_momentum)
         if self.method == "tent":
@@ -284,6 +298,15 @@ class Adapter:
                 expertise.method.begin(module, expertise.anchor)
                 expertise.method.load_state_dict(saved["method"])
             expertise.guard.load_state_dict(saved["guard"])
+
+
+def _user_method(spec: str, settings: AdaptSettings, seed: int) -> Callable[..., Any]:
+    """The user's method factory, once one method it built has every member."""
+    make = load_object(spec, "adapt.method")
+    # A generator of its own: the check must not move the adapter's random stream.
+    generator = torch.Generator().manual_seed(seed)
+    build_checked(make, AdaptMethod, "adapt.method", settings=settings, generator=generator)
+    return make
 
 
 def _tensor_bytes(value: Any) -> int:

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from streamlearn.drift.base import BaseDetector
-from streamlearn.drift.registry import build_detector
+from streamlearn.drift.registry import detector_factory
 from streamlearn.logging import get_logger
-from streamlearn.protocols import StateDict
+from streamlearn.protocols import DriftDetector, StateDict
 from streamlearn.settings import DriftSettings
 from streamlearn.types import DriftSignal
 
@@ -45,16 +44,18 @@ class DriftEvent:
 class DriftMonitor:
     """One detector per expert, created on first sight, fed the losses from before each step.
 
-    It reports; what a drift means for the pool is decided elsewhere.
+    It reports; what a drift means for the pool is decided elsewhere. A user's detector
+    (``drift.detector: "package.module:name"``) is loaded and checked when it is made.
     """
 
     def __init__(self, settings: DriftSettings) -> None:
         self.settings = settings
-        self.detectors: dict[str, BaseDetector] = {}
+        self._make = detector_factory(settings)
+        self.detectors: dict[str, DriftDetector] = {}
 
-    def detector(self, expert: str) -> BaseDetector:
+    def detector(self, expert: str) -> DriftDetector:
         if expert not in self.detectors:
-            self.detectors[expert] = build_detector(self.settings)
+            self.detectors[expert] = self._make()
         return self.detectors[expert]
 
     def observe(

@@ -4,6 +4,7 @@ import math
 
 import torch
 
+from streamlearn.drift.base import BaseDetector
 from streamlearn.drift.monitor import DriftMonitor
 from streamlearn.settings import DriftSettings
 from streamlearn.types import DriftSignal
@@ -24,8 +25,10 @@ def test_non_finite_losses_are_left_out_and_positions_kept() -> None:
     values[:3] = torch.tensor([math.nan, math.inf, -math.inf])  # ... after a diverged step
     (drift,) = [e for e in m.observe("0", values, 600, 2) if e.kind == "drift"]
     assert drift.sample == 610  # on the stream, the three skipped values counted (not 607)
-    assert math.isfinite(m.detector("0").statistic)
-    assert math.isfinite(m.detector("0").mu)
+    detector = m.detector("0")
+    assert isinstance(detector, BaseDetector)  # the monitor holds the protocol
+    assert math.isfinite(detector.statistic)
+    assert math.isfinite(detector.mu)
 
 
 def test_rearm_starts_the_refractory_period_and_a_new_baseline() -> None:
@@ -33,6 +36,7 @@ def test_rearm_starts_the_refractory_period_and_a_new_baseline() -> None:
     m.observe("0", stable(600), 0, 1)
     m.rearm("0")
     detector = m.detector("0")
+    assert isinstance(detector, BaseDetector)  # the monitor holds the protocol
     assert detector.statistic == 0.0 and detector.baseline.n == 0
     shifted = (stable(250, seed=2) + 10.0).tolist()
     assert {detector.update(v) for v in shifted} == {DriftSignal.NONE}  # learned, no alarm
