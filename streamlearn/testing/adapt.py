@@ -16,8 +16,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from streamlearn.adapt.base import AdaptMethod
-from streamlearn.testing.experts import roundtrip
+from streamlearn.protocols import AdaptMethod
+from streamlearn.testing.common import roundtrip
 
 STEPS = 3
 

@@ -5,19 +5,23 @@
 - state survives ``torch.save`` and ``torch.load(weights_only=True)`` and a restored expert
   behaves exactly as the original: checkpoints hold experts as plain state.
 - two experts built alike learn alike: seeded runs must be reproducible.
-- ``learn`` returns one finite loss per sample.
+- ``learn`` returns one finite loss per sample, and ``skipped`` is then None or a reason
+  (a string).
+- ``module``, when not None, is a ``torch.nn.Module`` whose forward pass in eval mode is
+  what ``predict`` returns (squeezed for one output): frozen serving runs that module, and
+  test-time adaptation changes it in place expecting ``predict`` to follow.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
-from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from streamlearn.protocols import Expert
+from streamlearn.testing.common import roundtrip as roundtrip
+from streamlearn.testing.common import same
 
 STEPS = 5  # learning steps each check takes: enough for optimizer state to exist
 
@@ -28,6 +32,7 @@ def check_expert(make: Callable[[], Expert], x: Tensor, y: Tensor) -> None:
     ``x``: a batch of inputs; ``y``: its targets (class indices or values).
     """
     _losses_are_per_sample(make(), x, y)
+    _module_is_what_predict_runs(make(), x, y)
     _predict_never_mutates(make(), x, y)
     _state_round_trips(make, x, y)
     _seeded_runs_agree(make, x, y)
@@ -39,6 +44,26 @@ def _losses_are_per_sample(expert: Expert, x: Tensor, y: Tensor) -> None:
         f"learn: {tuple(losses.shape)} losses for {x.shape[0]} samples"
     )
     assert bool(losses.isfinite().all()), "learn: non-finite loss"
+    assert expert.skipped is None or isinstance(expert.skipped, str), (
+        f"skipped: {expert.skipped!r} after learn, not None or a reason"
+    )
+
+
+def _module_is_what_predict_runs(expert: Expert, x: Tensor, y: Tensor) -> None:
+    _train(expert, x, y)
+    module = expert.module
+    if module is None:
+        return
+    assert isinstance(module, nn.Module), f"module: a {type(module).__name__}, not nn.Module"
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        out: Tensor = module(x)
+    module.train(was_training)
+    predicted = expert.predict(x)
+    if out.shape != predicted.shape and out.shape[-1:] == (1,):
+        out = out.squeeze(-1)
+    assert torch.equal(out, predicted), "module: its forward pass is not what predict returns"
 
 
 def _predict_never_mutates(expert: Expert, x: Tensor, y: Tensor) -> None:
@@ -47,7 +72,7 @@ def _predict_never_mutates(expert: Expert, x: Tensor, y: Tensor) -> None:
     first = expert.predict(x)
     second = expert.predict(x)
     assert torch.equal(first, second), "predict: two calls gave different outputs"
-    assert _same(before, expert.state_dict()), "predict: changed the expert's state"
+    assert same(before, expert.state_dict()), "predict: changed the expert's state"
 
 
 def _state_round_trips(make: Callable[[], Expert], x: Tensor, y: Tensor) -> None:
@@ -74,26 +99,3 @@ def _seeded_runs_agree(make: Callable[[], Expert], x: Tensor, y: Tensor) -> None
 
 def _train(expert: Expert, x: Tensor, y: Tensor) -> Tensor:
     return torch.stack([expert.learn(x, y) for _ in range(STEPS)])
-
-
-def roundtrip(state: dict[str, Any]) -> Any:
-    """``state`` through ``torch.save`` and ``torch.load(weights_only=True)``: what a
-    checkpoint does to it."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, Tensor):
-        return isinstance(b, Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list | tuple):
-        return (
-            isinstance(b, list | tuple)
-            and len(a) == len(b)
-            and all(_same(p, q) for p, q in zip(a, b, strict=True))
-        )
-    return bool(a == b)

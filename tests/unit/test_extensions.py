@@ -40,10 +40,10 @@ def test_the_settings_name_every_built_in_detector_and_method() -> None:
 @pytest.mark.parametrize("section, key", [("drift", "detector"), ("adapt", "method")])
 def test_settings_take_user_code_and_refuse_other_names(section: str, key: str) -> None:
     spec = "tests.support.plugins:whatever"
-    loaded = load_settings(**{section: {key: spec}})
+    loaded = load_settings(None, **{section: {key: spec}})
     assert getattr(getattr(loaded, section), key) == spec  # only the form is checked here
     with pytest.raises(SettingsError, match=rf"{section}\.{key}: .*'package\.module:name'"):
-        load_settings(**{section: {key: "no such thing"}})
+        load_settings(None, **{section: {key: "no such thing"}})
 
 
 def test_protocol_members_are_its_methods_and_properties() -> None:
