@@ -13,6 +13,14 @@ refused on the way in, labeled rows whose loss is not finite (an output that ove
 refused before they are scored or learned (``non_finite``), and each expert's step is
 guarded (``experts/guard.py``). The engine owns no I/O; the daemon feeds it and publishes
 what it returns.
+
+The engine orchestrates; the expert pool decides. Each labeled batch, answered and scored,
+is one ``ExpertPool.step``: the pool learns it, or holds it while a decision is open and
+closes the decision itself once its window is full (``experts/pool.py``). What the step did
+(a ``PoolStep``) reaches the parts the engine owns: the optimizer steps move the model
+version, a closed decision's events retire or re-arm drift detectors and adaptation state,
+learned rows move adaptation anchors. Only a learned batch's losses (or errors) feed the
+active expert's detector, and a drift there opens the pool's next decision.
 """
 
 from __future__ import annotations
@@ -29,8 +37,9 @@ from streamlearn.adapt import Adapter, AdaptReport
 from streamlearn.admission import Admission, Admitted, Rejection, infer_width
 from streamlearn.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.errors import ModelError
+from streamlearn.experts.decision import PoolStep
 from streamlearn.experts.expert import build_expert, resolve_device
-from streamlearn.experts.guard import bad_rows, finite_or
+from streamlearn.experts.guard import bad_rows
 from streamlearn.experts.member import PoolEvent
 from streamlearn.experts.pool import ExpertPool
 from streamlearn.logging import get_logger
@@ -118,7 +127,7 @@ class Engine:
     @property
     def expert(self) -> Expert | None:
         """The active expert: the one learning now."""
-        return self.pool.active.expert if self.pool is not None else None
+        return self.pool.active_expert if self.pool is not None else None
 
     def _build(self, n_features: int) -> None:
         if self.settings.feature_count() is None and n_features > self.settings.max_features:
@@ -128,6 +137,10 @@ class Engine:
                 f"{self.settings.max_features}: raise it, or set model.n_features"
             )
         self.n_features = n_features
+        if self.settings.standardize:
+            self.scaler = RunningStandardizer(n_features)
+            if not self.is_classifier:
+                self.target_scaler = RunningStandardizer(1)
         experts = self.experts_settings
         if not experts.enabled:
             experts = experts.model_copy(update={"max_experts": 1})
@@ -138,14 +151,12 @@ class Engine:
             n_features,
             self.device,
             self.settings.seed,
-            self._scale,
+            self.scaler,
+            # Held samples are relearned in steps no bigger than a live batch's.
+            self.engine_settings.max_batch,
         )
-        if self.settings.standardize:
-            self.scaler = RunningStandardizer(n_features)
-            if not self.is_classifier:
-                self.target_scaler = RunningStandardizer(1)
-        module = getattr(self.pool.active.expert, "module", None)
-        has_batch_norm = isinstance(module, nn.Module) and bool(batch_norms(module))
+        module = self.pool.active_expert.module
+        has_batch_norm = module is not None and bool(batch_norms(module))
         self.adapt_method = self.adapt_settings.method_for(self.settings.task, has_batch_norm)
         if self.adapt_method == "norm" and not has_batch_norm:
             log.warning(
@@ -265,19 +276,15 @@ class Engine:
             answerers = [answerers[r] for r in rows]
             y_values = [y_values[r] for r in rows]
         if self.is_classifier:
-            self._credit(answerers, errors == 0)
+            self.pool.credit(answerers, errors == 0)
             result.correct = int((errors == 0).sum())
         position = self.samples_learned
-        if self.pool.deciding:
-            losses = finite_or(self.pool.hold(x_test, x_train, raw, y), scored)
-            if self.pool.decision_due:
-                self._decide(position + len(y_values), result)
-        else:
-            # The step's own losses (on x_train) feed the scores and the detector; the pool
-            # puts the scored ones (finite, checked above) in place of any non-finite one.
-            losses = self._pool_learn(x_train, y, raw, position, scored)
-            self._watch(errors if self._watch_errors else losses, position, result)
-            self.version += 1
+        outcome = self.pool.step(x_test, x_train, raw, y, scored, position)
+        self._follow(outcome, result)
+        if not outcome.held:
+            self._watch(errors if self._watch_errors else outcome.losses, position, result)
+        self.version += outcome.steps  # after the watch: its events name the version before
+        losses = outcome.losses
         self.stats.update(losses.cpu(), **quality)
         self.samples_learned += len(y_values)
         self.last_learned_at = time.time()
@@ -302,17 +309,6 @@ class Engine:
         abs_error = (pred - y_raw).abs().squeeze(1)
         return y_scaled.squeeze(1).to(self.device), abs_error, {"abs_error": abs_error}
 
-    def _credit(self, answerers: list[str], correct: Tensor) -> None:
-        """Each expert's prequential accuracy counts the answers it gave."""
-        assert self.pool is not None
-        first = answerers[0]
-        if all(a == first for a in answerers):
-            self.pool.members[first].scored(correct)
-            return
-        for expert in dict.fromkeys(answerers):
-            rows = [i for i, a in enumerate(answerers) if a == expert]
-            self.pool.members[expert].scored(correct[rows])
-
     def _watch(self, values: Tensor, position: int, result: StepResult) -> None:
         """Feed the active expert's detector; a drift opens the pool's decision."""
         if self.drift is None:
@@ -323,48 +319,32 @@ class Engine:
         if self.experts_settings.enabled and any(e.kind == "drift" for e in events):
             self.pool.begin_decision(position + len(values))
 
-    def _decide(self, position: int, result: StepResult) -> None:
-        """Close the decision, then the chosen expert learns the held samples."""
+    def _follow(self, outcome: PoolStep, result: StepResult) -> None:
+        """What the pool did reaches the parts the engine owns: a closed decision's events
+        retire or re-arm detectors and drop the adaptation state of experts gone; every
+        chunk learned moves its expert's adaptation anchor (in that order, as they happened:
+        the adapter seeds a new expert's state by how many it holds)."""
         assert self.pool is not None
-        events, x, y, raw = self.pool.decide(position)
-        result.pool_events += events
+        result.pool_events += outcome.events
         if self.drift is not None:
-            for event in events:
+            for event in outcome.events:
                 if event.kind in ("prune", "merge"):
                     self.drift.forget(event.expert)
                 elif event.kind == "switch":
                     self.drift.rearm(event.expert)
         if self.adapter is not None:
-            self.adapter.forget(set(self.pool.members))
-        step = self.engine_settings.max_batch
-        for start in range(0, x.shape[0], step):
-            self._pool_learn(
-                x[start : start + step],
-                y[start : start + step],
-                raw[start : start + step],
-                position,
-                None,
-            )
-            self.version += 1
-
-    def _pool_learn(
-        self, x: Tensor, y: Tensor, raw: Tensor, position: int, scored: Tensor | None
-    ) -> Tensor:
-        """The active expert learns; its adaptation anchor moves with it."""
-        assert self.pool is not None
-        losses = self.pool.learn(x, y, raw, position, scored)
-        if self.adapter is not None:
-            self.adapter.labeled(self.pool.active_id, x, y)
-        return losses
+            if outcome.events:
+                self.adapter.forget(self.pool.live_ids())
+            for chunk in outcome.learned:
+                self.adapter.labeled(chunk.expert, chunk.x, chunk.y)
 
     def predictor(self) -> Predictor:
         """The live experts and selector behind the one forward path serving also uses."""
         assert self.pool is not None
-        forwards = {id_: m.expert.predict for id_, m in self.pool.members.items()}
         return Predictor(
             self.settings.task,
             self.labels.labels,
-            forwards,
+            self.pool.forwards(),
             self.pool.route,
             self.device,
             self.scaler,
@@ -422,7 +402,7 @@ class Engine:
             if state.get("pool") is not None:
                 self.pool.load_state_dict(state["pool"])
             else:  # written before the pool existed: one expert, id "0"
-                self.pool.active.expert.load_state_dict(state["expert"])
+                self.pool.active_expert.load_state_dict(state["expert"])
         for name in ("scaler", "target_scaler"):
             part = getattr(self, name)
             if part is not None and state[name] is not None:
@@ -438,10 +418,5 @@ class Engine:
         if self.drift is not None and state.get("drift") is not None:  # absent before drift
             self.drift.load_state_dict(state["drift"])
         if self.adapter is not None and self.pool is not None and state.get("adapt"):
-            modules = {
-                id_: getattr(m.expert, "module", None) for id_, m in self.pool.members.items()
-            }
-            self.adapter.load_state_dict(
-                state["adapt"], {k: v for k, v in modules.items() if isinstance(v, nn.Module)}
-            )
+            self.adapter.load_state_dict(state["adapt"], self.pool.modules())
         torch.set_rng_state(state["rng"])

@@ -1,7 +1,9 @@
 """The expert pool: one active expert learns; after a drift the pool reuses or spawns.
 
 Task identities are never given: the pool infers regimes from losses alone (TAME's idea).
-After the drift monitor alarms on the active expert:
+The engine hands every labeled batch, answered and scored, to :meth:`ExpertPool.step`; the
+pool learns it or holds it and says what happened (:class:`PoolStep`). After the drift
+monitor alarms on the active expert the engine opens a decision (:meth:`begin_decision`):
 
 1. The next ``decision_window`` labeled samples are *held*. Every expert predicts them and
    their losses are summed per expert; the expert leading so far answers them (test first,
@@ -13,10 +15,12 @@ After the drift monitor alarms on the active expert:
    wins halved per ``idle_half_life`` samples idle (``prune``; with ``merge`` its replay
    samples and selector pairs go to its closest expert first). Then a new expert is
    spawned, fresh (seeded by its id) or as a copy of the closest expert.
-4. The chosen expert learns the held samples: nothing is lost to the decision.
+4. In the same step the chosen expert learns the held samples, ``relearn_batch`` rows per
+   optimizer step (no step bigger than a live batch): nothing is lost to the decision.
 
 The pool owns the selector (routing for unlabeled and served samples) and each expert's
-replay buffer, and all of it is in :meth:`state_dict`.
+replay buffer, and all of it is in :meth:`state_dict`. It scales raw inputs (selector pairs,
+replayed regimes) with the :class:`Scaler` it is given: the engine's statistics of now.
 """
 
 from __future__ import annotations
@@ -29,66 +33,30 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from streamlearn.errors import CheckpointError
 from streamlearn.experts.band import LossBand
-from streamlearn.experts.guard import LOSS, finite_or
+from streamlearn.experts.decision import Decision, Learned, PoolStep
+from streamlearn.experts.guard import finite_or
 from streamlearn.experts.member import Member, PoolEvent
 from streamlearn.experts.replay import ReplayBuffer
-from streamlearn.experts.selector import FrozenRouter, Selector
+from streamlearn.experts.selector import FrozenRouter, Scaler, Selector, rows_by_expert, scaled
 from streamlearn.protocols import Expert, StateDict
 from streamlearn.settings import ExpertsSettings
 
-UNGUARDED = "unguarded"  # what a user's own Expert says of its steps: nothing
 ExpertFactory = Callable[[int], Expert]  # seed -> a new expert
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> per-sample losses
-
-
-class Decision:
-    """The samples held after a drift and every expert's summed loss on them."""
-
-    def __init__(self, sample: int, experts: list[str]) -> None:
-        self.sample = sample
-        self.x: list[Tensor] = []
-        self.raw: list[Tensor] = []  # the same inputs unscaled, for the selector
-        self.y: list[Tensor] = []
-        self.loss_sums = dict.fromkeys(experts, 0.0)
-        self.count = 0
-
-    def leader(self, fallback: str) -> str:
-        if not self.count:
-            return fallback
-        return min(self.loss_sums, key=lambda e: (self.loss_sums[e], e != fallback))
-
-    def means(self) -> dict[str, float]:
-        return {e: s / max(self.count, 1) for e, s in self.loss_sums.items()}
-
-    def state_dict(self) -> StateDict:
-        return {
-            "sample": self.sample,
-            "x": torch.cat(self.x).cpu() if self.x else None,
-            "raw": torch.cat(self.raw).cpu() if self.raw else None,
-            "y": torch.cat(self.y).cpu() if self.y else None,
-            "loss_sums": dict(self.loss_sums),
-            "count": self.count,
-        }
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any], device: torch.device) -> Decision:
-        decision = cls(int(state["sample"]), list(state["loss_sums"]))
-        decision.loss_sums = {e: float(v) for e, v in state["loss_sums"].items()}
-        decision.count = int(state["count"])
-        if state["x"] is not None:
-            decision.x, decision.y = [state["x"].to(device)], [state["y"].to(device)]
-            decision.raw = [state["raw"]]
-        return decision
+Forward = Callable[[Tensor], Tensor]  # an expert's predict
+# Rows per relearning step after a decision unless told: engine.max_batch's default.
+RELEARN_BATCH = 32
 
 
 class ExpertPool:
     """The experts, which one is active, and the reuse-or-spawn decision after a drift.
 
-    Owns the selector and the replay buffers; learner thread only.
+    One labeled batch is one :meth:`step`. Owns the selector and the replay buffers;
+    learner thread only.
     """
 
     def __init__(
@@ -99,22 +67,24 @@ class ExpertPool:
         n_features: int,
         device: torch.device,
         seed: int,
-        scale: Callable[[Tensor], Tensor] = lambda x: x,
+        scaler: Scaler | None = None,
+        relearn_batch: int = RELEARN_BATCH,
     ) -> None:
         self.settings = settings
         self.factory = factory
         self.loss_fn = loss_fn
         self.device = device
         self.seed = seed
+        self.relearn_batch = relearn_batch
         self.members: dict[str, Member] = {}
         self.active_id = ""
         self.next_id = 0
         self.decision: Decision | None = None
         # Steps the experts' guards skipped or undone, by reason, since last taken.
         self.skips: Counter[str] = Counter()
-        self.scale = scale  # raw inputs -> the experts' inputs, with today's statistics
+        self.scaler = scaler  # raw inputs -> the experts' inputs, with today's statistics
         self.selector = Selector(
-            settings.selector, n_features, settings.max_experts, device, seed, scale
+            settings.selector, n_features, settings.max_experts, device, seed, scaler
         )
         self.active_id = self._add(self._new_member(0), 0).id
 
@@ -123,12 +93,13 @@ class ExpertPool:
         return self.members[self.active_id]
 
     @property
-    def deciding(self) -> bool:
-        return self.decision is not None
+    def active_expert(self) -> Expert:
+        """The expert learning now."""
+        return self.active.expert
 
     @property
-    def decision_due(self) -> bool:
-        return self.decision is not None and self.decision.count >= self.settings.decision_window
+    def deciding(self) -> bool:
+        return self.decision is not None
 
     def leader(self) -> Member:
         """The expert with the lowest loss on the held samples so far (the active one
@@ -144,9 +115,40 @@ class ExpertPool:
             return [self.active_id] * x.shape[0]
         return self.selector.route(x, self._ids_by_slot(), self.leader().id)
 
+    def credit(self, answerers: list[str], correct: Tensor) -> None:
+        """Each expert's prequential accuracy counts the answers it gave (``correct``: per
+        row of ``answerers``)."""
+        first = answerers[0]
+        if all(a == first for a in answerers):  # the usual case: no indexing
+            self.members[first].scored(correct)
+            return
+        for id_, rows in rows_by_expert(answerers).items():
+            self.members[id_].scored(correct[rows])
+
     # -- learning --------------------------------------------------------------------------
 
-    def learn(
+    def step(
+        self, x_test: Tensor, x_train: Tensor, raw: Tensor, y: Tensor, scored: Tensor, sample: int
+    ) -> PoolStep:
+        """One labeled batch, answered and scored: the active expert learns it, or, while a
+        decision is open, it is held; the batch that fills the window closes the decision.
+
+        ``x_test``: the rows as they were answered; ``x_train``: as they are learned; ``raw``:
+        unscaled, for the selector's pairs. ``scored``: the answering experts' losses, all
+        finite; they stand in for any non-finite loss. ``sample``: labeled samples taken in
+        before the batch (the stream position).
+        """
+        if self.decision is None:
+            losses = self._learn(x_train, y, raw, sample, scored)
+            return PoolStep(
+                losses, held=False, steps=1, learned=[Learned(self.active_id, x_train, y)]
+            )
+        outcome = PoolStep(finite_or(self.hold(x_test, x_train, raw, y), scored), held=True)
+        if self.decision.count >= self.settings.decision_window:
+            self._close(sample + y.shape[0], outcome)
+        return outcome
+
+    def _learn(
         self, x: Tensor, y: Tensor, raw: Tensor, sample: int, scored: Tensor | None
     ) -> Tensor:
         """The active expert learns ``x`` (plus replayed samples); their losses, pre-step.
@@ -163,14 +165,10 @@ class ExpertPool:
         extra = round(self.settings.replay.ratio * n)
         if extra and (old := member.replay.sample(extra)) is not None:
             x_all, y_all = torch.cat([x, old[0]]), torch.cat([y, old[1]])
-        losses = member.expert.learn(x_all, y_all)[:n]
-        # An expert with a step guard (NeuralExpert) says whether its step went through; its
-        # losses are all finite unless it skipped for the loss (a NaN or an infinity makes
-        # the mean so). A user's own Expert says nothing: its losses are checked here.
-        skipped: str | None = getattr(member.expert, "skipped", UNGUARDED)
-        if skipped in (LOSS, UNGUARDED):
-            losses = finite_or(losses, scored)
-        if skipped not in (None, UNGUARDED):
+        # A guarded expert's losses are finite unless it skipped for the loss; a user's own
+        # Expert may return anything. Checking every time costs one reduction.
+        losses = finite_or(member.expert.learn(x_all, y_all)[:n], scored)
+        if (skipped := member.expert.skipped) is not None:
             self.skips[skipped] += 1
         member.learned(scored, sample + n)
         if self.settings.replay.ratio > 0:
@@ -185,6 +183,7 @@ class ExpertPool:
         return taken
 
     def begin_decision(self, sample: int) -> None:
+        """Hold the next ``decision_window`` samples to decide on (a drift was detected)."""
         if self.decision is None:
             self.decision = Decision(sample, list(self.members))
 
@@ -204,7 +203,19 @@ class ExpertPool:
         self.decision.count += x_train.shape[0]
         return scored[self.decision.leader(self.active_id)]
 
-    def decide(self, sample: int) -> tuple[list[PoolEvent], Tensor, Tensor, Tensor]:
+    def _close(self, sample: int, outcome: PoolStep) -> None:
+        """Decide, then the chosen expert learns every held sample, ``relearn_batch`` rows a
+        step, all at the decision's position."""
+        events, x, y, raw = self._decide(sample)
+        outcome.events += events
+        size = self.relearn_batch
+        for start in range(0, x.shape[0], size):
+            rows = slice(start, start + size)
+            self._learn(x[rows], y[rows], raw[rows], sample, None)
+            outcome.learned.append(Learned(self.active_id, x[rows], y[rows]))
+        outcome.steps += len(outcome.learned)
+
+    def _decide(self, sample: int) -> tuple[list[PoolEvent], Tensor, Tensor, Tensor]:
         """End the decision: the events, and the held samples the chosen expert must learn."""
         assert self.decision is not None
         decision, self.decision = self.decision, None
@@ -233,6 +244,21 @@ class ExpertPool:
             events.append(self._event("spawn", chosen, previous, sample, scores))
         self.active_id = chosen
         return (events, torch.cat(decision.x), torch.cat(decision.y), torch.cat(decision.raw))
+
+    # -- what the engine hands on ----------------------------------------------------------
+
+    def live_ids(self) -> set[str]:
+        """The ids of the experts in the pool now."""
+        return set(self.members)
+
+    def forwards(self) -> dict[str, Forward]:
+        """Each live expert's forward pass, by id: what a ``Predictor`` answers with."""
+        return {id_: m.expert.predict for id_, m in self.members.items()}
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The live experts' networks, by id; an expert without one is left out."""
+        found = {id_: m.expert.module for id_, m in self.members.items()}
+        return {id_: module for id_, module in found.items() if module is not None}
 
     # -- routing ---------------------------------------------------------------------------
 
@@ -289,7 +315,7 @@ class ExpertPool:
             return (
                 self.active if self.active_id in self.members else next(iter(self.members.values()))
             )
-        x = self.scale(held[0][:256]).to(self.device)
+        x = scaled(self.scaler, held[0][:256]).to(self.device)
         theirs = victim.expert.predict(x)
 
         def distance(member: Member) -> float:

@@ -6,8 +6,9 @@ one step per learning step, on a bounded memory of (input, expert) pairs: a unif
 reservoir per expert, so an expert that has not been active for a long time still has its
 share of pairs and the selector does not forget its regime. Each step draws equally from
 every expert's pairs, so a long-lived expert does not drown a young one. Pairs keep the raw
-inputs and are scaled with the engine's current statistics when drawn: inputs scaled when
-they arrived would disagree with today's scaling, most of all for the first regime.
+inputs and are scaled with the engine's current statistics (the :class:`Scaler` it was
+given) when drawn: inputs scaled when they arrived would disagree with today's scaling,
+most of all for the first regime.
 
 Before a learning step adds its pairs, the selector routes those inputs: how often it
 names the expert that then learns them is its routing accuracy.
@@ -16,9 +17,9 @@ names the expert that then learns them is its routing accuracy.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,20 @@ from streamlearn.settings import SelectorSettings
 
 # Routing accuracy is reported over this many of the latest samples (and cumulatively).
 ROUTING_WINDOW = 1_000
+
+
+class Scaler(Protocol):
+    """Raw inputs -> what the networks take, with the statistics as they are now.
+
+    The engine's ``RunningStandardizer`` is one; None where one is expected means identity.
+    """
+
+    def transform(self, x: Tensor) -> Tensor: ...
+
+
+def scaled(scaler: Scaler | None, x: Tensor) -> Tensor:
+    """``x`` as the networks take it."""
+    return scaler.transform(x) if scaler is not None else x
 
 
 def route(
@@ -75,12 +90,12 @@ class Selector:
         max_experts: int,
         device: torch.device,
         seed: int,
-        transform: Callable[[Tensor], Tensor] = lambda x: x,
+        scaler: Scaler | None = None,
     ) -> None:
         self.settings = settings
         self.seed = seed
         self.device = device
-        self.transform = transform  # raw inputs -> what the network takes
+        self.scaler = scaler  # pairs keep raw inputs: scaled when drawn
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.net = build_mlp(n_features, max_experts, settings.hidden).to(device)
@@ -169,7 +184,7 @@ class Selector:
         experts = [s for s in alive if s in self.pairs and self.pairs[s].size]
         share = max(1, self.settings.batch // len(experts))
         drawn = [self.pairs[s].sample(share) for s in experts]
-        x = self.transform(torch.cat([d[0] for d in drawn])).to(self.device)
+        x = scaled(self.scaler, torch.cat([d[0] for d in drawn])).to(self.device)
         y = torch.cat([d[1] for d in drawn]).to(self.device)
         self.net.train()
         logits = self.net(x)
