@@ -53,7 +53,6 @@ TARGETS: tuple[tuple[object, str], ...] = (
     (guard.StepGuard, "step"),
     (admission, "bad_rows"),
     (engine_module, "bad_rows"),
-    (engine_module, "finite_or"),
     (pool_module, "finite_or"),
 )
 GUARDED: tuple[Callable[..., Any], ...] = tuple(getattr(owner, name) for owner, name in TARGETS)
@@ -61,7 +60,6 @@ PLAIN: tuple[Callable[..., Any], ...] = (
     _plain_step,
     lambda *t: [],
     lambda *t: [],
-    lambda values, fallback: values,
     lambda values, fallback: values,
 )
 
