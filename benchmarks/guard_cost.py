@@ -23,11 +23,12 @@ from typing import Any
 
 import torch
 
-import streamlearn.admission as admission
-import streamlearn.engine as engine_module
-import streamlearn.experts.pool as pool_module
-from streamlearn.engine import Engine
-from streamlearn.experts import guard
+import streamlearn.core.admission as admission
+import streamlearn.core.engine as engine_module
+import streamlearn.core.experts.pool as pool_module
+from streamlearn.core.engine import Engine
+from streamlearn.core.experts import guard
+from streamlearn.core.types import Sample
 from streamlearn.settings import (
     AdaptSettings,
     DriftSettings,
@@ -35,7 +36,6 @@ from streamlearn.settings import (
     ExpertsSettings,
     ModelSettings,
 )
-from streamlearn.types import Sample
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

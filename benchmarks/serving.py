@@ -54,8 +54,8 @@ import httpx
 import numpy as np
 import yaml
 
-from streamlearn.embedded import EmbeddedBroker, create_topics, free_port
-from streamlearn.producer import produce
+from streamlearn.app.embedded import EmbeddedBroker, create_topics, free_port
+from streamlearn.app.producer import produce
 
 RESULTS = Path(__file__).parent / "results" / "serving.json"
 BATCH_ROWS = 256

@@ -23,18 +23,18 @@ from pathlib import Path
 
 import torch
 
-from streamlearn.codecs import Codec
+from streamlearn.app.embedded import EmbeddedBroker, create_topics
+from streamlearn.app.producer import encode_samples, produce
+from streamlearn.core.codecs import Codec
+from streamlearn.core.engine import Engine
+from streamlearn.core.logging import configure_logging
+from streamlearn.core.types import Record, TopicPartition
 from streamlearn.daemon import Daemon, kafka_daemon
-from streamlearn.embedded import EmbeddedBroker, create_topics
-from streamlearn.engine import Engine
-from streamlearn.logging import configure_logging
 from streamlearn.metrics import Metrics
-from streamlearn.producer import encode_samples, produce
 from streamlearn.settings import Settings, load_settings
 from streamlearn.sinks import MemorySink
 from streamlearn.sources import MemorySource
 from streamlearn.streams.synthetic import take
-from streamlearn.types import Record, TopicPartition
 
 RESULTS = Path(__file__).parent / "results" / "throughput.json"
 STREAM = "agrawal"

@@ -10,36 +10,36 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from streamlearn._version import __version__
 
 # Public name -> the module that defines it (tests/unit/test_public_api.py pins the list).
 _EXPORTS = {
-    "BatchDriftDetector": "streamlearn.protocols",
-    "BrokerError": "streamlearn.errors",
-    "CheckpointError": "streamlearn.errors",
-    "CheckpointStore": "streamlearn.protocols",
-    "Codec": "streamlearn.codecs",
-    "CodecError": "streamlearn.errors",
+    "BatchDriftDetector": "streamlearn.core.protocols",
+    "BrokerError": "streamlearn.core.errors",
+    "CheckpointError": "streamlearn.core.errors",
+    "CheckpointStore": "streamlearn.core.protocols",
+    "Codec": "streamlearn.core.codecs",
+    "CodecError": "streamlearn.core.errors",
     "Daemon": "streamlearn.daemon",
-    "DeadLetter": "streamlearn.types",
-    "DriftDetector": "streamlearn.protocols",
-    "DriftSignal": "streamlearn.types",
-    "Engine": "streamlearn.engine",
-    "Expert": "streamlearn.protocols",
-    "ModelError": "streamlearn.errors",
-    "Prediction": "streamlearn.types",
-    "Record": "streamlearn.types",
-    "RequestError": "streamlearn.errors",
-    "Sample": "streamlearn.types",
-    "Service": "streamlearn.service",
+    "DeadLetter": "streamlearn.core.types",
+    "DriftDetector": "streamlearn.core.protocols",
+    "DriftSignal": "streamlearn.core.types",
+    "Engine": "streamlearn.core.engine",
+    "Expert": "streamlearn.core.protocols",
+    "ModelError": "streamlearn.core.errors",
+    "Prediction": "streamlearn.core.types",
+    "Record": "streamlearn.core.types",
+    "RequestError": "streamlearn.core.errors",
+    "Sample": "streamlearn.core.types",
+    "Service": "streamlearn.app.service",
     "Settings": "streamlearn.settings",
-    "SettingsError": "streamlearn.errors",
-    "Sink": "streamlearn.protocols",
-    "Source": "streamlearn.protocols",
-    "SourceError": "streamlearn.errors",
-    "StateDict": "streamlearn.protocols",
-    "StreamlearnError": "streamlearn.errors",
-    "TopicPartition": "streamlearn.types",
+    "SettingsError": "streamlearn.core.errors",
+    "Sink": "streamlearn.core.protocols",
+    "Source": "streamlearn.core.protocols",
+    "SourceError": "streamlearn.core.errors",
+    "StateDict": "streamlearn.core.protocols",
+    "StreamlearnError": "streamlearn.core.errors",
+    "TopicPartition": "streamlearn.core.types",
     "kafka_daemon": "streamlearn.daemon",
     "load_settings": "streamlearn.settings",
 }
@@ -77,10 +77,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from streamlearn.codecs import Codec
-    from streamlearn.daemon import Daemon, kafka_daemon
-    from streamlearn.engine import Engine
-    from streamlearn.errors import (
+    from streamlearn.app.service import Service
+    from streamlearn.core.codecs import Codec
+    from streamlearn.core.engine import Engine
+    from streamlearn.core.errors import (
         BrokerError,
         CheckpointError,
         CodecError,
@@ -90,7 +90,7 @@ if TYPE_CHECKING:
         SourceError,
         StreamlearnError,
     )
-    from streamlearn.protocols import (
+    from streamlearn.core.protocols import (
         BatchDriftDetector,
         CheckpointStore,
         DriftDetector,
@@ -99,9 +99,7 @@ if TYPE_CHECKING:
         Source,
         StateDict,
     )
-    from streamlearn.service import Service
-    from streamlearn.settings import Settings, load_settings
-    from streamlearn.types import (
+    from streamlearn.core.types import (
         DeadLetter,
         DriftSignal,
         Prediction,
@@ -109,6 +107,8 @@ if TYPE_CHECKING:
         Sample,
         TopicPartition,
     )
+    from streamlearn.daemon import Daemon, kafka_daemon
+    from streamlearn.settings import Settings, load_settings
 
 
 def __getattr__(name: str) -> Any:

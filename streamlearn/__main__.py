@@ -1,3 +1,3 @@
-from streamlearn.cli import main
+from streamlearn.app.cli import main
 
 raise SystemExit(main())

@@ -23,7 +23,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-import streamlearn
+from streamlearn._version import __version__
 
 _LATENCY_BUCKETS = (1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 1.0)
 _CHECKPOINT_BUCKETS = (1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -158,7 +158,7 @@ class Metrics:
         self.info = Info("streamlearn", "Build and runtime information.", registry=r)
         self.info.info(
             {
-                "version": streamlearn.__version__,
+                "version": __version__,
                 "torch": torch.__version__,
                 "python": platform.python_version(),
             }

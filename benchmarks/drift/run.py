@@ -44,9 +44,9 @@ else:
     from scoring import Tally, f1_with_margin
     from streams import Stream, abrupt, gradual, noise, recurring, stable_learning
 
-from streamlearn.drift.registry import DETECTORS, build_detector
+from streamlearn.core.drift.registry import DETECTORS, build_detector
+from streamlearn.core.types import DriftSignal
 from streamlearn.settings import DriftSettings
-from streamlearn.types import DriftSignal
 
 RESULTS = Path(__file__).parents[1] / "results" / "drift.json"
 DEFAULT = DriftSettings().detector

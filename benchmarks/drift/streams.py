@@ -22,10 +22,10 @@ import numpy as np
 from river.datasets import synth
 from river.datasets.base import SyntheticDataset
 
-from streamlearn.engine import Engine
+from streamlearn.core.engine import Engine
+from streamlearn.core.types import Sample
 from streamlearn.settings import DriftSettings, ModelSettings
 from streamlearn.streams import drifting_stream
-from streamlearn.types import Sample
 
 
 @dataclass

@@ -50,7 +50,8 @@ else:
     import digits_c
     import tabular
 
-from streamlearn.engine import Engine
+from streamlearn.core.engine import Engine
+from streamlearn.core.types import Sample
 from streamlearn.settings import (
     AdaptSettings,
     DriftSettings,
@@ -58,7 +59,6 @@ from streamlearn.settings import (
     ExpertsSettings,
     ModelSettings,
 )
-from streamlearn.types import Sample
 
 RESULTS = Path(__file__).parents[1] / "results" / "tta.json"
 UNGUARDED = {

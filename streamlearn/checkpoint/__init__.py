@@ -2,6 +2,6 @@
 
 from streamlearn.checkpoint.format import decode, encode
 from streamlearn.checkpoint.store import FileCheckpointStore
-from streamlearn.types import LoadedCheckpoint
+from streamlearn.core.types import LoadedCheckpoint
 
 __all__ = ["FileCheckpointStore", "LoadedCheckpoint", "decode", "encode"]

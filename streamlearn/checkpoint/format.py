@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from streamlearn.errors import CheckpointError
+from streamlearn.core.errors import CheckpointError
 
 MAGIC = b"SLCKPT01"
 _DIGEST_SIZE = 32

@@ -10,7 +10,7 @@ import torch
 
 from streamlearn.checkpoint.state import CheckpointState
 from streamlearn.checkpoint.store import FileCheckpointStore, load_file
-from streamlearn.errors import CheckpointError
+from streamlearn.core.errors import CheckpointError
 
 
 def describe(path: Path) -> dict[str, Any]:

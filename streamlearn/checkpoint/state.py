@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamlearn.errors import CheckpointError
-from streamlearn.settings import ModelSettings
-from streamlearn.types import Offsets, TopicPartition
+from streamlearn.core.errors import CheckpointError
+from streamlearn.core.models.settings import ModelSettings
+from streamlearn.core.types import Offsets, TopicPartition
 
 # Settings that change tensor shapes or meaning: a checkpoint made under other values
 # cannot be loaded into the model these settings build.

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streamlearn.checkpoint.format import FORMAT_VERSION, decode, encode
-from streamlearn.errors import CheckpointError
-from streamlearn.logging import get_logger
-from streamlearn.types import LoadedCheckpoint
+from streamlearn.core.errors import CheckpointError
+from streamlearn.core.logging import get_logger
+from streamlearn.core.types import LoadedCheckpoint
 
 if TYPE_CHECKING:
-    from streamlearn.protocols import CheckpointStore
+    from streamlearn.core.protocols import CheckpointStore
 
 log = get_logger(__name__)
 
@@ -109,7 +109,9 @@ class FileCheckpointStore:
             path.unlink(missing_ok=True)
 
 
-if TYPE_CHECKING:  # mypy holds FileCheckpointStore to CheckpointStore (see streamlearn.protocols)
+if (
+    TYPE_CHECKING
+):  # mypy holds FileCheckpointStore to CheckpointStore (see streamlearn.core.protocols)
 
     def _conforms(store: FileCheckpointStore) -> CheckpointStore:
         return store

@@ -38,16 +38,16 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from streamlearn.buffer import InputBuffer
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.state import CheckpointState
+from streamlearn.core.engine import Engine
+from streamlearn.core.logging import get_logger
+from streamlearn.core.protocols import CheckpointStore
+from streamlearn.core.types import DecodedRecord, Offsets, Record, TopicPartition
+from streamlearn.daemon.buffer import InputBuffer
 from streamlearn.daemon.endpoints import Endpoints
-from streamlearn.engine import Engine
-from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
-from streamlearn.protocols import CheckpointStore
 from streamlearn.settings import Settings
-from streamlearn.types import DecodedRecord, Offsets, Record, TopicPartition
 
 log = get_logger(__name__)
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from streamlearn.engine import Engine
+from streamlearn.core.engine import Engine
+from streamlearn.core.protocols import Sink, Source
 from streamlearn.metrics import Metrics
-from streamlearn.protocols import Sink, Source
 from streamlearn.sources.base import AssignmentListener
 
 SourceFactory = Callable[[AssignmentListener], Source]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from streamlearn.buffer import InputBuffer
+from streamlearn.core.engine import Engine
+from streamlearn.daemon.buffer import InputBuffer
 from streamlearn.daemon.checkpointer import Checkpointer
 from streamlearn.daemon.endpoints import Endpoints
 from streamlearn.daemon.reporting import Reporter
-from streamlearn.engine import Engine
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 

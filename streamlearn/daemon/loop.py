@@ -14,9 +14,22 @@ from typing import Any
 from kafka.errors import KafkaError
 from structlog.contextvars import bound_contextvars
 
-from streamlearn.buffer import InputBuffer
 from streamlearn.checkpoint.state import CheckpointState, check_compatible
-from streamlearn.codecs import Codec
+from streamlearn.core.codecs import Codec
+from streamlearn.core.drift.monitor import DriftEvent
+from streamlearn.core.engine import Engine
+from streamlearn.core.experts.member import PoolEvent
+from streamlearn.core.logging import get_logger
+from streamlearn.core.protocols import CheckpointStore, Sink, Source
+from streamlearn.core.types import (
+    DeadLetter,
+    DecodedRecord,
+    Offsets,
+    Record,
+    Sample,
+    TopicPartition,
+)
+from streamlearn.daemon.buffer import InputBuffer
 from streamlearn.daemon.checkpointer import Checkpointer
 from streamlearn.daemon.endpoints import (
     Endpoints,
@@ -25,18 +38,12 @@ from streamlearn.daemon.endpoints import (
     SourceFactory,
 )
 from streamlearn.daemon.gauges import Gauges, Progress
+from streamlearn.daemon.history import EventHistory
 from streamlearn.daemon.reporting import Reporter
-from streamlearn.drift.monitor import DriftEvent
-from streamlearn.engine import Engine
-from streamlearn.experts.member import PoolEvent
-from streamlearn.history import EventHistory
-from streamlearn.logging import get_logger
 from streamlearn.metrics import Metrics
-from streamlearn.protocols import CheckpointStore, Sink, Source
+from streamlearn.serve.board import SnapshotBoard
 from streamlearn.serve.inbox import HTTP_RECORD, Inbox
-from streamlearn.serve.snapshot import SnapshotBoard
 from streamlearn.settings import Settings
-from streamlearn.types import DeadLetter, DecodedRecord, Offsets, Record, Sample, TopicPartition
 
 log = get_logger(__name__)
 
@@ -76,7 +83,7 @@ class Daemon:
         self.engine = Engine(
             settings.model, settings.engine, settings.drift, settings.experts, settings.adapt
         )
-        self.codec = Codec.from_settings(settings)
+        self.codec = Codec.from_settings(settings.model, settings.engine)
         self._source_factory = source_factory
         self._sink_factory = sink_factory
         self.endpoints = Endpoints()

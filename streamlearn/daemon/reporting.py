@@ -13,17 +13,17 @@ from typing import Any
 
 from structlog.contextvars import bound_contextvars
 
-from streamlearn.adapt import AdaptReport
+from streamlearn.core.adapt import AdaptReport
+from streamlearn.core.drift.monitor import DriftEvent
+from streamlearn.core.engine import Engine, StepResult
+from streamlearn.core.experts.member import PoolEvent
+from streamlearn.core.logging import get_logger
+from streamlearn.core.preprocess import Recycled
+from streamlearn.core.types import DeadLetter, Record, Sample
 from streamlearn.daemon.endpoints import Endpoints
-from streamlearn.drift.monitor import DriftEvent
-from streamlearn.engine import Engine, StepResult
-from streamlearn.experts.member import PoolEvent
-from streamlearn.history import EventHistory
-from streamlearn.logging import get_logger
+from streamlearn.daemon.history import EventHistory
+from streamlearn.daemon.ratelimit import LogLimiter
 from streamlearn.metrics import Metrics
-from streamlearn.preprocess import Recycled
-from streamlearn.ratelimit import LogLimiter
-from streamlearn.types import DeadLetter, Record, Sample
 
 log = get_logger(__name__)
 

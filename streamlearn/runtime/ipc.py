@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from streamlearn.logging import get_logger
+from streamlearn.core.logging import get_logger
 
 log = get_logger(__name__)
 Message = dict[str, Any]

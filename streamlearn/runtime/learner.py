@@ -26,13 +26,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from streamlearn.core.logging import get_logger
+from streamlearn.core.types import Sample
 from streamlearn.daemon import Daemon
-from streamlearn.logging import get_logger
 from streamlearn.runtime.ipc import LearnerPort, Message, Reply
 from streamlearn.runtime.launch import EXIT_CRASHED, EXIT_FAILED, EXIT_USAGE
 from streamlearn.runtime.paths import RuntimeDir
 from streamlearn.runtime.snapshots import SnapshotWriter
-from streamlearn.types import Sample
 
 log = get_logger(__name__)
 # Progress changes every learning step; serving reads it for /v1/status. Four times a second
@@ -169,9 +169,9 @@ def plain_progress(progress: Any) -> dict[str, Any] | None:
 
 def main() -> int:
     """``python -m streamlearn.runtime.learner``: the learner process of ``streamlearn run``."""
+    from streamlearn.core.errors import SettingsError, StreamlearnError
+    from streamlearn.core.logging import configure_logging
     from streamlearn.daemon import kafka_daemon
-    from streamlearn.errors import SettingsError, StreamlearnError
-    from streamlearn.logging import configure_logging
     from streamlearn.runtime.launch import limit_torch_threads, read_launch, watch_parent
     from streamlearn.settings import Settings
 

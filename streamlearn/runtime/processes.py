@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import multiprocess
 
-from streamlearn.logging import get_logger
+from streamlearn.core.logging import get_logger
 from streamlearn.runtime.launch import EXIT_CRASHED, settings_document, spawn
 from streamlearn.runtime.paths import RuntimeDir
 from streamlearn.settings import Settings

@@ -15,11 +15,11 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from streamlearn.errors import RequestError
+from streamlearn.core.errors import RequestError
+from streamlearn.core.types import Sample
 from streamlearn.metrics import ServingMetrics
 from streamlearn.runtime.ipc import LearnerLink, LinkClosedError, Message
 from streamlearn.serve.core import LearnerView
-from streamlearn.types import Sample
 
 T = TypeVar("T")
 _DOWN = "the learner is not running (starting or restarting); retry later"

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from streamlearn.logging import get_logger
-from streamlearn.protocols import StateDict
+from streamlearn.core.logging import get_logger
+from streamlearn.core.protocols import StateDict
 from streamlearn.serve.frozen import Assembler, expert_weights, snapshot_head
 from streamlearn.serve.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from streamlearn.engine import Engine
+    from streamlearn.core.engine import Engine
     from streamlearn.metrics import Metrics
 
 log = get_logger(__name__)

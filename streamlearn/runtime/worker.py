@@ -21,8 +21,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from streamlearn.experts.expert import resolve_device
-from streamlearn.logging import configure_logging
+from streamlearn.core.experts.expert import resolve_device
+from streamlearn.core.logging import configure_logging
 from streamlearn.metrics import ServingMetrics
 from streamlearn.runtime.exposition import Exposition, learner_metrics_text
 from streamlearn.runtime.ipc import LearnerLink
@@ -30,12 +30,12 @@ from streamlearn.runtime.launch import limit_torch_threads, read_launch, watch_p
 from streamlearn.runtime.paths import RuntimeDir
 from streamlearn.runtime.remote import RemoteLearner
 from streamlearn.runtime.snapshots import SnapshotReader, monotonic_from_wall
+from streamlearn.serve.board import SnapshotBoard
 from streamlearn.serve.core import ServingCore
 from streamlearn.serve.frozen import Assembler
 from streamlearn.serve.grpc import GrpcServer
 from streamlearn.serve.http import create_app
 from streamlearn.serve.httpserver import HttpServer
-from streamlearn.serve.snapshot import SnapshotBoard
 from streamlearn.settings import Settings
 
 # How often a serving process looks for a new snapshot (one stat call): a new snapshot is

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from streamlearn.logging import get_logger
+from streamlearn.core.logging import get_logger
 from streamlearn.metrics import ServingMetrics
 
 log = get_logger(__name__)

@@ -12,8 +12,8 @@ import hmac
 from pathlib import Path
 from typing import Literal
 
-from streamlearn.errors import RequestError, SettingsError
-from streamlearn.settings import TOKEN_HINT, ServeSettings, token_problem
+from streamlearn.core.errors import RequestError, SettingsError
+from streamlearn.serve.settings import TOKEN_HINT, ServeSettings, token_problem
 
 Scope = Literal["read", "write"]
 

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamlearn.errors import RequestError
+from streamlearn.core.errors import RequestError
 from streamlearn.serve.schemas import HeaderInput, Parameters, RequestOutput
 from streamlearn.serve.tensors import TensorIn, TensorOut, from_raw, to_raw
 

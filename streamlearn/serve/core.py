@@ -19,15 +19,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import streamlearn
-from streamlearn.codecs import Codec
-from streamlearn.errors import CodecError, RequestError
+from streamlearn._version import __version__
+from streamlearn.core.codecs import Codec
+from streamlearn.core.errors import CodecError, RequestError
+from streamlearn.core.types import Sample
 from streamlearn.metrics import ServingMetrics
 from streamlearn.serve.auth import TokenAuth
-from streamlearn.serve.snapshot import Snapshot, SnapshotBoard
+from streamlearn.serve.board import SnapshotBoard
+from streamlearn.serve.snapshot import Snapshot
 from streamlearn.serve.tensors import TensorIn, TensorOut, label_datatype, label_tensor, to_features
 from streamlearn.settings import Settings
-from streamlearn.types import Sample
 
 OUTPUTS_CLASSIFICATION = ("predictions", "probabilities", "classes")
 OUTPUTS_REGRESSION = ("predictions",)
@@ -95,7 +96,7 @@ class ServingCore:
         self._adapt_on_requests = settings.adapt.on_requests and settings.adapt.method != "none"
         self._draining = threading.Event()
         self._started = time.time()
-        self._codec = Codec.from_settings(settings)
+        self._codec = Codec.from_settings(settings.model, settings.engine)
 
     # -- health ----------------------------------------------------------------------------
 
@@ -123,7 +124,7 @@ class ServingCore:
     def server_metadata(self) -> dict[str, Any]:
         return {
             "name": "streamlearn",
-            "version": streamlearn.__version__,
+            "version": __version__,
             "extensions": ["binary_tensor_data"],
         }
 

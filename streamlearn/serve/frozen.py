@@ -20,19 +20,20 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from streamlearn.experts.expert import build_network
-from streamlearn.experts.selector import FrozenRouter
-from streamlearn.models import build_mlp
-from streamlearn.predictor import Forward, Predictor, fixed_route
-from streamlearn.preprocess import RunningStandardizer
-from streamlearn.protocols import Expert, StateDict
+from streamlearn.core.experts.expert import build_network
+from streamlearn.core.experts.selector import FrozenRouter
+from streamlearn.core.experts.settings import ExpertsSettings
+from streamlearn.core.models import build_mlp
+from streamlearn.core.models.settings import ModelSettings
+from streamlearn.core.predictor import Forward, Predictor, fixed_route
+from streamlearn.core.preprocess import RunningStandardizer
+from streamlearn.core.protocols import Expert, StateDict
 from streamlearn.serve.snapshot import ExpertInfo, Snapshot
-from streamlearn.settings import ExpertsSettings, ModelSettings
 
 if TYPE_CHECKING:
-    from streamlearn.engine import Engine
-    from streamlearn.experts.member import Member
-    from streamlearn.experts.pool import ExpertPool
+    from streamlearn.core.engine import Engine
+    from streamlearn.core.experts.member import Member
+    from streamlearn.core.experts.pool import ExpertPool
 
 HEAD_FORMAT = 1
 #: Where a reader finds one expert's weights: (expert id, stamp) -> weights state.

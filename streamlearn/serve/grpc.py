@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from streamlearn.errors import RequestError
-from streamlearn.logging import get_logger
+from streamlearn.core.errors import RequestError
+from streamlearn.core.logging import get_logger
 from streamlearn.serve.core import InferAnswer, ServingCore
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.serve.proto import grpc_predict_v2_pb2_grpc as pb_grpc

@@ -25,9 +25,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
-import streamlearn
-from streamlearn.errors import RequestError
-from streamlearn.logging import get_logger
+from streamlearn._version import __version__
+from streamlearn.core.errors import RequestError
+from streamlearn.core.logging import get_logger
 from streamlearn.serve import binary, schemas
 from streamlearn.serve.asgi import TRANSPORT, BodyLimit, RequestMetrics
 from streamlearn.serve.auth import Scope
@@ -96,7 +96,7 @@ def create_app(core: ServingCore, exposition: Callable[[], bytes] | None = None)
     # send the document to validator.swagger.io for a badge.
     app = FastAPIOffline(
         title="streamlearn",
-        version=streamlearn.__version__,
+        version=__version__,
         strict_content_type=False,
         static_url=DOCS_ASSETS,
         swagger_ui_parameters={"validatorUrl": None},

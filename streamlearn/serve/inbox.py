@@ -17,7 +17,7 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Any
 
-from streamlearn.types import Record, Sample
+from streamlearn.core.types import Record, Sample
 
 #: Where dead letters of samples posted to /v1/learn say they came from (no Kafka offset).
 HTTP_RECORD = Record(topic="http:/v1/learn", partition=-1, offset=-1, value=b"")

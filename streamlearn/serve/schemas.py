@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from streamlearn.codecs import SampleIn
+from streamlearn.core.codecs import SampleIn
 
 Parameters = dict[str, Any]
 

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streamlearn.errors import RequestError
-from streamlearn.types import Label
+from streamlearn.core.errors import RequestError
+from streamlearn.core.types import Label
 
 #: Datatypes accepted for the feature tensor, with their little-endian numpy types (raw bytes).
 NUMPY_TYPES: dict[str, str] = {

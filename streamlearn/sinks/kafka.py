@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
-from streamlearn.logging import get_logger
+from streamlearn.core.logging import get_logger
+from streamlearn.core.types import DeadLetter, Prediction
 from streamlearn.metrics import Metrics
-from streamlearn.settings import KafkaSettings
 from streamlearn.sinks.messages import dead_letter_headers, event_message, prediction_message
 from streamlearn.sources.connect import BOOTSTRAP_TIMEOUT_MS, closing_on_failure
-from streamlearn.types import DeadLetter, Prediction
+from streamlearn.sources.settings import KafkaSettings
 
 if TYPE_CHECKING:
-    from streamlearn.protocols import Sink
+    from streamlearn.core.protocols import Sink
 
 log = get_logger(__name__)
 
@@ -185,7 +185,7 @@ class KafkaSink:
         log.error("output_dropped", topic=topic, reason=reason, detail=detail)
 
 
-if TYPE_CHECKING:  # mypy holds KafkaSink to Sink (see streamlearn.protocols)
+if TYPE_CHECKING:  # mypy holds KafkaSink to Sink (see streamlearn.core.protocols)
 
     def _conforms(sink: KafkaSink) -> Sink:
         return sink

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from streamlearn.types import DeadLetter, Prediction
+from streamlearn.core.types import DeadLetter, Prediction
 
 if TYPE_CHECKING:
-    from streamlearn.protocols import Sink
+    from streamlearn.core.protocols import Sink
 
 
 class MemorySink:
@@ -42,7 +42,7 @@ class MemorySink:
         pass
 
 
-if TYPE_CHECKING:  # mypy holds MemorySink to Sink (see streamlearn.protocols)
+if TYPE_CHECKING:  # mypy holds MemorySink to Sink (see streamlearn.core.protocols)
 
     def _conforms(sink: MemorySink) -> Sink:
         return sink

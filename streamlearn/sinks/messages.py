@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from streamlearn.types import DeadLetter, Prediction
+from streamlearn.core.types import DeadLetter, Prediction
 
 
 def prediction_message(item: Prediction) -> bytes:

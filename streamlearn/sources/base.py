@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from streamlearn.types import TopicPartition
+from streamlearn.core.types import TopicPartition
 
 
 class AssignmentListener(Protocol):

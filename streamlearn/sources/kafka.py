@@ -18,14 +18,14 @@ from kafka import TopicPartition as KafkaTP
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError
 
-from streamlearn.logging import get_logger
-from streamlearn.settings import KafkaSettings
+from streamlearn.core.logging import get_logger
+from streamlearn.core.types import Offsets, Record, TopicPartition
 from streamlearn.sources.base import AssignmentListener
 from streamlearn.sources.connect import BOOTSTRAP_TIMEOUT_MS, closing_on_failure
-from streamlearn.types import Offsets, Record, TopicPartition
+from streamlearn.sources.settings import KafkaSettings
 
 if TYPE_CHECKING:
-    from streamlearn.protocols import Source
+    from streamlearn.core.protocols import Source
 
 log = get_logger(__name__)
 
@@ -157,7 +157,7 @@ def _log_commit(offsets: Any, response: Any) -> None:
         log.warning("commit_failed", error=str(response))
 
 
-if TYPE_CHECKING:  # mypy holds KafkaSource to Source (see streamlearn.protocols)
+if TYPE_CHECKING:  # mypy holds KafkaSource to Source (see streamlearn.core.protocols)
 
     def _conforms(source: KafkaSource) -> Source:
         return source

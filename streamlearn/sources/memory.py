@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from streamlearn.core.types import Offsets, Record, TopicPartition
 from streamlearn.sources.base import AssignmentListener
-from streamlearn.types import Offsets, Record, TopicPartition
 
 if TYPE_CHECKING:
-    from streamlearn.protocols import Source
+    from streamlearn.core.protocols import Source
 
 
 class MemorySource:
@@ -79,7 +79,7 @@ class MemorySource:
         return all(self.positions[tp] >= len(log) for tp, log in self.logs.items())
 
 
-if TYPE_CHECKING:  # mypy holds MemorySource to Source (see streamlearn.protocols)
+if TYPE_CHECKING:  # mypy holds MemorySource to Source (see streamlearn.core.protocols)
 
     def _conforms(source: MemorySource) -> Source:
         return source

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from streamlearn.protocols import AdaptMethod
+from streamlearn.core.protocols import AdaptMethod
 from streamlearn.testing.common import roundtrip
 
 STEPS = 3

@@ -29,9 +29,9 @@ from unittest import mock
 
 import torch
 
-from streamlearn.protocols import CheckpointStore, StateDict
+from streamlearn.core.protocols import CheckpointStore, StateDict
+from streamlearn.core.types import LoadedCheckpoint
 from streamlearn.testing.common import promise, same
-from streamlearn.types import LoadedCheckpoint
 
 
 class _Crash(BaseException):

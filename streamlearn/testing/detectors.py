@@ -3,7 +3,7 @@
 :func:`check_detector` holds a detector (``drift.detector``, built-in or yours) to these
 promises, each on a stream it must alarm on:
 
-- **verdicts**: ``update`` returns a :class:`~streamlearn.types.DriftSignal`, and
+- **verdicts**: ``update`` returns a :class:`~streamlearn.core.types.DriftSignal`, and
   ``statistic`` is finite and within 0 (calm) and 1 (the drift threshold) after every value;
 - **alarms**: the stream raises at least one DRIFT (a test that never fires checks nothing);
 - **determinism**: two detectors built alike give the same signals and statistics;
@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from streamlearn.drift.base import events_of
-from streamlearn.protocols import DriftDetector
+from streamlearn.core.drift.base import events_of
+from streamlearn.core.protocols import DriftDetector
+from streamlearn.core.types import DriftAlarm, DriftSignal
 from streamlearn.testing.common import promise, roundtrip
-from streamlearn.types import DriftAlarm, DriftSignal
 
 Floats = npt.NDArray[np.float64]
 

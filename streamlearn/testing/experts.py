@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from streamlearn.protocols import Expert
+from streamlearn.core.protocols import Expert
 from streamlearn.testing.common import roundtrip as roundtrip
 from streamlearn.testing.common import same
 

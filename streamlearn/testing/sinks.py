@@ -21,9 +21,9 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamlearn.protocols import Sink
+from streamlearn.core.protocols import Sink
+from streamlearn.core.types import DeadLetter, Prediction, Record
 from streamlearn.testing.common import promise
-from streamlearn.types import DeadLetter, Prediction, Record
 
 
 @dataclass

@@ -27,9 +27,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 
-from streamlearn.protocols import Source
+from streamlearn.core.protocols import Source
+from streamlearn.core.types import Offsets, Record, TopicPartition
 from streamlearn.testing.common import promise
-from streamlearn.types import Offsets, Record, TopicPartition
 
 MAX_RECORDS = 3  # small, so that reading a partition takes several polls
 POLL_S = 0.2  # each poll's own timeout

@@ -57,7 +57,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from streamlearn.embedded import EmbeddedBroker, create_topics, free_port
+from streamlearn.app.embedded import EmbeddedBroker, create_topics, free_port
 from tests.docs.markdown import ROOT, Block, all_blocks, expected_outputs, matches
 from tests.integration.conftest import DaemonProcess, fresh_topics
 from tests.support.waiting import wait_for

@@ -29,13 +29,13 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from streamlearn.codecs import REASONS, Codec
+from streamlearn.core.codecs import REASONS, Codec
+from streamlearn.core.types import DecodedRecord, Record, Sample
 from streamlearn.daemon import Daemon
 from streamlearn.metrics import Metrics
 from streamlearn.settings import load_settings
 from streamlearn.sinks import MemorySink
 from streamlearn.sources import MemorySource
-from streamlearn.types import DecodedRecord, Record, Sample
 
 FLOAT32_MAX = 3.4028234663852886e38
 NAMES = ("a", "b", "c")

@@ -19,7 +19,7 @@ import grpc
 import numpy as np
 import pytest
 
-from streamlearn.errors import RequestError
+from streamlearn.core.errors import RequestError
 from streamlearn.metrics import ServingMetrics
 from streamlearn.serve import binary
 from streamlearn.serve.core import ServingCore

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from streamlearn.embedded import EmbeddedBroker, create_topics, free_port
+from streamlearn.app.embedded import EmbeddedBroker, create_topics, free_port
 from tests.support.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from streamlearn.embedded import EmbeddedBroker, create_topics
+from streamlearn.app.embedded import EmbeddedBroker, create_topics
 from streamlearn.streams.synthetic import take
 from tests.integration.conftest import DaemonProcess, send
 from tests.support.waiting import wait_for

@@ -13,13 +13,13 @@ import pytest
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KafkaTP
 
-from streamlearn.embedded import EmbeddedBroker
+from streamlearn.app.embedded import EmbeddedBroker
+from streamlearn.core.types import TopicPartition
 from streamlearn.metrics import Metrics
 from streamlearn.settings import KafkaSettings
 from streamlearn.sinks.kafka import KafkaSink
 from streamlearn.sources.kafka import KafkaSource
 from streamlearn.testing import Landed, check_sink, check_source
-from streamlearn.types import TopicPartition
 from tests.integration.conftest import FAST_GROUP, send
 
 pytestmark = pytest.mark.integration

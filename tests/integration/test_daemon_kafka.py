@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from streamlearn.app.embedded import EmbeddedBroker
 from streamlearn.checkpoint.inspect import describe
-from streamlearn.embedded import EmbeddedBroker
 from streamlearn.streams.synthetic import take
 from tests.integration.conftest import DaemonProcess, committed, read_topic, send
 from tests.support.seqexpert import read_log

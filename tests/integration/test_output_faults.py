@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from streamlearn.embedded import EmbeddedBroker, create_topics, free_port
+from streamlearn.app.embedded import EmbeddedBroker, create_topics, free_port
+from streamlearn.core.types import DeadLetter, Prediction, Record
 from streamlearn.metrics import Metrics
 from streamlearn.settings import KafkaSettings
 from streamlearn.sinks.kafka import KafkaSink
-from streamlearn.types import DeadLetter, Prediction, Record
 from tests.integration.conftest import ROOT, read_topic
 
 pytestmark = pytest.mark.integration
@@ -66,7 +66,7 @@ def test_an_output_too_large_to_land_is_dropped_or_cut_never_retried(
 _CONNECT_TRIES = """
 import gc, json, os, threading
 from kafka.errors import KafkaError
-from streamlearn.embedded import free_port
+from streamlearn.app.embedded import free_port
 from streamlearn.metrics import Metrics
 from streamlearn.settings import KafkaSettings
 from streamlearn.sinks.kafka import KafkaSink

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from streamlearn.embedded import EmbeddedBroker
+from streamlearn.app.embedded import EmbeddedBroker
 from streamlearn.streams.synthetic import take
 from tests.integration.conftest import DaemonProcess, send
 from tests.support.waiting import wait_for

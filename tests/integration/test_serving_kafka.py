@@ -13,7 +13,7 @@ import httpx
 import pytest
 import yaml
 
-from streamlearn.embedded import EmbeddedBroker, free_port
+from streamlearn.app.embedded import EmbeddedBroker, free_port
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.serve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
 from streamlearn.streams.synthetic import take

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streamlearn.embedded import EmbeddedBroker
+from streamlearn.app.embedded import EmbeddedBroker
 from tests.integration import conftest as integration
 from tests.integration.conftest import ROOT, Broker, DaemonProcess, fresh_topics
 from tests.support.forkserver import ForkServer

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streamlearn.embedded import EmbeddedBroker
+from streamlearn.app.embedded import EmbeddedBroker
 from tests.reliability.checks import (
     committed_offsets,
     lineage_gaps,

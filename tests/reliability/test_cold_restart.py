@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from streamlearn.embedded import EmbeddedBroker
+from streamlearn.app.embedded import EmbeddedBroker
 from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon, timestamp
 from tests.support.seqproducer import SequenceProducer
 from tests.support.waiting import wait_for

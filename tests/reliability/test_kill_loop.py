@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streamlearn.embedded import EmbeddedBroker
+from streamlearn.app.embedded import EmbeddedBroker
 from tests.reliability.checks import (
     ahead,
     committed_offsets,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamlearn.embedded import EmbeddedBroker
+from streamlearn.app.embedded import EmbeddedBroker
 from tests.reliability.checks import CommitWatch
 from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon, timestamp
 from tests.support.seqlineage import covered, expert_state, read_log

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamlearn.embedded import EmbeddedBroker
+from streamlearn.app.embedded import EmbeddedBroker
 from tests.reliability.checks import repeats, steps_not_one
 from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon
 from tests.support.seqlineage import read_log

@@ -23,11 +23,11 @@ import grpc
 import httpx
 import pytest
 
+from streamlearn.app.service import Service
 from streamlearn.daemon import Daemon
 from streamlearn.metrics import Metrics
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.serve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
-from streamlearn.service import Service
 from streamlearn.settings import load_settings
 from streamlearn.sinks import MemorySink
 from tests.support.livesource import LiveSource

@@ -6,7 +6,7 @@ which the first optimizer pulls in, river with scikit-learn and SciPy) before th
 exists: 30 restarts would cost over three minutes of a 2-core CI machine for imports alone.
 The fork server pays that once. Each :meth:`ForkServer.spawn` forks it; the child takes its
 own environment, working directory and log file, then runs what ``python -m streamlearn``
-runs (``streamlearn.cli.main``), so nothing of a daemon exists in it before it starts: it
+runs (``streamlearn.app.cli.main``), so nothing of a daemon exists in it before it starts: it
 restores from the disk and the broker like any new process, and dies as one (SIGKILL,
 SIGTERM). Only the interpreter's imports are shared.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 _SERVER = r"""
 import json, os, signal, sys
-import streamlearn.cli, streamlearn.daemon, streamlearn.sources.kafka, streamlearn.sinks.kafka
+import streamlearn.app.cli, streamlearn.daemon, streamlearn.sources.kafka, streamlearn.sinks.kafka
 import torch._dynamo  # imported lazily by the first optimizer: 2-5 s
 for name in sys.argv[1:]:
     __import__(name)
@@ -64,7 +64,7 @@ for line in sys.stdin:
     os.environ.update(order["env"])
     code = 1
     try:
-        code = streamlearn.cli.main(order["argv"])
+        code = streamlearn.app.cli.main(order["argv"])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
     finally:

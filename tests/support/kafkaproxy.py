@@ -25,7 +25,7 @@ from types import TracebackType
 
 from kafka.protocol.metadata import MetadataResponse
 
-from streamlearn.embedded import find_tansu, free_port
+from streamlearn.app.embedded import find_tansu, free_port
 
 _METADATA = 3
 _UNKNOWN_TOPIC_OR_PARTITION = 3

@@ -6,8 +6,8 @@ import threading
 import time
 from typing import Any
 
+from streamlearn.core.types import Record
 from streamlearn.sources import MemorySource
-from streamlearn.types import Record
 
 
 class LiveSource(MemorySource):

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from streamlearn.adapt.base import update_norm_statistics
-from streamlearn.drift.cusum import Cusum
-from streamlearn.drift.registry import DETECTORS
+from streamlearn.core.adapt.base import update_norm_statistics
+from streamlearn.core.drift.cusum import Cusum
+from streamlearn.core.drift.registry import DETECTORS
 from streamlearn.settings import AdaptSettings, DriftSettings
 
 NOT_CALLABLE = 3

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from streamlearn.engine import Engine
-from streamlearn.types import Sample
+from streamlearn.core.engine import Engine
+from streamlearn.core.types import Sample
 
 N_CLASSES = 4
 N_FEATURES = 8

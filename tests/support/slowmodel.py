@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from streamlearn.models import build_mlp
+from streamlearn.core.models import build_mlp
 
 SLOW_MARK = 12345.0
 SLOW_SECONDS = 1.5

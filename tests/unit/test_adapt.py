@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from streamlearn.adapt import METHODS
-from streamlearn.engine import Engine
-from streamlearn.experts.expert import NeuralExpert
+from streamlearn.core.adapt import METHODS
+from streamlearn.core.engine import Engine
+from streamlearn.core.experts.expert import NeuralExpert
+from streamlearn.core.types import Sample
 from streamlearn.settings import (
     AdaptSettings,
     DriftSettings,
@@ -18,7 +19,6 @@ from streamlearn.settings import (
     ModelSettings,
 )
 from streamlearn.testing import roundtrip
-from streamlearn.types import Sample
 from tests.support.shifted import answer, blobs, learn, miscalibrated
 
 MODEL = ModelSettings(hidden=[32, 32], norm="batch", seed=0, max_classes=4, learning_rate=0.01)

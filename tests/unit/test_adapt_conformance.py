@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from streamlearn.adapt.augment import Augmenter
-from streamlearn.adapt.base import AdaptMethod
-from streamlearn.adapt.cotta import CoTTA
-from streamlearn.adapt.norm import NormStats
-from streamlearn.adapt.tent import Tent
-from streamlearn.models import ImageCnn, build_mlp
+from streamlearn.core.adapt.augment import Augmenter
+from streamlearn.core.adapt.base import AdaptMethod
+from streamlearn.core.adapt.cotta import CoTTA
+from streamlearn.core.adapt.norm import NormStats
+from streamlearn.core.adapt.tent import Tent
+from streamlearn.core.models import ImageCnn, build_mlp
 from streamlearn.settings import AdaptSettings
 from streamlearn.testing import check_adapt_method
 

@@ -5,12 +5,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from streamlearn.adapt.guards import Guard
-from streamlearn.adapt.memory import BalancedMemory
-from streamlearn.engine import Engine
+from streamlearn.core.adapt.guards import Guard
+from streamlearn.core.adapt.memory import BalancedMemory
+from streamlearn.core.engine import Engine
+from streamlearn.core.types import Sample
 from streamlearn.settings import GuardSettings
 from streamlearn.testing import roundtrip
-from streamlearn.types import Sample
 from tests.support.shifted import blobs, learn, miscalibrated
 from tests.unit.test_adapt import engine, same, weights
 

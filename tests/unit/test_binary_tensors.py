@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamlearn.errors import RequestError
+from streamlearn.core.errors import RequestError
 from streamlearn.serve import binary
 from streamlearn.serve.schemas import HeaderInput, RequestOutput
 from streamlearn.serve.tensors import TensorOut

@@ -1,5 +1,5 @@
-from streamlearn.buffer import InputBuffer
-from streamlearn.types import DecodedRecord, Record, Sample, TopicPartition
+from streamlearn.core.types import DecodedRecord, Record, Sample, TopicPartition
+from streamlearn.daemon.buffer import InputBuffer
 
 
 class Clock:

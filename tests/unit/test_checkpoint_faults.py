@@ -10,11 +10,11 @@ from typing import Any, NoReturn
 import pytest
 
 from streamlearn.checkpoint import FileCheckpointStore
+from streamlearn.core.engine import StepResult
+from streamlearn.core.types import Record, Sample
 from streamlearn.daemon import Daemon
-from streamlearn.engine import StepResult
 from streamlearn.sinks import MemorySink
 from streamlearn.sources.base import AssignmentListener
-from streamlearn.types import Record, Sample
 from tests.unit.test_daemon import TP0, TP1, Source, drain, make, records
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from streamlearn.app.cli import main
 from streamlearn.checkpoint.inspect import describe
-from streamlearn.cli import main
 from streamlearn.daemon import Daemon
 from tests.unit.test_daemon import Source, drain, make
 

@@ -9,7 +9,7 @@ import torch
 
 from streamlearn.checkpoint import FileCheckpointStore, decode, encode
 from streamlearn.checkpoint.format import MAGIC
-from streamlearn.errors import CheckpointError
+from streamlearn.core.errors import CheckpointError
 
 
 def state(n: int) -> dict[str, Any]:

@@ -3,8 +3,8 @@ from typing import Any
 
 import pytest
 
-from streamlearn.codecs import Codec
-from streamlearn.types import DecodedRecord, Record
+from streamlearn.core.codecs import Codec
+from streamlearn.core.types import DecodedRecord, Record
 
 
 def decode(value: bytes, **kwargs: Any) -> DecodedRecord:
@@ -163,7 +163,7 @@ def test_the_codec_takes_its_bounds_from_the_settings() -> None:
         model={"max_label_chars": 5, "max_features": 7},
         engine={"max_id_chars": 3, "max_samples_per_record": 2},
     )
-    codec = Codec.from_settings(settings)
+    codec = Codec.from_settings(settings.model, settings.engine)
     assert (
         codec.max_label_chars,
         codec.max_features,

@@ -12,12 +12,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from streamlearn.drift.cusum import Cusum
-from streamlearn.drift.registry import DETECTORS, build_detector
-from streamlearn.protocols import StateDict
+from streamlearn.core.drift.cusum import Cusum
+from streamlearn.core.drift.registry import DETECTORS, build_detector
+from streamlearn.core.protocols import StateDict
+from streamlearn.core.types import DriftAlarm, DriftSignal
 from streamlearn.settings import DriftSettings
 from streamlearn.testing import check_detector, drifting_stream
-from streamlearn.types import DriftAlarm, DriftSignal
 from tests.support.plugins import sensitive_cusum
 
 # river's KSWIN runs a Kolmogorov-Smirnov test per value: half a minute even on a short

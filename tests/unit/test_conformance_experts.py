@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from streamlearn.adapt.base import update_norm_statistics
-from streamlearn.experts.expert import NeuralExpert, build_expert
+from streamlearn.core.adapt.base import update_norm_statistics
+from streamlearn.core.experts.expert import NeuralExpert, build_expert
 from streamlearn.settings import AdaptSettings, ModelSettings
 from streamlearn.testing import check_adapt_method, check_expert
 from tests.support.plugins import StatsOnly

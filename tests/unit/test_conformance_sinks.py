@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from streamlearn.core.types import DeadLetter, Prediction
 from streamlearn.sinks import MemorySink
 from streamlearn.testing import Landed, check_sink
-from streamlearn.types import DeadLetter, Prediction
 
 
 def landed(sink: MemorySink) -> Landed:

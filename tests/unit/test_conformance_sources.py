@@ -7,9 +7,9 @@ from collections.abc import Callable, Mapping
 
 import pytest
 
+from streamlearn.core.types import Offsets, Record, TopicPartition
 from streamlearn.sources import MemorySource
 from streamlearn.testing import check_source
-from streamlearn.types import Offsets, Record, TopicPartition
 
 VALUES = [[b"a", b"b", b"c", b"d", b"e", b"f"], [b"x", b"y"], []]
 LOGS = {TopicPartition("in", p): values for p, values in enumerate(VALUES)}

@@ -9,13 +9,13 @@ from typing import Any
 
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
+from streamlearn.core.types import TopicPartition
 from streamlearn.daemon import Daemon
 from streamlearn.metrics import Metrics
 from streamlearn.settings import load_settings
 from streamlearn.sinks import MemorySink
 from streamlearn.sources import MemorySource
 from streamlearn.sources.base import AssignmentListener
-from streamlearn.types import TopicPartition
 
 TP0, TP1 = TopicPartition("in", 0), TopicPartition("in", 1)
 

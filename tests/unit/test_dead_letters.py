@@ -5,9 +5,9 @@ from pathlib import Path
 from typing import Any
 
 from streamlearn.metrics import ServingMetrics
+from streamlearn.serve.board import SnapshotBoard
 from streamlearn.serve.core import ServingCore
 from streamlearn.serve.inbox import HTTP_RECORD
-from streamlearn.serve.snapshot import SnapshotBoard
 from tests.unit.test_daemon import Source, drain, make
 from tests.unit.test_hostile_input import InboxLearner
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from streamlearn.demo_plot import expert_spans, plot_run
+from streamlearn.app.demo_plot import expert_spans, plot_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from streamlearn.drift.base import BaseDetector, events_of
-from streamlearn.drift.registry import DETECTORS, build_detector
+from streamlearn.core.drift.base import BaseDetector, events_of
+from streamlearn.core.drift.registry import DETECTORS, build_detector
+from streamlearn.core.types import DriftAlarm, DriftSignal
 from streamlearn.settings import DriftSettings
-from streamlearn.types import DriftAlarm, DriftSignal
 
 # river's KSWIN runs a Kolmogorov-Smirnov test per value: its checks take half a minute, so
 # they are marked slow (make test runs them; make test-fast does not).

@@ -5,11 +5,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streamlearn.drift.calibration import cusum_threshold, siegmund_arl, window_z_threshold
-from streamlearn.drift.cusum import Cusum
-from streamlearn.drift.registry import build_detector
+from streamlearn.core.drift.calibration import cusum_threshold, siegmund_arl, window_z_threshold
+from streamlearn.core.drift.cusum import Cusum
+from streamlearn.core.drift.registry import build_detector
+from streamlearn.core.types import DriftSignal
 from streamlearn.settings import DriftSettings
-from streamlearn.types import DriftSignal
 
 
 def regimes() -> np.ndarray:

@@ -4,10 +4,10 @@ import math
 
 import torch
 
-from streamlearn.drift.base import BaseDetector
-from streamlearn.drift.monitor import DriftMonitor
+from streamlearn.core.drift.base import BaseDetector
+from streamlearn.core.drift.monitor import DriftMonitor
+from streamlearn.core.types import DriftSignal
 from streamlearn.settings import DriftSettings
-from streamlearn.types import DriftSignal
 
 
 def monitor() -> DriftMonitor:

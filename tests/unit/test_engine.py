@@ -5,10 +5,10 @@ from typing import Any
 import pytest
 import torch
 
-from streamlearn.engine import Engine
-from streamlearn.experts.expert import NeuralExpert
+from streamlearn.core.engine import Engine
+from streamlearn.core.experts.expert import NeuralExpert
+from streamlearn.core.types import Sample
 from streamlearn.settings import DriftSettings, EngineSettings, ModelSettings
-from streamlearn.types import Sample
 
 
 def separable(n: int, seed: int = 0) -> list[Sample]:
@@ -221,7 +221,7 @@ def test_guard_skips_reach_the_step_result() -> None:
 
 
 def test_bad_rows_finds_nan_and_infinity_and_not_a_sum_that_overflows() -> None:
-    from streamlearn.experts.guard import bad_rows
+    from streamlearn.core.experts.guard import bad_rows
 
     big = torch.tensor([[3e38, 3e38], [1.0, 2.0]])  # finite, though the sum is not
     assert bad_rows(big) == []

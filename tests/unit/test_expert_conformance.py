@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 import torch
 
-from streamlearn.experts.expert import NeuralExpert, build_expert
+from streamlearn.core.experts.expert import NeuralExpert, build_expert
 from streamlearn.settings import ModelSettings
 from streamlearn.testing import check_expert
 

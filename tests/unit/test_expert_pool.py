@@ -7,12 +7,12 @@ from typing import Any
 import pytest
 import torch
 
-from streamlearn.engine import Engine
-from streamlearn.errors import CheckpointError
-from streamlearn.experts.expert import NeuralExpert
+from streamlearn.core.engine import Engine
+from streamlearn.core.errors import CheckpointError
+from streamlearn.core.experts.expert import NeuralExpert
+from streamlearn.core.types import Sample
 from streamlearn.settings import ExpertsSettings, ModelSettings
 from streamlearn.testing import roundtrip
-from streamlearn.types import Sample
 
 MODEL = ModelSettings(hidden=[8], learning_rate=0.01)
 
@@ -177,7 +177,7 @@ def test_a_checkpoint_from_a_bigger_pool_is_refused_with_the_settings_it_needs()
 
 
 def test_hold_returns_the_losses_of_the_expert_leading_after_the_batch() -> None:
-    from streamlearn.experts.pool import ExpertPool
+    from streamlearn.core.experts.pool import ExpertPool
 
     class Constant:  # predicts its seed; the scripted loss function does the rest
         module = None

@@ -14,11 +14,11 @@ from types import ModuleType
 import pytest
 import torch
 
-from streamlearn.drift.monitor import DriftMonitor
-from streamlearn.engine import Engine
+from streamlearn.core.drift.monitor import DriftMonitor
+from streamlearn.core.engine import Engine
+from streamlearn.core.types import Sample
 from streamlearn.settings import DriftSettings, EngineSettings, ExpertsSettings, ModelSettings
 from streamlearn.testing import check_expert
-from streamlearn.types import Sample
 from tests.docs.markdown import ROOT
 from tests.support.shifted import blobs, learn
 

@@ -7,16 +7,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from streamlearn.adapt.adapter import Adapter
-from streamlearn.drift.base import BaseDetector
-from streamlearn.drift.cusum import Cusum
-from streamlearn.drift.monitor import DriftMonitor
-from streamlearn.drift.registry import DETECTORS
-from streamlearn.engine import Engine
-from streamlearn.errors import ModelError, SettingsError
-from streamlearn.experts.expert import build_expert
-from streamlearn.extensions import load_object, missing_members, protocol_members
-from streamlearn.protocols import DriftDetector, Expert, Source
+from streamlearn.core.adapt.adapter import Adapter
+from streamlearn.core.drift.base import BaseDetector
+from streamlearn.core.drift.cusum import Cusum
+from streamlearn.core.drift.monitor import DriftMonitor
+from streamlearn.core.drift.registry import DETECTORS
+from streamlearn.core.engine import Engine
+from streamlearn.core.errors import ModelError, SettingsError
+from streamlearn.core.experts.expert import build_expert
+from streamlearn.core.extensions import load_object, missing_members, protocol_members
+from streamlearn.core.protocols import DriftDetector, Expert, Source
+from streamlearn.core.types import Sample
 from streamlearn.settings import (
     ADAPT_METHODS,
     DETECTOR_NAMES,
@@ -27,7 +28,6 @@ from streamlearn.settings import (
     ModelSettings,
     load_settings,
 )
-from streamlearn.types import Sample
 from tests.support.plugins import StatsOnly
 from tests.support.shifted import blobs, learn, miscalibrated
 

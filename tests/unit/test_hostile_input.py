@@ -17,19 +17,19 @@ from typing import Any
 import pytest
 import torch
 
+from streamlearn.core.engine import Engine
+from streamlearn.core.errors import ModelError, RequestError
+from streamlearn.core.experts.expert import NeuralExpert
+from streamlearn.core.preprocess import LabelError, LabelIndex
+from streamlearn.core.types import Sample
 from streamlearn.daemon import Daemon
-from streamlearn.engine import Engine
-from streamlearn.errors import ModelError, RequestError
-from streamlearn.experts.expert import NeuralExpert
 from streamlearn.metrics import Metrics, ServingMetrics
-from streamlearn.preprocess import LabelError, LabelIndex
+from streamlearn.serve.board import SnapshotBoard
 from streamlearn.serve.core import LearnerView, ServingCore
-from streamlearn.serve.snapshot import SnapshotBoard
 from streamlearn.settings import ModelSettings, load_settings
 from streamlearn.sinks import MemorySink
 from streamlearn.sources import MemorySource
 from streamlearn.sources.base import AssignmentListener
-from streamlearn.types import Sample
 from tests.support.seqexpert import SequenceCheckExpert
 
 
@@ -423,7 +423,7 @@ def test_a_learning_rate_of_1e30_is_undone_every_step_and_never_checkpointed(
 
 
 def test_weights_go_back_to_the_last_good_copy_not_the_first() -> None:
-    from streamlearn.experts.guard import GOOD_EVERY
+    from streamlearn.core.experts.guard import GOOD_EVERY
 
     engine = Engine(ModelSettings(hidden=[8], n_features=3))
     batch = [Sample([float(i % 3), 1.0, float(i % 2)], i % 2) for i in range(8)]

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 
+from streamlearn.core.types import Prediction
 from streamlearn.metrics import Metrics
 from streamlearn.settings import KafkaSettings
 from streamlearn.sinks import kafka as kafka_sink
-from streamlearn.types import Prediction
 
 
 class Future:

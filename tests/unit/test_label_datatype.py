@@ -11,15 +11,16 @@ from typing import Any, NoReturn, cast
 import grpc
 import torch
 
+from streamlearn.core.predictor import Predictor, fixed_route
+from streamlearn.core.types import Label, Sample
 from streamlearn.metrics import ServingMetrics
-from streamlearn.predictor import Predictor, fixed_route
+from streamlearn.serve.board import SnapshotBoard
 from streamlearn.serve.core import LearnerView, ServingCore
 from streamlearn.serve.grpc import InferenceServicer
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
-from streamlearn.serve.snapshot import Snapshot, SnapshotBoard
+from streamlearn.serve.snapshot import Snapshot
 from streamlearn.serve.tensors import TensorIn, label_tensor
 from streamlearn.settings import load_settings
-from streamlearn.types import Label, Sample
 
 LABELS = (0, "spam")
 

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from streamlearn.checkpoint.state import CheckpointState, check_compatible
-from streamlearn.errors import CheckpointError
-from streamlearn.experts.expert import build_expert
-from streamlearn.models import ImageCnn, build_mlp
-from streamlearn.protocols import Expert
+from streamlearn.core.errors import CheckpointError
+from streamlearn.core.experts.expert import build_expert
+from streamlearn.core.models import ImageCnn, build_mlp
+from streamlearn.core.protocols import Expert
 from streamlearn.settings import ModelSettings
 from streamlearn.testing import check_expert
 

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from streamlearn.experts.decision import PoolStep
-from streamlearn.experts.pool import ExpertPool
+from streamlearn.core.experts.decision import PoolStep
+from streamlearn.core.experts.pool import ExpertPool
 from streamlearn.settings import ExpertsSettings
 
 WINDOW = 40  # samples held per decision

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from streamlearn.embedded import free_port
-from streamlearn.errors import SettingsError, StreamlearnError
-from streamlearn.producer import JsonLines, connect, key_of_field, key_of_template
+from streamlearn.app.embedded import free_port
+from streamlearn.app.producer import JsonLines, connect, key_of_field, key_of_template
+from streamlearn.core.errors import SettingsError, StreamlearnError
 
 
 def streamlearn(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from streamlearn.engine import Engine
+from streamlearn.core.engine import Engine
+from streamlearn.core.types import Sample
 from streamlearn.metrics import Metrics
 from streamlearn.runtime import processes
 from streamlearn.runtime.ipc import (
@@ -27,10 +28,9 @@ from streamlearn.runtime.ipc import (
 )
 from streamlearn.runtime.launch import settings_document
 from streamlearn.runtime.snapshots import EXPERTS, SnapshotReader, SnapshotWriter
+from streamlearn.serve.board import SnapshotBoard
 from streamlearn.serve.frozen import Assembler
-from streamlearn.serve.snapshot import SnapshotBoard
 from streamlearn.settings import ExpertsSettings, ModelSettings, Settings, load_settings
-from streamlearn.types import Sample
 from tests.support.waiting import wait_for
 
 

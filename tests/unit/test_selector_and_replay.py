@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from streamlearn.experts.replay import ReplayBuffer, Reservoir
-from streamlearn.experts.selector import Selector
+from streamlearn.core.experts.replay import ReplayBuffer, Reservoir
+from streamlearn.core.experts.selector import Selector
 from streamlearn.settings import ReplaySettings, SelectorSettings
 from streamlearn.testing import roundtrip
 
@@ -98,9 +98,9 @@ def test_a_forgotten_slot_loses_its_pairs() -> None:
 
 @pytest.mark.parametrize("ratio,extra", [(0.0, 0), (0.5, 16), (1.0, 32)])
 def test_replay_mixes_old_samples_into_each_step(ratio: float, extra: int) -> None:
-    from streamlearn.engine import Engine
+    from streamlearn.core.engine import Engine
+    from streamlearn.core.types import Sample
     from streamlearn.settings import ExpertsSettings, ModelSettings
-    from streamlearn.types import Sample
 
     engine = Engine(
         ModelSettings(hidden=[4]), experts=ExpertsSettings(replay=ReplaySettings(ratio=ratio))

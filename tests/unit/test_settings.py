@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streamlearn.errors import SettingsError
+from streamlearn.core.errors import SettingsError
 from streamlearn.settings import dump_defaults, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from streamlearn.errors import SettingsError
+from streamlearn.core.errors import SettingsError
 from streamlearn.settings import load_settings
-from streamlearn.settings_env import read_environment
+from streamlearn.settings.env import read_environment
 
 SECTIONS = ("kafka", "model", "drift")
 

@@ -3,11 +3,11 @@
 import pytest
 import torch
 
-from streamlearn.engine import Engine
+from streamlearn.core.engine import Engine
+from streamlearn.core.types import Sample
 from streamlearn.metrics import Metrics
-from streamlearn.serve.snapshot import SnapshotBoard, build_snapshot
+from streamlearn.serve.board import SnapshotBoard, build_snapshot
 from streamlearn.settings import ModelSettings
-from streamlearn.types import Sample
 
 
 def samples(n: int, offset: float = 0.0) -> list[Sample]:
@@ -79,7 +79,7 @@ def test_a_failed_build_keeps_the_previous_snapshot(monkeypatch: pytest.MonkeyPa
     good = board.publish_from(e)
     e.process(samples(32))
     monkeypatch.setattr(
-        "streamlearn.serve.snapshot.build_snapshot",
+        "streamlearn.serve.board.build_snapshot",
         lambda engine: (_ for _ in ()).throw(RuntimeError("out of memory")),
     )
     assert board.publish_from(e) is good and board.current is good

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from streamlearn.errors import RequestError
+from streamlearn.core.errors import RequestError
 from streamlearn.serve.tensors import (
     TensorIn,
     TensorOut,

@@ -1,5 +1,0 @@
-"""Test-time adaptation: experts keep up with unlabeled traffic, behind collapse guards."""
-
-from streamlearn.adapt.adapter import METHODS, RESET_REASONS, Adapter, AdaptReport
-
-__all__ = ["METHODS", "RESET_REASONS", "AdaptReport", "Adapter"]

@@ -1,0 +1,319 @@
+"""Test-time adaptation of the pool's experts on unlabeled rows, one expert at a time.
+
+Each expert gets its own method state, guard and anchor. The *anchor* is the expert's state
+as its last labeled learning left it: labeled learning only marks the anchor stale, and the
+next adaptation step takes a fresh copy, so labeled learning and adaptation never pull the
+same weights in two directions at once. Every guard reset returns the expert to its anchor.
+
+Rows are gathered per expert until ``adapt.batch_size`` of them are waiting. They then
+enter the expert's class-balanced memory (``memory.py``), and one step adapts on the
+memory, not on the new rows alone. Waiting rows are checkpointed with the rest.
+
+The method is a built-in one (:data:`METHODS`) or a user's, ``adapt.method:
+"package.module:name"``: a class or function called as ``name(settings=<the adapt
+section>, generator=<the adapter's torch.Generator>)`` that returns an
+:class:`~streamlearn.core.protocols.AdaptMethod`. Like the built-in ones it is called once per
+expert and again after every guard reset (a fresh method: optimizer state from before a
+collapse goes too); its randomness should come from ``generator``, which is seeded and
+checkpointed, so runs replay. It is loaded, and one is built and checked, when the adapter
+is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from streamlearn.core.adapt.augment import Augmenter
+from streamlearn.core.adapt.base import AdaptMethod, normalized_entropy
+from streamlearn.core.adapt.cotta import CoTTA
+from streamlearn.core.adapt.guards import Guard
+from streamlearn.core.adapt.memory import BalancedMemory
+from streamlearn.core.adapt.norm import NormStats
+from streamlearn.core.adapt.settings import AdaptSettings
+from streamlearn.core.adapt.tent import Tent
+from streamlearn.core.experts.member import Member
+from streamlearn.core.experts.selector import rows_by_expert
+from streamlearn.core.extensions import build_checked, is_spec, load_object
+from streamlearn.core.protocols import StateDict
+
+METHODS = ("norm", "tent", "cotta")
+RESET_REASONS = ("entropy", "marginal", "guard_set", "periodic")
+
+
+@dataclass(slots=True)
+class AdaptReport:
+    """What adaptation did during one engine call: the daemon's metrics."""
+
+    adapted: int = 0  # rows that took part in an adaptation step
+    skipped: int = 0  # rows the entropy filter kept out of the gradient
+    resets: list[tuple[str, str]] = field(default_factory=list)  # (expert, reason)
+    steps: int = 0  # adaptation steps and resets: each changes the served weights
+    entropy: float | None = None  # mean normalized prediction entropy of the last step
+
+
+@dataclass(slots=True)
+class _Expertise:
+    """One expert's adaptation state."""
+
+    method: AdaptMethod
+    guard: Guard
+    memory: BalancedMemory
+    anchor: dict[str, Tensor] | None = None
+    stale: bool = True  # labeled learning happened since the anchor was taken
+    pending: list[Tensor] = field(default_factory=list)
+
+    @property
+    def waiting(self) -> int:
+        return sum(rows.shape[0] for rows in self.pending)
+
+
+class Adapter:
+    """Adapts each expert on unlabeled rows behind its own guard, and resets it to its anchor.
+
+    Learner thread only: it changes the experts' weights in place, so serving sees its work
+    only through the next snapshot.
+    """
+
+    def __init__(
+        self,
+        settings: AdaptSettings,
+        method: str,
+        seed: int,
+        image_shape: Sequence[int] | None = None,
+    ) -> None:
+        if method not in METHODS and not is_spec(method):
+            raise ValueError(f"adapt.method: {method!r} is not one of {METHODS} nor 'module:name'")
+        self.settings = settings
+        self.method = method
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)
+        self._user = None if method in METHODS else _user_method(method, settings, seed)
+        self.augment = Augmenter(settings, image_shape, self.generator)
+        self.experts: dict[str, _Expertise] = {}
+
+    def labeled(self, expert_id: str, x: Tensor, y: Tensor) -> None:
+        """``expert_id`` learned these labeled rows (``x`` as it saw them): its anchor moves,
+        its guard set grows."""
+        state = self._state(expert_id)
+        state.stale = True
+        if y.dtype == torch.long:
+            state.guard.remember(x, y)
+
+    def offer(
+        self, expert_id: str, module: nn.Module, x: Tensor, n_classes: int, report: AdaptReport
+    ) -> None:
+        """Rows the expert answered; adapt once enough of them are waiting."""
+        state = self._state(expert_id)
+        state.pending.append(x.detach())
+        if state.waiting < self.settings.batch_size:
+            return
+        rows = torch.cat(state.pending)
+        state.pending = []
+        self._step(expert_id, state, module, rows, n_classes, report)
+
+    def offer_routed(
+        self,
+        members: Mapping[str, Member],
+        x: Tensor,
+        experts: Sequence[str],
+        n_classes: int,
+        report: AdaptReport,
+    ) -> int:
+        """Offer each routed expert its rows; the adaptation steps and resets taken."""
+        before = report.steps
+        for expert_id, rows in rows_by_expert(experts).items():
+            member = members[expert_id]
+            module = member.expert.module
+            if module is None:
+                continue  # an expert that is not a torch module: nothing to adapt
+            steps = report.steps
+            self.offer(expert_id, module, x[rows], n_classes, report)
+            member.adaptations += report.steps - steps
+        return report.steps - before
+
+    def forget(self, alive: set[str]) -> None:
+        """Drop the state of experts that left the pool."""
+        for expert_id in set(self.experts) - alive:
+            del self.experts[expert_id]
+
+    def nbytes(self) -> int:
+        """Memory held for adaptation: anchors, students and optimizer state, memories,
+        guard sets and rows waiting."""
+        return sum(_tensor_bytes(state) for state in self.state_dict()["experts"].values())
+
+    def _step(
+        self,
+        expert_id: str,
+        state: _Expertise,
+        module: nn.Module,
+        x: Tensor,
+        n_classes: int,
+        report: AdaptReport,
+    ) -> None:
+        if state.anchor is None or state.stale:
+            self._anchor(state, module, n_classes)
+        entropy, predicted = self._predictions(module, x, n_classes)
+        rows = x
+        if self.settings.memory > 0:
+            state.memory.add(x, predicted, state.guard.label_shares(n_classes))
+            rows = state.memory.rows()
+        # Who may teach is judged again on all the rows, by the model as it is now.
+        teaches = state.guard.confident(self._predictions(module, rows, n_classes)[0])
+        state.method.step(module, rows, teaches, n_classes)
+        self._count(state, entropy, n_classes, report)
+        reason = self._collapse(state, module, entropy, predicted, n_classes)
+        if reason is not None:
+            self._reset(state, module)
+            report.resets.append((expert_id, reason))
+            report.steps += 1
+
+    def _count(
+        self, state: _Expertise, entropy: Tensor, n_classes: int, report: AdaptReport
+    ) -> None:
+        """New rows the filter let in count as adapted (all of them for norm statistics)."""
+        learns = self.method != "norm" and n_classes >= 2
+        skipped = int((~state.guard.confident(entropy)).sum()) if learns else 0
+        adapted = entropy.shape[0] - skipped
+        report.adapted += adapted
+        report.skipped += skipped
+        report.steps += 1
+        report.entropy = float(entropy.mean()) if n_classes >= 2 else None
+        state.guard.adapted += adapted
+        state.guard.steps += 1
+
+    def _collapse(
+        self,
+        state: _Expertise,
+        module: nn.Module,
+        entropy: Tensor,
+        predicted: Tensor,
+        n_classes: int,
+    ) -> str | None:
+        guard = state.guard
+        reason = guard.observe(entropy, predicted, n_classes)
+        if reason is None and guard.guard_set_dropped(module, n_classes):
+            reason = "guard_set"
+        if reason is None and guard.periodic_due():
+            reason = "periodic"
+        return reason
+
+    def _predictions(self, module: nn.Module, x: Tensor, n_classes: int) -> tuple[Tensor, Tensor]:
+        """The served model's view of the rows, before this step adapts on them."""
+        was_training = module.training
+        module.eval()
+        with torch.no_grad():
+            out = module(x)
+        module.train(was_training)
+        if n_classes < 2:
+            return out.new_zeros(x.shape[0]), out.new_zeros(x.shape[0], dtype=torch.long)
+        return normalized_entropy(out, n_classes), out[:, :n_classes].argmax(dim=1)
+
+    def _anchor(self, state: _Expertise, module: nn.Module, n_classes: int) -> None:
+        state.anchor = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        state.stale = False
+        state.method.begin(module, state.anchor)
+        state.guard.anchor_accuracy = state.guard.accuracy(module, n_classes)
+
+    def _reset(self, state: _Expertise, module: nn.Module) -> None:
+        """Back to the anchor; the adaptation starts over from there, without the rows that
+        led it astray."""
+        assert state.anchor is not None
+        module.load_state_dict(state.anchor)
+        state.method = self._method()  # optimizer state from before the collapse goes too
+        state.method.begin(module, state.anchor)
+        state.memory.clear()
+        state.guard.clear()
+
+    def _state(self, expert_id: str) -> _Expertise:
+        state = self.experts.get(expert_id)
+        if state is None:
+            seed = self.seed + 7919 * (len(self.experts) + 1)
+            state = _Expertise(
+                self._method(),
+                Guard(self.settings.guards, seed),
+                BalancedMemory(max(self.settings.memory, 1)),
+            )
+            self.experts[expert_id] = state
+        return state
+
+    def _method(self) -> AdaptMethod:
+        s = self.settings
+        if self._user is not None:
+            method: AdaptMethod = self._user(settings=s, generator=self.generator)
+            return method
+        if self.method == "norm":
+            return NormStats(s.norm_momentum)
+        if self.method == "tent":
+            return Tent(s.learning_rate, s.norm_momentum)
+        return CoTTA(
+            learning_rate=s.learning_rate,
+            momentum=s.norm_momentum,
+            teacher_momentum=s.teacher_momentum,
+            confidence=s.confidence_threshold,
+            augmentations=s.augmentations,
+            restore=s.restore_probability,
+            augment=self.augment,
+            generator=self.generator,
+        )
+
+    def state_dict(self) -> StateDict:
+        return {
+            "method": self.method,
+            "rng": self.generator.get_state(),
+            "experts": {
+                expert_id: {
+                    "anchor": state.anchor,
+                    "stale": state.stale,
+                    "pending": torch.cat(state.pending).cpu() if state.pending else None,
+                    "method": state.method.state_dict(),
+                    "guard": state.guard.state_dict(),
+                    "memory": state.memory.state_dict(),
+                }
+                for expert_id, state in self.experts.items()
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any], modules: Mapping[str, nn.Module]) -> None:
+        """Restore; ``modules`` are the experts' networks, already loaded."""
+        self.experts = {}
+        if state["method"] != self.method:  # another method's state does not apply
+            return
+        self.generator.set_state(state["rng"])
+        for expert_id, saved in state["experts"].items():
+            module = modules.get(expert_id)
+            if module is None:
+                continue
+            expertise = self._state(expert_id)
+            expertise.anchor, expertise.stale = saved["anchor"], bool(saved["stale"])
+            device = next(module.parameters()).device
+            if saved["pending"] is not None:
+                expertise.pending = [saved["pending"].to(device)]
+            expertise.memory.load_state_dict(saved["memory"], device)
+            if expertise.anchor is not None:
+                expertise.method.begin(module, expertise.anchor)
+                expertise.method.load_state_dict(saved["method"])
+            expertise.guard.load_state_dict(saved["guard"])
+
+
+def _user_method(spec: str, settings: AdaptSettings, seed: int) -> Callable[..., Any]:
+    """The user's method factory, once one method it built has every member."""
+    make = load_object(spec, "adapt.method")
+    # A generator of its own: the check must not move the adapter's random stream.
+    generator = torch.Generator().manual_seed(seed)
+    build_checked(make, AdaptMethod, "adapt.method", settings=settings, generator=generator)
+    return make
+
+
+def _tensor_bytes(value: Any) -> int:
+    if isinstance(value, Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, Mapping):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0

@@ -1,0 +1,26 @@
+"""The ``engine`` settings section: micro-batching and the limits on what a record may carry."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from streamlearn.core.section import Section
+
+
+class EngineSettings(Section):
+    """Micro-batching and the limits on what a record may carry."""
+
+    max_batch: int = Field(32, ge=1)
+    max_wait_ms: int = Field(50, ge=0)
+    rolling_window: int = Field(1_000, ge=1)
+    max_record_bytes: int = Field(1_048_576, ge=16)
+    max_samples_per_record: int = Field(10_000, ge=1)
+    # Sample ids travel on every prediction (its Kafka key too): longer ones are refused.
+    max_id_chars: int = Field(256, ge=1)
+    # torch's intra-op threads in the learner process (0: torch's default, one per core).
+    # Measured with the default MLP on 2 cores: 2 threads learn no faster than 1 and take
+    # 40% more CPU from the serving processes beside it. Raise it for large networks.
+    torch_threads: int = Field(1, ge=0)
+    # Niceness of the learner process. Above 0, serving gets a contended core first. Measured
+    # on 2 cores (docs/benchmarks.md): 10 bought serving nothing measurable, so 0.
+    nice: int = Field(0, ge=0, le=19)

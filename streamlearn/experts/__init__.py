@@ -1,5 +1,0 @@
-"""Experts: a network, its optimizer and its loss, learning one regime of the stream."""
-
-from streamlearn.experts.expert import NeuralExpert, build_expert
-
-__all__ = ["NeuralExpert", "build_expert"]
