@@ -112,6 +112,11 @@ class Metrics:
             "1 while input is paused because the learner is behind.",
             registry=r,
         )
+        self.batch_target = Gauge(
+            "streamlearn_batch_target_samples",
+            "The learning step's batch size now: engine.max_batch, more while behind.",
+            registry=r,
+        )
         self.buffered_samples = Gauge(
             "streamlearn_buffered_samples", "Samples decoded and waiting to be learned.", registry=r
         )

@@ -51,7 +51,7 @@ from streamlearn.core.models.settings import ModelSettings
 from streamlearn.core.predictor import Predictor
 from streamlearn.core.preprocess import LabelIndex, Recycled, RunningStandardizer
 from streamlearn.core.prequential import PrequentialStats
-from streamlearn.core.protocols import Expert, StateDict
+from streamlearn.core.protocols import Expert, StateDict, StepScaling
 from streamlearn.core.settings import EngineSettings
 from streamlearn.core.types import Prediction, Sample
 
@@ -111,6 +111,7 @@ class Engine:
         self.created_at = time.time()
         self.last_learned_at: float | None = None
         self.n_features: int | None = None
+        self.step_factor = 1.0  # on every expert's step size (scale_step)
         self.pool: ExpertPool | None = None
         self.adapter: Adapter | None = None
         self.scaler: RunningStandardizer | None = None
@@ -144,7 +145,9 @@ class Engine:
             experts = experts.model_copy(update={"max_experts": 1})
         self.pool = ExpertPool(
             experts,
-            lambda seed: build_expert(self.settings, n_features, self.device, seed),
+            lambda seed: self._at_step_scale(
+                build_expert(self.settings, n_features, self.device, seed)
+            ),
             self.scoring_loss,
             n_features,
             self.device,
@@ -172,6 +175,19 @@ class Engine:
 
     def _scale(self, x: Tensor) -> Tensor:
         return self.scaler.transform(x) if self.scaler is not None else x
+
+    def scale_step(self, factor: float) -> None:
+        """Every expert, and each one spawned later, learns at ``factor`` times its
+        configured step size (the daemon's adaptive batches; 1.0 is as configured)."""
+        self.step_factor = factor
+        if self.pool is not None:
+            for expert in self.pool.experts().values():
+                self._at_step_scale(expert)
+
+    def _at_step_scale(self, expert: Expert) -> Expert:
+        if isinstance(expert, StepScaling):
+            expert.scale_step(self.step_factor)
+        return expert
 
     def scoring_loss(self, out: Tensor, y: Tensor) -> Tensor:
         """Per-sample loss of an expert's outputs: what the pool compares experts with."""

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -132,6 +132,19 @@ class Expert(Protocol):
 
     def state_dict(self) -> StateDict: ...
     def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class StepScaling(Protocol):
+    """What an :class:`Expert` may also offer: its step size scaled with the batch.
+
+    Under a backlog the daemon learns in larger batches (``engine.lag_budget_s``) and asks
+    every expert that has this method for ``factor`` times its configured step size (the
+    square-root rule, ``daemon/batching.py``); 1.0 puts it back. An expert without it learns
+    larger batches at its own step size. ``NeuralExpert`` has it.
+    """
+
+    def scale_step(self, factor: float) -> None: ...
 
 
 class DriftDetector(Protocol):

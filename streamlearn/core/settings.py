@@ -11,6 +11,13 @@ class EngineSettings(Section):
     """Micro-batching and the limits on what a record may carry."""
 
     max_batch: int = Field(32, ge=1)
+    # Under a backlog the learning step's batch doubles, up to max_adaptive_batch, while the
+    # backlog (consumer lag plus buffered samples) would take longer than lag_budget_s to
+    # clear at the measured rate, and halves back once it clears within a quarter of that
+    # (daemon/batching.py; step size by the square-root rule). A learner that keeps up
+    # learns exactly at max_batch. 0 s, or a ceiling at max_batch, turns it off.
+    lag_budget_s: float = Field(10.0, ge=0)
+    max_adaptive_batch: int = Field(256, ge=1)
     max_wait_ms: int = Field(50, ge=0)
     rolling_window: int = Field(1_000, ge=1)
     max_record_bytes: int = Field(1_048_576, ge=16)

@@ -29,6 +29,7 @@ from streamlearn.core.types import (
     Sample,
     TopicPartition,
 )
+from streamlearn.daemon.batching import AdaptiveBatch
 from streamlearn.daemon.buffer import InputBuffer
 from streamlearn.daemon.checkpointer import Checkpointer
 from streamlearn.daemon.endpoints import (
@@ -88,6 +89,15 @@ class Daemon:
         self._sink_factory = sink_factory
         self.endpoints = Endpoints()
         self.buffer = InputBuffer(settings.engine.max_batch, settings.engine.max_wait_ms / 1000)
+        self.batching = AdaptiveBatch(
+            settings.engine.max_batch,
+            settings.engine.max_adaptive_batch,
+            settings.engine.lag_budget_s,
+        )
+        self.metrics.batch_target.set(self.batching.size)
+        # Samples per input record, smoothed: the consumer's lag is in records, the backlog
+        # that sizes the batch in samples (batch records hold many).
+        self._samples_per_record = 1.0
         self.checkpointer = Checkpointer(
             settings,
             self.metrics,
@@ -300,6 +310,8 @@ class Daemon:
     def _accept(self, records: list[Any]) -> None:
         decoded = [self.codec.decode(record) for record in records]
         self.buffer.add(decoded)
+        carried = sum(len(d.samples) + len(d.dead_letters) for d in decoded) / len(decoded)
+        self._samples_per_record += 0.2 * (carried - self._samples_per_record)
         self.reporter.consumed(records[0].topic, len(records))
 
     def _flow_control(self) -> None:
@@ -357,12 +369,14 @@ class Daemon:
         dead: list[DeadLetter],
     ) -> None:
         """Learn in micro-batches; ``origins[i]`` names where sample i came from."""
-        step = self.settings.engine.max_batch
+        step = self.batching.size
         for start in range(0, len(samples), step):
             chunk = samples[start : start + step]
             began = time.perf_counter()
             result = self.engine.process(chunk)
-            self.metrics.learn_latency.observe(time.perf_counter() - began)
+            took = time.perf_counter() - began
+            self.batching.observe(len(chunk), took)
+            self.metrics.learn_latency.observe(took)
             self.metrics.batch_size.observe(len(chunk))
             dead += self.reporter.rejected(result, chunk, origins[start : start + step])
             self.reporter.publish(result)
@@ -371,6 +385,24 @@ class Daemon:
             self.reporter.dead_letter(dead)
         self._sync_codec()
         self.checkpointer.mark_dirty(len(samples) + len(dead))
+        self._resize_batch()
+
+    def _resize_batch(self) -> None:
+        """Grow or shrink the learning step with the backlog (``daemon/batching.py``)."""
+        backlog = round(self.progress.lag * self._samples_per_record) + self.buffer.samples
+        before = self.batching.size
+        size = self.batching.resize(backlog)
+        if size != before:
+            self.buffer.max_batch = size
+            self.engine.scale_step(self.batching.step_scale)
+            self.metrics.batch_target.set(size)
+            log.info(
+                "batch_resized",
+                samples=size,
+                step_scale=round(self.batching.step_scale, 3),
+                backlog=backlog,
+                rate=round(self.batching.rate or 0.0),
+            )
 
     def _serve_inbox(self) -> None:
         """Learn samples posted over HTTP and answer checkpoint requests."""

@@ -54,3 +54,22 @@ def test_the_rate_is_a_moving_average_a_slow_step_moves_little() -> None:
     batch.observe(32, 0.0032)  # 10k/s
     batch.observe(32, 0.032)  # one step ten times slower
     assert batch.rate is not None and 8_000 < batch.rate < 8_500
+
+
+def test_a_checkpoint_never_carries_a_scaled_step_into_a_learner_at_another_scale() -> None:
+    import torch
+
+    from streamlearn.core.experts.expert import NeuralExpert, build_expert
+    from streamlearn.core.models.settings import ModelSettings
+
+    def make() -> NeuralExpert:
+        expert = build_expert(ModelSettings(hidden=[4]), 3, torch.device("cpu"), 0)
+        assert isinstance(expert, NeuralExpert)
+        return expert
+
+    scaled = make()
+    scaled.scale_step(4.0)
+    assert [g["lr"] for g in scaled.optimizer.param_groups] == [4e-3]
+    restored = make()  # a restart: factor 1 until the daemon grows the batch again
+    restored.load_state_dict(scaled.state_dict())
+    assert [g["lr"] for g in restored.optimizer.param_groups] == [1e-3]

@@ -19,7 +19,7 @@ from streamlearn.core.experts.guard import StepGuard
 from streamlearn.core.extensions import require_members
 from streamlearn.core.models import ImageCnn, build_mlp, load_factory, training
 from streamlearn.core.models.settings import ModelSettings
-from streamlearn.core.protocols import Expert, StateDict
+from streamlearn.core.protocols import Expert, StateDict, StepScaling
 
 
 class NeuralExpert:
@@ -41,6 +41,10 @@ class NeuralExpert:
         self.n_seen = 0  # classes seen so far: outputs [0, n_seen) take part in the loss
         self.guard = StepGuard(module, optimizer)
         self.skipped: str | None = None  # why the last step was skipped or undone, if it was
+        # The configured step sizes, and the factor on them now (StepScaling): a checkpoint
+        # holds the optimizer's scaled lr, so a load puts the factor in force back on these.
+        self._base_lrs = [float(group["lr"]) for group in optimizer.param_groups]
+        self._step_factor = 1.0
 
     def predict(self, x: Tensor) -> Tensor:
         was_training = self.module.training
@@ -61,6 +65,12 @@ class NeuralExpert:
         self.skipped = self.guard.step(losses.mean())
         return losses.detach()
 
+    def scale_step(self, factor: float) -> None:
+        """Learn at ``factor`` times the configured step size (adaptive batches)."""
+        self._step_factor = factor
+        for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+            group["lr"] = base * factor
+
     def state_dict(self) -> StateDict:
         return {
             "module": self.module.state_dict(),
@@ -71,6 +81,7 @@ class NeuralExpert:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.scale_step(self._step_factor)
         self.n_seen = int(state["n_seen"])
         self.guard.reset()
 
@@ -115,6 +126,9 @@ def build_network(
 if TYPE_CHECKING:  # mypy holds NeuralExpert to Expert (see streamlearn.core.protocols)
 
     def _conforms(expert: NeuralExpert) -> Expert:
+        return expert
+
+    def _scales(expert: NeuralExpert) -> StepScaling:
         return expert
 
 

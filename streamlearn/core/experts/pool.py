@@ -251,6 +251,10 @@ class ExpertPool:
         """The ids of the experts in the pool now."""
         return set(self.members)
 
+    def experts(self) -> dict[str, Expert]:
+        """The live experts, by id."""
+        return {id_: m.expert for id_, m in self.members.items()}
+
     def forwards(self) -> dict[str, Forward]:
         """Each live expert's forward pass, by id: what a ``Predictor`` answers with."""
         return {id_: m.expert.predict for id_, m in self.members.items()}
