@@ -36,6 +36,7 @@ _EXPORTS = {
     "SettingsError": "streamlearn.core.errors",
     "Sink": "streamlearn.core.protocols",
     "Source": "streamlearn.core.protocols",
+    "StepScaling": "streamlearn.core.protocols",
     "SourceError": "streamlearn.core.errors",
     "StateDict": "streamlearn.core.protocols",
     "StreamlearnError": "streamlearn.core.errors",
@@ -69,6 +70,7 @@ __all__ = [
     "Source",
     "SourceError",
     "StateDict",
+    "StepScaling",
     "StreamlearnError",
     "TopicPartition",
     "__version__",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:
         Sink,
         Source,
         StateDict,
+        StepScaling,
     )
     from streamlearn.core.types import (
         DeadLetter,

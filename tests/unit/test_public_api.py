@@ -36,6 +36,7 @@ PUBLIC_API = [
     "Source",
     "SourceError",
     "StateDict",
+    "StepScaling",
     "StreamlearnError",
     "TopicPartition",
     "__version__",
