@@ -122,7 +122,11 @@ def blocks(path: str, text: str | None = None) -> list[Block]:
                 and not lines[j].strip().strip(fence[0])
             ):
                 break
-            body.append(lines[j][indent:] if lines[j][:indent].isspace() else lines[j].lstrip())
+            body.append(
+                lines[j][indent:]
+                if lines[j][:indent].isspace() or not indent
+                else lines[j].lstrip()
+            )
             j += 1
         before = next((lines[k] for k in range(i - 1, -1, -1) if lines[k].strip()), "")
         marker = NOT_RUN.match(before)
