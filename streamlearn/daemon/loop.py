@@ -458,11 +458,11 @@ class Daemon:
 def kafka_daemon(settings: Settings, metrics: Metrics | None = None) -> Daemon:
     """The production wiring: a Kafka consumer group in, Kafka topics out."""
     from streamlearn.sinks.kafka import KafkaSink
-    from streamlearn.sources.kafka import KafkaSource
+    from streamlearn.sources import open_source
 
     return Daemon(
         settings,
-        source_factory=lambda listener: KafkaSource(settings.kafka, listener),
+        source_factory=lambda listener: open_source(settings.kafka, listener),
         sink_factory=lambda metrics: KafkaSink(settings.kafka, metrics),
         metrics=metrics,
     )

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from streamlearn.core.section import Section
+
+CONFLUENT_MISSING = "confluent needs `pip install streamlearn[confluent]`"
 
 
 class KafkaSettings(Section):
     """Brokers, the consumer group, and the input and output topics."""
 
+    # The input's client library. kafka-python (pure Python) is the default and the tested
+    # baseline; confluent (librdkafka, the optional extra) polls about 3x the records per
+    # second (docs/benchmarks.md), which shows end to end only where learning is not the
+    # bound (batch records, a large max_batch). Outputs always go through kafka-python.
+    client: Literal["kafka-python", "confluent"] = "kafka-python"
     bootstrap_servers: str = "localhost:9092"
     group_id: str = "streamlearn"
     client_id: str = "streamlearn"
@@ -45,6 +53,14 @@ class KafkaSettings(Section):
     # session timeout gets its partitions back without a rebalance. Unique per replica (the
     # Kubernetes StatefulSet sets it to the pod name); null = dynamic membership.
     group_instance_id: str | None = Field(None, min_length=1, max_length=249)
+
+    @field_validator("client")
+    @classmethod
+    def _client_installed(cls, client: str) -> str:
+        # Refused with the other settings, before the daemon starts, not at its first connect.
+        if client == "confluent" and find_spec("confluent_kafka") is None:
+            raise ValueError(CONFLUENT_MISSING)
+        return client
 
     @model_validator(mode="after")
     def _heartbeat_below_session(self) -> KafkaSettings:

@@ -1,4 +1,5 @@
-"""RELIABILITY.md F: two daemons in one group while members join, leave and crash."""
+"""RELIABILITY.md F: two daemons in one group while members join, leave and crash, on each
+``kafka.client`` (the rebalance callbacks and the seeks at assignment are the client's)."""
 
 from __future__ import annotations
 
@@ -65,11 +66,13 @@ def revoke_checkpoints(daemon: ReliableDaemon, start: int) -> int:
     )
 
 
+@pytest.mark.parametrize("client", ["kafka-python", "confluent"])
 def test_members_join_leave_and_crash_without_losing_or_relearning(
     broker: EmbeddedBroker,
     seq_topics: Callable[[int], dict[str, str]],
     reliable_daemon: Callable[..., ReliableDaemon],
     tmp_path: Path,
+    client: str,
 ) -> None:
     """A starts; B joins; A stops (SIGTERM); A comes back; B is killed (SIGKILL); B comes
     back; then both run to the end, all while records arrive.
@@ -97,6 +100,7 @@ def test_members_join_leave_and_crash_without_losing_or_relearning(
         "checkpoint": {"every_samples": 1_000, "every_seconds": 3600},
         "settings": {
             "kafka": {
+                "client": client,
                 "session_timeout_ms": 3000,
                 "heartbeat_interval_ms": 1000,
                 "max_poll_interval_ms": 10_000,
@@ -175,7 +179,7 @@ def test_members_join_leave_and_crash_without_losing_or_relearning(
         if e.get("event") == "partitions_assigned"
     )
     print(
-        f"\nrebalance: {sum(expected.values())} records, {moves} assignments, 0 lost, "
+        f"\nrebalance ({client}): {sum(expected.values())} records, {moves} assignments, 0 lost, "
         f"0 learned twice along a lineage, {overlap} in both lineages, {relearned} updates "
         f"redone in all (lost with the killed member, or learned by both)"
     )
