@@ -54,9 +54,9 @@ else:
     from scoring import routing_accuracy as routing_score
     from streams import STREAMS, Stream, build
 
-from streamlearn.engine import Engine
+from streamlearn.core.engine import Engine
+from streamlearn.core.types import Sample
 from streamlearn.settings import DriftSettings, EngineSettings, ExpertsSettings, ModelSettings
-from streamlearn.types import Sample
 
 RESULTS = Path(__file__).parents[1] / "results" / "experts.json"
 BATCH = 32  # the daemon's default engine.max_batch
