@@ -72,6 +72,13 @@ class AdaptiveBatch:
             self._set(max(self.base, self.size // 2))
         return self.size
 
+    def reset(self) -> int:
+        """Back to the base size at once (outputs cannot land: larger steps would only add
+        to what waits)."""
+        if self.size != self.base:
+            self._set(self.base)
+        return self.size
+
     def _set(self, size: int) -> None:
         self.size = size
         self._steps_at_size = 0

@@ -388,10 +388,17 @@ class Daemon:
         self._resize_batch()
 
     def _resize_batch(self) -> None:
-        """Grow or shrink the learning step with the backlog (``daemon/batching.py``)."""
+        """Grow or shrink the learning step with the backlog (``daemon/batching.py``).
+
+        While outputs wait to land the learner is not what holds the stream up: the step
+        goes back to ``engine.max_batch`` at once, so the pending-outputs bound stays soft by
+        one step of that size, as docs/operations.md states it."""
         backlog = round(self.progress.lag * self._samples_per_record) + self.buffer.samples
         before = self.batching.size
-        size = self.batching.resize(backlog)
+        if self.sink is not None and self.sink.pending:
+            size = self.batching.reset()
+        else:
+            size = self.batching.resize(backlog)
         if size != before:
             self.buffer.max_batch = size
             self.engine.scale_step(self.batching.step_scale)

@@ -73,3 +73,10 @@ def test_a_checkpoint_never_carries_a_scaled_step_into_a_learner_at_another_scal
     restored = make()  # a restart: factor 1 until the daemon grows the batch again
     restored.load_state_dict(scaled.state_dict())
     assert [g["lr"] for g in restored.optimizer.param_groups] == [1e-3]
+
+
+def test_reset_goes_back_to_the_base_size_at_once() -> None:
+    batch = AdaptiveBatch(base=32, ceiling=256, budget_s=10.0)
+    learn_steps(batch, 30, rate=10_000, backlog=1_000_000)
+    assert batch.size == 256
+    assert batch.reset() == 32 and batch.step_scale == 1.0
