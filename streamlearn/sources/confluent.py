@@ -18,6 +18,7 @@ wrong offset).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -256,9 +257,13 @@ def _log_error(error: KafkaError) -> None:
 
 
 class _Log:
-    """What librdkafka's ``logger`` setting calls: ``log(level, format, *args)``."""
+    """What librdkafka's ``logger`` setting calls: ``log(level, format, facility, ...)``."""
 
     def log(self, level: int, fmt: str, *args: Any) -> None:
+        # A failed connection is also reported to error_cb (kafka_client_error): its FAIL
+        # line, at ERROR and repeated on every reconnect, goes one level down to debug.
+        if args and args[0] == "FAIL":
+            level = logging.DEBUG
         log.log(level, "librdkafka", message=fmt % args)
 
 

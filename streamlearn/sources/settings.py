@@ -16,9 +16,9 @@ class KafkaSettings(Section):
     """Brokers, the consumer group, and the input and output topics."""
 
     # The input's client library. kafka-python (pure Python) is the default and the tested
-    # baseline; confluent (librdkafka, the optional extra) polls about 3x the records per
-    # second (docs/benchmarks.md), which shows end to end only where learning is not the
-    # bound (batch records, a large max_batch). Outputs always go through kafka-python.
+    # baseline; confluent (librdkafka, the optional extra) polls 2-3x the records per
+    # second (docs/benchmarks.md); end to end learning and decoding stay the bounds, so the
+    # gain there is smaller. Outputs always go through kafka-python.
     client: Literal["kafka-python", "confluent"] = "kafka-python"
     bootstrap_servers: str = "localhost:9092"
     group_id: str = "streamlearn"
