@@ -3,12 +3,12 @@
 A :class:`Reservoir` keeps a uniform random sample of every row it was offered (Vitter's
 Algorithm R) in fixed memory, so an expert that learned one regime for a million samples
 replays all of that regime, not just its last minutes. The selector's (input, expert) pairs
-use the same reservoirs, one per expert.
+use the same reservoirs, one per expert, held together in a :class:`PairMemory`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,18 +33,38 @@ class Reservoir:
         if self.x is None or self.y is None:
             self.x = x.new_zeros((self.capacity, *x.shape[1:]))
             self.y = y.new_zeros((self.capacity, *y.shape[1:]))
-        positions = torch.arange(self.seen, self.seen + x.shape[0])
-        draws = (torch.rand(x.shape[0], generator=self.rng) * (positions + 1)).long()
-        slots = torch.where(positions < self.capacity, positions, draws).tolist()
-        # In order, a later row wins its slot; one indexed write then stores the winners.
-        winners = {slot: row for row, slot in enumerate(slots) if slot < self.capacity}
-        if winners:
-            into = torch.tensor(list(winners), device=self.x.device)
-            rows = torch.tensor(list(winners.values()), device=x.device)
-            self.x[into] = x[rows].to(self.x.dtype)
-            self.y[into.to(self.y.device)] = y[rows.to(y.device)].to(self.y.dtype)
-        self.seen += x.shape[0]
+        n, seen = x.shape[0], self.seen
+        # One uniform draw per row offered, used or not: what is kept does not depend on
+        # how the rows were batched, nor on whether the reservoir was still filling.
+        draws = torch.rand(n, generator=self.rng)
+        if seen + n <= self.capacity:  # still filling: the rows take the next slots in turn
+            self._put(slice(seen, seen + n), x, y)
+        else:
+            self._replace(draws, x, y)
+        self.seen += n
         self.size = min(self.capacity, self.seen)
+
+    def _replace(self, draws: Tensor, x: Tensor, y: Tensor) -> None:
+        """Algorithm R: the row at stream position p takes a uniform slot of p + 1, kept if
+        it is a real one; in order, a later row wins its slot. One indexed write."""
+        seen = self.seen
+        picks = (draws * torch.arange(seen + 1, seen + x.shape[0] + 1)).long().tolist()
+        winners: dict[int, int] = {}
+        for row, pick in enumerate(picks):
+            slot = seen + row if seen + row < self.capacity else pick
+            if slot < self.capacity:
+                winners[slot] = row
+        if winners:
+            rows = torch.tensor(list(winners.values()))
+            self._put(torch.tensor(list(winners)), x[rows.to(x.device)], y[rows.to(y.device)])
+
+    def _put(self, into: slice | Tensor, x: Tensor, y: Tensor) -> None:
+        """Store rows ``x`` and labels ``y`` at slots ``into``."""
+        assert self.x is not None and self.y is not None
+        x_at = into.to(self.x.device) if isinstance(into, Tensor) else into
+        y_at = into.to(self.y.device) if isinstance(into, Tensor) else into
+        self.x[x_at] = x.to(self.x.device, self.x.dtype)
+        self.y[y_at] = y.to(self.y.device, self.y.dtype)
 
     def sample(self, k: int) -> tuple[Tensor, Tensor]:
         assert self.x is not None and self.y is not None and self.size > 0
@@ -159,3 +179,107 @@ class ReplayBuffer:
             reservoir.load_state_dict(reservoir_state, device)
             self.reservoirs[int(key)] = reservoir
         self.rng.set_state(state["rng"])
+
+
+class PairMemory:
+    """The selector's (input, expert) pairs: a :class:`Reservoir` per expert slot, whose rows
+    are all blocks of one tensor ``[slots, capacity, ...]``.
+
+    A training step draws an equal share from every expert: with one tensor that is one
+    indexing whatever the pool's size, not a few calls per expert. Labels are implied by
+    the block (a pair's label is its slot). The tensor grows (rarely: when a slot beyond it
+    appears) and the rows held move with it.
+    """
+
+    def __init__(self, capacity: int, seed: int, max_slots: int) -> None:
+        self.capacity = capacity
+        self.seed = seed
+        self.max_slots = max_slots
+        self.reservoirs: dict[int, Reservoir] = {}  # slot -> its pairs (a view of the stack)
+        self._stack: Tensor | None = None
+
+    def add(self, slot: int, x: Tensor) -> None:
+        """Offer rows ``x`` (CPU tensors) learned by the expert in ``slot``."""
+        reservoir = self.reservoirs.get(slot)
+        if reservoir is None:
+            reservoir = self.reservoirs[slot] = Reservoir(self.capacity, self.seed + slot + 1)
+        if reservoir.x is None:  # new (or restored empty): its block of the stack first
+            self.adopt(x)
+        reservoir.add(x, torch.full((x.shape[0],), slot, dtype=torch.long))
+
+    def draw(
+        self, slots: Sequence[int], share: int, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """``share`` rows drawn uniformly, with replacement, from the pairs of each of
+        ``slots`` (each must hold some), and their labels: the slots."""
+        assert self._stack is not None
+        sizes = torch.tensor([self.reservoirs[s].size for s in slots], dtype=torch.float64)
+        where = torch.tensor(slots)
+        # float64 draws times a size never round up to the size itself.
+        draws = torch.rand(len(slots), share, generator=generator, dtype=torch.float64)
+        rows = (draws * sizes[:, None]).long() + where[:, None] * self._stack.shape[1]
+        return self._stack.flatten(0, 1)[rows.flatten()], where.repeat_interleave(share)
+
+    def forget(self, slot: int) -> None:
+        self.reservoirs.pop(slot, None)
+
+    def move(self, source: int, target: int) -> None:
+        """Offer ``source``'s pairs to ``target`` as its own, then drop ``source``."""
+        moved = self.reservoirs.pop(source, None)
+        if moved is not None and (held := moved.rows()) is not None:
+            self.add(target, held[0])
+
+    def adopt(self, like: Tensor | None = None) -> None:
+        """Give every reservoir its block of the stack (after a new slot or a load), growing
+        the stack when a slot or a capacity does not fit. ``like``: a row batch, for the
+        shape of a stack not allocated yet."""
+        if like is None:
+            like = next((r.x for r in self.reservoirs.values() if r.x is not None), None)
+        if like is None or not self.reservoirs:
+            return
+        stack = self._fitting(like)
+        for slot, reservoir in self.reservoirs.items():
+            block = stack[slot, : reservoir.capacity]
+            if reservoir.x is not None and reservoir.size:
+                block[: reservoir.size] = reservoir.x[: reservoir.size]
+            reservoir.x = block
+            if reservoir.y is None:
+                reservoir.y = torch.zeros(reservoir.capacity, dtype=torch.long)
+        self._stack = stack
+
+    def _fitting(self, like: Tensor) -> Tensor:
+        """The stack, or a bigger one where the slots or capacities held do not fit (slots
+        doubled, up to ``max_slots``: a growing pool reallocates a few times at most)."""
+        slots = max(self.reservoirs) + 1
+        capacity = max(r.capacity for r in self.reservoirs.values())
+        stack = self._stack
+        if (
+            stack is not None
+            and slots <= stack.shape[0]
+            and capacity <= stack.shape[1]
+            and stack.shape[2:] == like.shape[1:]
+        ):
+            return stack
+        held = stack.shape[0] if stack is not None else 0
+        rows = max(slots, min(2 * held, self.max_slots))
+        return torch.zeros((rows, capacity, *like.shape[1:]), dtype=like.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        labels = sum(
+            r.y.numel() * r.y.element_size() for r in self.reservoirs.values() if r.y is not None
+        )
+        stack = self._stack.numel() * self._stack.element_size() if self._stack is not None else 0
+        return stack + labels
+
+    def state_dict(self) -> StateDict:
+        return {str(slot): r.state_dict() for slot, r in self.reservoirs.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.reservoirs = {}
+        for slot, reservoir_state in state.items():
+            reservoir = Reservoir(int(reservoir_state["capacity"]), 0)
+            reservoir.load_state_dict(reservoir_state, torch.device("cpu"))
+            self.reservoirs[int(slot)] = reservoir
+        self._stack = None
+        self.adopt()

@@ -14,11 +14,19 @@ class SelectorSettings(Section):
 
     # The selector routes unlabeled samples and served requests to an expert.
     hidden: list[int] = Field(default_factory=lambda: [64])
-    learning_rate: float = Field(1e-3, gt=0)
+    # Twice Adam's usual 1e-3: the selector takes half the steps it used to (``batch``), and
+    # at 1e-3 that left it unsure of a new regime for longer; at 2e-3 its routing accuracy is
+    # as before, within a seed's spread (docs/benchmarks.md, "Pool overhead").
+    learning_rate: float = Field(2e-3, gt=0)
     # (input, expert) pairs kept per expert by uniform reservoir sampling: the selector never
     # forgets a regime just because it has not been seen for a while.
     pairs_per_expert: int = Field(500, ge=1)
-    batch: int = Field(64, ge=1)  # pairs per selector training step (one per learning step)
+    # Pairs per selector training step, and its cadence: a step once this many new pairs came
+    # in since the last (at most one per learning step; every one while an expert's pairs
+    # are still filling). At engine.max_batch 32 that is every other learning step, which
+    # with a cheaper step took a pool of 8 experts from 68% to 81-88% of the one-expert rate
+    # (docs/benchmarks.md, "Pool overhead").
+    batch: int = Field(64, ge=1)
     # Below this confidence the active expert answers: a shaky route is no better than the
     # expert that is learning right now.
     threshold: float = Field(0.7, ge=0, le=1)
