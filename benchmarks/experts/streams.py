@@ -7,7 +7,18 @@ on, not a fresh draw of a look-alike: a learner that kept what it learned on the
 visit should be right again from the first sample of the second.
 
 - river generators: "sea" (variants 0-3, 10% label noise), "agrawal" (functions 0, 2, 4,
-  5% perturbation), "rbf" (three random-RBF concepts of the same shape);
+  5% perturbation), "rbf" (three random-RBF concepts of the same shape), "hyperplane"
+  (three fixed hyperplanes, 5% label noise), "led" (LEDDrift, 0, 3 and 5 of the 7 segments
+  swapped with irrelevant features, 10% noise), "waveform" (the 21 features in three fixed
+  orders), "sine" (functions 0-3: SINE1, reversed, SINE2, reversed; 2 noise features),
+  "stagger" (functions 0-2);
+- input distribution fixed, concept moving, on raw scales: "agrawal10" (river Agrawal
+  functions 0-9, no perturbation, in an order shuffled by the seed: incomes in the
+  100,000s next to 0/1-scale codes); "mixed_scales" (the hyperplane stream with feature i
+  multiplied by 10^(i-3) and shifted by 10^(i-2): scales from 0.001 to 1,000,000);
+- regression: "friedman" (river Friedman #1, then its relevant features 0-4 swapped with
+  5-9 as river's FriedmanDrift "gra" does, then another fixed order; y is a float and the
+  learners are scored by mean absolute error);
 - scikit-learn's bundled 8x8 digits (1,797 images, pixel values 0..16, kept as they are):
   "permuted_digits" (identity, then 3 fixed pixel permutations), "rotated_digits" (0, 45,
   90, 135 degrees) and "split_digits" (class pairs {0,1} ... {8,9}, labels kept as digits).
@@ -41,6 +52,7 @@ class Stream:
     y: np.ndarray  # int64 [n], class labels 0..C-1
     regime: np.ndarray  # int64 [n], the true regime of every sample (0..R-1)
     segments: list[tuple[int, int, int]]  # (start, end, regime), end exclusive, in order
+    task: str = "classification"  # or "regression": y is then float32 targets
 
     def __eq__(self, other: object) -> bool:
         """Arrays compare by value, so two builds of one seed are equal (the generated
@@ -57,7 +69,12 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _assemble(
-    name: str, description: str, sources: list[Source], cycles: int, segment: int
+    name: str,
+    description: str,
+    sources: list[Source],
+    cycles: int,
+    segment: int,
+    task: str = "classification",
 ) -> Stream:
     """Visit the regimes in order, ``cycles`` times; each visit continues its regime's
     source, which is what makes a recurrence the same concept."""
@@ -77,24 +94,49 @@ def _assemble(
         name,
         description,
         np.concatenate(xs).astype(np.float32, copy=False),
-        np.concatenate(ys).astype(np.int64, copy=False),
+        np.concatenate(ys).astype(np.int64 if task == "classification" else np.float32),
         regimes,
         segments,
+        task,
     )
 
 
 # --- river generators -----------------------------------------------------------------
 
 
-def _river_source(generator: Iterable[tuple[dict[Any, Any], Any]]) -> Source:
+def _river_source(
+    generator: Iterable[tuple[dict[Any, Any], Any]], regression: bool = False
+) -> Source:
     """One live iterator per regime: the next visit takes the samples after the last."""
     items = iter(generator)
 
     def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
         rows = list(islice(items, n))
         x = np.array([list(features.values()) for features, _ in rows], dtype=np.float32)
-        y = np.array([int(label) for _, label in rows], dtype=np.int64)
+        if regression:
+            y = np.array([float(label) for _, label in rows], dtype=np.float32)
+        else:
+            y = np.array([int(label) for _, label in rows], dtype=np.int64)
         return x.reshape(len(rows), -1), y
+
+    return draw
+
+
+def _columns(order: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """Column ``j`` of the result is column ``order[j]`` of the input."""
+
+    def pick(x: np.ndarray) -> np.ndarray:
+        return x[:, order]
+
+    return pick
+
+
+def _transformed(source: Source, change: Callable[[np.ndarray], np.ndarray]) -> Source:
+    """The same draws with their features changed (reordered, rescaled); labels kept."""
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x, y = source(n)
+        return change(x), y
 
     return draw
 
@@ -206,6 +248,156 @@ def rbf(cycles: int, segment: int, seed: int) -> Stream:
     )
 
 
+def hyperplane(cycles: int, segment: int, seed: int) -> Stream:
+    sources = [
+        _river_source(synth.Hyperplane(seed=_regime_seed(seed, r), n_features=10, mag_change=0.0))
+        for r in range(3)
+    ]
+    return _assemble(
+        "hyperplane",
+        "river Hyperplane, 3 fixed hyperplanes (weights drawn per regime, no rotation), "
+        "5% label noise; 10 features in [0, 1], 2 classes",
+        sources,
+        cycles,
+        segment,
+    )
+
+
+# Feature i of "mixed_scales" is x * 10^(i - 3) + 10^(i - 2): 0.001 ... 1,000,000.
+MIXED_SCALE = (10.0 ** (np.arange(10) - 3)).astype(np.float32)
+MIXED_SHIFT = (10.0 ** (np.arange(10) - 2)).astype(np.float32)
+
+
+def mixed_scales(cycles: int, segment: int, seed: int) -> Stream:
+    stream = hyperplane(cycles, segment, seed)
+    return Stream(
+        "mixed_scales",
+        "the hyperplane stream with feature i scaled by 10^(i-3) and shifted by 10^(i-2): "
+        "scales 0.001 to 1,000,000 side by side; 10 features, 2 classes",
+        stream.x * MIXED_SCALE + MIXED_SHIFT,
+        stream.y,
+        stream.regime,
+        stream.segments,
+    )
+
+
+def led(cycles: int, segment: int, seed: int) -> Stream:
+    sources = [
+        _river_source(
+            synth.LEDDrift(
+                seed=_regime_seed(seed, r),
+                noise_percentage=0.1,
+                irrelevant_features=True,
+                n_drift_features=drift,
+            )
+        )
+        for r, drift in enumerate((0, 3, 5))
+    ]
+    return _assemble(
+        "led",
+        "river LEDDrift, 7 segments + 17 irrelevant bits; regimes swap 0, 3 and 5 segments "
+        "with irrelevant bits (positions drawn per regime), 10% noise; 24 features, 10 classes",
+        sources,
+        cycles,
+        segment,
+    )
+
+
+def waveform(cycles: int, segment: int, seed: int) -> Stream:
+    shuffle = np.random.default_rng([seed, 3])
+    orders = [np.arange(21)] + [shuffle.permutation(21) for _ in range(2)]
+    sources = [
+        _transformed(
+            _river_source(synth.Waveform(seed=_regime_seed(seed, r))),
+            _columns(order),
+        )
+        for r, order in enumerate(orders)
+    ]
+    return _assemble(
+        "waveform",
+        "river Waveform (3 noisy wave mixtures), regime 0 as it is, regimes 1-2 a fixed "
+        "random order of the 21 features; 3 classes",
+        sources,
+        cycles,
+        segment,
+    )
+
+
+def sine(cycles: int, segment: int, seed: int) -> Stream:
+    sources = [
+        _river_source(
+            synth.Sine(classification_function=f, seed=_regime_seed(seed, f), has_noise=True)
+        )
+        for f in range(4)
+    ]
+    return _assemble(
+        "sine",
+        "river Sine functions 0-3 (SINE1, reversed SINE1, SINE2, reversed SINE2); "
+        "2 relevant + 2 noise features in [0, 1], 2 classes",
+        sources,
+        cycles,
+        segment,
+    )
+
+
+def stagger(cycles: int, segment: int, seed: int) -> Stream:
+    sources = [
+        _river_source(synth.STAGGER(classification_function=f, seed=_regime_seed(seed, f)))
+        for f in range(3)
+    ]
+    return _assemble(
+        "stagger",
+        "river STAGGER functions 0-2; size, color, shape as codes 0-2, 2 classes",
+        sources,
+        cycles,
+        segment,
+    )
+
+
+def agrawal10(cycles: int, segment: int, seed: int) -> Stream:
+    order = random.Random(seed).sample(range(10), 10)
+    sources = [
+        _river_source(_Agrawal(classification_function=f, seed=_regime_seed(seed, f)))
+        for f in order
+    ]
+    return _assemble(
+        "agrawal10",
+        f"river Agrawal functions 0-9 in the order {order} (shuffled by the seed), no "
+        "perturbation, raw scales (salary ~1e5 next to 0-4 codes); 9 features, 2 classes",
+        sources,
+        cycles,
+        segment,
+    )
+
+
+# Friedman #1 reads features 0-4; regime 1 moves them to 5-9 (river FriedmanDrift "gra").
+FRIEDMAN_ORDERS = (
+    np.arange(10),
+    np.array([5, 6, 7, 8, 9, 0, 1, 2, 3, 4]),
+    np.array([9, 0, 7, 2, 5, 4, 3, 8, 1, 6]),
+)
+
+
+def friedman(cycles: int, segment: int, seed: int) -> Stream:
+    sources = [
+        _transformed(
+            _river_source(synth.Friedman(seed=_regime_seed(seed, r)), regression=True),
+            _columns(np.argsort(order)),
+        )
+        for r, order in enumerate(FRIEDMAN_ORDERS)
+    ]
+    return _assemble(
+        "friedman",
+        "river Friedman #1 regression (y = 10 sin(pi x0 x1) + 20 (x2 - 0.5)^2 + 10 x3 + 5 x4 "
+        "+ N(0, 1)); regimes move the 5 relevant features to other columns (1: to 5-9, as "
+        "FriedmanDrift 'gra'); 10 features in [0, 1]",
+        sources,
+        cycles,
+        segment,
+        task="regression",
+    )
+
+
 # --- digits ---------------------------------------------------------------------------
 
 
@@ -287,6 +479,14 @@ STREAMS: dict[str, Callable[[int, int, int], Stream]] = {
     "sea": sea,
     "agrawal": agrawal,
     "rbf": rbf,
+    "hyperplane": hyperplane,
+    "led": led,
+    "waveform": waveform,
+    "sine": sine,
+    "stagger": stagger,
+    "agrawal10": agrawal10,
+    "mixed_scales": mixed_scales,
+    "friedman": friedman,
     "permuted_digits": permuted_digits,
     "rotated_digits": rotated_digits,
     "split_digits": split_digits,
