@@ -10,7 +10,9 @@ from streamlearn.core.section import Section
 class EngineSettings(Section):
     """Micro-batching and the limits on what a record may carry."""
 
-    max_batch: int = Field(32, ge=1)
+    # 8 learns fastest per sample on every stream of the experts benchmark (32 ended 2-20
+    # points lower at any learning rate, docs/benchmarks.md "Defaults"); a backlog grows it.
+    max_batch: int = Field(8, ge=1)
     # Under a backlog the learning step's batch doubles, up to max_adaptive_batch, while the
     # backlog (consumer lag plus buffered samples) would take longer than lag_budget_s to
     # clear at the measured rate, and halves back once it clears within a quarter of that

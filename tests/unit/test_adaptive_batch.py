@@ -63,7 +63,9 @@ def test_a_checkpoint_never_carries_a_scaled_step_into_a_learner_at_another_scal
     from streamlearn.core.models.settings import ModelSettings
 
     def make() -> NeuralExpert:
-        expert = build_expert(ModelSettings(hidden=[4]), 3, torch.device("cpu"), 0)
+        expert = build_expert(
+            ModelSettings(hidden=[4], learning_rate=1e-3), 3, torch.device("cpu"), 0
+        )
         assert isinstance(expert, NeuralExpert)
         return expert
 

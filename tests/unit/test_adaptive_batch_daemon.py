@@ -5,7 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from streamlearn.core.experts.expert import NeuralExpert
+from streamlearn.settings import load_settings
 from tests.unit.test_daemon import Source, drain, make, records
+
+SHIPPED = load_settings(None)
 
 
 def learning_rates(daemon_engine: object) -> set[float]:
@@ -37,7 +40,7 @@ def test_a_backlog_past_the_budget_grows_the_batch_and_scales_the_step(tmp_path:
     assert daemon.engine.samples_learned == 20_000  # nothing lost to a resize
     factor = daemon.batching.step_scale
     assert daemon.engine.step_factor == factor
-    assert learning_rates(daemon.engine) == {1e-3 * factor}
+    assert learning_rates(daemon.engine) == {SHIPPED.model.learning_rate * factor}
 
 
 def test_a_learner_that_keeps_up_learns_at_max_batch_and_the_configured_step(
@@ -47,5 +50,5 @@ def test_a_learner_that_keeps_up_learns_at_max_batch_and_the_configured_step(
     daemon, _ = make(tmp_path, source)  # the shipped budget: 10 s
     assert daemon.start()
     drain(daemon, source)
-    assert daemon.batching.size == 32 and daemon.engine.step_factor == 1.0
-    assert learning_rates(daemon.engine) == {1e-3}
+    assert daemon.batching.size == SHIPPED.engine.max_batch and daemon.engine.step_factor == 1.0
+    assert learning_rates(daemon.engine) == {SHIPPED.model.learning_rate}

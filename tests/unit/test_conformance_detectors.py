@@ -18,6 +18,7 @@ from streamlearn.core.protocols import StateDict
 from streamlearn.core.types import DriftAlarm, DriftSignal
 from streamlearn.settings import DriftSettings
 from streamlearn.testing import check_detector, drifting_stream
+from tests.support.drift import mechanics
 from tests.support.plugins import sensitive_cusum
 
 # river's KSWIN runs a Kolmogorov-Smirnov test per value: half a minute even on a short
@@ -27,7 +28,7 @@ NAMES = [pytest.param(n, marks=pytest.mark.slow) if n == "kswin" else n for n in
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_built_in_detector_keeps_its_promises(name: str) -> None:
-    settings = DriftSettings(detector=name, warmup=200, refractory=100)
+    settings = mechanics(detector=name, warmup=200, refractory=100)
     stream = drifting_stream(4_000) if name == "kswin" else None
     check_detector(lambda: build_detector(settings), stream)
 

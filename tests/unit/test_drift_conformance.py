@@ -11,6 +11,7 @@ from streamlearn.core.drift.base import BaseDetector, events_of
 from streamlearn.core.drift.registry import DETECTORS, build_detector
 from streamlearn.core.types import DriftAlarm, DriftSignal
 from streamlearn.settings import DriftSettings
+from tests.support.drift import mechanics
 
 # river's KSWIN runs a Kolmogorov-Smirnov test per value: its checks take half a minute, so
 # they are marked slow (make test runs them; make test-fast does not).
@@ -18,7 +19,7 @@ NAMES = [pytest.param(n, marks=pytest.mark.slow) if n == "kswin" else n for n in
 
 
 def make(name: str, **overrides: Any) -> BaseDetector:
-    return build_detector(DriftSettings(detector=name, warmup=200, refractory=100, **overrides))
+    return build_detector(mechanics(detector=name, warmup=200, refractory=100, **overrides))
 
 
 def shifting(seed: int, n: int = 4_000) -> np.ndarray:

@@ -9,7 +9,7 @@ from streamlearn.core.drift.calibration import cusum_threshold, siegmund_arl, wi
 from streamlearn.core.drift.cusum import Cusum
 from streamlearn.core.drift.registry import build_detector
 from streamlearn.core.types import DriftSignal
-from streamlearn.settings import DriftSettings
+from tests.support.drift import mechanics
 
 
 def regimes() -> np.ndarray:
@@ -19,7 +19,7 @@ def regimes() -> np.ndarray:
 
 
 def alarms(name: str, values: np.ndarray, **overrides: Any) -> dict[str, list[int]]:
-    detector = build_detector(DriftSettings(detector=name, warmup=200, refractory=100, **overrides))
+    detector = build_detector(mechanics(detector=name, warmup=200, refractory=100, **overrides))
     found = detector.update_many(values)
     return {
         kind: [a.index for a in found if a.signal is signal]

@@ -7,11 +7,11 @@ import torch
 from streamlearn.core.drift.base import BaseDetector
 from streamlearn.core.drift.monitor import DriftMonitor
 from streamlearn.core.types import DriftSignal
-from streamlearn.settings import DriftSettings
+from tests.support.drift import mechanics
 
 
 def monitor() -> DriftMonitor:
-    return DriftMonitor(DriftSettings(warmup=200, refractory=50))
+    return DriftMonitor(mechanics(warmup=200, refractory=50))
 
 
 def stable(n: int, seed: int = 0) -> torch.Tensor:

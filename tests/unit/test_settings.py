@@ -89,7 +89,11 @@ def test_cli_reports_an_unreadable_file(tmp_path: Path) -> None:
 def test_a_warm_up_too_short_for_the_false_alarm_rate_is_refused_at_load() -> None:
     with pytest.raises(SettingsError, match="warmup=30 is too short"):
         load_settings(None, drift={"warmup": 30})
-    assert load_settings(None, drift={"warmup": 50, "false_alarms_per_100k": 2_000})
+    # The default k (0.25) needs a longer baseline than k 0.5 for the same rate.
+    assert load_settings(None, drift={"warmup": 100, "false_alarms_per_100k": 2_000})
+    assert load_settings(
+        None, drift={"warmup": 50, "false_alarms_per_100k": 2_000, "cusum": {"k": 0.5}}
+    )
 
 
 def test_error_signal_needs_a_classifier() -> None:
@@ -98,10 +102,10 @@ def test_error_signal_needs_a_classifier() -> None:
 
 
 def test_nested_drift_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("STREAMLEARN_DRIFT__CUSUM__K", "0.25")
+    monkeypatch.setenv("STREAMLEARN_DRIFT__CUSUM__K", "0.4")
     monkeypatch.setenv("STREAMLEARN_DRIFT__DETECTOR", "page_hinkley")
     settings = load_settings(None)
-    assert settings.drift.cusum.k == 0.25 and settings.drift.detector == "page_hinkley"
+    assert settings.drift.cusum.k == 0.4 and settings.drift.detector == "page_hinkley"
 
 
 def test_class_balanced_replay_needs_a_classifier() -> None:

@@ -28,7 +28,7 @@ def _cusum(s: DriftSettings) -> Cusum:
     return Cusum(
         k=s.cusum.k,
         arl0=arl_from_rate(s.false_alarms_per_100k),
-        clip=s.clip,
+        clip=s.clip_for("cusum"),
         direction=s.cusum.direction,
         warmup=s.warmup,
         refractory=s.refractory,
@@ -40,7 +40,7 @@ def _page_hinkley(s: DriftSettings) -> PageHinkley:
     return PageHinkley(
         delta=s.page_hinkley.delta,
         arl0=arl_from_rate(s.false_alarms_per_100k),
-        clip=s.clip,
+        clip=s.clip_for("page_hinkley"),
         warmup=s.warmup,
         refractory=s.refractory,
         warning_fraction=s.warning_fraction,
@@ -52,7 +52,7 @@ def _loss_deviation(s: DriftSettings) -> LossDeviation:
         window=s.loss_deviation.window,
         memory=s.loss_deviation.memory,
         arl0=arl_from_rate(s.false_alarms_per_100k),
-        clip=s.clip,
+        clip=s.clip_for("loss_deviation"),
         warmup=s.warmup,
         refractory=s.refractory,
         warning_fraction=s.warning_fraction,

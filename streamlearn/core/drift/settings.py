@@ -14,8 +14,9 @@ from streamlearn.core.section import Section
 class CusumSettings(Section):
     """The CUSUM detector's parameters."""
 
-    # Half the smallest shift, in standard deviations, to be caught fast: 0.5 aims at 1 sigma.
-    k: float = Field(0.5, gt=0)
+    # Half the smallest shift, in standard deviations, to be caught fast: 0.25 aims at half a
+    # sigma, the rise a concept change that flips 10-20% of labels gives (0.5 missed those).
+    k: float = Field(0.25, gt=0)
     # "up": only a rising loss is a drift (a falling one re-estimates the baseline quietly).
     direction: Literal["up", "both"] = "up"
 
@@ -61,6 +62,9 @@ class KswinSettings(Section):
 
 
 DETECTOR_NAMES = ("cusum", "page_hinkley", "loss_deviation", "adwin", "kswin")
+# drift.clip when it is unset, per detector; any other takes DEFAULT_CLIP.
+CLIP_BY_DETECTOR = {"cusum": 6.0}
+DEFAULT_CLIP = 2.5
 
 
 class DriftSettings(Section):
@@ -81,8 +85,12 @@ class DriftSettings(Section):
     # Values ignored after a drift: the loss right after a change is an expert's transient.
     refractory: int = Field(500, ge=0)
     # Values are clipped to baseline mean +- clip standard deviations before the test, so a
-    # single outlier cannot alarm and skewed losses (most are) behave like normal ones.
-    clip: float = Field(2.5, gt=0)
+    # single outlier cannot alarm and skewed losses (most are) behave like normal ones. Unset,
+    # each detector takes its own (CLIP_BY_DETECTOR): CUSUM at 2.5 clipped a concept change's
+    # wrong answers down to look like noise, at 6 it keeps them and still holds its false-alarm
+    # rate on skewed and 0/1 losses (benchmarks/drift/sensitivity.py); Page-Hinkley and the
+    # loss-deviation test alarm on stable skewed losses at 6, so they stay at 2.5.
+    clip: float | None = Field(None, gt=0)
     # WARNING once the statistic passes this fraction of the drift threshold.
     warning_fraction: float = Field(0.5, gt=0, lt=1)
     # Recent drift events kept for GET /v1/drift-events; all of them go to the events topic.
@@ -94,6 +102,10 @@ class DriftSettings(Section):
     loss_deviation: LossDeviationSettings = Field(default_factory=LossDeviationSettings)
     adwin: AdwinSettings = Field(default_factory=AdwinSettings)
     kswin: KswinSettings = Field(default_factory=KswinSettings)
+
+    def clip_for(self, detector: str) -> float:
+        """The clip a detector uses: drift.clip when set, else the detector's own."""
+        return self.clip if self.clip is not None else CLIP_BY_DETECTOR.get(detector, DEFAULT_CLIP)
 
     @model_validator(mode="after")
     def _threshold_exists(self) -> DriftSettings:
