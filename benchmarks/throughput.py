@@ -4,7 +4,10 @@ per second by each Kafka source alone.
     python benchmarks/throughput.py [--samples N] [--source-records N] [--repeats R]
                                     [--clients kafka-python,confluent]
 
-- engine: Engine.process on decoded samples (the learning step alone);
+- decode: the codec alone on in-memory records, as the daemon calls it (its msgspec fast
+  path first) and its careful path alone ("decode careful", what every record took before);
+- engine: Engine.process on decoded samples (the learning step alone; batch 8 is the
+  shipped ``engine.max_batch``);
 - learner: the daemon loop on an in-memory source (decode + batch + learn + bookkeeping);
 - end-to-end: records pre-produced to tansu, the daemon (in this process, on a thread)
   consumes and learns them, once per ``kafka.client``; timed from the moment its partitions
@@ -51,7 +54,7 @@ STREAM = "agrawal"
 # The group forms in about one session timeout (not timed); the daemon's poll size.
 FAST_GROUP = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 POLL_RECORDS = 5000
-PATHS = ("engine", "learner", "end-to-end", "source")
+PATHS = ("decode", "engine", "learner", "end-to-end", "source")
 
 
 def settings(max_batch: int, **kafka: object) -> Settings:
@@ -63,6 +66,17 @@ def settings(max_batch: int, **kafka: object) -> Settings:
         kafka={**FAST_GROUP, **kafka},
         log={"level": "error"},
     )
+
+
+def bench_decode(records: list[bytes], careful: bool) -> float:
+    """Samples decoded per second: the codec as the daemon calls it (fast path first), or
+    its careful path alone (every check in Python, what every record took before)."""
+    codec = Codec(n_features=9)
+    decode = codec.decode_careful if careful else codec.decode
+    wrapped = [Record("t", 0, i, v) for i, v in enumerate(records)]
+    began = time.perf_counter()
+    decoded = sum(len(decode(record).samples) for record in wrapped)
+    return decoded / (time.perf_counter() - began)
 
 
 def bench_engine(records: list[bytes], max_batch: int) -> float:
@@ -226,20 +240,28 @@ def learning_cases(
     single = list(encode_samples(drawn, 1))
     batched = list(encode_samples(drawn, 100))
     cases: list[tuple[str, str, str, int, Callable[[], float]]] = [
+        (path, "-", kind, 0, partial(bench_decode, values, careful))
+        for kind, values in (("1 sample/record", single), ("100 samples/record", batched))
+        for path, careful in (("decode", False), ("decode careful", True))
+    ]
+    cases += [
+        ("engine", "-", "1 sample/record", 8, lambda: bench_engine(single, 8)),
         ("engine", "-", "1 sample/record", 32, lambda: bench_engine(single, 32)),
         ("engine", "-", "1 sample/record", 256, lambda: bench_engine(single, 256)),
+        ("learner", "-", "1 sample/record", 8, lambda: bench_learner(single, 8)),
         ("learner", "-", "1 sample/record", 32, lambda: bench_learner(single, 32)),
         ("learner", "-", "100 samples/record", 256, lambda: bench_learner(batched, 256)),
     ]
     for client in clients:
         for kind, values, max_batch in (
+            ("1 sample/record", single, 8),
             ("1 sample/record", single, 32),
             ("1 sample/record", single, 256),
             ("100 samples/record", batched, 256),
         ):
             run = partial(bench_end_to_end, values, max_batch, samples, client)
             cases.append(("end-to-end", client, kind, max_batch, run))
-    return [case for case in cases if case[0] in paths]
+    return [case for case in cases if case[0].split()[0] in paths]
 
 
 def run_learning(
@@ -270,7 +292,8 @@ def merged(rows: list[dict[str, object]], paths: set[str]) -> list[dict[str, obj
     """The new rows, plus the previous file's rows of the paths not run this time."""
     if not RESULTS.exists():
         return rows
-    kept = [r for r in json.loads(RESULTS.read_text())["results"] if r["path"] not in paths]
+    old = json.loads(RESULTS.read_text())["results"]
+    kept = [r for r in old if str(r["path"]).split()[0] not in paths]
     return kept + rows
 
 

@@ -22,6 +22,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Strict, TypeAdapter, ValidationError
 
 from streamlearn.core.errors import CodecError
+from streamlearn.core.fastdecode import decode_fast
 from streamlearn.core.types import DeadLetter, DecodedRecord, Label, Record, Sample
 
 if TYPE_CHECKING:
@@ -105,6 +106,16 @@ class Codec:
         )
 
     def decode(self, record: Record) -> DecodedRecord:
+        """The record's samples and dead letters: well-formed records by the fast path
+        (``core/fastdecode.py``), anything it gives up on by :meth:`decode_careful`."""
+        if self.features is None and len(record.value) <= self.max_record_bytes:
+            fast = decode_fast(self, record.value)
+            if fast is not None:
+                return DecodedRecord(record, fast)
+        return self.decode_careful(record)
+
+    def decode_careful(self, record: Record) -> DecodedRecord:
+        """Every check in Python, each bad sample dead-lettered with its reason."""
         out = DecodedRecord(record)
         try:
             items, is_batch = self._items(record.value)
@@ -149,14 +160,14 @@ class Codec:
         x = self._features(parsed.x)
         return Sample(
             x=x,
-            y=self._label(parsed.y),
-            id=self._id(parsed.id),
+            y=self.check_label(parsed.y),
+            id=self.check_id(parsed.id),
             task=_opt_str(parsed.task),
             ts=_timestamp(parsed.ts),
             index=index,
         )
 
-    def _id(self, value: str | int | None) -> str | None:
+    def check_id(self, value: str | int | None) -> str | None:
         id_ = _opt_str(value)
         if id_ is not None and len(id_) > self.max_id_chars:
             raise CodecError(
@@ -185,7 +196,7 @@ class Codec:
             )
         return _in_range([float(v) for v in x])
 
-    def _label(self, y: Label | None) -> Label | None:
+    def check_label(self, y: Label | None) -> Label | None:
         if y is None:
             return None
         if self.task == "regression":

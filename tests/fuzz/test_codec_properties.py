@@ -403,6 +403,34 @@ def test_arbitrary_json_values_never_raise_and_each_item_has_one_outcome(
     check_accounting(record, out, codec(kind))
 
 
+@fuzz_settings(300)
+@given(
+    KINDS,
+    st.one_of(
+        spliced(),
+        JSON_VALUE.map(encode),
+        st.lists(any_item("classification"), max_size=6).map(
+            lambda items: encode({"samples": [i.value for i in items]})
+        ),
+        any_item("regression").map(lambda item: encode(item.value)),
+        st.lists(st.one_of(edge_item("unsized"), good_item("unsized")), max_size=6).map(
+            lambda items: encode({"samples": [i.value for i in items]})
+        ),
+    ),
+)
+def test_the_fast_path_and_the_careful_one_agree_on_every_record(kind: str, value: bytes) -> None:
+    """core/fastdecode.py decides nothing: whatever it takes comes out as the careful
+    decoder would have it, sample for sample (x, label, id, task, time, index)."""
+    record = Record("t", 0, 0, value)
+    fast, careful = codec(kind).decode(record), codec(kind).decode_careful(record)
+    assert [(decoded(s), s.index) for s in fast.samples] == [
+        (decoded(s), s.index) for s in careful.samples
+    ]
+    assert [(d.reason, d.sample_index, d.value) for d in fast.dead_letters] == [
+        (d.reason, d.sample_index, d.value) for d in careful.dead_letters
+    ]
+
+
 @fuzz_settings(200)
 @given(st.data())
 def test_a_single_record_is_its_sample_or_one_dead_letter_with_its_bytes(

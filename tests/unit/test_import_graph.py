@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "streamlearn.core.models",
         "streamlearn.core.preprocess",
         "streamlearn.core.prequential",
+        "streamlearn.core.fastdecode",
         "streamlearn.core.codecs",
         "streamlearn.core.settings",
     ),
