@@ -172,8 +172,7 @@ def _settings(bootstrap: str, ckpt_dir: Path) -> Settings:
             "session_timeout_ms": 6000,
             "heartbeat_interval_ms": 1000,
         },
-        engine={"max_batch": 32, "max_wait_ms": 20},
-        model={"hidden": [64, 64], "learning_rate": 0.003},
+        # The learner at the shipped defaults (config/default.yaml): what a user gets.
         checkpoint={"dir": str(ckpt_dir), "every_samples": 10_000, "every_seconds": 10.0},
         # No load balancer to wait for: the drain may start at once.
         serve={
