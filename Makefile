@@ -17,8 +17,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/streamlearn demo
 
+# Two workers; the broker-backed suites stay together on one of them (tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra --durations=20
+	$(BIN)/python -m pytest -q -ra --durations=20 -n 2 --dist loadgroup
 
 # The unit tests without the slow ones: no broker, no subprocesses, under a minute.
 test-fast: $(STAMP)
@@ -37,8 +38,12 @@ proto: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/pool_overhead.py
 	$(BIN)/python benchmarks/drift/run.py
+	$(BIN)/python benchmarks/drift/sensitivity.py
 	$(BIN)/python benchmarks/experts/run.py
+	$(BIN)/python benchmarks/defaults/sweep.py --grid lr_batch --quick
+	$(BIN)/python benchmarks/defaults/report.py
 	$(BIN)/python benchmarks/tta/run.py
 
 clean:

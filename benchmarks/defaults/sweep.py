@@ -20,7 +20,9 @@ Grids (``--grid``):
   signal, cusum.k, clip, false_alarms_per_100k, warmup, refractory, experts.spawn;
 - ``selftune``: the multi-rate expert of ``benchmarks/experts/selftune.py``.
 
-Each (configuration, stream, seed, cycles, segment) is stored in
+Each (configuration, stream, seed, cycles, segment) is stored, under the configuration's
+label and a fingerprint of the settings it ran with (``label#fingerprint``: labels are
+relative to the shipped defaults of their day), in
 benchmarks/results/defaults_sweep.json as soon as it is done and never run twice: a sweep
 can be stopped and resumed. ``--quick``: seed 0, two cycles of 2,000-sample visits.
 """
@@ -28,6 +30,7 @@ can be stopped and resumed. ``--quick``: seed 0, two cycles of 2,000-sample visi
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -87,6 +90,19 @@ GRIDS: dict[str, list[Overrides]] = {
 
 def key(config: str, stream: str, seed: int, cycles: int, segment: int) -> str:
     return f"{config}|{stream}|{seed}|{cycles}|{segment}"
+
+
+def fingerprint(overrides: Overrides) -> str:
+    """The settings a configuration ran with, hashed: a label is relative to the shipped
+    defaults of its day ("defaults" meant Adam 0.001 at batch 32 until they moved), so
+    entries are stored under ``label#fingerprint`` and a stale one is never taken for the
+    shipped settings of today."""
+    dumped = settings_for(overrides).model_dump_json()
+    return hashlib.sha256(dumped.encode()).hexdigest()[:8]
+
+
+def config_key(overrides: Overrides) -> str:
+    return f"{label(overrides)}#{fingerprint(overrides)}"
 
 
 def river_figures(name: str, seed: int, cycles: int, segment: int) -> dict[str, Any]:
@@ -276,13 +292,13 @@ def main() -> None:
         for seed in args.seeds
         for stream in args.streams
         for config in configs
-        if key(label(config), stream, seed, args.cycles, args.segment) not in data["entries"]
+        if key(config_key(config), stream, seed, args.cycles, args.segment) not in data["entries"]
         or (
             args.oracle
             and "oracle"
-            not in data["entries"][key(label(config), stream, seed, args.cycles, args.segment)][
-                "figures"
-            ]
+            not in data["entries"][
+                key(config_key(config), stream, seed, args.cycles, args.segment)
+            ]["figures"]
         )
     ]
     if not args.report:
@@ -294,7 +310,7 @@ def main() -> None:
         stream = build(stream_name, args.cycles, args.segment, seed)
         t = time.perf_counter()
         figures = run_config(config, stream, args.oracle)
-        name = label(config)
+        name = config_key(config)
         data["configs"][name] = config
         data["entries"][key(name, stream_name, seed, args.cycles, args.segment)] = {
             "task": stream.task,
