@@ -17,9 +17,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/streamlearn demo
 
-# Two workers; the broker-backed suites stay together on one of them (tests/conftest.py).
+# Two workers, the integration suite together on one of them (tests/conftest.py); then the
+# reliability suite alone: its promises are timed (ready within 10 s after a SIGKILL), so
+# it gets the machine to itself, as it would in production.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -ra --durations=20 -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -ra --durations=20 -n 2 --dist loadgroup --ignore=tests/reliability
+	$(BIN)/python -m pytest -q -ra --durations=10 tests/reliability
 
 # The unit tests without the slow ones: no broker, no subprocesses, under a minute.
 test-fast: $(STAMP)

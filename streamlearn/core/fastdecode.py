@@ -41,7 +41,9 @@ class _RecordIn(msgspec.Struct):
     id: str | int | None = None
     task: str | int | None = None
     ts: float | None = None
-    samples: list[_SampleIn] | None = None
+    # Unset, not None: a record with "samples": null is a malformed batch record (the codec
+    # names it), not a single sample.
+    samples: list[_SampleIn] | msgspec.UnsetType = msgspec.UNSET
 
 
 _DECODER = msgspec.json.Decoder(_RecordIn)
@@ -67,7 +69,7 @@ def decode_fast(codec: Codec, value: bytes) -> list[Sample] | None:
         record = _DECODER.decode(value)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if record.samples is not None:
+    if not isinstance(record.samples, msgspec.UnsetType):
         if len(record.samples) > codec.max_samples_per_record:
             return None
         items: list[_SampleIn | _RecordIn] = list(record.samples)
