@@ -1,0 +1,106 @@
+"""A Kalman filter over a linear head's weights, whose forgetting coefficient is learned.
+
+Each output column ``w`` of the head drifts as ``w_t ~ N(gamma * w_{t-1}, (1 - gamma^2) S0)``,
+``S0 = I / ridge`` the prior, and is observed through ``y = phi^T w + noise``, the noise of
+variance ``sigma^2``. For classes the targets are one-hot and each column is filtered as a
+Gaussian regression: the Gaussian surrogate of the softmax. All columns share one covariance
+``P`` (the same rows observe them all), so a step costs what an RLS step costs.
+
+gamma is per sample: a batch of n rows first moves the state n samples on (gamma^n), then
+observes them jointly, so the learning does not depend on the batch size. gamma itself
+follows the gradient of the batch's one-step predictive log-likelihood,
+``log N(Y; X gamma^n W, X P_prior X^T + sigma^2 I)`` over the seen columns, taken in
+``u = log(1 - gamma)``: a step then moves the memory ``1 / (1 - gamma)`` by a factor,
+whatever its size. On a stable stream the likelihood prefers gamma -> 1 (a narrower
+prediction, nothing shrunk); when the residuals outgrow the predicted variance, forgetting
+widens it and gamma falls. gamma falling is a drift signal of its own, exported per expert
+as ``streamlearn_head_forgetting``. The filter also gives a predictive variance per row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+DTYPE = torch.float64
+# The largest move of u = log(1-gamma) in one step: one odd batch cannot throw the memory away.
+MAX_STEP = 0.5
+
+
+class KalmanHead:
+    """Filtered linear weights with learned forgetting; ``width`` counts the bias column."""
+
+    def __init__(
+        self,
+        width: int,
+        n_outputs: int,
+        ridge: float,
+        noise: float,
+        forgetting: float,
+        forgetting_range: tuple[float, float],
+        rate: float,
+    ) -> None:
+        self.prior = 1.0 / ridge  # S0 = I/lambda: the same prior as RLS's ridge
+        self.noise = noise  # sigma^2
+        self.rate = rate
+        lo, hi = forgetting_range
+        self.u_bounds = (math.log(1 - hi), math.log(1 - lo))
+        self.u = math.log(1 - forgetting)
+        self.P = torch.eye(width, dtype=DTYPE) * self.prior
+        self.W = torch.zeros(width, n_outputs, dtype=DTYPE)
+
+    @property
+    def forgetting(self) -> float:
+        """gamma now, per sample."""
+        return 1.0 - math.exp(self.u)
+
+    def update(self, x: Tensor, y: Tensor, columns: int) -> None:
+        """Observe rows ``x`` [n, width] with targets ``y`` [n, n_outputs]; ``columns``:
+        the leading target columns that are real (classes seen), those gamma is fitted on."""
+        u = torch.tensor(self.u, dtype=DTYPE, requires_grad=True)
+        decay = (1 - torch.exp(u)) ** x.shape[0]  # gamma^n: n samples of drift
+        mean = decay * self.W
+        eye = torch.eye(self.P.shape[0], dtype=DTYPE)
+        cov = decay**2 * self.P + (1 - decay**2) * self.prior * eye
+        px = cov @ x.T  # [width, n]
+        innovation = x @ px + self.noise * torch.eye(x.shape[0], dtype=DTYPE)
+        chol = torch.linalg.cholesky(innovation)
+        residual = y - x @ mean
+        self._fit_forgetting(u, chol, residual[:, :columns])
+        with torch.no_grad():
+            gain = torch.cholesky_solve(px.T, chol).T  # P-X^T S^-1: [width, n]
+            self.W = (mean + gain @ residual).detach()
+            cov = cov - gain @ px.T
+            self.P = ((cov + cov.T) / 2).detach()
+
+    def variance(self, x: Tensor) -> Tensor:
+        """Predictive variance of each row's outputs (one value per row: columns share P)."""
+        return ((x @ self.P) * x).sum(dim=1) + self.noise
+
+    def weights(self) -> Tensor:
+        return self.W
+
+    def _fit_forgetting(self, u: Tensor, chol: Tensor, residual: Tensor) -> None:
+        """One gradient step on u up the predictive log-likelihood (per row and column)."""
+        if residual.shape[1] == 0:
+            return
+        whitened = torch.linalg.solve_triangular(chol, residual, upper=False)
+        logdet = 2 * torch.log(torch.diagonal(chol)).sum()
+        loglik = -0.5 * (whitened.pow(2).sum() + residual.shape[1] * logdet)
+        (grad,) = torch.autograd.grad(loglik / residual.numel(), u)
+        if not math.isfinite(float(grad)):
+            return  # keep gamma: a non-finite step teaches nothing
+        step = max(-MAX_STEP, min(MAX_STEP, self.rate * float(grad)))
+        self.u = min(max(self.u + step, self.u_bounds[0]), self.u_bounds[1])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"P": self.P.clone(), "W": self.W.clone(), "u": self.u}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.P = state["P"].to(DTYPE).clone()
+        self.W = state["W"].to(DTYPE).clone()
+        self.u = float(state["u"])
