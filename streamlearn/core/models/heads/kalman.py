@@ -61,21 +61,20 @@ class KalmanHead:
     def update(self, x: Tensor, y: Tensor, columns: int) -> None:
         """Observe rows ``x`` [n, width] with targets ``y`` [n, n_outputs]; ``columns``:
         the leading target columns that are real (classes seen), those gamma is fitted on."""
-        u = torch.tensor(self.u, dtype=DTYPE, requires_grad=True)
-        decay = (1 - torch.exp(u)) ** x.shape[0]  # gamma^n: n samples of drift
-        mean = decay * self.W
-        eye = torch.eye(self.P.shape[0], dtype=DTYPE)
-        cov = decay**2 * self.P + (1 - decay**2) * self.prior * eye
-        px = cov @ x.T  # [width, n]
-        innovation = x @ px + self.noise * torch.eye(x.shape[0], dtype=DTYPE)
+        n = x.shape[0]
+        decay = self.forgetting**n  # gamma^n: n samples of drift
+        # Everything width x width is formed once, without autograd; the forgetting's
+        # gradient needs only the n x n and n x C pieces it enters through.
+        p_xt, x_w = self.P @ x.T, x @ self.W  # [width, n], [n, C]
+        self._fit_forgetting(x @ p_xt, self.prior * (x @ x.T), y[:, :columns], x_w[:, :columns])
+        px = decay**2 * p_xt + (1 - decay**2) * self.prior * x.T  # P_prior X^T
+        innovation = x @ px + self.noise * torch.eye(n, dtype=DTYPE)
         chol = torch.linalg.cholesky(innovation)
-        residual = y - x @ mean
-        self._fit_forgetting(u, chol, residual[:, :columns])
-        with torch.no_grad():
-            gain = torch.cholesky_solve(px.T, chol).T  # P-X^T S^-1: [width, n]
-            self.W = (mean + gain @ residual).detach()
-            cov = cov - gain @ px.T
-            self.P = ((cov + cov.T) / 2).detach()
+        gain = torch.cholesky_solve(px.T, chol).T  # P_prior X^T S^-1: [width, n]
+        self.W = decay * self.W + gain @ (y - decay * x_w)
+        eye = torch.eye(self.P.shape[0], dtype=DTYPE)
+        cov = decay**2 * self.P + (1 - decay**2) * self.prior * eye - gain @ px.T
+        self.P = (cov + cov.T) / 2
 
     def variance(self, x: Tensor) -> Tensor:
         """Predictive variance of each row's outputs (one value per row: columns share P)."""
@@ -84,14 +83,20 @@ class KalmanHead:
     def weights(self) -> Tensor:
         return self.W
 
-    def _fit_forgetting(self, u: Tensor, chol: Tensor, residual: Tensor) -> None:
-        """One gradient step on u up the predictive log-likelihood (per row and column)."""
-        if residual.shape[1] == 0:
+    def _fit_forgetting(self, xpx: Tensor, xx: Tensor, y: Tensor, x_w: Tensor) -> None:
+        """One gradient step on u up the batch's predictive log-likelihood (per row and
+        column), the filter's prediction being ``decay * x_w`` with covariance
+        ``decay^2 xpx + (1 - decay^2) xx + sigma^2 I``."""
+        if y.shape[1] == 0:
             return
-        whitened = torch.linalg.solve_triangular(chol, residual, upper=False)
+        u = torch.tensor(self.u, dtype=DTYPE, requires_grad=True)
+        decay = (1 - torch.exp(u)) ** y.shape[0]
+        eye = torch.eye(y.shape[0], dtype=DTYPE)
+        chol = torch.linalg.cholesky(decay**2 * xpx + (1 - decay**2) * xx + self.noise * eye)
+        whitened = torch.linalg.solve_triangular(chol, y - decay * x_w, upper=False)
         logdet = 2 * torch.log(torch.diagonal(chol)).sum()
-        loglik = -0.5 * (whitened.pow(2).sum() + residual.shape[1] * logdet)
-        (grad,) = torch.autograd.grad(loglik / residual.numel(), u)
+        loglik = -0.5 * (whitened.pow(2).sum() + y.shape[1] * logdet)
+        (grad,) = torch.autograd.grad(loglik / y.numel(), u)
         if not math.isfinite(float(grad)):
             return  # keep gamma: a non-finite step teaches nothing
         step = max(-MAX_STEP, min(MAX_STEP, self.rate * float(grad)))
