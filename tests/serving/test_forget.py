@@ -1,4 +1,5 @@
-"""POST /v1/forget: samples unlearned exactly from an rls head, through the learner process."""
+"""Closed-form heads in the running service: POST /v1/forget unlearns samples exactly from an
+rls head through the learner process; a Kalman head serves and exports its forgetting."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 import torch
 
 from streamlearn.core.experts.headed import HeadExpert
-from tests.serving.conftest import TOKEN, Running, settled, wait_until
+from tests.serving.conftest import TOKEN, Running, infer_body, settled, wait_until
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # Exact unlearning needs the features as they were: a frozen body, no running scaling.
@@ -46,3 +47,20 @@ def test_forget_on_an_sgd_head_is_a_409_naming_why(fresh: Running) -> None:
     body = {"samples": [{"x": [0.0, 0.0, 0.0, 0.0], "y": 0}]}
     refused = fresh.http.post("/v1/forget", json=body, headers=AUTH)
     assert refused.status_code == 409 and "rls head" in refused.json()["error"]
+
+
+def test_a_kalman_head_serves_unchanged_and_exports_its_learned_forgetting(
+    service_factory: Callable[..., Running],
+) -> None:
+    running = service_factory(model={"head": "kalman"})
+    settled(running, 2_000)
+    answer = running.http.post(
+        "/v2/models/streamlearn/infer", json=infer_body([[0.5, 0.5, -0.2, 0.1]])
+    )
+    assert answer.status_code == 200, answer.text
+
+    def exported() -> bool:
+        value = running.metrics().get('streamlearn_head_forgetting{expert="0"}')
+        return value is not None and 0.9 <= value < 1.0
+
+    wait_until(exported, 10, "the forgetting gauge")

@@ -6,10 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from streamlearn.core.engine import Engine
 from streamlearn.core.errors import ModelError
 from streamlearn.core.experts.expert import build_expert
 from streamlearn.core.experts.headed import HeadExpert
+from streamlearn.core.experts.settings import ExpertsSettings
 from streamlearn.core.models.heads import KalmanHead, PrototypeHead, RlsHead
+from streamlearn.core.types import Sample
 from streamlearn.settings import ModelSettings
 from streamlearn.testing.common import roundtrip
 
@@ -172,3 +175,34 @@ def test_a_head_wider_than_allowed_is_refused_when_built() -> None:
     settings = ModelSettings(head="rls", hidden=[64], closed_form={"max_width": 32})
     with pytest.raises(ModelError, match="max_width"):
         build_expert(settings, 5, torch.device("cpu"))
+
+
+def _engine(**model: object) -> Engine:
+    settings = ModelSettings(**{"head": "rls", "hidden": [8], "standardize": False, **model})
+    return Engine(settings, experts=ExpertsSettings(enabled=False))
+
+
+def test_the_engine_forgets_from_the_named_expert_and_refuses_what_it_cannot() -> None:
+    engine = _engine(closed_form={"body_samples": 0})
+    g = torch.Generator().manual_seed(9)
+    rows = torch.randn(40, 3, generator=g).tolist()
+    samples = [Sample(row, "ab"[i % 2]) for i, row in enumerate(rows)]
+    engine.process(samples[:32])
+    assert engine.pool is not None
+    expert = engine.pool.active_expert
+    assert isinstance(expert, HeadExpert)
+    before = expert.solver.weights().clone()
+    engine.process(samples[32:])
+    version = engine.version
+    done = engine.forget(samples[32:], expert=engine.pool.active_id)
+    assert done == {"forgotten": 8, "expert": engine.pool.active_id}
+    torch.testing.assert_close(expert.solver.weights(), before, atol=1e-6, rtol=0)
+    assert engine.version == version + 1  # a new model version: served with the next snapshot
+    with pytest.raises(ModelError, match="never learned"):
+        engine.forget([Sample(rows[0], "c")])
+    with pytest.raises(ModelError, match="no rls head"):
+        engine.forget(samples[:1], expert="nobody")
+    with pytest.raises(ModelError, match="no rls head"):
+        sgd = _engine(head="sgd")
+        sgd.process(samples[:8])
+        sgd.forget(samples[:1])
