@@ -89,7 +89,7 @@ class HeadExpert:
             self.skipped = self.guard.step(error)
         rows = _with_bias(features.detach())
         if bool(torch.isfinite(rows).all()):
-            self._update(rows, targets.to(rows.dtype))
+            self._update(rows, targets.to(rows))
         else:
             self.skipped = self.skipped or FEATURES
         self.module.set_head(self.solver.weights())
@@ -106,7 +106,8 @@ class HeadExpert:
         with torch.no_grad():
             features = self._features(x, body_learns=False)
             targets = self._targets(y, learning=False)
-        self.solver.downdate(_with_bias(features), targets.to(torch.float64))
+        rows = _with_bias(features)
+        self.solver.downdate(rows, targets.to(rows))
         self.module.set_head(self.solver.weights())
         return x.shape[0]
 
@@ -171,8 +172,9 @@ class HeadExpert:
 
 
 def _with_bias(features: Tensor) -> Tensor:
-    """Float64 rows with a constant column: the head's bias is its last weight row."""
-    rows = features.to(torch.float64)
+    """Float64 rows on the CPU, where the solvers live (float64 is slow on most GPUs and the
+    solve is small), with a constant column: the head's bias is its last weight row."""
+    rows = features.to("cpu", torch.float64)
     return torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], dim=1)
 
 

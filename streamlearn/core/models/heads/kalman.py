@@ -115,6 +115,6 @@ class KalmanHead:
         return {"P": self.P.clone(), "W": self.W.clone(), "u": self.u}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.P = state["P"].to(DTYPE).clone()
-        self.W = state["W"].to(DTYPE).clone()
+        self.P = state["P"].to("cpu", DTYPE).clone()
+        self.W = state["W"].to("cpu", DTYPE).clone()
         self.u = float(state["u"])

@@ -46,5 +46,5 @@ class PrototypeHead:
         return {"sums": self.sums.clone(), "counts": self.counts.clone()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.sums = state["sums"].to(DTYPE).clone()
-        self.counts = state["counts"].to(DTYPE).clone()
+        self.sums = state["sums"].to("cpu", DTYPE).clone()
+        self.counts = state["counts"].to("cpu", DTYPE).clone()

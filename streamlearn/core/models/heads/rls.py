@@ -81,6 +81,6 @@ class RlsHead:
         return {"R": self.R.clone(), "W": self.W.clone(), "rows": self.rows}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.R = state["R"].to(DTYPE).clone()
-        self.W = state["W"].to(DTYPE).clone()
+        self.R = state["R"].to("cpu", DTYPE).clone()
+        self.W = state["W"].to("cpu", DTYPE).clone()
         self.rows = int(state["rows"])
