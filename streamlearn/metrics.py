@@ -226,7 +226,7 @@ class Metrics:
         self.head_forgetting = Gauge(
             "streamlearn_head_forgetting",
             "The Kalman head's forgetting per sample, learned online (model.head: kalman): "
-            "falling means the expert's data changed.",
+            "it falls when the expert's residuals outgrow what its filter predicted.",
             ["expert"],
             registry=r,
         )
