@@ -223,6 +223,13 @@ class Metrics:
             ["expert"],
             registry=r,
         )
+        self.head_forgetting = Gauge(
+            "streamlearn_head_forgetting",
+            "The Kalman head's forgetting per sample, learned online (model.head: kalman): "
+            "it falls when the expert's residuals outgrow what its filter predicted.",
+            ["expert"],
+            registry=r,
+        )
         self.selector_accuracy = Gauge(
             "streamlearn_selector_accuracy",
             "How often the selector routes a labeled sample to the expert that then learns it.",
@@ -304,6 +311,7 @@ class Metrics:
             self.expert_active,
             self.expert_accuracy,
             self.expert_loss,
+            self.head_forgetting,
             self.drift_events,
             self.drift_warnings,
             self.drift_statistic,

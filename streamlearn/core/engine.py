@@ -234,6 +234,37 @@ class Engine:
             result.predictions = self._predict(rows, ids, experts)
             self._adapt(rows, experts, result.adapt)
 
+    def forget(self, samples: Sequence[Sample], expert: str | None = None) -> dict[str, Any]:
+        """Remove labeled samples from an expert's rls head exactly (``POST /v1/forget``):
+        ``expert`` (the active one if None) then has the head it would have without them, on
+        the body and scaling of now. The body, the replay buffer and the selector are not
+        unlearned (docs/api.md). Raises ModelError when it cannot."""
+        if self.pool is None or self.n_features is None:
+            raise ModelError("forget: no model yet")
+        id_ = self.pool.active_id if expert is None else expert
+        member = self.pool.members.get(id_)
+        forget = getattr(member.expert, "forget", None) if member is not None else None
+        if member is None or forget is None:
+            raise ModelError(f"forget: expert {id_!r} has no rls head (model.head: rls)")
+        if any(len(s.x) != self.n_features for s in samples):
+            raise ModelError(f"forget: every x must have {self.n_features} features")
+        x = self._scale(torch.tensor([s.x for s in samples], dtype=torch.float32))
+        y = self._forget_targets(samples)
+        count = int(forget(x.to(self.device), y.to(self.device)))
+        member.steps += 1  # changed weights: the next snapshot carries them
+        self.version += 1
+        return {"forgotten": count, "expert": id_}
+
+    def _forget_targets(self, samples: Sequence[Sample]) -> Tensor:
+        if not self.is_classifier:
+            y = torch.tensor([[float(s.y)] for s in samples])  # type: ignore[arg-type]
+            scaled = self.target_scaler.transform(y) if self.target_scaler is not None else y
+            return scaled.reshape(-1)
+        indices = [self.labels.find(s.y) for s in samples]  # type: ignore[arg-type]
+        if None in indices:
+            raise ModelError("forget: a label this model never learned")
+        return torch.tensor(indices, dtype=torch.int64)
+
     def adapt(self, rows: Sequence[Sequence[float]]) -> AdaptReport:
         """Adapt on unlabeled inputs that need no answer (served requests' rows)."""
         report = AdaptReport()

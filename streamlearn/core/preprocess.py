@@ -125,6 +125,11 @@ class LabelIndex:
         self.last[index] = self.tick
         return index
 
+    def find(self, label: Label) -> int | None:
+        """The slot of ``label`` if it has one; nothing changes."""
+        index = self._index.get(label)
+        return index if index is not None and type(label) is type(self.labels[index]) else None
+
     def decode(self, index: int) -> Label:
         return self.labels[index]
 

@@ -107,6 +107,9 @@ class Gauges:
                 self.metrics.expert_accuracy.labels(expert=id_).set(member.accuracy)
             if member.band.ready:
                 self.metrics.expert_loss.labels(expert=id_).set(member.band.mean)
+            forgetting = getattr(member.expert, "forgetting", None)  # a Kalman head's
+            if forgetting is not None:
+                self.metrics.head_forgetting.labels(expert=id_).set(forgetting)
         rolling, cumulative = pool.selector.accuracy
         self.metrics.selector_accuracy.labels(window="rolling").set(rolling)
         self.metrics.selector_accuracy.labels(window="cumulative").set(cumulative)

@@ -18,6 +18,7 @@ from streamlearn.checkpoint.state import CheckpointState, check_compatible
 from streamlearn.core.codecs import Codec
 from streamlearn.core.drift.monitor import DriftEvent
 from streamlearn.core.engine import Engine
+from streamlearn.core.errors import ModelError
 from streamlearn.core.experts.member import PoolEvent
 from streamlearn.core.logging import get_logger
 from streamlearn.core.protocols import CheckpointStore, Sink, Source
@@ -362,6 +363,18 @@ class Daemon:
             self._learn_samples(samples, origins, dead)
             self.checkpointer.advance(records)
 
+    def _forget(self, samples: list[Sample], expert: str | None) -> dict[str, Any]:
+        """Unlearn samples from an rls head (POST /v1/forget): the answer, or why not."""
+        try:
+            done = self.engine.forget(samples, expert)
+        except ModelError as exc:
+            return {"error_code": "not_forgotten", "detail": str(exc)}
+        self.checkpointer.mark_dirty()  # the next checkpoint holds the downdated head
+        log.info("samples_forgotten", **done, model_version=self.engine.version)
+        if self.endpoints.sink is not None:
+            self.endpoints.sink.event("samples_forgotten", done)
+        return done
+
     def _learn_samples(
         self,
         samples: list[Sample],
@@ -412,7 +425,7 @@ class Daemon:
             )
 
     def _serve_inbox(self) -> None:
-        """Learn samples posted over HTTP and answer checkpoint requests."""
+        """Learn samples posted over HTTP, answer forget and checkpoint requests."""
         rows = self.inbox.take_rows()
         if rows:
             self.reporter.adapted(self.engine.adapt(rows))
@@ -425,6 +438,8 @@ class Daemon:
             ]
             with self.checkpointer.learning():
                 self._learn_samples(samples, origins, [])
+        for samples, expert, future in self.inbox.take_forget_requests():
+            future.set_result(self._forget(samples, expert))
         for request in self.inbox.take_checkpoint_requests():
             saved = self.checkpoint("api")
             request.set_result(

@@ -107,6 +107,8 @@ class LearnerHost:
             reply({"id": id_, "dropped": dropped})
         elif op == "checkpoint":
             self._checkpoint(request, reply)
+        elif op == "forget":
+            self._forget(request, reply)
         elif op == "cancel":
             future = self._checkpoints.pop((id(reply), int(request["ref"])), None)
             if future is not None:
@@ -115,6 +117,11 @@ class LearnerHost:
             reply({"id": id_, "text": self.daemon.metrics.exposition().decode()})
         else:
             reply({"id": id_, "error": f"unknown op {op!r}"})
+
+    def _forget(self, request: Message, reply: Reply) -> None:
+        samples = [Sample(**item) for item in request["samples"]]
+        forgotten = self.daemon.inbox.request_forget(samples, request.get("expert"))
+        forgotten.add_done_callback(lambda f: reply({"id": request["id"], "result": f.result()}))
 
     def _checkpoint(self, request: Message, reply: Reply) -> None:
         key = (id(reply), int(request["id"]))

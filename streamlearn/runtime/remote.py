@@ -64,6 +64,16 @@ class RemoteLearner:
         out.add_done_callback(lambda f: self.link.cancel(sent) if f.cancelled() else None)
         return out
 
+    def forget(self, samples: list[Sample], expert: str | None) -> Future[dict[str, Any]]:
+        sent = self.link.request(
+            {
+                "op": "forget",
+                "samples": [dataclasses.asdict(s) for s in samples],
+                "expert": expert,
+            }
+        )
+        return _then(sent, _forgotten)
+
     def view(self) -> LearnerView:
         return self._status.read()
 
@@ -77,6 +87,13 @@ def _queued(answer: Message) -> dict[str, int]:
             f"{answer['capacity']} samples waiting); retry later",
         )
     return {"accepted": int(answer["accepted"]), "queued": int(answer["queued"])}
+
+
+def _forgotten(answer: Message) -> dict[str, Any]:
+    result = dict(answer["result"])
+    if "error_code" in result:
+        raise RequestError(409, str(result["error_code"]), str(result["detail"]))
+    return result
 
 
 def _then(future: Future[Message], convert: Callable[[Message], T]) -> Future[T]:

@@ -70,6 +70,8 @@ class LearnerClient(Protocol):
 
     def checkpoint(self) -> Future[dict[str, Any]]: ...
 
+    def forget(self, samples: list[Sample], expert: str | None) -> Future[dict[str, Any]]: ...
+
     def view(self) -> LearnerView: ...
 
 
@@ -289,6 +291,16 @@ class ServingCore:
             raise RequestError(422, "schema", f"samples[{index}].y: required for learning")
         # Kept for a dead letter, should the learner refuse it (a class beyond the slots).
         return dataclasses.replace(sample, raw=json.dumps(dict(item)))
+
+    def forget(self, items: list[Mapping[str, Any]], expert: str | None) -> Future[dict[str, Any]]:
+        """Validate labeled samples and ask the learner to unlearn them from an rls head;
+        the future fails with a RequestError (409: the expert cannot; 503: learner down)."""
+        if not items:
+            raise RequestError(422, "schema", "samples: empty")
+        samples = [self._labeled(i, item) for i, item in enumerate(items)]
+        if self.draining:
+            raise RequestError(503, "draining", "the server is shutting down")
+        return self.learner.forget(samples, expert)
 
     def request_checkpoint(self) -> Future[dict[str, Any]]:
         return self.learner.checkpoint()

@@ -36,7 +36,8 @@ from streamlearn.serve.tensors import TensorIn
 
 log = get_logger(__name__)
 
-# How long POST /v1/checkpoint waits for the learner to take and finish the request.
+# How long POST /v1/checkpoint (and /v1/forget) waits for the learner to take and finish
+# the request.
 CHECKPOINT_WAIT_S = 30.0
 # How long POST /v1/learn waits for the learner to queue the samples (it answers from its
 # IPC thread, not its learning loop: milliseconds unless the process is starved).
@@ -437,6 +438,29 @@ def _v1_routes(app: FastAPI, core: ServingCore, auth_read: Any, auth_write: Any)
                 f"the learner did not take the samples within {LEARNER_WAIT_S:.0f} s; retry later",
             ) from None
         return JSONResponse(queued, 202)
+
+    @app.post(
+        "/v1/forget",
+        response_model=schemas.Forgotten,
+        tags=["v1"],
+        dependencies=write,
+        responses={**_ERRORS, 409: {"model": schemas.ErrorBody}},
+    )
+    async def forget(request: Request) -> Response:
+        body = _validated(
+            schemas.ForgetRequest,
+            _json_body(await request.body(), request.headers.get("content-type")),
+        )
+        future = core.forget([s.model_dump() for s in body.samples], body.expert)
+        try:
+            done = await asyncio.wait_for(asyncio.wrap_future(future), CHECKPOINT_WAIT_S)
+        except TimeoutError:
+            raise RequestError(
+                503,
+                "learner_busy",
+                f"the learner did not take the request within {CHECKPOINT_WAIT_S:.0f} s",
+            ) from None
+        return JSONResponse(done)
 
     @app.post(
         "/v1/checkpoint",

@@ -34,6 +34,7 @@ class Inbox:
         self._samples: deque[Sample] = deque()
         self._rows: deque[list[float]] = deque()
         self._checkpoints: list[Future[dict[str, Any]]] = []
+        self._forgets: list[tuple[list[Sample], str | None, Future[dict[str, Any]]]] = []
         self._lock = threading.Lock()
 
     @property
@@ -41,7 +42,7 @@ class Inbox:
         return len(self._samples)
 
     def pending(self) -> bool:
-        return bool(self._samples or self._rows or self._checkpoints)
+        return bool(self._samples or self._rows or self._checkpoints or self._forgets)
 
     def offer(self, samples: list[Sample]) -> bool:
         """Queue all of ``samples``, or none of them if they do not fit."""
@@ -73,6 +74,20 @@ class Inbox:
         with self._lock:
             self._checkpoints.append(future)
         return future
+
+    def request_forget(self, samples: list[Sample], expert: str | None) -> Future[dict[str, Any]]:
+        """Samples to unlearn from an expert's rls head (POST /v1/forget)."""
+        future: Future[dict[str, Any]] = Future()
+        with self._lock:
+            self._forgets.append((samples, expert, future))
+        return future
+
+    def take_forget_requests(
+        self,
+    ) -> list[tuple[list[Sample], str | None, Future[dict[str, Any]]]]:
+        with self._lock:
+            taken, self._forgets = self._forgets, []
+        return [item for item in taken if item[2].set_running_or_notify_cancel()]
 
     def take_checkpoint_requests(self) -> list[Future[dict[str, Any]]]:
         with self._lock:

@@ -177,6 +177,22 @@ class LearnRequest(BaseModel):
     samples: list[SampleIn] = Field(description="Labeled samples, as in Kafka records.")
 
 
+class ForgetRequest(BaseModel):
+    """Labeled samples to unlearn exactly from an expert's rls head (``model.head: rls``)."""
+
+    samples: list[SampleIn] = Field(description="Labeled samples, as they were learned.")
+    expert: str | None = Field(
+        None, description="The expert to unlearn them; the active one if absent."
+    )
+
+
+class Forgotten(BaseModel):
+    """How many samples the expert's head no longer holds, and which expert."""
+
+    forgotten: int
+    expert: str
+
+
 class LearnAccepted(BaseModel):
     """How many samples were accepted, and how many now wait in the learner's queue."""
 

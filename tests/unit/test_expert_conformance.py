@@ -18,6 +18,16 @@ KINDS = {
     "tanh-weight-decay": ModelSettings(activation="tanh", weight_decay=1e-4),
     "gelu-deep": ModelSettings(hidden=[32, 32, 32], activation="gelu"),
     "factory-module": ModelSettings(factory="tests.support.factories:small_cnn"),
+    "rls-head": ModelSettings(head="rls"),
+    "rls-head-linear": ModelSettings(head="rls", hidden=[]),
+    "rls-head-frozen-body": ModelSettings(head="rls", closed_form={"body_samples": 32}),
+    "rls-head-regressor": ModelSettings(head="rls", task="regression"),
+    "kalman-head": ModelSettings(head="kalman"),
+    "kalman-head-regressor": ModelSettings(head="kalman", task="regression"),
+    "prototype-head": ModelSettings(head="prototype", norm="batch"),
+    "rls-head-cnn": ModelSettings(
+        head="rls", architecture="cnn", hidden=[4, 8], image_shape=[2, 4]
+    ),
 }
 
 

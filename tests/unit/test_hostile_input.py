@@ -146,6 +146,9 @@ class InboxLearner:
     def checkpoint(self) -> Future[dict[str, Any]]:
         raise NotImplementedError
 
+    def forget(self, samples: list[Sample], expert: str | None) -> Future[dict[str, Any]]:
+        raise NotImplementedError
+
     def view(self) -> LearnerView:
         return LearnerView()
 

@@ -36,6 +36,9 @@ class Learner:
     def checkpoint(self) -> Future[dict[str, Any]]:
         return Future()
 
+    def forget(self, samples: list[Sample], expert: str | None) -> Future[dict[str, Any]]:
+        return Future()
+
     def view(self) -> LearnerView:
         return LearnerView()
 

@@ -16,8 +16,10 @@ from torch import Tensor, nn
 
 from streamlearn.core.errors import ModelError
 from streamlearn.core.experts.guard import StepGuard
+from streamlearn.core.experts.headed import HeadExpert, solver_for
 from streamlearn.core.extensions import require_members
 from streamlearn.core.models import ImageCnn, build_mlp, load_factory, training
+from streamlearn.core.models.heads import HeadedNetwork, Link, headed
 from streamlearn.core.models.settings import ModelSettings
 from streamlearn.core.protocols import Expert, StateDict, StepScaling
 
@@ -100,6 +102,8 @@ def build_expert(
     if not isinstance(built, nn.Module):
         return built
     module = built.to(device)
+    if isinstance(module, HeadedNetwork):
+        return _head_expert(settings, module)
     return NeuralExpert(module, _optimizer(settings, module), settings.task)
 
 
@@ -120,7 +124,22 @@ def build_network(
             require_members(built, Expert, "model.factory", ModelError, _NOT_AN_EXPERT)
             return cast(Expert, built)
         return built
-    return _build_module(settings, n_features, n_outputs)
+    module = _build_module(settings, n_features, n_outputs)
+    if settings.head == "sgd":
+        return module
+    link: Link = "identity" if settings.task == "regression" else "probability"
+    if settings.head == "prototype":
+        link = "logit"
+    return headed(module, n_outputs, link, settings.closed_form.max_width)
+
+
+def _head_expert(settings: ModelSettings, module: HeadedNetwork) -> Expert:
+    """A closed-form head's expert; the body's optimizer only if it learns at all."""
+    learns = settings.closed_form.body_samples != 0 and any(True for _ in module.parameters())
+    optimizer = _optimizer(settings, module) if learns else None
+    n_outputs = module.n_outputs
+    solver = solver_for(settings, module.width, n_outputs)
+    return HeadExpert(module, optimizer, settings.task, solver, settings.closed_form.body_samples)
 
 
 if TYPE_CHECKING:  # mypy holds NeuralExpert to Expert (see streamlearn.core.protocols)

@@ -9,6 +9,32 @@ from pydantic import Field, model_validator
 from streamlearn.core.section import Section
 
 
+class ClosedFormSettings(Section):
+    """The closed-form heads (``model.head`` rls, kalman or prototype): docs/operations.md."""
+
+    # Ridge lambda of RLS (R starts at I/lambda), and the Kalman head's prior S0 = I/lambda.
+    ridge: float = Field(1.0, gt=0)
+    # The Kalman head's observation noise sigma^2 (targets are one-hot for classes).
+    noise: float = Field(1.0, gt=0)
+    # The Kalman head's forgetting gamma per sample: where it starts, its bounds, and the step
+    # size of its gradient on the predictive log-likelihood (in log(1-gamma)).
+    forgetting: float = Field(0.999, gt=0, lt=1)
+    forgetting_min: float = Field(0.9, gt=0, lt=1)
+    forgetting_max: float = Field(0.99999, gt=0, lt=1)
+    forgetting_rate: float = Field(0.5, ge=0)
+    # Labeled samples the body learns by gradient (on the head's squared error) before it
+    # freezes; null: it never freezes. Exact unlearning needs the body frozen.
+    body_samples: int | None = Field(None, ge=0)
+    # The most features a closed-form head reads: its update costs width^2 per row.
+    max_width: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds_hold(self) -> ClosedFormSettings:
+        if not self.forgetting_min <= self.forgetting <= self.forgetting_max:
+            raise ValueError("closed_form: forgetting_min <= forgetting <= forgetting_max")
+        return self
+
+
 class ModelSettings(Section):
     """The task and the network each expert is built from."""
 
@@ -49,6 +75,11 @@ class ModelSettings(Section):
     standardize: bool = True
     # "package.module:function" returning a torch.nn.Module or an Expert; overrides hidden.
     factory: str | None = None
+    # The last layer: "sgd" learns with the optimizer; "rls" (exact streaming ridge),
+    # "kalman" (filtered, with learned forgetting) and "prototype" (nearest class mean) are
+    # solved in closed form on the body's penultimate features (closed_form).
+    head: Literal["sgd", "rls", "kalman", "prototype"] = "sgd"
+    closed_form: ClosedFormSettings = Field(default_factory=ClosedFormSettings)
     seed: int = 0
     device: str = Field("cpu", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -77,6 +108,14 @@ class ModelSettings(Section):
                 )
         if self.architecture == "cnn" and shape is None:
             raise ValueError("architecture: 'cnn' needs image_shape")
+        return self
+
+    @model_validator(mode="after")
+    def _head_fits(self) -> ModelSettings:
+        if self.head != "sgd" and self.factory is not None:
+            raise ValueError("head: closed-form heads need the built-in networks, not a factory")
+        if self.head == "prototype" and self.task != "classification":
+            raise ValueError("head: prototype is for classification")
         return self
 
     def feature_count(self) -> int | None:

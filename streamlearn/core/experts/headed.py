@@ -1,0 +1,205 @@
+"""The closed-form expert: a network body learned by gradient, a head solved in closed form.
+
+``model.head`` rls, kalman or prototype builds a :class:`HeadedNetwork`: the configured
+network with its last linear layer replaced by buffers the head's solver writes. One
+``learn`` step, test-then-train as always:
+
+1. the body computes the batch's features; the head's outputs give the per-sample losses
+   (before anything learns, as for the SGD head);
+2. while the body learns (``model.closed_form.body_samples``; null: always) it takes one
+   optimizer step on the head's squared error against the targets (one-hot for classes),
+   the head's weights held fixed: the body learns features the linear head can use;
+3. the solver takes the features (float64, a bias column appended) and the targets and
+   updates in closed form (no learning rate); its solve is copied into the module.
+
+A solver's statistics hold the features as they were when learned: while the body learns,
+old rows' features drift from the body's current ones. Freezing the body (body_samples: N)
+ends that, and makes :meth:`HeadExpert.forget` exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from streamlearn.core.errors import ModelError
+from streamlearn.core.experts.guard import StepGuard
+from streamlearn.core.models import training
+from streamlearn.core.models.heads import HeadedNetwork, KalmanHead, PrototypeHead, RlsHead
+from streamlearn.core.models.settings import ModelSettings
+from streamlearn.core.protocols import Expert, StateDict, StepScaling
+
+Solver = RlsHead | KalmanHead | PrototypeHead
+FEATURES = "features"  # skipped: the body gave non-finite features; the head kept its solve
+
+
+class HeadExpert:
+    """A body learned by gradient and a head learned in closed form (module docstring)."""
+
+    def __init__(
+        self,
+        module: HeadedNetwork,
+        optimizer: torch.optim.Optimizer | None,
+        task: Literal["classification", "regression"],
+        solver: Solver,
+        body_samples: int | None,
+    ) -> None:
+        self.module: HeadedNetwork = module  # the Expert protocol's: what serving runs
+        self.optimizer = optimizer  # None: the body has no parameters
+        self.task = task
+        self.solver = solver
+        self.body_samples = body_samples
+        self.n_seen = 0  # classes seen: outputs [0, n_seen) are scored
+        self.samples = 0  # labeled samples learned
+        self.guard = StepGuard(module, optimizer) if optimizer is not None else None
+        self.skipped: str | None = None
+        self._base_lrs = [float(g["lr"]) for g in optimizer.param_groups] if optimizer else []
+        self._step_factor = 1.0
+        self.module.set_head(solver.weights())
+
+    @property
+    def forgetting(self) -> float | None:
+        """The Kalman head's forgetting gamma per sample; None for the other heads."""
+        return self.solver.forgetting if isinstance(self.solver, KalmanHead) else None
+
+    def predict(self, x: Tensor) -> Tensor:
+        was_training = self.module.training
+        self.module.eval()
+        with torch.no_grad():
+            out: Tensor = self.module(x)
+        self.module.train(was_training)
+        return out if self.task == "classification" else out.squeeze(-1)
+
+    def learn(self, x: Tensor, y: Tensor) -> Tensor:
+        body_learns = self.guard is not None and (
+            self.body_samples is None or self.samples < self.body_samples
+        )
+        features = self._features(x, body_learns)
+        scores = self.module.scores(features)
+        targets = self._targets(y)
+        losses = self._losses(self.module.outputs(scores), y)
+        self.skipped = None
+        if body_learns:
+            assert self.guard is not None
+            columns = max(self.n_seen, 1)
+            error = nn.functional.mse_loss(scores[:, :columns], targets[:, :columns])
+            self.skipped = self.guard.step(error)
+        rows = _with_bias(features.detach())
+        if bool(torch.isfinite(rows).all()):
+            self._update(rows, targets.to(rows))
+        else:
+            self.skipped = self.skipped or FEATURES
+        self.module.set_head(self.solver.weights())
+        self.samples += x.shape[0]
+        return losses.detach()
+
+    def forget(self, x: Tensor, y: Tensor) -> int:
+        """Remove these labeled samples from the head's solve exactly (RLS only): the weights
+        are then those of a head that never learned them, on the body's current features
+        (exact when the body was frozen since they were learned). The body is not unlearned.
+        """
+        if not isinstance(self.solver, RlsHead):
+            raise ModelError("forget: only the rls head can unlearn samples exactly")
+        with torch.no_grad():
+            features = self._features(x, body_learns=False)
+            targets = self._targets(y, learning=False)
+        rows = _with_bias(features)
+        self.solver.downdate(rows, targets.to(rows))
+        self.module.set_head(self.solver.weights())
+        return x.shape[0]
+
+    def scale_step(self, factor: float) -> None:
+        """Learn the body at ``factor`` times the configured step size (adaptive batches)."""
+        self._step_factor = factor
+        if self.optimizer is not None:
+            for group, base in zip(self.optimizer.param_groups, self._base_lrs, strict=True):
+                group["lr"] = base * factor
+
+    def state_dict(self) -> StateDict:
+        return {
+            "module": self.module.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else {},
+            "solver": self.solver.state_dict(),
+            "n_seen": self.n_seen,
+            "samples": self.samples,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scale_step(self._step_factor)
+        self.solver.load_state_dict(state["solver"])
+        self.n_seen = int(state["n_seen"])
+        self.samples = int(state["samples"])
+        if self.guard is not None:
+            self.guard.reset()
+
+    def _features(self, x: Tensor, body_learns: bool) -> Tensor:
+        if body_learns:
+            with training(self.module, x.shape[0]):
+                out: Tensor = self.module.body(x)
+            return out
+        was_training = self.module.training
+        self.module.eval()
+        with torch.no_grad():
+            out = self.module.body(x)
+        self.module.train(was_training)
+        return out
+
+    def _targets(self, y: Tensor, learning: bool = True) -> Tensor:
+        """One-hot rows for classes (the seen count grows while learning), else [n, 1]."""
+        if self.task == "regression":
+            return y.reshape(-1, 1).float()
+        if learning and y.numel():
+            self.n_seen = max(self.n_seen, int(y.max()) + 1)
+        width = self.module.n_outputs
+        return nn.functional.one_hot(y, width).float()
+
+    def _losses(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.task == "classification":
+            return nn.functional.cross_entropy(out[:, : self.n_seen], y, reduction="none")
+        return nn.functional.mse_loss(out.squeeze(-1), y, reduction="none")
+
+    def _update(self, rows: Tensor, targets: Tensor) -> None:
+        if isinstance(self.solver, KalmanHead):
+            self.solver.update(rows, targets, max(self.n_seen, 1))
+        else:
+            self.solver.update(rows, targets)
+
+
+def _with_bias(features: Tensor) -> Tensor:
+    """Float64 rows on the CPU, where the solvers live (float64 is slow on most GPUs and the
+    solve is small), with a constant column: the head's bias is its last weight row."""
+    rows = features.to("cpu", torch.float64)
+    return torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], dim=1)
+
+
+def solver_for(settings: ModelSettings, width: int, n_outputs: int) -> Solver:
+    """The closed-form solver ``model.head`` names, over ``width`` features and a bias."""
+    s = settings.closed_form
+    if settings.head == "rls":
+        return RlsHead(width + 1, n_outputs, s.ridge)
+    if settings.head == "kalman":
+        return KalmanHead(
+            width + 1,
+            n_outputs,
+            s.ridge,
+            s.noise,
+            s.forgetting,
+            (s.forgetting_min, s.forgetting_max),
+            s.forgetting_rate,
+        )
+    return PrototypeHead(width + 1, n_outputs)
+
+
+if TYPE_CHECKING:  # mypy holds HeadExpert to Expert (see streamlearn.core.protocols)
+
+    def _conforms(expert: HeadExpert) -> Expert:
+        return expert
+
+    def _scales(expert: HeadExpert) -> StepScaling:
+        return expert

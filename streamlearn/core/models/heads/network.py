@@ -1,0 +1,108 @@
+"""A network whose last layer is a closed-form head: the body's features, then fixed weights.
+
+The head's weights are buffers, not parameters: no optimizer touches them; the closed-form
+solver (``rls.py``, ``kalman.py``, ``prototype.py``) writes them after each update. Because
+they live in the module, everything that runs a module (frozen serving, snapshots,
+test-time adaptation, checkpoints) runs this one unchanged: ``forward`` is what the expert
+predicts.
+
+The *link* turns the head's linear scores into outputs the engine scores with cross entropy:
+
+- ``probability`` (RLS and Kalman classification): the scores regress one-hot targets, so
+  they estimate class probabilities; the outputs are their logarithms (floored), so the
+  cross entropy the pool and the drift monitor read is the negative log of that estimate.
+- ``logit`` (prototypes): the scores are already log-likelihoods up to a shared term; a
+  class more than ``LOGIT_SPAN`` behind the row's best is held there, so one unseen class
+  cannot give a loss of thousands.
+- ``identity``: regression.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from streamlearn.core.errors import ModelError
+from streamlearn.core.models.cnn import ImageCnn
+
+Link = Literal["probability", "logit", "identity"]
+PROBABILITY_FLOOR = 1e-2  # a score below this is read as this probability (loss <= 4.6)
+LOGIT_SPAN = 30.0
+
+
+class HeadedNetwork(nn.Module):
+    """``body`` (inputs -> ``width`` features), then a linear head held in buffers."""
+
+    head_weight: Tensor  # [n_outputs, width]
+    head_bias: Tensor  # [n_outputs]
+
+    def __init__(self, body: nn.Module, width: int, n_outputs: int, link: Link) -> None:
+        super().__init__()
+        self.body = body
+        self.width = width
+        self.link: Link = link
+        self.register_buffer("head_weight", torch.zeros(n_outputs, width))
+        self.register_buffer("head_bias", torch.zeros(n_outputs))
+
+    def scores(self, features: Tensor) -> Tensor:
+        """The head's linear scores of the body's features."""
+        return features @ self.head_weight.T + self.head_bias
+
+    def outputs(self, scores: Tensor) -> Tensor:
+        """The link: what the engine reads as logits (or regression outputs)."""
+        if self.link == "probability":
+            return torch.log(scores.clamp(min=PROBABILITY_FLOOR))
+        if self.link == "logit":
+            best = scores.max(dim=1, keepdim=True).values
+            return torch.maximum(scores, best - LOGIT_SPAN)
+        return scores
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.outputs(self.scores(self.body(x)))
+
+    @property
+    def n_outputs(self) -> int:
+        return int(self.head_bias.shape[0])
+
+    @torch.no_grad()
+    def set_head(self, weights: Tensor) -> None:
+        """Take the solver's [width + 1, n_outputs] solve (the last row the bias), in place:
+        the step guard watches these very tensors."""
+        self.head_weight.copy_(weights[:-1].T)
+        self.head_bias.copy_(weights[-1])
+
+
+class _PooledFeatures(nn.Module):
+    """The CNN up to its global average pooling: its penultimate features."""
+
+    def __init__(self, cnn: ImageCnn) -> None:
+        super().__init__()
+        self.shape = cnn.shape
+        self.features = cnn.features
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.features(x.reshape(x.shape[0], *self.shape)).mean(dim=(2, 3))
+        return out
+
+
+def headed(network: nn.Module, n_outputs: int, link: Link, max_width: int) -> HeadedNetwork:
+    """``network`` (an MLP as ``build_mlp`` makes it, or an ``ImageCnn``) with its last linear
+    layer replaced by a closed-form head over the features that layer read."""
+    if isinstance(network, ImageCnn):
+        body: nn.Module = _PooledFeatures(network)
+        width = network.head.in_features
+    elif isinstance(network, nn.Sequential) and isinstance(network[-1], nn.Linear):
+        last = network[-1]
+        body = nn.Sequential(*list(network)[:-1]) if len(network) > 1 else nn.Identity()
+        width = last.in_features
+    else:
+        raise ModelError("model.head: closed-form heads need the built-in mlp or cnn network")
+    if width > max_width:
+        raise ModelError(
+            f"model.head: the head would read {width} features > "
+            f"model.closed_form.max_width={max_width} (its update costs width^2): "
+            "narrow the last hidden layer or raise the limit"
+        )
+    return HeadedNetwork(body, width, n_outputs, link)
