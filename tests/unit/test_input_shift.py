@@ -126,3 +126,15 @@ def test_bad_shapes_and_foreign_state_are_refused() -> None:
 def test_a_warmup_too_short_for_the_rate_is_a_settings_error() -> None:
     with pytest.raises(ValidationError, match="too short"):
         InputShiftSettings(warmup=16, false_alarms_per_100k=1e-6)
+
+
+def test_wide_inputs_get_a_longer_warmup_instead_of_no_threshold() -> None:
+    from streamlearn.core.drift.input_watch import InputWatch
+
+    narrow = InputWatch(InputShiftSettings(), 64)
+    assert narrow.detector.warmup == 256
+    wide = InputWatch(InputShiftSettings(), 10_000)
+    assert wide.detector.warmup == 512 and wide.detector.h is not None
+    rows = np.random.default_rng(8).normal(size=(600, 10_000))
+    events, alarms = wide.observe(torch.from_numpy(rows), model_version=0)
+    assert (events, alarms) == ([], [])
