@@ -517,9 +517,9 @@ def main() -> None:
         return
     if args.rescore:
         report = json.loads(args.out.read_text())
-        for run in report["runs"]:
-            if len(run.get("switches") or ()) >= MAX_SWITCHES:
-                run["switches"] = None
+        for record in report["runs"]:
+            if len(record.get("switches") or ()) >= MAX_SWITCHES:
+                record["switches"] = None
         report["table"] = summarize(report["runs"])
         report["targets"] = targets(report["table"])
         args.out.write_text(json.dumps(report, indent=1) + "\n")
