@@ -194,6 +194,16 @@ class Metrics:
             ["detector", "expert"],
             registry=r,
         )
+        self.input_shift_events = Counter(
+            "streamlearn_input_shift_events",
+            "Changes of domain detected in the input rows (drift.input_shift), labels or not.",
+            registry=r,
+        )
+        self.input_shift_statistic = Gauge(
+            "streamlearn_input_shift_statistic",
+            "Input-shift test statistic over its threshold: 0 calm, 1 shift (0 during warm-up).",
+            registry=r,
+        )
 
     def _experts(self, r: CollectorRegistry) -> None:
         self.expert_events = Counter(

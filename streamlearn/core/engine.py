@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from streamlearn.core.adapt import Adapter, AdaptReport
 from streamlearn.core.adapt.settings import AdaptSettings
 from streamlearn.core.admission import Admission, Admitted, Rejection, infer_width
+from streamlearn.core.drift.input_watch import InputWatch
 from streamlearn.core.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.core.drift.settings import DriftSettings
 from streamlearn.core.errors import ModelError
@@ -70,6 +71,7 @@ class StepResult:
     predictions: list[Prediction] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     drift_events: list[DriftEvent] = field(default_factory=list)
+    shift_events: list[DriftEvent] = field(default_factory=list)  # input_shift, on the rows
     pool_events: list[PoolEvent] = field(default_factory=list)
     adapt: AdaptReport = field(default_factory=AdaptReport)
     # Learning steps skipped or undone by the guards, by reason (loss, gradient, weights;
@@ -100,6 +102,8 @@ class Engine:
         drift = drift or DriftSettings()
         self.experts_settings = experts or ExpertsSettings()
         self.drift = DriftMonitor(drift) if drift.enabled else None
+        self.input_shift_settings = drift.input_shift
+        self.input_watch: InputWatch | None = None
         self._watch_errors = drift.signal == "error"  # else the per-sample losses
         self.device = resolve_device(model.device)
         self.labels = LabelIndex(model.max_classes, model.rare_class_samples)
@@ -136,6 +140,8 @@ class Engine:
                 f"{self.settings.max_features}: raise it, or set model.n_features"
             )
         self.n_features = n_features
+        if self.input_shift_settings.enabled:
+            self.input_watch = InputWatch(self.input_shift_settings, n_features)
         if self.settings.standardize:
             self.scaler = RunningStandardizer(n_features)
             if not self.is_classifier:
@@ -213,6 +219,7 @@ class Engine:
         kept, targets, x = admitted.kept, admitted.targets, admitted.x
         labeled = [j for j, i in enumerate(kept) if targets[i] is not None]
         unlabeled = [j for j, i in enumerate(kept) if targets[i] is None]
+        new_domain = self._watch_inputs(x, unlabeled, result)
         x_test, x_train = x, x
         if self.scaler is not None:
             # Only labeled rows move the statistics: unlabeled traffic changes the model
@@ -232,7 +239,25 @@ class Engine:
             rows = x_train[unlabeled]
             experts = self.pool.route(rows) if self.pool is not None else []
             result.predictions = self._predict(rows, ids, experts)
-            self._adapt(rows, experts, result.adapt)
+            # After a shift, only the rows from its alarm on are the new domain's.
+            self._adapt(rows[new_domain:], experts[new_domain:], result.adapt)
+
+    def _watch_inputs(self, x: Tensor, unlabeled: list[int], result: StepResult) -> int:
+        """Watch the raw rows for a change of domain; on one, adaptation restarts. The
+        index in ``unlabeled`` of the first unlabeled row at or after the last alarm (0
+        without one)."""
+        if self.input_watch is None:
+            return 0
+        watched = unlabeled if self.input_shift_settings.rows == "unlabeled" else None
+        rows = x if watched is None else x[watched]
+        events, alarms = self.input_watch.observe(rows, self.version)
+        if not alarms:
+            return 0
+        result.shift_events += events
+        if self.adapter is not None:
+            self.adapter.shifted()
+        last = alarms[-1] if watched is None else unlabeled[alarms[-1]]
+        return sum(1 for j in unlabeled if j < last)
 
     def forget(self, samples: Sequence[Sample], expert: str | None = None) -> dict[str, Any]:
         """Remove labeled samples from an expert's rls head exactly (``POST /v1/forget``):
@@ -437,6 +462,7 @@ class Engine:
             "pool": self.pool.state_dict() if self.pool else None,
             "drift": self.drift.state_dict() if self.drift else None,
             "adapt": self.adapter.state_dict() if self.adapter else None,
+            "input_shift": self.input_watch.state_dict() if self.input_watch else None,
             "rng": torch.get_rng_state(),
         }
 
@@ -462,6 +488,8 @@ class Engine:
         self.last_learned_at = state.get("last_learned_at")
         if self.drift is not None and state.get("drift") is not None:  # absent before drift
             self.drift.load_state_dict(state["drift"])
+        if self.input_watch is not None and state.get("input_shift") is not None:
+            self.input_watch.load_state_dict(state["input_shift"])  # absent before it existed
         if self.adapter is not None and self.pool is not None and state.get("adapt"):
             self.adapter.load_state_dict(state["adapt"], self.pool.modules())
         torch.set_rng_state(state["rng"])

@@ -92,6 +92,8 @@ class Gauges:
             detector = self.settings.drift.detector
             for expert, value in self.engine.drift.statistics().items():
                 self.metrics.drift_statistic.labels(detector=detector, expert=expert).set(value)
+        if self.engine.input_watch is not None:
+            self.metrics.input_shift_statistic.set(self.engine.input_watch.statistic)
         self._expert_gauges()
         self.metrics.buffered_samples.set(self.buffer.samples)
         self.publish_progress(paused)

@@ -31,7 +31,7 @@ log = get_logger(__name__)
 class Reporter:
     """Publishes what the engine did and keeps count: ``counts``, ``drifts``, the last drift.
 
-    ``counts`` keys: ``consumed``, ``invalid``, ``adapted``, ``adapt_resets``,
+    ``counts`` keys: ``consumed``, ``invalid``, ``adapted``, ``adapt_resets``, ``input_shifts``,
     ``steps_skipped``, ``classes_recycled`` and ``expert_<kind>`` for each decision of the
     expert pool.
     """
@@ -70,6 +70,8 @@ class Reporter:
             self.metrics.predictions.labels(kind="unlabeled").inc(len(result.predictions))
         if result.drift_events:
             self._drift_events(result.drift_events)
+        if result.shift_events:
+            self._shift_events(result.shift_events)
         if result.pool_events:
             self._pool_events(result.pool_events)
         if result.steps_skipped:
@@ -118,6 +120,17 @@ class Reporter:
                 "drift_detected", **labels, sample=event.sample, model_version=event.model_version
             )
             sink.event("drift", event.to_dict())
+
+    def _shift_events(self, events: list[DriftEvent]) -> None:
+        """Count, log, keep and publish every change of domain in the input rows."""
+        sink = self.endpoints.sink
+        assert sink is not None
+        self.drift_history.extend(events)
+        for event in events:
+            self.metrics.input_shift_events.inc()
+            self.counts["input_shifts"] += 1
+            log.warning("input_shift_detected", row=event.sample, model_version=event.model_version)
+            sink.event(event.kind, event.to_dict())
 
     def _pool_events(self, events: list[PoolEvent]) -> None:
         """Count, log, keep and publish every decision of the expert pool."""

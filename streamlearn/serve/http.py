@@ -409,7 +409,7 @@ def _v1_routes(app: FastAPI, core: ServingCore, auth_read: Any, auth_write: Any)
     async def drift_events(
         limit: Annotated[int | None, Query(ge=0, description="newest this many")] = None,
         expert: Annotated[str | None, Query(description="only this expert's")] = None,
-        kind: Annotated[Literal["drift", "warning"] | None, Query()] = None,
+        kind: Annotated[Literal["drift", "warning", "input_shift"] | None, Query()] = None,
     ) -> Response:
         return JSONResponse({"events": core.drift_events(limit, expert, kind)})
 

@@ -210,12 +210,18 @@ class CheckpointDone(BaseModel):
 
 
 class DriftEventBody(BaseModel):
-    """A drift or warning raised on one expert."""
+    """A drift or warning raised on one expert, or a shift of the input rows."""
 
-    kind: str = Field(description="'drift', or 'warning' when the test passed its warning level")
+    kind: str = Field(
+        description="'drift', 'warning' when the test passed its warning level, or "
+        "'input_shift' when the input rows changed domain (expert '*')"
+    )
     detector: str
     expert: str
-    sample: int = Field(description="samples learned before the one that raised it")
+    sample: int = Field(
+        description="samples learned before the one that raised it; for input_shift, rows "
+        "watched before the one that raised it"
+    )
     model_version: int
     time: float
 

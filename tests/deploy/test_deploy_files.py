@@ -98,6 +98,8 @@ def test_dashboard_covers_what_operators_watch_and_is_provisioned() -> None:
         "records_invalid_total",
         "tta_adapted_samples_total",
         "tta_resets_total",
+        "input_shift_statistic",
+        "input_shift_events_total",
     ):
         assert f"streamlearn_{metric}" in text, metric
     assert "streamlearn_drift_events_total" in board["annotations"]["list"][0]["expr"]

@@ -28,7 +28,9 @@ def engine(method: str, model: ModelSettings = MODEL, **adapt: Any) -> Engine:
     return Engine(
         model,
         EngineSettings(),
-        DriftSettings(enabled=False),
+        # The methods and guards alone: what a detected input shift does is in
+        # test_adapt_shift.py (these streams shift at once, and would restart them).
+        DriftSettings(enabled=False, input_shift={"enabled": False}),
         ExpertsSettings(enabled=False),
         AdaptSettings(method=method, **adapt),
     )

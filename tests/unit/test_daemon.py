@@ -189,6 +189,44 @@ def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_pa
     assert daemon.metrics.registry.get_sample_value("streamlearn_experts_alive") == 2
 
 
+def test_an_input_shift_in_unlabeled_rows_is_counted_logged_kept_and_published(
+    tmp_path: Path,
+) -> None:
+    import random
+
+    rng = random.Random(0)
+    labeled = [
+        json.dumps({"x": [rng.gauss(0, 1), rng.gauss(0, 1)], "y": i % 2}).encode()
+        for i in range(512)
+    ]
+    # No label ever comes for the moved rows: only the input detector can see the move.
+    unlabeled = [
+        json.dumps({"x": [4 * rng.gauss(0, 1) + 3, 4 * rng.gauss(0, 1) + 3]}).encode()
+        for i in range(256)
+    ]
+    source = Source("in", [labeled + unlabeled])
+    daemon, sink = make(
+        tmp_path,
+        source,
+        model={"hidden": [8], "norm": "batch", "learning_rate": 0.01},
+        adapt={"method": "norm"},
+    )
+    assert daemon.start()
+    drain(daemon, source)
+    published = [payload for kind, payload in sink.events if kind == "input_shift"]
+    [row] = [p["sample"] for p in published]
+    assert 512 <= row < 512 + 64  # rows watched before the alarm: labeled ones included
+    assert (published[0]["detector"], published[0]["expert"]) == ("input_shift", "*")
+    assert [e["sample"] for e in daemon.drift_history.recent(kind="input_shift")] == [row]
+    metric = daemon.metrics.registry.get_sample_value
+    assert metric("streamlearn_input_shift_events_total") == 1
+    assert metric("streamlearn_drift_events_total", {"detector": "cusum", "expert": "0"}) is None
+    assert metric("streamlearn_tta_resets_total", {"reason": "input_shift"}) == 1
+    daemon._last_gauges = 0.0
+    daemon._maybe_update_gauges()
+    assert metric("streamlearn_input_shift_statistic") == 0.0  # warming up on the new rows
+
+
 def test_unlabeled_samples_are_answered_then_adapted_on_and_a_reset_is_published(
     tmp_path: Path,
 ) -> None:
@@ -209,6 +247,8 @@ def test_unlabeled_samples_are_answered_then_adapted_on_and_a_reset_is_published
         source,
         model={"hidden": [8], "norm": "batch", "learning_rate": 0.01},
         adapt={"method": "norm", "guards": {"window": 64}},
+        # The guards alone: the run is an input shift too (the test above has that part).
+        drift={"input_shift": {"enabled": False}},
     )
     assert daemon.start()
     drain(daemon, source)

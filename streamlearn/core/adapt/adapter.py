@@ -29,7 +29,13 @@ import torch
 from torch import Tensor, nn
 
 from streamlearn.core.adapt.augment import Augmenter
-from streamlearn.core.adapt.base import AdaptMethod, normalized_entropy
+from streamlearn.core.adapt.base import (
+    AdaptMethod,
+    norm_statistics,
+    normalized_entropy,
+    statistics_mode,
+    update_norm_statistics,
+)
 from streamlearn.core.adapt.cotta import CoTTA
 from streamlearn.core.adapt.guards import Guard
 from streamlearn.core.adapt.memory import BalancedMemory
@@ -39,10 +45,11 @@ from streamlearn.core.adapt.tent import Tent
 from streamlearn.core.experts.member import Member
 from streamlearn.core.experts.selector import rows_by_expert
 from streamlearn.core.extensions import build_checked, is_spec, load_object
+from streamlearn.core.models import batch_norms
 from streamlearn.core.protocols import StateDict
 
 METHODS = ("norm", "tent", "cotta")
-RESET_REASONS = ("entropy", "marginal", "guard_set", "periodic")
+RESET_REASONS = ("entropy", "marginal", "guard_set", "periodic", "input_shift")
 
 
 @dataclass(slots=True)
@@ -66,6 +73,8 @@ class _Expertise:
     anchor: dict[str, Tensor] | None = None
     stale: bool = True  # labeled learning happened since the anchor was taken
     pending: list[Tensor] = field(default_factory=list)
+    shifted: bool = False  # the inputs changed domain: restart at the next step
+    rewarm: int | None = None  # steps since the restart, while statistics re-estimate fast
 
     @property
     def waiting(self) -> int:
@@ -136,6 +145,15 @@ class Adapter:
             member.adaptations += report.steps - steps
         return report.steps - before
 
+    def shifted(self) -> None:
+        """The inputs changed domain (drift.input_shift): rows waiting are the old domain's
+        and go; each expert restarts at its next step (``adapt.on_shift``)."""
+        if self.settings.on_shift == "none":
+            return
+        for state in self.experts.values():
+            state.pending = []
+            state.shifted = True
+
     def forget(self, alive: set[str]) -> None:
         """Drop the state of experts that left the pool."""
         for expert_id in set(self.experts) - alive:
@@ -157,11 +175,19 @@ class Adapter:
     ) -> None:
         if state.anchor is None or state.stale:
             self._anchor(state, module, n_classes)
+        if state.shifted:
+            state.shifted = False
+            fit = self._best_statistics(state, module, x, n_classes)
+            if fit == "own":
+                self._restart(expert_id, state, module, report)
+            elif fit == "anchor":
+                self._anchor_statistics(state, module)
         entropy, predicted = self._predictions(module, x, n_classes)
         rows = x
         if self.settings.memory > 0:
             state.memory.add(x, predicted, state.guard.label_shares(n_classes))
             rows = state.memory.rows()
+        self._rewarm(state, module, rows)
         # Who may teach is judged again on all the rows, by the model as it is now.
         teaches = state.guard.confident(self._predictions(module, rows, n_classes)[0])
         state.method.step(module, rows, teaches, n_classes)
@@ -219,6 +245,65 @@ class Adapter:
         state.method.begin(module, state.anchor)
         state.guard.anchor_accuracy = state.guard.accuracy(module, n_classes)
 
+    def _restart(
+        self,
+        expert_id: str,
+        state: _Expertise,
+        module: nn.Module,
+        report: AdaptReport,
+    ) -> None:
+        """A new domain: drop what described the old one before adapting to it."""
+        state.rewarm = 0
+        self._reset(state, module)
+        report.resets.append((expert_id, "input_shift"))
+        report.steps += 1
+
+    def _best_statistics(
+        self, state: _Expertise, module: nn.Module, x: Tensor, n_classes: int
+    ) -> str:
+        """The batch-norm statistics the expert is surest with on the new rows: the rows'
+        own ("own"), its anchor's ("anchor") or the ones it serves with ("serving").
+
+        Rows of a new domain normalized with their own statistics look like the data the
+        expert learned: its answers grow surer. A class-sorted stream moves the inputs at
+        every run of one class too, but one class's statistics fit nothing: normalized with
+        them the rows look like no class and the answers grow less sure. The statistics
+        served with and the anchor's compete only where they put the rows on the scale the
+        network expects: another domain's can blow the rows up, and answers then are
+        confidently wrong.
+        """
+        if n_classes < 2 or not batch_norms(module):
+            return "own"  # no entropy to judge by (regression)
+        assert state.anchor is not None
+        with statistics_mode(module, momentum=0.0), torch.no_grad():
+            scores = {"own": float(normalized_entropy(module(x), n_classes).mean())}
+        if _on_scale(module, x):
+            scores["serving"] = float(self._predictions(module, x, n_classes)[0].mean())
+        kept = {k: v.clone() for k, v in norm_statistics(module.state_dict(), module).items()}
+        module.load_state_dict(norm_statistics(state.anchor, module), strict=False)
+        if _on_scale(module, x):
+            scores["anchor"] = float(self._predictions(module, x, n_classes)[0].mean())
+        module.load_state_dict(kept, strict=False)
+        return min(scores, key=lambda name: scores[name])
+
+    def _anchor_statistics(self, state: _Expertise, module: nn.Module) -> None:
+        """Batch norm's statistics back to the anchor's; weights and memory stay."""
+        assert state.anchor is not None
+        module.load_state_dict(norm_statistics(state.anchor, module), strict=False)
+
+    def _rewarm(self, state: _Expertise, module: nn.Module, rows: Tensor) -> None:
+        """After a restart the statistics are the running average of the new domain's
+        steps (the anchor's counting ``shift_prior`` steps), until that is no faster than
+        ``norm_momentum``: the old domain is gone within one step, not tens."""
+        if state.rewarm is None:
+            return
+        momentum = 1.0 / (state.rewarm + 1 + self.settings.shift_prior)
+        if momentum <= self.settings.norm_momentum or not batch_norms(module):
+            state.rewarm = None
+            return
+        update_norm_statistics(module, rows, momentum)
+        state.rewarm += 1
+
     def _reset(self, state: _Expertise, module: nn.Module) -> None:
         """Back to the anchor; the adaptation starts over from there, without the rows that
         led it astray."""
@@ -269,6 +354,8 @@ class Adapter:
                 expert_id: {
                     "anchor": state.anchor,
                     "stale": state.stale,
+                    "shifted": state.shifted,
+                    "rewarm": state.rewarm,
                     "pending": torch.cat(state.pending).cpu() if state.pending else None,
                     "method": state.method.state_dict(),
                     "guard": state.guard.state_dict(),
@@ -290,6 +377,9 @@ class Adapter:
                 continue
             expertise = self._state(expert_id)
             expertise.anchor, expertise.stale = saved["anchor"], bool(saved["stale"])
+            # Absent from checkpoints written before input-shift detection.
+            expertise.shifted = bool(saved.get("shifted", False))
+            expertise.rewarm = saved.get("rewarm")
             device = next(module.parameters()).device
             if saved["pending"] is not None:
                 expertise.pending = [saved["pending"].to(device)]
@@ -298,6 +388,27 @@ class Adapter:
                 expertise.method.begin(module, expertise.anchor)
                 expertise.method.load_state_dict(saved["method"])
             expertise.guard.load_state_dict(saved["guard"])
+
+
+def _on_scale(module: nn.Module, x: Tensor, bound: float = 4.0) -> bool:
+    """Does the first batch-norm layer's running statistics put ``x`` on about unit scale
+    (mean square of the standardized inputs within a factor ``bound`` of 1)?"""
+    layer = batch_norms(module)[0]
+    seen: list[Tensor] = []
+    handle = layer.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        handle.remove()
+        module.train(was_training)
+    assert layer.running_mean is not None and layer.running_var is not None
+    inputs = seen[0].transpose(0, 1).reshape(layer.num_features, -1).transpose(0, 1)
+    z = (inputs - layer.running_mean) / torch.sqrt(layer.running_var + layer.eps)
+    mean_square = float((z * z).mean())
+    return 1.0 / bound < mean_square < bound
 
 
 def _user_method(spec: str, settings: AdaptSettings, seed: int) -> Callable[..., Any]:

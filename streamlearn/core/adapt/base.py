@@ -10,7 +10,7 @@ gathered batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import torch
@@ -45,6 +45,19 @@ def statistics_mode(module: nn.Module, momentum: float) -> Iterator[None]:
         for layer, value in zip(layers, saved, strict=True):
             layer.momentum = value
         module.train(was_training)
+
+
+def norm_statistics(state: Mapping[str, Tensor], module: nn.Module) -> dict[str, Tensor]:
+    """The batch-norm running statistics (and batch counts) of ``module`` found in
+    ``state``, a state dict of the same network."""
+    layers = batch_norms(module)
+    names = {
+        f"{prefix}.{buffer}" if prefix else buffer
+        for prefix, layer in module.named_modules()
+        if layer in layers
+        for buffer in ("running_mean", "running_var", "num_batches_tracked")
+    }
+    return {name: value for name, value in state.items() if name in names}
 
 
 def update_norm_statistics(module: nn.Module, x: Tensor, momentum: float) -> Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from streamlearn.core.extensions import builtin_or_spec
@@ -71,6 +73,14 @@ class AdaptSettings(Section):
     flips: bool = False
     noise_sd: float = Field(0.05, ge=0)  # augmentation noise, in units of the model input
     feature_dropout: float = Field(0.1, ge=0, lt=1)
+    # What a detected input shift (drift.input_shift) does to each adapted expert: "restart"
+    # weighs three batch-norm statistics on the first new rows (the rows' own, the anchor's,
+    # the ones served with) and keeps the one the expert is surest with; the rows' own win
+    # on a new domain: the expert goes back to its anchor (weights, memory, the method's
+    # state) and re-estimates the statistics fast (shift_prior). "none" carries on, the old
+    # domain's statistics fading at norm_momentum per step.
+    on_shift: Literal["restart", "none"] = "restart"
+    shift_prior: float = Field(0.0, ge=0)
     guards: GuardSettings = Field(default_factory=GuardSettings)
 
     @field_validator("method")

@@ -58,6 +58,32 @@ class KswinSettings(Section):
         return self
 
 
+class InputShiftSettings(Section):
+    """The covariate-shift detector on the input rows (drift/input_shift.py)."""
+
+    # Watch the inputs for a change of domain; independent of `enabled` (the loss detectors),
+    # so it runs where labels never come.
+    enabled: bool = True
+    # Which rows it watches: "all" (labeled and unlabeled: the labeled rows give it a
+    # reference before unlabeled traffic starts) or "unlabeled" only.
+    rows: Literal["all", "unlabeled"] = "all"
+    # The threshold is solved for this many false alarms per 100k stable rows.
+    false_alarms_per_100k: float = Field(0.1, gt=0, le=10_000)
+    # Rows that estimate every feature's mean and spread, at start and after every alarm.
+    warmup: int = Field(256, ge=16)
+    # Rows ignored after an alarm before the warm-up (0: the new domain is there at once).
+    refractory: int = Field(0, ge=0)
+    # Half the smallest per-feature mean change, in standard deviations, to catch fast.
+    k: float = Field(0.5, gt=0)
+    # Standardized values are clipped to +-clip: one odd row cannot alarm alone.
+    clip: float = Field(2.5, gt=0)
+
+    @model_validator(mode="after")
+    def _threshold_exists(self) -> InputShiftSettings:
+        cusum_threshold(self.k, arl_from_rate(self.false_alarms_per_100k) * 4, self.warmup)
+        return self
+
+
 # Built-in drift detectors (streamlearn.core.drift.registry builds them) and adaptation methods.
 
 
@@ -102,6 +128,7 @@ class DriftSettings(Section):
     loss_deviation: LossDeviationSettings = Field(default_factory=LossDeviationSettings)
     adwin: AdwinSettings = Field(default_factory=AdwinSettings)
     kswin: KswinSettings = Field(default_factory=KswinSettings)
+    input_shift: InputShiftSettings = Field(default_factory=InputShiftSettings)
 
     def clip_for(self, detector: str) -> float:
         """The clip a detector uses: drift.clip when set, else the detector's own."""
