@@ -33,6 +33,8 @@ _LABEL = TypeAdapter(LabelIn)
 
 @dataclass(frozen=True, slots=True)
 class LateLabel:
+    """A late label as decoded: the sample's id and its label."""
+
     id: str
     y: Label
 

@@ -156,13 +156,17 @@ class JoinStore:
         return out
 
     def nbytes(self) -> int:
-        """An estimate of the memory both areas hold (features, ids, per-entry overhead)."""
-        pending = sum(
-            len(k) + _ENTRY_OVERHEAD_BYTES + _FEATURE_BYTES * len(e.x)
-            for k, e in self.pending.items()
-        )
-        waiting = sum(len(k) + _ENTRY_OVERHEAD_BYTES for k in self.waiting)
-        return pending + waiting
+        """An estimate of the memory both areas hold, in O(1): entries times the cost of
+        one (its features, an id as long as the newest one, the per-entry overhead)."""
+        total = 0
+        if self.pending:
+            id_, entry = next(reversed(self.pending.items()))
+            per = _ENTRY_OVERHEAD_BYTES + len(id_) + _FEATURE_BYTES * len(entry.x)
+            total += per * len(self.pending)
+        if self.waiting:
+            per = _ENTRY_OVERHEAD_BYTES + len(next(reversed(self.waiting)))
+            total += per * len(self.waiting)
+        return total
 
     # -- checkpoints -----------------------------------------------------------------------
 
