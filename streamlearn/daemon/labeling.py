@@ -29,6 +29,7 @@ from streamlearn.core.labels import (
 )
 from streamlearn.core.logging import get_logger
 from streamlearn.core.types import DeadLetter, Record, Sample
+from streamlearn.daemon.guarding import GuardKeeper
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 
@@ -42,12 +43,19 @@ _GAUGES_EVERY_S = 0.5
 class LateLabels:
     """The join store, fed by label records and by the answers the engine gives."""
 
-    def __init__(self, settings: Settings, metrics: Metrics, codec: Codec) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        codec: Codec,
+        guard: GuardKeeper | None = None,
+    ) -> None:
         cfg = settings.labels
         self.enabled = cfg.enabled
         self.topic = settings.kafka.labels_topic
         self.metrics = metrics
         self.codec = codec
+        self.guard = guard  # judges each served answer; may hold a joined sample back
         self.is_classifier = settings.model.task == "classification"
         self.store = JoinStore(cfg.ttl_s, cfg.max_pending, cfg.max_waiting)
         self.served = ServedAccuracy(cfg.windows)
@@ -72,8 +80,8 @@ class LateLabels:
                 dead.append(DeadLetter(record.value, exc.reason, exc.detail, record))
                 continue
             join = self.store.labeled(label.id, label.y, _event_time(record, None))
-            if join is not None:
-                samples.append(self._joined(join))
+            if join is not None and (sample := self._joined(join)) is not None:
+                samples.append(sample)
                 origins.append((record, None))
         self._outcomes()
         return samples, origins, dead
@@ -101,22 +109,29 @@ class LateLabels:
                 sample.task,
             )
             join = self.store.predicted(sample.id, entry)
-            if join is not None:
-                joined.append(self._joined(join))
+            if join is not None and (labeled := self._joined(join)) is not None:
+                joined.append(labeled)
         self._outcomes()
         return joined
 
-    def _joined(self, join: Join) -> Sample:
-        """Score the answer served then; the sample, labeled, to learn."""
+    def _joined(self, join: Join) -> Sample | None:
+        """Score the answer served then; the sample, labeled, to learn (None: the guard
+        holds it back)."""
         self.joins += 1
+        learn = True
         if self.is_classifier:
             right = served_right(join.prediction, join.y)
             self.served.add(right)
             result = "right" if right else "wrong"
+            if self.guard is not None:
+                learn = self.guard.scored(right)
         else:
             result = "scored"
         self.metrics.served_joins.labels(expert=join.expert, result=result).inc()
         self.metrics.label_delay.observe(join.delay_s)
+        if not learn:
+            self.metrics.label_outcomes.labels(outcome="held").inc()
+            return None
         raw = json.dumps({"x": join.x, "y": join.y, "id": join.id})
         return Sample(join.x, join.y, join.id, join.task, raw=raw)
 

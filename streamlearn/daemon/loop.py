@@ -39,6 +39,7 @@ from streamlearn.daemon.endpoints import (
     SourceFactory,
 )
 from streamlearn.daemon.gauges import Gauges, Progress
+from streamlearn.daemon.guarding import GuardKeeper
 from streamlearn.daemon.history import EventHistory
 from streamlearn.daemon.labeling import LateLabels
 from streamlearn.daemon.reporting import Reporter
@@ -88,7 +89,6 @@ class Daemon:
         self.codec = Codec.from_settings(settings.model, settings.engine)
         self._source_factory = source_factory
         self._sink_factory = sink_factory
-        self.endpoints = Endpoints()
         self.buffer = InputBuffer(settings.engine.max_batch, settings.engine.max_wait_ms / 1000)
         self.batching = AdaptiveBatch(
             settings.engine.max_batch,
@@ -99,7 +99,15 @@ class Daemon:
         # Samples per input record, smoothed: the consumer's lag is in records, the backlog
         # that sizes the batch in samples (batch records hold many).
         self._samples_per_record = 1.0
-        self.late_labels = LateLabels(settings, self.metrics, self.codec)
+        self.endpoints = Endpoints()
+        self.guard = GuardKeeper(
+            settings.labels.guard,
+            self.engine,
+            self.metrics,
+            self.endpoints,
+            publish=self._publish_snapshot,
+        )
+        self.late_labels = LateLabels(settings, self.metrics, self.codec, self.guard)
         self.checkpointer = Checkpointer(
             settings,
             self.metrics,

@@ -120,3 +120,36 @@ def test_pending_samples_and_waiting_labels_survive_a_restart_and_join_once(
     assert not second.late_labels.store.pending and not second.late_labels.store.waiting
     assert joins(second) == 40
     assert second.positions == {SAMPLES_TP: 60, LABELS_TP: 60}
+
+
+def test_the_guard_rolls_back_when_served_answers_go_wrong(tmp_path: Path) -> None:
+    """A learnable stream, then its labels flipped: the guard rolls the learner back to the
+    last confirmed state, reports it, holds the flipped labels back, and versions go on."""
+    guard = {"enabled": True, "window": 20, "confirm_joins": 20, "max_hold_joins": 1000}
+    sections = {**ON, "labels": {"enabled": True, "guard": guard}}
+    source = Source("in", [[]])
+    source.add_topic(LABELS, [[]])
+    daemon, sink = make(tmp_path, source, **sections)
+    assert daemon.start()
+
+    def phase(ids: range, flip: bool) -> None:
+        for i in ids:
+            x = [float(i % 2), float(1 - i % 2)]
+            source.append(SAMPLES_TP, json.dumps({"x": x, "id": f"s{i}"}).encode())
+            source.append(LABELS_TP, json.dumps({"id": f"s{i}", "y": (i + flip) % 2}).encode())
+            if i % 8 == 7:
+                drain(daemon, source)
+
+    phase(range(400), flip=False)
+    assert daemon.guard.rollbacks == 0
+    served = value(daemon, "streamlearn_served_accuracy", {"window": "100"})
+    version = daemon.engine.version
+    phase(range(400, 600), flip=True)
+    assert daemon.guard.rollbacks == 1
+    assert value(daemon, "streamlearn_rollbacks_total") == 1
+    assert value(daemon, "streamlearn_guard_holding") == 1
+    assert [kind for kind, _ in sink.events].count("served_model_rolled_back") == 1
+    assert daemon.engine.version > version  # rolled back, yet the version moved on
+    held = value(daemon, "streamlearn_label_outcomes_total", {"outcome": "held"})
+    assert held is not None and held > 100
+    assert served is not None
