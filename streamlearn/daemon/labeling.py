@@ -162,6 +162,26 @@ class LateLabels:
             if accuracy is not None:
                 self.metrics.served_accuracy.labels(window=str(window)).set(accuracy)
 
+    def view(self) -> dict[str, Any] | None:
+        """Live scores of what was served, for ``/v1/models`` (JSON-safe)."""
+        if not self.enabled:
+            return None
+        guard = self.guard
+        return {
+            "served_accuracy": {str(w): self.served.accuracy(w) for w in self.served.windows},
+            "joins": self.served.joins if self.is_classifier else self.joins,
+            "pending_samples": len(self.store.pending),
+            "waiting_labels": len(self.store.waiting),
+            "guard": None
+            if guard is None or not guard.enabled
+            else {
+                "holding": guard.guard.holding,
+                "good_accuracy": guard.guard.good_level,
+                "rollbacks": guard.rollbacks,
+                "events": guard.events[-10:],
+            },
+        }
+
     # -- checkpoints -----------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any] | None:

@@ -139,6 +139,7 @@ class Daemon:
             self.checkpointer,
             self.reporter,
         )
+        self.gauges.served_view = self.late_labels.view
         self._last_publish = 0.0
         # Slow steps must not keep poll() away past kafka.max_poll_interval_ms, or the group
         # takes the member out: poll at least every second, or a quarter of that interval.

@@ -58,6 +58,11 @@ def test_labels_after_their_samples_join_are_scored_and_learned(tmp_path: Path) 
     right = value(daemon, "streamlearn_served_joins_total", {"expert": "0", "result": "right"})
     assert served is not None and right is not None and served == right / 90
     assert daemon.positions == {SAMPLES_TP: 110, LABELS_TP: 90}
+    daemon._publish_progress()
+    live = daemon.progress.served
+    assert live is not None
+    assert live["served_accuracy"]["100"] == served and live["joins"] == 90
+    assert (live["pending_samples"], live["waiting_labels"], live["guard"]) == (10, 0, None)
 
 
 def test_labels_before_their_samples_wait_and_join(tmp_path: Path) -> None:
