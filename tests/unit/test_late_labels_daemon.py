@@ -158,3 +158,24 @@ def test_the_guard_rolls_back_when_served_answers_go_wrong(tmp_path: Path) -> No
     held = value(daemon, "streamlearn_label_outcomes_total", {"outcome": "held"})
     assert held is not None and held > 100
     assert served is not None
+
+
+def test_settings_refuse_what_late_labels_cannot_do() -> None:
+    from streamlearn.core.errors import SettingsError
+    from streamlearn.settings import load_settings
+
+    cases = {
+        "kafka.labels_topic must differ": {"kafka": {"labels_topic": "streamlearn.samples"}},
+        "labels.guard needs model.task: classification": {
+            "model": {"task": "regression"},
+            "labels": {"enabled": True, "guard": {"enabled": True}},
+        },
+    }
+    for message, sections in cases.items():
+        sections = {"labels": {"enabled": True}, **sections}
+        try:
+            load_settings(None, **sections)
+        except SettingsError as exc:
+            assert message in str(exc), (message, str(exc))
+        else:
+            raise AssertionError(f"accepted: {sections}")
