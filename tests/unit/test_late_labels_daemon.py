@@ -164,15 +164,15 @@ def test_settings_refuse_what_late_labels_cannot_do() -> None:
     from streamlearn.core.errors import SettingsError
     from streamlearn.settings import load_settings
 
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "kafka.labels_topic must differ": {"kafka": {"labels_topic": "streamlearn.samples"}},
         "labels.guard needs model.task: classification": {
             "model": {"task": "regression"},
             "labels": {"enabled": True, "guard": {"enabled": True}},
         },
     }
-    for message, sections in cases.items():
-        sections = {"labels": {"enabled": True}, **sections}
+    for message, given in cases.items():
+        sections = {"labels": {"enabled": True}, **given}
         try:
             load_settings(None, **sections)
         except SettingsError as exc:
