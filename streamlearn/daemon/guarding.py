@@ -80,8 +80,11 @@ class GuardKeeper:
         restored = self.engine.version
         self.engine.version = version + 1
         if self.engine.pool is not None:
+            # Every learning step moves the version, so an expert's steps never exceed it:
+            # steps set to the new version name weights no snapshot file of that expert has
+            # held before (one pruned since the good state included).
             for id_, member in self.engine.pool.members.items():
-                member.steps = max(member.steps, steps.get(id_, 0)) + 1
+                member.steps = max(self.engine.version, steps.get(id_, 0) + 1)
         self._candidate = None
         self.rollbacks += 1
         self.metrics.rollbacks.inc()
