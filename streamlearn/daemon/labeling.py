@@ -189,6 +189,15 @@ class LateLabels:
             return None
         return {"store": self.store.state_dict(), "served": self.served.state_dict()}
 
+    def restored(self) -> dict[str, int]:
+        """What the restored store holds, for the ``checkpoint_restored`` log line."""
+        if not self.enabled:
+            return {}
+        return {
+            "pending_samples": len(self.store.pending),
+            "waiting_labels": len(self.store.waiting),
+        }
+
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if not self.enabled or state is None:
             return

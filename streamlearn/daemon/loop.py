@@ -255,6 +255,7 @@ class Daemon:
             skipped=len(loaded.skipped),
             samples_learned=self.engine.samples_learned,
             offsets={f"{tp.topic}/{tp.partition}": o for tp, o in self.known.items()},
+            **self.late_labels.restored(),
         )
 
     def _connect(self) -> bool:

@@ -6,7 +6,9 @@ a per-key ``seq`` from 1, as tests/support/seqlineage.py reads it) and get a lab
 first); 5% are decoys (``x = [-1, -1]``) that are never labeled. Both topics are keyed to
 partition ``key % partitions``. A key's labels are sent in seq order (a label's time is at
 least its key's previous label's), so the joins of a key complete in seq order and the
-lineage expert sees each key's seqs as 1, 2, 3, ...
+lineage expert sees each key's seqs as 1, 2, 3, ... The delay is drawn per key and 2 s
+block of sample time, so labels keep their drawn delay (a negative one: before the sample)
+except where a block's delay is shorter than the last.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class LateLabelProducer:
         rng = random.Random(self.seed)
         events: list[tuple[float, str, int, bytes]] = []
         label_at: dict[int, float] = {}
+        delay: dict[tuple[int, int], float] = {}
         for i in range(self.samples):
             at, key = i / self.per_second, i % self.keys
             partition = key % self.partitions
@@ -60,7 +63,12 @@ class LateLabelProducer:
             ident = f"k{key}-{seq}"
             sample = {"x": [key, seq], "id": ident}
             events.append((at, self.samples_topic, partition, json.dumps(sample).encode()))
-            when = max(label_at.get(key, 0.0), at + rng.uniform(*self.delay_s))
+            # One delay per key and 2 s block: a running max over a fresh draw per label
+            # would push nearly every label to the longest delay, and none would come first.
+            block = (key, int(at // 2.0))
+            if block not in delay:
+                delay[block] = rng.uniform(*self.delay_s)
+            when = max(label_at.get(key, 0.0), at + delay[block])
             label_at[key] = when
             label = {"id": ident, "y": seq}
             events.append((when, self.labels_topic, partition, json.dumps(label).encode()))
