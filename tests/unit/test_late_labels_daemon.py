@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from streamlearn.checkpoint import FileCheckpointStore
+from streamlearn.checkpoint.inspect import describe
 from streamlearn.core.types import TopicPartition
 from streamlearn.daemon import Daemon
 from tests.unit.test_daemon import Source, drain, make
@@ -111,6 +112,11 @@ def test_pending_samples_and_waiting_labels_survive_a_restart_and_join_once(
     daemon.shutdown()
     loaded = FileCheckpointStore(tmp_path).load_latest()
     assert loaded is not None and loaded.state["labels"] is not None
+    assert describe(loaded.path)["late_labels"] == {
+        "pending_samples": 20,
+        "waiting_labels": 10,
+        "served_joins": 20,
+    }
 
     again = Source("in", [unlabeled(range(60))])
     again.add_topic(LABELS, [label_records(range(20)) + label_records(range(50, 60))])
