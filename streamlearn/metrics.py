@@ -160,6 +160,7 @@ class Metrics:
         self._adapt(r)
         self._guard(r)
         self._serving(r)
+        self._labels(r)
         self.info = Info("streamlearn", "Build and runtime information.", registry=r)
         self.info.info(
             {
@@ -308,6 +309,58 @@ class Metrics:
         self.learn_queue_samples = Gauge(
             "streamlearn_learn_queue_samples",
             "Samples from POST /v1/learn waiting for the learner.",
+            registry=r,
+        )
+
+    def _labels(self, r: CollectorRegistry) -> None:
+        """Late labels joined by id, the live accuracy of what was served, the guard."""
+        self.served_accuracy = Gauge(
+            "streamlearn_served_accuracy",
+            "Accuracy of the answers given to unlabeled samples, scored when their late "
+            "label joined, over the last N joins (window).",
+            ["window"],
+            registry=r,
+        )
+        self.served_joins = Counter(
+            "streamlearn_served_joins",
+            "Late labels joined to the sample they label, by the expert that answered and "
+            "whether the answer was right (regression: scored).",
+            ["expert", "result"],
+            registry=r,
+        )
+        self.label_outcomes = Counter(
+            "streamlearn_label_outcomes",
+            "What became of pending samples and late labels that did not join: expired, "
+            "unknown, evicted_sample, evicted_label, replaced.",
+            ["outcome"],
+            registry=r,
+        )
+        self.label_delay = Histogram(
+            "streamlearn_label_delay_seconds",
+            "Event time from a sample to its label, per join (0 when the label came first).",
+            buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400),
+            registry=r,
+        )
+        self.pending_labels = Gauge(
+            "streamlearn_pending_labels",
+            "Unlabeled samples waiting for their label (samples), and labels waiting for "
+            "their sample (labels).",
+            ["area"],
+            registry=r,
+        )
+        self.pending_labels_bytes = Gauge(
+            "streamlearn_pending_labels_bytes",
+            "Estimated memory of the samples and labels waiting to join.",
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "streamlearn_rollbacks",
+            "Served model (and learner) rolled back to the last good state by the guard.",
+            registry=r,
+        )
+        self.guard_holding = Gauge(
+            "streamlearn_guard_holding",
+            "1 while the guard holds the rolled-back model (joined labels not learned).",
             registry=r,
         )
 

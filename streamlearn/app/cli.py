@@ -85,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--segment", type=int, default=10_000, help="samples per concept")
     demo.add_argument(
+        "--late-labels",
+        action="store_true",
+        help="send each label 1-5 s after its sample, on the labels topic: the daemon "
+        "joins it by id and scores the answer it served",
+    )
+    demo.add_argument(
         "--checkpoint-dir",
         type=Path,
         default=None,

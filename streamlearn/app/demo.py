@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from streamlearn.app.demo_labels import LateLabelFeed
 from streamlearn.app.embedded import EmbeddedBroker, create_topics
 from streamlearn.app.producer import produce
 from streamlearn.app.service import Service
@@ -106,7 +107,7 @@ def run_demo(
     install_signals(stop.set)
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         ckpt_dir = args.checkpoint_dir or Path(tmp) / "checkpoints"
-        settings = _settings(broker.bootstrap, ckpt_dir)
+        settings = _settings(broker.bootstrap, ckpt_dir, args.late_labels)
         # One input partition: the stream's order is its time. Over two, the learner reads
         # them at different paces and sees the regimes interleaved around every change.
         create_topics(
@@ -116,6 +117,7 @@ def run_demo(
                 settings.kafka.predictions_topic: 1,
                 settings.kafka.events_topic: 1,
                 settings.kafka.dlq_topic: 1,
+                settings.kafka.labels_topic: 1,
             },
         )
         _run(console, args, broker.bootstrap, settings, stop)
@@ -138,12 +140,15 @@ def _run(
     metrics_port, _ = daemon.metrics.serve(_HOST, 0)
     _header(console, args, bootstrap, rate, metrics_port, endpoints)
     sent = {"n": 0, "done": False}
+    feed = LateLabelFeed(bootstrap, settings.kafka.labels_topic) if args.late_labels else None
     producer = threading.Thread(
         target=_produce,
         daemon=True,
-        args=(bootstrap, settings.kafka.input_topic, args, rate, sent, stop),
+        args=(bootstrap, settings.kafka.input_topic, args, rate, sent, stop, feed),
     )
     producer.start()
+    if feed is not None:
+        threading.Thread(target=feed.run, args=(stop,), name="late-labels", daemon=True).start()
     tracker = _Tracker(args.segment, STREAMS[args.stream].concepts, args.stream)
     began = time.monotonic()
     _watch(console, daemon, tracker, sent, stop, began, args.duration, endpoints)
@@ -153,6 +158,8 @@ def _run(
     server.join(timeout=60)  # a bound, not a wait: the final checkpoint is usually quick
     producer.join(timeout=5)
     tracker.observe(daemon.progress)
+    if feed is not None:
+        notes.append(_late_labels_note(daemon, feed))
     if args.plot is not None:
         notes.append(_plot(args, daemon, tracker))
     if args.checkpoint_dir is not None:
@@ -163,7 +170,18 @@ def _run(
     _summary(console, daemon, tracker, sent["n"], time.monotonic() - began, notes)
 
 
-def _settings(bootstrap: str, ckpt_dir: Path) -> Settings:
+def _late_labels_note(daemon: Daemon, feed: LateLabelFeed) -> str:
+    served = daemon.late_labels.served
+    accuracy = served.accuracy(served.windows[-1])
+    shown = "n/a" if accuracy is None else f"{accuracy:.3f}"
+    return (
+        f"late labels (1-5 s after their sample): {feed.sent} sent, {served.joins} joined; "
+        f"accuracy of the answers served, last {served.windows[-1]} joins: {shown}; "
+        f"{len(daemon.late_labels.store.pending)} samples still waiting for a label"
+    )
+
+
+def _settings(bootstrap: str, ckpt_dir: Path, late_labels: bool = False) -> Settings:
     return load_settings(
         None,
         kafka={
@@ -183,6 +201,7 @@ def _settings(bootstrap: str, ckpt_dir: Path) -> Settings:
             "drain_timeout_s": 2.0,
         },
         log={"level": "error"},
+        labels={"enabled": late_labels},
     )
 
 
@@ -338,11 +357,13 @@ def _produce(
     rate: float,
     sent: dict[str, Any],
     stop: threading.Event,
+    feed: LateLabelFeed | None = None,
 ) -> None:
+    records = _records(args)
     produce(
         bootstrap,
         topic,
-        _records(args),
+        feed.strip(records) if feed is not None else records,
         rate,
         on_sent=lambda n: sent.__setitem__("n", n),
         stop=stop,

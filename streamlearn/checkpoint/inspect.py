@@ -39,6 +39,7 @@ def describe(path: Path) -> dict[str, Any]:
         "active_expert": (engine.get("pool") or {}).get("active", "0" if experts else None),
         "experts": experts,
         "adapt": _adaptation(engine.get("adapt")),
+        "late_labels": _late_labels(state.labels),
         "model_settings": state.model_settings,
     }
 
@@ -101,3 +102,15 @@ def _prequential(stats: dict[str, Any], task: str | None) -> dict[str, float | i
 
 def _count_parameters(module_state: dict[str, Any]) -> int:
     return sum(int(t.numel()) for t in module_state.values() if isinstance(t, torch.Tensor))
+
+
+def _late_labels(labels: dict[str, Any] | None) -> dict[str, int] | None:
+    """How many samples wait for their label, and labels for their sample (None: off)."""
+    if labels is None:
+        return None
+    store = labels["store"]
+    return {
+        "pending_samples": len(store["pending"]["ids"]),
+        "waiting_labels": len(store["waiting"]["ids"]),
+        "served_joins": int(labels["served"]["joins"]),
+    }

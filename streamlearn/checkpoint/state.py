@@ -42,6 +42,8 @@ class CheckpointState:
     engine: dict[str, Any]
     model_settings: dict[str, Any]
     lineage: str = ""
+    # Late labels: the join store and served scores (None when labels are off).
+    labels: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -51,6 +53,7 @@ class CheckpointState:
             "lineage": self.lineage,
             "engine": self.engine,
             "model_settings": self.model_settings,
+            "labels": self.labels,
         }
 
     @classmethod
@@ -62,6 +65,7 @@ class CheckpointState:
                 dict(state["engine"]),
                 dict(state["model_settings"]),
                 str(state.get("lineage", "")),
+                state.get("labels"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint is missing or mangles a section: {exc}") from None

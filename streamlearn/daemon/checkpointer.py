@@ -55,7 +55,8 @@ log = get_logger(__name__)
 class Checkpointer:
     """Owns the offsets bookkeeping and decides when, and whether, a checkpoint is written.
 
-    ``publish_snapshot`` is step 4 of the checkpoint order, called after a durable save.
+    ``publish_snapshot`` is step 4 of the checkpoint order, called after a durable save;
+    ``extra_state`` gives the late labels' state, saved in the same file as the engine's.
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class Checkpointer:
         buffer: InputBuffer,
         endpoints: Endpoints,
         publish_snapshot: Callable[[], None],
+        extra_state: Callable[[], dict[str, Any] | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -73,6 +75,7 @@ class Checkpointer:
         self.buffer = buffer
         self.endpoints = endpoints
         self.publish_snapshot = publish_snapshot
+        self.extra_state = extra_state  # late labels' state, saved with the engine's
         self.store: CheckpointStore | None = (
             FileCheckpointStore(
                 settings.checkpoint.dir,
@@ -171,6 +174,7 @@ class Checkpointer:
             engine=self.engine.state_dict(),
             model_settings=self.settings.model.model_dump(mode="json"),
             lineage=self.lineage,
+            labels=self.extra_state(),
         )
         began = time.perf_counter()
         try:

@@ -8,7 +8,9 @@ read it without a lock.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from streamlearn.core.engine import Engine
 from streamlearn.daemon.buffer import InputBuffer
@@ -46,6 +48,8 @@ class Progress:
     adapt_method: str = "none"  # in force ("auto" resolved once the network exists)
     adapted: int = 0  # unlabeled samples test-time adaptation learned from, since start
     adapt_resets: int = 0
+    # Late labels: live accuracy of what was served, the guard (None when labels are off).
+    served: dict[str, Any] | None = None
 
 
 class Gauges:
@@ -72,6 +76,8 @@ class Gauges:
         self.endpoints = endpoints
         self.checkpointer = checkpointer
         self.reporter = reporter
+        # Late labels' view for /v1/models (set by the daemon that has them).
+        self.served_view: Callable[[], dict[str, Any] | None] = lambda: None
         self.progress = Progress()
         self.last_update = 0.0  # monotonic time the gauges were last set
 
@@ -160,4 +166,5 @@ class Gauges:
             adapt_method=self.engine.adapt_method,
             adapted=counts["adapted"],
             adapt_resets=counts["adapt_resets"],
+            served=self.served_view(),
         )

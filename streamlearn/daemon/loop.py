@@ -17,7 +17,7 @@ from structlog.contextvars import bound_contextvars
 from streamlearn.checkpoint.state import CheckpointState, check_compatible
 from streamlearn.core.codecs import Codec
 from streamlearn.core.drift.monitor import DriftEvent
-from streamlearn.core.engine import Engine
+from streamlearn.core.engine import Engine, StepResult
 from streamlearn.core.errors import ModelError
 from streamlearn.core.experts.member import PoolEvent
 from streamlearn.core.logging import get_logger
@@ -40,7 +40,9 @@ from streamlearn.daemon.endpoints import (
     SourceFactory,
 )
 from streamlearn.daemon.gauges import Gauges, Progress
+from streamlearn.daemon.guarding import GuardKeeper
 from streamlearn.daemon.history import EventHistory
+from streamlearn.daemon.labeling import LateLabels
 from streamlearn.daemon.reporting import Reporter
 from streamlearn.metrics import Metrics
 from streamlearn.serve.board import SnapshotBoard
@@ -88,7 +90,6 @@ class Daemon:
         self.codec = Codec.from_settings(settings.model, settings.engine)
         self._source_factory = source_factory
         self._sink_factory = sink_factory
-        self.endpoints = Endpoints()
         self.buffer = InputBuffer(settings.engine.max_batch, settings.engine.max_wait_ms / 1000)
         self.batching = AdaptiveBatch(
             settings.engine.max_batch,
@@ -99,6 +100,15 @@ class Daemon:
         # Samples per input record, smoothed: the consumer's lag is in records, the backlog
         # that sizes the batch in samples (batch records hold many).
         self._samples_per_record = 1.0
+        self.endpoints = Endpoints()
+        self.guard = GuardKeeper(
+            settings.labels.guard,
+            self.engine,
+            self.metrics,
+            self.endpoints,
+            publish=self._publish_snapshot,
+        )
+        self.late_labels = LateLabels(settings, self.metrics, self.codec, self.guard)
         self.checkpointer = Checkpointer(
             settings,
             self.metrics,
@@ -106,6 +116,7 @@ class Daemon:
             self.buffer,
             self.endpoints,
             publish_snapshot=self._publish_snapshot,
+            extra_state=self.late_labels.state_dict,
         )
         self.ready = threading.Event()  # connected to the broker and learning
         # Restored and published: what serves this learner may answer for it from now on.
@@ -129,6 +140,7 @@ class Daemon:
             self.checkpointer,
             self.reporter,
         )
+        self.gauges.served_view = self.late_labels.view
         self._last_publish = 0.0
         # Slow steps must not keep poll() away past kafka.max_poll_interval_ms, or the group
         # takes the member out: poll at least every second, or a quarter of that interval.
@@ -234,6 +246,7 @@ class Daemon:
         state = CheckpointState.from_dict(loaded.state)
         check_compatible(state, self.settings.model, loaded.path)
         self.engine.load_state_dict(state.engine)
+        self.late_labels.load_state_dict(state.labels)
         self.checkpointer.resume(state)
         self._sync_codec()
         self.metrics.checkpoint_done()
@@ -243,6 +256,7 @@ class Daemon:
             skipped=len(loaded.skipped),
             samples_learned=self.engine.samples_learned,
             offsets={f"{tp.topic}/{tp.partition}": o for tp, o in self.known.items()},
+            **self.late_labels.restored(),
         )
 
     def _connect(self) -> bool:
@@ -309,6 +323,13 @@ class Daemon:
         self._maybe_update_gauges()
 
     def _accept(self, records: list[Any]) -> None:
+        if self.late_labels.enabled:
+            late = [r for r in records if self.late_labels.is_label(r)]
+            if late:
+                self._learn_labels(late)
+                records = [r for r in records if not self.late_labels.is_label(r)]
+                if not records:
+                    return
         decoded = [self.codec.decode(record) for record in records]
         self.buffer.add(decoded)
         carried = sum(len(d.samples) + len(d.dead_letters) for d in decoded) / len(decoded)
@@ -375,6 +396,15 @@ class Daemon:
             self.endpoints.sink.event("samples_forgotten", done)
         return done
 
+    def _learn_labels(self, records: list[Record]) -> None:
+        """Late labels, handled as soon as they are polled: each joins its sample, which
+        is learned now, or waits in the store (state the checkpoint holds with the offset)."""
+        samples, origins, dead = self.late_labels.take(records)
+        with self.checkpointer.learning():
+            self._learn_samples(samples, origins, dead)
+            self.checkpointer.advance([DecodedRecord(r) for r in records])
+        self.reporter.consumed(records[0].topic, len(records))
+
     def _learn_samples(
         self,
         samples: list[Sample],
@@ -385,20 +415,34 @@ class Daemon:
         step = self.batching.size
         for start in range(0, len(samples), step):
             chunk = samples[start : start + step]
-            began = time.perf_counter()
-            result = self.engine.process(chunk)
-            took = time.perf_counter() - began
-            self.batching.observe(len(chunk), took)
-            self.metrics.learn_latency.observe(took)
-            self.metrics.batch_size.observe(len(chunk))
-            dead += self.reporter.rejected(result, chunk, origins[start : start + step])
-            self.reporter.publish(result)
+            result = self._process(chunk, origins[start : start + step], dead)
+            # Answered samples whose label came first join it now, and are learned.
+            joined = self.late_labels.answered(chunk, result, origins[start : start + step])
+            if joined:
+                self._process(joined, [(self.late_labels.origin, None)] * len(joined), dead)
             self._maybe_publish_snapshot()  # a long backlog must not freeze serving
         if dead:
             self.reporter.dead_letter(dead)
         self._sync_codec()
         self.checkpointer.mark_dirty(len(samples) + len(dead))
         self._resize_batch()
+
+    def _process(
+        self,
+        chunk: list[Sample],
+        origins: list[tuple[Record, int | None]],
+        dead: list[DeadLetter],
+    ) -> StepResult:
+        """One learning step; refused samples are added to ``dead``."""
+        began = time.perf_counter()
+        result = self.engine.process(chunk)
+        took = time.perf_counter() - began
+        self.batching.observe(len(chunk), took)
+        self.metrics.learn_latency.observe(took)
+        self.metrics.batch_size.observe(len(chunk))
+        dead += self.reporter.rejected(result, chunk, origins)
+        self.reporter.publish(result)
+        return result
 
     def _resize_batch(self) -> None:
         """Grow or shrink the learning step with the backlog (``daemon/batching.py``).
@@ -472,6 +516,7 @@ class Daemon:
 
     def _maybe_update_gauges(self) -> None:
         self.gauges.maybe_update(self._paused)
+        self.late_labels.update_gauges()
 
     def _publish_progress(self) -> None:
         self.gauges.publish_progress(self._paused)
@@ -482,9 +527,10 @@ def kafka_daemon(settings: Settings, metrics: Metrics | None = None) -> Daemon:
     from streamlearn.sinks.kafka import KafkaSink
     from streamlearn.sources import open_source
 
+    extra = (settings.kafka.labels_topic,) if settings.labels.enabled else ()
     return Daemon(
         settings,
-        source_factory=lambda listener: open_source(settings.kafka, listener),
+        source_factory=lambda listener: open_source(settings.kafka, listener, extra),
         sink_factory=lambda metrics: KafkaSink(settings.kafka, metrics),
         metrics=metrics,
     )

@@ -322,6 +322,18 @@ class ServingCore:
             "learner": view.progress,
         }
 
+    def models(self) -> dict[str, Any]:
+        """The served model (the champion) and its live scores from late labels."""
+        snapshot = self.board.current
+        progress = self.learner.view().progress or {}
+        champion = {
+            "name": self.serve.model_name,
+            "role": "champion",
+            "version": snapshot.version if snapshot else None,
+            "live": progress.get("served"),
+        }
+        return {"models": [champion]}
+
     def experts(self, events: int = 20) -> dict[str, Any]:
         """The pool as of the served snapshot, and its latest decisions (newest last)."""
         snapshot = self.board.current

@@ -387,6 +387,10 @@ def _v1_routes(app: FastAPI, core: ServingCore, auth_read: Any, auth_write: Any)
     async def status() -> Response:
         return JSONResponse(core.status())
 
+    @app.get("/v1/models", tags=["v1"], dependencies=read, responses=_ERRORS)
+    async def models() -> Response:
+        return JSONResponse(core.models())
+
     @app.get(
         "/v1/experts",
         response_model=schemas.Experts,

@@ -35,6 +35,7 @@ from streamlearn.core.drift.settings import (
 )
 from streamlearn.core.errors import SettingsError
 from streamlearn.core.experts.settings import ExpertsSettings, ReplaySettings, SelectorSettings
+from streamlearn.core.labels.settings import LabelsSettings
 from streamlearn.core.logging import LogSettings
 from streamlearn.core.models.settings import ModelSettings
 from streamlearn.core.section import Section
@@ -58,6 +59,7 @@ __all__ = [
     "GuardSettings",
     "KafkaSettings",
     "KswinSettings",
+    "LabelsSettings",
     "LogSettings",
     "LossDeviationSettings",
     "MetricsSettings",
@@ -94,6 +96,7 @@ class Settings(BaseSettings):
     drift: DriftSettings = Field(default_factory=DriftSettings)
     experts: ExpertsSettings = Field(default_factory=ExpertsSettings)
     adapt: AdaptSettings = Field(default_factory=AdaptSettings)
+    labels: LabelsSettings = Field(default_factory=LabelsSettings)
     checkpoint: CheckpointSettings = Field(default_factory=CheckpointSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
@@ -116,6 +119,14 @@ class Settings(BaseSettings):
                 f"adapt.method: {self.adapt.method!r} needs model.task: "
                 "classification (it learns from predicted classes); use 'norm'"
             )
+        if self.labels.enabled and self.kafka.client != "kafka-python":
+            raise ValueError(
+                "labels.enabled needs kafka.client: kafka-python (one topic on confluent)"
+            )
+        if self.labels.enabled and self.kafka.labels_topic == self.kafka.input_topic:
+            raise ValueError("kafka.labels_topic must differ from kafka.input_topic")
+        if self.labels.guard.enabled and self.model.task != "classification":
+            raise ValueError("labels.guard needs model.task: classification (it judges accuracy)")
         return self
 
     @classmethod

@@ -13,12 +13,15 @@ if TYPE_CHECKING:
     from streamlearn.core.protocols import Source
 
 
-def open_source(settings: KafkaSettings, listener: AssignmentListener) -> Source:
+def open_source(
+    settings: KafkaSettings, listener: AssignmentListener, extra_topics: tuple[str, ...] = ()
+) -> Source:
     """The Kafka source ``kafka.client`` names, joined to its group; kafka-python's
     ``KafkaError`` when no broker answers, for either client (the daemon retries on it).
 
     The client libraries are imported here, so that importing streamlearn needs neither
-    and the ``confluent`` extra stays optional.
+    and the ``confluent`` extra stays optional. ``extra_topics`` (late labels) are read
+    by the same consumer; kafka-python only (the settings refuse them on confluent).
     """
     if settings.client == "confluent":
         try:
@@ -30,7 +33,7 @@ def open_source(settings: KafkaSettings, listener: AssignmentListener) -> Source
         return ConfluentSource(settings, listener)
     from streamlearn.sources.kafka import KafkaSource
 
-    return KafkaSource(settings, listener)
+    return KafkaSource(settings, listener, extra_topics)
 
 
 __all__ = ["AssignmentListener", "MemorySource", "open_source"]

@@ -59,7 +59,13 @@ class KafkaSource:
     Only the learner thread may call it; the rebalance listener runs during its ``poll``.
     """
 
-    def __init__(self, settings: KafkaSettings, listener: AssignmentListener) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        listener: AssignmentListener,
+        extra_topics: tuple[str, ...] = (),
+    ) -> None:
+        """``extra_topics``: read beside the input by the same consumer (late labels)."""
         self._settings = settings
         self._metadata = ""
         with closing_on_failure() as client_factory:
@@ -77,7 +83,9 @@ class KafkaSource:
                 bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS,
                 kafka_client=client_factory,
             )
-        self._consumer.subscribe([settings.input_topic], listener=_Rebalance(listener))
+        self._consumer.subscribe(
+            [settings.input_topic, *extra_topics], listener=_Rebalance(listener)
+        )
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)

@@ -33,6 +33,18 @@ class MemorySource:
         self._listener = listener
         self._assigned = False
 
+    def add_topic(self, topic: str, partitions: Sequence[Sequence[bytes]]) -> None:
+        """Another topic read by the same consumer (late labels), before the first poll."""
+        for p, values in enumerate(partitions):
+            tp = TopicPartition(topic, p)
+            self.logs[tp] = [Record(topic, p, o, v) for o, v in enumerate(values)]
+            self.positions[tp] = 0
+
+    def append(self, tp: TopicPartition, value: bytes) -> None:
+        """One more record at the end of a partition, as a producer would."""
+        log = self.logs[tp]
+        log.append(Record(tp.topic, tp.partition, len(log), value))
+
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
         if not self._assigned:
             self._assigned = True

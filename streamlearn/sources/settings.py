@@ -27,6 +27,8 @@ class KafkaSettings(Section):
     predictions_topic: str = "streamlearn.predictions"
     events_topic: str = "streamlearn.events"
     dlq_topic: str = "streamlearn.dlq"
+    # Late labels ({"id": ..., "y": ...}), read beside the input when labels.enabled.
+    labels_topic: str = "streamlearn.labels"
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
     # A group forms only after about one session timeout, so shorter is faster to start;
     # too short and a GC pause or a slow broker gets the member evicted.

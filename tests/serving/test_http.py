@@ -311,6 +311,17 @@ def test_status_experts_and_drift_events(fresh: Running) -> None:
     (expert,) = experts["experts"]
     assert expert["id"] == "0" and expert["samples_learned"] == 2_000
     assert fresh.http.get("/v1/drift-events").json() == {"events": []}
+    # Late labels off: the champion alone, with no live scores.
+    assert fresh.http.get("/v1/models").json() == {
+        "models": [
+            {
+                "name": "streamlearn",
+                "role": "champion",
+                "version": status["served_version"],
+                "live": None,
+            }
+        ]
+    }
 
 
 def test_metrics_count_requests_latency_versions_and_rejections(fresh: Running) -> None:
@@ -348,6 +359,7 @@ def test_openapi_document_lists_every_endpoint(served: Running) -> None:
         "/v2/models/{name}/infer",
         "/v1/status",
         "/v1/experts",
+        "/v1/models",
         "/v1/drift-events",
         "/v1/learn",
         "/v1/checkpoint",

@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "streamlearn.core.codecs",
         "streamlearn.core.settings",
     ),
-    ("streamlearn.core.drift", "streamlearn.core.experts"),
+    ("streamlearn.core.drift", "streamlearn.core.experts", "streamlearn.core.labels"),
     ("streamlearn.core.adapt", "streamlearn.core.predictor", "streamlearn.core.admission"),
     ("streamlearn.core.engine", "streamlearn.core"),
     # the shell: metrics, I/O, settings composed, serving, the daemon, processes, commands

@@ -1,0 +1,51 @@
+"""The ``labels`` settings section: late labels joined by id, and the served-model guard."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+from streamlearn.core.section import Section
+
+
+class GuardSettings(Section):
+    """Rolls the served model back when the live accuracy of what it served falls below
+    its own band (classification only)."""
+
+    enabled: bool = False
+    # Joins in the recent window the guard judges; its accuracy's upper confidence bound
+    # must fall below the good level minus ``margin`` to roll back.
+    window: int = Field(100, ge=10)
+    # How far below the good level (accuracy points, 0-1) counts as damage, beyond the
+    # window's own noise (a 95% Wilson bound).
+    margin: float = Field(0.05, ge=0, le=1)
+    # A state becomes the rollback target once this many joins after it scored healthy:
+    # a delayed label shows damage late, so a state is good only once its answers were.
+    confirm_joins: int = Field(200, ge=10)
+    # After a rollback the learner holds (learns no joined label) until live accuracy is
+    # back in band, or at most this many joins: then the change is taken as real (drift,
+    # not poison) and learning resumes from the rolled-back state.
+    max_hold_joins: int = Field(3_000, ge=0)
+
+
+class LabelsSettings(Section):
+    """Late labels: a topic of ``{"id", "y"}`` records joined to unlabeled samples by id."""
+
+    # Off by default: on, the consumer also reads kafka.labels_topic.
+    enabled: bool = False
+    # How long (in event time: Kafka record timestamps) an unlabeled sample waits for its
+    # label, and an early label for its sample; then they are counted as expired/unknown.
+    ttl_s: float = Field(3_600.0, gt=0)
+    # Unlabeled samples kept waiting for a label; past it the oldest is evicted (counted).
+    max_pending: int = Field(100_000, ge=1)
+    # Labels kept waiting for their sample (arrived first); past it the oldest is evicted.
+    max_waiting: int = Field(100_000, ge=1)
+    # Windows (in joins) of streamlearn_served_accuracy.
+    windows: list[int] = Field(default_factory=lambda: [100, 1000])
+    guard: GuardSettings = Field(default_factory=GuardSettings)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows_positive(cls, windows: list[int]) -> list[int]:
+        if not windows or any(w < 1 for w in windows):
+            raise ValueError("labels.windows: one or more window sizes >= 1")
+        return sorted(set(windows))

@@ -1,0 +1,111 @@
+"""The served-model guard in the daemon: keeps the rollback target, rolls back, holds.
+
+``core/labels/guard.py`` decides; this keeps the engine states it decides about (deep
+copies: a candidate, and the good one it becomes once confirmed), restores the good one
+into the learner on a rollback (the next snapshot serves it), and reports every rollback
+and release as an event, a metric and a log line.
+
+After a rollback the model version and each expert's step count go on from where they
+were, never back: serving's versions never decrease, and a snapshot file named by an
+expert's steps is never reused for other weights. The guard's states are not checkpointed:
+a restart re-arms it from the restored state.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from streamlearn.core.engine import Engine
+from streamlearn.core.labels.guard import GuardAction, ServedGuard, Verdict
+from streamlearn.core.labels.settings import GuardSettings
+from streamlearn.core.logging import get_logger
+from streamlearn.daemon.endpoints import Endpoints
+from streamlearn.metrics import Metrics
+
+log = get_logger(__name__)
+
+
+class GuardKeeper:
+    """Judges each join's answer; returns whether the joined sample may be learned."""
+
+    def __init__(
+        self,
+        settings: GuardSettings,
+        engine: Engine,
+        metrics: Metrics,
+        endpoints: Endpoints,
+        publish: Callable[[], None],
+    ) -> None:
+        self.enabled = settings.enabled
+        self.guard = ServedGuard(settings)
+        self.engine = engine
+        self.metrics = metrics
+        self.endpoints = endpoints
+        self.publish = publish  # a snapshot of the rolled-back state, served at once
+        self._candidate: dict[str, Any] | None = None
+        self._good: dict[str, Any] | None = None
+        self.rollbacks = 0
+        self.events: list[dict[str, Any]] = []  # rollbacks and releases, for /v1/models
+
+    def scored(self, right: bool) -> bool:
+        if not self.enabled:
+            return True
+        verdict = self.guard.judge(right)
+        action = verdict.action
+        if action is GuardAction.CAPTURE:
+            if self._candidate is not None and self.guard.has_good:
+                self._good = self._candidate
+            if self.engine.pool is not None:
+                self._candidate = copy.deepcopy(self.engine.state_dict())
+        elif action is GuardAction.ROLLBACK:
+            self._rollback(verdict)
+            return False
+        elif action is GuardAction.RELEASE:
+            self._report("guard_released", verdict)
+            self.metrics.guard_holding.set(0)
+        return action is not GuardAction.HOLD
+
+    def _rollback(self, verdict: Verdict) -> None:
+        if self._good is None:  # nothing confirmed to go back to: hold only
+            self._report("guard_holding", verdict)
+            self.metrics.guard_holding.set(1)
+            return
+        version = self.engine.version
+        steps = (
+            {i: m.steps for i, m in self.engine.pool.members.items()} if self.engine.pool else {}
+        )
+        self.engine.load_state_dict(copy.deepcopy(self._good))
+        restored = self.engine.version
+        self.engine.version = version + 1
+        if self.engine.pool is not None:
+            # Every learning step moves the version, so an expert's steps never exceed it:
+            # steps set to the new version name weights no snapshot file of that expert has
+            # held before (one pruned since the good state included).
+            for id_, member in self.engine.pool.members.items():
+                member.steps = max(self.engine.version, steps.get(id_, 0) + 1)
+        self._candidate = None
+        self.rollbacks += 1
+        self.metrics.rollbacks.inc()
+        self.metrics.guard_holding.set(1)
+        self._report("served_model_rolled_back", verdict, restored_version=restored)
+        self.publish()
+
+    def _report(self, kind: str, verdict: Verdict, **extra: Any) -> None:
+        payload = {
+            "recent_accuracy": _round(verdict.recent),
+            "good_accuracy": _round(verdict.good),
+            "recent_upper_bound": _round(verdict.upper),
+            "model_version": self.engine.version,
+            **extra,
+        }
+        log.warning(kind, **payload)
+        self.events.append({"event": kind, **payload})
+        del self.events[:-50]
+        if self.endpoints.sink is not None:
+            self.endpoints.sink.event(kind, payload)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
