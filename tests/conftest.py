@@ -6,11 +6,18 @@ never compete for this machine's two cores and a group never waits on another te
 rebalance. Everything else is spread over both workers. ``make test`` runs the reliability
 suite on its own afterwards (its promises are timed); this grouping keeps it together too
 when someone runs everything with ``-n``. Without xdist the mark is inert.
+
+Each worker's torch gets one intra-op thread: two workers on two cores, each with torch's
+default of a thread per core, oversubscribe the machine (a unit test measured 4 s alone took
+50 s in CI), and the daemon's own learner runs with one thread by default too.
 """
 
 from __future__ import annotations
 
 import pytest
+import torch
+
+torch.set_num_threads(1)
 
 SERIAL_SUITES = ("integration", "reliability")
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from streamlearn.core.codecs import FLOAT32_MAX
 from streamlearn.core.experts.guard import bad_rows
+from streamlearn.core.fastdecode import FLOAT32_MAX
 from streamlearn.core.preprocess import LabelError, LabelIndex
 from streamlearn.core.types import Sample
 

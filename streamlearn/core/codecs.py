@@ -22,7 +22,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Strict, TypeAdapter, ValidationError
 
 from streamlearn.core.errors import CodecError
-from streamlearn.core.fastdecode import decode_fast
+from streamlearn.core.fastdecode import FLOAT32_MAX, decode_fast
 from streamlearn.core.types import DeadLetter, DecodedRecord, Label, Record, Sample
 
 if TYPE_CHECKING:
@@ -44,8 +44,6 @@ REASONS = (
     "too_many_classes",
 )
 
-#: The largest float32: a bigger value is infinite once the network sees it.
-FLOAT32_MAX = 3.4028234663852886e38
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 

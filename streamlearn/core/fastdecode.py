@@ -22,6 +22,7 @@ import msgspec
 from streamlearn.core.errors import CodecError
 from streamlearn.core.types import Label, Sample
 
+#: The largest float32: a bigger value is infinite once the network sees it.
 FLOAT32_MAX = 3.4028234663852886e38
 
 

@@ -8,12 +8,13 @@ import sys
 
 import pytest
 
-from streamlearn.app.embedded import EmbeddedBroker, create_topics, free_port
+from streamlearn.app.embedded import EmbeddedBroker, create_topics
 from streamlearn.core.types import DeadLetter, Prediction, Record
 from streamlearn.metrics import Metrics
 from streamlearn.settings import KafkaSettings
 from streamlearn.sinks.kafka import KafkaSink
 from tests.integration.conftest import ROOT, read_topic
+from tests.support.kafkaproxy import ProxiedBroker
 
 pytestmark = pytest.mark.integration
 
@@ -108,20 +109,10 @@ def test_failed_connects_leak_no_threads_and_no_descriptors() -> None:
     assert max(fds[1:]) - fds[0] <= 3  # no growth: 2 sockets per try before the fix
 
 
-# tansu keeps topics in memory and acks a Produce for a topic it does not have without
-# storing it (reproduced: with 2 s between the restart and create_topics, flush says True and
-# the topic is empty). On a busy machine the producer's retry can reach the restarted broker
-# before the test re-creates the topic, and the records vanish in the broker. A Kafka broker
-# keeps its topics across a restart; the fix is a proxy that hides the topic until it is made
-# again (tests/support/kafkaproxy.py), not done yet.
-@pytest.mark.xfail(
-    strict=False, reason="tansu acks produce to a topic lost in its restart (race under load)"
-)
 def test_outputs_queue_behind_a_failure_and_land_once_the_broker_is_back() -> None:
     """``flush`` is False while outputs have not landed (it once said True for outputs
     still in the producer's buffer), and lands them all, in order, once the broker is back."""
-    port = free_port()
-    with EmbeddedBroker(port=port) as first:
+    with ProxiedBroker() as first:
         create_topics(first.bootstrap, {"outage-preds": 1})
         settings = KafkaSettings(
             bootstrap_servers=first.bootstrap, predictions_topic="outage-preds"
@@ -132,10 +123,14 @@ def test_outputs_queue_behind_a_failure_and_land_once_the_broker_is_back() -> No
         assert sink.flush(10)
     sink.predictions([Prediction(f"p{i}", 0, None, 1, "0") for i in range(200)])
     assert not sink.flush(3)
-    # tansu keeps its log in memory: the restarted broker starts empty, so the topic is
-    # made again (a real broker keeps it) and only the 200 that waited are read back.
-    with EmbeddedBroker(port=port) as again:
+    # tansu keeps its log in memory: the restarted broker starts empty. It acks a Produce
+    # for a topic it does not have and stores nothing, so the proxy holds the producer's
+    # retries until the topic is made again, as a Kafka broker that kept it would take them.
+    # Only the 200 that waited are read back.
+    with ProxiedBroker(port=first.port, hold_produce=True) as again:
         create_topics(again.bootstrap, {"outage-preds": 1})
+        assert again.proxy is not None
+        again.proxy.release_produce()
         assert sink.flush(30)
         assert sink.pending == 0
         sink.close()

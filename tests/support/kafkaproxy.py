@@ -11,6 +11,12 @@ with no partitions: what a client sees of a topic that does not exist. A produce
 never learns a leader for it, so nothing is ever sent to it (kafka-python's ``send`` waits
 ``max_block_ms`` for the metadata, then raises ``KafkaTimeoutError``). Revealing the topic
 is its creation, as far as clients can tell. Other requests pass through byte for byte.
+
+A restarted tansu starts empty, where a Kafka broker keeps its topics. To stand in for a
+broker that comes back with its topics, a proxy can hold Produce requests (``hold_produce``)
+until the test has made the topics again: a client that still knows the partition's leader
+would otherwise produce before the topic exists, and tansu acks such a Produce and stores
+nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from kafka.protocol.metadata import MetadataResponse
 
 from streamlearn.app.embedded import find_tansu, free_port
 
+_PRODUCE = 0
 _METADATA = 3
 _UNKNOWN_TOPIC_OR_PARTITION = 3
 
@@ -52,9 +59,18 @@ def _read_frame(sock: socket.socket) -> bytes | None:
 class KafkaProxy:
     """Forwards connections on ``port`` to ``upstream``, hiding the topics in ``hidden``."""
 
-    def __init__(self, upstream: tuple[str, int], port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        port: int,
+        host: str = "127.0.0.1",
+        hold_produce: bool = False,
+    ) -> None:
         self.upstream = upstream
         self.hidden: set[str] = set()
+        self._produce_open = threading.Event()
+        if not hold_produce:
+            self._produce_open.set()
         self.metadata_rewritten = 0
         self._server = socket.create_server((host, port))
         self._closed = False
@@ -67,6 +83,10 @@ class KafkaProxy:
 
     def reveal(self, topic: str) -> None:
         self.hidden.discard(topic)
+
+    def release_produce(self) -> None:
+        """Forward the Produce requests held since the start, and every later one."""
+        self._produce_open.set()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -96,6 +116,8 @@ class KafkaProxy:
             while (frame := _read_frame(client)) is not None:
                 api_key, version, correlation = struct.unpack(">hhi", frame[:8])
                 asked[correlation] = (api_key, version)
+                if api_key == _PRODUCE:
+                    self._produce_open.wait()
                 upstream.sendall(struct.pack(">i", len(frame)) + frame)
         except OSError:
             pass
@@ -156,9 +178,12 @@ class ProxiedBroker:
     """tansu on a private port, reached only through a :class:`KafkaProxy`; ``bootstrap``
     is the proxy's address. Usable wherever an ``EmbeddedBroker`` is (``bootstrap``)."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", port: int | None = None, hold_produce: bool = False
+    ) -> None:
         self.host = host
-        self.port = free_port(host)  # the proxy's, which clients know
+        self.port = port or free_port(host)  # the proxy's, which clients know
+        self.hold_produce = hold_produce
         self._upstream_port = free_port(host)
         self._process: subprocess.Popen[bytes] | None = None
         self.proxy: KafkaProxy | None = None
@@ -192,7 +217,9 @@ class ProxiedBroker:
                 assert self._process.poll() is None, "tansu exited"
                 assert time.monotonic() < deadline, "tansu did not listen"
                 time.sleep(0.05)
-        self.proxy = KafkaProxy((self.host, self._upstream_port), self.port, self.host)
+        self.proxy = KafkaProxy(
+            (self.host, self._upstream_port), self.port, self.host, self.hold_produce
+        )
         return self
 
     def stop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -138,8 +139,6 @@ def test_shutdown_writes_a_checkpoint_and_commits_its_offsets(tmp_path: Path) ->
 
 
 def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_path: Path) -> None:
-    import random
-
     rng = random.Random(0)
     flipped = []
     for i in range(4_000):
@@ -189,16 +188,18 @@ def test_a_drift_is_counted_logged_kept_and_published_to_the_events_topic(tmp_pa
     assert daemon.metrics.registry.get_sample_value("streamlearn_experts_alive") == 2
 
 
+def labeled_noise(rng: random.Random, n: int) -> list[bytes]:
+    """Labeled rows whose labels alternate, whatever the features: a source to adapt from."""
+    return [
+        json.dumps({"x": [rng.gauss(0, 1), rng.gauss(0, 1)], "y": i % 2}).encode() for i in range(n)
+    ]
+
+
 def test_an_input_shift_in_unlabeled_rows_is_counted_logged_kept_and_published(
     tmp_path: Path,
 ) -> None:
-    import random
-
     rng = random.Random(0)
-    labeled = [
-        json.dumps({"x": [rng.gauss(0, 1), rng.gauss(0, 1)], "y": i % 2}).encode()
-        for i in range(512)
-    ]
+    labeled = labeled_noise(rng, 512)
     # No label ever comes for the moved rows: only the input detector can see the move.
     unlabeled = [
         json.dumps({"x": [4 * rng.gauss(0, 1) + 3, 4 * rng.gauss(0, 1) + 3]}).encode()
@@ -230,13 +231,8 @@ def test_an_input_shift_in_unlabeled_rows_is_counted_logged_kept_and_published(
 def test_unlabeled_samples_are_answered_then_adapted_on_and_a_reset_is_published(
     tmp_path: Path,
 ) -> None:
-    import random
-
     rng = random.Random(0)
-    labeled = [
-        json.dumps({"x": [rng.gauss(0, 1), rng.gauss(0, 1)], "y": i % 2}).encode()
-        for i in range(512)
-    ]
+    labeled = labeled_noise(rng, 512)
     # One unlabeled run of a single region: every row is answered alike, a marginal collapse.
     unlabeled = [
         json.dumps({"x": [3 + rng.gauss(0, 0.1), 3.0], "id": f"u{i}"}).encode() for i in range(128)
