@@ -161,6 +161,7 @@ class KafkaProxy:
 
     def close(self) -> None:
         self._closed = True
+        self._produce_open.set()  # a held request's thread ends with its closed socket
         self._server.close()
         with self._lock:
             for sock in self._sockets:
@@ -182,7 +183,7 @@ class ProxiedBroker:
         self, host: str = "127.0.0.1", port: int | None = None, hold_produce: bool = False
     ) -> None:
         self.host = host
-        self.port = port or free_port(host)  # the proxy's, which clients know
+        self.port = free_port(host) if port is None else port  # the proxy's, which clients know
         self.hold_produce = hold_produce
         self._upstream_port = free_port(host)
         self._process: subprocess.Popen[bytes] | None = None
