@@ -478,6 +478,13 @@ class ServingMetrics:
             "queue to the learner was full or the learner was down (adapt.on_requests).",
             registry=r,
         )
+        self.served_rows_dropped = Counter(
+            "streamlearn_served_rows_dropped",
+            "Served rows with an id not kept for their late label (labels.served_ids): "
+            "queue_full, learner_down, bad_id.",
+            ["reason"],
+            registry=r,
+        )
         self.serving_processes = Gauge(
             "streamlearn_serving_processes",
             "Serving processes alive.",

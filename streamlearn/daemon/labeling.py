@@ -114,6 +114,26 @@ class LateLabels:
         self._outcomes()
         return joined
 
+    def from_serving(self, rows: list[dict[str, Any]]) -> list[Sample]:
+        """Rows a serving process answered for a request with an id (``labels.served_ids``):
+        each waits for its label, or joins the label that came first (returned, to learn)."""
+        if not self.enabled:
+            return []
+        joined: list[Sample] = []
+        for row in rows:
+            entry = Pending(
+                [float(v) for v in row["x"]],
+                row["prediction"],
+                int(row["version"]),
+                str(row["expert"]),
+                float(row["ts"]),
+            )
+            join = self.store.predicted(str(row["id"]), entry)
+            if join is not None and (labeled := self._joined(join)) is not None:
+                joined.append(labeled)
+        self._outcomes()
+        return joined
+
     def _joined(self, join: Join) -> Sample | None:
         """Score the answer served then; the sample, labeled, to learn (None: the guard
         holds it back)."""

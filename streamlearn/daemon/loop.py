@@ -475,6 +475,7 @@ class Daemon:
             self.reporter.adapted(self.engine.adapt(rows))
             # Moved weights or rows waiting: both belong in a checkpoint.
             self.checkpointer.mark_dirty()
+        self._keep_served(self.inbox.take_served())
         samples = self.inbox.take(self.inbox.capacity)
         if samples:
             origins: list[tuple[Record, int | None]] = [
@@ -497,6 +498,17 @@ class Daemon:
                     },
                 }
             )
+
+    def _keep_served(self, rows: list[dict[str, Any]]) -> None:
+        """Served rows with an id wait for their late label; those whose label came first
+        join it and are learned now."""
+        if not rows:
+            return
+        joined = self.late_labels.from_serving(rows)
+        if joined:
+            with self.checkpointer.learning():
+                self._learn_samples(joined, [(self.late_labels.origin, None)] * len(joined), [])
+        self.checkpointer.mark_dirty()  # the store changed: the next checkpoint holds it
 
     def _sync_codec(self) -> None:
         if self.codec.n_features is None and self.engine.n_features is not None:

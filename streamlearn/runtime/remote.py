@@ -20,6 +20,7 @@ from streamlearn.core.types import Sample
 from streamlearn.metrics import ServingMetrics
 from streamlearn.runtime.ipc import LearnerLink, LinkClosedError, Message
 from streamlearn.serve.core import LearnerView
+from streamlearn.serve.served_ids import ServedRow
 
 T = TypeVar("T")
 _DOWN = "the learner is not running (starting or restarting); retry later"
@@ -53,6 +54,17 @@ class RemoteLearner:
             dropped = len(rows) if future.exception() else int(future.result()["dropped"])
             if dropped:
                 self._metrics.tta_rows_dropped.inc(dropped)
+
+        sent.add_done_callback(count)
+
+    def keep_served(self, rows: list[ServedRow]) -> None:
+        sent = self.link.request({"op": "served", "rows": rows})
+
+        def count(future: Future[Message]) -> None:
+            if future.exception() is not None:
+                self._metrics.served_rows_dropped.labels(reason="learner_down").inc(len(rows))
+            elif dropped := int(future.result().get("dropped", 0)):
+                self._metrics.served_rows_dropped.labels(reason="queue_full").inc(dropped)
 
         sent.add_done_callback(count)
 

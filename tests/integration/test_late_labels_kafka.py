@@ -10,12 +10,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 from kafka import KafkaProducer
 
 from streamlearn.app.embedded import EmbeddedBroker, create_topics
-from tests.integration.conftest import DaemonProcess, read_topic
+from tests.integration.conftest import DaemonProcess, read_topic, send
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -97,3 +98,82 @@ def test_labels_join_late_on_a_real_broker(
     assert headers["detail"].startswith("y:")
     code, _ = daemon.terminate()
     assert code == 0
+
+
+def test_served_requests_with_an_id_join_their_late_labels(
+    broker: EmbeddedBroker,
+    topics: dict[str, str],
+    daemon_factory: Callable[..., DaemonProcess],
+) -> None:
+    """A real HTTP request with an id is kept by the learner: its label, sent later on the
+    labels topic, scores the answer served then and is learned; rows without a label wait."""
+    labels_topic = topics["input"].replace("in-", "labels-")
+    create_topics(broker.bootstrap, {labels_topic: 1})
+    daemon = daemon_factory()
+    config = yaml.safe_load(daemon.config.read_text())
+    config["kafka"]["labels_topic"] = labels_topic
+    config["labels"] = {"enabled": True, "ttl_s": 600}
+    daemon.config.write_text(yaml.safe_dump(config))
+    rng = random.Random(7)
+    rows = [[rng.uniform(-1, 1), rng.uniform(-1, 1)] for _ in range(300)]
+    send(
+        broker,
+        topics["input"],
+        [json.dumps({"x": x, "y": int(x[0] > x[1])}).encode() for x in rows],
+    )
+    daemon.start()
+    base = f"http://127.0.0.1:{daemon.http_port}"
+    wait_for(lambda: daemon.metric("streamlearn_samples_learned_total") == 300, 60, "training")
+    wait_for(lambda: _ready(base), 30, "serving ready")
+    one = _infer(base, "req-1", [[0.9, -0.9]])
+    three = _infer(base, "req-2", [[0.1, 0.5], [-0.7, 0.2], [0.4, 0.3]])
+    _infer(base, None, [[0.2, 0.1]])  # no id: answered, not kept
+    wait_for(
+        lambda: daemon.metric('streamlearn_pending_labels{area="samples"}') == 4,
+        20,
+        "the served rows pending",
+    )
+    labels = [
+        {"id": "req-1", "y": one[0]},  # the answer served was right
+        {"id": "req-2/1", "y": 1 - three[1]},  # the answer served was wrong
+    ]
+    send(broker, labels_topic, [json.dumps(label).encode() for label in labels])
+    wait_for(lambda: _joins(daemon, "right") + _joins(daemon, "wrong") == 2, 30, "2 joins")
+    assert (_joins(daemon, "right"), _joins(daemon, "wrong")) == (1, 1)
+    wait_for(lambda: daemon.metric("streamlearn_samples_learned_total") == 302, 10, "learned")
+    wait_for(
+        lambda: daemon.metric('streamlearn_pending_labels{area="samples"}') == 2,
+        10,
+        "req-2/0 and req-2/2 still waiting",
+    )
+    assert daemon.metric('streamlearn_served_accuracy{window="100"}') == 0.5
+    assert not any(k.startswith("streamlearn_served_rows_dropped") for k in daemon.metrics())
+    code, _ = daemon.terminate()
+    assert code == 0
+
+
+def _infer(base: str, request_id: str | None, rows: list[list[float]]) -> list[int]:
+    body: dict[str, object] = {
+        "inputs": [{"name": "input", "shape": [len(rows), 2], "datatype": "FP32", "data": rows}]
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    response = httpx.post(f"{base}/v2/models/streamlearn/infer", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    [predictions] = [o for o in response.json()["outputs"] if o["name"] == "predictions"]
+    return [int(p) for p in predictions["data"]]
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def _joins(daemon: DaemonProcess, result: str) -> float:
+    return sum(
+        v
+        for k, v in daemon.metrics().items()
+        if k.startswith("streamlearn_served_joins_total") and f'result="{result}"' in k
+    )

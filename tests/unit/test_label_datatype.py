@@ -33,6 +33,8 @@ class Learner:
 
     def adapt_on(self, rows: list[list[float]]) -> None: ...
 
+    def keep_served(self, rows: list[dict[str, Any]]) -> None: ...
+
     def checkpoint(self) -> Future[dict[str, Any]]:
         return Future()
 

@@ -39,6 +39,12 @@ class LabelsSettings(Section):
     max_pending: int = Field(100_000, ge=1)
     # Labels kept waiting for their sample (arrived first); past it the oldest is evicted.
     max_waiting: int = Field(100_000, ge=1)
+    # Served inference requests that carry an id (the v2 request "id") are kept for their
+    # late label like unlabeled samples from Kafka: the serving process hands the learner
+    # each row's id, input and answer (best effort: past serve.learn_queue_samples waiting,
+    # rows are dropped and counted, never refused). A request of n > 1 rows keeps its rows
+    # as "<id>/0" .. "<id>/<n-1>".
+    served_ids: bool = True
     # Windows (in joins) of streamlearn_served_accuracy.
     windows: list[int] = Field(default_factory=lambda: [100, 1000])
     guard: GuardSettings = Field(default_factory=GuardSettings)
