@@ -343,16 +343,29 @@ class ServingCore:
         }
 
     def models(self) -> dict[str, Any]:
-        """The served model (the champion) and its live scores from late labels."""
+        """The served model (the champion) and its live scores from late labels; the
+        challenger (``labels.challenger``) with its paired scores, when one runs."""
         snapshot = self.board.current
         progress = self.learner.view().progress or {}
+        live = progress.get("served") or {}
         champion = {
             "name": self.serve.model_name,
             "role": "champion",
             "version": snapshot.version if snapshot else None,
-            "live": progress.get("served"),
+            "live": {k: v for k, v in live.items() if k != "challenger"} or None,
         }
-        return {"models": [champion]}
+        models = [champion]
+        if challenger := live.get("challenger"):
+            # Scored on the same delayed labels as the champion: not served until promoted.
+            models.append(
+                {
+                    "name": f"{self.serve.model_name}-challenger",
+                    "role": "challenger",
+                    "version": challenger["version"],
+                    "live": challenger,
+                }
+            )
+        return {"models": models}
 
     def experts(self, events: int = 20) -> dict[str, Any]:
         """The pool as of the served snapshot, and its latest decisions (newest last)."""

@@ -116,6 +116,8 @@ def test_pending_samples_and_waiting_labels_survive_a_restart_and_join_once(
         "pending_samples": 20,
         "waiting_labels": 10,
         "served_joins": 20,
+        "guard": None,
+        "challenger": None,
     }
 
     again = Source("in", [unlabeled(range(60))])
@@ -165,6 +167,25 @@ def test_the_guard_rolls_back_when_served_answers_go_wrong(tmp_path: Path) -> No
     assert held is not None and held > 100
     assert served is not None
 
+    # The guard's band, rollback target and hold are in the checkpoint: a restart keeps them.
+    good_level = daemon.guard.guard.good_level
+    assert daemon.checkpoint("test")
+    daemon.shutdown()
+    loaded = FileCheckpointStore(tmp_path).load_latest()
+    assert loaded is not None
+    inspected = describe(loaded.path)["late_labels"]["guard"]
+    assert inspected["holding"] and inspected["rollbacks"] == 1
+    assert inspected["good_accuracy"] == good_level
+    assert inspected["good_version"] is not None and inspected["good_version"] < version
+    again = Source("in", [[]])
+    again.add_topic(LABELS, [[]])
+    second, _ = make(tmp_path, again, **sections)
+    assert second.start()
+    assert second.guard.guard.holding and second.guard.rollbacks == 1
+    assert second.guard.guard.good_level == good_level
+    assert second.guard.state_dict() is not None
+    assert value(second, "streamlearn_guard_holding") == 1
+
 
 def test_settings_refuse_what_late_labels_cannot_do() -> None:
     from streamlearn.core.errors import SettingsError
@@ -175,6 +196,13 @@ def test_settings_refuse_what_late_labels_cannot_do() -> None:
         "labels.guard needs model.task: classification": {
             "model": {"task": "regression"},
             "labels": {"enabled": True, "guard": {"enabled": True}},
+        },
+        "labels.challenger needs model.task: classification": {
+            "model": {"task": "regression"},
+            "labels": {"enabled": True, "challenger": {"enabled": True}},
+        },
+        "hidden would change the learned state's shape": {
+            "labels": {"enabled": True, "challenger": {"model": {"hidden": [8]}}},
         },
     }
     for message, given in cases.items():
