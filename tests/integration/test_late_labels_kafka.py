@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -82,7 +83,10 @@ def test_labels_join_late_on_a_real_broker(
     )
     metrics = daemon.metrics()
     assert metrics['streamlearn_pending_labels{area="labels"}'] == 0
-    assert metrics["streamlearn_label_delay_seconds_count"] == labeled
+    delays = [
+        v for k, v in metrics.items() if k.startswith("streamlearn_label_delay_seconds_count")
+    ]
+    assert sum(delays) == labeled  # one series per expert that answered
     assert metrics['streamlearn_records_invalid_total{reason="schema"}'] == 1
     assert metrics["streamlearn_samples_learned_total"] == labeled
     accuracy = metrics['streamlearn_served_accuracy{window="1000"}']
@@ -106,13 +110,15 @@ def test_served_requests_with_an_id_join_their_late_labels(
     daemon_factory: Callable[..., DaemonProcess],
 ) -> None:
     """A real HTTP request with an id is kept by the learner: its label, sent later on the
-    labels topic, scores the answer served then and is learned; rows without a label wait."""
+    labels topic, scores the answer served then and is learned; rows without a label wait.
+    The challenger answers the same rows and is listed, with its paired scores, in
+    /v1/models."""
     labels_topic = topics["input"].replace("in-", "labels-")
     create_topics(broker.bootstrap, {labels_topic: 1})
     daemon = daemon_factory()
     config = yaml.safe_load(daemon.config.read_text())
     config["kafka"]["labels_topic"] = labels_topic
-    config["labels"] = {"enabled": True, "ttl_s": 600}
+    config["labels"] = {"enabled": True, "ttl_s": 600, "challenger": {"enabled": True}}
     daemon.config.write_text(yaml.safe_dump(config))
     rng = random.Random(7)
     rows = [[rng.uniform(-1, 1), rng.uniform(-1, 1)] for _ in range(300)]
@@ -148,6 +154,13 @@ def test_served_requests_with_an_id_join_their_late_labels(
     )
     assert daemon.metric('streamlearn_served_accuracy{window="100"}') == 0.5
     assert not any(k.startswith("streamlearn_served_rows_dropped") for k in daemon.metrics())
+    # /v1/models: the champion with its live scores, the challenger scored on the same joins.
+    wait_for(lambda: _models(base)[0]["live"]["joins"] == 2, 10, "the joins in /v1/models")
+    champion, challenger = _models(base)
+    assert (champion["role"], challenger["role"]) == ("champion", "challenger")
+    assert champion["live"]["served_accuracy"]["100"] == 0.5
+    assert challenger["live"]["config"] == {"learning_rate": 0.01}
+    assert challenger["live"]["open_block"]["pairs"] == 2
     code, _ = daemon.terminate()
     assert code == 0
 
@@ -162,6 +175,11 @@ def _infer(base: str, request_id: str | None, rows: list[list[float]]) -> list[i
     assert response.status_code == 200, response.text
     [predictions] = [o for o in response.json()["outputs"] if o["name"] == "predictions"]
     return [int(p) for p in predictions["data"]]
+
+
+def _models(base: str) -> list[dict[str, Any]]:
+    models: list[dict[str, Any]] = httpx.get(f"{base}/v1/models", timeout=5).json()["models"]
+    return models
 
 
 def _ready(base: str) -> bool:
