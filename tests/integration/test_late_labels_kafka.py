@@ -18,6 +18,7 @@ from kafka import KafkaProducer
 
 from streamlearn.app.embedded import EmbeddedBroker, create_topics
 from tests.integration.conftest import DaemonProcess, read_topic, send
+from tests.integration.test_serving_kafka import ready
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
@@ -130,7 +131,7 @@ def test_served_requests_with_an_id_join_their_late_labels(
     daemon.start()
     base = f"http://127.0.0.1:{daemon.http_port}"
     wait_for(lambda: daemon.metric("streamlearn_samples_learned_total") == 300, 60, "training")
-    wait_for(lambda: _ready(base), 30, "serving ready")
+    wait_for(lambda: ready(base), 30, "serving ready")
     one = _infer(base, "req-1", [[0.9, -0.9]])
     three = _infer(base, "req-2", [[0.1, 0.5], [-0.7, 0.2], [0.4, 0.3]])
     _infer(base, None, [[0.2, 0.1]])  # no id: answered, not kept
@@ -180,13 +181,6 @@ def _infer(base: str, request_id: str | None, rows: list[list[float]]) -> list[i
 def _models(base: str) -> list[dict[str, Any]]:
     models: list[dict[str, Any]] = httpx.get(f"{base}/v1/models", timeout=5).json()["models"]
     return models
-
-
-def _ready(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
 
 
 def _joins(daemon: DaemonProcess, result: str) -> float:
