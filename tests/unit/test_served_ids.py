@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from streamlearn.serve.core import ServingCore
 from streamlearn.serve.inbox import Inbox
 from streamlearn.serve.served_ids import row_ids, served_rows
+from streamlearn.serve.tensors import TensorIn
+from streamlearn.settings import load_settings
+from tests.unit.test_label_datatype import Learner, _core
 
 
 def test_one_row_keeps_the_request_id_and_several_rows_are_numbered() -> None:
@@ -26,3 +32,41 @@ def test_the_learner_queues_what_fits_and_counts_the_rest() -> None:
     assert inbox.offer_served(more) == 1  # one of two fits
     assert [r["id"] for r in inbox.take_served()] == ["a/0", "a/1", "b/0"]
     assert inbox.take_served() == [] and not inbox.pending()
+
+
+class Keeping(Learner):
+    def __init__(self) -> None:
+        self.kept: list[list[dict[str, Any]]] = []
+
+    def keep_served(self, rows: list[dict[str, Any]]) -> None:
+        self.kept.append(rows)
+
+
+def _kept(request_id: str | None, rows: int, **labels: Any) -> tuple[Keeping, ServingCore]:
+    learner = Keeping()
+    settings = load_settings(None, labels={"enabled": True, **labels})
+    core = _core(settings=settings, learner=learner)
+    data = [[float(i), 1.0] for i in range(rows)]
+    core.infer("streamlearn", [TensorIn("input", "FP32", [rows, 2], data)], request_id=request_id)
+    return learner, core
+
+
+def test_serving_hands_the_learner_what_a_request_with_an_id_was_answered() -> None:
+    learner, _ = _kept("r1", 2)
+    [rows] = learner.kept
+    assert [(r["id"], r["x"], r["prediction"], r["version"]) for r in rows] == [
+        ("r1/0", [0.0, 1.0], 0, 7),
+        ("r1/1", [1.0, 1.0], 0, 7),
+    ]
+    assert _kept(None, 1)[0].kept == []  # no id: nothing to join
+    assert _kept("r2", 1, served_ids=False)[0].kept == []
+
+
+def test_an_id_too_long_to_join_is_answered_and_counted() -> None:
+    learner, core = _kept("x" * 300, 3)
+    assert learner.kept == []
+    registry = core.metrics.registry
+    assert (
+        registry.get_sample_value("streamlearn_served_rows_dropped_total", {"reason": "bad_id"})
+        == 3
+    )
