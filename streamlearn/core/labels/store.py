@@ -29,8 +29,8 @@ import torch
 from streamlearn.core.types import Label
 
 # Bytes an entry costs beside its features and id (dict slot, objects, floats): measured
-# with tracemalloc: 629 bytes per entry of 9 features (benchmarks/late_labels.py).
-_ENTRY_OVERHEAD_BYTES = 330
+# with tracemalloc: 637 bytes per entry of 9 features (benchmarks/late_labels.py).
+_ENTRY_OVERHEAD_BYTES = 338
 _FEATURE_BYTES = 32  # a Python float in a list: the object plus the pointer
 
 
