@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
 from streamlearn.core.types import TopicPartition
@@ -213,3 +215,22 @@ def test_settings_refuse_what_late_labels_cannot_do() -> None:
             assert message in str(exc), (message, str(exc))
         else:
             raise AssertionError(f"accepted: {sections}")
+
+
+def test_regression_scores_the_served_error_and_the_delay_per_expert(tmp_path: Path) -> None:
+    source = Source(
+        "in", [[json.dumps({"x": [i % 7, i % 3], "id": f"s{i}"}).encode() for i in range(40)]]
+    )
+    source.add_topic(LABELS, [[json.dumps({"id": f"s{i}", "y": 2.0}).encode() for i in range(40)]])
+    daemon, sink = make(tmp_path, source, model={"hidden": [4], "task": "regression"}, **ON)
+    assert daemon.start()
+    drain(daemon, source)
+    daemon.late_labels.update_gauges(force=True)
+    answers = {p.id: p.prediction for p in sink.predicted}
+    errors = [abs(2.0 - float(answers[f"s{i}"] or 0.0)) for i in range(40)]
+    error = value(daemon, "streamlearn_served_error", {"window": "100"})
+    assert error is not None and error == pytest.approx(sum(errors) / 40)
+    assert value(daemon, "streamlearn_served_accuracy", {"window": "100"}) is None
+    assert value(daemon, "streamlearn_label_delay_seconds_count", {"expert": "0"}) == 40
+    view = daemon.late_labels.view()
+    assert view is not None and view["served_mean_abs_error"]["100"] == error
