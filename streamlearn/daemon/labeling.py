@@ -161,8 +161,7 @@ class LateLabels:
             result = "right" if right else "wrong"
             if self.guard is not None:
                 learn = self.guard.scored(right)
-            if self.challenger is not None and join.challenger is not None:
-                self.challenger.scored(right, served_right(join.challenger, join.y))
+            self._pair(join, right, learn)
         else:
             result = "scored"
             self.served.add(_absolute_error(join.prediction, join.y))
@@ -173,6 +172,17 @@ class LateLabels:
             return None
         raw = json.dumps({"x": join.x, "y": join.y, "id": join.id})
         return Sample(join.x, join.y, join.id, join.task, raw=raw)
+
+    def _pair(self, join: Join, right: bool, learn: bool) -> None:
+        """Score the challenger's answer beside the champion's. Not while the guard holds a
+        rollback: the labels then are the damage (a challenger that learned it agrees with
+        them and would look better than the good model); the open block restarts."""
+        if self.challenger is None or join.challenger is None:
+            return
+        if not learn:
+            self.challenger.judge.restart()
+            return
+        self.challenger.scored(right, served_right(join.challenger, join.y))
 
     def _outcomes(self) -> None:
         out = self.store.take_outcomes()

@@ -94,3 +94,35 @@ def test_a_better_challenger_is_promoted_served_and_checkpointed(tmp_path: Path)
     assert second.challenger.promotions == len(promoted)
     assert second.challenger.engine is not None
     assert second.challenger.engine.version == inspected["version"]
+
+
+def test_no_promotion_while_the_guard_holds_a_rollback(tmp_path: Path) -> None:
+    """Flipped labels: the guard rolls back and holds. The challenger learned the flips too
+    and agrees with them, so on the flipped labels it looks better than the rolled-back
+    champion; it must not be promoted (the poison would be served again): no pair is
+    scored while the guard holds, and the open block restarts at the rollback."""
+    guard = {"enabled": True, "window": 20, "confirm_joins": 20, "max_hold_joins": 1000}
+    challenger = {"enabled": True, "window": 50, "margin": 0.0, "model": {"seed": 1}}
+    sections = {**ON, "labels": {"enabled": True, "guard": guard, "challenger": challenger}}
+    source = Source("in", [[]])
+    source.add_topic(LABELS, [[]])
+    daemon, sink = make(tmp_path, source, **sections)
+    assert daemon.start()
+
+    def phase(ids: range, flip: bool) -> None:
+        for i in ids:
+            x = [float(i % 2), float(1 - i % 2)]
+            source.append(SAMPLES_TP, json.dumps({"x": x, "id": f"s{i}"}).encode())
+            source.append(LABELS_TP, json.dumps({"id": f"s{i}", "y": (i + flip) % 2}).encode())
+            if i % 8 == 7:
+                drain(daemon, source)
+
+    phase(range(400), flip=False)
+    promoted_before = daemon.challenger.promotions
+    phase(range(400, 800), flip=True)
+    assert daemon.guard.rollbacks == 1 and daemon.guard.guard.holding
+    kinds = [kind for kind, _ in sink.events]
+    rolled_back = kinds.index("served_model_rolled_back")
+    assert "challenger_promoted" not in kinds[rolled_back:]
+    assert daemon.challenger.promotions == promoted_before
+    assert daemon.challenger.judge.n == 0  # nothing scored during the hold
