@@ -502,7 +502,7 @@ class ServingMetrics:
         self.served_rows_dropped = Counter(
             "streamlearn_served_rows_dropped",
             "Served rows with an id not kept for their late label (labels.served_ids): "
-            "queue_full, learner_down, bad_id.",
+            "backlog (serving's queue), queue_full (the learner's), learner_down, bad_id.",
             ["reason"],
             registry=r,
         )

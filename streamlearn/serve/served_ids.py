@@ -6,9 +6,10 @@ keeps it in the late-label store like an unlabeled sample read from Kafka, so a 
 the labels topic later joins it, scores the answer served then and learns the sample. One
 row keeps the request's id; a request of n > 1 rows keeps ``"<id>/0"`` .. ``"<id>/<n-1>"``.
 
-Best effort by design: it never delays or fails the answer. The rows travel in one
-fire-and-forget IPC message; whatever the learner cannot queue, or cannot receive, is
-counted in ``streamlearn_served_rows_dropped{reason}``.
+Best effort by design: it never delays or fails the answer. The request thread puts the
+rows on a bounded queue; a sender thread carries them to the learner in one IPC message
+(:class:`~streamlearn.runtime.remote.ServedSender`); whatever does not fit either queue, or
+finds the learner down, is counted in ``streamlearn_served_rows_dropped{reason}``.
 """
 
 from __future__ import annotations
