@@ -2,8 +2,9 @@
 
 The challenger is the champion's configuration with ``labels.challenger.model`` changed
 (learning rate, momentum, weight decay, seed). It takes every learning step the champion
-takes and answers the same unlabeled samples at the same moment; each late label then
-scores both answers as a pair (``core/labels/challenger.py`` decides). When a block of
+takes (and adapts on served rows, and forgets, when the champion does) and answers the
+same unlabeled samples at the same moment; each late label then scores both answers as a
+pair (``core/labels/challenger.py`` decides). When a block of
 pairs shows it better by the margin with the confidence asked, its state is moved into the
 champion (versions go on, never back) and served at once: an event, a metric and a log
 line. The champion keeps its own configuration, learning on from the promoted state.
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from streamlearn.core.engine import Engine
+from streamlearn.core.errors import ModelError
 from streamlearn.core.labels.challenger import ChallengerJudge, PairedBlock
 from streamlearn.core.logging import get_logger
 from streamlearn.core.models.settings import ModelSettings
@@ -70,6 +72,21 @@ class ChallengerKeeper:
             return {}
         result = self.engine.process(chunk)
         return {p.id: p.prediction for p in result.predictions if p.id is not None}
+
+    def adapt(self, rows: list[list[float]]) -> None:
+        """Served rows the champion adapted on (``adapt.on_requests``): the challenger too."""
+        if self.engine is not None:
+            self.engine.adapt(rows)
+
+    def forget(self, samples: list[Sample], expert: str | None) -> None:
+        """Samples the champion unlearned (``POST /v1/forget``): the challenger too, where
+        it can (its expert may not hold them)."""
+        if self.engine is None:
+            return
+        try:
+            self.engine.forget(samples, expert)
+        except ModelError as exc:
+            log.info("challenger_not_forgotten", detail=str(exc))
 
     def answer(self, rows: list[list[float]]) -> list[Label | None]:
         """The challenger's answers to rows serving answered (None: nothing learned yet)."""

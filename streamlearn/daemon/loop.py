@@ -397,6 +397,7 @@ class Daemon:
             done = self.engine.forget(samples, expert)
         except ModelError as exc:
             return {"error_code": "not_forgotten", "detail": str(exc)}
+        self.challenger.forget(samples, expert)
         self.checkpointer.mark_dirty()  # the next checkpoint holds the downdated head
         log.info("samples_forgotten", **done, model_version=self.engine.version)
         if self.endpoints.sink is not None:
@@ -481,6 +482,7 @@ class Daemon:
         rows = self.inbox.take_rows()
         if rows:
             self.reporter.adapted(self.engine.adapt(rows))
+            self.challenger.adapt(rows)
             # Moved weights or rows waiting: both belong in a checkpoint.
             self.checkpointer.mark_dirty()
         self._keep_served(self.inbox.take_served())
