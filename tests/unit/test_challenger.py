@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -11,8 +10,8 @@ import pytest
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
 from streamlearn.core.labels.challenger import ChallengerJudge, difference_lower_bound
-from tests.unit.test_daemon import Source, drain, make
-from tests.unit.test_late_labels_daemon import LABELS, LABELS_TP, ON, SAMPLES_TP, value
+from tests.unit.test_daemon import Source, make
+from tests.unit.test_late_labels_daemon import LABELS, ON, phase, value
 
 
 def test_the_lower_bound_is_the_paired_difference_less_its_noise() -> None:
@@ -55,18 +54,10 @@ def test_a_better_challenger_is_promoted_served_and_checkpointed(tmp_path: Path)
     daemon, sink = make(tmp_path, source, **sections)
     assert daemon.start()
 
-    def phase(ids: range) -> None:
-        for i in ids:
-            x = [float(i % 2), float(1 - i % 2)]
-            source.append(SAMPLES_TP, json.dumps({"x": x, "id": f"s{i}"}).encode())
-            source.append(LABELS_TP, json.dumps({"id": f"s{i}", "y": i % 2}).encode())
-            if i % 8 == 7:
-                drain(daemon, source)
-
     # Both must have seen both classes before their answers can differ in quality.
-    phase(range(16))
+    phase(daemon, source, range(16), flip=False)
     version = daemon.engine.version
-    phase(range(16, 400))
+    phase(daemon, source, range(16, 400), flip=False)
     promoted = [p for kind, p in sink.events if kind == "challenger_promoted"]
     assert promoted, daemon.challenger.view()
     first = promoted[0]
@@ -109,17 +100,9 @@ def test_no_promotion_while_the_guard_holds_a_rollback(tmp_path: Path) -> None:
     daemon, sink = make(tmp_path, source, **sections)
     assert daemon.start()
 
-    def phase(ids: range, flip: bool) -> None:
-        for i in ids:
-            x = [float(i % 2), float(1 - i % 2)]
-            source.append(SAMPLES_TP, json.dumps({"x": x, "id": f"s{i}"}).encode())
-            source.append(LABELS_TP, json.dumps({"id": f"s{i}", "y": (i + flip) % 2}).encode())
-            if i % 8 == 7:
-                drain(daemon, source)
-
-    phase(range(400), flip=False)
+    phase(daemon, source, range(400), flip=False)
     promoted_before = daemon.challenger.promotions
-    phase(range(400, 800), flip=True)
+    phase(daemon, source, range(400, 800), flip=True)
     assert daemon.guard.rollbacks == 1 and daemon.guard.guard.holding
     kinds = [kind for kind, _ in sink.events]
     rolled_back = kinds.index("served_model_rolled_back")

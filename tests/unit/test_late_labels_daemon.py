@@ -38,6 +38,17 @@ def joins(daemon: Daemon) -> float:
     )
 
 
+def phase(daemon: Daemon, source: Source, ids: range, flip: bool) -> None:
+    """A learnable stream (y = i % 2, from x), each label right after its sample; its
+    labels flipped with ``flip``; learned 8 samples at a time."""
+    for i in ids:
+        x = [float(i % 2), float(1 - i % 2)]
+        source.append(SAMPLES_TP, json.dumps({"x": x, "id": f"s{i}"}).encode())
+        source.append(LABELS_TP, json.dumps({"id": f"s{i}", "y": (i + flip) % 2}).encode())
+        if i % 8 == 7:
+            drain(daemon, source)
+
+
 def test_labels_after_their_samples_join_are_scored_and_learned(tmp_path: Path) -> None:
     # A few labeled samples first, so the model answers with a class.
     first = [json.dumps({"x": [1, 2], "y": i % 2}).encode() for i in range(10)]
@@ -147,19 +158,11 @@ def test_the_guard_rolls_back_when_served_answers_go_wrong(tmp_path: Path) -> No
     daemon, sink = make(tmp_path, source, **sections)
     assert daemon.start()
 
-    def phase(ids: range, flip: bool) -> None:
-        for i in ids:
-            x = [float(i % 2), float(1 - i % 2)]
-            source.append(SAMPLES_TP, json.dumps({"x": x, "id": f"s{i}"}).encode())
-            source.append(LABELS_TP, json.dumps({"id": f"s{i}", "y": (i + flip) % 2}).encode())
-            if i % 8 == 7:
-                drain(daemon, source)
-
-    phase(range(400), flip=False)
+    phase(daemon, source, range(400), flip=False)
     assert daemon.guard.rollbacks == 0
     served = value(daemon, "streamlearn_served_accuracy", {"window": "100"})
     version = daemon.engine.version
-    phase(range(400, 600), flip=True)
+    phase(daemon, source, range(400, 600), flip=True)
     assert daemon.guard.rollbacks == 1
     assert value(daemon, "streamlearn_rollbacks_total") == 1
     assert value(daemon, "streamlearn_guard_holding") == 1
