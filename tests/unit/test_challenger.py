@@ -11,7 +11,7 @@ from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
 from streamlearn.core.labels.challenger import ChallengerJudge, difference_lower_bound
 from tests.unit.test_daemon import Source, make
-from tests.unit.test_late_labels_daemon import LABELS, ON, phase, value
+from tests.unit.test_late_labels_daemon import LABELS, ON, phase, started, value
 
 
 def test_the_lower_bound_is_the_paired_difference_less_its_noise() -> None:
@@ -49,10 +49,7 @@ def test_a_better_challenger_is_promoted_served_and_checkpointed(tmp_path: Path)
         "model": {"hidden": [4], "learning_rate": 1e-6, "seed": 3},
         "labels": {"enabled": True, "challenger": challenger},
     }
-    source = Source("in", [[]])
-    source.add_topic(LABELS, [[]])
-    daemon, sink = make(tmp_path, source, **sections)
-    assert daemon.start()
+    daemon, source, sink = started(tmp_path, sections)
 
     # Both must have seen both classes before their answers can differ in quality.
     phase(daemon, source, range(16), flip=False)
@@ -95,10 +92,7 @@ def test_no_promotion_while_the_guard_holds_a_rollback(tmp_path: Path) -> None:
     guard = {"enabled": True, "window": 20, "confirm_joins": 20, "max_hold_joins": 1000}
     challenger = {"enabled": True, "window": 50, "margin": 0.0, "model": {"seed": 1}}
     sections = {**ON, "labels": {"enabled": True, "guard": guard, "challenger": challenger}}
-    source = Source("in", [[]])
-    source.add_topic(LABELS, [[]])
-    daemon, sink = make(tmp_path, source, **sections)
-    assert daemon.start()
+    daemon, source, sink = started(tmp_path, sections)
 
     phase(daemon, source, range(400), flip=False)
     promoted_before = daemon.challenger.promotions

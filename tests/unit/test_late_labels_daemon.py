@@ -12,6 +12,7 @@ from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
 from streamlearn.core.types import TopicPartition
 from streamlearn.daemon import Daemon
+from streamlearn.sinks import MemorySink
 from tests.unit.test_daemon import Source, drain, make
 
 LABELS = "labels"
@@ -36,6 +37,15 @@ def joins(daemon: Daemon) -> float:
         value(daemon, "streamlearn_served_joins_total", {"expert": "0", "result": r}) or 0
         for r in ("right", "wrong")
     )
+
+
+def started(tmp_path: Path, sections: dict[str, Any]) -> tuple[Daemon, Source, MemorySink]:
+    """A started daemon on empty input and labels topics."""
+    source = Source("in", [[]])
+    source.add_topic(LABELS, [[]])
+    daemon, sink = make(tmp_path, source, **sections)
+    assert daemon.start()
+    return daemon, source, sink
 
 
 def phase(daemon: Daemon, source: Source, ids: range, flip: bool) -> None:
@@ -153,10 +163,7 @@ def test_the_guard_rolls_back_when_served_answers_go_wrong(tmp_path: Path) -> No
     last confirmed state, reports it, holds the flipped labels back, and versions go on."""
     guard = {"enabled": True, "window": 20, "confirm_joins": 20, "max_hold_joins": 1000}
     sections = {**ON, "labels": {"enabled": True, "guard": guard}}
-    source = Source("in", [[]])
-    source.add_topic(LABELS, [[]])
-    daemon, sink = make(tmp_path, source, **sections)
-    assert daemon.start()
+    daemon, source, sink = started(tmp_path, sections)
 
     phase(daemon, source, range(400), flip=False)
     assert daemon.guard.rollbacks == 0
