@@ -2,6 +2,7 @@
 store's memory, and the guard against a poisoned phase.
 
     python benchmarks/late_labels.py [--samples N] [--out benchmarks/results/late_labels.json]
+                                     [--challenger-only]
 
 The daemon runs in-process on an in-memory source of two topics (input and labels) whose
 records carry event-time timestamps: a virtual clock of ``--rate`` samples per second, so
@@ -20,6 +21,9 @@ otherwise (model, engine, drift, experts).
    flipped. With the guard on and off: joins from the first flipped label to the rollback,
    rollbacks before the poison (false alarms), and the true accuracy of the answers served
    to samples 6,000-9,999 (against the unflipped labels).
+4. **Challenger**: Agrawal, labels 1-60 s late, a challenger with a ten times larger,
+   a ten times smaller learning rate, or another seed: promotions (when, on which block's
+   figures) and the served accuracy.
 """
 
 from __future__ import annotations
@@ -62,12 +66,18 @@ class Source(MemorySource):
         )
 
 
-def make_daemon(guard: bool) -> tuple[Daemon, Source, MemorySink]:
+def make_daemon(
+    guard: bool, challenger: dict[str, Any] | None = None, model: dict[str, Any] | None = None
+) -> tuple[Daemon, Source, MemorySink]:
+    labels: dict[str, Any] = {"enabled": True, "ttl_s": 3600, "guard": {"enabled": guard}}
+    if challenger is not None:
+        labels["challenger"] = {"enabled": True, **challenger}
     settings = load_settings(
         None,
         kafka={"labels_topic": "labels"},
         engine={"max_wait_ms": 0},
-        labels={"enabled": True, "ttl_s": 3600, "guard": {"enabled": guard}},
+        labels=labels,
+        model=model or {},
         checkpoint={"enabled": False},
         log={"level": "warning"},
         serve={"publish_interval_ms": 600_000},
@@ -110,15 +120,18 @@ def run(
     rate: float = 100.0,
     flip: range = range(0),
     guard: bool = False,
+    challenger: dict[str, Any] | None = None,
+    model: dict[str, Any] | None = None,
     tick_s: float = 0.5,
     seed: int = 1,
 ) -> dict[str, Any]:
-    daemon, source, sink = make_daemon(guard)
+    daemon, source, sink = make_daemon(guard, challenger, model)
     schedule = events(stream, rate, delay_s, 0.05, flip, seed)
     reg = daemon.metrics.registry
     peak_pending, peak_bytes = 0, 0.0
     joins_at_first_flip: float | None = None
     rollback_joins: list[float] = []
+    promotion_joins: list[float] = []
     flipped_ids = {stream[i]["id"] for i in flip}
     began, now, k = time.perf_counter(), 0.0, 0
     while k < len(schedule):
@@ -129,11 +142,13 @@ def run(
             if tp == LABELS and joins_at_first_flip is None and value["id"] in flipped_ids:
                 joins_at_first_flip = _joins(reg)
             k += 1
-        before = daemon.guard.rollbacks
+        before, promoted = daemon.guard.rollbacks, daemon.challenger.promotions
         while not (source.exhausted() and len(daemon.buffer) == 0):
             daemon.step()
         if daemon.guard.rollbacks > before:
             rollback_joins.append(_joins(reg))
+        if daemon.challenger.promotions > promoted:
+            promotion_joins.append(_joins(reg))
         peak_pending = max(peak_pending, len(daemon.late_labels.store.pending))
         peak_bytes = max(peak_bytes, daemon.late_labels.store.nbytes())
     answers = {p.id: p.prediction for p in sink.predicted}
@@ -147,6 +162,11 @@ def run(
         "rollbacks": daemon.guard.rollbacks,
         "joins_at_first_flip": joins_at_first_flip,
         "rollback_at_joins": rollback_joins,
+        "promotions": daemon.challenger.promotions,
+        "promotion_at_joins": promotion_joins,
+        "promotion_blocks": [
+            e for e in daemon.challenger.events if e["event"] == "challenger_promoted"
+        ],
         "true_served_accuracy": {
             f"{a}-{b - 1}": _true_accuracy(stream, answers, range(a, b))
             for a, b in ((4000, 6000), (6000, 8000), (8000, 10000), (10000, len(stream)))
@@ -200,13 +220,63 @@ def pending_memory(entries: int = 10_000, width: int = 9) -> dict[str, float]:
     }
 
 
+# Champion and challenger: the shipped learning rate (3e-3) against a tenth of it, each
+# way round (a better and a worse challenger), and against the same one with another seed
+# (no real difference: a promotion there is a false one).
+CHALLENGES = {
+    "better (champion lr 3e-4, challenger 3e-3)": (
+        {"learning_rate": 3e-4},
+        {"learning_rate": 3e-3},
+    ),
+    "worse (champion lr 3e-3, challenger 3e-4)": ({}, {"learning_rate": 3e-4}),
+    "equal (same lr, challenger seed 1)": ({}, {"seed": 1}),
+}
+
+
+def challenger_runs(samples: int) -> dict[str, Any]:
+    """Promotions of a challenger on Agrawal 0 (labels 1-60 s late), the shipped settings
+    of ``labels.challenger`` (blocks of 500 pairs, margin 0.01, confidence 0.95)."""
+    out: dict[str, Any] = {}
+    stream = take("agrawal", samples, seed=7, segment=10**9)
+    for name, (champion, challenger) in CHALLENGES.items():
+        row = run(stream, (1.0, 60.0), model=champion, challenger={"model": challenger})
+        out[name] = {
+            k: row[k]
+            for k in (
+                "seconds",
+                "joins",
+                "served_accuracy_all",
+                "second_half",
+                "promotions",
+                "promotion_at_joins",
+                "promotion_blocks",
+            )
+        }
+        print(
+            f"challenger {name}: promotions {row['promotions']} at joins "
+            f"{row['promotion_at_joins']}; served acc {row['served_accuracy_all']:.4f}, "
+            f"second half {row['second_half']} ({row['seconds']} s)"
+        )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--out", type=Path, default=RESULTS / "late_labels.json")
+    parser.add_argument(
+        "--challenger-only",
+        action="store_true",
+        help="run part 4 alone, updating its figures in --out",
+    )
     args = parser.parse_args()
     # One thread: on this shared 2-core machine torch's pool made each step 5x slower.
     torch.set_num_threads(1)
+    if args.challenger_only:
+        kept = json.loads(args.out.read_text())
+        kept["challenger"] = challenger_runs(args.samples)
+        args.out.write_text(json.dumps(kept, indent=2) + "\n")
+        return
     results: dict[str, Any] = {"samples": args.samples, "delay": {}, "poison": {}}
     for name in ("agrawal", "sea"):
         stream = take(name, args.samples, seed=7, segment=10**9)
@@ -231,6 +301,7 @@ def main() -> None:
             f"guard={guard}: rollbacks {row['rollbacks']} at joins {row['rollback_at_joins']} "
             f"(first flipped label at {first}); true served accuracy {row['true_served_accuracy']}"
         )
+    results["challenger"] = challenger_runs(args.samples)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -337,7 +337,9 @@ class Metrics:
         )
         self.label_delay = Histogram(
             "streamlearn_label_delay_seconds",
-            "Event time from a sample to its label, per join (0 when the label came first).",
+            "Event time from a sample to its label, per join (0 when the label came first), "
+            "by the expert that answered the sample.",
+            ["expert"],
             buckets=(0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600, 21600, 86400),
             registry=r,
         )
@@ -351,6 +353,25 @@ class Metrics:
         self.pending_labels_bytes = Gauge(
             "streamlearn_pending_labels_bytes",
             "Estimated memory of the samples and labels waiting to join.",
+            registry=r,
+        )
+        self.served_error = Gauge(
+            "streamlearn_served_error",
+            "Regression: mean absolute error of the answers given to unlabeled samples, "
+            "scored when their late label joined, over the last N joins (window).",
+            ["window"],
+            registry=r,
+        )
+        self.promotions = Counter(
+            "streamlearn_promotions",
+            "Challenger promoted: its state moved into the served model (labels.challenger).",
+            registry=r,
+        )
+        self.challenger_accuracy = Gauge(
+            "streamlearn_challenger_accuracy",
+            "Accuracy of the champion's and the challenger's answers to the same samples, "
+            "over the last full block of paired late labels (role).",
+            ["role"],
             registry=r,
         )
         self.rollbacks = Counter(
@@ -476,6 +497,13 @@ class ServingMetrics:
             "streamlearn_tta_request_rows_dropped",
             "Served rows not adapted on because the "
             "queue to the learner was full or the learner was down (adapt.on_requests).",
+            registry=r,
+        )
+        self.served_rows_dropped = Counter(
+            "streamlearn_served_rows_dropped",
+            "Served rows with an id not kept for their late label (labels.served_ids): "
+            "backlog (serving's queue), queue_full (the learner's), learner_down, bad_id.",
+            ["reason"],
             registry=r,
         )
         self.serving_processes = Gauge(

@@ -104,13 +104,29 @@ def _count_parameters(module_state: dict[str, Any]) -> int:
     return sum(int(t.numel()) for t in module_state.values() if isinstance(t, torch.Tensor))
 
 
-def _late_labels(labels: dict[str, Any] | None) -> dict[str, int] | None:
-    """How many samples wait for their label, and labels for their sample (None: off)."""
+def _late_labels(labels: dict[str, Any] | None) -> dict[str, Any] | None:
+    """How many samples wait for their label, and labels for their sample; the guard's
+    band and rollback target, the challenger's promotions (None: off)."""
     if labels is None:
         return None
     store = labels["store"]
+    guard, challenger = labels.get("guard"), labels.get("challenger")
     return {
         "pending_samples": len(store["pending"]["ids"]),
         "waiting_labels": len(store["waiting"]["ids"]),
         "served_joins": int(labels["served"]["joins"]),
+        "guard": None
+        if guard is None
+        else {
+            "holding": bool(guard["guard"]["holding"]),
+            "good_accuracy": guard["guard"]["good_level"],
+            "good_version": None if guard["good"] is None else int(guard["good"]["version"]),
+            "rollbacks": int(guard["rollbacks"]),
+        },
+        "challenger": None
+        if challenger is None
+        else {
+            "version": int(challenger["engine"]["version"]),
+            "promotions": int(challenger["promotions"]),
+        },
     }

@@ -7,8 +7,9 @@ and release as an event, a metric and a log line.
 
 After a rollback the model version and each expert's step count go on from where they
 were, never back: serving's versions never decrease, and a snapshot file named by an
-expert's steps is never reused for other weights. The guard's states are not checkpointed:
-a restart re-arms it from the restored state.
+expert's steps is never reused for other weights. The guard's decisions and both states
+(candidate, good) are checkpointed with the join store: a restart keeps the band, the last
+good state and a hold in progress.
 """
 
 from __future__ import annotations
@@ -67,24 +68,30 @@ class GuardKeeper:
             self.metrics.guard_holding.set(0)
         return action is not GuardAction.HOLD
 
+    def state_dict(self) -> dict[str, Any] | None:
+        if not self.enabled:
+            return None
+        return {
+            "guard": self.guard.state_dict(),
+            "candidate": self._candidate,
+            "good": self._good,
+            "rollbacks": self.rollbacks,
+        }
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if not self.enabled or state is None:
+            return
+        self.guard.load_state_dict(state["guard"])
+        self._candidate, self._good = state["candidate"], state["good"]
+        self.rollbacks = int(state["rollbacks"])
+        self.metrics.guard_holding.set(int(self.guard.holding))
+
     def _rollback(self, verdict: Verdict) -> None:
         if self._good is None:  # nothing confirmed to go back to: hold only
             self._report("guard_holding", verdict)
             self.metrics.guard_holding.set(1)
             return
-        version = self.engine.version
-        steps = (
-            {i: m.steps for i, m in self.engine.pool.members.items()} if self.engine.pool else {}
-        )
-        self.engine.load_state_dict(copy.deepcopy(self._good))
-        restored = self.engine.version
-        self.engine.version = version + 1
-        if self.engine.pool is not None:
-            # Every learning step moves the version, so an expert's steps never exceed it:
-            # steps set to the new version name weights no snapshot file of that expert has
-            # held before (one pruned since the good state included).
-            for id_, member in self.engine.pool.members.items():
-                member.steps = max(self.engine.version, steps.get(id_, 0) + 1)
+        restored = restore_into(self.engine, copy.deepcopy(self._good))
         self._candidate = None
         self.rollbacks += 1
         self.metrics.rollbacks.inc()
@@ -100,11 +107,38 @@ class GuardKeeper:
             "model_version": self.engine.version,
             **extra,
         }
-        log.warning(kind, **payload)
-        self.events.append({"event": kind, **payload})
-        del self.events[:-50]
-        if self.endpoints.sink is not None:
-            self.endpoints.sink.event(kind, payload)
+        announce(self.endpoints, self.events, kind, payload)
+
+
+def announce(
+    endpoints: Endpoints, events: list[dict[str, Any]], kind: str, payload: dict[str, Any]
+) -> None:
+    """A promotion, rollback or release: a log line, the events topic, ``/v1/models``."""
+    log.warning(kind, **payload)
+    events.append({"event": kind, **payload})
+    del events[:-50]
+    if endpoints.sink is not None:
+        endpoints.sink.event(kind, payload)
+
+
+def restore_into(engine: Engine, state: dict[str, Any]) -> int:
+    """Load ``state`` into the learner, versions going on; the version ``state`` had.
+
+    The model version and each expert's step count go on from where they were, never
+    back: serving's versions never decrease, and a snapshot file named by an expert's
+    steps is never reused for other weights."""
+    version = engine.version
+    steps = {i: m.steps for i, m in engine.pool.members.items()} if engine.pool else {}
+    engine.load_state_dict(state)
+    restored = engine.version
+    engine.version = version + 1
+    if engine.pool is not None:
+        # Every learning step moves the version, so an expert's steps never exceed it:
+        # steps set to the new version name weights no snapshot file of that expert has
+        # held before (one pruned since the good state included).
+        for id_, member in engine.pool.members.items():
+            member.steps = max(engine.version, steps.get(id_, 0) + 1)
+    return restored
 
 
 def _round(value: float | None) -> float | None:

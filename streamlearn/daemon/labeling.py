@@ -28,7 +28,8 @@ from streamlearn.core.labels import (
     served_right,
 )
 from streamlearn.core.logging import get_logger
-from streamlearn.core.types import DeadLetter, Record, Sample
+from streamlearn.core.types import DeadLetter, Label, Record, Sample
+from streamlearn.daemon.challenging import ChallengerKeeper
 from streamlearn.daemon.guarding import GuardKeeper
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
@@ -49,6 +50,7 @@ class LateLabels:
         metrics: Metrics,
         codec: Codec,
         guard: GuardKeeper | None = None,
+        challenger: ChallengerKeeper | None = None,
     ) -> None:
         cfg = settings.labels
         self.enabled = cfg.enabled
@@ -56,8 +58,10 @@ class LateLabels:
         self.metrics = metrics
         self.codec = codec
         self.guard = guard  # judges each served answer; may hold a joined sample back
+        self.challenger = challenger  # answers the same samples; scored in pairs
         self.is_classifier = settings.model.task == "classification"
         self.store = JoinStore(cfg.ttl_s, cfg.max_pending, cfg.max_waiting)
+        # Classification: 1/0 per join (right/wrong); regression: the absolute error.
         self.served = ServedAccuracy(cfg.windows)
         # Where a joined sample's dead letter points: the labels topic (its value is the
         # sample's own JSON, ``Sample.raw``).
@@ -87,10 +91,15 @@ class LateLabels:
         return samples, origins, dead
 
     def answered(
-        self, chunk: list[Sample], result: StepResult, origins: list[Origin]
+        self,
+        chunk: list[Sample],
+        result: StepResult,
+        origins: list[Origin],
+        rivals: dict[str, Label | None] | None = None,
     ) -> list[Sample]:
         """The engine answered ``chunk``'s unlabeled samples: those with an id wait for
-        their label, or join the label that came first (returned, to learn)."""
+        their label, or join the label that came first (returned, to learn). ``rivals``:
+        the challenger's answers to the same samples, by id."""
         if not self.enabled or not result.predictions:
             return []
         refused = {r.index for r in result.rejections}
@@ -107,8 +116,35 @@ class LateLabels:
                 prediction.expert,
                 _event_time(origins[i][0], sample.ts),
                 sample.task,
+                (rivals or {}).get(sample.id),
             )
             join = self.store.predicted(sample.id, entry)
+            if join is not None and (labeled := self._joined(join)) is not None:
+                joined.append(labeled)
+        self._outcomes()
+        return joined
+
+    def from_serving(self, rows: list[dict[str, Any]]) -> list[Sample]:
+        """Rows a serving process answered for a request with an id (``labels.served_ids``):
+        each waits for its label, or joins the label that came first (returned, to learn)."""
+        if not self.enabled:
+            return []
+        joined: list[Sample] = []
+        rivals = (
+            self.challenger.answer([row["x"] for row in rows])
+            if self.challenger is not None
+            else [None] * len(rows)
+        )
+        for row, rival in zip(rows, rivals, strict=True):
+            entry = Pending(
+                [float(v) for v in row["x"]],
+                row["prediction"],
+                int(row["version"]),
+                str(row["expert"]),
+                float(row["ts"]),
+                challenger=rival,
+            )
+            join = self.store.predicted(str(row["id"]), entry)
             if join is not None and (labeled := self._joined(join)) is not None:
                 joined.append(labeled)
         self._outcomes()
@@ -125,15 +161,28 @@ class LateLabels:
             result = "right" if right else "wrong"
             if self.guard is not None:
                 learn = self.guard.scored(right)
+            self._pair(join, right, learn)
         else:
             result = "scored"
+            self.served.add(_absolute_error(join.prediction, join.y))
         self.metrics.served_joins.labels(expert=join.expert, result=result).inc()
-        self.metrics.label_delay.observe(join.delay_s)
+        self.metrics.label_delay.labels(expert=join.expert).observe(join.delay_s)
         if not learn:
             self.metrics.label_outcomes.labels(outcome="held").inc()
             return None
         raw = json.dumps({"x": join.x, "y": join.y, "id": join.id})
         return Sample(join.x, join.y, join.id, join.task, raw=raw)
+
+    def _pair(self, join: Join, right: bool, learn: bool) -> None:
+        """Score the challenger's answer beside the champion's. Not while the guard holds a
+        rollback: the labels then are the damage (a challenger that learned it agrees with
+        them and would look better than the good model); the open block restarts."""
+        if self.challenger is None or join.challenger is None:
+            return
+        if not learn:
+            self.challenger.judge.restart()
+            return
+        self.challenger.scored(right, served_right(join.challenger, join.y))
 
     def _outcomes(self) -> None:
         out = self.store.take_outcomes()
@@ -157,18 +206,20 @@ class LateLabels:
         self.metrics.pending_labels.labels(area="samples").set(len(self.store.pending))
         self.metrics.pending_labels.labels(area="labels").set(len(self.store.waiting))
         self.metrics.pending_labels_bytes.set(self.store.nbytes())
+        gauge = self.metrics.served_accuracy if self.is_classifier else self.metrics.served_error
         for window in self.served.windows:
-            accuracy = self.served.accuracy(window)
-            if accuracy is not None:
-                self.metrics.served_accuracy.labels(window=str(window)).set(accuracy)
+            score = self.served.accuracy(window)
+            if score is not None:
+                gauge.labels(window=str(window)).set(score)
 
     def view(self) -> dict[str, Any] | None:
         """Live scores of what was served, for ``/v1/models`` (JSON-safe)."""
         if not self.enabled:
             return None
         guard = self.guard
+        scores = {str(w): self.served.accuracy(w) for w in self.served.windows}
         return {
-            "served_accuracy": {str(w): self.served.accuracy(w) for w in self.served.windows},
+            "served_accuracy" if self.is_classifier else "served_mean_abs_error": scores,
             "joins": self.served.joins if self.is_classifier else self.joins,
             "pending_samples": len(self.store.pending),
             "waiting_labels": len(self.store.waiting),
@@ -180,6 +231,7 @@ class LateLabels:
                 "rollbacks": guard.rollbacks,
                 "events": guard.events[-10:],
             },
+            "challenger": None if self.challenger is None else self.challenger.view(),
         }
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -187,7 +239,12 @@ class LateLabels:
     def state_dict(self) -> dict[str, Any] | None:
         if not self.enabled:
             return None
-        return {"store": self.store.state_dict(), "served": self.served.state_dict()}
+        return {
+            "store": self.store.state_dict(),
+            "served": self.served.state_dict(),
+            "guard": None if self.guard is None else self.guard.state_dict(),
+            "challenger": None if self.challenger is None else self.challenger.state_dict(),
+        }
 
     def restored(self) -> dict[str, int]:
         """What the restored store holds, for the ``checkpoint_restored`` log line."""
@@ -203,7 +260,17 @@ class LateLabels:
             return
         self.store.load_state_dict(state["store"])
         self.served.load_state_dict(state["served"])
+        # Absent from checkpoints written before the guard and the challenger were kept.
+        if self.guard is not None:
+            self.guard.load_state_dict(state.get("guard"))
+        if self.challenger is not None:
+            self.challenger.load_state_dict(state.get("challenger"))
         self.update_gauges(force=True)
+
+
+def _absolute_error(prediction: Label | None, y: Label) -> float:
+    """Regression: how far the answer served was (no answer yet: the label's own size)."""
+    return abs(float(y) - float(prediction if prediction is not None else 0.0))
 
 
 def _event_time(record: Record, fallback: float | None) -> float:

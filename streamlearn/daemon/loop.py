@@ -25,6 +25,7 @@ from streamlearn.core.protocols import CheckpointStore, Sink, Source
 from streamlearn.core.types import (
     DeadLetter,
     DecodedRecord,
+    Label,
     Offsets,
     Record,
     Sample,
@@ -32,6 +33,7 @@ from streamlearn.core.types import (
 )
 from streamlearn.daemon.batching import AdaptiveBatch
 from streamlearn.daemon.buffer import InputBuffer
+from streamlearn.daemon.challenging import ChallengerKeeper
 from streamlearn.daemon.checkpointer import Checkpointer
 from streamlearn.daemon.endpoints import (
     Endpoints,
@@ -108,7 +110,12 @@ class Daemon:
             self.endpoints,
             publish=self._publish_snapshot,
         )
-        self.late_labels = LateLabels(settings, self.metrics, self.codec, self.guard)
+        self.challenger = ChallengerKeeper(
+            settings, self.engine, self.metrics, self.endpoints, publish=self._publish_snapshot
+        )
+        self.late_labels = LateLabels(
+            settings, self.metrics, self.codec, self.guard, self.challenger
+        )
         self.checkpointer = Checkpointer(
             settings,
             self.metrics,
@@ -390,6 +397,7 @@ class Daemon:
             done = self.engine.forget(samples, expert)
         except ModelError as exc:
             return {"error_code": "not_forgotten", "detail": str(exc)}
+        self.challenger.forget(samples, expert)
         self.checkpointer.mark_dirty()  # the next checkpoint holds the downdated head
         log.info("samples_forgotten", **done, model_version=self.engine.version)
         if self.endpoints.sink is not None:
@@ -415,9 +423,9 @@ class Daemon:
         step = self.batching.size
         for start in range(0, len(samples), step):
             chunk = samples[start : start + step]
-            result = self._process(chunk, origins[start : start + step], dead)
+            result, rivals = self._process(chunk, origins[start : start + step], dead)
             # Answered samples whose label came first join it now, and are learned.
-            joined = self.late_labels.answered(chunk, result, origins[start : start + step])
+            joined = self.late_labels.answered(chunk, result, origins[start : start + step], rivals)
             if joined:
                 self._process(joined, [(self.late_labels.origin, None)] * len(joined), dead)
             self._maybe_publish_snapshot()  # a long backlog must not freeze serving
@@ -432,8 +440,9 @@ class Daemon:
         chunk: list[Sample],
         origins: list[tuple[Record, int | None]],
         dead: list[DeadLetter],
-    ) -> StepResult:
-        """One learning step; refused samples are added to ``dead``."""
+    ) -> tuple[StepResult, dict[str, Label | None]]:
+        """One learning step (the challenger's too); refused samples are added to ``dead``.
+        The result, and the challenger's answers to the chunk's unlabeled samples by id."""
         began = time.perf_counter()
         result = self.engine.process(chunk)
         took = time.perf_counter() - began
@@ -442,7 +451,7 @@ class Daemon:
         self.metrics.batch_size.observe(len(chunk))
         dead += self.reporter.rejected(result, chunk, origins)
         self.reporter.publish(result)
-        return result
+        return result, self.challenger.shadow(chunk)
 
     def _resize_batch(self) -> None:
         """Grow or shrink the learning step with the backlog (``daemon/batching.py``).
@@ -473,8 +482,10 @@ class Daemon:
         rows = self.inbox.take_rows()
         if rows:
             self.reporter.adapted(self.engine.adapt(rows))
+            self.challenger.adapt(rows)
             # Moved weights or rows waiting: both belong in a checkpoint.
             self.checkpointer.mark_dirty()
+        self._keep_served(self.inbox.take_served())
         samples = self.inbox.take(self.inbox.capacity)
         if samples:
             origins: list[tuple[Record, int | None]] = [
@@ -497,6 +508,17 @@ class Daemon:
                     },
                 }
             )
+
+    def _keep_served(self, rows: list[dict[str, Any]]) -> None:
+        """Served rows with an id wait for their late label; those whose label came first
+        join it and are learned now."""
+        if not rows:
+            return
+        joined = self.late_labels.from_serving(rows)
+        if joined:
+            with self.checkpointer.learning():
+                self._learn_samples(joined, [(self.late_labels.origin, None)] * len(joined), [])
+        self.checkpointer.mark_dirty()  # the store changed: the next checkpoint holds it
 
     def _sync_codec(self) -> None:
         if self.codec.n_features is None and self.engine.n_features is not None:

@@ -6,6 +6,7 @@ processes) with:
 - a :class:`~.snapshots.SnapshotWriter` as the daemon's snapshot publisher;
 - a :class:`~.ipc.LearnerPort` answering serving processes: ``learn`` (labeled samples into
   the daemon's bounded inbox, all or none), ``rows`` (served rows to adapt on, best effort),
+  ``served`` (answered rows with an id, kept for their late label, best effort),
   ``checkpoint`` (answered once the learner loop has saved), ``cancel`` (a checkpoint request
   whose client gave up) and ``metrics`` (the learner registry's exposition);
 - a status file (progress, learn queue, drift and pool events) rewritten every
@@ -104,6 +105,9 @@ class LearnerHost:
             )
         elif op == "rows":
             dropped = self.daemon.inbox.offer_rows(request["rows"])
+            reply({"id": id_, "dropped": dropped})
+        elif op == "served":
+            dropped = self.daemon.inbox.offer_served(request["rows"])
             reply({"id": id_, "dropped": dropped})
         elif op == "checkpoint":
             self._checkpoint(request, reply)

@@ -8,8 +8,11 @@ is full is a 429, a learner that is down or restarting a 503.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
+import queue
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -20,9 +23,13 @@ from streamlearn.core.types import Sample
 from streamlearn.metrics import ServingMetrics
 from streamlearn.runtime.ipc import LearnerLink, LinkClosedError, Message
 from streamlearn.serve.core import LearnerView
+from streamlearn.serve.served_ids import ServedRow
 
 T = TypeVar("T")
 _DOWN = "the learner is not running (starting or restarting); retry later"
+# Requests' served rows waiting in a serving process for the sender thread; past it they are
+# dropped (counted), never waited for.
+SERVED_BACKLOG = 1024
 
 
 class RemoteLearner:
@@ -35,6 +42,7 @@ class RemoteLearner:
         self.link = link
         self._status = StatusReader(status)
         self._metrics = metrics
+        self._served = ServedSender(link, metrics)
 
     @property
     def up(self) -> bool:
@@ -56,6 +64,9 @@ class RemoteLearner:
 
         sent.add_done_callback(count)
 
+    def keep_served(self, rows: list[ServedRow]) -> None:
+        self._served.offer(rows)
+
     def checkpoint(self) -> Future[dict[str, Any]]:
         sent = self.link.request({"op": "checkpoint"})
         out = _then(sent, lambda answer: dict(answer["result"]))
@@ -76,6 +87,55 @@ class RemoteLearner:
 
     def view(self) -> LearnerView:
         return self._status.read()
+
+
+class ServedSender:
+    """Served rows to the learner off the request thread (``labels.served_ids``).
+
+    A request thread only puts its rows on a bounded queue (never waits: a full queue drops
+    them, counted ``backlog``); one thread sends them, so a learner slow to read its socket
+    slows this thread, never an answer. The learner's own bound drops the rest
+    (``queue_full``); a learner that is down, all of them (``learner_down``).
+    """
+
+    def __init__(
+        self, link: LearnerLink, metrics: ServingMetrics, backlog: int = SERVED_BACKLOG
+    ) -> None:
+        self.link = link
+        self.metrics = metrics
+        self._queue: queue.Queue[list[ServedRow]] = queue.Queue(maxsize=backlog)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    def offer(self, rows: list[ServedRow]) -> None:
+        self._ensure_started()
+        try:
+            self._queue.put_nowait(rows)
+        except queue.Full:
+            self._dropped("backlog", len(rows))
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="served-rows", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            rows = self._queue.get()
+            sent = self.link.request({"op": "served", "rows": rows})
+            sent.add_done_callback(functools.partial(self._answered, rows=len(rows)))
+
+    def _answered(self, future: Future[Message], rows: int) -> None:
+        if future.exception() is not None:
+            self._dropped("learner_down", rows)
+        elif dropped := int(future.result().get("dropped", 0)):
+            self._dropped("queue_full", dropped)
+
+    def _dropped(self, reason: str, rows: int) -> None:
+        self.metrics.served_rows_dropped.labels(reason=reason).inc(rows)
 
 
 def _queued(answer: Message) -> dict[str, int]:

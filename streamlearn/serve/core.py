@@ -22,10 +22,12 @@ from typing import Any, Protocol
 from streamlearn._version import __version__
 from streamlearn.core.codecs import Codec
 from streamlearn.core.errors import CodecError, RequestError
+from streamlearn.core.predictor import Output
 from streamlearn.core.types import Sample
 from streamlearn.metrics import ServingMetrics
 from streamlearn.serve.auth import TokenAuth
 from streamlearn.serve.board import SnapshotBoard
+from streamlearn.serve.served_ids import ServedRow, served_rows
 from streamlearn.serve.snapshot import Snapshot
 from streamlearn.serve.tensors import TensorIn, TensorOut, label_datatype, label_tensor, to_features
 from streamlearn.settings import Settings
@@ -68,6 +70,8 @@ class LearnerClient(Protocol):
 
     def adapt_on(self, rows: list[list[float]]) -> None: ...
 
+    def keep_served(self, rows: list[ServedRow]) -> None: ...  # best effort, never waits
+
     def checkpoint(self) -> Future[dict[str, Any]]: ...
 
     def forget(self, samples: list[Sample], expert: str | None) -> Future[dict[str, Any]]: ...
@@ -96,6 +100,8 @@ class ServingCore:
         self.auth = TokenAuth.from_settings(settings.serve)
         # Whether "auto" adapts depends on the network; the learner drops rows it will not use.
         self._adapt_on_requests = settings.adapt.on_requests and settings.adapt.method != "none"
+        labels = settings.labels
+        self._keep_served = labels.enabled and labels.served_ids
         self._draining = threading.Event()
         self._started = time.time()
         self._codec = Codec.from_settings(settings.model, settings.engine)
@@ -191,6 +197,8 @@ class ServingCore:
         result = snapshot.predict(x)
         if self._adapt_on_requests:
             self.learner.adapt_on(x.tolist())
+        if self._keep_served and request_id:
+            self._keep_for_labels(request_id, x, result, snapshot)
         rows = x.shape[0]
         produced: dict[str, TensorOut] = {}
         if snapshot.task == "regression":
@@ -218,6 +226,18 @@ class ServingCore:
             [produced[n] for n in wanted],
             {"expert": answered},
         )
+
+    def _keep_for_labels(self, request_id: str, x: Any, result: Output, snapshot: Snapshot) -> None:
+        """Hand the learner what was answered, to join the rows' late labels."""
+        try:
+            self._codec.check_id(f"{request_id}/{x.shape[0]}" if x.shape[0] > 1 else request_id)
+        except CodecError:  # an id too long to join: answered, not kept
+            self.metrics.served_rows_dropped.labels(reason="bad_id").inc(x.shape[0])
+            return
+        rows = served_rows(
+            request_id, x.tolist(), result.predictions, result.experts, snapshot.version
+        )
+        self.learner.keep_served(rows)
 
     def _requested_outputs(self, outputs: list[str] | None) -> list[str]:
         available = (
@@ -323,16 +343,29 @@ class ServingCore:
         }
 
     def models(self) -> dict[str, Any]:
-        """The served model (the champion) and its live scores from late labels."""
+        """The served model (the champion) and its live scores from late labels; the
+        challenger (``labels.challenger``) with its paired scores, when one runs."""
         snapshot = self.board.current
         progress = self.learner.view().progress or {}
+        live = progress.get("served") or {}
         champion = {
             "name": self.serve.model_name,
             "role": "champion",
             "version": snapshot.version if snapshot else None,
-            "live": progress.get("served"),
+            "live": {k: v for k, v in live.items() if k != "challenger"} or None,
         }
-        return {"models": [champion]}
+        models = [champion]
+        if challenger := live.get("challenger"):
+            # Scored on the same delayed labels as the champion: not served until promoted.
+            models.append(
+                {
+                    "name": f"{self.serve.model_name}-challenger",
+                    "role": "challenger",
+                    "version": challenger["version"],
+                    "live": challenger,
+                }
+            )
+        return {"models": models}
 
     def experts(self, events: int = 20) -> dict[str, Any]:
         """The pool as of the served snapshot, and its latest decisions (newest last)."""

@@ -7,7 +7,8 @@ is bounded
 (``serve.learn_queue_samples``): a request that does not fit is refused whole, so the
 client gets 429 and retries instead of having half its samples learned. Served rows for
 test-time adaptation (``adapt.on_requests``) are best effort: past the same bound they are
-dropped and counted, and the request is answered as usual.
+dropped and counted, and the request is answered as usual; so are answered rows kept for
+their late label (``labels.served_ids``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Inbox:
         self.capacity = capacity
         self._samples: deque[Sample] = deque()
         self._rows: deque[list[float]] = deque()
+        self._served: deque[dict[str, Any]] = deque()
         self._checkpoints: list[Future[dict[str, Any]]] = []
         self._forgets: list[tuple[list[Sample], str | None, Future[dict[str, Any]]]] = []
         self._lock = threading.Lock()
@@ -42,7 +44,9 @@ class Inbox:
         return len(self._samples)
 
     def pending(self) -> bool:
-        return bool(self._samples or self._rows or self._checkpoints or self._forgets)
+        return bool(
+            self._samples or self._rows or self._served or self._checkpoints or self._forgets
+        )
 
     def offer(self, samples: list[Sample]) -> bool:
         """Queue all of ``samples``, or none of them if they do not fit."""
@@ -59,14 +63,26 @@ class Inbox:
 
     def offer_rows(self, rows: list[list[float]]) -> int:
         """Queue served rows to adapt on, as many as fit; the number dropped."""
-        with self._lock:
-            room = max(self.capacity - len(self._rows), 0)
-            self._rows.extend(rows[:room])
-        return max(len(rows) - room, 0)
+        return self._offer_some(self._rows, rows)
 
     def take_rows(self) -> list[list[float]]:
         with self._lock:
             taken, self._rows = list(self._rows), deque()
+        return taken
+
+    def offer_served(self, rows: list[dict[str, Any]]) -> int:
+        """Queue answered rows kept for their late label, as many as fit; the number dropped."""
+        return self._offer_some(self._served, rows)
+
+    def _offer_some(self, queue: deque[Any], items: list[Any]) -> int:
+        with self._lock:
+            room = max(self.capacity - len(queue), 0)
+            queue.extend(items[:room])
+        return max(len(items) - room, 0)
+
+    def take_served(self) -> list[dict[str, Any]]:
+        with self._lock:
+            taken, self._served = list(self._served), deque()
         return taken
 
     def request_checkpoint(self) -> Future[dict[str, Any]]:

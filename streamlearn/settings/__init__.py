@@ -127,6 +127,8 @@ class Settings(BaseSettings):
             raise ValueError("kafka.labels_topic must differ from kafka.input_topic")
         if self.labels.guard.enabled and self.model.task != "classification":
             raise ValueError("labels.guard needs model.task: classification (it judges accuracy)")
+        if self.labels.challenger.enabled and self.model.task != "classification":
+            raise ValueError("labels.challenger needs model.task: classification (paired accuracy)")
         return self
 
     @classmethod

@@ -22,25 +22,15 @@ from tests.reliability.checks import (
     steps_not_one,
 )
 from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon, timestamp
+from tests.support.killloop import restart, run_to_end, start_and_checkpoint
 from tests.support.seqlineage import expert_state, read_log
 from tests.support.seqproducer import SequenceProducer
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 PARTITIONS = 4
 KEYS = 16
 RECOVERY_LIMIT_S = 10.0
-
-
-def caught_up(daemon: ReliableDaemon, partitions: int) -> bool:
-    metrics = daemon.metrics()
-    lags = [v for k, v in metrics.items() if k.startswith("streamlearn_consumer_lag{")]
-    return (
-        len(lags) == partitions
-        and sum(lags) == 0
-        and metrics.get("streamlearn_buffered_samples") == 0
-    )
 
 
 @pytest.mark.parametrize(
@@ -97,14 +87,7 @@ def test_sigkills_lose_nothing_and_apply_each_record_once(
     )
     producer.start(records, per_second=records / produce_seconds)
     try:
-        daemon.start()
-        daemon.wait_event("daemon_ready")
-        # Every restart must find a checkpoint: the first kill waits for one.
-        wait_for(
-            lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0) >= 1,
-            60,
-            "the first checkpoint",
-        )
+        start_and_checkpoint(daemon)
         recoveries: list[float] = []
         inside_write = 0  # kills that left a .tmp behind
         learning_lives = 0  # lives that applied at least one update
@@ -112,11 +95,8 @@ def test_sigkills_lose_nothing_and_apply_each_record_once(
         at_kill: dict[str, Any] = {}
         for kill in range(kills):
             if kill:
-                daemon.start()
-                ready = daemon.wait_event("daemon_ready")
+                ready, restored = restart(daemon, kill)
                 recoveries.append(timestamp(ready) - daemon.started_at)
-                restored = daemon.event("checkpoint_restored")
-                assert restored is not None, f"restart {kill} found no valid checkpoint"
                 assert restored["path"] == at_kill["path"]
                 assert restored["offsets"] == at_kill["offsets"]
                 removed = daemon.event("checkpoint_partial_removed")
@@ -135,13 +115,9 @@ def test_sigkills_lose_nothing_and_apply_each_record_once(
             applied_before = applied
 
         producer.join(timeout=produce_seconds + 60)
-        daemon.start()
-        ready = daemon.wait_event("daemon_ready")
+        ready = run_to_end(daemon, lag_series=PARTITIONS)
         recoveries.append(timestamp(ready) - daemon.started_at)
         assert daemon.event("checkpoint_restored") is not None
-        wait_for(lambda: caught_up(daemon, PARTITIONS), 120, "the daemon caught up")
-        code, _ = daemon.terminate()
-        assert code == 0
     finally:
         producer.close()
 

@@ -17,9 +17,9 @@ from streamlearn.app.embedded import EmbeddedBroker, create_topics
 from streamlearn.checkpoint.store import FileCheckpointStore
 from tests.reliability.checks import newest, partials
 from tests.reliability.conftest import SEQ_MODEL, ReliableDaemon
+from tests.support.killloop import restart, run_to_end, start_and_checkpoint
 from tests.support.lateproducer import LateLabelProducer
 from tests.support.seqlineage import expert_state
-from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -27,16 +27,6 @@ PARTITIONS = 2
 KEYS = 8
 SAMPLES = 4_000
 KILLS = 10
-
-
-def caught_up(daemon: ReliableDaemon) -> bool:
-    metrics = daemon.metrics()
-    lags = [v for k, v in metrics.items() if k.startswith("streamlearn_consumer_lag{")]
-    return (
-        len(lags) == 2 * PARTITIONS
-        and sum(lags) == 0
-        and metrics.get("streamlearn_buffered_samples") == 0
-    )
 
 
 def test_kills_neither_lose_nor_double_a_join(
@@ -80,29 +70,15 @@ def test_kills_neither_lose_nor_double_a_join(
     rng = random.Random(2110)
     producer.start()
     try:
-        daemon.start()
-        daemon.wait_event("daemon_ready")
-        wait_for(
-            lambda: (daemon.metric('streamlearn_checkpoints_total{result="ok"}') or 0) >= 1,
-            60,
-            "the first checkpoint",
-        )
+        start_and_checkpoint(daemon)
         restored: list[dict[str, Any]] = []
         for kill in range(KILLS):
             if kill:
-                daemon.start()
-                daemon.wait_event("daemon_ready")
-                found = daemon.event("checkpoint_restored")
-                assert found is not None, kill
-                restored.append(found)
+                restored.append(restart(daemon, kill)[1])
             time.sleep(rng.uniform(0.5, 3.0))
             daemon.kill()
         producer.join(timeout=120)
-        daemon.start()
-        daemon.wait_event("daemon_ready")
-        wait_for(lambda: caught_up(daemon), 120, "the daemon caught up")
-        code, _ = daemon.terminate()
-        assert code == 0
+        run_to_end(daemon, lag_series=2 * PARTITIONS)  # both topics' partitions
     finally:
         producer.close()
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 import time
 from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
+
+from tests.support.background import Background
 
 
 @dataclass
@@ -36,9 +37,7 @@ class LateLabelProducer:
     seed: int = 21
     last_seq: dict[int, int] = field(default_factory=dict)
     decoys: list[str] = field(default_factory=list)
-    error: BaseException | None = None
-    _thread: threading.Thread | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
+    _background: Background = field(default_factory=Background)
 
     def __post_init__(self) -> None:
         self._events = self._schedule()
@@ -76,31 +75,25 @@ class LateLabelProducer:
         return sorted(events, key=lambda e: e[0])
 
     def start(self) -> None:
-        def run() -> None:
-            try:
-                began = time.monotonic()
-                for at, topic, partition, value in self._events:
-                    if self._stop.is_set():
-                        return
-                    ahead = began + max(at, 0.0) - time.monotonic()
-                    if ahead > 0:
-                        self._producer.flush()
-                        self._stop.wait(ahead)
-                    self._producer.send(topic, value=value, partition=partition)
-                self._producer.flush()
-            except BaseException as exc:  # reported by join()
-                self.error = exc
+        stop = self._background.stop
 
-        self._thread = threading.Thread(target=run, name="late-producer", daemon=True)
-        self._thread.start()
+        def run() -> None:
+            began = time.monotonic()
+            for at, topic, partition, value in self._events:
+                if stop.is_set():
+                    return
+                ahead = began + max(at, 0.0) - time.monotonic()
+                if ahead > 0:
+                    self._producer.flush()
+                    stop.wait(ahead)
+                self._producer.send(topic, value=value, partition=partition)
+            self._producer.flush()
+
+        self._background.launch(run, "late-producer")
 
     def join(self, timeout: float = 120.0) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            assert not self._thread.is_alive(), "the producer did not finish"
-        if self.error is not None:
-            raise self.error
+        self._background.join(timeout)
 
     def close(self) -> None:
-        self._stop.set()
+        self._background.halt(5)
         self._producer.close(timeout=5)

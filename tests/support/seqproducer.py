@@ -15,11 +15,12 @@ restarts the daemon, :meth:`send` all at once.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 
 from kafka import KafkaProducer
+
+from tests.support.background import Background
 
 
 @dataclass
@@ -38,9 +39,7 @@ class SequenceProducer:
     placed: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
     _sent_to: dict[int, int] = field(default_factory=dict)
     _key: int = 0
-    _thread: threading.Thread | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
+    _background: Background = field(default_factory=Background)
 
     def __post_init__(self) -> None:
         self.next_seq = {k: 1 for k in range(self.keys)}
@@ -93,36 +92,27 @@ class SequenceProducer:
     def start(self, records: int, per_second: float, chunk: int = 20) -> None:
         """Produce ``records`` more in the background, ``per_second`` on average."""
 
-        def run() -> None:
-            try:
-                began, done = time.monotonic(), 0
-                while done < records and not self._stop.is_set():
-                    n = min(chunk, records - done)
-                    self.send(n)
-                    done += n
-                    ahead = began + done / per_second - time.monotonic()
-                    if ahead > 0:
-                        self._stop.wait(ahead)
-            except BaseException as exc:  # reported by join()
-                self.error = exc
+        stop = self._background.stop
 
-        self._stop.clear()
-        self._thread = threading.Thread(target=run, name="seq-producer", daemon=True)
-        self._thread.start()
+        def run() -> None:
+            began, done = time.monotonic(), 0
+            while done < records and not stop.is_set():
+                n = min(chunk, records - done)
+                self.send(n)
+                done += n
+                ahead = began + done / per_second - time.monotonic()
+                if ahead > 0:
+                    stop.wait(ahead)
+
+        self._background.launch(run, "seq-producer")
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._background.running
 
     def join(self, timeout: float = 120.0) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-            assert not self._thread.is_alive(), "the producer did not finish"
-        if self.error is not None:
-            raise self.error
+        self._background.join(timeout)
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
+        self._background.halt()
         self._producer.close()

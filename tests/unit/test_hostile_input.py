@@ -143,6 +143,8 @@ class InboxLearner:
 
     def adapt_on(self, rows: list[list[float]]) -> None: ...
 
+    def keep_served(self, rows: list[dict[str, Any]]) -> None: ...
+
     def checkpoint(self) -> Future[dict[str, Any]]:
         raise NotImplementedError
 

@@ -15,12 +15,12 @@ from streamlearn.core.predictor import Predictor, fixed_route
 from streamlearn.core.types import Label, Sample
 from streamlearn.metrics import ServingMetrics
 from streamlearn.serve.board import SnapshotBoard
-from streamlearn.serve.core import LearnerView, ServingCore
+from streamlearn.serve.core import LearnerClient, LearnerView, ServingCore
 from streamlearn.serve.grpc import InferenceServicer
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.serve.snapshot import Snapshot
 from streamlearn.serve.tensors import TensorIn, label_tensor
-from streamlearn.settings import load_settings
+from streamlearn.settings import Settings, load_settings
 
 LABELS = (0, "spam")
 
@@ -32,6 +32,8 @@ class Learner:
         return Future()
 
     def adapt_on(self, rows: list[list[float]]) -> None: ...
+
+    def keep_served(self, rows: list[dict[str, Any]]) -> None: ...
 
     def checkpoint(self) -> Future[dict[str, Any]]:
         return Future()
@@ -56,7 +58,11 @@ def context() -> grpc.ServicerContext:
     return cast(grpc.ServicerContext, Context())
 
 
-def _core(labels: tuple[Label, ...] = LABELS) -> ServingCore:
+def _core(
+    labels: tuple[Label, ...] = LABELS,
+    settings: Settings | None = None,
+    learner: LearnerClient | None = None,
+) -> ServingCore:
     # Every row's logits favour class index 0, whose label is the integer 0.
     def forward(x: torch.Tensor) -> torch.Tensor:
         return torch.tensor([[5.0, -5.0]]).repeat(x.shape[0], 1)
@@ -78,7 +84,9 @@ def _core(labels: tuple[Label, ...] = LABELS) -> ServingCore:
             predictor=predictor,
         )
     )
-    return ServingCore(load_settings(None), board, Learner(), ServingMetrics())
+    return ServingCore(
+        settings or load_settings(None), board, learner or Learner(), ServingMetrics()
+    )
 
 
 def _declared(core: ServingCore) -> dict[str, str]:

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
 from streamlearn.core.types import TopicPartition
 from streamlearn.daemon import Daemon
+from streamlearn.sinks import MemorySink
 from tests.unit.test_daemon import Source, drain, make
 
 LABELS = "labels"
@@ -34,6 +37,26 @@ def joins(daemon: Daemon) -> float:
         value(daemon, "streamlearn_served_joins_total", {"expert": "0", "result": r}) or 0
         for r in ("right", "wrong")
     )
+
+
+def started(tmp_path: Path, sections: dict[str, Any]) -> tuple[Daemon, Source, MemorySink]:
+    """A started daemon on empty input and labels topics."""
+    source = Source("in", [[]])
+    source.add_topic(LABELS, [[]])
+    daemon, sink = make(tmp_path, source, **sections)
+    assert daemon.start()
+    return daemon, source, sink
+
+
+def phase(daemon: Daemon, source: Source, ids: range, flip: bool) -> None:
+    """A learnable stream (y = i % 2, from x), each label right after its sample; its
+    labels flipped with ``flip``; learned 8 samples at a time."""
+    for i in ids:
+        x = [float(i % 2), float(1 - i % 2)]
+        source.append(SAMPLES_TP, json.dumps({"x": x, "id": f"s{i}"}).encode())
+        source.append(LABELS_TP, json.dumps({"id": f"s{i}", "y": (i + flip) % 2}).encode())
+        if i % 8 == 7:
+            drain(daemon, source)
 
 
 def test_labels_after_their_samples_join_are_scored_and_learned(tmp_path: Path) -> None:
@@ -116,6 +139,8 @@ def test_pending_samples_and_waiting_labels_survive_a_restart_and_join_once(
         "pending_samples": 20,
         "waiting_labels": 10,
         "served_joins": 20,
+        "guard": None,
+        "challenger": None,
     }
 
     again = Source("in", [unlabeled(range(60))])
@@ -138,24 +163,13 @@ def test_the_guard_rolls_back_when_served_answers_go_wrong(tmp_path: Path) -> No
     last confirmed state, reports it, holds the flipped labels back, and versions go on."""
     guard = {"enabled": True, "window": 20, "confirm_joins": 20, "max_hold_joins": 1000}
     sections = {**ON, "labels": {"enabled": True, "guard": guard}}
-    source = Source("in", [[]])
-    source.add_topic(LABELS, [[]])
-    daemon, sink = make(tmp_path, source, **sections)
-    assert daemon.start()
+    daemon, source, sink = started(tmp_path, sections)
 
-    def phase(ids: range, flip: bool) -> None:
-        for i in ids:
-            x = [float(i % 2), float(1 - i % 2)]
-            source.append(SAMPLES_TP, json.dumps({"x": x, "id": f"s{i}"}).encode())
-            source.append(LABELS_TP, json.dumps({"id": f"s{i}", "y": (i + flip) % 2}).encode())
-            if i % 8 == 7:
-                drain(daemon, source)
-
-    phase(range(400), flip=False)
+    phase(daemon, source, range(400), flip=False)
     assert daemon.guard.rollbacks == 0
     served = value(daemon, "streamlearn_served_accuracy", {"window": "100"})
     version = daemon.engine.version
-    phase(range(400, 600), flip=True)
+    phase(daemon, source, range(400, 600), flip=True)
     assert daemon.guard.rollbacks == 1
     assert value(daemon, "streamlearn_rollbacks_total") == 1
     assert value(daemon, "streamlearn_guard_holding") == 1
@@ -164,6 +178,25 @@ def test_the_guard_rolls_back_when_served_answers_go_wrong(tmp_path: Path) -> No
     held = value(daemon, "streamlearn_label_outcomes_total", {"outcome": "held"})
     assert held is not None and held > 100
     assert served is not None
+
+    # The guard's band, rollback target and hold are in the checkpoint: a restart keeps them.
+    good_level = daemon.guard.guard.good_level
+    assert daemon.checkpoint("test")
+    daemon.shutdown()
+    loaded = FileCheckpointStore(tmp_path).load_latest()
+    assert loaded is not None
+    inspected = describe(loaded.path)["late_labels"]["guard"]
+    assert inspected["holding"] and inspected["rollbacks"] == 1
+    assert inspected["good_accuracy"] == good_level
+    assert inspected["good_version"] is not None and inspected["good_version"] < version
+    again = Source("in", [[]])
+    again.add_topic(LABELS, [[]])
+    second, _ = make(tmp_path, again, **sections)
+    assert second.start()
+    assert second.guard.guard.holding and second.guard.rollbacks == 1
+    assert second.guard.guard.good_level == good_level
+    assert second.guard.state_dict() is not None
+    assert value(second, "streamlearn_guard_holding") == 1
 
 
 def test_settings_refuse_what_late_labels_cannot_do() -> None:
@@ -176,6 +209,13 @@ def test_settings_refuse_what_late_labels_cannot_do() -> None:
             "model": {"task": "regression"},
             "labels": {"enabled": True, "guard": {"enabled": True}},
         },
+        "labels.challenger needs model.task: classification": {
+            "model": {"task": "regression"},
+            "labels": {"enabled": True, "challenger": {"enabled": True}},
+        },
+        "hidden would change the learned state's shape": {
+            "labels": {"enabled": True, "challenger": {"model": {"hidden": [8]}}},
+        },
     }
     for message, given in cases.items():
         sections = {"labels": {"enabled": True}, **given}
@@ -185,3 +225,22 @@ def test_settings_refuse_what_late_labels_cannot_do() -> None:
             assert message in str(exc), (message, str(exc))
         else:
             raise AssertionError(f"accepted: {sections}")
+
+
+def test_regression_scores_the_served_error_and_the_delay_per_expert(tmp_path: Path) -> None:
+    source = Source(
+        "in", [[json.dumps({"x": [i % 7, i % 3], "id": f"s{i}"}).encode() for i in range(40)]]
+    )
+    source.add_topic(LABELS, [[json.dumps({"id": f"s{i}", "y": 2.0}).encode() for i in range(40)]])
+    daemon, sink = make(tmp_path, source, model={"hidden": [4], "task": "regression"}, **ON)
+    assert daemon.start()
+    drain(daemon, source)
+    daemon.late_labels.update_gauges(force=True)
+    answers = {p.id: p.prediction for p in sink.predicted}
+    errors = [abs(2.0 - float(answers[f"s{i}"] or 0.0)) for i in range(40)]
+    error = value(daemon, "streamlearn_served_error", {"window": "100"})
+    assert error is not None and error == pytest.approx(sum(errors) / 40)
+    assert value(daemon, "streamlearn_served_accuracy", {"window": "100"}) is None
+    assert value(daemon, "streamlearn_label_delay_seconds_count", {"expert": "0"}) == 40
+    view = daemon.late_labels.view()
+    assert view is not None and view["served_mean_abs_error"]["100"] == error

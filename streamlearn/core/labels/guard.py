@@ -17,7 +17,9 @@ from __future__ import annotations
 import enum
 import math
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from streamlearn.core.labels.settings import GuardSettings
 
@@ -117,3 +119,25 @@ class ServedGuard:
                 self.has_good, self.good_level = False, None
             return verdict
         return Verdict(GuardAction.HOLD)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "recent": list(self.recent),
+            "holding": self.holding,
+            "has_good": self.has_good,
+            "has_candidate": self.has_candidate,
+            "good_level": self.good_level,
+            "since_capture": list(self._since_capture),
+            "held": self._held,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.recent.clear()
+        self.recent.extend(int(v) for v in state["recent"])
+        self.holding = bool(state["holding"])
+        self.has_good = bool(state["has_good"])
+        self.has_candidate = bool(state["has_candidate"])
+        level = state["good_level"]
+        self.good_level = None if level is None else float(level)
+        self._since_capture = [int(v) for v in state["since_capture"]]
+        self._held = int(state["held"])

@@ -23,12 +23,12 @@ class ServedAccuracy:
 
     def __init__(self, windows: Sequence[int]) -> None:
         self.windows = sorted(windows)
-        self._ring: deque[int] = deque(maxlen=self.windows[-1])
-        self._right = dict.fromkeys(self.windows, 0)
+        self._ring: deque[float] = deque(maxlen=self.windows[-1])
+        self._right: dict[int, float] = dict.fromkeys(self.windows, 0.0)
         self.joins = 0
 
-    def add(self, right: bool) -> None:
-        value = int(right)
+    def add(self, value: float) -> None:
+        """One join's score: 1/0 (right/wrong), or a regression answer's error."""
         ring = self._ring
         for w in self.windows:
             if len(ring) >= w:  # the value leaving window w
@@ -47,8 +47,8 @@ class ServedAccuracy:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self._ring.clear()
-        self._right = dict.fromkeys(self.windows, 0)
-        saved = [int(v) for v in state["ring"]]
+        self._right = dict.fromkeys(self.windows, 0.0)
+        saved = [float(v) for v in state["ring"]]
         for value in saved[-self.windows[-1] :]:
-            self.add(bool(value))
+            self.add(value)
         self.joins = int(state["joins"])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, field_validator
 
 from streamlearn.core.section import Section
@@ -27,6 +29,36 @@ class GuardSettings(Section):
     max_hold_joins: int = Field(3_000, ge=0)
 
 
+_SAME_SHAPE_FIELDS = frozenset({"learning_rate", "momentum", "weight_decay", "seed"})
+
+
+class ChallengerSettings(Section):
+    """A shadow model scored against the served one on the same delayed labels, promoted
+    when better by ``margin`` with ``confidence`` (classification only)."""
+
+    enabled: bool = False
+    # model.* fields the challenger changes. Only those that keep the learned state's
+    # shape (learning_rate, momentum, weight_decay, seed): a promotion moves the
+    # challenger's state into the champion, which must take it.
+    model: dict[str, Any] = Field(default_factory=lambda: {"learning_rate": 1e-2})
+    # Paired joins per test; the test is taken once per full block (fixed looks).
+    window: int = Field(500, ge=50)
+    # How much better (accuracy points, 0-1) the challenger must be, beyond the noise.
+    margin: float = Field(0.01, ge=0, le=1)
+    # One-sided confidence of "better by margin" (the lower bound's level).
+    confidence: float = Field(0.95, gt=0.5, lt=1)
+
+    @field_validator("model")
+    @classmethod
+    def _same_shape(cls, model: dict[str, Any]) -> dict[str, Any]:
+        if other := sorted(set(model) - _SAME_SHAPE_FIELDS):
+            raise ValueError(
+                f"labels.challenger.model: {', '.join(other)} would change the learned "
+                f"state's shape; allowed: {', '.join(sorted(_SAME_SHAPE_FIELDS))}"
+            )
+        return model
+
+
 class LabelsSettings(Section):
     """Late labels: a topic of ``{"id", "y"}`` records joined to unlabeled samples by id."""
 
@@ -39,9 +71,16 @@ class LabelsSettings(Section):
     max_pending: int = Field(100_000, ge=1)
     # Labels kept waiting for their sample (arrived first); past it the oldest is evicted.
     max_waiting: int = Field(100_000, ge=1)
+    # Served inference requests that carry an id (the v2 request "id") are kept for their
+    # late label like unlabeled samples from Kafka: the serving process hands the learner
+    # each row's id, input and answer (best effort: past serve.learn_queue_samples waiting,
+    # rows are dropped and counted, never refused). A request of n > 1 rows keeps its rows
+    # as "<id>/0" .. "<id>/<n-1>".
+    served_ids: bool = True
     # Windows (in joins) of streamlearn_served_accuracy.
     windows: list[int] = Field(default_factory=lambda: [100, 1000])
     guard: GuardSettings = Field(default_factory=GuardSettings)
+    challenger: ChallengerSettings = Field(default_factory=ChallengerSettings)
 
     @field_validator("windows")
     @classmethod

@@ -29,8 +29,8 @@ import torch
 from streamlearn.core.types import Label
 
 # Bytes an entry costs beside its features and id (dict slot, objects, floats): measured
-# with tracemalloc: 629 bytes per entry of 9 features (benchmarks/late_labels.py).
-_ENTRY_OVERHEAD_BYTES = 330
+# with tracemalloc: 637 bytes per entry of 9 features (benchmarks/late_labels.py).
+_ENTRY_OVERHEAD_BYTES = 338
 _FEATURE_BYTES = 32  # a Python float in a list: the object plus the pointer
 
 
@@ -44,6 +44,7 @@ class Pending:
     expert: str
     ts: float
     task: str | None = None
+    challenger: Label | None = None  # the challenger's answer then (labels.challenger)
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class Join:
     expert: str
     delay_s: float  # label time - sample time (0 when the label came first)
     task: str | None = None
+    challenger: Label | None = None
 
 
 @dataclass(slots=True)
@@ -181,6 +183,7 @@ class JoinStore:
                 "expert": [e.expert for e in entries],
                 "ts": [e.ts for e in entries],
                 "task": [e.task for e in entries],
+                "challenger": [e.challenger for e in entries],
             },
             "waiting": {
                 "ids": list(self.waiting),
@@ -195,8 +198,8 @@ class JoinStore:
         p, w = state["pending"], state["waiting"]
         xs = p["x"].tolist() if p["x"] is not None else []
         self.pending = OrderedDict(
-            (str(id_), Pending(list(x), pred, int(v), str(e), float(ts), task))
-            for id_, x, pred, v, e, ts, task in zip(
+            (str(id_), Pending(list(x), pred, int(v), str(e), float(ts), task, rival))
+            for id_, x, pred, v, e, ts, task, rival in zip(
                 p["ids"],
                 xs,
                 p["prediction"],
@@ -204,6 +207,8 @@ class JoinStore:
                 p["expert"],
                 p["ts"],
                 p["task"],
+                # Absent from checkpoints written before the challenger existed.
+                p.get("challenger", [None] * len(p["ids"])),
                 strict=True,
             )
         )
@@ -216,4 +221,14 @@ class JoinStore:
 
 
 def _join(id_: str, entry: Pending, y: Label, delay_s: float) -> Join:
-    return Join(id_, entry.x, y, entry.prediction, entry.version, entry.expert, delay_s, entry.task)
+    return Join(
+        id_,
+        entry.x,
+        y,
+        entry.prediction,
+        entry.version,
+        entry.expert,
+        delay_s,
+        entry.task,
+        entry.challenger,
+    )

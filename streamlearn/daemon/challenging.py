@@ -1,0 +1,165 @@
+"""The challenger in the daemon: a shadow engine learning what the champion learns.
+
+The challenger is the champion's configuration with ``labels.challenger.model`` changed
+(learning rate, momentum, weight decay, seed). It takes every learning step the champion
+takes (and adapts on served rows, and forgets, when the champion does) and answers the
+same unlabeled samples at the same moment; each late label then scores both answers as a
+pair (``core/labels/challenger.py`` decides). When a block of
+pairs shows it better by the margin with the confidence asked, its state is moved into the
+champion (versions go on, never back) and served at once: an event, a metric and a log
+line. The champion keeps its own configuration, learning on from the promoted state.
+
+Costs one more learning step per step while enabled. Its state is checkpointed with the
+join store, so a restart keeps the challenger and the open block.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from streamlearn.core.engine import Engine
+from streamlearn.core.errors import ModelError
+from streamlearn.core.labels.challenger import ChallengerJudge, PairedBlock
+from streamlearn.core.logging import get_logger
+from streamlearn.core.models.settings import ModelSettings
+from streamlearn.core.types import Label, Sample
+from streamlearn.daemon.endpoints import Endpoints
+from streamlearn.daemon.guarding import announce, restore_into
+from streamlearn.metrics import Metrics
+from streamlearn.settings import Settings
+
+log = get_logger(__name__)
+
+
+class ChallengerKeeper:
+    """Runs the shadow engine, scores pairs, promotes it into the champion."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        champion: Engine,
+        metrics: Metrics,
+        endpoints: Endpoints,
+        publish: Callable[[], None],
+    ) -> None:
+        cfg = settings.labels.challenger
+        self.enabled = (
+            cfg.enabled and settings.labels.enabled and settings.model.task == "classification"
+        )
+        self.config = cfg.model
+        self.champion = champion
+        self.metrics = metrics
+        self.endpoints = endpoints
+        self.publish = publish
+        self.judge = ChallengerJudge(cfg.window, cfg.margin, cfg.confidence)
+        self.engine: Engine | None = None
+        if self.enabled:
+            model = ModelSettings.model_validate({**settings.model.model_dump(), **cfg.model})
+            self.engine = Engine(
+                model, settings.engine, settings.drift, settings.experts, settings.adapt
+            )
+        self.promotions = 0
+        self.events: list[dict[str, Any]] = []
+
+    def shadow(self, chunk: Sequence[Sample]) -> dict[str, Label | None]:
+        """The challenger's step on what the champion just learned; its answers to the
+        chunk's unlabeled samples, by id."""
+        if self.engine is None:
+            return {}
+        result = self.engine.process(chunk)
+        return {p.id: p.prediction for p in result.predictions if p.id is not None}
+
+    def adapt(self, rows: list[list[float]]) -> None:
+        """Served rows the champion adapted on (``adapt.on_requests``): the challenger too."""
+        if self.engine is not None:
+            self.engine.adapt(rows)
+
+    def forget(self, samples: list[Sample], expert: str | None) -> None:
+        """Samples the champion unlearned (``POST /v1/forget``): the challenger too, where
+        it can (its expert may not hold them)."""
+        if self.engine is None:
+            return
+        try:
+            self.engine.forget(samples, expert)
+        except ModelError as exc:
+            log.info("challenger_not_forgotten", detail=str(exc))
+
+    def answer(self, rows: list[list[float]]) -> list[Label | None]:
+        """The challenger's answers to rows serving answered (None: nothing learned yet)."""
+        if self.engine is None or self.engine.pool is None or not self.engine.labels.labels:
+            return [None] * len(rows)
+        out = self.engine.predictor().predict(torch.tensor(rows, dtype=torch.float32))
+        return list(out.predictions)
+
+    def scored(self, champion_right: bool, challenger_right: bool) -> None:
+        block = self.judge.add(champion_right, challenger_right)
+        if self.judge.last is not None and self.judge.n == 0:
+            self._gauges(self.judge.last)
+        if block is not None:
+            self._promote(block)
+
+    def _promote(self, block: PairedBlock) -> None:
+        assert self.engine is not None
+        restored = restore_into(self.champion, copy.deepcopy(self.engine.state_dict()))
+        self.promotions += 1
+        self.judge.restart()
+        self.metrics.promotions.inc()
+        payload = {**_figures(block), "challenger_version": restored}
+        payload["model_version"] = self.champion.version
+        announce(self.endpoints, self.events, "challenger_promoted", payload)
+        self.publish()
+
+    def _gauges(self, block: PairedBlock) -> None:
+        self.metrics.challenger_accuracy.labels(role="champion").set(block.champion)
+        self.metrics.challenger_accuracy.labels(role="challenger").set(block.challenger)
+
+    def view(self) -> dict[str, Any] | None:
+        """The challenger's entry of ``/v1/models`` (JSON-safe); None when off."""
+        if self.engine is None:
+            return None
+        last = self.judge.last
+        return {
+            "config": self.config,
+            "version": self.engine.version,
+            "open_block": _figures(self.judge.block()),
+            "last_block": None if last is None else _figures(last),
+            "promotions": self.promotions,
+            "events": self.events[-10:],
+        }
+
+    # -- checkpoints -----------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any] | None:
+        if self.engine is None:
+            return None
+        return {
+            "engine": self.engine.state_dict(),
+            "judge": self.judge.state_dict(),
+            "promotions": self.promotions,
+        }
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if self.engine is None or state is None:
+            return
+        try:
+            self.engine.load_state_dict(state["engine"])
+        except (RuntimeError, KeyError, ValueError) as exc:  # its config changed
+            log.warning("challenger_state_dropped", error=str(exc))
+            return
+        self.judge.load_state_dict(state["judge"])
+        self.promotions = int(state["promotions"])
+
+
+def _figures(block: PairedBlock) -> dict[str, Any]:
+    return {
+        "pairs": block.pairs,
+        "champion_accuracy": round(block.champion, 4),
+        "challenger_accuracy": round(block.challenger, 4),
+        "only_challenger_right": block.only_challenger,
+        "only_champion_right": block.only_champion,
+        "difference_lower_bound": round(block.lower_bound, 4),
+    }

@@ -1,0 +1,105 @@
+"""The challenger: paired scores on delayed labels, promotion on a one-sided bound."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from streamlearn.checkpoint import FileCheckpointStore
+from streamlearn.checkpoint.inspect import describe
+from streamlearn.core.labels.challenger import ChallengerJudge, difference_lower_bound
+from tests.unit.test_daemon import Source, make
+from tests.unit.test_late_labels_daemon import LABELS, ON, phase, started, value
+
+
+def test_the_lower_bound_is_the_paired_difference_less_its_noise() -> None:
+    # 100 pairs: 30 only the challenger got right, 10 only the champion.
+    d, var = 0.2, (0.4 - 0.04) / 100
+    assert difference_lower_bound(30, 10, 100, 1.645) == pytest.approx(d - 1.645 * math.sqrt(var))
+    assert difference_lower_bound(0, 0, 100, 1.645) == 0.0  # identical answers: no evidence
+    assert difference_lower_bound(0, 0, 0, 1.645) == -1.0
+
+
+def test_a_block_promotes_only_past_the_margin_with_confidence() -> None:
+    judge = ChallengerJudge(window=100, margin=0.02, confidence=0.95)
+    # Block 1: the challenger better by 20 points (b=30, c=10): promoted at its 100th pair.
+    pairs = [(False, True)] * 30 + [(True, False)] * 10 + [(True, True)] * 60
+    decided = [judge.add(*p) for p in pairs]
+    assert all(d is None for d in decided[:-1])
+    block = decided[-1]
+    assert block is not None and block.pairs == 100
+    assert (block.only_challenger, block.only_champion) == (30, 10)
+    assert (block.champion, block.challenger) == (0.7, 0.9)
+    assert judge.n == 0  # the next block starts over
+    # Block 2: better by 4 points on 100 pairs (b=6, c=2) is within the noise: not promoted.
+    pairs = [(False, True)] * 6 + [(True, False)] * 2 + [(True, True)] * 92
+    assert [judge.add(*p) for p in pairs] == [None] * 100
+    assert judge.last is not None and judge.last.lower_bound < 0.02
+
+
+def test_a_better_challenger_is_promoted_served_and_checkpointed(tmp_path: Path) -> None:
+    """The champion barely learns (learning rate 1e-6); the challenger, the same model at
+    3e-2, learns the stream: the first block of paired late labels promotes it, an event,
+    a metric and a log line; the champion then answers as well; a restart keeps both."""
+    challenger = {"enabled": True, "window": 50, "margin": 0.05, "model": {"learning_rate": 3e-2}}
+    sections = {
+        **ON,
+        "model": {"hidden": [4], "learning_rate": 1e-6, "seed": 3},
+        "labels": {"enabled": True, "challenger": challenger},
+    }
+    daemon, source, sink = started(tmp_path, sections)
+
+    # Both must have seen both classes before their answers can differ in quality.
+    phase(daemon, source, range(16), flip=False)
+    version = daemon.engine.version
+    phase(daemon, source, range(16, 400), flip=False)
+    promoted = [p for kind, p in sink.events if kind == "challenger_promoted"]
+    assert promoted, daemon.challenger.view()
+    first = promoted[0]
+    assert first["challenger_accuracy"] - first["champion_accuracy"] > 0.05
+    assert first["difference_lower_bound"] > 0.05
+    assert value(daemon, "streamlearn_promotions_total") == len(promoted)
+    assert daemon.engine.version > version
+    # After the promotion the champion answers what the challenger learned.
+    assert daemon.late_labels.served.accuracy(100) == 1.0
+    daemon._publish_progress()
+    live = daemon.progress.served
+    assert live is not None and live["challenger"]["promotions"] == len(promoted)
+    assert live["challenger"]["config"] == {"learning_rate": 3e-2}
+
+    assert daemon.checkpoint("test")
+    daemon.shutdown()
+    loaded = FileCheckpointStore(tmp_path).load_latest()
+    assert loaded is not None
+    inspected = describe(loaded.path)["late_labels"]["challenger"]
+    assert inspected["promotions"] == len(promoted)
+    again = Source("in", [[]])
+    again.add_topic(LABELS, [[]])
+    second, _ = make(tmp_path, again, **sections)
+    assert second.start()
+    assert second.challenger.promotions == len(promoted)
+    assert second.challenger.engine is not None
+    assert second.challenger.engine.version == inspected["version"]
+
+
+def test_no_promotion_while_the_guard_holds_a_rollback(tmp_path: Path) -> None:
+    """Flipped labels: the guard rolls back and holds. The challenger learned the flips too
+    and agrees with them, so on the flipped labels it looks better than the rolled-back
+    champion; it must not be promoted (the poison would be served again): no pair is
+    scored while the guard holds, and the open block restarts at the rollback."""
+    guard = {"enabled": True, "window": 20, "confirm_joins": 20, "max_hold_joins": 1000}
+    challenger = {"enabled": True, "window": 50, "margin": 0.0, "model": {"seed": 1}}
+    sections = {**ON, "labels": {"enabled": True, "guard": guard, "challenger": challenger}}
+    daemon, source, sink = started(tmp_path, sections)
+
+    phase(daemon, source, range(400), flip=False)
+    promoted_before = daemon.challenger.promotions
+    phase(daemon, source, range(400, 800), flip=True)
+    assert daemon.guard.rollbacks == 1 and daemon.guard.guard.holding
+    kinds = [kind for kind, _ in sink.events]
+    rolled_back = kinds.index("served_model_rolled_back")
+    assert "challenger_promoted" not in kinds[rolled_back:]
+    assert daemon.challenger.promotions == promoted_before
+    assert daemon.challenger.judge.n == 0  # nothing scored during the hold
