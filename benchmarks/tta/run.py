@@ -88,7 +88,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     # Candidates for the reaction.
     "norm-restart": ("norm", {"on_shift": "restart"}, {}),
     "tent-restart": ("tent", {"on_shift": "restart"}, {}),
-    "cotta-statistics": ("cotta", {"on_shift": "statistics"}, {}),
+    "cotta-source10": ("cotta", {"source_weight": 0.1}, {}),
+    "cotta-source25": ("cotta", {"source_weight": 0.25}, {}),
     "cotta-restart-prior4": ("cotta", {"on_shift": "restart", "shift_prior": 4.0}, {}),
     # Ablation: each step on its batch alone, every guard off.
     "tent-bare": ("tent", UNGUARDED, {}),

@@ -191,6 +191,7 @@ class Adapter:
         # Who may teach is judged again on all the rows, by the model as it is now.
         teaches = state.guard.confident(self._predictions(module, rows, n_classes)[0])
         state.method.step(module, rows, teaches, n_classes)
+        self._toward_anchor(state, module)
         self._count(state, entropy, n_classes, report)
         reason = self._collapse(state, module, entropy, predicted, n_classes)
         if reason is not None:
@@ -290,6 +291,17 @@ class Adapter:
         """Batch norm's statistics back to the anchor's; weights and memory stay."""
         assert state.anchor is not None
         module.load_state_dict(norm_statistics(state.anchor, module), strict=False)
+
+    def _toward_anchor(self, state: _Expertise, module: nn.Module) -> None:
+        """Served statistics a ``source_weight`` share of the way back to the anchor's."""
+        weight = self.settings.source_weight
+        if weight == 0 or state.anchor is None:
+            return
+        served = module.state_dict()
+        with torch.no_grad():
+            for name, anchored in norm_statistics(state.anchor, module).items():
+                if anchored.is_floating_point():
+                    served[name].lerp_(anchored.to(served[name].device), weight)
 
     def _rewarm(self, state: _Expertise, module: nn.Module, rows: Tensor) -> None:
         """After a restart the statistics are the running average of the new domain's

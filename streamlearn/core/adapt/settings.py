@@ -81,6 +81,10 @@ class AdaptSettings(Section):
     # domain's statistics fading at norm_momentum per step.
     on_shift: Literal["restart", "none"] = "restart"
     shift_prior: float = Field(0.0, ge=0)
+    # After each step the served batch-norm statistics move this share of the way back to
+    # the anchor's (robust BN: a mix of source and target statistics). On a mild domain the
+    # anchor's statistics are close to right and the batches' add only noise.
+    source_weight: float = Field(0.0, ge=0, lt=1)
     guards: GuardSettings = Field(default_factory=GuardSettings)
 
     @field_validator("method")

@@ -1,0 +1,99 @@
+"""The reaction to an input shift pinned on seeded streams: the exact alarm rows, the exact
+batch that restarts, and which batch-norm statistics the entropy choice keeps."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from streamlearn.core.adapt.base import norm_statistics
+from streamlearn.core.adapt.adapter import AdaptReport, Adapter, _Expertise
+from streamlearn.core.drift.input_shift import InputShiftDetector
+from streamlearn.core.engine import Engine
+from tests.unit.test_adapt_shift import BATCH, FEATURES, engine, feed, rows, stream, teach
+from tests.unit.test_input_shift import shift_delay, stable
+
+LABELED = 320  # rows taught before the unlabeled stream (teach: 10 batches of 32)
+
+
+def test_the_detector_alarms_at_the_same_rows_on_a_seeded_stream() -> None:
+    # A 1-sd mean change in a tenth of 64 features: the rows from the change to the alarm.
+    assert [shift_delay(seed, "mean") for seed in range(5)] == [44, 45, 40, 46, 38]
+    # Away by 2 sd in every feature at row 600 and back at row 1,200: 14 rows late each.
+    rng = np.random.default_rng(3)
+    detector = InputShiftDetector(arl0=1e6)
+    a, b, back = stable(rng, 600), stable(rng, 600) + 2.0, stable(rng, 600)
+    assert detector.update_many(np.concatenate([a, b, back])) == [614, 1214]
+
+
+def test_the_engine_restarts_in_the_batch_of_the_alarm_and_in_no_other() -> None:
+    e = engine()
+    teach(e, torch.Generator().manual_seed(0))
+    x, switch = stream()
+    results = feed(e, x)
+    alarms = [ev.sample - LABELED for r in results for ev in r.shift_events]
+    assert switch == 320 and alarms == [332]
+    restarted = [i for i, r in enumerate(results) if r.adapt.resets]
+    assert restarted == [332 // BATCH] == [10]
+    assert results[10].adapt.resets == [("0", "input_shift")]
+    # The rows of that batch before the alarm (320..331) are not adapted on: 20 of 32 are.
+    assert results[10].adapt.adapted == 20
+    assert results[9].adapt.adapted == results[11].adapt.adapted == BATCH
+
+
+def trained(seed: int) -> Engine:
+    """A CoTTA-adapted engine that answers its 2-class task confidently (80 labeled
+    batches)."""
+    e = engine(method="cotta", batch_size=32, memory=64, augmentations=1)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(8):
+        teach(e, generator)
+    return e
+
+
+def expertise(e: Engine) -> tuple[Adapter, _Expertise, torch.nn.Module]:
+    assert e.adapter is not None and e.pool is not None
+    module = e.pool.active_expert.module
+    assert module is not None
+    return e.adapter, e.adapter.experts["0"], module
+
+
+def test_one_class_of_the_source_domain_after_a_wider_one_keeps_the_anchor_statistics() -> None:
+    e = trained(0)
+    generator = torch.Generator().manual_seed(1)
+    feed(e, rows(generator, 320))
+    feed(e, torch.randn(640, FEATURES, generator=generator) * 3)  # served: 3x the spread
+    source = rows(generator, 256)
+    one_class = source[source[:, 0] > 0][:32]  # class 1 only: its own statistics fit nothing
+    adapter, state, module = expertise(e)
+    assert adapter._best_statistics(state, module, one_class, 2) == "anchor"
+    # In the engine's step: the anchor's statistics are served again, no restart.
+    assert state.anchor is not None
+    anchored = norm_statistics(state.anchor, module)
+    served = {k: v.clone() for k, v in norm_statistics(module.state_dict(), module).items()}
+    adapter.shifted()
+    report = AdaptReport()
+    adapter.offer("0", module, one_class, 2, report)
+    assert report.resets == [] and report.steps == 1
+    running = norm_statistics(module.state_dict(), module)
+    # One step (momentum 0.1) on from the anchor's statistics, far from the served ones.
+    for name in ("1.running_mean", "1.running_var"):
+        from_anchor = float((running[name] - anchored[name]).norm())
+        from_served = float((running[name] - served[name]).norm())
+        assert 0 < from_anchor < 0.5 * from_served, name
+
+
+def test_one_class_of_the_adapted_domain_keeps_the_served_statistics() -> None:
+    e = trained(0)
+    generator = torch.Generator().manual_seed(1)
+    feed(e, rows(generator, 320))
+    feed(e, rows(generator, 640, gain=4.0))  # served: adapted to the 4x domain
+    shifted = rows(generator, 256, gain=4.0)
+    one_class = shifted[shifted[:, 0] > 3][:32]
+    adapter, state, module = expertise(e)
+    before = {k: v.clone() for k, v in norm_statistics(module.state_dict(), module).items()}
+    assert adapter._best_statistics(state, module, one_class, 2) == "serving"
+    # Weighing the candidates leaves the served statistics as they were (the batch count
+    # moves: the rows' own statistics are a batch seen).
+    for name in ("1.running_mean", "1.running_var"):
+        torch.testing.assert_close(module.state_dict()[name], before[name])
