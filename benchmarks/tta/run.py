@@ -88,7 +88,12 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     # Candidates for the reaction.
     "norm-restart": ("norm", {"on_shift": "restart"}, {}),
     "tent-restart": ("tent", {"on_shift": "restart"}, {}),
+    "cotta-source2": ("cotta", {"source_weight": 0.02}, {}),
+    "cotta-source4": ("cotta", {"source_weight": 0.04}, {}),
+    "cotta-source6": ("cotta", {"source_weight": 0.06}, {}),
     "cotta-source10": ("cotta", {"source_weight": 0.1}, {}),
+    "cotta-gated10": ("cotta", {"source_weight": 0.1, "source_gate": True}, {}),
+    "cotta-gated25": ("cotta", {"source_weight": 0.25, "source_gate": True}, {}),
     "cotta-source25": ("cotta", {"source_weight": 0.25}, {}),
     "cotta-restart-prior4": ("cotta", {"on_shift": "restart", "shift_prior": 4.0}, {}),
     # Ablation: each step on its batch alone, every guard off.

@@ -183,6 +183,7 @@ class Adapter:
             elif fit == "anchor":
                 self._anchor_statistics(state, module)
         entropy, predicted = self._predictions(module, x, n_classes)
+        pull = self._anchor_surer(state, module, x, entropy, n_classes)
         rows = x
         if self.settings.memory > 0:
             state.memory.add(x, predicted, state.guard.label_shares(n_classes))
@@ -191,7 +192,8 @@ class Adapter:
         # Who may teach is judged again on all the rows, by the model as it is now.
         teaches = state.guard.confident(self._predictions(module, rows, n_classes)[0])
         state.method.step(module, rows, teaches, n_classes)
-        self._toward_anchor(state, module)
+        if pull:
+            self._toward_anchor(state, module)
         self._count(state, entropy, n_classes, report)
         reason = self._collapse(state, module, entropy, predicted, n_classes)
         if reason is not None:
@@ -291,6 +293,20 @@ class Adapter:
         """Batch norm's statistics back to the anchor's; weights and memory stay."""
         assert state.anchor is not None
         module.load_state_dict(norm_statistics(state.anchor, module), strict=False)
+
+    def _anchor_surer(
+        self, state: _Expertise, module: nn.Module, x: Tensor, entropy: Tensor, n_classes: int
+    ) -> bool:
+        if self.settings.source_weight == 0:
+            return False
+        if not self.settings.source_gate or n_classes < 2:
+            return True
+        assert state.anchor is not None
+        kept = {k: v.clone() for k, v in norm_statistics(module.state_dict(), module).items()}
+        module.load_state_dict(norm_statistics(state.anchor, module), strict=False)
+        anchored = self._predictions(module, x, n_classes)[0]
+        module.load_state_dict(kept, strict=False)
+        return float(anchored.mean()) <= float(entropy.mean())
 
     def _toward_anchor(self, state: _Expertise, module: nn.Module) -> None:
         """Served statistics a ``source_weight`` share of the way back to the anchor's."""

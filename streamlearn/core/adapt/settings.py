@@ -85,6 +85,9 @@ class AdaptSettings(Section):
     # the anchor's (robust BN: a mix of source and target statistics). On a mild domain the
     # anchor's statistics are close to right and the batches' add only noise.
     source_weight: float = Field(0.0, ge=0, lt=1)
+    # Pull only at steps where the anchor's statistics answer the new rows at least as
+    # surely (mean prediction entropy) as the served ones.
+    source_gate: bool = False
     guards: GuardSettings = Field(default_factory=GuardSettings)
 
     @field_validator("method")
