@@ -94,6 +94,8 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "cotta-source10": ("cotta", {"source_weight": 0.1}, {}),
     "cotta-gated10": ("cotta", {"source_weight": 0.1, "source_gate": True}, {}),
     "cotta-gated25": ("cotta", {"source_weight": 0.25, "source_gate": True}, {}),
+    "tent-gated10": ("tent", {"source_weight": 0.1, "source_gate": True}, {}),
+    "tent-gated25": ("tent", {"source_weight": 0.25, "source_gate": True}, {}),
     "cotta-source25": ("cotta", {"source_weight": 0.25}, {}),
     "cotta-restart-prior4": ("cotta", {"on_shift": "restart", "shift_prior": 4.0}, {}),
     # Ablation: each step on its batch alone, every guard off.

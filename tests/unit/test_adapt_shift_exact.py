@@ -3,11 +3,13 @@ batch that restarts, and which batch-norm statistics the entropy choice keeps.""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
+from streamlearn.core.adapt.adapter import Adapter, AdaptReport, _Expertise
 from streamlearn.core.adapt.base import norm_statistics
-from streamlearn.core.adapt.adapter import AdaptReport, Adapter, _Expertise
 from streamlearn.core.drift.input_shift import InputShiftDetector
 from streamlearn.core.engine import Engine
 from tests.unit.test_adapt_shift import BATCH, FEATURES, engine, feed, rows, stream, teach
@@ -41,10 +43,10 @@ def test_the_engine_restarts_in_the_batch_of_the_alarm_and_in_no_other() -> None
     assert results[9].adapt.adapted == results[11].adapt.adapted == BATCH
 
 
-def trained(seed: int) -> Engine:
+def trained(seed: int, **adapt: Any) -> Engine:
     """A CoTTA-adapted engine that answers its 2-class task confidently (80 labeled
     batches)."""
-    e = engine(method="cotta", batch_size=32, memory=64, augmentations=1)
+    e = engine(method="cotta", batch_size=32, memory=64, augmentations=1, **adapt)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(8):
         teach(e, generator)
@@ -97,3 +99,42 @@ def test_one_class_of_the_adapted_domain_keeps_the_served_statistics() -> None:
     # moves: the rows' own statistics are a batch seen).
     for name in ("1.running_mean", "1.running_var"):
         torch.testing.assert_close(module.state_dict()[name], before[name])
+
+
+def test_source_weight_moves_the_statistics_that_share_back_to_the_anchors() -> None:
+    x = stream()[0][:BATCH]  # one batch of the source domain: one step each
+    running = {}
+    for weight in (0.0, 0.5):
+        e = engine(source_weight=weight)
+        teach(e, torch.Generator().manual_seed(0))
+        adapter, state, module = expertise(e)
+        feed(e, x)
+        running[weight] = {k: v.clone() for k, v in module.state_dict().items() if "running" in k}
+    assert state.anchor is not None
+    for name, value in running[0.5].items():
+        expected = torch.lerp(running[0.0][name], state.anchor[name], 0.5)
+        torch.testing.assert_close(value, expected)
+        assert not torch.allclose(value, running[0.0][name])
+
+
+def test_the_gated_pull_leaves_a_domain_the_served_statistics_fit_better() -> None:
+    x, switch = stream()
+    pulled = {}
+    for gate in (False, True):
+        e = engine(source_weight=0.5, source_gate=gate)
+        teach(e, torch.Generator().manual_seed(0))
+        results = feed(e, x[: switch + 4 * BATCH])
+        assert [i for i, r in enumerate(results) if r.adapt.resets] == [10]
+        pulled[gate] = running_stats(e)
+    reference = engine()
+    teach(reference, torch.Generator().manual_seed(0))
+    feed(reference, x[: switch + 4 * BATCH])
+    # Ungated, the 4x domain's statistics are dragged halfway back each step; gated, the
+    # served ones answer its rows more surely, so the last steps pulled nothing.
+    assert not torch.allclose(pulled[False], running_stats(reference))
+    torch.testing.assert_close(pulled[True], running_stats(reference))
+
+
+def running_stats(e: Engine) -> torch.Tensor:
+    _, _, module = expertise(e)
+    return torch.cat([v.flatten() for k, v in module.state_dict().items() if "running_" in k])

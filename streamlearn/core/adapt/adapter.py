@@ -282,12 +282,25 @@ class Adapter:
             scores = {"own": float(normalized_entropy(module(x), n_classes).mean())}
         if _on_scale(module, x):
             scores["serving"] = float(self._predictions(module, x, n_classes)[0].mean())
+        anchored = self._anchor_entropy(state, module, x, n_classes)
+        if anchored is not None:
+            scores["anchor"] = anchored
+        return min(scores, key=lambda name: scores[name])
+
+    def _anchor_entropy(
+        self, state: _Expertise, module: nn.Module, x: Tensor, n_classes: int
+    ) -> float | None:
+        """Mean prediction entropy on ``x`` with the anchor's batch-norm statistics; None
+        where they put the rows off the scale the network expects."""
+        assert state.anchor is not None
         kept = {k: v.clone() for k, v in norm_statistics(module.state_dict(), module).items()}
         module.load_state_dict(norm_statistics(state.anchor, module), strict=False)
-        if _on_scale(module, x):
-            scores["anchor"] = float(self._predictions(module, x, n_classes)[0].mean())
-        module.load_state_dict(kept, strict=False)
-        return min(scores, key=lambda name: scores[name])
+        try:
+            if not _on_scale(module, x):
+                return None
+            return float(self._predictions(module, x, n_classes)[0].mean())
+        finally:
+            module.load_state_dict(kept, strict=False)
 
     def _anchor_statistics(self, state: _Expertise, module: nn.Module) -> None:
         """Batch norm's statistics back to the anchor's; weights and memory stay."""
@@ -299,14 +312,10 @@ class Adapter:
     ) -> bool:
         if self.settings.source_weight == 0:
             return False
-        if not self.settings.source_gate or n_classes < 2:
+        if not self.settings.source_gate or n_classes < 2 or not batch_norms(module):
             return True
-        assert state.anchor is not None
-        kept = {k: v.clone() for k, v in norm_statistics(module.state_dict(), module).items()}
-        module.load_state_dict(norm_statistics(state.anchor, module), strict=False)
-        anchored = self._predictions(module, x, n_classes)[0]
-        module.load_state_dict(kept, strict=False)
-        return float(anchored.mean()) <= float(entropy.mean())
+        anchored = self._anchor_entropy(state, module, x, n_classes)
+        return anchored is not None and anchored <= float(entropy.mean())
 
     def _toward_anchor(self, state: _Expertise, module: nn.Module) -> None:
         """Served statistics a ``source_weight`` share of the way back to the anchor's."""
