@@ -310,10 +310,17 @@ class Adapter:
     def _anchor_surer(
         self, state: _Expertise, module: nn.Module, x: Tensor, entropy: Tensor, n_classes: int
     ) -> bool:
+        """Should this step end with a pull toward the anchor's statistics
+        (``source_weight``)? With ``source_gate``, only where the anchor's statistics put
+        the new rows on scale and answer them at least as surely as the served ones: a mild
+        domain, or a return to the source, where the batches' statistics add only noise and
+        class-sorted or mixed batches add bias."""
         if self.settings.source_weight == 0:
             return False
-        if not self.settings.source_gate or n_classes < 2 or not batch_norms(module):
+        if not self.settings.source_gate:
             return True
+        if n_classes < 2 or not batch_norms(module):
+            return False  # no entropy to judge by (regression): no pull
         anchored = self._anchor_entropy(state, module, x, n_classes)
         return anchored is not None and anchored <= float(entropy.mean())
 
