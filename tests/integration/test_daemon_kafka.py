@@ -42,7 +42,7 @@ def test_consume_learn_predict_and_metrics_move(
     assert metrics['streamlearn_predictions_total{kind="unlabeled"}'] == 60
     assert metrics['streamlearn_predictions_total{kind="prequential"}'] == 2_940
     assert metrics["streamlearn_learn_latency_seconds_count"] > 0
-    # With batch norm, the default adaptation (cotta) took one step once 32 unlabeled
+    # With batch norm, the default adaptation (tent) took one step once 32 unlabeled
     # samples waited; the rest wait for a full batch. The exact count is incidental: over
     # two partitions one micro-batch can bring two or three unlabeled samples at once, so
     # the step may take 32-34 of them, depending on how polls interleave.

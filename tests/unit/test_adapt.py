@@ -72,9 +72,9 @@ def test_each_method_lowers_error_on_a_shifted_stream(method: str) -> None:
     assert adapted < 0.5 * source, (method, source, adapted)
 
 
-def test_auto_is_cotta_for_a_classifier_norm_for_a_regressor_and_none_without_batch_norm() -> None:
+def test_auto_is_tent_for_a_classifier_norm_for_a_regressor_and_none_without_batch_norm() -> None:
     assert engine("auto").adapt_method == "none"  # until the network is built
-    assert trained("auto").adapt_method == "cotta"
+    assert trained("auto").adapt_method == "tent"
     regressor = ModelSettings(task="regression", hidden=[8], norm="batch", n_features=3)
     assert engine("auto", regressor).adapt_method == "norm"
     for model in (ModelSettings(hidden=[8]), ModelSettings(hidden=[8], norm="layer")):

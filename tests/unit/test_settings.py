@@ -130,7 +130,7 @@ def test_entropy_methods_need_a_classifier_and_auto_resolves_per_task() -> None:
     with pytest.raises(SettingsError, match=r"adapt\.method: 'tent' needs model\.task"):
         load_settings(None, model={"task": "regression"}, adapt={"method": "tent"})
     auto = load_settings(None).adapt
-    assert auto.method_for("classification", batch_norm=True) == "cotta"
+    assert auto.method_for("classification", batch_norm=True) == "tent"
     assert auto.method_for("regression", batch_norm=True) == "norm"
     assert auto.method_for("classification", batch_norm=False) == "none"
     tent = load_settings(None, adapt={"method": "tent"}).adapt

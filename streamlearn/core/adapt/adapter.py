@@ -183,6 +183,7 @@ class Adapter:
             elif fit == "anchor":
                 self._anchor_statistics(state, module)
         entropy, predicted = self._predictions(module, x, n_classes)
+        pull = self._anchor_surer(state, module, x, entropy, n_classes)
         rows = x
         if self.settings.memory > 0:
             state.memory.add(x, predicted, state.guard.label_shares(n_classes))
@@ -191,6 +192,8 @@ class Adapter:
         # Who may teach is judged again on all the rows, by the model as it is now.
         teaches = state.guard.confident(self._predictions(module, rows, n_classes)[0])
         state.method.step(module, rows, teaches, n_classes)
+        if pull:
+            self._toward_anchor(state, module)
         self._count(state, entropy, n_classes, report)
         reason = self._collapse(state, module, entropy, predicted, n_classes)
         if reason is not None:
@@ -279,17 +282,58 @@ class Adapter:
             scores = {"own": float(normalized_entropy(module(x), n_classes).mean())}
         if _on_scale(module, x):
             scores["serving"] = float(self._predictions(module, x, n_classes)[0].mean())
+        anchored = self._anchor_entropy(state, module, x, n_classes)
+        if anchored is not None:
+            scores["anchor"] = anchored
+        return min(scores, key=lambda name: scores[name])
+
+    def _anchor_entropy(
+        self, state: _Expertise, module: nn.Module, x: Tensor, n_classes: int
+    ) -> float | None:
+        """Mean prediction entropy on ``x`` with the anchor's batch-norm statistics; None
+        where they put the rows off the scale the network expects."""
+        assert state.anchor is not None
         kept = {k: v.clone() for k, v in norm_statistics(module.state_dict(), module).items()}
         module.load_state_dict(norm_statistics(state.anchor, module), strict=False)
-        if _on_scale(module, x):
-            scores["anchor"] = float(self._predictions(module, x, n_classes)[0].mean())
-        module.load_state_dict(kept, strict=False)
-        return min(scores, key=lambda name: scores[name])
+        try:
+            if not _on_scale(module, x):
+                return None
+            return float(self._predictions(module, x, n_classes)[0].mean())
+        finally:
+            module.load_state_dict(kept, strict=False)
 
     def _anchor_statistics(self, state: _Expertise, module: nn.Module) -> None:
         """Batch norm's statistics back to the anchor's; weights and memory stay."""
         assert state.anchor is not None
         module.load_state_dict(norm_statistics(state.anchor, module), strict=False)
+
+    def _anchor_surer(
+        self, state: _Expertise, module: nn.Module, x: Tensor, entropy: Tensor, n_classes: int
+    ) -> bool:
+        """Should this step end with a pull toward the anchor's statistics
+        (``source_weight``)? With ``source_gate``, only where the anchor's statistics put
+        the new rows on scale and answer them at least as surely as the served ones: a mild
+        domain, or a return to the source, where the batches' statistics add only noise and
+        class-sorted or mixed batches add bias."""
+        if self.settings.source_weight == 0:
+            return False
+        if not self.settings.source_gate:
+            return True
+        if n_classes < 2 or not batch_norms(module):
+            return False  # no entropy to judge by (regression): no pull
+        anchored = self._anchor_entropy(state, module, x, n_classes)
+        return anchored is not None and anchored <= float(entropy.mean())
+
+    def _toward_anchor(self, state: _Expertise, module: nn.Module) -> None:
+        """Served statistics a ``source_weight`` share of the way back to the anchor's."""
+        weight = self.settings.source_weight
+        if weight == 0 or state.anchor is None:
+            return
+        served = module.state_dict()
+        with torch.no_grad():
+            for name, anchored in norm_statistics(state.anchor, module).items():
+                if anchored.is_floating_point():
+                    served[name].lerp_(anchored.to(served[name].device), weight)
 
     def _rewarm(self, state: _Expertise, module: nn.Module, rows: Tensor) -> None:
         """After a restart the statistics are the running average of the new domain's
