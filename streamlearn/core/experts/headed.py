@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from streamlearn.core.errors import ModelError
 from streamlearn.core.experts.guard import StepGuard
-from streamlearn.core.models import training
+from streamlearn.core.models import evaluating, predict_with, training
 from streamlearn.core.models.heads import HeadedNetwork, KalmanHead, PrototypeHead, RlsHead
 from streamlearn.core.models.settings import ModelSettings
 from streamlearn.core.protocols import Expert, StateDict, StepScaling
@@ -66,12 +66,7 @@ class HeadExpert:
         return self.solver.forgetting if isinstance(self.solver, KalmanHead) else None
 
     def predict(self, x: Tensor) -> Tensor:
-        was_training = self.module.training
-        self.module.eval()
-        with torch.no_grad():
-            out: Tensor = self.module(x)
-        self.module.train(was_training)
-        return out if self.task == "classification" else out.squeeze(-1)
+        return predict_with(self.module, x, self.task)
 
     def learn(self, x: Tensor, y: Tensor) -> Tensor:
         body_learns = self.guard is not None and (
@@ -143,11 +138,8 @@ class HeadExpert:
             with training(self.module, x.shape[0]):
                 out: Tensor = self.module.body(x)
             return out
-        was_training = self.module.training
-        self.module.eval()
-        with torch.no_grad():
+        with evaluating(self.module):
             out = self.module.body(x)
-        self.module.train(was_training)
         return out
 
     def _targets(self, y: Tensor, learning: bool = True) -> Tensor:
