@@ -125,7 +125,8 @@ def build_network(
     link: Link = "identity" if settings.task == "regression" else "probability"
     if settings.head == "prototype":
         link = "logit"
-    return headed(module, n_outputs, link, settings.closed_form.max_width)
+    covariance = settings.head == "kalman"  # its P gives the served variance
+    return headed(module, n_outputs, link, settings.closed_form.max_width, covariance)
 
 
 def _head_expert(settings: ModelSettings, module: HeadedNetwork) -> Expert:
