@@ -30,6 +30,9 @@ from streamlearn.serve.snapshot import Snapshot
 from streamlearn.serve.tensors import TensorIn, TensorOut, label_datatype, label_tensor, to_features
 from streamlearn.settings import Settings
 
+# How long POST /v1/checkpoint and a forget (HTTP or gRPC) wait for the learner to take and
+# finish the request.
+CHECKPOINT_WAIT_S = 30.0
 OUTPUTS_CLASSIFICATION = ("predictions", "probabilities", "classes")
 OUTPUTS_REGRESSION = ("predictions",)
 # Returned only when asked for by name: the expert that answered each row, and each row's
