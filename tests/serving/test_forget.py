@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from streamlearn.core.experts.headed import HeadExpert
+from streamlearn.core.models.heads import KalmanHead
 from streamlearn.serve.proto import streamlearn_v1_pb2 as v1
 from streamlearn.serve.proto import streamlearn_v1_pb2_grpc as v1_grpc
 from tests.serving.conftest import TOKEN, Running, infer_body, settled, wait_until
@@ -83,8 +84,9 @@ def test_a_kalman_head_serves_its_predictive_variance_when_asked(
     assert sorted(outputs) == ["predictions", "variance"]
     spread = outputs["variance"]
     assert spread["datatype"] == "FP32" and spread["shape"] == [2]
-    expert = _head(running)
-    assert all(v > expert.solver.noise for v in spread["data"])
+    solver = _head(running).solver
+    assert isinstance(solver, KalmanHead)
+    assert all(v > solver.noise for v in spread["data"])
     assert spread["data"][1] > spread["data"][0]  # far from the data: less certain
     plain = running.http.post("/v2/models/streamlearn/infer", json=infer_body(rows))
     assert "variance" not in {o["name"] for o in plain.json()["outputs"]}  # on request only

@@ -9,7 +9,7 @@ import torch
 
 from streamlearn.core.engine import Engine
 from streamlearn.core.experts.headed import HeadExpert
-from streamlearn.core.models.heads import with_bias
+from streamlearn.core.models.heads import KalmanHead, with_bias
 from streamlearn.core.types import Prediction, Sample
 from streamlearn.serve.frozen import InProcessFreezer
 from streamlearn.settings import ExpertsSettings, ModelSettings
@@ -35,7 +35,7 @@ def _probe() -> torch.Tensor:
 def test_the_variance_is_the_filters_phi_p_phi_plus_noise() -> None:
     engine = _learned("kalman")
     expert = engine.expert
-    assert isinstance(expert, HeadExpert)
+    assert isinstance(expert, HeadExpert) and isinstance(expert.solver, KalmanHead)
     x = _probe()
     features = expert.module.body(x).detach()
     expected = expert.solver.variance(with_bias(features))

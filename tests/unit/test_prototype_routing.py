@@ -75,8 +75,10 @@ def test_prototypes_learn_with_their_expert_and_survive_a_checkpoint() -> None:
     assert pool is not None and sorted(pool.members) == ["0", "1"]
     a, b = (pool.members[e].prototypes for e in "01")
     assert a is not None and b is not None
-    # A: class 1 on x0 > 0, B the opposite: their class-1 means sit on opposite sides
-    assert float(a.weights()[0, 1]) > 0.5 and float(b.weights()[0, 1]) < -0.5
+    # B labels as A does the other way round: a class's mean of x0 sits on opposite sides
+    # (class indices in order of first appearance: the first label seen was 1, index 0)
+    assert float(a.weights()[0, 0]) > 0.5 and float(b.weights()[0, 0]) < -0.5
+    assert float(a.weights()[0, 1]) < -0.5 and float(b.weights()[0, 1]) > 0.5
     restored = Engine(MODEL, experts=ExpertsSettings(prototypes={"fallback": True}))
     decisions(restored, regimes("A", length=64))
     assert restored.pool is not None

@@ -48,11 +48,12 @@ class PrototypeSettings(Section):
     "Prototype routing")."""
 
     # Where the selector's confidence is below its threshold, the expert with the nearest
-    # class mean answers instead of the active one.
+    # class mean answers instead of the active one. Off: it lost accuracy on 5 of 6 streams.
     fallback: bool = False
     # A decision window runs only the active expert and this many others (those with the
     # lowest prototype loss on its first batch) through their networks; null: every expert.
-    shortlist: int | None = Field(None, ge=1)
+    # At 2 the pool's accuracy and decisions were unchanged on the benchmark streams.
+    shortlist: int | None = Field(2, ge=1)
 
 
 class ExpertsSettings(Section):
