@@ -161,6 +161,7 @@ class Engine:
             self.scaler,
             # Held samples are relearned in steps no bigger than a live batch's.
             self.engine_settings.max_batch,
+            self.settings.max_classes if self.is_classifier else None,
         )
         module = self.pool.active_expert.module
         has_batch_norm = module is not None and bool(batch_norms(module))
@@ -419,16 +420,19 @@ class Engine:
             self.device,
             self.scaler,
             self.target_scaler,
+            self.pool.variances(),
         )
 
     def _predict(self, x: Tensor, ids: list[str | None], experts: list[str]) -> list[Prediction]:
         predictor = self.predictor()
         answer = predictor.decode(predictor.outputs(x, experts), experts)
         self.samples_predicted += len(ids)
+        spread: list[float | None] = [None] * len(ids)
+        spread = list(predictor.variance(x, experts) or spread)  # the Kalman head's
         if answer.probabilities is None:  # regression
             return [
-                Prediction(id_, float(v), None, self.version, e)
-                for id_, v, e in zip(ids, answer.predictions, experts, strict=True)
+                Prediction(id_, float(v), None, self.version, e, s)
+                for id_, v, e, s in zip(ids, answer.predictions, experts, spread, strict=True)
             ]
         if not answer.predictions:  # no class learned yet
             return [
@@ -437,9 +441,9 @@ class Engine:
             ]
         names = [str(label) for label in self.labels.labels]
         return [
-            Prediction(id_, label, dict(zip(names, row.tolist(), strict=True)), self.version, e)
-            for id_, label, row, e in zip(
-                ids, answer.predictions, answer.probabilities, experts, strict=True
+            Prediction(id_, label, dict(zip(names, row.tolist(), strict=True)), self.version, e, s)
+            for id_, label, row, e, s in zip(
+                ids, answer.predictions, answer.probabilities, experts, spread, strict=True
             )
         ]
 

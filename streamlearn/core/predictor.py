@@ -9,7 +9,7 @@ prequential answers and the predictions it publishes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -32,6 +32,8 @@ class Output:
     predictions: list[Label]
     probabilities: Tensor | None  # [rows, classes seen], float32
     experts: list[str]  # the expert that answered each row
+    # Predictive variance per row (asked for, and every answering expert's head gives one).
+    variance: list[float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +47,34 @@ class Predictor:
     device: torch.device
     scaler: RunningStandardizer | None = None
     target_scaler: RunningStandardizer | None = None
+    # Expert id -> its predictive variance ([rows]), for experts whose head gives one.
+    variances: Mapping[str, Forward] = field(default_factory=dict)
 
-    def predict(self, x: Tensor) -> Output:
-        """Scale, route and decode a raw float32 batch ``[rows, n_features]``."""
+    def predict(self, x: Tensor, variance: bool = False) -> Output:
+        """Scale, route and decode a raw float32 batch ``[rows, n_features]``; with
+        ``variance``, also each row's predictive variance where the experts give one."""
         with torch.inference_mode():
             if self.scaler is not None:
                 x = self.scaler.transform(x)
             x = x.to(self.device)
             experts = self.route(x)
-            return self.decode(self.outputs(x, experts), experts)
+            out = self.decode(self.outputs(x, experts), experts)
+            if not variance:
+                return out
+            return replace(out, variance=self.variance(x, experts))
+
+    def variance(self, x: Tensor, experts: list[str]) -> list[float] | None:
+        """Each row's predictive variance from its expert (``x`` scaled), in the target's
+        own scale for regression; None unless every answering expert gives one."""
+        if not experts or any(e not in self.variances for e in experts):
+            return None
+        spread = torch.zeros(x.shape[0], dtype=torch.float64)
+        for expert, rows in rows_by_expert(experts).items():
+            spread[rows] = self.variances[expert](x[rows]).cpu().double()
+        if self.task == "regression" and self.target_scaler is not None:
+            # y = z * std + mean: a variance in z is std^2 times as large in y
+            spread *= float(self.target_scaler.scale()[0]) ** 2
+        return spread.tolist()
 
     def outputs(self, x: Tensor, experts: list[str]) -> Tensor:
         """Each row's raw outputs from its expert, on the CPU (``x`` already scaled)."""

@@ -35,15 +35,22 @@ class RunningStandardizer:
     def transform(self, x: Tensor) -> Tensor:
         if self.count < _MIN_COUNT_FOR_SCALE:
             return x
-        std = (self.m2 / self.count).sqrt().clamp_min(_EPS)
+        std = self.scale()
         z = (x.double() - self.mean.to(x.device)) / std.to(x.device)
         return z.clamp(-MAX_Z, MAX_Z).to(x.dtype)
 
     def inverse(self, z: Tensor) -> Tensor:
         if self.count < _MIN_COUNT_FOR_SCALE:
             return z
-        std = (self.m2 / self.count).sqrt().clamp_min(_EPS)
+        std = self.scale()
         return (z.double() * std.to(z.device) + self.mean.to(z.device)).to(z.dtype)
+
+    def scale(self) -> Tensor:
+        """Per-feature standard deviation (float64) ``transform`` divides by; ones before
+        there are statistics to scale with."""
+        if self.count < _MIN_COUNT_FOR_SCALE:
+            return torch.ones_like(self.mean)
+        return (self.m2 / self.count).sqrt().clamp_min(_EPS)
 
     def update(self, x: Tensor) -> None:
         n = x.shape[0]

@@ -73,6 +73,7 @@ class Prediction:
     probabilities: dict[str, float] | None
     model_version: int
     expert: str = "0"
+    variance: float | None = None  # predictive, where the expert's head gives one (Kalman)
 
 
 @dataclass(slots=True)

@@ -32,10 +32,14 @@ from streamlearn.serve.snapshot import Snapshot
 from streamlearn.serve.tensors import TensorIn, TensorOut, label_datatype, label_tensor, to_features
 from streamlearn.settings import Settings
 
+# How long POST /v1/checkpoint and a forget (HTTP or gRPC) wait for the learner to take and
+# finish the request.
+CHECKPOINT_WAIT_S = 30.0
 OUTPUTS_CLASSIFICATION = ("predictions", "probabilities", "classes")
 OUTPUTS_REGRESSION = ("predictions",)
-# Returned only when asked for by name: the expert that answered each row.
-OUTPUTS_ON_REQUEST = ("experts",)
+# Returned only when asked for by name: the expert that answered each row, and each row's
+# predictive variance (a Kalman head's: model.head kalman).
+OUTPUTS_ON_REQUEST = ("experts", "variance")
 
 
 @dataclasses.dataclass(slots=True)
@@ -158,15 +162,17 @@ class ServingCore:
         }
 
     def _output_metadata(self, snapshot: Snapshot | None) -> list[dict[str, Any]]:
-        experts = {"name": "experts", "datatype": "BYTES", "shape": [-1]}  # on request
+        on_request = [{"name": "experts", "datatype": "BYTES", "shape": [-1]}]
+        if self.settings.model.head == "kalman":
+            on_request.append({"name": "variance", "datatype": "FP32", "shape": [-1]})
         if self.settings.model.task == "regression":
-            return [{"name": "predictions", "datatype": "FP32", "shape": [-1]}, experts]
+            return [{"name": "predictions", "datatype": "FP32", "shape": [-1]}, *on_request]
         labels = snapshot.labels if snapshot else ()
         return [
             {"name": "predictions", "datatype": label_datatype(labels), "shape": [-1]},
             {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1]},
             {"name": "classes", "datatype": label_datatype(labels), "shape": [-1]},
-            experts,
+            *on_request,
         ]
 
     # -- inference -------------------------------------------------------------------------
@@ -194,7 +200,7 @@ class ServingCore:
             )
         wanted = self._requested_outputs(outputs)
         x = self._features(inputs, snapshot)
-        result = snapshot.predict(x)
+        result = snapshot.predict(x, variance="variance" in wanted)
         if self._adapt_on_requests:
             self.learner.adapt_on(x.tolist())
         if self._keep_served and request_id:
@@ -217,6 +223,15 @@ class ServingCore:
             )
             produced["classes"] = label_tensor("classes", snapshot.labels)
         produced["experts"] = TensorOut("experts", "BYTES", [rows], result.experts)
+        if "variance" in wanted:
+            if result.variance is None:
+                raise RequestError(
+                    422,
+                    "no_variance",
+                    "outputs: 'variance' is given by a head with a weight covariance only "
+                    "(model.head: kalman); this model's experts give none",
+                )
+            produced["variance"] = TensorOut("variance", "FP32", [rows], result.variance)
         # One expert answered most requests; several are named in the order they answered.
         answered = ",".join(dict.fromkeys(result.experts)) or snapshot.expert_id
         return InferAnswer(

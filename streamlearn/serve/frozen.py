@@ -24,6 +24,7 @@ from streamlearn.core.experts.expert import build_network
 from streamlearn.core.experts.selector import FrozenRouter
 from streamlearn.core.experts.settings import ExpertsSettings
 from streamlearn.core.models import build_mlp
+from streamlearn.core.models.heads import variances
 from streamlearn.core.models.settings import ModelSettings
 from streamlearn.core.predictor import Forward, Predictor, fixed_route
 from streamlearn.core.preprocess import RunningStandardizer
@@ -66,6 +67,7 @@ def snapshot_head(engine: Engine, generation: str) -> StateDict | None:
             "ids": dict(router.ids),
             "fallback": router.fallback,
             "threshold": router.threshold,
+            "prototypes": None if router.prototypes is None else dict(router.prototypes),
         },
         "scaler": engine.scaler.state_dict() if engine.scaler is not None else None,
         "target_scaler": (
@@ -119,6 +121,7 @@ class Assembler:
         self.experts = experts
         self.device = device
         self._forwards: dict[tuple[str, str], Forward] = {}
+        self._modules: dict[tuple[str, str], nn.Module] = {}  # the frozen networks among them
 
     def assemble(self, head: Mapping[str, Any], weights_of: WeightsOf) -> Snapshot:
         n_features = int(head["n_features"])
@@ -128,6 +131,8 @@ class Assembler:
         }
         # Only the experts of this head stay cached: pruned ones and old stamps go.
         self._forwards = {(i, head["stamps"][i]): f for i, f in forwards.items()}
+        self._modules = {k: m for k, m in self._modules.items() if k in self._forwards}
+        spreads = variances({i: m for (i, _), m in self._modules.items()})
         router = self._router(head["router"], n_features)
         expert_id = str(head["expert_id"])
         predictor = Predictor(
@@ -138,6 +143,7 @@ class Assembler:
             self.device,
             _scaler(head["scaler"], n_features),
             _scaler(head["target_scaler"], 1),
+            spreads,
         )
         names = head["feature_names"]
         return Snapshot(
@@ -164,6 +170,7 @@ class Assembler:
         if weights["kind"] == "module":
             module = built if isinstance(built, nn.Module) else built.module
             assert module is not None, "an expert with weights must build with a module"
+            self._modules[(id_, stamp)] = module
             return self._frozen_module(module, weights["state"])
         assert not isinstance(built, nn.Module)
         built.load_state_dict(weights["state"])
@@ -188,7 +195,10 @@ class Assembler:
         net = net.to(self.device).eval()
         net.requires_grad_(False)
         ids = {int(slot): str(id_) for slot, id_ in state["ids"].items()}
-        return FrozenRouter(net, ids, str(state["fallback"]), float(state["threshold"]))
+        prototypes = state.get("prototypes")  # absent in snapshots before prototype routing
+        return FrozenRouter(
+            net, ids, str(state["fallback"]), float(state["threshold"]), prototypes or None
+        )
 
 
 class InProcessFreezer:

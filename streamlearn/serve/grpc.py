@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from functools import wraps
 from typing import Any, TypeVar
 
@@ -20,9 +21,12 @@ import numpy as np
 
 from streamlearn.core.errors import RequestError
 from streamlearn.core.logging import get_logger
-from streamlearn.serve.core import InferAnswer, ServingCore
+from streamlearn.serve.auth import Scope
+from streamlearn.serve.core import CHECKPOINT_WAIT_S, InferAnswer, ServingCore
 from streamlearn.serve.proto import grpc_predict_v2_pb2 as pb
 from streamlearn.serve.proto import grpc_predict_v2_pb2_grpc as pb_grpc
+from streamlearn.serve.proto import streamlearn_v1_pb2 as v1
+from streamlearn.serve.proto import streamlearn_v1_pb2_grpc as v1_grpc
 from streamlearn.serve.tensors import NUMPY_TYPES, TensorIn, from_raw, to_raw
 
 log = get_logger(__name__)
@@ -32,6 +36,7 @@ _CODES = {
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.FAILED_PRECONDITION,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     422: grpc.StatusCode.INVALID_ARGUMENT,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -60,7 +65,7 @@ def _handled(method: Handler) -> Handler:
     name = method.__name__
 
     @wraps(method)
-    def call(self: InferenceServicer, request: Any, context: grpc.ServicerContext) -> Any:
+    def call(self: _Servicer, request: Any, context: grpc.ServicerContext) -> Any:
         metrics = self.core.metrics
         began = time.perf_counter()
         code = grpc.StatusCode.OK
@@ -86,16 +91,50 @@ def _handled(method: Handler) -> Handler:
     return call  # type: ignore[return-value]
 
 
-class InferenceServicer:
-    """The Open Inference Protocol v2 gRPC service, translating to and from ``ServingCore``."""
+class _Servicer:
+    """A gRPC service over ``ServingCore``; calls authorize from the metadata as HTTP does
+    from its header."""
 
     def __init__(self, core: ServingCore) -> None:
         self.core = core
 
-    def _authorize(self, context: grpc.ServicerContext) -> None:
+    def _authorize(self, context: grpc.ServicerContext, scope: Scope = "read") -> None:
         metadata = dict(context.invocation_metadata())
         header = metadata.get("authorization")
-        self.core.auth.check("read", header if isinstance(header, str) else None)
+        self.core.auth.check(scope, header if isinstance(header, str) else None)
+
+
+class LearnerServicer(_Servicer):
+    """``streamlearn.v1.Learner``: the /v1 calls the inference protocol has none for."""
+
+    @_handled
+    def Forget(self, request: v1.ForgetRequest, context: grpc.ServicerContext) -> v1.ForgetResponse:
+        self._authorize(context, "write")
+        items: list[Mapping[str, Any]] = [
+            {"x": list(s.x), "y": _label(s, i)} for i, s in enumerate(request.samples)
+        ]
+        future = self.core.forget(items, request.expert or None)
+        try:
+            done = future.result(timeout=CHECKPOINT_WAIT_S)
+        except FutureTimeout:
+            raise RequestError(
+                503,
+                "learner_busy",
+                f"the learner did not take the request within {CHECKPOINT_WAIT_S:.0f} s",
+            ) from None
+        return v1.ForgetResponse(forgotten=int(done["forgotten"]), expert=str(done["expert"]))
+
+
+def _label(sample: v1.LabeledSample, index: int) -> int | str | float:
+    which = sample.WhichOneof("y")
+    if which is None:
+        raise RequestError(422, "schema", f"samples[{index}].y: required for forgetting")
+    value: int | str | float = getattr(sample, which)
+    return value
+
+
+class InferenceServicer(_Servicer):
+    """The Open Inference Protocol v2 gRPC service, translating to and from ``ServingCore``."""
 
     @_handled
     def ServerLive(
@@ -218,6 +257,7 @@ class GrpcServer:
             ],
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(core), self.server)
+        v1_grpc.add_LearnerServicer_to_server(LearnerServicer(core), self.server)
         target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.port = self.server.add_insecure_port(target)
         if self.port == 0:

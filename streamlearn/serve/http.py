@@ -31,14 +31,11 @@ from streamlearn.core.logging import get_logger
 from streamlearn.serve import binary, schemas
 from streamlearn.serve.asgi import TRANSPORT, BodyLimit, RequestMetrics
 from streamlearn.serve.auth import Scope
-from streamlearn.serve.core import InferAnswer, ServingCore
+from streamlearn.serve.core import CHECKPOINT_WAIT_S, InferAnswer, ServingCore
 from streamlearn.serve.tensors import TensorIn
 
 log = get_logger(__name__)
 
-# How long POST /v1/checkpoint (and /v1/forget) waits for the learner to take and finish
-# the request.
-CHECKPOINT_WAIT_S = 30.0
 # How long POST /v1/learn waits for the learner to queue the samples (it answers from its
 # IPC thread, not its learning loop: milliseconds unless the process is starved).
 LEARNER_WAIT_S = 10.0

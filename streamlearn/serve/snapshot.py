@@ -63,6 +63,7 @@ class Snapshot:
     # its versions start below the last one served without being stale.
     generation: str = ""
 
-    def predict(self, x: Tensor) -> Output:
-        """Predict a float32 batch ``[rows, n_features]``; safe from any number of threads."""
-        return self.predictor.predict(x)
+    def predict(self, x: Tensor, variance: bool = False) -> Output:
+        """Predict a float32 batch ``[rows, n_features]``; safe from any number of threads.
+        ``variance``: also each row's predictive variance, where the experts give one."""
+        return self.predictor.predict(x, variance)

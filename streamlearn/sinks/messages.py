@@ -11,15 +11,16 @@ from streamlearn.core.types import DeadLetter, Prediction
 
 
 def prediction_message(item: Prediction) -> bytes:
-    return json.dumps(
-        {
-            "id": item.id,
-            "prediction": item.prediction,
-            "probabilities": item.probabilities,
-            "model_version": item.model_version,
-            "expert": item.expert,
-        }
-    ).encode()
+    message: dict[str, Any] = {
+        "id": item.id,
+        "prediction": item.prediction,
+        "probabilities": item.probabilities,
+        "model_version": item.model_version,
+        "expert": item.expert,
+    }
+    if item.variance is not None:  # only where the head gives one: a Kalman head's
+        message["variance"] = item.variance
+    return json.dumps(message).encode()
 
 
 def dead_letter_headers(item: DeadLetter) -> list[tuple[str, bytes]]:

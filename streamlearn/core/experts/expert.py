@@ -18,7 +18,7 @@ from streamlearn.core.errors import ModelError
 from streamlearn.core.experts.guard import StepGuard
 from streamlearn.core.experts.headed import HeadExpert, solver_for
 from streamlearn.core.extensions import require_members
-from streamlearn.core.models import ImageCnn, build_mlp, load_factory, training
+from streamlearn.core.models import ImageCnn, build_mlp, load_factory, predict_with, training
 from streamlearn.core.models.heads import HeadedNetwork, Link, headed
 from streamlearn.core.models.settings import ModelSettings
 from streamlearn.core.protocols import Expert, StateDict, StepScaling
@@ -49,12 +49,7 @@ class NeuralExpert:
         self._step_factor = 1.0
 
     def predict(self, x: Tensor) -> Tensor:
-        was_training = self.module.training
-        self.module.eval()
-        with torch.no_grad():
-            out: Tensor = self.module(x)
-        self.module.train(was_training)
-        return out if self.task == "classification" else out.squeeze(-1)
+        return predict_with(self.module, x, self.task)
 
     def learn(self, x: Tensor, y: Tensor) -> Tensor:
         with training(self.module, x.shape[0]):
@@ -130,7 +125,8 @@ def build_network(
     link: Link = "identity" if settings.task == "regression" else "probability"
     if settings.head == "prototype":
         link = "logit"
-    return headed(module, n_outputs, link, settings.closed_form.max_width)
+    covariance = settings.head == "kalman"  # its P gives the served variance
+    return headed(module, n_outputs, link, settings.closed_form.max_width, covariance)
 
 
 def _head_expert(settings: ModelSettings, module: HeadedNetwork) -> Expert:

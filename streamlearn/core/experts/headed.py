@@ -27,8 +27,14 @@ from torch import Tensor, nn
 
 from streamlearn.core.errors import ModelError
 from streamlearn.core.experts.guard import StepGuard
-from streamlearn.core.models import training
-from streamlearn.core.models.heads import HeadedNetwork, KalmanHead, PrototypeHead, RlsHead
+from streamlearn.core.models import evaluating, predict_with, training
+from streamlearn.core.models.heads import (
+    HeadedNetwork,
+    KalmanHead,
+    PrototypeHead,
+    RlsHead,
+    with_bias,
+)
 from streamlearn.core.models.settings import ModelSettings
 from streamlearn.core.protocols import Expert, StateDict, StepScaling
 
@@ -58,7 +64,7 @@ class HeadExpert:
         self.skipped: str | None = None
         self._base_lrs = [float(g["lr"]) for g in optimizer.param_groups] if optimizer else []
         self._step_factor = 1.0
-        self.module.set_head(solver.weights())
+        self._publish()
 
     @property
     def forgetting(self) -> float | None:
@@ -66,12 +72,12 @@ class HeadExpert:
         return self.solver.forgetting if isinstance(self.solver, KalmanHead) else None
 
     def predict(self, x: Tensor) -> Tensor:
-        was_training = self.module.training
-        self.module.eval()
-        with torch.no_grad():
-            out: Tensor = self.module(x)
-        self.module.train(was_training)
-        return out if self.task == "classification" else out.squeeze(-1)
+        return predict_with(self.module, x, self.task)
+
+    def variance(self, x: Tensor) -> Tensor:
+        """Each row's predictive variance (the Kalman head's; ModelError for the others)."""
+        with evaluating(self.module):
+            return self.module.variance(x)
 
     def learn(self, x: Tensor, y: Tensor) -> Tensor:
         body_learns = self.guard is not None and (
@@ -87,14 +93,20 @@ class HeadExpert:
             columns = max(self.n_seen, 1)
             error = nn.functional.mse_loss(scores[:, :columns], targets[:, :columns])
             self.skipped = self.guard.step(error)
-        rows = _with_bias(features.detach())
+        rows = with_bias(features.detach())
         if bool(torch.isfinite(rows).all()):
             self._update(rows, targets.to(rows))
         else:
             self.skipped = self.skipped or FEATURES
-        self.module.set_head(self.solver.weights())
+        self._publish()
         self.samples += x.shape[0]
         return losses.detach()
+
+    def _publish(self) -> None:
+        """The solve into the module (what serving runs), with the covariance if it has one."""
+        self.module.set_head(self.solver.weights())
+        if isinstance(self.solver, KalmanHead) and self.module.has_variance:
+            self.module.set_covariance(self.solver.P, self.solver.noise)
 
     def forget(self, x: Tensor, y: Tensor) -> int:
         """Remove these labeled samples from the head's solve exactly (RLS only): the weights
@@ -106,7 +118,7 @@ class HeadExpert:
         with torch.no_grad():
             features = self._features(x, body_learns=False)
             targets = self._targets(y, learning=False)
-        rows = _with_bias(features)
+        rows = with_bias(features)
         self.solver.downdate(rows, targets.to(rows))
         self.module.set_head(self.solver.weights())
         return x.shape[0]
@@ -133,6 +145,7 @@ class HeadExpert:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scale_step(self._step_factor)
         self.solver.load_state_dict(state["solver"])
+        self._publish()
         self.n_seen = int(state["n_seen"])
         self.samples = int(state["samples"])
         if self.guard is not None:
@@ -143,11 +156,8 @@ class HeadExpert:
             with training(self.module, x.shape[0]):
                 out: Tensor = self.module.body(x)
             return out
-        was_training = self.module.training
-        self.module.eval()
-        with torch.no_grad():
+        with evaluating(self.module):
             out = self.module.body(x)
-        self.module.train(was_training)
         return out
 
     def _targets(self, y: Tensor, learning: bool = True) -> Tensor:
@@ -169,13 +179,6 @@ class HeadExpert:
             self.solver.update(rows, targets, max(self.n_seen, 1))
         else:
             self.solver.update(rows, targets)
-
-
-def _with_bias(features: Tensor) -> Tensor:
-    """Float64 rows on the CPU, where the solvers live (float64 is slow on most GPUs and the
-    solve is small), with a constant column: the head's bias is its last weight row."""
-    rows = features.to("cpu", torch.float64)
-    return torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], dim=1)
 
 
 def solver_for(settings: ModelSettings, width: int, n_outputs: int) -> Solver:

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from streamlearn.core.experts.band import LossBand
+from streamlearn.core.experts.prototypes import InputPrototypes
 from streamlearn.core.experts.replay import ReplayBuffer
 from streamlearn.core.protocols import Expert, StateDict
 
@@ -39,13 +40,21 @@ class Member:
     """An expert together with what the pool tracks about it: slot, band, replay and usage."""
 
     def __init__(
-        self, id_: str, slot: int, expert: Expert, band: LossBand, replay: ReplayBuffer, sample: int
+        self,
+        id_: str,
+        slot: int,
+        expert: Expert,
+        band: LossBand,
+        replay: ReplayBuffer,
+        sample: int,
+        prototypes: InputPrototypes | None = None,
     ) -> None:
         self.id = id_
         self.slot = slot  # its output of the selector network
         self.expert = expert
         self.band = band
         self.replay = replay
+        self.prototypes = prototypes  # class means of its inputs (classification only)
         self.created = time.time()
         self.created_sample = sample
         self.samples_learned = 0
@@ -95,6 +104,7 @@ class Member:
             "last_active_sample": self.last_active_sample,
             "wins": self.wins,
             "accuracy": self.accuracy,
+            "prototypes": self.prototypes.state_dict() if self.prototypes is not None else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
@@ -107,6 +117,9 @@ class Member:
         self.last_active = state["last_active"]
         self.last_active_sample = int(state["last_active_sample"])
         self.wins, self.accuracy = int(state["wins"]), float(state["accuracy"])
+        # Absent before prototypes were kept: they then start empty and fill as it learns.
+        if self.prototypes is not None and state.get("prototypes") is not None:
+            self.prototypes.load_state_dict(state["prototypes"])
 
 
 def _tensors(state: Any) -> list[Tensor]:

@@ -30,6 +30,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import torch
@@ -39,9 +40,18 @@ from streamlearn.core.errors import CheckpointError
 from streamlearn.core.experts.band import LossBand
 from streamlearn.core.experts.decision import Decision, Learned, PoolStep
 from streamlearn.core.experts.guard import finite_or
+from streamlearn.core.experts.headed import HeadExpert
 from streamlearn.core.experts.member import Member, PoolEvent
+from streamlearn.core.experts.prototypes import InputPrototypes, nearest
 from streamlearn.core.experts.replay import ReplayBuffer
-from streamlearn.core.experts.selector import FrozenRouter, Scaler, Selector, rows_by_expert, scaled
+from streamlearn.core.experts.selector import (
+    FrozenRouter,
+    Router,
+    Scaler,
+    Selector,
+    rows_by_expert,
+    scaled,
+)
 from streamlearn.core.experts.settings import ExpertsSettings
 from streamlearn.core.protocols import Expert, StateDict
 
@@ -69,6 +79,7 @@ class ExpertPool:
         seed: int,
         scaler: Scaler | None = None,
         relearn_batch: int = RELEARN_BATCH,
+        n_classes: int | None = None,
     ) -> None:
         self.settings = settings
         self.factory = factory
@@ -76,6 +87,8 @@ class ExpertPool:
         self.device = device
         self.seed = seed
         self.relearn_batch = relearn_batch
+        self.n_features = n_features
+        self.n_classes = n_classes  # None (regression): no class prototypes
         self.members: dict[str, Member] = {}
         self.active_id = ""
         self.next_id = 0
@@ -113,7 +126,7 @@ class ExpertPool:
         deciding, the selector's pick (the regime is unknown then), else the leader."""
         if self.decision is None:
             return [self.active_id] * x.shape[0]
-        return self.selector.route(x, self._ids_by_slot(), self.leader().id)
+        return self.selector.route(x, self._ids_by_slot(), self.leader().id, self._nearest())
 
     def credit(self, answerers: list[str], correct: Tensor) -> None:
         """Each expert's prequential accuracy counts the answers it gave (``correct``: per
@@ -173,6 +186,8 @@ class ExpertPool:
         member.learned(scored, sample + n)
         if self.settings.replay.ratio > 0:
             member.replay.add(x, y)
+        if member.prototypes is not None:
+            member.prototypes.update(x, y)
         self.selector.observe(x, raw, member.slot, self._slots())
         if self.selector.skipped is not None:
             self.skips[f"selector_{self.selector.skipped}"] += 1
@@ -191,7 +206,12 @@ class ExpertPool:
         """Keep a labeled batch for the decision, scored by every expert on ``x_test``;
         the losses of the expert leading after it. ``x_train`` is what will be learned."""
         assert self.decision is not None
-        scored = {m.id: self.loss_fn(m.expert.predict(x_test), y) for m in self.members.values()}
+        scored = {
+            id_: self.loss_fn(self.members[id_].expert.predict(x_test), y)
+            for id_ in self._contenders(x_test, y)
+        }
+        for id_ in self.decision.loss_sums.keys() - scored.keys():
+            self.decision.loss_sums[id_] = math.inf  # off the shortlist: never chosen
         for id_, losses in scored.items():
             total = float(losses.double().sum())
             # An expert that cannot give a finite loss on the window is never the one chosen
@@ -202,6 +222,25 @@ class ExpertPool:
         self.decision.y.append(y)
         self.decision.count += x_train.shape[0]
         return scored[self.decision.leader(self.active_id)]
+
+    def _contenders(self, x: Tensor, y: Tensor) -> list[str]:
+        """The experts a decision scores by their networks: every one, or with
+        ``prototypes.shortlist`` the active one and the shortlist's size of others with the
+        lowest prototype loss on the window's first batch (the rest are out from then on)."""
+        assert self.decision is not None
+        if self.decision.count:
+            return [e for e, loss in self.decision.loss_sums.items() if math.isfinite(loss)]
+        size = self.settings.prototypes.shortlist
+        others = [m for m in self.members.values() if m.id != self.active_id]
+        if size is None or len(others) <= size or self.n_classes is None:
+            return list(self.members)
+
+        def prototype_loss(member: Member) -> float:
+            assert member.prototypes is not None
+            return float(member.prototypes.losses(x, y).mean())
+
+        ranked = sorted(others, key=prototype_loss)
+        return [self.active_id] + [m.id for m in ranked[:size]]
 
     def _close(self, sample: int, outcome: PoolStep) -> None:
         """Decide, then the chosen expert learns every held sample, ``relearn_batch`` rows a
@@ -259,6 +298,14 @@ class ExpertPool:
         """Each live expert's forward pass, by id: what a ``Predictor`` answers with."""
         return {id_: m.expert.predict for id_, m in self.members.items()}
 
+    def variances(self) -> dict[str, Forward]:
+        """The predictive variance of each live expert whose head gives one, by id."""
+        return {
+            id_: m.expert.variance
+            for id_, m in self.members.items()
+            if isinstance(m.expert, HeadExpert) and m.expert.module.has_variance
+        }
+
     def modules(self) -> dict[str, nn.Module]:
         """The live experts' networks, by id; an expert without one is left out."""
         found = {id_: m.expert.module for id_, m in self.members.items()}
@@ -268,10 +315,23 @@ class ExpertPool:
 
     def route(self, x: Tensor) -> list[str]:
         """The expert per row for unlabeled samples: the selector's, or the active one."""
-        return self.selector.route(x, self._ids_by_slot(), self.active_id)
+        return self.selector.route(x, self._ids_by_slot(), self.active_id, self._nearest())
 
     def frozen_router(self) -> FrozenRouter | None:
-        return self.selector.freeze(self._ids_by_slot(), self.active_id)
+        prototypes = self._prototypes()
+        if prototypes is not None:  # the learner goes on updating its own
+            prototypes = {id_: w.clone() for id_, w in prototypes.items()}
+        return self.selector.freeze(self._ids_by_slot(), self.active_id, prototypes)
+
+    def _prototypes(self) -> dict[str, Tensor] | None:
+        """Each expert's prototype weights when they route unsure rows (else None)."""
+        if not self.settings.prototypes.fallback or self.n_classes is None:
+            return None
+        return {m.id: m.prototypes.weights() for m in self.members.values() if m.prototypes}
+
+    def _nearest(self) -> Router | None:
+        prototypes = self._prototypes()
+        return None if prototypes is None else partial(nearest, prototypes)
 
     def nbytes(self) -> dict[str, int]:
         """Memory held, by part: expert weights and optimizers, replay, selector."""
@@ -334,6 +394,9 @@ class ExpertPool:
         member_seed = self.seed + self.next_id
         with torch.random.fork_rng(devices=[]):
             expert = self.factory(member_seed)
+        prototypes = (
+            InputPrototypes(self.n_features, self.n_classes) if self.n_classes is not None else None
+        )
         return Member(
             id_,
             slot,
@@ -341,6 +404,7 @@ class ExpertPool:
             LossBand(self.settings.band_memory),
             ReplayBuffer(self.settings.replay, member_seed),
             sample,
+            prototypes,
         )
 
     def _add(self, member: Member, sample: int) -> Member:

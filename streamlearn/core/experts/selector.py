@@ -27,20 +27,23 @@ scoring each batch as it comes, for a fraction of the calls.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from streamlearn.core.experts.guard import StepGuard
+from streamlearn.core.experts.prototypes import nearest
 from streamlearn.core.experts.replay import PairMemory, Reservoir
 from streamlearn.core.experts.settings import SelectorSettings
 from streamlearn.core.models import build_mlp
 from streamlearn.core.prequential import RollingMean
 from streamlearn.core.protocols import StateDict
 
+Router = Callable[[Tensor], list[str]]  # rows -> the expert id per row
 # Routing accuracy is reported over this many of the latest samples (and cumulatively).
 ROUTING_WINDOW = 1_000
 
@@ -60,18 +63,29 @@ def scaled(scaler: Scaler | None, x: Tensor) -> Tensor:
 
 
 def route(
-    net: nn.Module, x: Tensor, ids: Mapping[int, str], fallback: str, threshold: float
+    net: nn.Module,
+    x: Tensor,
+    ids: Mapping[int, str],
+    fallback: str,
+    threshold: float,
+    nearest: Router | None = None,
 ) -> list[str]:
-    """The expert id per row: the selector's choice among ``ids`` (slot -> id), or
-    ``fallback`` where its confidence is below ``threshold``."""
+    """The expert id per row: the selector's choice among ``ids`` (slot -> id) where its
+    confidence reaches ``threshold``; below it ``nearest``'s choice if given (the experts'
+    prototypes), else ``fallback``."""
     slots = sorted(ids)
     with torch.inference_mode():
         probs = torch.softmax(net(x)[:, slots], dim=1)
     confidence, best = probs.max(dim=1)
-    return [
-        ids[slots[b]] if c >= threshold else fallback
+    chosen = [
+        ids[slots[b]] if c >= threshold else None
         for b, c in zip(best.tolist(), confidence.tolist(), strict=True)
     ]
+    unsure = [row for row, c in enumerate(chosen) if c is None]
+    second = nearest(x[unsure]) if nearest is not None and unsure else [fallback] * len(unsure)
+    for row, id_ in zip(unsure, second, strict=True):
+        chosen[row] = id_
+    return [c if c is not None else fallback for c in chosen]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +96,12 @@ class FrozenRouter:
     ids: Mapping[int, str]
     fallback: str
     threshold: float
+    # Expert id -> its prototype weights, when they route the rows the selector is unsure of.
+    prototypes: Mapping[str, Tensor] | None = None
 
     def route(self, x: Tensor) -> list[str]:
-        return route(self.net, x, self.ids, self.fallback, self.threshold)
+        near = None if self.prototypes is None else partial(nearest, self.prototypes)
+        return route(self.net, x, self.ids, self.fallback, self.threshold, near)
 
 
 class Selector:
@@ -159,17 +176,24 @@ class Selector:
             return False
         return self.fresh >= self.settings.batch or any(r.size < r.capacity for r in held)
 
-    def route(self, x: Tensor, ids: Mapping[int, str], fallback: str) -> list[str]:
+    def route(
+        self, x: Tensor, ids: Mapping[int, str], fallback: str, nearest: Router | None = None
+    ) -> list[str]:
         if len(ids) < 2 or not self.trained:
             return [fallback] * x.shape[0]
-        return route(self.net, x, ids, fallback, self.settings.threshold)
+        return route(self.net, x, ids, fallback, self.settings.threshold, nearest)
 
-    def freeze(self, ids: Mapping[int, str], fallback: str) -> FrozenRouter | None:
+    def freeze(
+        self,
+        ids: Mapping[int, str],
+        fallback: str,
+        prototypes: Mapping[str, Tensor] | None = None,
+    ) -> FrozenRouter | None:
         if len(ids) < 2 or not self.trained:
             return None
         net = copy.deepcopy(self.net).eval()
         net.requires_grad_(False)
-        return FrozenRouter(net, dict(ids), fallback, self.settings.threshold)
+        return FrozenRouter(net, dict(ids), fallback, self.settings.threshold, prototypes)
 
     def forget(self, slot: int) -> None:
         """The expert in ``slot`` is gone: drop its pairs and reset its output."""

@@ -42,6 +42,20 @@ class ReplaySettings(Section):
     class_balanced: bool = False
 
 
+class PrototypeSettings(Section):
+    """Class means per expert on the inputs (``prototypes.py``): a routing signal without a
+    network forward. Classification only; the defaults are measured (docs/benchmarks.md,
+    "Prototype routing")."""
+
+    # Where the selector's confidence is below its threshold, the expert with the nearest
+    # class mean answers instead of the active one. Off: it lost accuracy on 5 of 6 streams.
+    fallback: bool = False
+    # A decision window runs only the active expert and this many others (those with the
+    # lowest prototype loss on its first batch) through their networks; null: every expert.
+    # At 2 the pool's accuracy and decisions were unchanged on the benchmark streams.
+    shortlist: int | None = Field(2, ge=1)
+
+
 class ExpertsSettings(Section):
     """The expert pool: its size and the reuse-or-spawn decision after a drift."""
 
@@ -69,3 +83,4 @@ class ExpertsSettings(Section):
     history: int = Field(1_000, ge=1)
     selector: SelectorSettings = Field(default_factory=SelectorSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    prototypes: PrototypeSettings = Field(default_factory=PrototypeSettings)

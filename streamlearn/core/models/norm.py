@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 NORMS = (*BATCH_NORMS, nn.LayerNorm, nn.GroupNorm)
@@ -43,3 +44,22 @@ def training(module: nn.Module, rows: int) -> Iterator[None]:
     finally:
         for layer in frozen:
             layer.train()
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode without autograd for a prediction; the module's mode is put back after."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+def predict_with(module: nn.Module, x: Tensor, task: str) -> Tensor:
+    """An expert's prediction by its network: outputs in eval mode, [n] for regression."""
+    with evaluating(module):
+        out: Tensor = module(x)
+    return out if task == "classification" else out.squeeze(-1)

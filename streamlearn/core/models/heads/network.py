@@ -19,6 +19,7 @@ The *link* turns the head's linear scores into outputs the engine scores with cr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
@@ -37,14 +38,24 @@ class HeadedNetwork(nn.Module):
 
     head_weight: Tensor  # [n_outputs, width]
     head_bias: Tensor  # [n_outputs]
+    head_covariance: Tensor  # [width + 1, width + 1] float64: the Kalman head's only
+    head_noise: Tensor  # [] float64
 
-    def __init__(self, body: nn.Module, width: int, n_outputs: int, link: Link) -> None:
+    def __init__(
+        self, body: nn.Module, width: int, n_outputs: int, link: Link, covariance: bool = False
+    ) -> None:
         super().__init__()
         self.body = body
         self.width = width
         self.link: Link = link
         self.register_buffer("head_weight", torch.zeros(n_outputs, width))
         self.register_buffer("head_bias", torch.zeros(n_outputs))
+        # A head with a weight covariance (Kalman) serves a predictive variance: the buffers
+        # travel with the module into checkpoints and serving snapshots.
+        self.has_variance = covariance
+        if covariance:
+            self.register_buffer("head_covariance", torch.zeros(width + 1, width + 1).double())
+            self.register_buffer("head_noise", torch.zeros((), dtype=torch.float64))
 
     def scores(self, features: Tensor) -> Tensor:
         """The head's linear scores of the body's features."""
@@ -55,12 +66,27 @@ class HeadedNetwork(nn.Module):
         if self.link == "probability":
             return torch.log(scores.clamp(min=PROBABILITY_FLOOR))
         if self.link == "logit":
-            best = scores.max(dim=1, keepdim=True).values
-            return torch.maximum(scores, best - LOGIT_SPAN)
+            return spanned(scores)
         return scores
 
     def forward(self, x: Tensor) -> Tensor:
         return self.outputs(self.scores(self.body(x)))
+
+    def variance(self, x: Tensor) -> Tensor:
+        """Predictive variance of each row's outputs, float32 [rows]: ``phi^T P phi + noise``
+        with ``phi`` the features and a 1 (columns share P). Heads without one: an error."""
+        if not self.has_variance:
+            raise ModelError("variance: only the kalman head gives a predictive variance")
+        features = self.body(x).to(torch.float64)
+        rows = torch.cat([features, torch.ones_like(features[:, :1])], dim=1)
+        spread = ((rows @ self.head_covariance) * rows).sum(dim=1) + self.head_noise
+        return spread.float()
+
+    @torch.no_grad()
+    def set_covariance(self, covariance: Tensor, noise: float) -> None:
+        """Take the Kalman solver's weight covariance and observation noise, in place."""
+        self.head_covariance.copy_(covariance)
+        self.head_noise.fill_(noise)
 
     @property
     def n_outputs(self) -> int:
@@ -72,6 +98,28 @@ class HeadedNetwork(nn.Module):
         the step guard watches these very tensors."""
         self.head_weight.copy_(weights[:-1].T)
         self.head_bias.copy_(weights[-1])
+
+
+def variances(modules: Mapping[str, nn.Module]) -> dict[str, Callable[[Tensor], Tensor]]:
+    """Of these networks (by id), the variance forward of each one that gives it."""
+    return {
+        id_: module.variance
+        for id_, module in modules.items()
+        if isinstance(module, HeadedNetwork) and module.has_variance
+    }
+
+
+def spanned(scores: Tensor) -> Tensor:
+    """Log-likelihood scores as logits, each held at most ``LOGIT_SPAN`` behind its row's best."""
+    best = scores.max(dim=1, keepdim=True).values
+    return torch.maximum(scores, best - LOGIT_SPAN)
+
+
+def with_bias(features: Tensor) -> Tensor:
+    """Float64 rows on the CPU, where the solvers live (float64 is slow on most GPUs and the
+    solve is small), with a constant column: the head's bias is its last weight row."""
+    rows = features.detach().to("cpu", torch.float64)
+    return torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], dim=1)
 
 
 class _PooledFeatures(nn.Module):
@@ -87,9 +135,12 @@ class _PooledFeatures(nn.Module):
         return out
 
 
-def headed(network: nn.Module, n_outputs: int, link: Link, max_width: int) -> HeadedNetwork:
+def headed(
+    network: nn.Module, n_outputs: int, link: Link, max_width: int, covariance: bool = False
+) -> HeadedNetwork:
     """``network`` (an MLP as ``build_mlp`` makes it, or an ``ImageCnn``) with its last linear
-    layer replaced by a closed-form head over the features that layer read."""
+    layer replaced by a closed-form head over the features that layer read (``covariance``:
+    with a weight covariance, for a predictive variance)."""
     if isinstance(network, ImageCnn):
         body: nn.Module = _PooledFeatures(network)
         width = network.head.in_features
@@ -105,4 +156,4 @@ def headed(network: nn.Module, n_outputs: int, link: Link, max_width: int) -> He
             f"model.closed_form.max_width={max_width} (its update costs width^2): "
             "narrow the last hidden layer or raise the limit"
         )
-    return HeadedNetwork(body, width, n_outputs, link)
+    return HeadedNetwork(body, width, n_outputs, link, covariance)

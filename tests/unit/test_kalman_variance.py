@@ -1,0 +1,88 @@
+"""The Kalman head's predictive variance: computed in the module from the filter's covariance,
+the same in the learner, in a serving snapshot and in prediction records; absent elsewhere."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from streamlearn.core.engine import Engine
+from streamlearn.core.experts.headed import HeadExpert
+from streamlearn.core.models.heads import KalmanHead, with_bias
+from streamlearn.core.types import Prediction, Sample
+from streamlearn.serve.frozen import InProcessFreezer
+from streamlearn.settings import ExpertsSettings, ModelSettings
+from streamlearn.sinks.messages import prediction_message
+
+
+def _learned(head: str, task: str = "classification") -> Engine:
+    model = ModelSettings(head=head, hidden=[8], task=task)
+    engine = Engine(model, experts=ExpertsSettings(enabled=False))
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(256, 3, generator=g)
+    y = (x[:, 0] > 0).long().tolist() if task == "classification" else x[:, 1].tolist()
+    for start in range(0, 256, 32):
+        rows = x[start : start + 32].tolist()
+        engine.process([Sample(r, t) for r, t in zip(rows, y[start : start + 32], strict=True)])
+    return engine
+
+
+def _probe() -> torch.Tensor:
+    return torch.tensor([[0.5, -1.0, 0.2], [3.0, 3.0, 3.0], [0.0, 0.0, 0.0]])
+
+
+def test_the_variance_is_the_filters_phi_p_phi_plus_noise() -> None:
+    engine = _learned("kalman")
+    expert = engine.expert
+    assert isinstance(expert, HeadExpert) and isinstance(expert.solver, KalmanHead)
+    x = _probe()
+    features = expert.module.body(x).detach()
+    expected = expert.solver.variance(with_bias(features))
+    torch.testing.assert_close(expert.variance(x).double(), expected, rtol=1e-5, atol=1e-6)
+    assert bool((expected > expert.solver.noise).all())  # the weights' uncertainty adds to it
+    # far from the data (row 1) the prediction is less certain than at its centre (row 2)
+    assert float(expected[1]) > float(expected[2])
+
+
+def test_the_learner_and_its_serving_snapshot_give_the_same_variance() -> None:
+    engine = _learned("kalman")
+    x = _probe()
+    live = engine.predictor().predict(x, variance=True)
+    snapshot = InProcessFreezer(engine).freeze()
+    assert snapshot is not None
+    served = snapshot.predict(x, variance=True)
+    assert live.variance is not None and served.variance is not None
+    assert served.variance == live.variance
+    assert snapshot.predict(x).variance is None  # only when asked for
+
+
+def test_regression_variance_is_in_the_targets_scale() -> None:
+    engine = _learned("kalman", task="regression")
+    x = _probe()
+    assert engine.target_scaler is not None
+    expert = engine.expert
+    assert isinstance(expert, HeadExpert)
+    scaled = engine.scaler.transform(x) if engine.scaler is not None else x
+    std = float(engine.target_scaler.scale()[0])
+    answer = engine.predictor().predict(x, variance=True)
+    assert answer.variance is not None
+    expected = (expert.variance(scaled).double() * std**2).tolist()
+    assert answer.variance == expected
+
+
+def test_heads_without_a_covariance_give_none() -> None:
+    for head in ("sgd", "rls"):
+        engine = _learned(head)
+        assert engine.predictor().predict(_probe(), variance=True).variance is None
+
+
+def test_prediction_records_carry_the_variance_only_when_there_is_one() -> None:
+    with_spread = json.loads(prediction_message(Prediction("a", 1, {"1": 0.9}, 7, "0", 0.25)))
+    assert with_spread["variance"] == 0.25
+    assert "variance" not in json.loads(prediction_message(Prediction("a", 1, None, 7, "0")))
+    engine = _learned("kalman")
+    result = engine.process([Sample(row, None) for row in _probe().tolist()])
+    spreads = [p.variance for p in result.predictions]
+    expected = engine.predictor().predict(_probe(), variance=True).variance
+    assert spreads == expected
