@@ -44,6 +44,7 @@ from streamlearn.runtime.settings import MetricsSettings
 from streamlearn.serve.settings import TOKEN_HINT, ServeSettings, token_problem
 from streamlearn.settings.env import merge, read_environment
 from streamlearn.sources.settings import KafkaSettings
+from streamlearn.sync.settings import SyncSettings
 
 __all__ = [
     "ADAPT_METHODS",
@@ -70,6 +71,7 @@ __all__ = [
     "SelectorSettings",
     "ServeSettings",
     "Settings",
+    "SyncSettings",
     "dump_defaults",
     "load_settings",
     "token_problem",
@@ -101,6 +103,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
 
     @model_validator(mode="after")
     def _error_signal_needs_classes(self) -> Settings:
