@@ -13,6 +13,7 @@ momentum's ``g`` and ``v`` are identical on every replica, and checkpointed with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from fnmatch import fnmatchcase
 from typing import Any
@@ -79,6 +80,11 @@ class Averager:
         self.momentum = momentum
         self.global_weights: dict[str, Tensor] = {}  # g: the weights of the last sync
         self.velocity: dict[str, Tensor] = {}  # v
+        # Of the last round: RMS distance of this replica's expert weights from the mean,
+        # local tensors the template lacks, bytes of the averaged vector.
+        self.divergence = 0.0
+        self.dropped = 0
+        self.nbytes = 0
 
     def average(self, template: Mapping[str, Any], local: Mapping[str, Any], sum_fn: SumFn) -> Any:
         """``template`` with its averaged tensors replaced by the group's (collective: every
@@ -99,14 +105,21 @@ class Averager:
         summed = sum_fn(packed)
         counts = summed[-len(paths) :] if paths else summed[:0]
         means: dict[str, Tensor] = {}
-        offset = 0
+        offset, squares, elements = 0, 0.0, 0
         for i, path in enumerate(paths):
             target = targets[path]
             n = target.numel()
             total = summed[offset : offset + n].view(target.shape)
             offset += n
             mean = total / counts[i] if counts[i] > 0 else target.double()
+            own = mine.get(path)
+            if weights[i] and own is not None and _matches(path, WITH_MOMENTUM):
+                squares += float((own.detach().double().cpu() - mean).pow(2).sum())
+                elements += n
             means[path] = self._step(path, mean).to(target.dtype)
+        self.divergence = math.sqrt(squares / elements) if elements else 0.0
+        self.dropped = sum(1 for p in mine if p not in targets and _matches(p, AVERAGED))
+        self.nbytes = packed.numel() * packed.element_size()
         self.global_weights = {p: g for p, g in self.global_weights.items() if p in means}
         self.velocity = {p: v for p, v in self.velocity.items() if p in means}
         return replaced(template, means)

@@ -54,6 +54,7 @@ def _replica(rank: int, port: int, out: str) -> None:
     group = Group(settings, torch.device("cpu"))
     try:
         results: dict[str, list[Any]] = {}
+        stats: list[list[float]] = []
         for momentum in (0.0, 0.5):
             averager = Averager(momentum)
             rounds = results[str(momentum)] = []
@@ -62,8 +63,9 @@ def _replica(rank: int, port: int, out: str) -> None:
                 local = _state(rank, values[rank])
                 template = group.broadcast_state(local if rank == 0 else None, src=0)
                 rounds.append(averager.average(template, local, group.all_reduce_sum))
+                stats.append([averager.divergence, float(averager.dropped)])
         gathered = group.all_gather_json({"rank": rank, "offsets": [["t", rank, 10 * rank]]})
-        torch.save({"results": results, "gathered": gathered}, Path(out) / f"rank{rank}.pt")
+        torch.save({"results": results, "gathered": gathered, "stats": stats}, Path(out) / f"rank{rank}.pt")
     finally:
         group.close()
 
@@ -101,6 +103,15 @@ def test_plain_average_is_the_mean_and_the_rest_is_the_template(
     assert torch.equal(
         second["pool"]["members"]["0"]["expert"]["module"]["w"], torch.full((2, 2), 7.0)
     )
+
+
+def test_divergence_and_dropped_tensors_are_reported(pair: list[dict[str, Any]]) -> None:
+    # Round 1: rank 0's w=1, b=(1,-1) vs the mean w=2, b=(2,-2): every element 1 off -> RMS 1;
+    # rank 1 (w=3) likewise. Rank 1's expert "1" is not in rank 0's pool: 1 tensor dropped.
+    assert pair[0]["stats"][0] == [1.0, 0.0]
+    assert pair[1]["stats"][0] == [1.0, 1.0]
+    # Round 2: 5 and 9 around 7 -> RMS 2.
+    assert pair[0]["stats"][1] == [2.0, 0.0]
 
 
 def test_server_momentum_steps_from_the_last_global_weights(pair: list[dict[str, Any]]) -> None:
