@@ -128,6 +128,10 @@ class Settings(BaseSettings):
             )
         if self.labels.enabled and self.kafka.labels_topic == self.kafka.input_topic:
             raise ValueError("kafka.labels_topic must differ from kafka.input_topic")
+        if self.sync.enabled and self.labels.enabled:
+            raise ValueError(
+                "sync.enabled and labels.enabled: late labels are not synced between replicas yet"
+            )
         if self.labels.guard.enabled and self.model.task != "classification":
             raise ValueError("labels.guard needs model.task: classification (it judges accuracy)")
         return self

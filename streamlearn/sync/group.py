@@ -62,6 +62,7 @@ class Group:
         backend = settings.backend
         if backend == "auto":
             backend = "nccl" if device.type == "cuda" else "gloo"
+        self.last_bytes = 0  # of the last broadcast state
         self.device = device if backend == "nccl" else torch.device("cpu")
         dist.init_process_group(
             backend, store=self.store, rank=self.rank, world_size=self.world_size, timeout=timeout
@@ -92,6 +93,7 @@ class Group:
         data = encode({**state, "format": FORMAT_VERSION}) if self.rank == src and state else b""
         size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
         dist.broadcast(size, src)
+        self.last_bytes = int(size.item())
         if int(size.item()) == 0:
             return {}
         buffer = torch.empty(int(size.item()), dtype=torch.uint8, device=self.device)

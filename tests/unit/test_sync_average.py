@@ -65,7 +65,9 @@ def _replica(rank: int, port: int, out: str) -> None:
                 rounds.append(averager.average(template, local, group.all_reduce_sum))
                 stats.append([averager.divergence, float(averager.dropped)])
         gathered = group.all_gather_json({"rank": rank, "offsets": [["t", rank, 10 * rank]]})
-        torch.save({"results": results, "gathered": gathered, "stats": stats}, Path(out) / f"rank{rank}.pt")
+        torch.save(
+            {"results": results, "gathered": gathered, "stats": stats}, Path(out) / f"rank{rank}.pt"
+        )
     finally:
         group.close()
 
