@@ -150,7 +150,7 @@ class Replica:
         began = time.perf_counter()
         self.round += 1
         built, checkpoint_due = int(self.engine.n_features is not None), int(self.checkpointer.due)
-        flags = group.all_gather_ints([built, checkpoint_due])
+        flags = group.all_gather_ints([built, checkpoint_due, self.engine.version])
         source = min((r for r, f in enumerate(flags) if f[0]), default=0)
         template = group.broadcast_state(self._fresh() if group.rank == source else None, source)
         nbytes = group.last_bytes
@@ -158,6 +158,9 @@ class Replica:
             local = self.engine.state_dict()
             averaged = self.averager.average(template["engine"], local, group.all_reduce_sum)
             self._load_engine(averaged)
+            # One version for the group's model, above every replica's: serving takes only
+            # newer snapshots, and every replica then reports the same one.
+            self.engine.version = max(f[2] for f in flags) + 1
             nbytes += self.averager.nbytes
             self.metrics.sync_dropped.inc(self.averager.dropped)
         self._steps, self._since = 0, time.monotonic()
