@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,14 +48,17 @@ RESULTS = Path(__file__).resolve().parent / "results"
 BATCH = 32
 
 
-def _settings(rank: int, world: int, port: int, seed: int, every_steps: int) -> Settings:
+def _settings(
+    rank: int, world: int, port: int, seed: int, every_steps: int, synced: bool, server_lr: float
+) -> Settings:
     return load_settings(
         None,
         model={"seed": seed},
         checkpoint={"enabled": False},
         sync={
-            "enabled": world > 1,
+            "enabled": synced,
             "every_steps": every_steps,
+            "server_lr": server_lr,
             "checkpoint_every_rounds": 10**6,
             "master_addr": "127.0.0.1",
             "master_port": port,
@@ -67,7 +71,9 @@ def _settings(rank: int, world: int, port: int, seed: int, every_steps: int) -> 
 def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -> None:
     torch.set_num_threads(1)  # 2 cores shared: one thread per replica, all runs alike
     configure_logging("warning")
-    settings = _settings(rank, world, port, args["seed"], args["every_steps"])
+    synced = world > 1 or args["self_sync"]
+    server_lr = float(world) if args["lr_per_replica"] else 1.0
+    settings = _settings(rank, world, port, args["seed"], args["every_steps"], synced, server_lr)
     engine = Engine(
         settings.model, settings.engine, settings.drift, settings.experts, settings.adapt
     )
@@ -77,7 +83,7 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
         for i in range(0, len(stream), BATCH)
     ]
     replica = None
-    if world > 1:
+    if synced:
         metrics = Metrics()
         checkpointer = Checkpointer(
             settings, metrics, engine, InputBuffer(BATCH, 0.0), Endpoints(), lambda: None
@@ -126,8 +132,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_once(world: int, seed: int, samples: int, every_steps: int) -> dict[str, Any]:
-    args = {"seed": seed, "samples": samples, "every_steps": every_steps}
+def run_once(
+    world: int,
+    seed: int,
+    samples: int,
+    every_steps: int,
+    self_sync: bool = False,
+    lr_per_replica: bool = False,
+) -> dict[str, Any]:
+    args = {
+        "seed": seed,
+        "samples": samples,
+        "every_steps": every_steps,
+        "self_sync": self_sync,
+        "lr_per_replica": lr_per_replica,
+    }
     with tempfile.TemporaryDirectory() as out:
         spawn(_replica, args=(world, _free_port(), args, out), nprocs=world, join=True)  # type: ignore[no-untyped-call]
         ranks = [json.loads(Path(out, f"{r}.json").read_text()) for r in range(world)]
@@ -138,7 +157,7 @@ def run_once(world: int, seed: int, samples: int, every_steps: int) -> dict[str,
         "samples_per_s": samples / wall,
         "sync_s_per_step": sum(r["sync_s"] for r in ranks) / steps,
         "sync_s_per_round": (
-            statistics.mean(r["sync_s"] / r["rounds"] for r in ranks) if world > 1 else 0.0
+            statistics.mean(r["sync_s"] / r["rounds"] for r in ranks) if ranks[0]["rounds"] else 0.0
         ),
         "rounds": ranks[0]["rounds"],
         "bytes_per_round": ranks[0]["bytes_per_round"],
@@ -151,12 +170,25 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--every-steps", type=int, default=10)
+    parser.add_argument(
+        "--lr-per-replica",
+        action="store_true",
+        help="sync.server_lr = the replica count (add the replicas' updates), else 1 (mean)",
+    )
+    parser.add_argument(
+        "--self-sync",
+        action="store_true",
+        help="1 replica takes sync rounds too (what a round's reload alone costs)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "scaleout.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
     results: dict[str, Any] = {}
     for world in args.replicas:
-        runs = [run_once(world, s, args.samples, args.every_steps) for s in args.seeds]
+        runs = [
+            run_once(world, s, args.samples, args.every_steps, args.self_sync, args.lr_per_replica)
+            for s in args.seeds
+        ]
         results[str(world)] = {
             "runs": runs,
             **{
@@ -172,14 +204,10 @@ def main() -> None:
         }
         print(world, {k: round(v, 5) for k, v in results[str(world)].items() if k != "runs"})
     report = {
-        "command": "python benchmarks/scaleout.py "
-        + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items()
-            if k != "out"
-        ),
+        "command": "python " + " ".join(sys.argv),
         "samples": args.samples,
         "every_steps": args.every_steps,
+        "server_lr": "replica count" if args.lr_per_replica else 1.0,
         "batch": BATCH,
         "cpus": os.cpu_count(),
         "load_average_before": load_before,

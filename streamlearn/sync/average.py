@@ -6,8 +6,9 @@ at the same path with the same shape: a replica without an expert the template h
 spawned elsewhere) adds nothing to it, rather than pulling it towards zero.
 
 Expert weights then take a server-momentum step from the last global weights ``g``:
-``delta = g - mean``, ``v = momentum * v + delta``, ``g' = g - v``; momentum 0 gives the plain
-mean. Optimizer state, the selector and the scaler statistics are plainly averaged. The
+``delta = g - mean``, ``v = momentum * v + delta``, ``g' = g - server_lr * v``; momentum 0 and
+server_lr 1 give the plain mean. N replicas each take 1/N of the stream's steps; server_lr N
+adds their updates instead of averaging them (first order: the steps one learner would take). Optimizer state, the selector and the scaler statistics are plainly averaged. The
 momentum's ``g`` and ``v`` are identical on every replica, and checkpointed with the state.
 """
 
@@ -76,8 +77,9 @@ def _matches(path: str, patterns: tuple[str, ...]) -> bool:
 class Averager:
     """The mean of the replicas' states, with server momentum on expert weights."""
 
-    def __init__(self, momentum: float) -> None:
+    def __init__(self, momentum: float, server_lr: float = 1.0) -> None:
         self.momentum = momentum
+        self.server_lr = server_lr
         self.global_weights: dict[str, Tensor] = {}  # g: the weights of the last sync
         self.velocity: dict[str, Tensor] = {}  # v
         # Of the last round: RMS distance of this replica's expert weights from the mean,
@@ -126,7 +128,7 @@ class Averager:
 
     def _step(self, path: str, mean: Tensor) -> Tensor:
         """The server-momentum update of one tensor (the plain mean when momentum is 0)."""
-        if not self.momentum or not _matches(path, WITH_MOMENTUM):
+        if (not self.momentum and self.server_lr == 1.0) or not _matches(path, WITH_MOMENTUM):
             return mean
         before = self.global_weights.get(path)
         if before is None or before.shape != mean.shape:
@@ -137,7 +139,7 @@ class Averager:
                 before - mean
             )
             self.velocity[path] = velocity
-            after = before - velocity
+            after = before - self.server_lr * velocity
         self.global_weights[path] = after.clone()
         return after
 

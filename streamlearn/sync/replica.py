@@ -57,7 +57,7 @@ class Replica:
         self.checkpointer = checkpointer
         self.metrics = metrics
         self.publish = publish
-        self.averager = Averager(settings.momentum)
+        self.averager = Averager(settings.momentum, settings.server_lr)
         self.group: Group | None = None
         self.round = 0  # the last round taken (= the newest checkpoint id it may have)
         self._steps = 0  # learning steps since the last round
@@ -66,6 +66,8 @@ class Replica:
 
     def join(self) -> None:
         self.group = Group(self.settings, self.engine.device)
+        # One lineage of pool decisions: rank 0's; the others learn on and take them at rounds.
+        self.engine.decides = self.group.rank == 0
         self.metrics.sync_rank.set(self.group.rank)
 
     def close(self) -> None:
@@ -172,9 +174,12 @@ class Replica:
         log.debug("sync_round", round=self.round, source=source, seconds=round(took, 4))
 
     def _load_engine(self, state: dict[str, Any]) -> None:
-        """Load the group's state; this replica's own counts stay its own."""
+        """Load the group's state; this replica's own counts stay its own. A decision the
+        decider holds open stays its own: another replica learns on meanwhile."""
         learned, predicted = self.engine.samples_learned, self.engine.samples_predicted
         self.engine.load_state_dict(state)
+        if not self.engine.decides and self.engine.pool is not None:
+            self.engine.pool.decision = None
         self.engine.samples_learned, self.engine.samples_predicted = learned, predicted
 
     def _checkpoint(self) -> None:

@@ -22,6 +22,9 @@ class SyncSettings(Section):
     every_seconds: float = Field(5.0, gt=0)
     # FedAvg server momentum on expert weights: 0 is plain averaging.
     momentum: float = Field(0.0, ge=0, lt=1)
+    # FedAvg's server learning rate on the averaged update of expert weights: 1 is the mean;
+    # the replica count adds the replicas' updates (each took 1/N of the stream's steps).
+    server_lr: float = Field(1.0, gt=0)
     # Checkpoints are taken at a sync round (a barrier): every this many rounds, or sooner
     # when a replica's checkpoint.every_samples / every_seconds fell due.
     checkpoint_every_rounds: int = Field(20, ge=1)
