@@ -161,3 +161,19 @@ def test_rendezvous_reads_torchrun_env_unless_set() -> None:
         rendezvous(SyncSettings(), {})
     with pytest.raises(SettingsError):
         rendezvous(SyncSettings(rank=3), env)
+
+
+def test_server_learning_rate_scales_the_averaged_update() -> None:
+    averager = Averager(0.0, server_lr=2.0)
+    template = {"pool": {"members": {"0": {"expert": {"module": {"w": torch.zeros(1)}}}}}}
+
+    def sync(mean: float) -> float:
+        state = replaced(template, {"pool/members/0/expert/module/w": torch.tensor([mean])})
+        out = averager.average(state, state, lambda t: t.clone())
+        return float(out["pool"]["members"]["0"]["expert"]["module"]["w"][0])
+
+    assert sync(1.0) == 1.0  # first round: the mean
+    # mean 2 from g 1: the replicas moved +1 on average; two replicas' updates added: g = 3
+    assert sync(2.0) == 3.0
+    # mean 3.5 from g 3: +0.5 each, added: g = 4
+    assert sync(3.5) == 4.0
