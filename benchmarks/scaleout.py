@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from typing import Any
 import torch
 from torch.multiprocessing.spawn import spawn
 
+from streamlearn.app.embedded import free_port
 from streamlearn.core.engine import Engine
 from streamlearn.core.logging import configure_logging
 from streamlearn.core.types import Sample
@@ -126,12 +126,6 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_once(
     world: int,
     seed: int,
@@ -148,7 +142,7 @@ def run_once(
         "lr_per_replica": lr_per_replica,
     }
     with tempfile.TemporaryDirectory() as out:
-        spawn(_replica, args=(world, _free_port(), args, out), nprocs=world, join=True)  # type: ignore[no-untyped-call]
+        spawn(_replica, args=(world, free_port(), args, out), nprocs=world, join=True)  # type: ignore[no-untyped-call]
         ranks = [json.loads(Path(out, f"{r}.json").read_text()) for r in range(world)]
     wall = max(r["wall_s"] for r in ranks)
     steps = sum(r["steps"] for r in ranks)

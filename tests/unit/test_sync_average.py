@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -10,16 +9,11 @@ import pytest
 import torch
 from torch.multiprocessing.spawn import spawn
 
+from streamlearn.app.embedded import free_port
 from streamlearn.core.errors import SettingsError
 from streamlearn.sync.average import Averager, floating, replaced
 from streamlearn.sync.group import Group, rendezvous
 from streamlearn.sync.settings import SyncSettings
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _state(rank: int, value: float) -> dict[str, Any]:
@@ -82,7 +76,7 @@ def _assert_same(one: Any, other: Any) -> None:
 def pair(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """Two replicas, spawned once: each round's result on each rank."""
     out = tmp_path_factory.mktemp("sync")
-    spawn(_replica, args=(_free_port(), str(out)), nprocs=2, join=True)  # type: ignore[no-untyped-call]
+    spawn(_replica, args=(free_port(), str(out)), nprocs=2, join=True)  # type: ignore[no-untyped-call]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 

@@ -5,7 +5,6 @@ every replica holds."""
 from __future__ import annotations
 
 import json
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 from torch.multiprocessing.spawn import spawn
 
+from streamlearn.app.embedded import free_port
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.store import load_file
 from streamlearn.daemon import Daemon
@@ -102,16 +102,10 @@ def _replica(rank: int, ports: list[int], out: str) -> None:
     torch.save({"first": first, "second": second}, Path(out) / f"rank{rank}.pt")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
     out = tmp_path_factory.mktemp("replicas")
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     spawn(_replica, args=(ports, str(out)), nprocs=2, join=True)  # type: ignore[no-untyped-call]
     return out, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
