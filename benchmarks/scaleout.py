@@ -1,13 +1,14 @@
 """Scale-out: 1 vs N replicas learning one model with periodic averaging (docs/scaling.md).
 
     python benchmarks/scaleout.py [--samples 12000] [--replicas 1 2 3] [--seeds 0 1 2]
-        [--every-steps 10] [--out benchmarks/results/scaleout.json]
+        [--every-steps 10] [--segment 2000] [--lr-per-replica] [--self-sync]
+        [--out benchmarks/results/scaleout.json]
 
-One drifting agrawal stream (concept change every 2,000 samples) is split round-robin over the
-replicas, as a consumer group splits partitions. Each replica is its own process with an
-``Engine`` (default settings) and the daemon's :class:`~streamlearn.sync.replica.Replica`,
-joined on loopback gloo; every ``--every-steps`` learning steps of 32 samples each replica
-calls ``Replica.sync`` (the daemon's round: broadcast, all-reduce, load). Rounds are in lockstep
+One drifting agrawal stream (a concept change every ``--segment`` samples) is split
+round-robin over the replicas, as a consumer group splits partitions. Each replica is its
+own process with an ``Engine`` (default settings) and the daemon's ``Replica``, joined on
+loopback gloo; every ``--every-steps`` learning steps of 32 samples each replica calls
+``Replica.sync`` (the daemon's round: broadcast, all-reduce, load). Rounds are in lockstep
 here, where the daemon asks for them through the c10d store; no broker, no serving, no
 checkpoints: this measures learning and syncing only. 1 replica is the plain engine, no sync.
 
@@ -77,7 +78,8 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
     engine = Engine(
         settings.model, settings.engine, settings.drift, settings.experts, settings.adapt
     )
-    stream = take("agrawal", args["samples"], seed=args["seed"])[rank::world]
+    stream = take("agrawal", args["samples"], seed=args["seed"], segment=args["segment"])
+    stream = stream[rank::world]
     batches = [
         [Sample(s["x"], s["y"]) for s in stream[i : i + BATCH]]
         for i in range(0, len(stream), BATCH)
@@ -133,8 +135,10 @@ def run_once(
     every_steps: int,
     self_sync: bool = False,
     lr_per_replica: bool = False,
+    segment: int = 2_000,
 ) -> dict[str, Any]:
     args = {
+        "segment": segment,
         "seed": seed,
         "samples": samples,
         "every_steps": every_steps,
@@ -164,6 +168,7 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--every-steps", type=int, default=10)
+    parser.add_argument("--segment", type=int, default=2_000, help="samples per concept")
     parser.add_argument(
         "--lr-per-replica",
         action="store_true",
@@ -180,7 +185,15 @@ def main() -> None:
     results: dict[str, Any] = {}
     for world in args.replicas:
         runs = [
-            run_once(world, s, args.samples, args.every_steps, args.self_sync, args.lr_per_replica)
+            run_once(
+                world,
+                s,
+                args.samples,
+                args.every_steps,
+                args.self_sync,
+                args.lr_per_replica,
+                args.segment,
+            )
             for s in args.seeds
         ]
         results[str(world)] = {
