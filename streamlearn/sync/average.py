@@ -8,7 +8,8 @@ spawned elsewhere) adds nothing to it, rather than pulling it towards zero.
 Expert weights then take a server-momentum step from the last global weights ``g``:
 ``delta = g - mean``, ``v = momentum * v + delta``, ``g' = g - server_lr * v``; momentum 0 and
 server_lr 1 give the plain mean. N replicas each take 1/N of the stream's steps; server_lr N
-adds their updates instead of averaging them (first order: the steps one learner would take). Optimizer state, the selector and the scaler statistics are plainly averaged. The
+adds their updates instead of averaging them (first order: the steps one learner would
+take). Optimizer state, the selector and the scaler statistics are plainly averaged. The
 momentum's ``g`` and ``v`` are identical on every replica, and checkpointed with the state.
 """
 
