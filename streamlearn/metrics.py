@@ -384,6 +384,55 @@ class Metrics:
             "1 while the guard holds the rolled-back model (joined labels not learned).",
             registry=r,
         )
+        self._sync_metrics(r)
+
+    def _sync_metrics(self, r: CollectorRegistry) -> None:
+        """Scale-out (docs/scaling.md): each replica exports its own, labelled by its rank."""
+        self.sync_rounds = Counter(
+            "streamlearn_sync_rounds", "Sync rounds this replica took part in.", registry=r
+        )
+        self.sync_duration = Histogram(
+            "streamlearn_sync_duration_seconds",
+            "Time of one sync round: broadcast, all-reduce and loading the averaged state.",
+            buckets=_CHECKPOINT_BUCKETS,
+            registry=r,
+        )
+        self.sync_bytes = Gauge(
+            "streamlearn_sync_bytes",
+            "Bytes this replica sent or received in the last round (template + averaged vector).",
+            registry=r,
+        )
+        self.sync_divergence = Gauge(
+            "streamlearn_sync_divergence",
+            "RMS distance of this replica's expert weights from the group's mean, before the "
+            "last round (how far replicas drift apart between rounds).",
+            registry=r,
+        )
+        self.sync_round = Gauge(
+            "streamlearn_sync_round",
+            "The last sync round (= coordinated checkpoint id).",
+            registry=r,
+        )
+        self.sync_rank = Gauge("streamlearn_sync_rank", "This replica's rank.", registry=r)
+        self.sync_dropped = Counter(
+            "streamlearn_sync_dropped",
+            "Local tensors dropped at a round because the deciding replica's pool lacks them "
+            "(an expert spawned only here).",
+            registry=r,
+        )
+        self._last_sync = time.monotonic()
+        self.sync_lag = Gauge(
+            "streamlearn_sync_lag_seconds", "Seconds since the last sync round.", registry=r
+        )
+        self.sync_lag.set_function(lambda: time.monotonic() - self._last_sync)
+
+    def sync_done(self, round_: int, seconds: float, nbytes: int, divergence: float) -> None:
+        self._last_sync = time.monotonic()
+        self.sync_rounds.inc()
+        self.sync_round.set(round_)
+        self.sync_duration.observe(seconds)
+        self.sync_bytes.set(nbytes)
+        self.sync_divergence.set(divergence)
 
     def checkpoint_done(self) -> None:
         self._last_checkpoint = time.monotonic()

@@ -44,6 +44,9 @@ class CheckpointState:
     lineage: str = ""
     # Late labels: the join store and served scores (None when labels are off).
     labels: dict[str, Any] | None = None
+    # Scale-out: the sync round (= the coordinated checkpoint id) and the momentum state
+    # (None when sync is off; docs/scaling.md).
+    sync: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +57,7 @@ class CheckpointState:
             "engine": self.engine,
             "model_settings": self.model_settings,
             "labels": self.labels,
+            "sync": self.sync,
         }
 
     @classmethod
@@ -66,6 +70,7 @@ class CheckpointState:
                 dict(state["model_settings"]),
                 str(state.get("lineage", "")),
                 state.get("labels"),
+                state.get("sync"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint is missing or mangles a section: {exc}") from None

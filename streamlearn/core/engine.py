@@ -102,6 +102,9 @@ class Engine:
         drift = drift or DriftSettings()
         self.experts_settings = experts or ExpertsSettings()
         self.drift = DriftMonitor(drift) if drift.enabled else None
+        # Whether a drift opens the pool's decision here. A scale-out replica that is not the
+        # group's decider (docs/scaling.md) watches but never decides: rank 0 does, for all.
+        self.decides = True
         self.input_shift_settings = drift.input_shift
         self.input_watch: InputWatch | None = None
         self._watch_errors = drift.signal == "error"  # else the per-sample losses
@@ -387,7 +390,11 @@ class Engine:
         assert self.pool is not None
         events = self.drift.observe(self.pool.active_id, values, position, self.version)
         result.drift_events += events
-        if self.experts_settings.enabled and any(e.kind == "drift" for e in events):
+        if (
+            self.experts_settings.enabled
+            and self.decides
+            and any(e.kind == "drift" for e in events)
+        ):
             self.pool.begin_decision(position + len(values))
 
     def _follow(self, outcome: PoolStep, result: StepResult) -> None:

@@ -36,6 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from streamlearn.checkpoint import FileCheckpointStore
@@ -50,6 +51,16 @@ from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """A coordinated checkpoint inside a sync round: the round is its id, ``offsets`` the
+    group's (every replica's partitions), ``sync`` the momentum state (docs/scaling.md)."""
+
+    round: int
+    offsets: Offsets
+    sync: dict[str, Any]
 
 
 class Checkpointer:
@@ -85,6 +96,8 @@ class Checkpointer:
             if settings.checkpoint.enabled
             else None
         )
+        # Replicas (sync.enabled) checkpoint only at sync rounds, all with one id.
+        self.coordinated = settings.sync.enabled
         self.positions: Offsets = {}  # assigned partitions: next offset to learn
         self.known: Offsets = {}  # partitions not assigned now: where this lineage stopped
         self.lineage = uuid.uuid4().hex  # a cold start begins a new line of descent
@@ -134,22 +147,36 @@ class Checkpointer:
 
     # -- checkpoints -----------------------------------------------------------------------
 
-    def maybe_checkpoint(self) -> None:
+    @property
+    def due(self) -> bool:
+        """A checkpoint is due: a revoke, or ``every_samples`` / ``every_seconds`` passed."""
         cfg = self.settings.checkpoint
-        due = self._revoked or (
+        return self._revoked or (
             self._dirty
             and (
                 self._since_checkpoint >= cfg.every_samples
                 or time.monotonic() - self._last_checkpoint >= cfg.every_seconds
             )
         )
-        if due and time.monotonic() >= self._next_try:
+
+    def maybe_checkpoint(self) -> None:
+        if self.coordinated:
+            return  # the next sync round takes it, on every replica at once
+        if self.due and time.monotonic() >= self._next_try:
             self.checkpoint("revoke" if self._revoked else "interval")
 
-    def checkpoint(self, reason: str, flush_timeout_s: float | None = None) -> bool:
-        """Flush outputs, save state durably, then commit offsets. False if it did not."""
+    def checkpoint(
+        self, reason: str, flush_timeout_s: float | None = None, barrier: Barrier | None = None
+    ) -> bool:
+        """Flush outputs, save state durably, then commit offsets. False if it did not.
+
+        A replica (``coordinated``) saves only at a ``barrier``, and then always: the
+        checkpoint id is complete only when every replica wrote its file."""
         sink = self.endpoints.sink
-        if not self._dirty or sink is None:
+        if self.coordinated and barrier is None:
+            log.info("checkpoint_at_next_sync", reason=reason)
+            return False
+        if (not self._dirty and barrier is None) or sink is None:
             self._revoked = False
             return True
         if self._open_spans:
@@ -165,16 +192,17 @@ class Checkpointer:
             return self._failed("outputs_pending", reason, "outputs not yet landed")
         if self.store is None:
             return self._commit()
-        return self._save(reason)
+        return self._save(reason, barrier)
 
-    def _save(self, reason: str) -> bool:
+    def _save(self, reason: str, barrier: Barrier | None) -> bool:
         assert self.store is not None
         state = CheckpointState(
-            offsets=self.offsets(),
+            offsets=self.offsets() if barrier is None else barrier.offsets,
             engine=self.engine.state_dict(),
             model_settings=self.settings.model.model_dump(mode="json"),
             lineage=self.lineage,
             labels=self.extra_state(),
+            sync=None if barrier is None else {"round": barrier.round, **barrier.sync},
         )
         began = time.perf_counter()
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from kafka.errors import KafkaError
@@ -50,6 +51,7 @@ from streamlearn.metrics import Metrics
 from streamlearn.serve.board import SnapshotBoard
 from streamlearn.serve.inbox import HTTP_RECORD, Inbox
 from streamlearn.settings import Settings
+from streamlearn.sync.replica import Replica
 
 log = get_logger(__name__)
 
@@ -124,6 +126,14 @@ class Daemon:
             self.endpoints,
             publish_snapshot=self._publish_snapshot,
             extra_state=self.late_labels.state_dict,
+        )
+        # One of a group of replicas learning one model (sync.enabled; docs/scaling.md).
+        self.replica = (
+            Replica(
+                settings.sync, self.engine, self.checkpointer, self.metrics, self._publish_snapshot
+            )
+            if settings.sync.enabled
+            else None
         )
         self.ready = threading.Event()  # connected to the broker and learning
         # Restored and published: what serves this learner may answer for it from now on.
@@ -238,11 +248,17 @@ class Daemon:
         return True
 
     def restore(self) -> None:
+        """The newest valid checkpoint; a replica restores the group's last complete one."""
+        if self.store is not None:
+            removed = self.store.remove_partial()
+            if removed:
+                log.warning("checkpoint_partial_removed", files=[str(p) for p in removed])
+        if self.replica is not None:
+            self.replica.join()
+            self.replica.restore(self._apply_checkpoint)
+            return
         if self.store is None:
             return
-        removed = self.store.remove_partial()
-        if removed:
-            log.warning("checkpoint_partial_removed", files=[str(p) for p in removed])
         loaded = self.store.load_latest()
         if loaded is None:
             if self.store.files():
@@ -251,7 +267,10 @@ class Daemon:
                 log.warning("checkpoint_none", action="cold start from committed offsets")
             return
         state = CheckpointState.from_dict(loaded.state)
-        check_compatible(state, self.settings.model, loaded.path)
+        self._apply_checkpoint(state, loaded.path, skipped=len(loaded.skipped))
+
+    def _apply_checkpoint(self, state: CheckpointState, path: Path, skipped: int = 0) -> None:
+        check_compatible(state, self.settings.model, path)
         self.engine.load_state_dict(state.engine)
         self.late_labels.load_state_dict(state.labels)
         self.checkpointer.resume(state)
@@ -259,8 +278,8 @@ class Daemon:
         self.metrics.checkpoint_done()
         log.info(
             "checkpoint_restored",
-            path=str(loaded.path),
-            skipped=len(loaded.skipped),
+            path=str(path),
+            skipped=skipped,
             samples_learned=self.engine.samples_learned,
             offsets={f"{tp.topic}/{tp.partition}": o for tp, o in self.known.items()},
             **self.late_labels.restored(),
@@ -295,6 +314,8 @@ class Daemon:
             self.source.close(commit=None if self.checkpointer.dirty else dict(self.positions))
         if self.sink is not None:
             self.sink.close()
+        if self.replica is not None:
+            self.replica.close()
         self._publish_progress()
         log.info("daemon_stopped", samples_learned=self.engine.samples_learned)
 
@@ -325,6 +346,8 @@ class Daemon:
             if self._paused or time.monotonic() - began >= self._poll_every_s:
                 break  # back to poll(): the group must see this member within its interval
         self._serve_inbox()
+        if self.replica is not None:
+            self.replica.maybe_sync()
         self.checkpointer.maybe_checkpoint()
         self._maybe_publish_snapshot()
         self._maybe_update_gauges()
@@ -446,6 +469,8 @@ class Daemon:
         began = time.perf_counter()
         result = self.engine.process(chunk)
         took = time.perf_counter() - began
+        if self.replica is not None:
+            self.replica.stepped()
         self.batching.observe(len(chunk), took)
         self.metrics.learn_latency.observe(took)
         self.metrics.batch_size.observe(len(chunk))

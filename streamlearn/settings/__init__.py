@@ -44,6 +44,7 @@ from streamlearn.runtime.settings import MetricsSettings
 from streamlearn.serve.settings import TOKEN_HINT, ServeSettings, token_problem
 from streamlearn.settings.env import merge, read_environment
 from streamlearn.sources.settings import KafkaSettings
+from streamlearn.sync.settings import SyncSettings
 
 __all__ = [
     "ADAPT_METHODS",
@@ -70,6 +71,7 @@ __all__ = [
     "SelectorSettings",
     "ServeSettings",
     "Settings",
+    "SyncSettings",
     "dump_defaults",
     "load_settings",
     "token_problem",
@@ -101,6 +103,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
 
     @model_validator(mode="after")
     def _error_signal_needs_classes(self) -> Settings:
@@ -125,6 +128,10 @@ class Settings(BaseSettings):
             )
         if self.labels.enabled and self.kafka.labels_topic == self.kafka.input_topic:
             raise ValueError("kafka.labels_topic must differ from kafka.input_topic")
+        if self.sync.enabled and self.labels.enabled:
+            raise ValueError(
+                "sync.enabled and labels.enabled: late labels are not synced between replicas yet"
+            )
         if self.labels.guard.enabled and self.model.task != "classification":
             raise ValueError("labels.guard needs model.task: classification (it judges accuracy)")
         if self.labels.challenger.enabled and self.model.task != "classification":

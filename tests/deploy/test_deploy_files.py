@@ -291,6 +291,10 @@ def test_kustomize_builds_each_overlay_into_valid_manifests(overlay: str) -> Non
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     names = sorted(e["name"] for e in container["env"])
     base = ["STREAMLEARN_KAFKA__GROUP_INSTANCE_ID", "STREAMLEARN_SERVE__AUTH_TOKEN"]
+    # Scale-out's rendezvous (torchrun's variables) and its switch, off in the base.
+    base = sorted(
+        [*base, "MASTER_ADDR", "MASTER_PORT", "RANK", "STREAMLEARN_SYNC__ENABLED", "WORLD_SIZE"]
+    )
     if overlay == "gpu":
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
         assert names == sorted([*base, "STREAMLEARN_MODEL__DEVICE"])
@@ -338,7 +342,14 @@ def test_statefulset_wires_config_secret_probes_and_volume() -> None:
         "http": s.serve.http_port,
         "grpc": s.serve.grpc_port,
         "metrics": s.metrics.port,
+        "rendezvous": int(env["MASTER_PORT"]["value"]),  # scale-out: pod 0 hosts the store
     }
+    assert (
+        env["MASTER_ADDR"]["value"]
+        == f"{statefulset['metadata']['name']}-0.{statefulset['spec']['serviceName']}"
+    )
+    index = "metadata.labels['apps.kubernetes.io/pod-index']"
+    assert env["RANK"]["valueFrom"]["fieldRef"]["fieldPath"] == index
 
 
 def test_statefulset_sets_the_group_instance_id_to_the_pod_name() -> None:
@@ -475,3 +486,28 @@ def test_the_image_runs_the_command_the_readme_documents() -> None:
     assert entrypoint + cmd == shlex.split(documented.group(1))
     config = cmd[cmd.index("--config") + 1]
     assert any(i == "COPY" and a.endswith(config) for i, a in steps)
+
+
+def test_compose_replicas_override_runs_two_ranks_of_one_group() -> None:
+    base = compose()["services"]
+    override = load_all(DEPLOY / "docker-compose.replicas.yml")[0]
+    services = override["services"]
+    host = {"STREAMLEARN_AUTH_TOKEN": secrets.token_hex(24)}
+    ranks = {}
+    for name in ("streamlearn", "streamlearn-1"):
+        env = {**base.get(name, {}).get("environment", {}), **services[name]["environment"]}
+        sync = {k: v for k, v in env.items() if not k.startswith("STREAMLEARN_")}
+        sections: dict[str, dict[str, Any]] = {}
+        for key, value in env.items():
+            if key.startswith("STREAMLEARN_"):
+                section, _, field = key.removeprefix("STREAMLEARN_").lower().partition("__")
+                sections.setdefault(section, {})[field] = interpolate(str(value), host)
+        assert load_settings(None, **sections).sync.enabled, name
+        assert sync["WORLD_SIZE"] == "2" and sync["MASTER_ADDR"] == "streamlearn", name
+        ranks[name] = sync["RANK"]
+    assert ranks == {"streamlearn": "0", "streamlearn-1": "1"}
+    assert "--partitions 4" in services["topics"]["command"][0]
+    (job,) = load_all(DEPLOY / "prometheus/prometheus.replicas.yml")[0]["scrape_configs"]
+    assert job["static_configs"][0]["targets"] == ["streamlearn:9100", "streamlearn-1:9100"]
+    for volume in services["streamlearn-1"]["volumes"]:
+        assert volume.split(":")[0] in override["volumes"]

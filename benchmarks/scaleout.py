@@ -1,0 +1,229 @@
+"""Scale-out: 1 vs N replicas learning one model with periodic averaging (docs/scaling.md).
+
+    python benchmarks/scaleout.py [--samples 12000] [--replicas 1 2 3] [--seeds 0 1 2]
+        [--every-steps 10] [--segment 2000] [--lr-per-replica] [--self-sync]
+        [--out benchmarks/results/scaleout.json]
+
+One drifting agrawal stream (a concept change every ``--segment`` samples) is split
+round-robin over the replicas, as a consumer group splits partitions. Each replica is its
+own process with an ``Engine`` (default settings) and the daemon's ``Replica``, joined on
+loopback gloo; every ``--every-steps`` learning steps of 32 samples each replica calls
+``Replica.sync`` (the daemon's round: broadcast, all-reduce, load). Rounds are in lockstep
+here, where the daemon asks for them through the c10d store; no broker, no serving, no
+checkpoints: this measures learning and syncing only. 1 replica is the plain engine, no sync.
+
+Reported, medians over seeds: prequential accuracy over the whole stream (every replica's
+test-then-train answers), throughput (samples of all replicas / the slowest replica's wall
+time), sync seconds per learning step and per round, bytes per round, and the load average:
+the machine is shared, so throughput figures from a loaded machine are a floor, not a fact.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.multiprocessing.spawn import spawn
+
+from streamlearn.app.embedded import free_port
+from streamlearn.core.engine import Engine
+from streamlearn.core.logging import configure_logging
+from streamlearn.core.types import Sample
+from streamlearn.daemon.buffer import InputBuffer
+from streamlearn.daemon.checkpointer import Checkpointer
+from streamlearn.daemon.endpoints import Endpoints
+from streamlearn.metrics import Metrics
+from streamlearn.settings import Settings, load_settings
+from streamlearn.streams.synthetic import take
+from streamlearn.sync.replica import Replica
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BATCH = 32
+
+
+def _settings(
+    rank: int, world: int, port: int, seed: int, every_steps: int, synced: bool, server_lr: float
+) -> Settings:
+    return load_settings(
+        None,
+        model={"seed": seed},
+        checkpoint={"enabled": False},
+        sync={
+            "enabled": synced,
+            "every_steps": every_steps,
+            "server_lr": server_lr,
+            "checkpoint_every_rounds": 10**6,
+            "master_addr": "127.0.0.1",
+            "master_port": port,
+            "rank": rank,
+            "world_size": world,
+        },
+    )
+
+
+def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -> None:
+    torch.set_num_threads(1)  # 2 cores shared: one thread per replica, all runs alike
+    configure_logging("warning")
+    synced = world > 1 or args["self_sync"]
+    server_lr = float(world) if args["lr_per_replica"] else 1.0
+    settings = _settings(rank, world, port, args["seed"], args["every_steps"], synced, server_lr)
+    engine = Engine(
+        settings.model, settings.engine, settings.drift, settings.experts, settings.adapt
+    )
+    stream = take("agrawal", args["samples"], seed=args["seed"], segment=args["segment"])
+    stream = stream[rank::world]
+    batches = [
+        [Sample(s["x"], s["y"]) for s in stream[i : i + BATCH]]
+        for i in range(0, len(stream), BATCH)
+    ]
+    replica = None
+    if synced:
+        metrics = Metrics()
+        checkpointer = Checkpointer(
+            settings, metrics, engine, InputBuffer(BATCH, 0.0), Endpoints(), lambda: None
+        )
+        replica = Replica(settings.sync, engine, checkpointer, metrics, lambda: None)
+        replica.join()
+        replica.restore(lambda state, path: None)  # no checkpoints: rank 0's start for all
+    correct = labeled = rounds = 0
+    sync_s = 0.0
+    began = time.perf_counter()
+    for step, batch in enumerate(batches, 1):
+        result = engine.process(batch)
+        correct += result.correct
+        labeled += result.labeled
+        if replica is not None and (step % args["every_steps"] == 0 or step == len(batches)):
+            t = time.perf_counter()
+            replica.sync()
+            sync_s += time.perf_counter() - t
+            rounds += 1
+    wall = time.perf_counter() - began
+    nbytes = (
+        int(replica.metrics.registry.get_sample_value("streamlearn_sync_bytes") or 0)
+        if replica
+        else 0
+    )
+    if replica is not None:
+        replica.close()
+    Path(out, f"{rank}.json").write_text(
+        json.dumps(
+            {
+                "correct": correct,
+                "labeled": labeled,
+                "wall_s": wall,
+                "sync_s": sync_s,
+                "rounds": rounds,
+                "steps": len(batches),
+                "bytes_per_round": nbytes,
+            }
+        )
+    )
+
+
+def run_once(
+    world: int,
+    seed: int,
+    samples: int,
+    every_steps: int,
+    self_sync: bool = False,
+    lr_per_replica: bool = False,
+    segment: int = 2_000,
+) -> dict[str, Any]:
+    args = {
+        "segment": segment,
+        "seed": seed,
+        "samples": samples,
+        "every_steps": every_steps,
+        "self_sync": self_sync,
+        "lr_per_replica": lr_per_replica,
+    }
+    with tempfile.TemporaryDirectory() as out:
+        spawn(_replica, args=(world, free_port(), args, out), nprocs=world, join=True)  # type: ignore[no-untyped-call]
+        ranks = [json.loads(Path(out, f"{r}.json").read_text()) for r in range(world)]
+    wall = max(r["wall_s"] for r in ranks)
+    steps = sum(r["steps"] for r in ranks)
+    return {
+        "accuracy": sum(r["correct"] for r in ranks) / sum(r["labeled"] for r in ranks),
+        "samples_per_s": samples / wall,
+        "sync_s_per_step": sum(r["sync_s"] for r in ranks) / steps,
+        "sync_s_per_round": (
+            statistics.mean(r["sync_s"] / r["rounds"] for r in ranks) if ranks[0]["rounds"] else 0.0
+        ),
+        "rounds": ranks[0]["rounds"],
+        "bytes_per_round": ranks[0]["bytes_per_round"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=12_000)
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--every-steps", type=int, default=10)
+    parser.add_argument("--segment", type=int, default=2_000, help="samples per concept")
+    parser.add_argument(
+        "--lr-per-replica",
+        action="store_true",
+        help="sync.server_lr = the replica count (add the replicas' updates), else 1 (mean)",
+    )
+    parser.add_argument(
+        "--self-sync",
+        action="store_true",
+        help="1 replica takes sync rounds too (what a round's reload alone costs)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "scaleout.json")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    results: dict[str, Any] = {}
+    for world in args.replicas:
+        runs = [
+            run_once(
+                world,
+                s,
+                args.samples,
+                args.every_steps,
+                args.self_sync,
+                args.lr_per_replica,
+                args.segment,
+            )
+            for s in args.seeds
+        ]
+        results[str(world)] = {
+            "runs": runs,
+            **{
+                f"median_{k}": statistics.median(r[k] for r in runs)
+                for k in (
+                    "accuracy",
+                    "samples_per_s",
+                    "sync_s_per_step",
+                    "sync_s_per_round",
+                    "bytes_per_round",
+                )
+            },
+        }
+        print(world, {k: round(v, 5) for k, v in results[str(world)].items() if k != "runs"})
+    report = {
+        "command": "python " + " ".join(sys.argv),
+        "samples": args.samples,
+        "every_steps": args.every_steps,
+        "server_lr": "replica count" if args.lr_per_replica else 1.0,
+        "batch": BATCH,
+        "cpus": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

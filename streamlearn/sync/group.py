@@ -1,0 +1,116 @@
+"""Membership and collectives: a torch.distributed process group joined at a c10d store.
+
+No protocol of our own: rank 0 hosts a ``TCPStore`` (or, under torchrun, its agent does) and
+``init_process_group`` builds the group on it. What crosses between replicas is tensors and
+bytes in the checkpoint format (loaded with ``weights_only=True``), never pickled objects:
+``broadcast_object_list`` and friends pickle, so they are not used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from streamlearn.checkpoint.format import FORMAT_VERSION, decode, encode
+from streamlearn.core.errors import SettingsError
+from streamlearn.core.logging import get_logger
+from streamlearn.sync.settings import SyncSettings
+
+log = get_logger(__name__)
+
+
+def rendezvous(settings: SyncSettings, env: Mapping[str, str]) -> tuple[str, int, int, int]:
+    """(master address, master port, rank, world size): the settings, else torchrun's env."""
+
+    def pick(value: Any, name: str) -> str:
+        if value is not None:
+            return str(value)
+        if name not in env:
+            raise SettingsError([f"sync.enabled: set sync.{name.lower()} or {name}"])
+        return env[name]
+
+    addr = pick(settings.master_addr, "MASTER_ADDR")
+    port = int(pick(settings.master_port, "MASTER_PORT"))
+    rank = int(pick(settings.rank, "RANK"))
+    world = int(pick(settings.world_size, "WORLD_SIZE"))
+    if rank >= world:
+        raise SettingsError([f"sync.rank: {rank} must be below the world size {world}"])
+    return addr, port, rank, world
+
+
+class Group:
+    """This replica's place in the group, and the few collectives the sync needs."""
+
+    def __init__(self, settings: SyncSettings, device: torch.device) -> None:
+        addr, port, self.rank, self.world_size = rendezvous(settings, os.environ)
+        timeout = timedelta(seconds=settings.timeout_s)
+        # Under torchrun the agent hosts the store at MASTER_PORT; otherwise rank 0 does.
+        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        self.store = dist.TCPStore(  # type: ignore[attr-defined]
+            addr,
+            port,
+            self.world_size,
+            is_master=self.rank == 0 and not agent,
+            timeout=timeout,
+        )
+        backend = settings.backend
+        if backend == "auto":
+            backend = "nccl" if device.type == "cuda" else "gloo"
+        self.last_bytes = 0  # of the last broadcast state
+        self.device = device if backend == "nccl" else torch.device("cpu")
+        dist.init_process_group(
+            backend, store=self.store, rank=self.rank, world_size=self.world_size, timeout=timeout
+        )
+        log.info("sync_joined", rank=self.rank, world_size=self.world_size, backend=backend)
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+    # -- collectives -----------------------------------------------------------------------
+
+    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The sum over replicas of ``tensor`` (every replica gets it)."""
+        moved = tensor.to(self.device)
+        dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+        return moved.to(tensor.device)
+
+    def all_gather_ints(self, values: list[int]) -> list[list[int]]:
+        """Each replica's ``values`` (the same length everywhere), by rank."""
+        mine = torch.tensor(values, dtype=torch.int64, device=self.device)
+        out = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(out, mine)
+        return [t.tolist() for t in out]
+
+    def broadcast_state(self, state: dict[str, Any] | None, src: int) -> dict[str, Any]:
+        """``src``'s state (checkpoint-format bytes, loaded weights-only) on every replica."""
+        data = encode({**state, "format": FORMAT_VERSION}) if self.rank == src and state else b""
+        size = torch.tensor([len(data)], dtype=torch.int64, device=self.device)
+        dist.broadcast(size, src)
+        self.last_bytes = int(size.item())
+        if int(size.item()) == 0:
+            return {}
+        buffer = torch.empty(int(size.item()), dtype=torch.uint8, device=self.device)
+        if self.rank == src:
+            buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+        dist.broadcast(buffer, src)
+        if self.rank == src:
+            return {**(state or {}), "format": FORMAT_VERSION}
+        return decode(buffer.cpu().numpy().tobytes())
+
+    def all_gather_json(self, value: Any) -> list[Any]:
+        """Each replica's plain-data ``value`` (JSON on the wire), by rank."""
+        data = json.dumps(value).encode()
+        sizes = [s[0] for s in self.all_gather_ints([len(data)])]
+        longest = max(sizes)
+        mine = torch.zeros(longest, dtype=torch.uint8, device=self.device)
+        mine[: len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        out = [torch.empty_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(out, mine)
+        return [json.loads(t[:n].cpu().numpy().tobytes()) for t, n in zip(out, sizes, strict=True)]

@@ -1,0 +1,196 @@
+"""A daemon's place in a group of replicas: restore together, sync rounds, aligned checkpoints.
+
+The learner loop calls :meth:`Replica.stepped` after each learning step and
+:meth:`Replica.maybe_sync` once per loop; both run on the learner thread, the only one that
+touches the engine. docs/scaling.md is the design; this module is its daemon side:
+
+- **when**: a replica whose steps or seconds are due asks for round ``r + 1`` by moving the
+  store key ``sync/requested`` from ``r`` with ``compare_set`` (two askers make one round);
+  every replica enters the round when it sees the key, so all enter the collectives in order;
+- **what**: the deciding replica's engine state is the template; the rest is averaged
+  (``average.py``); every replica loads the result and publishes a snapshot;
+- **checkpoints**: at a round that is due, every replica saves with the round as its id and
+  the group's offsets; on start the group restores the last id every holder has.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streamlearn.checkpoint.state import CheckpointState
+from streamlearn.checkpoint.store import load_file
+from streamlearn.core.engine import Engine
+from streamlearn.core.errors import CheckpointError
+from streamlearn.core.logging import get_logger
+from streamlearn.core.types import Offsets, TopicPartition
+from streamlearn.daemon.checkpointer import Barrier, Checkpointer
+from streamlearn.metrics import Metrics
+from streamlearn.sync.average import Averager
+from streamlearn.sync.group import Group
+from streamlearn.sync.settings import SyncSettings
+
+log = get_logger(__name__)
+
+_REQUESTED = "sync/requested"
+# Reading the store costs a loopback round trip: between polls, at most this often.
+_CHECK_EVERY_S = 0.02
+
+Apply = Callable[[CheckpointState, Path], None]  # restore a checkpoint's state (and its path)
+
+
+class Replica:
+    """Joins the group, restores with it, and takes part in its sync rounds."""
+
+    def __init__(
+        self,
+        settings: SyncSettings,
+        engine: Engine,
+        checkpointer: Checkpointer,
+        metrics: Metrics,
+        publish: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.checkpointer = checkpointer
+        self.metrics = metrics
+        self.publish = publish
+        self.averager = Averager(settings.momentum, settings.server_lr)
+        self.group: Group | None = None
+        self.round = 0  # the last round taken (= the newest checkpoint id it may have)
+        self._steps = 0  # learning steps since the last round
+        self._since = time.monotonic()
+        self._checked = 0.0
+
+    def join(self) -> None:
+        self.group = Group(self.settings, self.engine.device)
+        # One lineage of pool decisions: rank 0's; the others learn on and take them at rounds.
+        self.engine.decides = self.group.rank == 0
+        self.metrics.sync_rank.set(self.group.rank)
+
+    def close(self) -> None:
+        if self.group is not None:
+            self.group.close()
+
+    # -- restore ---------------------------------------------------------------------------
+
+    def restore(self, apply: Apply) -> None:
+        """Every replica loads the last checkpoint id that all holders of any have; the
+        lowest rank holding it broadcasts it. None: rank 0's fresh state, so all start equal."""
+        group = self._group()
+        held = self._held_ids()
+        by_rank = group.all_gather_json(sorted(held))
+        holders = [set(ids) for ids in by_rank if ids]
+        common = set.intersection(*holders) if holders else set()
+        agreed = max(common) if common else None
+        if holders and agreed is None:
+            log.warning("sync_no_common_checkpoint", ids=by_rank, action="group cold start")
+        source = min((r for r, ids in enumerate(by_rank) if agreed in ids), default=0)
+        mine: dict[str, Any] | None = None
+        if group.rank == source:
+            mine = self._fresh() if agreed is None else load_file(held[agreed])
+        state = group.broadcast_state(mine, source)
+        self.round = agreed or 0
+        # Rounds are counted from the restored id; a store that outlived the group (torchrun's
+        # agent's) holds an older generation's count. Set, then meet, so all read it after.
+        if group.rank == 0:
+            group.store.set(_REQUESTED, str(self.round))
+        group.all_gather_ints([self.round])
+        if agreed is None:
+            self._load_engine(state["engine"])
+            self.checkpointer.lineage = str(state["lineage"])
+            return
+        restored = CheckpointState.from_dict(state)
+        apply(restored, Path(f"<sync checkpoint {agreed} of rank {source}>"))
+        self.averager.load_state_dict((restored.sync or {})["averager"])
+        log.info("sync_restored", checkpoint_id=agreed, source=source, ids=by_rank)
+
+    def _held_ids(self) -> dict[int, Path]:
+        """The checkpoint ids this replica holds, each with its file (damaged files skipped)."""
+        store = self.checkpointer.store
+        held: dict[int, Path] = {}
+        for path in store.files() if store is not None else []:
+            try:
+                sync = load_file(path).get("sync")
+            except CheckpointError:
+                continue
+            if sync is not None:
+                held[int(sync["round"])] = path
+        return held
+
+    def _fresh(self) -> dict[str, Any]:
+        return {"engine": self.engine.state_dict(), "lineage": self.checkpointer.lineage}
+
+    # -- rounds ----------------------------------------------------------------------------
+
+    def stepped(self) -> None:
+        """One learning step was taken."""
+        self._steps += 1
+
+    def maybe_sync(self) -> bool:
+        """Ask for a round if this replica's is due; take the round if one was asked for."""
+        now = time.monotonic()
+        if now - self._checked < _CHECK_EVERY_S:
+            return False
+        self._checked = now
+        store = self._group().store
+        due = self._steps >= self.settings.every_steps or (
+            self._steps > 0 and now - self._since >= self.settings.every_seconds
+        )
+        if due:
+            store.compare_set(_REQUESTED, str(self.round), str(self.round + 1))
+        if int(store.get(_REQUESTED)) <= self.round:
+            return False
+        self.sync()
+        return True
+
+    def sync(self) -> None:
+        """One round (collective): average, load, publish; checkpoint when due."""
+        group = self._group()
+        began = time.perf_counter()
+        self.round += 1
+        built, checkpoint_due = int(self.engine.n_features is not None), int(self.checkpointer.due)
+        flags = group.all_gather_ints([built, checkpoint_due, self.engine.version])
+        source = min((r for r, f in enumerate(flags) if f[0]), default=0)
+        template = group.broadcast_state(self._fresh() if group.rank == source else None, source)
+        nbytes = group.last_bytes
+        if any(f[0] for f in flags):
+            local = self.engine.state_dict()
+            averaged = self.averager.average(template["engine"], local, group.all_reduce_sum)
+            self._load_engine(averaged)
+            # One version for the group's model, above every replica's: serving takes only
+            # newer snapshots, and every replica then reports the same one.
+            self.engine.version = max(f[2] for f in flags) + 1
+            nbytes += self.averager.nbytes
+            self.metrics.sync_dropped.inc(self.averager.dropped)
+        self._steps, self._since = 0, time.monotonic()
+        self.publish()
+        if self.round % self.settings.checkpoint_every_rounds == 0 or any(f[1] for f in flags):
+            self._checkpoint()
+        took = time.perf_counter() - began
+        self.metrics.sync_done(self.round, took, nbytes, self.averager.divergence)
+        log.debug("sync_round", round=self.round, source=source, seconds=round(took, 4))
+
+    def _load_engine(self, state: dict[str, Any]) -> None:
+        """Load the group's state; this replica's own counts stay its own. A decision the
+        decider holds open stays its own: another replica learns on meanwhile."""
+        learned, predicted = self.engine.samples_learned, self.engine.samples_predicted
+        self.engine.load_state_dict(state)
+        if not self.engine.decides and self.engine.pool is not None:
+            self.engine.pool.decision = None
+        self.engine.samples_learned, self.engine.samples_predicted = learned, predicted
+
+    def _checkpoint(self) -> None:
+        """Every replica saves this round's state with the group's offsets (one id)."""
+        mine = [[tp.topic, tp.partition, o] for tp, o in self.checkpointer.positions.items()]
+        offsets: Offsets = dict(self.checkpointer.offsets())
+        for rows in self._group().all_gather_json(mine):
+            offsets.update({TopicPartition(t, int(p)): int(o) for t, p, o in rows})
+        barrier = Barrier(self.round, offsets, {"averager": self.averager.state_dict()})
+        self.checkpointer.checkpoint("sync", barrier=barrier)
+
+    def _group(self) -> Group:
+        assert self.group is not None, "join() first"
+        return self.group

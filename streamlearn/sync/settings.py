@@ -1,0 +1,40 @@
+"""The ``sync`` settings section: replicas that learn one model (docs/scaling.md).
+
+Rendezvous follows torchrun's variables: a field left unset is read from ``RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR`` and ``MASTER_PORT``, so the same config runs under torchrun,
+a Kubernetes StatefulSet (rank from the pod's ordinal) or Compose.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from streamlearn.core.section import Section
+
+
+class SyncSettings(Section):
+    """Periodic averaging of the replicas' experts, and coordinated checkpoints."""
+
+    enabled: bool = False
+    # A sync round starts when any replica has taken this many learning steps since the
+    # last one, or this many seconds passed with something learned (whichever first).
+    every_steps: int = Field(50, ge=1)
+    every_seconds: float = Field(5.0, gt=0)
+    # FedAvg server momentum on expert weights: 0 is plain averaging.
+    momentum: float = Field(0.0, ge=0, lt=1)
+    # FedAvg's server learning rate on the averaged update of expert weights: 1 is the mean;
+    # the replica count adds the replicas' updates (each took 1/N of the stream's steps).
+    server_lr: float = Field(1.0, gt=0)
+    # Checkpoints are taken at a sync round (a barrier): every this many rounds, or sooner
+    # when a replica's checkpoint.every_samples / every_seconds fell due.
+    checkpoint_every_rounds: int = Field(20, ge=1)
+    # Rendezvous; None: from the environment torchrun sets.
+    master_addr: str | None = None
+    master_port: int | None = Field(None, ge=1, le=65535)
+    rank: int | None = Field(None, ge=0)
+    world_size: int | None = Field(None, ge=1)
+    # How long a collective (and the rendezvous) waits for a peer before the replica exits,
+    # so that the group re-forms from the last complete checkpoint.
+    timeout_s: float = Field(120.0, gt=0)
+    # gloo on CPU, nccl on CUDA; auto picks by the engine's device.
+    backend: str = Field("auto", pattern="^(auto|gloo|nccl)$")
