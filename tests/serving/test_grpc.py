@@ -49,7 +49,7 @@ def test_feature_names_travel_in_tensor_metadata(service_factory: Callable[..., 
     )
     from tests.serving.conftest import ready, wait_until
 
-    wait_until(lambda: ready(running), 10, "ready")
+    wait_until(lambda: ready(running), 60, "ready")  # as the fixture waits: CI shares two cores
     meta = running.stub.ModelMetadata(pb.ModelMetadataRequest(name="streamlearn"))
     names = meta.inputs[0].parameters["feature_names"].string_param
     assert json.loads(names) == ["a", "b", "c", "d"]
