@@ -346,7 +346,7 @@ class Adapter:
     ) -> bool:
         """Should this step end with a pull toward the anchor's statistics
         (``source_weight``)? With ``source_gate``, only where the anchor's statistics put
-        the new rows on scale and answer them at least as surely as the served ones: a mild
+        the new rows on scale and answer them more surely than the served ones: a mild
         domain, or a return to the source, where the batches' statistics add only noise and
         class-sorted or mixed batches add bias."""
         if self.settings.source_weight == 0:
