@@ -18,7 +18,8 @@ arrives unlabeled under noise, blur, contrast, pixel dropout and shift, each at 
 Each method answers every image before adapting on it (predictions come from the
 engine's published answers, batches of 32), and error is counted against the held-back
 labels; with ``adapt.on_shift: restart`` the engine adapts on the first batch after an
-input-shift alarm before answering it (the restart; no labels involved). Afterwards the clean test half is answered once more: the error back on clean data.
+input-shift alarm before answering it (the restart; no labels involved). Afterwards the
+clean test half is answered once more: the error back on clean data.
 Tabular (``tabular.py``): river's RandomRBF, 5,000 labeled samples, then 2,000 unlabeled
 samples per miscalibration severity 1..5, in the standard and class-sorted orders.
 
