@@ -17,7 +17,9 @@ arrives unlabeled under noise, blur, contrast, pixel dropout and shift, each at 
 
 Each method answers every image before adapting on it (predictions come from the
 engine's published answers, batches of 32), and error is counted against the held-back
-labels. Afterwards the clean test half is answered once more: the error back on clean data.
+labels; with ``adapt.on_shift: restart`` the engine adapts on the first batch after an
+input-shift alarm before answering it (the restart; no labels involved). Afterwards the
+clean test half is answered once more: the error back on clean data.
 Tabular (``tabular.py``): river's RandomRBF, 5,000 labeled samples, then 2,000 unlabeled
 samples per miscalibration severity 1..5, in the standard and class-sorted orders.
 
@@ -37,7 +39,8 @@ guard off (the ablation of the memory and the guards), and ``none-plain-mlp`` /
 ``cotta-plain-mlp`` run cotta, set explicitly, on the default network, which has no
 normalization layers (there ``auto`` resolves to ``none``).
 Results: benchmarks/results/tta.json (``--out``; the input-shift figures are in
-tta_shift.json); the table goes to docs/benchmarks.md.
+tta_shift.json, the pull in tta_shift_pull.json, the default of now in
+tta_shift_switch.json); the table goes to docs/benchmarks.md.
 """
 
 from __future__ import annotations

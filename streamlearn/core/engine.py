@@ -242,9 +242,15 @@ class Engine:
             ids = [samples[kept[j]].id for j in unlabeled]
             rows = x_train[unlabeled]
             experts = self.pool.route(rows) if self.pool is not None else []
+            # After a shift, only the rows from its alarm on are the new domain's. While its
+            # restart waits, they are adapted on first and answered after: otherwise a whole
+            # batch of the new domain is answered with the old domain's statistics.
+            first = self.adapter is not None and self.adapter.switch_pending
+            if first:
+                self._adapt(rows[new_domain:], experts[new_domain:], result.adapt)
             result.predictions = self._predict(rows, ids, experts)
-            # After a shift, only the rows from its alarm on are the new domain's.
-            self._adapt(rows[new_domain:], experts[new_domain:], result.adapt)
+            if not first:
+                self._adapt(rows[new_domain:], experts[new_domain:], result.adapt)
 
     def _watch_inputs(self, x: Tensor, unlabeled: list[int], result: StepResult) -> int:
         """Watch the raw rows for a change of domain; on one, adaptation restarts. The

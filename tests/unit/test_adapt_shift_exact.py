@@ -12,6 +12,13 @@ from streamlearn.core.adapt.adapter import Adapter, AdaptReport, _Expertise
 from streamlearn.core.adapt.base import norm_statistics
 from streamlearn.core.drift.input_shift import InputShiftDetector
 from streamlearn.core.engine import Engine
+from streamlearn.settings import (
+    AdaptSettings,
+    DriftSettings,
+    EngineSettings,
+    ExpertsSettings,
+    ModelSettings,
+)
 from tests.unit.test_adapt_shift import BATCH, FEATURES, engine, feed, rows, stream, teach
 from tests.unit.test_input_shift import shift_delay, stable
 
@@ -139,3 +146,66 @@ def test_the_gate_pulls_on_the_source_domain_and_not_on_one_the_anchor_misreads(
 def running_stats(e: Engine) -> torch.Tensor:
     _, _, module = expertise(e)
     return torch.cat([v.flatten() for k, v in module.state_dict().items() if "running_" in k])
+
+
+def test_the_batch_that_restarts_is_adapted_on_before_it_is_answered() -> None:
+    e = engine(batch_size=BATCH, memory=64)
+    teach(e, torch.Generator().manual_seed(0))
+    x, _ = stream()
+    results = feed(e, x)
+    alarms = [ev.sample - LABELED for r in results for ev in r.shift_events]
+    assert alarms == [332]
+    # 20 rows of batch 10 follow the alarm: they wait; batch 11 brings the step's 32.
+    assert [i for i, r in enumerate(results) if r.adapt.resets] == [11]
+    answered = [r.predictions[0].model_version for r in results]
+    assert {p.model_version for p in results[11].predictions} == {answered[11]}
+    # Batch 11 is answered after its restart and step (2 versions on from batch 10's
+    # answers; batch 10 took no step), every other batch before its own step.
+    assert (results[10].adapt.steps, results[11].adapt.steps) == (0, 2)
+    assert answered[11] == answered[10] + 2
+    assert answered[12] == answered[11]
+    assert answered[13] == answered[12] + results[12].adapt.steps == answered[12] + 1
+
+
+def test_right_after_a_reset_the_gate_does_not_pull() -> None:
+    e = trained(0, source_weight=0.1, source_gate=True)
+    generator = torch.Generator().manual_seed(1)
+    feed(e, rows(generator, 320))
+    feed(e, rows(generator, 640, gain=4.0))
+    adapter, state, module = expertise(e)
+    source = rows(generator, 32)
+
+    def surer() -> bool:
+        entropy = adapter._predictions(module, source, 2)[0]
+        return adapter._anchor_surer(state, module, source, entropy, 2)
+
+    assert surer()  # adapted to the 4x domain: the anchor's answer the source rows surer
+    adapter._reset(state, module)  # served statistics are the anchor's: a tie, no pull
+    assert not surer()
+
+
+def unwatched(**adapt: Any) -> Engine:
+    """Norm adaptation, one step per 32 rows, the input-shift detector off."""
+    return Engine(
+        ModelSettings(hidden=[16], norm="batch", standardize=False, max_classes=2, seed=0),
+        EngineSettings(max_batch=BATCH),
+        DriftSettings(enabled=False, input_shift={"enabled": False}),
+        ExpertsSettings(enabled=False),
+        AdaptSettings(**({"method": "norm", "batch_size": BATCH, "memory": 0} | adapt)),
+    )
+
+
+def test_served_statistics_that_blow_the_rows_up_restart_without_an_alarm() -> None:
+    restarts = {}
+    for on_shift in ("restart", "none"):
+        e = unwatched(on_shift=on_shift)
+        teach(e, torch.Generator().manual_seed(0))
+        x, switch = stream()  # 4x the spread from row 320: 16x the variance
+        results = feed(e, x)
+        assert all(not r.shift_events for r in results)  # no detector
+        restarts[on_shift] = [(i, r.adapt.resets) for i, r in enumerate(results) if r.adapt.resets]
+    # The first step on the new domain's rows, and no other: from then on the served
+    # statistics are the new domain's own.
+    assert switch // BATCH == 10
+    assert restarts["restart"] == [(10, [("0", "input_shift")])]
+    assert restarts["none"] == []

@@ -79,7 +79,10 @@ class AdaptSettings(Section):
     # the ones served with) and keeps the one the expert is surest with; the rows' own win
     # on a new domain: the expert goes back to its anchor (weights, memory, the method's
     # state) and re-estimates the statistics fast (shift_prior). "none" carries on, the old
-    # domain's statistics fading at norm_momentum per step.
+    # domain's statistics fading at norm_momentum per step. With "restart" the first batch
+    # after an alarm is adapted on before it is answered, and a step whose rows the served
+    # statistics put far off scale (a switch the detector missed) takes the anchor's
+    # statistics where they fit the rows, else restarts.
     on_shift: Literal["restart", "none"] = "restart"
     shift_prior: float = Field(0.0, ge=0)
     # After each step the served batch-norm statistics move this share of the way back to
@@ -88,7 +91,7 @@ class AdaptSettings(Section):
     # class-sorted or mixed streams). 0 = off.
     source_weight: float = Field(0.1, ge=0, lt=1)
     # Pull only at steps where the anchor's statistics put the new rows on scale and answer
-    # them at least as surely (mean prediction entropy) as the served ones; a severe domain
+    # them more surely (mean prediction entropy) than the served ones; a severe domain
     # keeps its own. Without classes (regression) there is nothing to judge by: no pull.
     source_gate: bool = True
     guards: GuardSettings = Field(default_factory=GuardSettings)
