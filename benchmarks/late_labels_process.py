@@ -65,6 +65,7 @@ else:
 
 RESULTS = Path(__file__).resolve().parent / "results" / "late_labels_process.json"
 PROBE_ROWS, PROBE_EVERY_S, POLL_EVERY_S = 500, 0.5, 0.1
+WARM_UP = "0"  # the id of the sample that builds the model before the clock starts
 RANGES = ((4000, 6000), (6000, 8000), (8000, 10000), (10000, 12000))
 
 
@@ -84,15 +85,42 @@ class Plan:
         return take("agrawal", self.samples + PROBE_ROWS, seed=self.seed, segment=10**9)
 
     def schedule(self, rate: float) -> list[tuple[float, Any, dict[str, Any]]]:
-        return events(self.stream()[: self.samples], rate, self.delay, 0.05, self.flip, seed=1)
+        """The in-process driver's schedule, less sample 0 and its label (the warm-up's)."""
+        every = events(self.stream()[: self.samples], rate, self.delay, 0.05, self.flip, seed=1)
+        return [event for event in every if event[2]["id"] != WARM_UP]
+
+
+class StartSignal:
+    """One clock for the children and this process: each child gets ready (imports, its
+    stream: half a minute under this machine's load), then all start at the same ``t0``."""
+
+    def __init__(self, context: Any, children: int) -> None:
+        self._ready = context.Barrier(children + 1)
+        self._go = context.Event()
+        self._t0 = context.Value("d", 0.0)
+
+    def wait(self) -> float:
+        """In a child: ready; the wall-clock time the run starts."""
+        self._ready.wait()
+        self._go.wait()
+        return float(self._t0.value)
+
+    def start(self) -> float:
+        """Here: once every child is ready, start them."""
+        self._ready.wait()
+        self._t0.value = time.time() + 0.5
+        self._go.set()
+        return float(self._t0.value)
 
 
 def send_on_time(
-    bootstrap: str, topics: dict[str, str], plan: Plan, rate: float, t0: float
+    bootstrap: str, topics: dict[str, str], plan: Plan, rate: float, signal: StartSignal
 ) -> None:
-    """The producer process: each record at its wall-clock time ``t0 + at``."""
+    """The producer process: each record of the schedule at its wall-clock time ``t0 + at``."""
     producer = connect(bootstrap)
-    for at, tp, value in plan.schedule(rate):
+    schedule = plan.schedule(rate)
+    t0 = signal.wait()
+    for at, tp, value in schedule:
         if (ahead := t0 + at - time.time()) > 0:
             producer.flush()
             time.sleep(ahead)
@@ -101,7 +129,16 @@ def send_on_time(
     producer.close()
 
 
-def probe_serving(port: int, plan: Plan, t0: float, until_s: float, out: Path) -> None:
+def warm_up(bootstrap: str, topics: dict[str, str], first: dict[str, Any]) -> None:
+    """Sample 0 and its label at once, before the clock starts (in every run alike)."""
+    producer = connect(bootstrap)
+    producer.send(topics["in"], value=json.dumps({"x": first["x"], "id": WARM_UP}).encode())
+    producer.flush()
+    producer.send(topics["labels"], value=json.dumps({"id": WARM_UP, "y": first["y"]}).encode())
+    producer.close()
+
+
+def probe_serving(port: int, plan: Plan, signal: StartSignal, until_s: float, out: Path) -> None:
     """The client process: held-out samples asked of the serving port, no id (so not kept
     for a label), every PROBE_EVERY_S; the served version and accuracy of each answer."""
     rows = plan.stream()[plan.samples :]
@@ -116,6 +153,7 @@ def probe_serving(port: int, plan: Plan, t0: float, until_s: float, out: Path) -
         ]
     }
     seen: list[dict[str, Any]] = []
+    t0 = signal.wait()
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         while (now := time.time() - t0) < until_s:
             try:
@@ -140,7 +178,14 @@ def probe_serving(port: int, plan: Plan, t0: float, until_s: float, out: Path) -
 def scrape(metrics_port: int) -> dict[str, float]:
     """The figures this benchmark reads off the daemon's metrics endpoint."""
     text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-    out = {"joins": 0.0, "right": 0.0, "rollbacks": 0.0, "assigned": 0.0, "predicted": 0.0}
+    out = {
+        "joins": 0.0,
+        "right": 0.0,
+        "rollbacks": 0.0,
+        "assigned": 0.0,
+        "predicted": 0.0,
+        "learned": 0.0,
+    }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name == "streamlearn_served_joins_total":
@@ -150,8 +195,10 @@ def scrape(metrics_port: int) -> dict[str, float]:
                 out["rollbacks"] = sample.value
             elif sample.name == "streamlearn_rebalances_total":
                 out["assigned"] += sample.value if sample.labels["kind"] == "assigned" else 0.0
+            elif sample.name == "streamlearn_samples_learned_total":
+                out["learned"] = sample.value
             elif sample.name == "streamlearn_predictions_total":
-                out["predicted"] += sample.value
+                out["predicted"] += sample.value if sample.labels["kind"] == "unlabeled" else 0.0
     return out
 
 
@@ -214,28 +261,38 @@ def run(
     service = Service(workdir / name, broker.bootstrap, topics["in"], settings)
     by_role = {"in": topics["in"], "labels": topics["labels"]}
     schedule = plan.schedule(rate)
-    labels = [value for _, tp, value in schedule if tp == LABELS]
+    # The warm-up's label is joined first: the k-th label of the schedule is join k + 1.
+    labels = [{"id": WARM_UP}] + [value for _, tp, value in schedule if tp == LABELS]
     flipped = {str(i) for i in plan.flip}
     first_flip = next((k for k, v in enumerate(labels) if v["id"] in flipped), None)
     spawn = multiprocessing.get_context("spawn")
     try:
         service.wait(lambda: scrape(service.metrics_port)["assigned"] > 0, 120, "the group")
-        t0 = time.time() + 2.0  # both children are up by then
+        # The first sample builds the model, once per process: 10-30 s here (Adam's first
+        # construction imports torch._dynamo). The clock starts once it is answered, not to
+        # count that start in the delays.
+        warm_up(broker.bootstrap, by_role, plan.stream()[0])
+        service.wait(lambda: scrape(service.metrics_port)["learned"] > 0, 120, "a model")
         until_s = schedule[-1][0] + 5.0
-        poller = Poller(service.metrics_port, t0)
         probe_out = workdir / f"{name}-probe.json"
+        signal = StartSignal(spawn, 2)
         children = [
-            spawn.Process(target=send_on_time, args=(broker.bootstrap, by_role, plan, rate, t0)),
             spawn.Process(
-                target=probe_serving, args=(service.http_port, plan, t0, until_s, probe_out)
+                target=send_on_time,
+                args=(broker.bootstrap, by_role, plan, rate, signal),
+            ),
+            spawn.Process(
+                target=probe_serving, args=(service.http_port, plan, signal, until_s, probe_out)
             ),
         ]
         for child in children:
             child.start()
+        t0 = signal.start()
+        poller = Poller(service.metrics_port, t0)
         for child in children:
             child.join()
         service.wait(lambda: scrape(service.metrics_port)["joins"] >= len(labels), 300, "joins")
-        caught_up_s = time.time() - t0 - schedule[-1][0]
+        caught_up_s = next(t for t, f in poller.seen if f["joins"] >= len(labels)) - schedule[-1][0]
         poller.stop()
         final = scrape(service.metrics_port)
         predictions = read_all(broker.bootstrap, topics["predictions"], plan.samples)
@@ -299,8 +356,9 @@ def _behind(
     answered, labels sent but not yet joined (median and max over the polls)."""
     sent_at = sorted(at for at, tp, _ in schedule if tp != LABELS)
     labeled_at = sorted(at for at, tp, _ in schedule if tp == LABELS)
-    samples = sorted(bisect.bisect(sent_at, t) - f["predicted"] for t, f in seen)
-    labels = sorted(bisect.bisect(labeled_at, t) - f["joins"] for t, f in seen)
+    # Both counters include the warm-up's sample and join.
+    samples = sorted(bisect.bisect(sent_at, t) - (f["predicted"] - 1) for t, f in seen)
+    labels = sorted(bisect.bisect(labeled_at, t) - (f["joins"] - 1) for t, f in seen)
     if not samples:
         return {}
     return {
