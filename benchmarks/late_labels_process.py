@@ -292,6 +292,7 @@ def run(
         for child in children:
             child.join()
         service.wait(lambda: scrape(service.metrics_port)["joins"] >= len(labels), 300, "joins")
+        time.sleep(3 * POLL_EVERY_S)  # the poller's own look at the last join
         caught_up_s = next(t for t, f in poller.seen if f["joins"] >= len(labels)) - schedule[-1][0]
         poller.stop()
         final = scrape(service.metrics_port)
