@@ -19,7 +19,7 @@ the metrics endpoint (polled every 0.1 s), the answers on the predictions topic,
 rollback events on the events topic, and the answers of real HTTP calls to the serving port.
 
 Sample 0 and its label go first, before the clock starts, in every run alike: the first
-learning step builds the model (10-30 s here: Adam's first construction imports
+learning step builds the model (7 s in a profile here: Adam's first construction imports
 torch._dynamo), once per process, and would otherwise delay the start of every run.
 
 1. **Delay** (Agrawal 0, labels immediate vs 1-60 s late, a run per ``--seeds`` seed of
@@ -274,8 +274,8 @@ def run(
     spawn = multiprocessing.get_context("spawn")
     try:
         service.wait(lambda: scrape(service.metrics_port)["assigned"] > 0, 120, "the group")
-        # The first sample builds the model, once per process: 10-30 s here (Adam's first
-        # construction imports torch._dynamo). The clock starts once it is answered, not to
+        # The first sample builds the model, once per process: 7 s here (Adam's first
+        # construction imports torch._dynamo). The clock starts once it is learned, not to
         # count that start in the delays.
         warm_up(broker.bootstrap, by_role, plan.stream()[0])
         service.wait(lambda: scrape(service.metrics_port)["learned"] > 0, 120, "a model")
