@@ -103,32 +103,38 @@ def batch_records(
 class Service:
     """``streamlearn run`` in its own process tree, against the embedded broker."""
 
-    def __init__(self, workdir: Path, bootstrap: str, topic: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        bootstrap: str,
+        topic: str,
+        settings: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """``settings``: sections' fields set beside (or over) the ones below."""
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         workdir.mkdir(parents=True)
         config = workdir / "config.yaml"
-        config.write_text(
-            yaml.safe_dump(
-                {
-                    "kafka": {
-                        "bootstrap_servers": bootstrap,
-                        "input_topic": topic,
-                        "group_id": f"bench-{topic}",
-                        # Only so the group forms in 3 s instead of 23 (see the README).
-                        "session_timeout_ms": 6000,
-                        "heartbeat_interval_ms": 1000,
-                    },
-                    "checkpoint": {"dir": str(workdir / "checkpoints")},
-                    "metrics": {"host": "127.0.0.1", "port": self.metrics_port},
-                    "serve": {
-                        "host": "127.0.0.1",
-                        "http_port": self.http_port,
-                        "grpc_port": self.grpc_port,
-                    },
-                    "log": {"level": "warning", "format": "json"},
-                }
-            )
-        )
+        config_dict: dict[str, dict[str, Any]] = {
+            "kafka": {
+                "bootstrap_servers": bootstrap,
+                "input_topic": topic,
+                "group_id": f"bench-{topic}",
+                # Only so the group forms in 3 s instead of 23 (see the README).
+                "session_timeout_ms": 6000,
+                "heartbeat_interval_ms": 1000,
+            },
+            "checkpoint": {"dir": str(workdir / "checkpoints")},
+            "metrics": {"host": "127.0.0.1", "port": self.metrics_port},
+            "serve": {
+                "host": "127.0.0.1",
+                "http_port": self.http_port,
+                "grpc_port": self.grpc_port,
+            },
+            "log": {"level": "warning", "format": "json"},
+        }
+        for section, fields in (settings or {}).items():
+            config_dict.setdefault(section, {}).update(fields)
+        config.write_text(yaml.safe_dump(config_dict))
         self.log = (workdir / "daemon.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlearn", "run", "--config", str(config)],

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
+from streamlearn.core.adapt.adapter import AdaptReport
 from streamlearn.core.labels.challenger import ChallengerJudge, difference_lower_bound
+from streamlearn.core.types import Sample
+from streamlearn.sinks import MemorySink
 from tests.unit.test_daemon import Source, make
 from tests.unit.test_late_labels_daemon import LABELS, ON, phase, started, value
 
@@ -103,3 +107,82 @@ def test_no_promotion_while_the_guard_holds_a_rollback(tmp_path: Path) -> None:
     assert "challenger_promoted" not in kinds[rolled_back:]
     assert daemon.challenger.promotions == promoted_before
     assert daemon.challenger.judge.n == 0  # nothing scored during the hold
+
+
+def _promotions(sink: MemorySink) -> list[dict[str, Any]]:
+    return [payload for kind, payload in sink.events if kind == "challenger_promoted"]
+
+
+def test_a_challenger_is_promoted_again_when_it_pulls_ahead_again(tmp_path: Path) -> None:
+    """A promotion moves the challenger's state, not its configuration: the champion
+    (learning rate 1e-6) learns on slowly from the promoted state. When the concept then
+    flips, the challenger (3e-2) learns the new one and the champion cannot: a later block
+    promotes it again, on that block's own figures. Each promotion is its own event at a
+    higher model version, counted once."""
+    challenger = {"enabled": True, "window": 50, "margin": 0.05, "model": {"learning_rate": 3e-2}}
+    sections = {
+        **ON,
+        "model": {"hidden": [4], "learning_rate": 1e-6, "seed": 3},
+        "labels": {"enabled": True, "challenger": challenger},
+    }
+    daemon, source, sink = started(tmp_path, sections)
+
+    phase(daemon, source, range(300), flip=False)
+    first = _promotions(sink)
+    assert first, daemon.challenger.view()
+    phase(daemon, source, range(300, 800), flip=True)
+    every = _promotions(sink)
+    assert len(every) > len(first), daemon.challenger.view()
+    versions = [p["model_version"] for p in every]
+    assert versions == sorted(set(versions))  # each promotion a new version, never back
+    later = every[len(first)]
+    assert later["challenger_accuracy"] - later["champion_accuracy"] > 0.05
+    assert value(daemon, "streamlearn_promotions_total") == len(every)
+    assert daemon.challenger.promotions == len(every)
+
+
+def test_the_challenger_adapts_and_forgets_what_the_champion_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served rows the champion adapts on (adapt.on_requests) and samples it forgets
+    (POST /v1/forget, an rls head) reach the challenger's engine too, the same rows and
+    samples: it stays a shadow of the same stream."""
+    sections = {
+        **ON,
+        "model": {"head": "rls", "hidden": [4], "seed": 3},
+        "adapt": {"on_requests": True},
+        "labels": {"enabled": True, "challenger": {"enabled": True, "model": {"seed": 1}}},
+    }
+    daemon, source, _ = started(tmp_path, sections)
+    phase(daemon, source, range(64), flip=False)
+    shadow = daemon.challenger.engine
+    assert shadow is not None
+    adapted: list[list[list[float]]] = []
+    forgotten: list[tuple[list[Sample], dict[str, Any]]] = []
+    real_adapt, real_forget = shadow.adapt, shadow.forget
+
+    def spy_adapt(rows: list[list[float]]) -> AdaptReport:
+        adapted.append(rows)
+        return real_adapt(rows)
+
+    def spy_forget(samples: list[Sample], expert: str | None = None) -> dict[str, Any]:
+        done = real_forget(samples, expert)
+        forgotten.append((samples, done))
+        return done
+
+    monkeypatch.setattr(shadow, "adapt", spy_adapt)
+    monkeypatch.setattr(shadow, "forget", spy_forget)
+
+    rows = [[0.0, 1.0], [1.0, 0.0]] * 4
+    assert daemon.inbox.offer_rows(rows) == 0
+    daemon.step()
+    assert adapted == [rows]
+
+    samples = [Sample([0.0, 1.0], 0), Sample([1.0, 0.0], 1)]
+    version = shadow.version
+    answer = daemon.inbox.request_forget(samples, None)
+    daemon.step()
+    assert answer.result(timeout=5)["forgotten"] == 2  # the champion's answer
+    [(seen, done)] = forgotten
+    assert seen == samples and done["forgotten"] == 2
+    assert shadow.version == version + 1
