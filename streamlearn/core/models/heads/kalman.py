@@ -110,7 +110,9 @@ class KalmanHead:
         """
         n, columns = y.shape
         eye = torch.eye(n, dtype=DTYPE)
-        chol, info = torch.linalg.cholesky_ex(d**2 * xpx + (1 - d**2) * xx + self.noise * eye)
+        factored = torch.linalg.cholesky_ex(d**2 * xpx + (1 - d**2) * xx + self.noise * eye)
+        chol: Tensor = factored.L
+        info: Tensor = factored.info
         if int(info) != 0:
             return None  # a step from a broken covariance teaches nothing
         if columns == 0:
