@@ -97,6 +97,7 @@ def test_a_kalman_checkpoint_from_before_the_variance_buffers_loads() -> None:
     state = original.state_dict()
     old = {k: v for k, v in state["module"].items() if k not in ("head_covariance", "head_noise")}
     restored = _learned("kalman", seed=4).expert  # learned other data: nothing left over
+    assert isinstance(restored, HeadExpert)
     with capture_logs() as logs:
         restored.load_state_dict(roundtrip({**state, "module": old}))
     assert [line["event"] for line in logs] == ["kalman_checkpoint_without_covariance"]
