@@ -41,6 +41,7 @@ _EXPORTS = {
     "StateDict": "streamlearn.core.protocols",
     "StreamlearnError": "streamlearn.core.errors",
     "TopicPartition": "streamlearn.core.types",
+    "WarmStarted": "streamlearn.core.protocols",
     "kafka_daemon": "streamlearn.daemon",
     "load_settings": "streamlearn.settings",
 }
@@ -73,6 +74,7 @@ __all__ = [
     "StepScaling",
     "StreamlearnError",
     "TopicPartition",
+    "WarmStarted",
     "__version__",
     "kafka_daemon",
     "load_settings",
@@ -101,6 +103,7 @@ if TYPE_CHECKING:
         Source,
         StateDict,
         StepScaling,
+        WarmStarted,
     )
     from streamlearn.core.types import (
         DeadLetter,

@@ -147,6 +147,17 @@ class StepScaling(Protocol):
     def scale_step(self, factor: float) -> None: ...
 
 
+@runtime_checkable
+class WarmStarted(Protocol):
+    """What an :class:`Expert` may also offer: a hook run after a spawn copied another
+    expert's state into it (``experts.spawn: warm_start``). A drift was just detected, so
+    an expert that keeps a confidence in what it learned (the Kalman head's covariance) can
+    drop it and learn the new regime at full speed, keeping the copied weights as its start.
+    """
+
+    def after_warm_start(self) -> None: ...
+
+
 class DriftDetector(Protocol):
     """A sequential change test over one expert's losses: what the drift monitor uses.
 

@@ -108,6 +108,85 @@ def test_kalman_forgetting_falls_after_each_drift_and_stays_near_one_without() -
         assert (1 - after) > 3 * (1 - before), (change, before, after)
 
 
+def _textbook_kalman_step(
+    w: torch.Tensor,
+    p: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    decay: float,
+    prior: float,
+    noise: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of the filter as written in the textbook: predict, then correct."""
+    eye = torch.eye(p.shape[0], dtype=F64)
+    p_prior = decay**2 * p + (1 - decay**2) * prior * eye
+    s = x @ p_prior @ x.T + noise * torch.eye(x.shape[0], dtype=F64)
+    gain = p_prior @ x.T @ torch.linalg.inv(s)
+    return decay * w + gain @ (y - x @ (decay * w)), p_prior - gain @ s @ gain.T
+
+
+@pytest.mark.parametrize("forgetting", [0.99, 0.9999])
+def test_the_kalman_update_is_the_textbook_filter_step(forgetting: float) -> None:
+    x, y = _rows(120, 6, seed=7)
+    head = KalmanHead(6, 3, ridge=2.0, noise=0.5, forgetting=forgetting,
+                      forgetting_range=(0.9, 0.99999), rate=0.0)  # fmt: skip
+    w, p = torch.zeros(6, 3, dtype=F64), torch.eye(6, dtype=F64) / 2.0
+    for start in range(0, 120, 8):
+        rows, targets = x[start : start + 8], y[start : start + 8]
+        w, p = _textbook_kalman_step(w, p, rows, targets, forgetting**8, 0.5, 0.5)
+        head.update(rows, targets, columns=3)
+    assert head.forgetting == pytest.approx(forgetting)  # rate 0: gamma is held
+    torch.testing.assert_close(head.W, w, rtol=0, atol=1e-9)
+    torch.testing.assert_close(head.P, p, rtol=0, atol=1e-9)
+    torch.testing.assert_close(head.P, head.P.T, rtol=0, atol=1e-12)
+
+
+def test_after_a_warm_start_the_kalman_head_keeps_its_weights_and_restarts_its_covariance() -> None:
+    settings = ModelSettings(head="kalman", hidden=[8])
+    g = torch.Generator().manual_seed(9)
+    x, y = torch.randn(400, 2, generator=g), torch.randint(0, 2, (400,), generator=g)
+    parent = build_expert(settings, 2, torch.device("cpu"))
+    child = build_expert(settings, 2, torch.device("cpu"))
+    for start in range(0, 400, 8):
+        parent.learn(x[start : start + 8], y[start : start + 8])
+    child.load_state_dict(roundtrip(parent.state_dict()))
+    assert isinstance(child, HeadExpert) and isinstance(child.solver, KalmanHead)
+    assert isinstance(parent, HeadExpert)
+    child.after_warm_start()
+    width = child.solver.P.shape[0]
+    prior = torch.eye(width, dtype=F64) / settings.closed_form.ridge
+    torch.testing.assert_close(child.solver.P, prior, rtol=0, atol=0)
+    torch.testing.assert_close(child.module.head_covariance, prior, rtol=0, atol=0)
+    assert child.forgetting == pytest.approx(settings.closed_form.forgetting)
+    assert torch.equal(child.predict(x), parent.predict(x))  # the weights are kept
+    assert float(parent.module.head_covariance.trace()) < 0.5 * width  # the parent stays sure
+
+
+def test_the_pool_restarts_a_warm_started_kalman_expert() -> None:
+    # Regime A (y = x0 > 0) then its opposite: the drift spawns expert 1 from expert 0.
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(6_000, 2, generator=g)
+    y = (x[:, 0] > 0).long()
+    y[3_000:] = 1 - y[3_000:]
+    # gamma held near 1: P only shrinks with rows learned, never grows back by forgetting
+    held = {"forgetting": 0.99999, "forgetting_min": 0.99999, "forgetting_rate": 0.0}
+    model = ModelSettings(head="kalman", hidden=[8], learning_rate=0.01, closed_form=held)
+    engine = Engine(model, experts=ExpertsSettings(spawn="warm_start"))
+    for start in range(0, 6_000, 32):
+        batch = zip(x[start : start + 32].tolist(), y[start : start + 32].tolist(), strict=True)
+        events = engine.process([Sample(r, int(c)) for r, c in batch]).pool_events
+        if any(e.kind == "spawn" for e in events):
+            break
+    assert engine.pool is not None and sorted(engine.pool.members) == ["0", "1"]
+    parent, child = (engine.pool.members[i].expert for i in ("0", "1"))
+    assert isinstance(parent, HeadExpert) and isinstance(child, HeadExpert)
+    # Copied and not restarted, the child would be at least as sure as its parent (it
+    # learned more rows); restarted, it learned only the rows since the spawn.
+    trace = {"parent": float(parent.module.head_covariance.trace()),
+             "child": float(child.module.head_covariance.trace())}  # fmt: skip
+    assert trace["child"] > 1.2 * trace["parent"], trace
+
+
 def test_kalman_predictive_variance_shrinks_where_it_has_seen_data() -> None:
     x, y = _rows(200, 4, seed=5)
     head = KalmanHead(4, 3, 1.0, 1.0, 0.99999, (0.9, 0.99999), 0.0)

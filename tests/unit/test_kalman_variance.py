@@ -14,12 +14,13 @@ from streamlearn.core.types import Prediction, Sample
 from streamlearn.serve.frozen import InProcessFreezer
 from streamlearn.settings import ExpertsSettings, ModelSettings
 from streamlearn.sinks.messages import prediction_message
+from streamlearn.testing.common import roundtrip
 
 
-def _learned(head: str, task: str = "classification") -> Engine:
+def _learned(head: str, task: str = "classification", seed: int = 3) -> Engine:
     model = ModelSettings(head=head, hidden=[8], task=task)
     engine = Engine(model, experts=ExpertsSettings(enabled=False))
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(seed)
     x = torch.randn(256, 3, generator=g)
     y = (x[:, 0] > 0).long().tolist() if task == "classification" else x[:, 1].tolist()
     for start in range(0, 256, 32):
@@ -86,3 +87,20 @@ def test_prediction_records_carry_the_variance_only_when_there_is_one() -> None:
     spreads = [p.variance for p in result.predictions]
     expected = engine.predictor().predict(_probe(), variance=True).variance
     assert spreads == expected
+
+
+def test_a_kalman_checkpoint_from_before_the_variance_buffers_loads() -> None:
+    from structlog.testing import capture_logs
+
+    original = _learned("kalman").expert
+    assert isinstance(original, HeadExpert)
+    state = original.state_dict()
+    old = {k: v for k, v in state["module"].items() if k not in ("head_covariance", "head_noise")}
+    restored = _learned("kalman", seed=4).expert  # learned other data: nothing left over
+    assert isinstance(restored, HeadExpert)
+    with capture_logs() as logs:
+        restored.load_state_dict(roundtrip({**state, "module": old}))
+    assert [line["event"] for line in logs] == ["kalman_checkpoint_without_covariance"]
+    x = _probe()
+    assert torch.equal(restored.predict(x), original.predict(x))
+    assert torch.equal(restored.variance(x), original.variance(x))  # P from the solver state

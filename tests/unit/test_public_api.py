@@ -39,6 +39,7 @@ PUBLIC_API = [
     "StepScaling",
     "StreamlearnError",
     "TopicPartition",
+    "WarmStarted",
     "__version__",
     "kafka_daemon",
     "load_settings",

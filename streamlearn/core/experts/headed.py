@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from streamlearn.core.errors import ModelError
 from streamlearn.core.experts.guard import StepGuard
+from streamlearn.core.logging import get_logger
 from streamlearn.core.models import evaluating, predict_with, training
 from streamlearn.core.models.heads import (
     HeadedNetwork,
@@ -36,9 +37,10 @@ from streamlearn.core.models.heads import (
     with_bias,
 )
 from streamlearn.core.models.settings import ModelSettings
-from streamlearn.core.protocols import Expert, StateDict, StepScaling
+from streamlearn.core.protocols import Expert, StateDict, StepScaling, WarmStarted
 
 Solver = RlsHead | KalmanHead | PrototypeHead
+log = get_logger(__name__)
 FEATURES = "features"  # skipped: the body gave non-finite features; the head kept its solve
 
 
@@ -60,7 +62,10 @@ class HeadExpert:
         self.body_samples = body_samples
         self.n_seen = 0  # classes seen: outputs [0, n_seen) are scored
         self.samples = 0  # labeled samples learned
-        self.guard = StepGuard(module, optimizer) if optimizer is not None else None
+        # The optimizer steps the body only: the guard watches (and restores) that, not the
+        # head's buffers, which the solver rewrites every step (and whose float64 covariance
+        # would cost a norm of width^2 values per step).
+        self.guard = StepGuard(module.body, optimizer) if optimizer is not None else None
         self.skipped: str | None = None
         self._base_lrs = [float(g["lr"]) for g in optimizer.param_groups] if optimizer else []
         self._step_factor = 1.0
@@ -105,8 +110,26 @@ class HeadExpert:
     def _publish(self) -> None:
         """The solve into the module (what serving runs), with the covariance if it has one."""
         self.module.set_head(self.solver.weights())
-        if isinstance(self.solver, KalmanHead) and self.module.has_variance:
-            self.module.set_covariance(self.solver.P, self.solver.noise)
+        solver = self.solver
+        # The filter updates P in place: sharing the module's buffer publishes each step's
+        # covariance without a width^2 copy; only a load (a new P) needs one.
+        module = self.module
+        if isinstance(solver, KalmanHead) and module.has_variance:
+            self._share_covariance(solver, module)
+
+    @staticmethod
+    def _share_covariance(solver: KalmanHead, module: HeadedNetwork) -> None:
+        if solver.P is not module.head_covariance:
+            module.set_covariance(solver.P, solver.noise)
+            solver.P = module.head_covariance
+
+    def after_warm_start(self) -> None:
+        """A spawn copied another expert into this one (WarmStarted): the Kalman head keeps
+        the copied weights but restarts its covariance and forgetting, else a filter that
+        has grown sure over thousands of samples learns the new regime as slowly as gamma
+        lets it (docs/benchmarks.md, "Closed-form heads")."""
+        if isinstance(self.solver, KalmanHead):
+            self.solver.restart()
 
     def forget(self, x: Tensor, y: Tensor) -> int:
         """Remove these labeled samples from the head's solve exactly (RLS only): the weights
@@ -140,7 +163,7 @@ class HeadExpert:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.module.load_state_dict(state["module"])
+        self.module.load_state_dict(self._with_covariance(state["module"]))
         if self.optimizer is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scale_step(self._step_factor)
@@ -150,6 +173,19 @@ class HeadExpert:
         self.samples = int(state["samples"])
         if self.guard is not None:
             self.guard.reset()
+
+    def _with_covariance(self, module_state: Mapping[str, Any]) -> Mapping[str, Any]:
+        """A Kalman module state saved before the head served a variance (no
+        ``head_covariance``, ``head_noise`` buffers): the buffers as they are here, which
+        ``_publish`` then fills from the solver's P (in every such state) and noise."""
+        if not self.module.has_variance or "head_covariance" in module_state:
+            return module_state
+        log.info("kalman_checkpoint_without_covariance", filled_from="solver state")
+        return {
+            **module_state,
+            "head_covariance": self.module.head_covariance,
+            "head_noise": self.module.head_noise,
+        }
 
     def _features(self, x: Tensor, body_learns: bool) -> Tensor:
         if body_learns:
@@ -205,4 +241,7 @@ if TYPE_CHECKING:  # mypy holds HeadExpert to Expert (see streamlearn.core.proto
         return expert
 
     def _scales(expert: HeadExpert) -> StepScaling:
+        return expert
+
+    def _restarts(expert: HeadExpert) -> WarmStarted:
         return expert

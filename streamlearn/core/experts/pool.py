@@ -53,7 +53,7 @@ from streamlearn.core.experts.selector import (
     scaled,
 )
 from streamlearn.core.experts.settings import ExpertsSettings
-from streamlearn.core.protocols import Expert, StateDict
+from streamlearn.core.protocols import Expert, StateDict, WarmStarted
 
 ExpertFactory = Callable[[int], Expert]  # seed -> a new expert
 LossFn = Callable[[Tensor, Tensor], Tensor]  # (outputs, targets) -> per-sample losses
@@ -353,6 +353,8 @@ class ExpertPool:
         member = self._new_member(sample)
         if warm is not None:
             member.expert.load_state_dict(warm)
+            if isinstance(member.expert, WarmStarted):
+                member.expert.after_warm_start()
         return self._add(member, sample).id, dropped
 
     def _drop_least_useful(self, sample: int) -> list[PoolEvent]:

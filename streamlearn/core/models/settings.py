@@ -14,8 +14,10 @@ class ClosedFormSettings(Section):
 
     # Ridge lambda of RLS (R starts at I/lambda), and the Kalman head's prior S0 = I/lambda.
     ridge: float = Field(1.0, gt=0)
-    # The Kalman head's observation noise sigma^2 (targets are one-hot for classes).
-    noise: float = Field(1.0, gt=0)
+    # The Kalman head's observation noise sigma^2 (targets are one-hot for classes). With
+    # the prior S0 = I/ridge it sets how far one row moves the head: 2.0 measured best
+    # (docs/benchmarks.md, "Closed-form heads, after issue 20").
+    noise: float = Field(2.0, gt=0)
     # The Kalman head's forgetting gamma per sample: where it starts, its bounds, and the step
     # size of its gradient on the predictive log-likelihood (in log(1-gamma)).
     forgetting: float = Field(0.999, gt=0, lt=1)

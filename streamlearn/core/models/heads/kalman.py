@@ -49,7 +49,7 @@ class KalmanHead:
         self.rate = rate
         lo, hi = forgetting_range
         self.u_bounds = (math.log(1 - hi), math.log(1 - lo))
-        self.u = math.log(1 - forgetting)
+        self.u_start = self.u = math.log(1 - forgetting)
         self.P = torch.eye(width, dtype=DTYPE) * self.prior
         self.W = torch.zeros(width, n_outputs, dtype=DTYPE)
 
@@ -63,18 +63,31 @@ class KalmanHead:
         the leading target columns that are real (classes seen), those gamma is fitted on."""
         n = x.shape[0]
         decay = self.forgetting**n  # gamma^n: n samples of drift
-        # Everything width x width is formed once, without autograd; the forgetting's
-        # gradient needs only the n x n and n x C pieces it enters through.
+        spread = (1 - decay**2) * self.prior  # the prior's share of P_prior
+        # Only n x width products and one rank-n change touch P, in place: at 257 features a
+        # width x width pass costs about what the whole n x n algebra does.
         p_xt, x_w = self.P @ x.T, x @ self.W  # [width, n], [n, C]
-        self._fit_forgetting(x @ p_xt, self.prior * (x @ x.T), y[:, :columns], x_w[:, :columns])
-        px = decay**2 * p_xt + (1 - decay**2) * self.prior * x.T  # P_prior X^T
-        innovation = x @ px + self.noise * torch.eye(n, dtype=DTYPE)
-        chol = torch.linalg.cholesky(innovation)
-        gain = torch.cholesky_solve(px.T, chol).T  # P_prior X^T S^-1: [width, n]
-        self.W = decay * self.W + gain @ (y - decay * x_w)
-        eye = torch.eye(self.P.shape[0], dtype=DTYPE)
-        cov = decay**2 * self.P + (1 - decay**2) * self.prior * eye - gain @ px.T
-        self.P = (cov + cov.T) / 2
+        xpx, xx = x @ p_xt, self.prior * (x @ x.T)
+        # S = X P_prior X^T + sigma^2 I, P_prior = decay^2 P + (1 - decay^2) S0: its Cholesky
+        # serves both the forgetting's gradient and the filter step.
+        chol = self._fit_forgetting(decay, xpx, xx, y[:, :columns], x_w[:, :columns])
+        if chol is None:
+            return  # S not positive definite (a broken state): keep the filter as it was
+        px_t = p_xt.T.mul_(decay**2).add_(x, alpha=spread)  # (P_prior X^T)^T: [n, width]
+        half = torch.linalg.solve_triangular(chol, px_t, upper=False)  # L^-1 X P_prior
+        gain_t = torch.linalg.solve_triangular(chol.T, half, upper=True)  # S^-1 X P_prior
+        self.W.mul_(decay).addmm_(gain_t.T, y - decay * x_w)
+        # P = P_prior - P_prior X^T S^-1 X P_prior, the subtracted term as half^T half:
+        # symmetric by construction, so P stays symmetric without a transposed copy.
+        self.P.mul_(decay**2).diagonal().add_(spread)
+        self.P.addmm_(half.T, half, alpha=-1.0)
+
+    def restart(self) -> None:
+        """Keep the weights as the prior mean, drop the confidence in them: the covariance
+        back to the prior and gamma to where it starts (a jump, where the drift model only
+        knows slow change; in place, as ``update``)."""
+        self.P.zero_().diagonal().fill_(self.prior)
+        self.u = self.u_start
 
     def variance(self, x: Tensor) -> Tensor:
         """Predictive variance of each row's outputs (one value per row: columns share P)."""
@@ -83,33 +96,38 @@ class KalmanHead:
     def weights(self) -> Tensor:
         return self.W
 
-    def _fit_forgetting(self, xpx: Tensor, xx: Tensor, y: Tensor, x_w: Tensor) -> None:
+    def _fit_forgetting(
+        self, d: float, xpx: Tensor, xx: Tensor, y: Tensor, x_w: Tensor
+    ) -> Tensor | None:
         """One gradient step on u up the batch's predictive log-likelihood (per row and
         column): the prediction is ``d * x_w`` with covariance ``S = d^2 xpx + (1 - d^2) xx
         + sigma^2 I``, ``d = gamma^n``. The gradient in closed form (no autograd: a graph
         would cost more than the filter step), with ``a = S^-1 r``::
 
             dLL/dd = tr(x_w^T a) + 1/2 tr(a^T S' a) - C/2 tr(S^-1 S'),  S' = 2d (xpx - xx)
+
+        Returns the Cholesky factor of ``S`` (None where it is not positive definite).
         """
         n, columns = y.shape
-        if columns == 0:
-            return
-        gamma = self.forgetting
-        d = gamma**n
         eye = torch.eye(n, dtype=DTYPE)
-        chol, info = torch.linalg.cholesky_ex(d**2 * xpx + (1 - d**2) * xx + self.noise * eye)
+        factored = torch.linalg.cholesky_ex(d**2 * xpx + (1 - d**2) * xx + self.noise * eye)
+        chol: Tensor = factored.L
+        info: Tensor = factored.info
         if int(info) != 0:
-            return  # keep gamma: a step from a broken covariance teaches nothing
+            return None  # a step from a broken covariance teaches nothing
+        if columns == 0:
+            return chol
         a = torch.cholesky_solve(y - d * x_w, chol)  # S^-1 r: [n, C]
         ds = 2 * d * (xpx - xx)
         s_inv_ds = torch.cholesky_solve(ds, chol)
         grad_d = (x_w * a).sum() + 0.5 * (a * (ds @ a)).sum() - 0.5 * columns * s_inv_ds.trace()
         # d = gamma^n, gamma = 1 - exp(u): dd/du = -n gamma^(n-1) (1 - gamma)
+        gamma = self.forgetting
         grad = float(grad_d) * -n * gamma ** (n - 1) * (1 - gamma) / y.numel()
-        if not math.isfinite(grad):
-            return
-        step = max(-MAX_STEP, min(MAX_STEP, self.rate * grad))
-        self.u = min(max(self.u + step, self.u_bounds[0]), self.u_bounds[1])
+        if math.isfinite(grad):
+            step = max(-MAX_STEP, min(MAX_STEP, self.rate * grad))
+            self.u = min(max(self.u + step, self.u_bounds[0]), self.u_bounds[1])
+        return chol
 
     def state_dict(self) -> dict[str, Any]:
         return {"P": self.P.clone(), "W": self.W.clone(), "u": self.u}
