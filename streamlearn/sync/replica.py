@@ -10,7 +10,13 @@ touches the engine. docs/scaling.md is the design; this module is its daemon sid
 - **what**: the deciding replica's engine state is the template; the rest is averaged
   (``average.py``); every replica loads the result and publishes a snapshot;
 - **checkpoints**: at a round that is due, every replica saves with the round as its id and
-  the group's offsets; on start the group restores the last id every holder has.
+  the group's offsets; on start the group restores the last id every holder has;
+- **failures**: a lost member (a collective or the store fails, or the member joins again)
+  ends this learner with :class:`GroupLostError`; the supervisor starts it again, and it rejoins
+  and restores with the new generation of the group;
+- **handoff**: a partition revoked from one replica and assigned to another goes on from
+  where the first stopped, not from the checkpoint (the first's updates are in the group's
+  model at the next round): each revoke leaves its next offsets in the store.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from streamlearn.core.types import Offsets, TopicPartition
 from streamlearn.daemon.checkpointer import Barrier, Checkpointer
 from streamlearn.metrics import Metrics
 from streamlearn.sync.average import Averager
-from streamlearn.sync.group import Group
+from streamlearn.sync.group import Group, GroupLostError
 from streamlearn.sync.settings import SyncSettings
 
 log = get_logger(__name__)
@@ -66,6 +72,7 @@ class Replica:
 
     def join(self) -> None:
         self.group = Group(self.settings, self.engine.device)
+        self.checkpointer.handoff = self
         # One lineage of pool decisions: rank 0's; the others learn on and take them at rounds.
         self.engine.decides = self.group.rank == 0
         self.metrics.sync_rank.set(self.group.rank)
@@ -130,18 +137,34 @@ class Replica:
         self._steps += 1
 
     def maybe_sync(self) -> bool:
-        """Ask for a round if this replica's is due; take the round if one was asked for."""
+        """Ask for a round if this replica's is due; take the round if one was asked for.
+        Raises :class:`GroupLostError` when the group lost a member."""
         now = time.monotonic()
         if now - self._checked < _CHECK_EVERY_S:
             return False
         self._checked = now
-        store = self._group().store
-        due = self._steps >= self.settings.every_steps or (
-            self._steps > 0 and now - self._since >= self.settings.every_seconds
+        try:
+            return self._maybe_sync(now)
+        except RuntimeError as exc:  # gloo's and the store's errors (a dead peer or host)
+            self.metrics.sync_lost.inc()
+            log.warning("sync_group_lost", round=self.round, error=str(exc), action="rejoin")
+            raise GroupLostError(str(exc)) from exc
+
+    def _maybe_sync(self, now: float) -> bool:
+        group = self._group()
+        if group.lost():
+            raise GroupLostError("a member joined again: this generation of the group is over")
+        # A checkpoint that fell due (every_samples/every_seconds, a revoke) asks for a
+        # round too: checkpoints are taken only in rounds, and the last learning steps of a
+        # stream must reach one.
+        due = (
+            self._steps >= self.settings.every_steps
+            or (self._steps > 0 and now - self._since >= self.settings.every_seconds)
+            or self.checkpointer.due
         )
         if due:
-            store.compare_set(_REQUESTED, str(self.round), str(self.round + 1))
-        if int(store.get(_REQUESTED)) <= self.round:
+            group.store.compare_set(_REQUESTED, str(self.round), str(self.round + 1))
+        if int(group.store.get(_REQUESTED)) <= self.round:
             return False
         self.sync()
         return True
@@ -183,14 +206,36 @@ class Replica:
         self.engine.samples_learned, self.engine.samples_predicted = learned, predicted
 
     def _checkpoint(self) -> None:
-        """Every replica saves this round's state with the group's offsets (one id)."""
-        mine = [[tp.topic, tp.partition, o] for tp, o in self.checkpointer.positions.items()]
-        offsets: Offsets = dict(self.checkpointer.offsets())
+        """Every replica saves this round's state with the group's offsets (one id): for
+        each partition the furthest any replica read, since a partition handed over goes on
+        from where its last owner stopped."""
+        mine = [[tp.topic, tp.partition, o] for tp, o in self.checkpointer.offsets().items()]
+        offsets: Offsets = {}
         for rows in self._group().all_gather_json(mine):
-            offsets.update({TopicPartition(t, int(p)): int(o) for t, p, o in rows})
+            for topic, partition, offset in rows:
+                tp = TopicPartition(topic, int(partition))
+                offsets[tp] = max(offsets.get(tp, 0), int(offset))
         barrier = Barrier(self.round, offsets, {"averager": self.averager.state_dict()})
         self.checkpointer.checkpoint("sync", barrier=barrier)
+
+    # -- handoff (the checkpointer's rebalance callbacks, on the learner thread) ------------
+
+    def left(self, positions: Offsets) -> None:
+        """Revoked partitions' next offsets, for whichever replica is assigned them."""
+        store = self._group().store
+        for tp, offset in positions.items():
+            store.set(_handoff_key(tp), str(offset))
+
+    def resumes(self, partitions: list[TopicPartition]) -> Offsets:
+        """Where another replica of this generation stopped reading these partitions."""
+        store = self._group().store
+        keys = {tp: _handoff_key(tp) for tp in partitions}
+        return {tp: int(store.get(k)) for tp, k in keys.items() if store.check([k])}
 
     def _group(self) -> Group:
         assert self.group is not None, "join() first"
         return self.group
+
+
+def _handoff_key(tp: TopicPartition) -> str:
+    return f"sync/handoff/{tp.topic}/{tp.partition}"
