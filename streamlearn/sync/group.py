@@ -36,6 +36,7 @@ log = get_logger(__name__)
 
 _MEMBERS = "sync/members"  # joins of this generation of the group
 _REJOIN_WAIT_S = 0.5
+_BEAT = "sync/beat"  # per rank: heartbeats counted by the learner loop
 
 
 class GroupLostError(RuntimeError):
@@ -108,6 +109,11 @@ class Group:
     def lost(self) -> bool:
         """Whether this generation is over: a member joined again (so one was lost)."""
         return int(self.store.add(_MEMBERS, 0)) > self.world_size
+
+    def beat(self) -> list[int]:
+        """Count this replica's heartbeat; every replica's count, by rank (0: none yet)."""
+        self.store.add(f"{_BEAT}/{self.rank}", 1)
+        return [int(self.store.add(f"{_BEAT}/{r}", 0)) for r in range(self.world_size)]
 
     def close(self) -> None:
         if dist.is_initialized():

@@ -69,6 +69,12 @@ class Replica:
         self._steps = 0  # learning steps since the last round
         self._since = time.monotonic()
         self._checked = 0.0
+        # Peers' heartbeat counts and when (here) each last moved: a peer that stopped
+        # counting while this replica kept checking is lost, even when no round comes to
+        # fail on it (its partitions may be idle).
+        self._beats: list[int] = []
+        self._moved: list[float] = []
+        self._beaten = 0.0
 
     def join(self) -> None:
         self.group = Group(self.settings, self.engine.device)
@@ -108,6 +114,7 @@ class Replica:
         if agreed is None:
             self._load_engine(state["engine"])
             self.checkpointer.lineage = str(state["lineage"])
+            log.info("sync_restored", checkpoint_id=None, source=source, ids=by_rank)
             return
         restored = CheckpointState.from_dict(state)
         apply(restored, Path(f"<sync checkpoint {agreed} of rank {source}>"))
@@ -164,10 +171,29 @@ class Replica:
         )
         if due:
             group.store.compare_set(_REQUESTED, str(self.round), str(self.round + 1))
-        if int(group.store.get(_REQUESTED)) <= self.round:
-            return False
-        self.sync()
-        return True
+        if int(group.store.get(_REQUESTED)) > self.round:
+            self.sync()
+            self._moved = [time.monotonic()] * len(self._moved)  # all were in the round
+            return True
+        self._watch_peers(now)
+        return False
+
+    def _watch_peers(self, now: float) -> None:
+        timeout = self.settings.peer_timeout_s
+        if now - self._beaten < timeout / 4:
+            return
+        if now - self._beaten > timeout / 2:  # this replica did not look for a while
+            self._moved = [now] * len(self._moved)
+        self._beaten = now
+        beats = self._group().beat()
+        if len(self._beats) != len(beats):
+            self._beats, self._moved = beats, [now] * len(beats)
+        for rank, (old, new) in enumerate(zip(self._beats, beats, strict=True)):
+            if new != old:
+                self._moved[rank] = now
+            elif now - self._moved[rank] > timeout:
+                raise GroupLostError(f"replica {rank} sent no heartbeat for {timeout} s")
+        self._beats = beats
 
     def sync(self) -> None:
         """One round (collective): average, load, publish; checkpoint when due."""
@@ -223,8 +249,11 @@ class Replica:
     def left(self, positions: Offsets) -> None:
         """Revoked partitions' next offsets, for whichever replica is assigned them."""
         store = self._group().store
-        for tp, offset in positions.items():
-            store.set(_handoff_key(tp), str(offset))
+        try:
+            for tp, offset in positions.items():
+                store.set(_handoff_key(tp), str(offset))
+        except RuntimeError as exc:  # the group is gone (its next generation starts afresh)
+            log.info("sync_handoff_skipped", error=str(exc))
 
     def resumes(self, partitions: list[TopicPartition]) -> Offsets:
         """Where another replica of this generation stopped reading these partitions."""

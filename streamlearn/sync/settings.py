@@ -36,5 +36,9 @@ class SyncSettings(Section):
     # How long a collective (and the rendezvous) waits for a peer before the replica exits,
     # so that the group re-forms from the last complete checkpoint.
     timeout_s: float = Field(120.0, gt=0)
+    # A replica whose heartbeat (counted by its learner loop, through the store) stood
+    # still this long is lost: the others leave the group and form it again. Above the
+    # longest learning step or checkpoint write.
+    peer_timeout_s: float = Field(30.0, gt=0)
     # gloo on CPU, nccl on CUDA; auto picks by the engine's device.
     backend: str = Field("auto", pattern="^(auto|gloo|nccl)$")
