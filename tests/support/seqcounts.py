@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -66,3 +67,11 @@ def applied(state: Mapping[str, Any]) -> Tensor:
     assert list(members) == [0] or list(members) == ["0"], f"one expert, not {list(members)}"
     tensor: Tensor = next(iter(members.values()))["expert"]["module"]["applied"]
     return tensor
+
+
+def read_log(path: str | Path) -> list[tuple[int, int, int]]:
+    """``(key, seq, pid)`` of every update applied (lost ones too), in order."""
+    if not Path(path).exists():
+        return []
+    rows = [line.split() for line in Path(path).read_text().splitlines()]
+    return [(int(r[0]), int(r[1]), int(r[2])) for r in rows if len(r) == 3]
