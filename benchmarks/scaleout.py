@@ -2,7 +2,7 @@
 
     python benchmarks/scaleout.py [--samples 12000] [--replicas 1 2 3] [--seeds 0 1 2]
         [--every-steps 10] [--segment 2000] [--lr-per-replica] [--self-sync]
-        [--out benchmarks/results/scaleout.json]
+        [--momentum 0.0] [--batch 32] [--no-pool] [--out benchmarks/results/scaleout.json]
 
 One drifting agrawal stream (a concept change every ``--segment`` samples) is split
 round-robin over the replicas, as a consumer group splits partitions. Each replica is its
@@ -11,6 +11,10 @@ loopback gloo; every ``--every-steps`` learning steps of 32 samples each replica
 ``Replica.sync`` (the daemon's round: broadcast, all-reduce, load). Rounds are in lockstep
 here, where the daemon asks for them through the c10d store; no broker, no serving, no
 checkpoints: this measures learning and syncing only. 1 replica is the plain engine, no sync.
+
+Diagnosis switches: ``--batch`` (samples per learning step: 1 replica at 64 takes the
+optimizer steps 2 replicas at 32 take together), ``--no-pool`` (one expert, no drift-driven
+pool decisions: what the decision lineage costs), ``--momentum`` (FedAvgM's server momentum).
 
 Reported, medians over seeds: prequential accuracy over the whole stream (every replica's
 test-then-train answers), throughput (samples of all replicas / the slowest replica's wall
@@ -46,20 +50,19 @@ from streamlearn.streams.synthetic import take
 from streamlearn.sync.replica import Replica
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BATCH = 32
 
 
-def _settings(
-    rank: int, world: int, port: int, seed: int, every_steps: int, synced: bool, server_lr: float
-) -> Settings:
+def _settings(rank: int, world: int, port: int, args: dict[str, Any], synced: bool) -> Settings:
     return load_settings(
         None,
-        model={"seed": seed},
+        model={"seed": args["seed"]},
         checkpoint={"enabled": False},
+        experts={"enabled": not args["no_pool"]},
         sync={
             "enabled": synced,
-            "every_steps": every_steps,
-            "server_lr": server_lr,
+            "every_steps": args["every_steps"],
+            "server_lr": float(world) if args["lr_per_replica"] else 1.0,
+            "momentum": args["momentum"],
             "checkpoint_every_rounds": 10**6,
             "master_addr": "127.0.0.1",
             "master_port": port,
@@ -73,22 +76,22 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
     torch.set_num_threads(1)  # 2 cores shared: one thread per replica, all runs alike
     configure_logging("warning")
     synced = world > 1 or args["self_sync"]
-    server_lr = float(world) if args["lr_per_replica"] else 1.0
-    settings = _settings(rank, world, port, args["seed"], args["every_steps"], synced, server_lr)
+    settings = _settings(rank, world, port, args, synced)
+    batch = args["batch"]
     engine = Engine(
         settings.model, settings.engine, settings.drift, settings.experts, settings.adapt
     )
     stream = take("agrawal", args["samples"], seed=args["seed"], segment=args["segment"])
     stream = stream[rank::world]
     batches = [
-        [Sample(s["x"], s["y"]) for s in stream[i : i + BATCH]]
-        for i in range(0, len(stream), BATCH)
+        [Sample(s["x"], s["y"]) for s in stream[i : i + batch]]
+        for i in range(0, len(stream), batch)
     ]
     replica = None
     if synced:
         metrics = Metrics()
         checkpointer = Checkpointer(
-            settings, metrics, engine, InputBuffer(BATCH, 0.0), Endpoints(), lambda: None
+            settings, metrics, engine, InputBuffer(batch, 0.0), Endpoints(), lambda: None
         )
         replica = Replica(settings.sync, engine, checkpointer, metrics, lambda: None)
         replica.join()
@@ -136,8 +139,14 @@ def run_once(
     self_sync: bool = False,
     lr_per_replica: bool = False,
     segment: int = 2_000,
+    momentum: float = 0.0,
+    batch: int = 32,
+    no_pool: bool = False,
 ) -> dict[str, Any]:
     args = {
+        "momentum": momentum,
+        "batch": batch,
+        "no_pool": no_pool,
         "segment": segment,
         "seed": seed,
         "samples": samples,
@@ -179,6 +188,9 @@ def main() -> None:
         action="store_true",
         help="1 replica takes sync rounds too (what a round's reload alone costs)",
     )
+    parser.add_argument("--momentum", type=float, default=0.0, help="sync.momentum")
+    parser.add_argument("--batch", type=int, default=32, help="samples per learning step")
+    parser.add_argument("--no-pool", action="store_true", help="experts.enabled: false")
     parser.add_argument("--out", type=Path, default=RESULTS / "scaleout.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -193,6 +205,9 @@ def main() -> None:
                 args.self_sync,
                 args.lr_per_replica,
                 args.segment,
+                args.momentum,
+                args.batch,
+                args.no_pool,
             )
             for s in args.seeds
         ]
@@ -215,7 +230,9 @@ def main() -> None:
         "samples": args.samples,
         "every_steps": args.every_steps,
         "server_lr": "replica count" if args.lr_per_replica else 1.0,
-        "batch": BATCH,
+        "momentum": args.momentum,
+        "batch": args.batch,
+        "pool": not args.no_pool,
         "cpus": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
