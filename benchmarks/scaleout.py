@@ -2,7 +2,8 @@
 
     python benchmarks/scaleout.py [--samples 12000] [--replicas 1 2 3] [--seeds 0 1 2]
         [--every-steps 10] [--segment 2000] [--lr-per-replica] [--self-sync]
-        [--momentum 0.0] [--batch 32] [--no-pool] [--out benchmarks/results/scaleout.json]
+        [--momentum 0.0] [--batch 32] [--whole-batch] [--no-pool]
+        [--out benchmarks/results/scaleout.json]
 
 One drifting agrawal stream (a concept change every ``--segment`` samples) is split
 round-robin over the replicas, as a consumer group splits partitions. Each replica is its
@@ -12,9 +13,12 @@ loopback gloo; every ``--every-steps`` learning steps of 32 samples each replica
 here, where the daemon asks for them through the c10d store; no broker, no serving, no
 checkpoints: this measures learning and syncing only. 1 replica is the plain engine, no sync.
 
-Diagnosis switches: ``--batch`` (samples per learning step: 1 replica at 64 takes the
-optimizer steps 2 replicas at 32 take together), ``--no-pool`` (one expert, no drift-driven
-pool decisions: what the decision lineage costs), ``--momentum`` (FedAvgM's server momentum).
+Each replica learns in steps of ``--batch`` / N samples, as the daemon does with
+``sync.split_batch`` (the default); ``--whole-batch`` gives each replica the whole
+``--batch`` (N replicas then take 1/N of one learner's steps). Diagnosis switches:
+``--batch`` (1 replica at 64 takes the optimizer steps 2 whole-batch replicas at 32 take),
+``--no-pool`` (one expert, no drift-driven pool decisions: what the decision lineage costs),
+``--momentum`` (FedAvgM's server momentum).
 
 Reported, medians over seeds: prequential accuracy over the whole stream (every replica's
 test-then-train answers), throughput (samples of all replicas / the slowest replica's wall
@@ -77,7 +81,8 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
     configure_logging("warning")
     synced = world > 1 or args["self_sync"]
     settings = _settings(rank, world, port, args, synced)
-    batch = args["batch"]
+    # sync.split_batch, as the daemon does: each replica learns in steps of batch / N.
+    batch = args["batch"] if args["whole_batch"] else max(1, args["batch"] // world)
     engine = Engine(
         settings.model, settings.engine, settings.drift, settings.experts, settings.adapt
     )
@@ -142,8 +147,10 @@ def run_once(
     momentum: float = 0.0,
     batch: int = 32,
     no_pool: bool = False,
+    whole_batch: bool = False,
 ) -> dict[str, Any]:
     args = {
+        "whole_batch": whole_batch,
         "momentum": momentum,
         "batch": batch,
         "no_pool": no_pool,
@@ -190,6 +197,11 @@ def main() -> None:
     )
     parser.add_argument("--momentum", type=float, default=0.0, help="sync.momentum")
     parser.add_argument("--batch", type=int, default=32, help="samples per learning step")
+    parser.add_argument(
+        "--whole-batch",
+        action="store_true",
+        help="each replica learns in steps of --batch (sync.split_batch: false), else --batch / N",
+    )
     parser.add_argument("--no-pool", action="store_true", help="experts.enabled: false")
     parser.add_argument("--out", type=Path, default=RESULTS / "scaleout.json")
     args = parser.parse_args()
@@ -208,6 +220,7 @@ def main() -> None:
                 args.momentum,
                 args.batch,
                 args.no_pool,
+                args.whole_batch,
             )
             for s in args.seeds
         ]
@@ -233,6 +246,7 @@ def main() -> None:
         "momentum": args.momentum,
         "batch": args.batch,
         "pool": not args.no_pool,
+        "batch_per_replica": "batch" if args.whole_batch else "batch / replicas",
         "cpus": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),

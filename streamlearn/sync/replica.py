@@ -21,6 +21,7 @@ touches the engine. docs/scaling.md is the design; this module is its daemon sid
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,8 +35,9 @@ from streamlearn.core.logging import get_logger
 from streamlearn.core.types import Offsets, TopicPartition
 from streamlearn.daemon.checkpointer import Barrier, Checkpointer
 from streamlearn.metrics import Metrics
+from streamlearn.settings import Settings
 from streamlearn.sync.average import Averager
-from streamlearn.sync.group import Group, GroupLostError
+from streamlearn.sync.group import Group, GroupLostError, rendezvous
 from streamlearn.sync.settings import SyncSettings
 
 log = get_logger(__name__)
@@ -45,6 +47,18 @@ _REQUESTED = "sync/requested"
 _CHECK_EVERY_S = 0.02
 
 Apply = Callable[[CheckpointState, Path], None]  # restore a checkpoint's state (and its path)
+
+
+def split_batch(settings: Settings) -> Settings:
+    """The settings one replica learns with: ``engine.max_batch`` divided by the world size
+    when ``sync.split_batch`` (the group then steps as often per sample as one learner)."""
+    sync = settings.sync
+    if not (sync.enabled and sync.split_batch):
+        return settings
+    world = rendezvous(sync, os.environ)[3]
+    engine = settings.engine
+    batch = max(1, engine.max_batch // world)
+    return settings.model_copy(update={"engine": engine.model_copy(update={"max_batch": batch})})
 
 
 class Replica:

@@ -20,6 +20,11 @@ class SyncSettings(Section):
     # last one, or this many seconds passed with something learned (whichever first).
     every_steps: int = Field(50, ge=1)
     every_seconds: float = Field(5.0, gt=0)
+    # Each of N replicas learns in steps of engine.max_batch / N samples, so the group takes
+    # as many optimizer steps per sample as one learner would: at the same batch, N replicas
+    # take 1/N of the steps, which on a drifting stream costs more accuracy than the
+    # averaging itself (docs/benchmarks.md, scale-out). False: engine.max_batch as set.
+    split_batch: bool = True
     # FedAvg server momentum on expert weights: 0 is plain averaging.
     momentum: float = Field(0.0, ge=0, lt=1)
     # FedAvg's server learning rate on the averaged update of expert weights: 1 is the mean;
