@@ -67,6 +67,7 @@ def _settings(rank: int, world: int, port: int, args: dict[str, Any], synced: bo
             "every_steps": args["every_steps"],
             "server_lr": float(world) if args["lr_per_replica"] else 1.0,
             "momentum": args["momentum"],
+            "follow_decisions": args["follow_decisions"],
             "checkpoint_every_rounds": 10**6,
             "master_addr": "127.0.0.1",
             "master_port": port,
@@ -148,8 +149,10 @@ def run_once(
     batch: int = 32,
     no_pool: bool = False,
     whole_batch: bool = False,
+    follow_decisions: bool = False,
 ) -> dict[str, Any]:
     args = {
+        "follow_decisions": follow_decisions,
         "whole_batch": whole_batch,
         "momentum": momentum,
         "batch": batch,
@@ -202,6 +205,9 @@ def main() -> None:
         action="store_true",
         help="each replica learns in steps of --batch (sync.split_batch: false), else --batch / N",
     )
+    parser.add_argument(
+        "--follow-decisions", action="store_true", help="sync.follow_decisions: true"
+    )
     parser.add_argument("--no-pool", action="store_true", help="experts.enabled: false")
     parser.add_argument("--out", type=Path, default=RESULTS / "scaleout.json")
     args = parser.parse_args()
@@ -221,6 +227,7 @@ def main() -> None:
                 args.batch,
                 args.no_pool,
                 args.whole_batch,
+                args.follow_decisions,
             )
             for s in args.seeds
         ]
@@ -246,6 +253,7 @@ def main() -> None:
         "momentum": args.momentum,
         "batch": args.batch,
         "pool": not args.no_pool,
+        "follow_decisions": args.follow_decisions,
         "batch_per_replica": "batch" if args.whole_batch else "batch / replicas",
         "cpus": os.cpu_count(),
         "load_average_before": load_before,

@@ -214,6 +214,9 @@ class Replica:
         group = self._group()
         began = time.perf_counter()
         self.round += 1
+        if not self.engine.decides:
+            # What it held is learned before the average: a round holds every update.
+            self.engine.close_decision()
         built, checkpoint_due = int(self.engine.n_features is not None), int(self.checkpointer.due)
         flags = group.all_gather_ints([built, checkpoint_due, self.engine.version])
         source = min((r for r, f in enumerate(flags) if f[0]), default=0)
@@ -238,11 +241,16 @@ class Replica:
 
     def _load_engine(self, state: dict[str, Any]) -> None:
         """Load the group's state; this replica's own counts stay its own. A decision the
-        decider holds open stays its own: another replica learns on meanwhile."""
+        decider holds open stays its own: another replica learns on meanwhile, or, with
+        ``sync.follow_decisions``, holds and scores its own samples in a window of its own."""
         learned, predicted = self.engine.samples_learned, self.engine.samples_predicted
         self.engine.load_state_dict(state)
-        if not self.engine.decides and self.engine.pool is not None:
-            self.engine.pool.decision = None
+        pool = self.engine.pool
+        if not self.engine.decides and pool is not None:
+            deciding = pool.deciding
+            pool.decision = None
+            if deciding and self.settings.follow_decisions:
+                pool.begin_decision(learned)  # a window of its own samples
         self.engine.samples_learned, self.engine.samples_predicted = learned, predicted
 
     def _checkpoint(self) -> None:

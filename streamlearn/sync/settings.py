@@ -25,6 +25,11 @@ class SyncSettings(Section):
     # take 1/N of the steps, which on a drifting stream costs more accuracy than the
     # averaging itself (docs/benchmarks.md, scale-out). False: engine.max_batch as set.
     split_batch: bool = True
+    # While the deciding replica (rank 0) holds a pool decision open, the others hold their
+    # samples too and score them, instead of teaching the active expert a concept the pool
+    # may give to another; each closes its window at the next round at the latest (nothing
+    # stays held across a round, so checkpoints hold every update). False: they learn on.
+    follow_decisions: bool = False
     # FedAvg server momentum on expert weights: 0 is plain averaging.
     momentum: float = Field(0.0, ge=0, lt=1)
     # FedAvg's server learning rate on the averaged update of expert weights: 1 is the mean;
