@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.multiprocessing.spawn import spawn
+from torch.multiprocessing.spawn import ProcessRaisedException, spawn
 
 from streamlearn.app.embedded import free_port
 from streamlearn.core.engine import Engine
@@ -165,7 +165,14 @@ def run_once(
         "lr_per_replica": lr_per_replica,
     }
     with tempfile.TemporaryDirectory() as out:
-        spawn(_replica, args=(world, free_port(), args, out), nprocs=world, join=True)  # type: ignore[no-untyped-call]
+        for attempt in range(3):
+            try:
+                spawn(_replica, args=(world, free_port(), args, out), nprocs=world, join=True)  # type: ignore[no-untyped-call]
+                break
+            except ProcessRaisedException as exc:
+                # The machine is shared: another process may take the free port first.
+                if "EADDRINUSE" not in str(exc) or attempt == 2:
+                    raise
         ranks = [json.loads(Path(out, f"{r}.json").read_text()) for r in range(world)]
     wall = max(r["wall_s"] for r in ranks)
     steps = sum(r["steps"] for r in ranks)
