@@ -100,7 +100,7 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
                 # usually sees the closed socket at once) and rejoins.
                 "timeout_s": 20,
                 # A dead peer with idle partitions is seen by its heartbeat standing still.
-                "peer_timeout_s": 3,
+                "peer_timeout_s": 5,
             },
             # A round also falls due with a checkpoint: the stream's end reaches one.
             "checkpoint": {"every_samples": 400, "every_seconds": 1.0},
