@@ -2,6 +2,7 @@
 
     python benchmarks/scaleout.py [--samples 12000] [--replicas 1 2 3] [--seeds 0 1 2]
         [--every-steps 10] [--segment 2000] [--lr-per-replica] [--self-sync]
+        [--momentum 0.0] [--batch 32] [--whole-batch] [--no-pool]
         [--out benchmarks/results/scaleout.json]
 
 One drifting agrawal stream (a concept change every ``--segment`` samples) is split
@@ -11,6 +12,13 @@ loopback gloo; every ``--every-steps`` learning steps of 32 samples each replica
 ``Replica.sync`` (the daemon's round: broadcast, all-reduce, load). Rounds are in lockstep
 here, where the daemon asks for them through the c10d store; no broker, no serving, no
 checkpoints: this measures learning and syncing only. 1 replica is the plain engine, no sync.
+
+Each replica learns in steps of ``--batch`` / N samples, as the daemon does with
+``sync.split_batch`` (the default); ``--whole-batch`` gives each replica the whole
+``--batch`` (N replicas then take 1/N of one learner's steps). Diagnosis switches:
+``--batch`` (1 replica at 64 takes the optimizer steps 2 whole-batch replicas at 32 take),
+``--no-pool`` (one expert, no drift-driven pool decisions: what the decision lineage costs),
+``--momentum`` (FedAvgM's server momentum).
 
 Reported, medians over seeds: prequential accuracy over the whole stream (every replica's
 test-then-train answers), throughput (samples of all replicas / the slowest replica's wall
@@ -31,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.multiprocessing.spawn import spawn
+from torch.multiprocessing.spawn import ProcessRaisedException, spawn
 
 from streamlearn.app.embedded import free_port
 from streamlearn.core.engine import Engine
@@ -46,20 +54,20 @@ from streamlearn.streams.synthetic import take
 from streamlearn.sync.replica import Replica
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BATCH = 32
 
 
-def _settings(
-    rank: int, world: int, port: int, seed: int, every_steps: int, synced: bool, server_lr: float
-) -> Settings:
+def _settings(rank: int, world: int, port: int, args: dict[str, Any], synced: bool) -> Settings:
     return load_settings(
         None,
-        model={"seed": seed},
+        model={"seed": args["seed"]},
         checkpoint={"enabled": False},
+        experts={"enabled": not args["no_pool"]},
         sync={
             "enabled": synced,
-            "every_steps": every_steps,
-            "server_lr": server_lr,
+            "every_steps": args["every_steps"],
+            "server_lr": float(world) if args["lr_per_replica"] else 1.0,
+            "momentum": args["momentum"],
+            "follow_decisions": args["follow_decisions"],
             "checkpoint_every_rounds": 10**6,
             "master_addr": "127.0.0.1",
             "master_port": port,
@@ -73,22 +81,23 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
     torch.set_num_threads(1)  # 2 cores shared: one thread per replica, all runs alike
     configure_logging("warning")
     synced = world > 1 or args["self_sync"]
-    server_lr = float(world) if args["lr_per_replica"] else 1.0
-    settings = _settings(rank, world, port, args["seed"], args["every_steps"], synced, server_lr)
+    settings = _settings(rank, world, port, args, synced)
+    # sync.split_batch, as the daemon does: each replica learns in steps of batch / N.
+    batch = args["batch"] if args["whole_batch"] else max(1, args["batch"] // world)
     engine = Engine(
         settings.model, settings.engine, settings.drift, settings.experts, settings.adapt
     )
     stream = take("agrawal", args["samples"], seed=args["seed"], segment=args["segment"])
     stream = stream[rank::world]
     batches = [
-        [Sample(s["x"], s["y"]) for s in stream[i : i + BATCH]]
-        for i in range(0, len(stream), BATCH)
+        [Sample(s["x"], s["y"]) for s in stream[i : i + batch]]
+        for i in range(0, len(stream), batch)
     ]
     replica = None
     if synced:
         metrics = Metrics()
         checkpointer = Checkpointer(
-            settings, metrics, engine, InputBuffer(BATCH, 0.0), Endpoints(), lambda: None
+            settings, metrics, engine, InputBuffer(batch, 0.0), Endpoints(), lambda: None
         )
         replica = Replica(settings.sync, engine, checkpointer, metrics, lambda: None)
         replica.join()
@@ -136,8 +145,18 @@ def run_once(
     self_sync: bool = False,
     lr_per_replica: bool = False,
     segment: int = 2_000,
+    momentum: float = 0.0,
+    batch: int = 32,
+    no_pool: bool = False,
+    whole_batch: bool = False,
+    follow_decisions: bool = False,
 ) -> dict[str, Any]:
     args = {
+        "follow_decisions": follow_decisions,
+        "whole_batch": whole_batch,
+        "momentum": momentum,
+        "batch": batch,
+        "no_pool": no_pool,
         "segment": segment,
         "seed": seed,
         "samples": samples,
@@ -146,7 +165,14 @@ def run_once(
         "lr_per_replica": lr_per_replica,
     }
     with tempfile.TemporaryDirectory() as out:
-        spawn(_replica, args=(world, free_port(), args, out), nprocs=world, join=True)  # type: ignore[no-untyped-call]
+        for attempt in range(3):
+            try:
+                spawn(_replica, args=(world, free_port(), args, out), nprocs=world, join=True)  # type: ignore[no-untyped-call]
+                break
+            except ProcessRaisedException as exc:
+                # The machine is shared: another process may take the free port first.
+                if "EADDRINUSE" not in str(exc) or attempt == 2:
+                    raise
         ranks = [json.loads(Path(out, f"{r}.json").read_text()) for r in range(world)]
     wall = max(r["wall_s"] for r in ranks)
     steps = sum(r["steps"] for r in ranks)
@@ -179,6 +205,17 @@ def main() -> None:
         action="store_true",
         help="1 replica takes sync rounds too (what a round's reload alone costs)",
     )
+    parser.add_argument("--momentum", type=float, default=0.0, help="sync.momentum")
+    parser.add_argument("--batch", type=int, default=32, help="samples per learning step")
+    parser.add_argument(
+        "--whole-batch",
+        action="store_true",
+        help="each replica learns in steps of --batch (sync.split_batch: false), else --batch / N",
+    )
+    parser.add_argument(
+        "--follow-decisions", action="store_true", help="sync.follow_decisions: true"
+    )
+    parser.add_argument("--no-pool", action="store_true", help="experts.enabled: false")
     parser.add_argument("--out", type=Path, default=RESULTS / "scaleout.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -193,6 +230,11 @@ def main() -> None:
                 args.self_sync,
                 args.lr_per_replica,
                 args.segment,
+                args.momentum,
+                args.batch,
+                args.no_pool,
+                args.whole_batch,
+                args.follow_decisions,
             )
             for s in args.seeds
         ]
@@ -215,7 +257,11 @@ def main() -> None:
         "samples": args.samples,
         "every_steps": args.every_steps,
         "server_lr": "replica count" if args.lr_per_replica else 1.0,
-        "batch": BATCH,
+        "momentum": args.momentum,
+        "batch": args.batch,
+        "pool": not args.no_pool,
+        "follow_decisions": args.follow_decisions,
+        "batch_per_replica": "batch" if args.whole_batch else "batch / replicas",
         "cpus": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),

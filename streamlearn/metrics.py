@@ -420,6 +420,12 @@ class Metrics:
             "(an expert spawned only here).",
             registry=r,
         )
+        self.sync_lost = Counter(
+            "streamlearn_sync_lost",
+            "Times this replica's group lost a member (a dead peer or store): the learner "
+            "exits, rejoins and restores the last complete checkpoint.",
+            registry=r,
+        )
         self._last_sync = time.monotonic()
         self.sync_lag = Gauge(
             "streamlearn_sync_lag_seconds", "Seconds since the last sync round.", registry=r

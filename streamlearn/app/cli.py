@@ -193,7 +193,8 @@ def _run(args: argparse.Namespace) -> int:
 def _run_learner_only(settings: Any) -> int:
     """No serving: the learner alone, in this process, as one needs nothing else."""
     from streamlearn.daemon import kafka_daemon
-    from streamlearn.runtime.launch import limit_torch_threads
+    from streamlearn.runtime.launch import EXIT_CRASHED, limit_torch_threads
+    from streamlearn.sync.group import GroupLostError
 
     limit_torch_threads(settings.engine.torch_threads)
     daemon = kafka_daemon(settings)
@@ -201,7 +202,15 @@ def _run_learner_only(settings: Any) -> int:
         port, _ = daemon.metrics.serve(settings.metrics.host, settings.metrics.port)
         log.info("metrics_listening", host=settings.metrics.host, port=port)
     _install_signal_handlers(daemon.request_stop)
-    daemon.run()
+    try:
+        daemon.run()
+    except GroupLostError as exc:
+        # No supervisor here to start the learner again: exit, for the orchestrator to
+        # restart this replica into the group's next generation (docs/scaling.md).
+        log.error(
+            "learner_exited", exit_code=EXIT_CRASHED, reason="sync group lost", error=str(exc)
+        )
+        return EXIT_CRASHED
     return 0
 
 

@@ -403,6 +403,15 @@ class Engine:
         ):
             self.pool.begin_decision(position + len(values))
 
+    def close_decision(self) -> StepResult:
+        """Close the pool's open decision on the samples held so far; they are learned."""
+        result = StepResult()
+        if self.pool is not None and self.pool.deciding:
+            outcome = self.pool.close_decision(self.samples_learned)
+            self._follow(outcome, result)
+            self.version += outcome.steps
+        return result
+
     def _follow(self, outcome: PoolStep, result: StepResult) -> None:
         """What the pool did reaches the parts the engine owns: a closed decision's events
         retire or re-arm detectors and drop the adaptation state of experts gone; every

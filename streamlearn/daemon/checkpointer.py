@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.state import CheckpointState
@@ -61,6 +61,14 @@ class Barrier:
     round: int
     offsets: Offsets
     sync: dict[str, Any]
+
+
+class Handoff(Protocol):
+    """Partitions moving between replicas of one group (docs/scaling.md): a revoked
+    partition's next offset is left for the replica that is assigned it next."""
+
+    def left(self, positions: Offsets) -> None: ...
+    def resumes(self, partitions: list[TopicPartition]) -> Offsets: ...
 
 
 class Checkpointer:
@@ -101,6 +109,7 @@ class Checkpointer:
         self.positions: Offsets = {}  # assigned partitions: next offset to learn
         self.known: Offsets = {}  # partitions not assigned now: where this lineage stopped
         self.lineage = uuid.uuid4().hex  # a cold start begins a new line of descent
+        self.handoff: Handoff | None = None  # set by a replica of a group
         self._resuming: Offsets = {}  # assigned at a known offset, not yet checked
         self.checkpoints = 0  # saved since start
         self.last_path: str | None = None
@@ -262,6 +271,9 @@ class Checkpointer:
         source = self.endpoints.source
         assert source is not None
         seek = {tp: self.known.pop(tp) for tp in partitions if tp in self.known}
+        if self.handoff is not None:
+            for tp, offset in self.handoff.resumes(partitions).items():
+                seek[tp] = max(seek.get(tp, 0), offset)
         if seek:
             source.seek(seek)
             self.positions.update(seek)
@@ -280,6 +292,8 @@ class Checkpointer:
             if tp in self.positions:
                 self.known[tp] = self.positions.pop(tp)
             self.metrics.forget_partition(tp.topic, tp.partition)
+        if self.handoff is not None:
+            self.handoff.left({tp: self.known[tp] for tp in partitions if tp in self.known})
         self._revoked = self._dirty
         self.metrics.rebalances.labels(kind="revoked").inc()
         log.info(

@@ -51,7 +51,7 @@ from streamlearn.metrics import Metrics
 from streamlearn.serve.board import SnapshotBoard
 from streamlearn.serve.inbox import HTTP_RECORD, Inbox
 from streamlearn.settings import Settings
-from streamlearn.sync.replica import Replica
+from streamlearn.sync.replica import Replica, split_batch
 
 log = get_logger(__name__)
 
@@ -86,6 +86,8 @@ class Daemon:
         *,
         snapshots: SnapshotPublisher | None = None,
     ) -> None:
+        # A replica of a group learns in smaller steps (sync.split_batch; docs/scaling.md).
+        settings = split_batch(settings)
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.engine = Engine(

@@ -4,18 +4,28 @@ No protocol of our own: rank 0 hosts a ``TCPStore`` (or, under torchrun, its age
 ``init_process_group`` builds the group on it. What crosses between replicas is tensors and
 bytes in the checkpoint format (loaded with ``weights_only=True``), never pickled objects:
 ``broadcast_object_list`` and friends pickle, so they are not used.
+
+**Generations.** A group lives as long as its members' learner processes: when one dies, the
+others' collectives (or, if it hosted the store, their store reads) fail, their learners exit
+and the supervisor starts them again, and they form a new group. The store's ``sync/members``
+counts the joins of this generation: a replica that joins a store whose group is already whole
+(its host has not yet noticed that a member died) waits for the host's successor, and the
+members of that stale group see the count pass the world size and leave it (:meth:`lost`).
+Under torchrun the agent's store outlives the workers; each restart attempt gets a prefix.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.distributed_c10d import PrefixStore, Store
 
 from streamlearn.checkpoint.format import FORMAT_VERSION, decode, encode
 from streamlearn.core.errors import SettingsError
@@ -23,6 +33,14 @@ from streamlearn.core.logging import get_logger
 from streamlearn.sync.settings import SyncSettings
 
 log = get_logger(__name__)
+
+_MEMBERS = "sync/members"  # joins of this generation of the group
+_REJOIN_WAIT_S = 0.5
+_BEAT = "sync/beat"  # per rank: heartbeats counted by the learner loop
+
+
+class GroupLostError(RuntimeError):
+    """This replica's group lost a member (or its store): the learner exits and rejoins."""
 
 
 def rendezvous(settings: SyncSettings, env: Mapping[str, str]) -> tuple[str, int, int, int]:
@@ -49,25 +67,53 @@ class Group:
 
     def __init__(self, settings: SyncSettings, device: torch.device) -> None:
         addr, port, self.rank, self.world_size = rendezvous(settings, os.environ)
-        timeout = timedelta(seconds=settings.timeout_s)
-        # Under torchrun the agent hosts the store at MASTER_PORT; otherwise rank 0 does.
-        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-        self.store = dist.TCPStore(  # type: ignore[attr-defined]
-            addr,
-            port,
-            self.world_size,
-            is_master=self.rank == 0 and not agent,
-            timeout=timeout,
-        )
+        self.timeout_s = settings.timeout_s
+        self.store = self._join_store(addr, port)
         backend = settings.backend
         if backend == "auto":
             backend = "nccl" if device.type == "cuda" else "gloo"
         self.last_bytes = 0  # of the last broadcast state
         self.device = device if backend == "nccl" else torch.device("cpu")
         dist.init_process_group(
-            backend, store=self.store, rank=self.rank, world_size=self.world_size, timeout=timeout
+            backend,
+            store=self.store,
+            rank=self.rank,
+            world_size=self.world_size,
+            timeout=timedelta(seconds=self.timeout_s),
         )
         log.info("sync_joined", rank=self.rank, world_size=self.world_size, backend=backend)
+
+    def _join_store(self, addr: str, port: int) -> Store:
+        """The store of a generation this replica is a member of (a whole one's is not)."""
+        timeout = timedelta(seconds=self.timeout_s)
+        deadline = time.monotonic() + self.timeout_s
+        # Under torchrun the agent hosts the store at MASTER_PORT; otherwise rank 0 does.
+        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        while True:
+            store: Store = dist.TCPStore(  # type: ignore[attr-defined]
+                addr, port, self.world_size, is_master=self.rank == 0 and not agent, timeout=timeout
+            )
+            if agent:
+                attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+                store = PrefixStore(f"streamlearn/attempt_{attempt}", store)
+            joined = store.add(_MEMBERS, 1)
+            if joined <= self.world_size:
+                return store
+            # A stale generation (its members are about to see this join and leave).
+            log.info("sync_group_stale", rank=self.rank, joins=joined, retry_in_s=_REJOIN_WAIT_S)
+            del store
+            if time.monotonic() >= deadline:
+                raise GroupLostError(f"no new group formed within sync.timeout_s={self.timeout_s}")
+            time.sleep(_REJOIN_WAIT_S)
+
+    def lost(self) -> bool:
+        """Whether this generation is over: a member joined again (so one was lost)."""
+        return int(self.store.add(_MEMBERS, 0)) > self.world_size
+
+    def beat(self) -> list[int]:
+        """Count this replica's heartbeat; every replica's count, by rank (0: none yet)."""
+        self.store.add(f"{_BEAT}/{self.rank}", 1)
+        return [int(self.store.add(f"{_BEAT}/{r}", 0)) for r in range(self.world_size)]
 
     def close(self) -> None:
         if dist.is_initialized():

@@ -10,11 +10,18 @@ touches the engine. docs/scaling.md is the design; this module is its daemon sid
 - **what**: the deciding replica's engine state is the template; the rest is averaged
   (``average.py``); every replica loads the result and publishes a snapshot;
 - **checkpoints**: at a round that is due, every replica saves with the round as its id and
-  the group's offsets; on start the group restores the last id every holder has.
+  the group's offsets; on start the group restores the last id every holder has;
+- **failures**: a lost member (a collective or the store fails, or the member joins again)
+  ends this learner with :class:`GroupLostError`; the supervisor starts it again, and it rejoins
+  and restores with the new generation of the group;
+- **handoff**: a partition revoked from one replica and assigned to another goes on from
+  where the first stopped, not from the checkpoint (the first's updates are in the group's
+  model at the next round): each revoke leaves its next offsets in the store.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,8 +35,9 @@ from streamlearn.core.logging import get_logger
 from streamlearn.core.types import Offsets, TopicPartition
 from streamlearn.daemon.checkpointer import Barrier, Checkpointer
 from streamlearn.metrics import Metrics
+from streamlearn.settings import Settings
 from streamlearn.sync.average import Averager
-from streamlearn.sync.group import Group
+from streamlearn.sync.group import Group, GroupLostError, rendezvous
 from streamlearn.sync.settings import SyncSettings
 
 log = get_logger(__name__)
@@ -39,6 +47,18 @@ _REQUESTED = "sync/requested"
 _CHECK_EVERY_S = 0.02
 
 Apply = Callable[[CheckpointState, Path], None]  # restore a checkpoint's state (and its path)
+
+
+def split_batch(settings: Settings) -> Settings:
+    """The settings one replica learns with: ``engine.max_batch`` divided by the world size
+    when ``sync.split_batch`` (the group then steps as often per sample as one learner)."""
+    sync = settings.sync
+    if not (sync.enabled and sync.split_batch):
+        return settings
+    world = rendezvous(sync, os.environ)[3]
+    engine = settings.engine
+    batch = max(1, engine.max_batch // world)
+    return settings.model_copy(update={"engine": engine.model_copy(update={"max_batch": batch})})
 
 
 class Replica:
@@ -63,9 +83,16 @@ class Replica:
         self._steps = 0  # learning steps since the last round
         self._since = time.monotonic()
         self._checked = 0.0
+        # Peers' heartbeat counts and when (here) each last moved: a peer that stopped
+        # counting while this replica kept checking is lost, even when no round comes to
+        # fail on it (its partitions may be idle).
+        self._beats: list[int] = []
+        self._moved: list[float] = []
+        self._beaten = 0.0
 
     def join(self) -> None:
         self.group = Group(self.settings, self.engine.device)
+        self.checkpointer.handoff = self
         # One lineage of pool decisions: rank 0's; the others learn on and take them at rounds.
         self.engine.decides = self.group.rank == 0
         self.metrics.sync_rank.set(self.group.rank)
@@ -101,6 +128,7 @@ class Replica:
         if agreed is None:
             self._load_engine(state["engine"])
             self.checkpointer.lineage = str(state["lineage"])
+            log.info("sync_restored", checkpoint_id=None, source=source, ids=by_rank)
             return
         restored = CheckpointState.from_dict(state)
         apply(restored, Path(f"<sync checkpoint {agreed} of rank {source}>"))
@@ -130,27 +158,65 @@ class Replica:
         self._steps += 1
 
     def maybe_sync(self) -> bool:
-        """Ask for a round if this replica's is due; take the round if one was asked for."""
+        """Ask for a round if this replica's is due; take the round if one was asked for.
+        Raises :class:`GroupLostError` when the group lost a member."""
         now = time.monotonic()
         if now - self._checked < _CHECK_EVERY_S:
             return False
         self._checked = now
-        store = self._group().store
-        due = self._steps >= self.settings.every_steps or (
-            self._steps > 0 and now - self._since >= self.settings.every_seconds
+        try:
+            return self._maybe_sync(now)
+        except RuntimeError as exc:  # gloo's and the store's errors (a dead peer or host)
+            self.metrics.sync_lost.inc()
+            log.warning("sync_group_lost", round=self.round, error=str(exc), action="rejoin")
+            raise GroupLostError(str(exc)) from exc
+
+    def _maybe_sync(self, now: float) -> bool:
+        group = self._group()
+        if group.lost():
+            raise GroupLostError("a member joined again: this generation of the group is over")
+        # A checkpoint that fell due (every_samples/every_seconds, a revoke) asks for a
+        # round too: checkpoints are taken only in rounds, and the last learning steps of a
+        # stream must reach one.
+        due = (
+            self._steps >= self.settings.every_steps
+            or (self._steps > 0 and now - self._since >= self.settings.every_seconds)
+            or self.checkpointer.due
         )
         if due:
-            store.compare_set(_REQUESTED, str(self.round), str(self.round + 1))
-        if int(store.get(_REQUESTED)) <= self.round:
-            return False
-        self.sync()
-        return True
+            group.store.compare_set(_REQUESTED, str(self.round), str(self.round + 1))
+        if int(group.store.get(_REQUESTED)) > self.round:
+            self.sync()
+            self._moved = [time.monotonic()] * len(self._moved)  # all were in the round
+            return True
+        self._watch_peers(now)
+        return False
+
+    def _watch_peers(self, now: float) -> None:
+        timeout = self.settings.peer_timeout_s
+        if now - self._beaten < timeout / 4:
+            return
+        if now - self._beaten > timeout / 2:  # this replica did not look for a while
+            self._moved = [now] * len(self._moved)
+        self._beaten = now
+        beats = self._group().beat()
+        if len(self._beats) != len(beats):
+            self._beats, self._moved = beats, [now] * len(beats)
+        for rank, (old, new) in enumerate(zip(self._beats, beats, strict=True)):
+            if new != old:
+                self._moved[rank] = now
+            elif now - self._moved[rank] > timeout:
+                raise GroupLostError(f"replica {rank} sent no heartbeat for {timeout} s")
+        self._beats = beats
 
     def sync(self) -> None:
         """One round (collective): average, load, publish; checkpoint when due."""
         group = self._group()
         began = time.perf_counter()
         self.round += 1
+        if not self.engine.decides:
+            # What it held is learned before the average: a round holds every update.
+            self.engine.close_decision()
         built, checkpoint_due = int(self.engine.n_features is not None), int(self.checkpointer.due)
         flags = group.all_gather_ints([built, checkpoint_due, self.engine.version])
         source = min((r for r, f in enumerate(flags) if f[0]), default=0)
@@ -175,22 +241,52 @@ class Replica:
 
     def _load_engine(self, state: dict[str, Any]) -> None:
         """Load the group's state; this replica's own counts stay its own. A decision the
-        decider holds open stays its own: another replica learns on meanwhile."""
+        decider holds open stays its own: another replica learns on meanwhile, or, with
+        ``sync.follow_decisions``, holds and scores its own samples in a window of its own."""
         learned, predicted = self.engine.samples_learned, self.engine.samples_predicted
         self.engine.load_state_dict(state)
-        if not self.engine.decides and self.engine.pool is not None:
-            self.engine.pool.decision = None
+        pool = self.engine.pool
+        if not self.engine.decides and pool is not None:
+            deciding = pool.deciding
+            pool.decision = None
+            if deciding and self.settings.follow_decisions:
+                pool.begin_decision(learned)  # a window of its own samples
         self.engine.samples_learned, self.engine.samples_predicted = learned, predicted
 
     def _checkpoint(self) -> None:
-        """Every replica saves this round's state with the group's offsets (one id)."""
-        mine = [[tp.topic, tp.partition, o] for tp, o in self.checkpointer.positions.items()]
-        offsets: Offsets = dict(self.checkpointer.offsets())
+        """Every replica saves this round's state with the group's offsets (one id): for
+        each partition the furthest any replica read, since a partition handed over goes on
+        from where its last owner stopped."""
+        mine = [[tp.topic, tp.partition, o] for tp, o in self.checkpointer.offsets().items()]
+        offsets: Offsets = {}
         for rows in self._group().all_gather_json(mine):
-            offsets.update({TopicPartition(t, int(p)): int(o) for t, p, o in rows})
+            for topic, partition, offset in rows:
+                tp = TopicPartition(topic, int(partition))
+                offsets[tp] = max(offsets.get(tp, 0), int(offset))
         barrier = Barrier(self.round, offsets, {"averager": self.averager.state_dict()})
         self.checkpointer.checkpoint("sync", barrier=barrier)
+
+    # -- handoff (the checkpointer's rebalance callbacks, on the learner thread) ------------
+
+    def left(self, positions: Offsets) -> None:
+        """Revoked partitions' next offsets, for whichever replica is assigned them."""
+        store = self._group().store
+        try:
+            for tp, offset in positions.items():
+                store.set(_handoff_key(tp), str(offset))
+        except RuntimeError as exc:  # the group is gone (its next generation starts afresh)
+            log.info("sync_handoff_skipped", error=str(exc))
+
+    def resumes(self, partitions: list[TopicPartition]) -> Offsets:
+        """Where another replica of this generation stopped reading these partitions."""
+        store = self._group().store
+        keys = {tp: _handoff_key(tp) for tp in partitions}
+        return {tp: int(store.get(k)) for tp, k in keys.items() if store.check([k])}
 
     def _group(self) -> Group:
         assert self.group is not None, "join() first"
         return self.group
+
+
+def _handoff_key(tp: TopicPartition) -> str:
+    return f"sync/handoff/{tp.topic}/{tp.partition}"

@@ -20,6 +20,16 @@ class SyncSettings(Section):
     # last one, or this many seconds passed with something learned (whichever first).
     every_steps: int = Field(50, ge=1)
     every_seconds: float = Field(5.0, gt=0)
+    # Each of N replicas learns in steps of engine.max_batch / N samples, so the group takes
+    # as many optimizer steps per sample as one learner would: at the same batch, N replicas
+    # take 1/N of the steps, which on a drifting stream costs more accuracy than the
+    # averaging itself (docs/benchmarks.md, scale-out). False: engine.max_batch as set.
+    split_batch: bool = True
+    # While the deciding replica (rank 0) holds a pool decision open, the others hold their
+    # samples too and score them, instead of teaching the active expert a concept the pool
+    # may give to another; each closes its window at the next round at the latest (nothing
+    # stays held across a round, so checkpoints hold every update). False: they learn on.
+    follow_decisions: bool = False
     # FedAvg server momentum on expert weights: 0 is plain averaging.
     momentum: float = Field(0.0, ge=0, lt=1)
     # FedAvg's server learning rate on the averaged update of expert weights: 1 is the mean;
@@ -36,5 +46,9 @@ class SyncSettings(Section):
     # How long a collective (and the rendezvous) waits for a peer before the replica exits,
     # so that the group re-forms from the last complete checkpoint.
     timeout_s: float = Field(120.0, gt=0)
+    # A replica whose heartbeat (counted by its learner loop, through the store) stood
+    # still this long is lost: the others leave the group and form it again. Above the
+    # longest learning step or checkpoint write.
+    peer_timeout_s: float = Field(30.0, gt=0)
     # gloo on CPU, nccl on CUDA; auto picks by the engine's device.
     backend: str = Field("auto", pattern="^(auto|gloo|nccl)$")

@@ -56,6 +56,10 @@ class SequenceProducer:
         first = seq - (seq - 1) % self.per_record
         return self.placed[(key, first)]
 
+    def sent_to(self) -> dict[int, int]:
+        """Records sent to each partition (= its end offset, one producer writing it)."""
+        return dict(self._sent_to)
+
     @property
     def samples_sent(self) -> int:
         return sum(self.expected().values())

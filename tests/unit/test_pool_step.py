@@ -140,3 +140,20 @@ def test_the_pool_credits_answers_and_hands_out_forwards_and_modules() -> None:
     assert sorted(pool.forwards()) == ["0", "1"] == sorted(pool.live_ids())
     assert pool.forwards()["1"](torch.zeros(3, 2)).tolist() == [1.0] * 3
     assert pool.modules() == {}  # Tiny has no network: nothing to adapt
+
+
+def test_closing_a_decision_early_learns_what_it_held_and_an_empty_one_just_ends() -> None:
+    # A replica that does not decide closes its window at a sync round (docs/scaling.md).
+    pool = tiny_pool()
+    step(pool, 0)
+    pool.begin_decision(BATCH)
+    step(pool, BATCH)  # held: the window (40) is not full
+    closing = pool.close_decision(2 * BATCH)
+    assert not pool.deciding
+    assert [(e.kind, e.expert, e.sample) for e in closing.events] == [("spawn", "1", 2 * BATCH)]
+    assert [(c.expert, c.x.shape[0]) for c in closing.learned] == [("1", 16), ("1", 9)]
+    assert closing.steps == 2
+
+    pool.begin_decision(2 * BATCH)
+    empty = pool.close_decision(2 * BATCH)
+    assert not pool.deciding and (empty.events, empty.learned, empty.steps) == ([], [], 0)

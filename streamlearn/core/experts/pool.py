@@ -197,6 +197,15 @@ class ExpertPool:
         taken, self.skips = dict(self.skips), Counter()
         return taken
 
+    def close_decision(self, sample: int) -> PoolStep:
+        """Close an open decision now, on the samples held so far: a replica that does not
+        decide holds nothing across a sync round (docs/scaling.md)."""
+        outcome = PoolStep(torch.zeros(0), held=True)
+        if self.decision is not None and self.decision.count:
+            self._close(sample, outcome)
+        self.decision = None
+        return outcome
+
     def begin_decision(self, sample: int) -> None:
         """Hold the next ``decision_window`` samples to decide on (a drift was detected)."""
         if self.decision is None:

@@ -1,0 +1,171 @@
+"""Issue 18's kill test: two replicas of ``streamlearn run`` learn one model in one consumer
+group on the embedded broker; one is SIGKILLed mid-stream. The survivor must not wait on the
+dead peer forever: its learner leaves the group (a failed collective, a store gone, or the
+dead replica joining again), the supervisor starts it again, the two form a new group and
+both restore the last checkpoint id they both hold. At the end every record's update is in
+the group's model exactly once (tests/support/seqcounts.py: ``applied * 2 == 1`` on every
+record sent, 0 elsewhere), on both replicas."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from streamlearn.app.embedded import EmbeddedBroker, free_port
+from streamlearn.checkpoint.store import FileCheckpointStore, load_file
+from tests.reliability.conftest import ReliableDaemon
+from tests.support.seqcounts import applied, read_log
+from tests.support.seqproducer import SequenceProducer
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
+
+PARTITIONS, KEYS, RECORDS = 4, 8, 4_000
+MODEL = {
+    "task": "regression",
+    "standardize": False,
+    "n_features": 2,
+    "factory": "tests.support.seqcounts:build",
+}
+
+
+def _held(checkpoint_dir: Path) -> dict[int, Path]:
+    """Checkpoint id (sync round) -> file, of the valid coordinated checkpoints."""
+    held = {}
+    for path in FileCheckpointStore(checkpoint_dir).files():
+        try:
+            held[int(load_file(path)["sync"]["round"])] = path
+        except Exception:  # a file cut short by the kill is not a checkpoint
+            continue
+    return held
+
+
+def _restored(daemon: ReliableDaemon) -> list[int | None]:
+    """The checkpoint id each learner of this start restored, in order (None: a fresh group)."""
+    return [e["checkpoint_id"] for e in daemon.events() if e.get("event") == "sync_restored"]
+
+
+def _final(daemon: ReliableDaemon, producer: SequenceProducer) -> dict[str, Any] | None:
+    """The newest checkpoint's state if it holds every record sent, else None."""
+    held = _held(daemon.checkpoint_dir)
+    if not held:
+        return None
+    state = load_file(held[max(held)])
+    ends = {f"{tp.topic}/{tp.partition}": o for tp, o in _offsets(state).items()}
+    sent = {f"{producer.topic}/{p}": n for p, n in producer.sent_to().items()}
+    return state if ends == sent else None
+
+
+def _offsets(state: dict[str, Any]) -> dict[Any, int]:
+    from streamlearn.checkpoint.state import CheckpointState
+
+    return dict(CheckpointState.from_dict(state).offsets)
+
+
+# Rank 0 also hosts the store and makes the pool's decisions; rank 1 is any other replica.
+@pytest.mark.parametrize("victim_rank", [1, 0])
+def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
+    victim_rank: int,
+    broker: EmbeddedBroker,
+    seq_topics: Callable[[int], dict[str, str]],
+    reliable_daemon: Callable[..., ReliableDaemon],
+    tmp_path: Path,
+) -> None:
+    topics = seq_topics(PARTITIONS)
+    producer = SequenceProducer(broker.bootstrap, topics["input"], keys=KEYS, partitions=PARTITIONS)
+    port, group = free_port(), f"g-sync-kill-{free_port()}"
+    replicas = []
+    for rank in range(2):
+        env = {
+            "RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "SEQ_KEYS": str(KEYS),
+            "SEQ_MAX": str(RECORDS // KEYS + 1),
+            "SEQ_LOG": str(tmp_path / "applied.log"),
+        }
+        settings = {
+            "sync": {
+                "enabled": True,
+                "every_steps": 20,
+                "every_seconds": 0.5,
+                "checkpoint_every_rounds": 5,
+                # The survivor of a dead peer gives up on a collective after this long (gloo
+                # usually sees the closed socket at once) and rejoins.
+                "timeout_s": 20,
+                # A dead peer with idle partitions is seen by its heartbeat standing still.
+                "peer_timeout_s": 5,
+            },
+            # A round also falls due with a checkpoint: the stream's end reaches one.
+            "checkpoint": {"every_samples": 400, "every_seconds": 1.0},
+        }
+        replicas.append(
+            reliable_daemon(
+                topics,
+                group=group,
+                model=MODEL,
+                # With serving on, `streamlearn run` supervises its learner process: the
+                # supervisor starts a learner that left its group again.
+                serve={"workers": 1},
+                env=env,
+                settings=settings,
+            )
+        )
+    try:
+        # Each waits at the rendezvous for the other: start them together.
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(ReliableDaemon.start, replicas))
+        producer.start(RECORDS, per_second=RECORDS / 20)  # about 20 s of stream
+        victim = replicas[victim_rank]
+        survivor = replicas[1 - victim_rank]
+        # Mid-stream: both learning, with coordinated checkpoints on both.
+        wait_for(
+            lambda: (
+                min(r.metric("streamlearn_samples_learned_total") or 0 for r in replicas) >= 200
+                and min(len(_held(r.checkpoint_dir)) for r in replicas) >= 2
+            ),
+            60,
+            "both replicas learning, with checkpoints, mid-stream",
+        )
+        assert producer.running, "the stream ended before the kill"
+        victim.kill()
+        # The last complete checkpoint: the newest id both hold (the kill may cut a write).
+        common = max(set(_held(survivor.checkpoint_dir)) & set(_held(victim.checkpoint_dir)))
+        # The survivor's learner leaves the group and waits for a new one.
+        wait_for(lambda: survivor.event("sync_group_lost") is not None, 30, "the survivor sees it")
+        assert survivor.alive()
+        victim.start()
+        wait_for(lambda: len(_restored(survivor)) >= 2, 60, "the survivor's learner rejoined")
+        wait_for(lambda: len(_restored(victim)) >= 1, 30, "the restarted replica rejoined")
+        # Both restored the last complete checkpoint id (the survivor's learner may have
+        # rejoined more than once while the victim was down; only checkpoints of the new
+        # group are newer).
+        assert _restored(victim)[0] == common
+        assert common in _restored(survivor)[1:], (_restored(survivor), common)
+        producer.join(60)
+        wait_for(
+            lambda: all(_final(r, producer) is not None for r in replicas),
+            60,
+            "a checkpoint of both replicas that holds every record",
+        )
+        states = [_final(r, producer) for r in replicas]
+        counts = [applied(s) for s in states if s is not None]
+        assert torch.equal(counts[0], counts[1]), "the replicas' models differ"
+        expected = torch.zeros_like(counts[0])
+        for key, last in producer.expected().items():
+            expected[key, 1 : last + 1] = 0.5  # one update of 2 replicas' average
+        wrong = (counts[0] != expected).nonzero().tolist()
+        assert not wrong, [(k, s, float(counts[0][k, s]) * 2) for k, s in wrong[:20]]
+        # Some updates were applied and lost with the kill (the dead replica's, and the
+        # survivor's since the last checkpoint), and learned again after the restore.
+        assert len(read_log(tmp_path / "applied.log")) > RECORDS
+        for replica in replicas:
+            assert replica.alive(), replica.log_text()
+    finally:
+        producer.close()
