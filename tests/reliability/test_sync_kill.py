@@ -135,10 +135,12 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
         )
         assert producer.running, "the stream ended before the kill"
         victim.kill()
-        # The last complete checkpoint: the newest id both hold (the kill may cut a write).
-        common = max(set(_held(survivor.checkpoint_dir)) & set(_held(victim.checkpoint_dir)))
         # The survivor's learner leaves the group and waits for a new one.
         wait_for(lambda: survivor.event("sync_group_lost") is not None, 30, "the survivor sees it")
+        # The last complete checkpoint: the newest id both hold (the kill may cut a write).
+        # Read once the survivor has left: until then it may still finish the file of a
+        # round the victim completed before it died.
+        common = max(set(_held(survivor.checkpoint_dir)) & set(_held(victim.checkpoint_dir)))
         assert survivor.alive()
         victim.start()
         wait_for(lambda: len(_restored(survivor)) >= 2, 60, "the survivor's learner rejoined")
