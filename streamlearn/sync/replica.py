@@ -50,15 +50,18 @@ Apply = Callable[[CheckpointState, Path], None]  # restore a checkpoint's state 
 
 
 def split_batch(settings: Settings) -> Settings:
-    """The settings one replica learns with: ``engine.max_batch`` divided by the world size
-    when ``sync.split_batch`` (the group then steps as often per sample as one learner)."""
+    """The settings one replica learns with: ``engine.max_batch`` and the backlog's
+    ``engine.max_adaptive_batch`` divided by the world size when ``sync.split_batch`` (the
+    group then steps as often per sample as one learner, a backlog included)."""
     sync = settings.sync
     if not (sync.enabled and sync.split_batch):
         return settings
     world = rendezvous(sync, os.environ)[3]
     engine = settings.engine
     batch = max(1, engine.max_batch // world)
-    return settings.model_copy(update={"engine": engine.model_copy(update={"max_batch": batch})})
+    adaptive = max(batch, engine.max_adaptive_batch // world)
+    split = {"max_batch": batch, "max_adaptive_batch": adaptive}
+    return settings.model_copy(update={"engine": engine.model_copy(update=split)})
 
 
 class Replica:

@@ -22,6 +22,7 @@ from streamlearn.sinks import MemorySink
 from streamlearn.sources import MemorySource
 from streamlearn.sources.base import AssignmentListener
 from streamlearn.sync.average import floating
+from streamlearn.sync.replica import split_batch
 
 N = 150  # records per replica's partition
 
@@ -170,3 +171,17 @@ def _file_of(directory: Path, round_: int) -> Path:
     return next(
         p for p in FileCheckpointStore(directory).files() if load_file(p)["sync"]["round"] == round_
     )
+
+
+@pytest.mark.parametrize(
+    ("world", "split", "expected"),
+    [(1, True, (32, 256)), (2, True, (16, 128)), (3, True, (10, 85)), (2, False, (32, 256))],
+)
+def test_a_replica_learns_in_its_share_of_the_batch_a_backlog_included(
+    world: int, split: bool, expected: tuple[int, int]
+) -> None:
+    sync = {"enabled": True, "rank": 0, "world_size": world, "split_batch": split}
+    sync |= {"master_addr": "127.0.0.1", "master_port": 1}
+    settings = load_settings(sync=sync, engine={"max_batch": 32})
+    engine = split_batch(settings).engine
+    assert (engine.max_batch, engine.max_adaptive_batch) == expected
