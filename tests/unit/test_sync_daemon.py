@@ -180,8 +180,8 @@ def _file_of(directory: Path, round_: int) -> Path:
 def test_a_replica_learns_in_its_share_of_the_batch_a_backlog_included(
     world: int, split: bool, expected: tuple[int, int]
 ) -> None:
-    sync = {"enabled": True, "rank": 0, "world_size": world, "split_batch": split}
-    sync |= {"master_addr": "127.0.0.1", "master_port": 1}
+    sync: dict[str, Any] = {"enabled": True, "rank": 0, "world_size": world}
+    sync |= {"split_batch": split, "master_addr": "127.0.0.1", "master_port": 1}
     settings = load_settings(sync=sync, engine={"max_batch": 32})
     engine = split_batch(settings).engine
     assert (engine.max_batch, engine.max_adaptive_batch) == expected
