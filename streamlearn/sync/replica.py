@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,8 @@ class Replica:
         self._beaten = 0.0
 
     def join(self) -> None:
-        self.group = Group(self.settings, self.engine.device)
+        with self._lost_on_failure("join"):
+            self.group = Group(self.settings, self.engine.device)
         self.checkpointer.handoff = self
         # One lineage of pool decisions: rank 0's; the others learn on and take them at rounds.
         self.engine.decides = self.group.rank == 0
@@ -109,6 +111,10 @@ class Replica:
     def restore(self, apply: Apply) -> None:
         """Every replica loads the last checkpoint id that all holders of any have; the
         lowest rank holding it broadcasts it. None: rank 0's fresh state, so all start equal."""
+        with self._lost_on_failure("restore"):
+            self._restore(apply)
+
+    def _restore(self, apply: Apply) -> None:
         group = self._group()
         held = self._held_ids()
         by_rank = group.all_gather_json(sorted(held))
@@ -167,11 +173,25 @@ class Replica:
         if now - self._checked < _CHECK_EVERY_S:
             return False
         self._checked = now
-        try:
+        with self._lost_on_failure("round"):
             return self._maybe_sync(now)
-        except RuntimeError as exc:  # gloo's and the store's errors (a dead peer or host)
+
+    @contextmanager
+    def _lost_on_failure(self, during: str) -> Iterator[None]:
+        """gloo's and the store's errors (a dead peer or host) end this generation of the
+        group: counted, logged, raised as :class:`GroupLostError`. A failed join or restore
+        closes the group here; the learner loop's shutdown has not begun yet to do it."""
+        try:
+            yield
+        except RuntimeError as exc:
             self.metrics.sync_lost.inc()
-            log.warning("sync_group_lost", round=self.round, error=str(exc), action="rejoin")
+            log.warning(
+                "sync_group_lost", during=during, round=self.round, error=str(exc), action="rejoin"
+            )
+            if during != "round":
+                self.close()
+            if isinstance(exc, GroupLostError):
+                raise
             raise GroupLostError(str(exc)) from exc
 
     def _maybe_sync(self, now: float) -> bool:

@@ -50,7 +50,9 @@ class Source(MemorySource):
         return self
 
 
-def drain(daemon: Daemon, source: MemorySource, timeout_s: float = 10.0) -> None:
+def drain(daemon: Daemon, source: MemorySource, timeout_s: float = 60.0) -> None:
+    # A bound against a hang, not a time target: the first step alone can take seconds on
+    # a loaded machine (torch's lazy imports).
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if source.exhausted() and len(daemon.buffer) == 0:
