@@ -111,14 +111,17 @@ class HeadExpert:
         """The solve into the module (what serving runs), with the covariance if it has one."""
         self.module.set_head(self.solver.weights())
         solver = self.solver
-        # The filter updates P in place: sharing the module's buffer publishes each step's
-        # covariance without a width^2 copy; only a load (a new P) needs one.
         module = self.module
         if isinstance(solver, KalmanHead) and module.has_variance:
-            self._share_covariance(solver, module)
+            if covariance_shareable(solver, module):
+                self._share_covariance(solver, module)
+            else:
+                module.set_covariance(solver.P, solver.noise)
 
     @staticmethod
     def _share_covariance(solver: KalmanHead, module: HeadedNetwork) -> None:
+        """The filter updates P in place: sharing the module's buffer publishes each step's
+        covariance without a width^2 copy; only a load (a new P) needs one."""
         if solver.P is not module.head_covariance:
             module.set_covariance(solver.P, solver.noise)
             solver.P = module.head_covariance
@@ -215,6 +218,13 @@ class HeadExpert:
             self.solver.update(rows, targets, max(self.n_seen, 1))
         else:
             self.solver.update(rows, targets)
+
+
+def covariance_shareable(solver: KalmanHead, module: HeadedNetwork) -> bool:
+    """Whether the solver can filter in the module's covariance buffer itself. Solvers live
+    on the CPU whatever ``model.device`` (``with_bias``); a module on a GPU holds its buffer
+    there, so each publish copies P into it instead."""
+    return solver.P.device == module.head_covariance.device
 
 
 def solver_for(settings: ModelSettings, width: int, n_outputs: int) -> Solver:
