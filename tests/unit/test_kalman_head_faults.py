@@ -80,3 +80,47 @@ def test_the_kalman_head_learns_and_serves_a_variance_on_cuda() -> None:
     answer = engine.predictor().predict(x, variance=True)
     assert answer.variance is not None and len(answer.variance) == 2
     assert all(v > expert.solver.noise for v in answer.variance)
+
+
+def _filter() -> KalmanHead:
+    return KalmanHead(
+        4, 2, ridge=1.0, noise=0.1, forgetting=0.99, forgetting_range=(0.9, 0.9999), rate=0.1
+    )
+
+
+def test_a_non_positive_definite_innovation_leaves_the_filter_and_says_so() -> None:
+    solver = _filter()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    y = torch.nn.functional.one_hot(torch.arange(6) % 2, 2).double()
+    assert solver.update(x, y, 2)  # a healthy step goes through
+    solver.P.mul_(-100.0)  # a broken covariance: S = X P X^T + ... is negative definite
+    broken, weights, u = solver.P.clone(), solver.W.clone(), solver.u
+    assert not solver.update(x, y, 2)
+    assert torch.equal(solver.P, broken) and torch.equal(solver.W, weights) and solver.u == u
+
+
+def test_the_expert_skips_a_broken_covariance_step_and_restarts_it() -> None:
+    from structlog.testing import capture_logs
+
+    engine = _engine()
+    expert = _kalman(engine)
+    solver = expert.solver
+    assert isinstance(solver, KalmanHead)
+    batches = _batches(n=128)
+    solver.P.mul_(-100.0)  # in place: the module's shared buffer breaks with it
+    weights = solver.W.clone()
+    with capture_logs() as logs:
+        result = engine.process(batches[1])
+    assert expert.skipped == "covariance"
+    assert result.steps_skipped == {"covariance": 1}
+    assert [line["event"] for line in logs if line["log_level"] == "warning"] == [
+        "kalman_covariance_restarted"
+    ]
+    assert torch.equal(solver.W, weights)  # the weights kept
+    prior = torch.eye(solver.P.shape[0], dtype=torch.float64) * solver.prior
+    assert torch.equal(solver.P, prior) and torch.equal(expert.module.head_covariance, prior)
+    assert solver.u == solver.u_start
+    result = engine.process(batches[2])  # learning again from the prior, not frozen
+    assert expert.skipped is None and result.steps_skipped == {}
+    assert not torch.equal(solver.W, weights)

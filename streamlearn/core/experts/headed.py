@@ -42,6 +42,9 @@ from streamlearn.core.protocols import Expert, StateDict, StepScaling, WarmStart
 Solver = RlsHead | KalmanHead | PrototypeHead
 log = get_logger(__name__)
 FEATURES = "features"  # skipped: the body gave non-finite features; the head kept its solve
+# skipped: the Kalman filter's innovation matrix was not positive definite (a broken
+# covariance); the weights are kept and the covariance restarts from the prior.
+COVARIANCE = "covariance"
 
 
 class HeadExpert:
@@ -100,7 +103,8 @@ class HeadExpert:
             self.skipped = self.guard.step(error)
         rows = with_bias(features.detach())
         if bool(torch.isfinite(rows).all()):
-            self._update(rows, targets.to(rows))
+            if not self._update(rows, targets.to(rows)):
+                self.skipped = self.skipped or COVARIANCE
         else:
             self.skipped = self.skipped or FEATURES
         self._publish()
@@ -213,11 +217,18 @@ class HeadExpert:
             return nn.functional.cross_entropy(out[:, : self.n_seen], y, reduction="none")
         return nn.functional.mse_loss(out.squeeze(-1), y, reduction="none")
 
-    def _update(self, rows: Tensor, targets: Tensor) -> None:
-        if isinstance(self.solver, KalmanHead):
-            self.solver.update(rows, targets, max(self.n_seen, 1))
-        else:
+    def _update(self, rows: Tensor, targets: Tensor) -> bool:
+        """The solver's closed-form step; False where the Kalman filter could not take it."""
+        if not isinstance(self.solver, KalmanHead):
             self.solver.update(rows, targets)
+            return True
+        if self.solver.update(rows, targets, max(self.n_seen, 1)):
+            return True
+        # Left as it is, the broken covariance fails every later step too: the head would
+        # freeze silently. The weights stay; the confidence in them goes back to the prior.
+        log.warning("kalman_covariance_restarted", reason="innovation not positive definite")
+        self.solver.restart()
+        return False
 
 
 def covariance_shareable(solver: KalmanHead, module: HeadedNetwork) -> bool:
