@@ -170,7 +170,7 @@ class HeadExpert:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.module.load_state_dict(self._with_covariance(state["module"]))
+        self.module.load_state_dict(state["module"])  # fills a pre-variance state's buffers
         if self.optimizer is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scale_step(self._step_factor)
@@ -180,19 +180,6 @@ class HeadExpert:
         self.samples = int(state["samples"])
         if self.guard is not None:
             self.guard.reset()
-
-    def _with_covariance(self, module_state: Mapping[str, Any]) -> Mapping[str, Any]:
-        """A Kalman module state saved before the head served a variance (no
-        ``head_covariance``, ``head_noise`` buffers): the buffers as they are here, which
-        ``_publish`` then fills from the solver's P (in every such state) and noise."""
-        if not self.module.has_variance or "head_covariance" in module_state:
-            return module_state
-        log.info("kalman_checkpoint_without_covariance", filled_from="solver state")
-        return {
-            **module_state,
-            "head_covariance": self.module.head_covariance,
-            "head_noise": self.module.head_noise,
-        }
 
     def _features(self, x: Tensor, body_learns: bool) -> Tensor:
         if body_learns:
