@@ -286,7 +286,8 @@ class Metrics:
             "streamlearn_steps_skipped",
             "Learning steps skipped (a non-finite loss or "
             "gradient) or undone (non-finite weights after the step), by reason: loss, "
-            "gradient, weights; selector_<reason> for the routing network.",
+            "gradient, weights; features, covariance for the closed-form heads' solvers; "
+            "selector_<reason> for the routing network.",
             ["reason"],
             registry=r,
         )

@@ -118,8 +118,8 @@ class Expert(Protocol):
     @property
     def skipped(self) -> str | None:
         """Why the last learn step was skipped or undone by the expert's guard, e.g.
-        'loss', 'gradient', 'weights'; None when it went through or the expert has no
-        guard."""
+        'loss', 'gradient', 'weights' (the closed-form heads: also 'features',
+        'covariance'); None when it went through or the expert has no guard."""
         ...
 
     def predict(self, x: Tensor) -> Tensor:

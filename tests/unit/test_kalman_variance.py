@@ -4,29 +4,37 @@ the same in the learner, in a serving snapshot and in prediction records; absent
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import torch
+from structlog.testing import capture_logs
 
 from streamlearn.core.engine import Engine
 from streamlearn.core.experts.headed import HeadExpert
 from streamlearn.core.models.heads import KalmanHead, with_bias
 from streamlearn.core.types import Prediction, Sample
 from streamlearn.serve.frozen import InProcessFreezer
-from streamlearn.settings import ExpertsSettings, ModelSettings
+from streamlearn.settings import AdaptSettings, ExpertsSettings, ModelSettings
 from streamlearn.sinks.messages import prediction_message
 from streamlearn.testing.common import roundtrip
 
 
-def _learned(head: str, task: str = "classification", seed: int = 3) -> Engine:
-    model = ModelSettings(head=head, hidden=[8], task=task)
-    engine = Engine(model, experts=ExpertsSettings(enabled=False))
+def _learned(head: str, task: str = "classification", seed: int = 3, adapt: str = "none") -> Engine:
+    engine = _engine(head, task, adapt)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(256, 3, generator=g)
     y = (x[:, 0] > 0).long().tolist() if task == "classification" else x[:, 1].tolist()
     for start in range(0, 256, 32):
         rows = x[start : start + 32].tolist()
         engine.process([Sample(r, t) for r, t in zip(rows, y[start : start + 32], strict=True)])
+    if adapt != "none":  # unlabeled rows: the adaptation's state (anchor, student) is saved
+        engine.process([Sample(row, None) for row in x[:32].tolist()])
     return engine
+
+
+def _engine(head: str, task: str = "classification", adapt: str = "none") -> Engine:
+    model = ModelSettings(head=head, hidden=[8], task=task)
+    return Engine(model, experts=ExpertsSettings(enabled=False), adapt=AdaptSettings(method=adapt))
 
 
 def _probe() -> torch.Tensor:
@@ -90,8 +98,6 @@ def test_prediction_records_carry_the_variance_only_when_there_is_one() -> None:
 
 
 def test_a_kalman_checkpoint_from_before_the_variance_buffers_loads() -> None:
-    from structlog.testing import capture_logs
-
     original = _learned("kalman").expert
     assert isinstance(original, HeadExpert)
     state = original.state_dict()
@@ -104,3 +110,47 @@ def test_a_kalman_checkpoint_from_before_the_variance_buffers_loads() -> None:
     x = _probe()
     assert torch.equal(restored.predict(x), original.predict(x))
     assert torch.equal(restored.variance(x), original.variance(x))  # P from the solver state
+
+
+def _without_covariance(state: Any) -> Any:
+    """``state`` as written before the variance buffers: every module state without them."""
+    if isinstance(state, dict):
+        dropped = ("head_covariance", "head_noise")
+        return {k: _without_covariance(v) for k, v in state.items() if k not in dropped}
+    if isinstance(state, list):
+        return [_without_covariance(v) for v in state]
+    return state
+
+
+def _covariances(state: Any) -> int:
+    if isinstance(state, dict):
+        return ("head_covariance" in state) + sum(_covariances(v) for v in state.values())
+    if isinstance(state, list):
+        return sum(_covariances(v) for v in state)
+    return 0
+
+
+def test_an_old_kalman_checkpoint_with_adaptation_loads_and_resets_to_its_anchor() -> None:
+    original = _learned("kalman", adapt="cotta")
+    state = original.state_dict()
+    assert _covariances(state) == 3  # the expert's module, its adaptation anchor, the student
+    old = _without_covariance(state)
+    assert _covariances(old) == 0
+    restored = _engine("kalman", adapt="cotta")
+    with capture_logs() as logs:
+        restored.load_state_dict(roundtrip(old))  # the student loads strictly
+    # filled where a module loaded: the expert's and CoTTA's student
+    assert [line["event"] for line in logs] == ["kalman_checkpoint_without_covariance"] * 2
+    x = _probe()
+    expert, source = restored.expert, original.expert
+    assert isinstance(expert, HeadExpert) and isinstance(expert.solver, KalmanHead)
+    assert isinstance(source, HeadExpert)
+    assert torch.equal(expert.predict(x), source.predict(x))
+    assert torch.equal(expert.variance(x), source.variance(x))
+    assert restored.adapter is not None
+    anchored = restored.adapter.experts["0"]
+    assert anchored.anchor is not None and "head_covariance" not in anchored.anchor
+    # What a guard's reset (a collapse, a new domain) does: back to the anchor, strictly.
+    restored.adapter._reset(anchored, expert.module)
+    assert expert.solver.P is expert.module.head_covariance  # the filter's, kept
+    torch.testing.assert_close(expert.module.head_covariance, source.solver.P)

@@ -42,6 +42,9 @@ from streamlearn.core.protocols import Expert, StateDict, StepScaling, WarmStart
 Solver = RlsHead | KalmanHead | PrototypeHead
 log = get_logger(__name__)
 FEATURES = "features"  # skipped: the body gave non-finite features; the head kept its solve
+# skipped: the Kalman filter's innovation matrix was not positive definite (a broken
+# covariance); the weights are kept and the covariance restarts from the prior.
+COVARIANCE = "covariance"
 
 
 class HeadExpert:
@@ -100,7 +103,8 @@ class HeadExpert:
             self.skipped = self.guard.step(error)
         rows = with_bias(features.detach())
         if bool(torch.isfinite(rows).all()):
-            self._update(rows, targets.to(rows))
+            if not self._update(rows, targets.to(rows)):
+                self.skipped = self.skipped or COVARIANCE
         else:
             self.skipped = self.skipped or FEATURES
         self._publish()
@@ -111,14 +115,17 @@ class HeadExpert:
         """The solve into the module (what serving runs), with the covariance if it has one."""
         self.module.set_head(self.solver.weights())
         solver = self.solver
-        # The filter updates P in place: sharing the module's buffer publishes each step's
-        # covariance without a width^2 copy; only a load (a new P) needs one.
         module = self.module
         if isinstance(solver, KalmanHead) and module.has_variance:
-            self._share_covariance(solver, module)
+            if covariance_shareable(solver, module):
+                self._share_covariance(solver, module)
+            else:
+                module.set_covariance(solver.P, solver.noise)
 
     @staticmethod
     def _share_covariance(solver: KalmanHead, module: HeadedNetwork) -> None:
+        """The filter updates P in place: sharing the module's buffer publishes each step's
+        covariance without a width^2 copy; only a load (a new P) needs one."""
         if solver.P is not module.head_covariance:
             module.set_covariance(solver.P, solver.noise)
             solver.P = module.head_covariance
@@ -163,7 +170,7 @@ class HeadExpert:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.module.load_state_dict(self._with_covariance(state["module"]))
+        self.module.load_state_dict(state["module"])  # fills a pre-variance state's buffers
         if self.optimizer is not None:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scale_step(self._step_factor)
@@ -173,19 +180,6 @@ class HeadExpert:
         self.samples = int(state["samples"])
         if self.guard is not None:
             self.guard.reset()
-
-    def _with_covariance(self, module_state: Mapping[str, Any]) -> Mapping[str, Any]:
-        """A Kalman module state saved before the head served a variance (no
-        ``head_covariance``, ``head_noise`` buffers): the buffers as they are here, which
-        ``_publish`` then fills from the solver's P (in every such state) and noise."""
-        if not self.module.has_variance or "head_covariance" in module_state:
-            return module_state
-        log.info("kalman_checkpoint_without_covariance", filled_from="solver state")
-        return {
-            **module_state,
-            "head_covariance": self.module.head_covariance,
-            "head_noise": self.module.head_noise,
-        }
 
     def _features(self, x: Tensor, body_learns: bool) -> Tensor:
         if body_learns:
@@ -210,11 +204,25 @@ class HeadExpert:
             return nn.functional.cross_entropy(out[:, : self.n_seen], y, reduction="none")
         return nn.functional.mse_loss(out.squeeze(-1), y, reduction="none")
 
-    def _update(self, rows: Tensor, targets: Tensor) -> None:
-        if isinstance(self.solver, KalmanHead):
-            self.solver.update(rows, targets, max(self.n_seen, 1))
-        else:
+    def _update(self, rows: Tensor, targets: Tensor) -> bool:
+        """The solver's closed-form step; False where the Kalman filter could not take it."""
+        if not isinstance(self.solver, KalmanHead):
             self.solver.update(rows, targets)
+            return True
+        if self.solver.update(rows, targets, max(self.n_seen, 1)):
+            return True
+        # Left as it is, the broken covariance fails every later step too: the head would
+        # freeze silently. The weights stay; the confidence in them goes back to the prior.
+        log.warning("kalman_covariance_restarted", reason="innovation not positive definite")
+        self.solver.restart()
+        return False
+
+
+def covariance_shareable(solver: KalmanHead, module: HeadedNetwork) -> bool:
+    """Whether the solver can filter in the module's covariance buffer itself. Solvers live
+    on the CPU whatever ``model.device`` (``with_bias``); a module on a GPU holds its buffer
+    there, so each publish copies P into it instead."""
+    return solver.P.device == module.head_covariance.device
 
 
 def solver_for(settings: ModelSettings, width: int, n_outputs: int) -> Solver:

@@ -58,9 +58,11 @@ class KalmanHead:
         """gamma now, per sample."""
         return 1.0 - math.exp(self.u)
 
-    def update(self, x: Tensor, y: Tensor, columns: int) -> None:
+    def update(self, x: Tensor, y: Tensor, columns: int) -> bool:
         """Observe rows ``x`` [n, width] with targets ``y`` [n, n_outputs]; ``columns``:
-        the leading target columns that are real (classes seen), those gamma is fitted on."""
+        the leading target columns that are real (classes seen), those gamma is fitted on.
+        False: S was not positive definite and nothing changed; a broken P fails every later
+        step the same way, so the caller should ``restart`` it."""
         n = x.shape[0]
         decay = self.forgetting**n  # gamma^n: n samples of drift
         spread = (1 - decay**2) * self.prior  # the prior's share of P_prior
@@ -72,7 +74,7 @@ class KalmanHead:
         # serves both the forgetting's gradient and the filter step.
         chol = self._fit_forgetting(decay, xpx, xx, y[:, :columns], x_w[:, :columns])
         if chol is None:
-            return  # S not positive definite (a broken state): keep the filter as it was
+            return False  # S not positive definite (a broken state): the filter as it was
         px_t = p_xt.T.mul_(decay**2).add_(x, alpha=spread)  # (P_prior X^T)^T: [n, width]
         half = torch.linalg.solve_triangular(chol, px_t, upper=False)  # L^-1 X P_prior
         gain_t = torch.linalg.solve_triangular(chol.T, half, upper=True)  # S^-1 X P_prior
@@ -81,6 +83,7 @@ class KalmanHead:
         # symmetric by construction, so P stays symmetric without a transposed copy.
         self.P.mul_(decay**2).diagonal().add_(spread)
         self.P.addmm_(half.T, half, alpha=-1.0)
+        return True
 
     def restart(self) -> None:
         """Keep the weights as the prior mean, drop the confidence in them: the covariance

@@ -20,17 +20,20 @@ The *link* turns the head's linear scores into outputs the engine scores with cr
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from streamlearn.core.errors import ModelError
+from streamlearn.core.logging import get_logger
 from streamlearn.core.models.cnn import ImageCnn
 
 Link = Literal["probability", "logit", "identity"]
 PROBABILITY_FLOOR = 1e-2  # a score below this is read as this probability (loss <= 4.6)
 LOGIT_SPAN = 30.0
+COVARIANCE_BUFFERS = ("head_covariance", "head_noise")
+log = get_logger(__name__)
 
 
 class HeadedNetwork(nn.Module):
@@ -87,6 +90,32 @@ class HeadedNetwork(nn.Module):
         """Take the Kalman solver's weight covariance and observation noise, in place."""
         self.head_covariance.copy_(covariance)
         self.head_noise.fill_(noise)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """A Kalman state saved before the head served a variance (no covariance buffers):
+        the buffers as they are here. Every loader passes through this (the expert's restore,
+        adaptation anchors and CoTTA's student from the same old checkpoint). The expert's
+        ``_publish`` then fills them from the solver's P, which every such state holds; an
+        anchor's reset keeps the covariance the module has (the solver's, not adaptation's).
+        ``state_dict`` is the loader's own copy: filling it changes nothing of the caller's.
+        """
+        missing = [name for name in COVARIANCE_BUFFERS if prefix + name not in state_dict]
+        if self.has_variance and missing:
+            log.info("kalman_checkpoint_without_covariance", filled_from="the module's buffers")
+            for name in missing:
+                state_dict[prefix + name] = getattr(self, name)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     @property
     def n_outputs(self) -> int:
