@@ -242,15 +242,31 @@ class Engine:
             ids = [samples[kept[j]].id for j in unlabeled]
             rows = x_train[unlabeled]
             experts = self.pool.route(rows) if self.pool is not None else []
-            # After a shift, only the rows from its alarm on are the new domain's. While its
-            # restart waits, they are adapted on first and answered after: otherwise a whole
-            # batch of the new domain is answered with the old domain's statistics.
-            first = self.adapter is not None and self.adapter.switch_pending
-            if first:
-                self._adapt(rows[new_domain:], experts[new_domain:], result.adapt)
-            result.predictions = self._predict(rows, ids, experts)
-            if not first:
-                self._adapt(rows[new_domain:], experts[new_domain:], result.adapt)
+            result.predictions = self._answer_and_adapt(rows, ids, experts, new_domain, result)
+
+    def _answer_and_adapt(
+        self,
+        rows: Tensor,
+        ids: list[str | None],
+        experts: list[str],
+        new_domain: int,
+        result: StepResult,
+    ) -> list[Prediction]:
+        """Answer the unlabeled rows and adapt on those from the last alarm on (index
+        ``new_domain``). While a restart waits in an expert those rows are routed to, they
+        are adapted on first and answered after: otherwise a whole batch of the new domain
+        is answered with the old domain's statistics. The rows before the alarm are the old
+        domain's: they are answered before the restart, with its statistics. Predictions
+        keep the rows' order."""
+        new_rows, new_experts = rows[new_domain:], experts[new_domain:]
+        if self.adapter is None or not self.adapter.switch_pending(new_experts):
+            predictions = self._predict(rows, ids, experts)
+            self._adapt(new_rows, new_experts, result.adapt)
+            return predictions
+        before = rows[:new_domain], ids[:new_domain], experts[:new_domain]
+        old = self._predict(*before) if new_domain else []
+        self._adapt(new_rows, new_experts, result.adapt)
+        return old + self._predict(new_rows, ids[new_domain:], new_experts)
 
     def _watch_inputs(self, x: Tensor, unlabeled: list[int], result: StepResult) -> int:
         """Watch the raw rows for a change of domain; on one, adaptation restarts. The

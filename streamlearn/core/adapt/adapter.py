@@ -21,7 +21,7 @@ is made.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,12 +154,19 @@ class Adapter:
             state.pending = []
             state.shifted = True
 
-    @property
-    def switch_pending(self) -> bool:
-        """A detected shift waits for its restart: the next rows should be adapted on
-        before they are answered, so that they are not answered with the old domain's
-        statistics (``Engine``)."""
-        return any(state.shifted for state in self.experts.values())
+    def switch_pending(self, expert_ids: Iterable[str]) -> bool:
+        """Does a detected shift wait for its restart in one of ``expert_ids`` (the experts
+        rows are routed to)? Then those rows should be adapted on before they are answered,
+        so that they are not answered with the old domain's statistics (``Engine``).
+
+        Only the routed experts count: ``shifted`` flags every expert, and the flag clears
+        only in that expert's own step, so an expert no longer routed to (the one active
+        before a pool switch) keeps it, and would otherwise turn every later batch around.
+        """
+        return any(
+            (state := self.experts.get(expert_id)) is not None and state.shifted
+            for expert_id in set(expert_ids)
+        )
 
     def forget(self, alive: set[str]) -> None:
         """Drop the state of experts that left the pool."""
