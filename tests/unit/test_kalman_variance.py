@@ -144,7 +144,7 @@ def test_an_old_kalman_checkpoint_with_adaptation_loads_and_resets_to_its_anchor
     x = _probe()
     expert, source = restored.expert, original.expert
     assert isinstance(expert, HeadExpert) and isinstance(expert.solver, KalmanHead)
-    assert isinstance(source, HeadExpert)
+    assert isinstance(source, HeadExpert) and isinstance(source.solver, KalmanHead)
     assert torch.equal(expert.predict(x), source.predict(x))
     assert torch.equal(expert.variance(x), source.variance(x))
     assert restored.adapter is not None
