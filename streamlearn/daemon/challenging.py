@@ -28,7 +28,7 @@ from streamlearn.core.logging import get_logger
 from streamlearn.core.models.settings import ModelSettings
 from streamlearn.core.types import Label, Sample
 from streamlearn.daemon.endpoints import Endpoints
-from streamlearn.daemon.guarding import announce, restore_into
+from streamlearn.daemon.guarding import GuardKeeper, announce, restore_into
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 
@@ -45,6 +45,7 @@ class ChallengerKeeper:
         metrics: Metrics,
         endpoints: Endpoints,
         publish: Callable[[], None],
+        guard: GuardKeeper | None = None,
     ) -> None:
         cfg = settings.labels.challenger
         self.enabled = (
@@ -55,6 +56,7 @@ class ChallengerKeeper:
         self.metrics = metrics
         self.endpoints = endpoints
         self.publish = publish
+        self.guard = guard  # told of each promotion: its candidate is no longer served
         self.judge = ChallengerJudge(cfg.window, cfg.margin, cfg.confidence)
         self.engine: Engine | None = None
         if self.enabled:
@@ -107,6 +109,8 @@ class ChallengerKeeper:
         restored = restore_into(self.champion, copy.deepcopy(self.engine.state_dict()))
         self.promotions += 1
         self.judge.restart()
+        if self.guard is not None:
+            self.guard.promoted()
         self.metrics.promotions.inc()
         payload = {**_figures(block), "challenger_version": restored}
         payload["model_version"] = self.champion.version
