@@ -186,3 +186,43 @@ def test_the_challenger_adapts_and_forgets_what_the_champion_does(
     [(seen, done)] = forgotten
     assert seen == samples and done["forgotten"] == 2
     assert shadow.version == version + 1
+
+
+def test_a_promotion_makes_the_promoted_state_the_guards_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard's candidate taken before a promotion is not what is served after it: the
+    promoted state becomes the candidate, so the first state the guard confirms after a
+    promotion is the promoted one (never an older one a rollback would undo it to)."""
+    guard = {"enabled": True, "window": 20, "confirm_joins": 20, "max_hold_joins": 1000}
+    challenger = {"enabled": True, "window": 50, "margin": 0.05, "model": {"learning_rate": 3e-2}}
+    sections = {
+        **ON,
+        "model": {"hidden": [4], "learning_rate": 1e-6, "seed": 3},
+        "labels": {"enabled": True, "guard": guard, "challenger": challenger},
+    }
+    daemon, source, _ = started(tmp_path, sections)
+    keeper = daemon.guard
+    promoted_versions: list[int] = []
+    confirmed_after: list[int] = []
+    real_promoted, real_scored = keeper.promoted, keeper.scored
+
+    def spy_promoted() -> None:
+        real_promoted()
+        assert keeper._candidate is not None
+        assert keeper._candidate["version"] == daemon.engine.version
+        assert keeper.guard.has_candidate and keeper.guard._since_capture == []
+        promoted_versions.append(daemon.engine.version)
+
+    def spy_scored(right: bool) -> bool:
+        good = keeper._good
+        learn = real_scored(right)
+        if promoted_versions and keeper._good is not None and keeper._good is not good:
+            confirmed_after.append(int(keeper._good["version"]))
+        return learn
+
+    monkeypatch.setattr(keeper, "promoted", spy_promoted)
+    monkeypatch.setattr(keeper, "scored", spy_scored)
+    phase(daemon, source, range(400), flip=False)
+    assert promoted_versions, daemon.challenger.view()
+    assert confirmed_after and confirmed_after[0] == promoted_versions[0]
