@@ -226,3 +226,35 @@ def test_a_promotion_makes_the_promoted_state_the_guards_candidate(
     phase(daemon, source, range(400), flip=False)
     assert promoted_versions, daemon.challenger.view()
     assert confirmed_after and confirmed_after[0] == promoted_versions[0]
+
+
+def test_a_promotion_keeps_the_champions_optimizer_settings(tmp_path: Path) -> None:
+    """A promotion moves the challenger's weights and per-parameter optimizer state, not
+    its hyper-parameters: the champion (SGD, no momentum, no weight decay) keeps them after
+    a challenger with momentum 0.9 and weight decay 1e-4 is promoted into it."""
+    challenger = {
+        "enabled": True,
+        "window": 50,
+        "margin": 0.05,
+        "model": {"learning_rate": 3e-2, "momentum": 0.9, "weight_decay": 1e-4},
+    }
+    champion = {"hidden": [4], "optimizer": "sgd", "learning_rate": 1e-6, "seed": 3}
+    sections = {
+        **ON,
+        "model": champion,
+        "labels": {"enabled": True, "challenger": challenger},
+    }
+    daemon, source, sink = started(tmp_path, sections)
+    phase(daemon, source, range(400), flip=False)
+    assert _promotions(sink), daemon.challenger.view()
+    assert daemon.engine.pool is not None and daemon.challenger.engine is not None
+    for member in daemon.engine.pool.members.values():
+        for group in member.expert.optimizer.param_groups:  # type: ignore[attr-defined]
+            assert (group["momentum"], group["weight_decay"]) == (0.0, 0.0)
+            factor = member.expert._step_factor  # type: ignore[attr-defined]
+            assert group["lr"] == pytest.approx(1e-6 * factor)  # adaptive batches' factor
+    shadow = daemon.challenger.engine.pool
+    assert shadow is not None
+    for member in shadow.members.values():
+        for group in member.expert.optimizer.param_groups:  # type: ignore[attr-defined]
+            assert (group["momentum"], group["weight_decay"]) == (0.9, 1e-4)
