@@ -427,7 +427,7 @@ class Daemon:
             done = self.engine.forget(samples, expert)
         except ModelError as exc:
             return {"error_code": "not_forgotten", "detail": str(exc)}
-        self.challenger.forget(samples, expert)
+        self.challenger.forget(samples, str(done["expert"]))
         self.guard.forgotten()  # its kept states hold the samples: none may come back
         self.checkpointer.mark_dirty()  # the next checkpoint holds the downdated head
         log.info("samples_forgotten", **done, model_version=self.engine.version)

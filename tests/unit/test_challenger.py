@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from structlog.testing import capture_logs
 
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
@@ -146,10 +148,12 @@ def test_the_challenger_adapts_and_forgets_what_the_champion_does(
 ) -> None:
     """Served rows the champion adapts on (adapt.on_requests) and samples it forgets
     (POST /v1/forget, an rls head) reach the challenger's engine too, the same rows and
-    samples: it stays a shadow of the same stream."""
+    samples: it stays a shadow of the same stream. Forgets are mirrored with one expert
+    each (experts.enabled false): only then do the two engines' expert ids correspond."""
     sections = {
         **ON,
         "model": {"head": "rls", "hidden": [4], "seed": 3},
+        "experts": {"enabled": False},
         "adapt": {"on_requests": True},
         "labels": {"enabled": True, "challenger": {"enabled": True, "model": {"seed": 1}}},
     }
@@ -186,6 +190,45 @@ def test_the_challenger_adapts_and_forgets_what_the_champion_does(
     [(seen, done)] = forgotten
     assert seen == samples and done["forgotten"] == 2
     assert shadow.version == version + 1
+
+
+def test_a_forget_rebuilds_a_pooled_challenger_from_the_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an expert pool each engine spawns and switches experts on its own drifts, so
+    the champion's expert id names no known expert of the challenger: the forget is not
+    mirrored; the challenger restarts from the champion's state (which no longer holds the
+    samples), keeps its own configuration, its open block starts over, and a warning says so."""
+    challenger = {"enabled": True, "window": 500, "model": {"seed": 1, "weight_decay": 1e-4}}
+    sections = {
+        **ON,
+        "model": {"head": "rls", "hidden": [4], "seed": 3},
+        "labels": {"enabled": True, "challenger": challenger},
+    }
+    daemon, source, _ = started(tmp_path, sections)
+    phase(daemon, source, range(64), flip=False)
+    shadow = daemon.challenger.engine
+    assert shadow is not None and daemon.challenger.judge.n > 0
+    mirrored: list[list[Sample]] = []
+    monkeypatch.setattr(shadow, "forget", lambda samples, expert=None: mirrored.append(samples))
+
+    with capture_logs() as logs:
+        answer = daemon.inbox.request_forget([Sample([0.0, 1.0], 0)], None)
+        daemon.step()
+    assert answer.result(timeout=5)["forgotten"] == 1
+    assert mirrored == []
+    assert daemon.challenger.judge.n == 0
+    [line] = [line for line in logs if line["event"] == "challenger_rebuilt"]
+    assert line["log_level"] == "warning"
+    champion, rebuilt = daemon.engine.pool, shadow.pool
+    assert champion is not None and rebuilt is not None
+    assert rebuilt.members.keys() == champion.members.keys()
+    for id_, member in champion.members.items():
+        ours = rebuilt.members[id_].expert.state_dict()["module"]
+        for name, tensor in member.expert.state_dict()["module"].items():
+            assert torch.equal(ours[name], tensor), name
+        for group in rebuilt.members[id_].expert.optimizer.param_groups:  # type: ignore[attr-defined]
+            assert group["weight_decay"] == 1e-4
 
 
 def test_a_promotion_makes_the_promoted_state_the_guards_candidate(
