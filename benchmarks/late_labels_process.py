@@ -27,8 +27,10 @@ torch._dynamo), once per process, and would otherwise delay the start of every r
    was served, at the join over all joins (the daemon's counters) and against the true
    labels over the second half (the predictions topic).
 2. **Poisoned phase** (Agrawal 0, 12,000 samples, labels 1-10 s late, samples 6,000-7,999
-   flipped; guard on, and off for contrast): joins from the first flipped label (exact: the
-   labels before it, all joined in order) to the rollback (bracketed by two metric polls),
+   flipped; guard on, and off for contrast): joins from the first flipped label to the
+   rollback (bracketed by two metric polls; approximate to within the daemon's lag: the
+   first flipped label is placed by the order labels were sent, the join counter counts in
+   the order they joined, and a label that came before its sample joins later),
    the true accuracy of the answers on the predictions topic by range, and a client that
    asks the serving port for 500 held-out samples every half second: the accuracy of the
    model it was served, by the same ranges (a probe at time t sees the model of sample
@@ -267,7 +269,8 @@ def run(
     service = Service(workdir / name, broker.bootstrap, topics["in"], settings)
     by_role = {"in": topics["in"], "labels": topics["labels"]}
     schedule = plan.schedule(rate)
-    # The warm-up's label is joined first: the k-th label of the schedule is join k + 1.
+    # The warm-up's label is joined first: the k-th label of the schedule is about join
+    # k + 1 (send order; the join order differs by a few, within the daemon's lag).
     labels = [{"id": WARM_UP}] + [value for _, tp, value in schedule if tp == LABELS]
     flipped = {str(i) for i in plan.flip}
     first_flip = next((k for k, v in enumerate(labels) if v["id"] in flipped), None)

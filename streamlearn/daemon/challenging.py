@@ -2,7 +2,8 @@
 
 The challenger is the champion's configuration with ``labels.challenger.model`` changed
 (learning rate, momentum, weight decay, seed). It takes every learning step the champion
-takes (and adapts on served rows, and forgets, when the champion does) and answers the
+takes (and adapts on served rows when the champion does; a forget is mirrored with one
+expert each, else the challenger is rebuilt from the champion's state) and answers the
 same unlabeled samples at the same moment; each late label then scores both answers as a
 pair (``core/labels/challenger.py`` decides). When a block of
 pairs shows it better by the margin with the confidence asked, its state is moved into the
@@ -28,7 +29,7 @@ from streamlearn.core.logging import get_logger
 from streamlearn.core.models.settings import ModelSettings
 from streamlearn.core.types import Label, Sample
 from streamlearn.daemon.endpoints import Endpoints
-from streamlearn.daemon.guarding import announce, restore_into
+from streamlearn.daemon.guarding import GuardKeeper, announce, restore_into
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 
@@ -45,16 +46,19 @@ class ChallengerKeeper:
         metrics: Metrics,
         endpoints: Endpoints,
         publish: Callable[[], None],
+        guard: GuardKeeper | None = None,
     ) -> None:
         cfg = settings.labels.challenger
         self.enabled = (
             cfg.enabled and settings.labels.enabled and settings.model.task == "classification"
         )
         self.config = cfg.model
+        self.pooled = settings.experts.enabled  # expert ids then differ between engines
         self.champion = champion
         self.metrics = metrics
         self.endpoints = endpoints
         self.publish = publish
+        self.guard = guard  # told of each promotion: its candidate is no longer served
         self.judge = ChallengerJudge(cfg.window, cfg.margin, cfg.confidence)
         self.engine: Engine | None = None
         if self.enabled:
@@ -78,15 +82,36 @@ class ChallengerKeeper:
         if self.engine is not None:
             self.engine.adapt(rows)
 
-    def forget(self, samples: list[Sample], expert: str | None) -> None:
-        """Samples the champion unlearned (``POST /v1/forget``): the challenger too, where
-        it can (its expert may not hold them)."""
+    def forget(self, samples: list[Sample], expert: str) -> None:
+        """Samples the champion's ``expert`` unlearned (``POST /v1/forget``): the
+        challenger's same expert too where the two provably correspond, else the
+        challenger is rebuilt from the champion's state, which no longer holds them."""
         if self.engine is None:
+            return
+        if not self._corresponds(expert):
+            self._rebuild("experts do not correspond")
             return
         try:
             self.engine.forget(samples, expert)
         except ModelError as exc:
-            log.info("challenger_not_forgotten", detail=str(exc))
+            self._rebuild(str(exc))
+
+    def _corresponds(self, expert: str) -> bool:
+        # Ids name different experts in two pools that spawn and switch on their own
+        # drifts; only pools that never do (one expert each, learning every step the
+        # champion learns) hold the champion's expert under the same id.
+        assert self.engine is not None
+        pool = self.engine.pool
+        return not self.pooled and pool is not None and expert in pool.members
+
+    def _rebuild(self, reason: str) -> None:
+        """The challenger restarts from the champion's state (its own configuration kept)
+        and its open block starts over: no promotion before a full block of the rebuilt
+        challenger's answers. A forgotten sample left in its head could be promoted back."""
+        assert self.engine is not None
+        self.engine.load_state_dict(copy.deepcopy(self.champion.state_dict()))
+        self.judge.restart()
+        log.warning("challenger_rebuilt", reason=reason, version=self.engine.version)
 
     def answer(self, rows: list[list[float]]) -> list[Label | None]:
         """The challenger's answers to rows serving answered (None: nothing learned yet)."""
@@ -107,6 +132,8 @@ class ChallengerKeeper:
         restored = restore_into(self.champion, copy.deepcopy(self.engine.state_dict()))
         self.promotions += 1
         self.judge.restart()
+        if self.guard is not None:
+            self.guard.promoted()
         self.metrics.promotions.inc()
         payload = {**_figures(block), "challenger_version": restored}
         payload["model_version"] = self.champion.version

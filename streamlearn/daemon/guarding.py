@@ -68,6 +68,28 @@ class GuardKeeper:
             self.metrics.guard_holding.set(0)
         return action is not GuardAction.HOLD
 
+    def forgotten(self) -> None:
+        """Samples were unlearned (``POST /v1/forget``): the kept states still hold them,
+        so both are dropped and confirmation restarts. Until a new state is confirmed there
+        is no rollback target (damage meanwhile is not rolled back)."""
+        if not self.enabled:
+            return
+        self._candidate = self._good = None
+        self.guard.restart()
+        self.metrics.guard_holding.set(0)
+        log.warning("guard_restarted", reason="forget", model_version=self.engine.version)
+
+    def promoted(self) -> None:
+        """A challenger was promoted: the candidate taken before it is not what is served,
+        so the promoted state becomes the candidate, confirmed by its own answers (else a
+        later rollback could undo the promotion to a state confirmed by the wrong model)."""
+        if not self.enabled:
+            return
+        self._candidate = None
+        if self.engine.pool is not None:
+            self._candidate = copy.deepcopy(self.engine.state_dict())
+        self.guard.recapture()
+
     def state_dict(self) -> dict[str, Any] | None:
         if not self.enabled:
             return None

@@ -115,7 +115,12 @@ class Daemon:
             publish=self._publish_snapshot,
         )
         self.challenger = ChallengerKeeper(
-            settings, self.engine, self.metrics, self.endpoints, publish=self._publish_snapshot
+            settings,
+            self.engine,
+            self.metrics,
+            self.endpoints,
+            publish=self._publish_snapshot,
+            guard=self.guard,
         )
         self.late_labels = LateLabels(
             settings, self.metrics, self.codec, self.guard, self.challenger
@@ -422,7 +427,8 @@ class Daemon:
             done = self.engine.forget(samples, expert)
         except ModelError as exc:
             return {"error_code": "not_forgotten", "detail": str(exc)}
-        self.challenger.forget(samples, expert)
+        self.challenger.forget(samples, str(done["expert"]))
+        self.guard.forgotten()  # its kept states hold the samples: none may come back
         self.checkpointer.mark_dirty()  # the next checkpoint holds the downdated head
         log.info("samples_forgotten", **done, model_version=self.engine.version)
         if self.endpoints.sink is not None:

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from structlog.testing import capture_logs
 
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
@@ -146,10 +148,12 @@ def test_the_challenger_adapts_and_forgets_what_the_champion_does(
 ) -> None:
     """Served rows the champion adapts on (adapt.on_requests) and samples it forgets
     (POST /v1/forget, an rls head) reach the challenger's engine too, the same rows and
-    samples: it stays a shadow of the same stream."""
+    samples: it stays a shadow of the same stream. Forgets are mirrored with one expert
+    each (experts.enabled false): only then do the two engines' expert ids correspond."""
     sections = {
         **ON,
         "model": {"head": "rls", "hidden": [4], "seed": 3},
+        "experts": {"enabled": False},
         "adapt": {"on_requests": True},
         "labels": {"enabled": True, "challenger": {"enabled": True, "model": {"seed": 1}}},
     }
@@ -186,3 +190,114 @@ def test_the_challenger_adapts_and_forgets_what_the_champion_does(
     [(seen, done)] = forgotten
     assert seen == samples and done["forgotten"] == 2
     assert shadow.version == version + 1
+
+
+def test_a_forget_rebuilds_a_pooled_challenger_from_the_champion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an expert pool each engine spawns and switches experts on its own drifts, so
+    the champion's expert id names no known expert of the challenger: the forget is not
+    mirrored; the challenger restarts from the champion's state (which no longer holds the
+    samples), keeps its own configuration, its open block starts over, and a warning says so."""
+    challenger = {"enabled": True, "window": 500, "model": {"seed": 1, "weight_decay": 1e-4}}
+    sections = {
+        **ON,
+        "model": {"head": "rls", "hidden": [4], "seed": 3},
+        "labels": {"enabled": True, "challenger": challenger},
+    }
+    daemon, source, _ = started(tmp_path, sections)
+    phase(daemon, source, range(64), flip=False)
+    shadow = daemon.challenger.engine
+    assert shadow is not None and daemon.challenger.judge.n > 0
+    mirrored: list[list[Sample]] = []
+    monkeypatch.setattr(shadow, "forget", lambda samples, expert=None: mirrored.append(samples))
+
+    with capture_logs() as logs:
+        answer = daemon.inbox.request_forget([Sample([0.0, 1.0], 0)], None)
+        daemon.step()
+    assert answer.result(timeout=5)["forgotten"] == 1
+    assert mirrored == []
+    assert daemon.challenger.judge.n == 0
+    [line] = [line for line in logs if line["event"] == "challenger_rebuilt"]
+    assert line["log_level"] == "warning"
+    champion, rebuilt = daemon.engine.pool, shadow.pool
+    assert champion is not None and rebuilt is not None
+    assert rebuilt.members.keys() == champion.members.keys()
+    for id_, member in champion.members.items():
+        ours = rebuilt.members[id_].expert.state_dict()["module"]
+        for name, tensor in member.expert.state_dict()["module"].items():
+            assert torch.equal(ours[name], tensor), name
+        for group in rebuilt.members[id_].expert.optimizer.param_groups:  # type: ignore[attr-defined]
+            assert group["weight_decay"] == 1e-4
+
+
+def test_a_promotion_makes_the_promoted_state_the_guards_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard's candidate taken before a promotion is not what is served after it: the
+    promoted state becomes the candidate, so the first state the guard confirms after a
+    promotion is the promoted one (never an older one a rollback would undo it to)."""
+    guard = {"enabled": True, "window": 20, "confirm_joins": 20, "max_hold_joins": 1000}
+    challenger = {"enabled": True, "window": 50, "margin": 0.05, "model": {"learning_rate": 3e-2}}
+    sections = {
+        **ON,
+        "model": {"hidden": [4], "learning_rate": 1e-6, "seed": 3},
+        "labels": {"enabled": True, "guard": guard, "challenger": challenger},
+    }
+    daemon, source, _ = started(tmp_path, sections)
+    keeper = daemon.guard
+    promoted_versions: list[int] = []
+    confirmed_after: list[int] = []
+    real_promoted, real_scored = keeper.promoted, keeper.scored
+
+    def spy_promoted() -> None:
+        real_promoted()
+        assert keeper._candidate is not None
+        assert keeper._candidate["version"] == daemon.engine.version
+        assert keeper.guard.has_candidate and keeper.guard._since_capture == []
+        promoted_versions.append(daemon.engine.version)
+
+    def spy_scored(right: bool) -> bool:
+        good = keeper._good
+        learn = real_scored(right)
+        if promoted_versions and keeper._good is not None and keeper._good is not good:
+            confirmed_after.append(int(keeper._good["version"]))
+        return learn
+
+    monkeypatch.setattr(keeper, "promoted", spy_promoted)
+    monkeypatch.setattr(keeper, "scored", spy_scored)
+    phase(daemon, source, range(400), flip=False)
+    assert promoted_versions, daemon.challenger.view()
+    assert confirmed_after and confirmed_after[0] == promoted_versions[0]
+
+
+def test_a_promotion_keeps_the_champions_optimizer_settings(tmp_path: Path) -> None:
+    """A promotion moves the challenger's weights and per-parameter optimizer state, not
+    its hyper-parameters: the champion (SGD, no momentum, no weight decay) keeps them after
+    a challenger with momentum 0.9 and weight decay 1e-4 is promoted into it."""
+    challenger = {
+        "enabled": True,
+        "window": 50,
+        "margin": 0.05,
+        "model": {"learning_rate": 3e-2, "momentum": 0.9, "weight_decay": 1e-4},
+    }
+    champion = {"hidden": [4], "optimizer": "sgd", "learning_rate": 1e-6, "seed": 3}
+    sections = {
+        **ON,
+        "model": champion,
+        "labels": {"enabled": True, "challenger": challenger},
+    }
+    daemon, source, sink = started(tmp_path, sections)
+    phase(daemon, source, range(400), flip=False)
+    assert _promotions(sink), daemon.challenger.view()
+    assert daemon.engine.pool is not None and daemon.challenger.engine is not None
+    for member in daemon.engine.pool.members.values():
+        for group in member.expert.optimizer.param_groups:  # type: ignore[attr-defined]
+            assert (group["momentum"], group["weight_decay"]) == (0.0, 0.0)
+            factor = member.expert._step_factor  # type: ignore[attr-defined]
+            assert group["lr"] == pytest.approx(1e-6 * factor)  # adaptive batches' factor
+    shadow = daemon.challenger.engine.pool
+    assert shadow is not None
+    for member in shadow.members.values():
+        for group in member.expert.optimizer.param_groups:  # type: ignore[attr-defined]
+            assert (group["momentum"], group["weight_decay"]) == (0.9, 1e-4)

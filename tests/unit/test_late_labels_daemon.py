@@ -10,7 +10,8 @@ import pytest
 
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.inspect import describe
-from streamlearn.core.types import TopicPartition
+from streamlearn.core.labels.guard import GuardAction, Verdict
+from streamlearn.core.types import Sample, TopicPartition
 from streamlearn.daemon import Daemon
 from streamlearn.sinks import MemorySink
 from tests.unit.test_daemon import Source, drain, make
@@ -244,3 +245,39 @@ def test_regression_scores_the_served_error_and_the_delay_per_expert(tmp_path: P
     assert value(daemon, "streamlearn_label_delay_seconds_count", {"expert": "0"}) == 40
     view = daemon.late_labels.view()
     assert view is not None and view["served_mean_abs_error"]["100"] == error
+
+
+def test_a_forget_drops_the_guards_states_so_no_rollback_brings_samples_back(
+    tmp_path: Path,
+) -> None:
+    """The guard keeps deep copies (candidate, good) that hold every sample learned. After
+    POST /v1/forget both are dropped and confirmation restarts: a rollback right after
+    has no target (it holds, restores nothing) and the checkpoint keeps no such state."""
+    guard = {"enabled": True, "window": 20, "confirm_joins": 20, "max_hold_joins": 1000}
+    sections = {
+        **ON,
+        "model": {"head": "rls", "hidden": [4], "seed": 3},
+        "labels": {"enabled": True, "guard": guard},
+    }
+    daemon, source, sink = started(tmp_path, sections)
+    phase(daemon, source, range(200), flip=False)
+    before = daemon.guard.state_dict()
+    assert before is not None and before["good"] is not None  # a confirmed target
+
+    answer = daemon.inbox.request_forget([Sample([0.0, 1.0], 0), Sample([1.0, 0.0], 1)], None)
+    daemon.step()
+    assert answer.result(timeout=5)["forgotten"] == 2
+    after = daemon.guard.state_dict()
+    assert after is not None and (after["good"], after["candidate"]) == (None, None)
+    assert not daemon.guard.guard.has_good and not daemon.guard.guard.has_candidate
+
+    # A rollback forced now: nothing confirmed to go back to, so the learner stays as is.
+    version = daemon.engine.version
+    daemon.guard._rollback(Verdict(GuardAction.ROLLBACK, 0.1, 0.9, 0.2))
+    assert daemon.guard.rollbacks == 0 and daemon.engine.version == version
+    assert [kind for kind, _ in sink.events][-1] == "guard_holding"
+
+    assert daemon.checkpoint("test")
+    loaded = FileCheckpointStore(tmp_path).load_latest()
+    assert loaded is not None
+    assert describe(loaded.path)["late_labels"]["guard"]["good_version"] is None

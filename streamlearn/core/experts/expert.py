@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from streamlearn.core.errors import ModelError
 from streamlearn.core.experts.guard import StepGuard
 from streamlearn.core.experts.headed import HeadExpert, solver_for
+from streamlearn.core.experts.hyper import configured_groups, load_keeping_configured
 from streamlearn.core.extensions import require_members
 from streamlearn.core.models import ImageCnn, build_mlp, load_factory, predict_with, training
 from streamlearn.core.models.heads import HeadedNetwork, Link, headed
@@ -47,6 +48,7 @@ class NeuralExpert:
         # holds the optimizer's scaled lr, so a load puts the factor in force back on these.
         self._base_lrs = [float(group["lr"]) for group in optimizer.param_groups]
         self._step_factor = 1.0
+        self._configured = configured_groups(optimizer)  # kept across loads (hyper.py)
 
     def predict(self, x: Tensor) -> Tensor:
         return predict_with(self.module, x, self.task)
@@ -77,7 +79,7 @@ class NeuralExpert:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.module.load_state_dict(state["module"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_keeping_configured(self.optimizer, state["optimizer"], self._configured)
         self.scale_step(self._step_factor)
         self.n_seen = int(state["n_seen"])
         self.guard.reset()

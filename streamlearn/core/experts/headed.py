@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from streamlearn.core.errors import ModelError
 from streamlearn.core.experts.guard import StepGuard
+from streamlearn.core.experts.hyper import configured_groups, load_keeping_configured
 from streamlearn.core.logging import get_logger
 from streamlearn.core.models import evaluating, predict_with, training
 from streamlearn.core.models.heads import (
@@ -72,6 +73,7 @@ class HeadExpert:
         self.skipped: str | None = None
         self._base_lrs = [float(g["lr"]) for g in optimizer.param_groups] if optimizer else []
         self._step_factor = 1.0
+        self._configured = configured_groups(optimizer) if optimizer else []  # hyper.py
         self._publish()
 
     @property
@@ -172,7 +174,7 @@ class HeadExpert:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.module.load_state_dict(state["module"])  # fills a pre-variance state's buffers
         if self.optimizer is not None:
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_keeping_configured(self.optimizer, state["optimizer"], self._configured)
         self.scale_step(self._step_factor)
         self.solver.load_state_dict(state["solver"])
         self._publish()

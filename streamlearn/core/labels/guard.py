@@ -87,6 +87,19 @@ class ServedGuard:
         self._since_capture = []
         return Verdict(GuardAction.CAPTURE, self._recent(), self.good_level)
 
+    def restart(self) -> None:
+        """Forget the good state, the candidate and any hold: confirmation starts again.
+        After ``/v1/forget`` the kept states hold forgotten samples, so none may return."""
+        self.recent.clear()
+        self.holding, self._held = False, 0
+        self.has_good, self.good_level = False, None
+        self.has_candidate, self._since_capture = False, []
+
+    def recapture(self) -> None:
+        """The state now served is the candidate (a promotion replaced the old one):
+        it is confirmed by its own next ``confirm_joins`` answers, never by the old ones."""
+        self.has_candidate, self._since_capture = True, []
+
     def _recent(self) -> float:
         return sum(self.recent) / len(self.recent)
 
