@@ -87,7 +87,10 @@ def test_a_kalman_head_serves_its_predictive_variance_when_asked(
     solver = _head(running).solver
     assert isinstance(solver, KalmanHead)
     assert all(v > solver.noise for v in spread["data"])
-    assert spread["data"][1] > spread["data"][0]  # far from the data: less certain
+    # The epistemic term depends on the row. Which row is less certain depends on the body's
+    # features (a saturated unit maps a far row near the data), so only that they differ;
+    # the formula itself is checked in tests/unit/test_kalman_variance.py.
+    assert spread["data"][1] != spread["data"][0]
     plain = running.http.post("/v2/models/streamlearn/infer", json=infer_body(rows))
     assert "variance" not in {o["name"] for o in plain.json()["outputs"]}  # on request only
     meta = running.http.get("/v2/models/streamlearn").json()
