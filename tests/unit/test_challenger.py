@@ -45,17 +45,27 @@ def test_a_block_promotes_only_past_the_margin_with_confidence() -> None:
     assert judge.last is not None and judge.last.lower_bound < 0.02
 
 
+# A champion that barely learns (1e-6) against the same model at 3e-2.
+SLOW_CHAMPION_FAST_CHALLENGER: dict[str, Any] = {
+    **ON,
+    "model": {"hidden": [4], "learning_rate": 1e-6, "seed": 3},
+    "labels": {
+        "enabled": True,
+        "challenger": {
+            "enabled": True,
+            "window": 50,
+            "margin": 0.05,
+            "model": {"learning_rate": 3e-2},
+        },
+    },
+}
+
+
 def test_a_better_challenger_is_promoted_served_and_checkpointed(tmp_path: Path) -> None:
     """The champion barely learns (learning rate 1e-6); the challenger, the same model at
     3e-2, learns the stream: the first block of paired late labels promotes it, an event,
     a metric and a log line; the champion then answers as well; a restart keeps both."""
-    challenger = {"enabled": True, "window": 50, "margin": 0.05, "model": {"learning_rate": 3e-2}}
-    sections = {
-        **ON,
-        "model": {"hidden": [4], "learning_rate": 1e-6, "seed": 3},
-        "labels": {"enabled": True, "challenger": challenger},
-    }
-    daemon, source, sink = started(tmp_path, sections)
+    daemon, source, sink = started(tmp_path, SLOW_CHAMPION_FAST_CHALLENGER)
 
     # Both must have seen both classes before their answers can differ in quality.
     phase(daemon, source, range(16), flip=False)
@@ -83,7 +93,7 @@ def test_a_better_challenger_is_promoted_served_and_checkpointed(tmp_path: Path)
     assert inspected["promotions"] == len(promoted)
     again = Source("in", [[]])
     again.add_topic(LABELS, [[]])
-    second, _ = make(tmp_path, again, **sections)
+    second, _ = make(tmp_path, again, **SLOW_CHAMPION_FAST_CHALLENGER)
     assert second.start()
     assert second.challenger.promotions == len(promoted)
     assert second.challenger.engine is not None
@@ -121,13 +131,7 @@ def test_a_challenger_is_promoted_again_when_it_pulls_ahead_again(tmp_path: Path
     flips, the challenger (3e-2) learns the new one and the champion cannot: a later block
     promotes it again, on that block's own figures. Each promotion is its own event at a
     higher model version, counted once."""
-    challenger = {"enabled": True, "window": 50, "margin": 0.05, "model": {"learning_rate": 3e-2}}
-    sections = {
-        **ON,
-        "model": {"hidden": [4], "learning_rate": 1e-6, "seed": 3},
-        "labels": {"enabled": True, "challenger": challenger},
-    }
-    daemon, source, sink = started(tmp_path, sections)
+    daemon, source, sink = started(tmp_path, SLOW_CHAMPION_FAST_CHALLENGER)
 
     phase(daemon, source, range(300), flip=False)
     first = _promotions(sink)
