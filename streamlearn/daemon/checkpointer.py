@@ -27,7 +27,10 @@ Every commit carries the lineage's id as its metadata. A partition assigned to t
 resumes where the lineage stopped, unless the group's commit is another lineage's and lies
 further on: then another member learned those records, and this one resumes after them.
 A commit of the lineage's own that lies further on (its newest checkpoint was lost and an
-older one restored) is ignored, so those records are learned again, once.
+older one restored) is ignored, so those records are learned again, once. A partition the
+restored checkpoint never read, whose commit is the lineage's own, was first read after that
+checkpoint: it starts from its beginning (offset 0, or the reset policy where retention
+deleted it), not from the commit, which would skip records the restored model never learned.
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ class Checkpointer:
         self.lineage = uuid.uuid4().hex  # a cold start begins a new line of descent
         self.handoff: Handoff | None = None  # set by a replica of a group
         self._resuming: Offsets = {}  # assigned at a known offset, not yet checked
+        self._unread: set[TopicPartition] = set()  # assigned with no offset of the lineage's
         self.checkpoints = 0  # saved since start
         self.last_path: str | None = None
         self._dirty = False
@@ -278,17 +282,19 @@ class Checkpointer:
             source.seek(seek)
             self.positions.update(seek)
             self._resuming.update(seek)
+        self._unread.update(tp for tp in partitions if tp not in seek)
         self.metrics.rebalances.labels(kind="assigned").inc()
         log.info(
             "partitions_assigned",
             partitions=_names(partitions),
-            seek={f"{tp.topic}/{tp.partition}": o for tp, o in seek.items()},
+            seek=_named(seek),
         )
 
     def on_revoked(self, partitions: list[TopicPartition]) -> None:
         dropped = self.buffer.drop(partitions)
         for tp in partitions:
             self._resuming.pop(tp, None)
+            self._unread.discard(tp)
             if tp in self.positions:
                 self.known[tp] = self.positions.pop(tp)
             self.metrics.forget_partition(tp.topic, tp.partition)
@@ -304,7 +310,7 @@ class Checkpointer:
         """After a poll, on the learner thread: a partition assigned at this lineage's offset
         moves on to the group's commit if another lineage committed further on. The poll's
         records of such a partition are dropped: the seek fetches them again from there."""
-        if not self._resuming:
+        if not (self._resuming or self._unread):
             return records
         source = self.endpoints.source
         assert source is not None
@@ -313,16 +319,30 @@ class Checkpointer:
             commit = source.committed(tp)
             if commit is not None and commit[0] > ours and commit[1] != self.lineage:
                 ahead[tp] = commit[0]
-        self._resuming = {}
-        if not ahead:
+        restart: Offsets = {}
+        for tp in self._unread:
+            commit = source.committed(tp)
+            if commit is not None and commit[0] > 0 and commit[1] == self.lineage:
+                restart[tp] = 0
+        self._resuming, self._unread = {}, set()
+        if ahead:
+            log.info("partitions_resumed_from_group", offsets=_named(ahead))
+        if restart:
+            log.warning(
+                "partitions_restarted",
+                offsets=_named(restart),
+                why="committed by a newer checkpoint of this lineage than the one restored",
+            )
+        moved = {**ahead, **restart}
+        if not moved:
             return records
-        source.seek(ahead)
-        self.positions.update(ahead)
-        log.info(
-            "partitions_resumed_from_group",
-            offsets={f"{tp.topic}/{tp.partition}": o for tp, o in ahead.items()},
-        )
-        return [r for r in records if r.tp not in ahead]
+        source.seek(moved)
+        self.positions.update(moved)
+        return [r for r in records if r.tp not in moved]
+
+
+def _named(offsets: Offsets) -> dict[str, int]:
+    return {f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()}
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:

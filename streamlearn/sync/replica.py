@@ -287,7 +287,12 @@ class Replica:
                 tp = TopicPartition(topic, int(partition))
                 offsets[tp] = max(offsets.get(tp, 0), int(offset))
         barrier = Barrier(self.round, offsets, {"averager": self.averager.state_dict()})
-        self.checkpointer.checkpoint("sync", barrier=barrier)
+        if self.checkpointer.checkpoint("sync", barrier=barrier):
+            # Where the group stopped in the partitions other replicas read: a partition
+            # assigned here next seeks there, and its commit is then never "unread".
+            for tp, offset in offsets.items():
+                if tp not in self.checkpointer.positions:
+                    self.checkpointer.known[tp] = offset
 
     # -- handoff (the checkpointer's rebalance callbacks, on the learner thread) ------------
 

@@ -151,6 +151,42 @@ def test_the_lineages_own_commit_ahead_of_its_checkpoint_is_ignored(tmp_path: Pa
     assert resumed_offset(tmp_path, "ours", 70) == 60
 
 
+def learned_from_an_unread_partition(tmp_path: Path, commit_metadata: str) -> int:
+    """Samples learned from partition 1 after a restart, when the restored checkpoint never
+    read it (it was empty then) and the group committed offset 20 of its 30 records under
+    ``commit_metadata``."""
+    first = Source("in", [records(40), []])
+    daemon, _ = make(tmp_path, first)
+    daemon.start()
+    drain(daemon, first)
+    assert daemon.checkpoint("test")
+    assert TP1 not in daemon.known and TP1 not in daemon.positions
+    lineage = daemon.checkpointer.lineage
+    daemon.shutdown()
+
+    again = Source("in", [records(40), records(30)])
+    again.commit({TP1: 20}, lineage if commit_metadata == "ours" else "other")
+    restarted, _ = make(tmp_path, again)
+    restarted.start()
+    drain(restarted, again)
+    assert restarted.positions == {TP0: 40, TP1: 30}
+    return restarted.engine.samples_learned - daemon.engine.samples_learned
+
+
+def test_an_unread_partition_the_lineage_committed_later_starts_from_its_beginning(
+    tmp_path: Path,
+) -> None:
+    # The commit came from a newer checkpoint that was lost: the restored model learned none
+    # of partition 1, so resuming at the commit would lose records 0..19 for good.
+    assert learned_from_an_unread_partition(tmp_path, "ours") == 30
+
+
+def test_an_unread_partition_another_lineage_committed_starts_at_its_commit(
+    tmp_path: Path,
+) -> None:
+    assert learned_from_an_unread_partition(tmp_path, "other") == 10
+
+
 def test_a_pruned_expert_leaves_no_series_behind(tmp_path: Path) -> None:
     source = Source("in", [records(10)])
     daemon, _ = make(tmp_path, source)
