@@ -257,7 +257,8 @@ class Checkpointer:
         return False
 
     def _commit(self) -> bool:
-        if self.endpoints.source is not None:
+        # A replica commits only what the whole group saved (commit_group, at a round).
+        if self.endpoints.source is not None and not self.coordinated:
             self.endpoints.source.commit(dict(self.positions), self.lineage)
         self._dirty = self._revoked = False
         self._failures = 0
@@ -265,6 +266,12 @@ class Checkpointer:
         self._since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         return True
+
+    def commit_group(self, offsets: Offsets) -> None:
+        """Commit a complete checkpoint id's offsets of the partitions assigned here."""
+        mine = {tp: o for tp, o in offsets.items() if tp in self.positions}
+        if self.endpoints.source is not None and mine:
+            self.endpoints.source.commit(mine, self.lineage)
 
     def _on_checkpoint_fallback(self, path: Any, error: str) -> None:
         self.metrics.checkpoint_fallbacks.inc()

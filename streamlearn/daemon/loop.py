@@ -317,8 +317,10 @@ class Daemon:
                 "resumes from the last one",
             )
         if self.source is not None:
-            # Commit only what the last checkpoint holds; never ahead of it.
-            self.source.close(commit=None if self.checkpointer.dirty else dict(self.positions))
+            # Commit only what the last checkpoint holds; never ahead of it (a replica's
+            # last one may be ahead of the group's last complete id: it commits none).
+            held = not (self.checkpointer.dirty or self.checkpointer.coordinated)
+            self.source.close(commit=dict(self.positions) if held else None)
         if self.sink is not None:
             self.sink.close()
         if self.replica is not None:

@@ -10,7 +10,8 @@ touches the engine. docs/scaling.md is the design; this module is its daemon sid
 - **what**: the deciding replica's engine state is the template; the rest is averaged
   (``average.py``); every replica loads the result and publishes a snapshot;
 - **checkpoints**: at a round that is due, every replica saves with the round as its id and
-  the group's offsets; on start the group restores the last id every holder has;
+  the group's offsets, and commits them to Kafka once every replica saved; on start the
+  group restores the last id every holder has;
 - **failures**: a lost member (a collective or the store fails, or the member joins again)
   ends this learner with :class:`GroupLostError`; the supervisor starts it again, and it rejoins
   and restores with the new generation of the group;
@@ -287,12 +288,19 @@ class Replica:
                 tp = TopicPartition(topic, int(partition))
                 offsets[tp] = max(offsets.get(tp, 0), int(offset))
         barrier = Barrier(self.round, offsets, {"averager": self.averager.state_dict()})
-        if self.checkpointer.checkpoint("sync", barrier=barrier):
+        saved = self.checkpointer.checkpoint("sync", barrier=barrier)
+        if saved:
             # Where the group stopped in the partitions other replicas read: a partition
-            # assigned here next seeks there, and its commit is then never "unread".
+            # assigned here next seeks there.
             for tp, offset in offsets.items():
                 if tp not in self.checkpointer.positions:
                     self.checkpointer.known[tp] = offset
+        # Kafka gets an id's offsets only once every replica saved it: the group never
+        # restores an older id then, so no commit lies ahead of a restore (on a broker that
+        # drops commit metadata, as tansu does, such a commit would look like another
+        # lineage's, and the restore would skip to it).
+        if all(ok for (ok,) in self._group().all_gather_ints([int(saved)])):
+            self.checkpointer.commit_group(offsets)
 
     # -- handoff (the checkpointer's rebalance callbacks, on the learner thread) ------------
 

@@ -99,6 +99,9 @@ def _replica(rank: int, ports: list[int], out: str) -> None:
         "round": daemon.replica.round,
         "learned": daemon.engine.samples_learned,
         "weights": floating(daemon.engine.state_dict()["pool"]),
+        "committed": {
+            f"{tp.topic}/{tp.partition}": o for tp, o in source.committed_offsets.items()
+        },
     }
     daemon.replica.close()
     # The newest checkpoint id goes missing on rank 1 (its disk lost the last write).
@@ -150,6 +153,8 @@ def test_every_replica_checkpoints_each_round_with_the_groups_offsets(
     assert sorted(newest["offsets"]) == [["in", 0, N], ["in", 1, N]]
     ids = [load_file(p)["sync"]["round"] for p in FileCheckpointStore(out / "rank1").files()]
     assert ids == [last - 2, last - 1]  # keep 3, the newest deleted by the test
+    # Once both saved the last id, each committed it for the partitions it reads.
+    assert [r["first"]["committed"] for r in ranks] == [{"in/0": N}, {"in/1": N}]
 
 
 def test_restart_restores_the_last_id_every_replica_holds(
