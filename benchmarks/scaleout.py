@@ -8,10 +8,12 @@
 One drifting agrawal stream (a concept change every ``--segment`` samples) is split
 round-robin over the replicas, as a consumer group splits partitions. Each replica is its
 own process with an ``Engine`` (default settings) and the daemon's ``Replica``, joined on
-loopback gloo; every ``--every-steps`` learning steps of 32 samples each replica calls
-``Replica.sync`` (the daemon's round: broadcast, all-reduce, load). Rounds are in lockstep
-here, where the daemon asks for them through the c10d store; no broker, no serving, no
-checkpoints: this measures learning and syncing only. 1 replica is the plain engine, no sync.
+loopback gloo. After each learning step a replica does what the daemon's loop does
+(``Replica.maybe_sync``): it asks for a round through the c10d store once ``--every-steps``
+steps are due (or its share of a decision window is held, or its own losses alarmed), and
+takes every round any replica asked for (broadcast, all-reduce, load, the group's
+decisions). No broker, no serving, no checkpoints: this measures learning and syncing only.
+1 replica is the plain engine, no sync.
 
 Each replica learns in steps of ``--batch`` / N samples, as the daemon does with
 ``sync.split_batch`` (the default); ``--whole-batch`` gives each replica the whole
@@ -68,6 +70,7 @@ def _settings(rank: int, world: int, port: int, args: dict[str, Any], synced: bo
             "server_lr": float(world) if args["lr_per_replica"] else 1.0,
             "momentum": args["momentum"],
             "follow_decisions": args["follow_decisions"],
+            "decisions": args["decisions"],
             "checkpoint_every_rounds": 10**6,
             "master_addr": "127.0.0.1",
             "master_port": port,
@@ -109,11 +112,15 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
         result = engine.process(batch)
         correct += result.correct
         labeled += result.labeled
-        if replica is not None and (step % args["every_steps"] == 0 or step == len(batches)):
+        if replica is not None:
+            replica.stepped()
             t = time.perf_counter()
-            replica.sync()
-            sync_s += time.perf_counter() - t
-            rounds += 1
+            if _take_round(replica):
+                sync_s += time.perf_counter() - t
+                rounds += 1
+            rounds += _keep_pace(replica, step, world)
+    if replica is not None:
+        rounds += _finish(replica, world)
     wall = time.perf_counter() - began
     nbytes = (
         int(replica.metrics.registry.get_sample_value("streamlearn_sync_bytes") or 0)
@@ -137,6 +144,49 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
     )
 
 
+def _take_round(replica: Replica) -> bool:
+    """As the daemon's loop does after a step: ask for a round if due, take one if asked."""
+    replica._checked = 0.0  # the loop's throttle on store reads; here every step reads
+    return replica.maybe_sync()
+
+
+def _keep_pace(replica: Replica, step: int, world: int) -> int:
+    """Wait (taking any round asked for) until every replica took ``step`` steps: the
+    replicas of a live stream read their partitions at the same pace, so a concept change
+    reaches them together. Unpaced, one replica runs steps ahead of another between rounds
+    and a decision window mixes one's old concept with the other's new one."""
+    assert replica.group is not None
+    store = replica.group.store
+    store.set(f"bench/step/{replica.group.rank}", str(step))
+    rounds = 0
+    while any(_steps_of(store, r) < step for r in range(world)):
+        rounds += _take_round(replica)
+    return rounds
+
+
+def _steps_of(store: Any, rank: int) -> int:
+    key = f"bench/step/{rank}"
+    return int(store.get(key)) if store.check([key]) else 0
+
+
+def _finish(replica: Replica, world: int) -> int:
+    """Take the rounds the others ask for until every replica is done, then one last."""
+    assert replica.group is not None
+    store = replica.group.store
+    store.add("bench/done", 1)
+    rounds = 0
+    while int(store.add("bench/done", 0)) < world:
+        rounds += _take_round(replica)
+        time.sleep(0.001)
+    if replica.group.rank == 0:  # the last steps reach the model: one round for all
+        store.compare_set("sync/requested", str(replica.round), str(replica.round + 1))
+        store.set("bench/final", str(replica.round + 1))
+    while not store.check(["bench/final"]) or replica.round < int(store.get("bench/final")):
+        rounds += _take_round(replica)
+        time.sleep(0.001)
+    return rounds
+
+
 def run_once(
     world: int,
     seed: int,
@@ -150,9 +200,11 @@ def run_once(
     no_pool: bool = False,
     whole_batch: bool = False,
     follow_decisions: bool = False,
+    decisions: str = "group",
 ) -> dict[str, Any]:
     args = {
         "follow_decisions": follow_decisions,
+        "decisions": decisions,
         "whole_batch": whole_batch,
         "momentum": momentum,
         "batch": batch,
@@ -215,6 +267,9 @@ def main() -> None:
     parser.add_argument(
         "--follow-decisions", action="store_true", help="sync.follow_decisions: true"
     )
+    parser.add_argument(
+        "--decisions", choices=["group", "rank0"], default="group", help="sync.decisions"
+    )
     parser.add_argument("--no-pool", action="store_true", help="experts.enabled: false")
     parser.add_argument("--out", type=Path, default=RESULTS / "scaleout.json")
     args = parser.parse_args()
@@ -235,6 +290,7 @@ def main() -> None:
                 args.no_pool,
                 args.whole_batch,
                 args.follow_decisions,
+                args.decisions,
             )
             for s in args.seeds
         ]
@@ -261,6 +317,7 @@ def main() -> None:
         "batch": args.batch,
         "pool": not args.no_pool,
         "follow_decisions": args.follow_decisions,
+        "decisions": args.decisions,
         "batch_per_replica": "batch" if args.whole_batch else "batch / replicas",
         "cpus": os.cpu_count(),
         "load_average_before": load_before,

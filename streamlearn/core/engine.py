@@ -40,7 +40,7 @@ from streamlearn.core.drift.input_watch import InputWatch
 from streamlearn.core.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.core.drift.settings import DriftSettings
 from streamlearn.core.errors import ModelError
-from streamlearn.core.experts.decision import PoolStep
+from streamlearn.core.experts.decision import GroupScores, PoolStep
 from streamlearn.core.experts.expert import build_expert, resolve_device
 from streamlearn.core.experts.guard import bad_rows
 from streamlearn.core.experts.member import PoolEvent
@@ -103,8 +103,15 @@ class Engine:
         self.experts_settings = experts or ExpertsSettings()
         self.drift = DriftMonitor(drift) if drift.enabled else None
         # Whether a drift opens the pool's decision here. A scale-out replica that is not the
-        # group's decider (docs/scaling.md) watches but never decides: rank 0 does, for all.
+        # group's decider (sync.decisions: rank0; docs/scaling.md) watches but never decides.
         self.decides = True
+        # A replica of a group that decides together (sync.decisions: group): its losses
+        # wait in ``unwatched`` for the round, where every replica's feed the detectors,
+        # and a decision closes at the round where the group holds enough, not here. Its
+        # own detectors, fed meanwhile, only say when to ask for a round (``suspects``).
+        self.decides_at_rounds = False
+        self.unwatched: list[Tensor] = []
+        self.suspects = False
         self.input_shift_settings = drift.input_shift
         self.input_watch: InputWatch | None = None
         self._watch_errors = drift.signal == "error"  # else the per-sample losses
@@ -166,6 +173,7 @@ class Engine:
             self.engine_settings.max_batch,
             self.settings.max_classes if self.is_classifier else None,
         )
+        self.pool.closes_at_window = not self.decides_at_rounds
         module = self.pool.active_expert.module
         has_batch_norm = module is not None and bool(batch_norms(module))
         self.adapt_method = self.adapt_settings.method_for(self.settings.task, has_batch_norm)
@@ -409,6 +417,29 @@ class Engine:
         """Feed the active expert's detector; a drift opens the pool's decision."""
         if self.drift is None:
             return
+        if self.decides_at_rounds:
+            self.unwatched.append(values.detach().float().cpu())
+            assert self.pool is not None
+            events = self.drift.observe(self.pool.active_id, values, position, self.version)
+            self.suspects |= bool(events)
+            return
+        self.watch(values, position, result)
+
+    @property
+    def watches_errors(self) -> bool:
+        """Whether the detectors are fed 0/1 errors (``drift.signal: error``), not losses."""
+        return self._watch_errors
+
+    def take_unwatched(self) -> list[float]:
+        """The values a replica of a group kept for the round's detectors, in order."""
+        taken, self.unwatched = self.unwatched, []
+        return torch.cat(taken).tolist() if taken else []
+
+    def watch(self, values: Tensor, position: int, result: StepResult) -> None:
+        """Feed the active expert's detector ``values`` learned up to ``position``; a drift
+        opens the pool's decision."""
+        if self.drift is None:
+            return
         assert self.pool is not None
         events = self.drift.observe(self.pool.active_id, values, position, self.version)
         result.drift_events += events
@@ -419,11 +450,15 @@ class Engine:
         ):
             self.pool.begin_decision(position + len(values))
 
-    def close_decision(self) -> StepResult:
-        """Close the pool's open decision on the samples held so far; they are learned."""
+    def close_decision(
+        self, group: GroupScores | None = None, sample: int | None = None
+    ) -> StepResult:
+        """Close the pool's open decision on the samples held so far, or on a group's
+        scores at ``sample`` (docs/scaling.md); the samples held here are learned."""
         result = StepResult()
         if self.pool is not None and self.pool.deciding:
-            outcome = self.pool.close_decision(self.samples_learned)
+            at = self.samples_learned if sample is None else sample
+            outcome = self.pool.close_decision(at, group)
             self._follow(outcome, result)
             self.version += outcome.steps
         return result

@@ -137,7 +137,13 @@ class Daemon:
         # One of a group of replicas learning one model (sync.enabled; docs/scaling.md).
         self.replica = (
             Replica(
-                settings.sync, self.engine, self.checkpointer, self.metrics, self._publish_snapshot
+                settings.sync,
+                self.engine,
+                self.checkpointer,
+                self.metrics,
+                self._publish_snapshot,
+                # The group's drift and pool events, reported where a step's are.
+                report=lambda result: self.reporter.publish(result),
             )
             if settings.sync.enabled
             else None

@@ -31,7 +31,7 @@ from typing import Any
 
 from streamlearn.checkpoint.state import CheckpointState
 from streamlearn.checkpoint.store import load_file
-from streamlearn.core.engine import Engine
+from streamlearn.core.engine import Engine, StepResult
 from streamlearn.core.errors import CheckpointError
 from streamlearn.core.logging import get_logger
 from streamlearn.core.types import Offsets, TopicPartition
@@ -39,6 +39,7 @@ from streamlearn.daemon.checkpointer import Barrier, Checkpointer
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 from streamlearn.sync.average import Averager
+from streamlearn.sync.decisions import GroupDecisions
 from streamlearn.sync.group import Group, GroupLostError, rendezvous
 from streamlearn.sync.settings import SyncSettings
 
@@ -76,12 +77,14 @@ class Replica:
         checkpointer: Checkpointer,
         metrics: Metrics,
         publish: Callable[[], None],
+        report: Callable[[StepResult], None] = lambda result: None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.checkpointer = checkpointer
         self.metrics = metrics
         self.publish = publish
+        self.decisions = GroupDecisions(engine, report)
         self.averager = Averager(settings.momentum, settings.server_lr)
         self.group: Group | None = None
         self.round = 0  # the last round taken (= the newest checkpoint id it may have)
@@ -99,8 +102,13 @@ class Replica:
         with self._lost_on_failure("join"):
             self.group = Group(self.settings, self.engine.device)
         self.checkpointer.handoff = self
-        # One lineage of pool decisions: rank 0's; the others learn on and take them at rounds.
-        self.engine.decides = self.group.rank == 0
+        # One lineage of pool decisions: the group's, made at rounds (decisions.py), or rank
+        # 0's, which the others take at rounds while they learn on.
+        together = self.settings.decisions == "group"
+        self.engine.decides = together or self.group.rank == 0
+        self.engine.decides_at_rounds = together
+        if self.engine.pool is not None:
+            self.engine.pool.closes_at_window = not together
         self.metrics.sync_rank.set(self.group.rank)
 
     def close(self) -> None:
@@ -138,11 +146,13 @@ class Replica:
         if agreed is None:
             self._load_engine(state["engine"])
             self.checkpointer.lineage = str(state["lineage"])
+            self.decisions.restored()
             log.info("sync_restored", checkpoint_id=None, source=source, ids=by_rank)
             return
         restored = CheckpointState.from_dict(state)
         apply(restored, Path(f"<sync checkpoint {agreed} of rank {source}>"))
         self.averager.load_state_dict((restored.sync or {})["averager"])
+        self.decisions.restored()
         log.info("sync_restored", checkpoint_id=agreed, source=source, ids=by_rank)
 
     def _held_ids(self) -> dict[int, Path]:
@@ -206,6 +216,7 @@ class Replica:
             self._steps >= self.settings.every_steps
             or (self._steps > 0 and now - self._since >= self.settings.every_seconds)
             or self.checkpointer.due
+            or self.decisions.due(group.world_size)
         )
         if due:
             group.store.compare_set(_REQUESTED, str(self.round), str(self.round + 1))
@@ -234,15 +245,43 @@ class Replica:
         self._beats = beats
 
     def sync(self) -> None:
-        """One round (collective): average, load, publish; checkpoint when due."""
+        """One round (collective): average, load, the group's decision, publish; checkpoint
+        when due."""
         group = self._group()
         began = time.perf_counter()
         self.round += 1
-        if not self.engine.decides:
+        engine = self.engine
+        if not engine.decides:
             # What it held is learned before the average: a round holds every update.
-            self.engine.close_decision()
-        built, checkpoint_due = int(self.engine.n_features is not None), int(self.checkpointer.due)
-        flags = group.all_gather_ints([built, checkpoint_due, self.engine.version])
+            engine.close_decision()
+        flags = group.all_gather_ints(self._flags(int(self.checkpointer.due)))
+        shared = self.decisions.gather(group) if engine.decides_at_rounds else None
+        nbytes = self._average(flags)
+        checkpoint = self.round % self.settings.checkpoint_every_rounds == 0 or any(
+            f[1] for f in flags
+        )
+        position = flags[0][3]  # rank 0's: the template's bookkeeping counts in it
+        if shared is not None and self.decisions.settle(shared, position, checkpoint, group.rank):
+            # What each replica just learned from its held samples joins the group's model
+            # before anything is served or saved.
+            nbytes += self._average(group.all_gather_ints(self._flags(0)))
+        self._steps, self._since = 0, time.monotonic()
+        self.publish()
+        if checkpoint:
+            self._checkpoint()
+        took = time.perf_counter() - began
+        self.metrics.sync_done(self.round, took, nbytes, self.averager.divergence)
+        log.debug("sync_round", round=self.round, seconds=round(took, 4))
+
+    def _flags(self, checkpoint_due: int) -> list[int]:
+        """What a round gathers from each replica first."""
+        engine = self.engine
+        built = int(engine.n_features is not None)
+        return [built, checkpoint_due, engine.version, engine.samples_learned]
+
+    def _average(self, flags: list[list[int]]) -> int:
+        """Broadcast the template, average, load (collective); the bytes it moved."""
+        group = self._group()
         source = min((r for r, f in enumerate(flags) if f[0]), default=0)
         template = group.broadcast_state(self._fresh() if group.rank == source else None, source)
         nbytes = group.last_bytes
@@ -255,22 +294,21 @@ class Replica:
             self.engine.version = max(f[2] for f in flags) + 1
             nbytes += self.averager.nbytes
             self.metrics.sync_dropped.inc(self.averager.dropped)
-        self._steps, self._since = 0, time.monotonic()
-        self.publish()
-        if self.round % self.settings.checkpoint_every_rounds == 0 or any(f[1] for f in flags):
-            self._checkpoint()
-        took = time.perf_counter() - began
-        self.metrics.sync_done(self.round, took, nbytes, self.averager.divergence)
-        log.debug("sync_round", round=self.round, source=source, seconds=round(took, 4))
+        return nbytes
 
     def _load_engine(self, state: dict[str, Any]) -> None:
-        """Load the group's state; this replica's own counts stay its own. A decision the
-        decider holds open stays its own: another replica learns on meanwhile, or, with
-        ``sync.follow_decisions``, holds and scores its own samples in a window of its own."""
+        """Load the group's state; this replica's own counts and held samples stay its own.
+        With ``sync.decisions: rank0`` a decision rank 0 holds open stays its own: another
+        replica learns on meanwhile, or, with ``sync.follow_decisions``, holds and scores
+        its own samples in a window of its own."""
         learned, predicted = self.engine.samples_learned, self.engine.samples_predicted
+        before = self.engine.pool
+        held = before.decision if before is not None else None
         self.engine.load_state_dict(state)
         pool = self.engine.pool
-        if not self.engine.decides and pool is not None:
+        if self.engine.decides_at_rounds and pool is not None:
+            pool.decision = held.rekeyed(list(pool.members)) if held is not None else None
+        elif not self.engine.decides and pool is not None:
             deciding = pool.deciding
             pool.decision = None
             if deciding and self.settings.follow_decisions:

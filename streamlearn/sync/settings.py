@@ -25,7 +25,14 @@ class SyncSettings(Section):
     # take 1/N of the steps, which on a drifting stream costs more accuracy than the
     # averaging itself (docs/benchmarks.md, scale-out). False: engine.max_batch as set.
     split_batch: bool = True
-    # While the deciding replica (rank 0) holds a pool decision open, the others hold their
+    # Who makes the pool's decisions after a drift (keep, switch, spawn), one lineage of
+    # them either way. group: a drift on any replica opens a decision window on every one;
+    # each holds and scores its own samples, and at the first round where the group holds
+    # experts.decision_window samples every replica makes the same choice from the summed
+    # scores and learns its own held samples. rank0: rank 0 decides on its share of the
+    # stream alone, and the others take its decisions at rounds.
+    decisions: str = Field("group", pattern="^(group|rank0)$")
+    # With decisions: rank0. While rank 0 holds a decision open, the others hold their
     # samples too and score them, instead of teaching the active expert a concept the pool
     # may give to another; each closes its window at the next round at the latest (nothing
     # stays held across a round, so checkpoints hold every update). False: they learn on.

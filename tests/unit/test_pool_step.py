@@ -2,13 +2,14 @@
 open, and closes the decision once the window is full; the outcome tells the engine what
 happened. A tiny expert that predicts its seed makes every loss known in advance."""
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from streamlearn.core.experts.decision import PoolStep
+from streamlearn.core.experts.decision import Decision, GroupScores, PoolStep
 from streamlearn.core.experts.pool import ExpertPool
 from streamlearn.settings import ExpertsSettings
 
@@ -157,3 +158,52 @@ def test_closing_a_decision_early_learns_what_it_held_and_an_empty_one_just_ends
     pool.begin_decision(2 * BATCH)
     empty = pool.close_decision(2 * BATCH)
     assert not pool.deciding and (empty.events, empty.learned, empty.steps) == ([], [], 0)
+
+
+def test_a_group_window_stays_open_past_its_size_until_the_round_closes_it() -> None:
+    # A replica of a group that decides together (docs/scaling.md): its pool holds on.
+    pool = tiny_pool()
+    pool.closes_at_window = False
+    pool.begin_decision(0)
+    for k in range(3):  # 75 held, past the window of 40
+        assert step(pool, k * BATCH).events == []
+    assert pool.deciding and pool.decision is not None and pool.decision.count == 3 * BATCH
+
+
+def test_replicas_closing_on_the_groups_scores_choose_alike_and_learn_their_own_rows() -> None:
+    holding, empty = tiny_pool(), tiny_pool()  # alike, as every replica's after a round
+    for pool in (holding, empty):
+        pool.closes_at_window = False
+        pool.begin_decision(0)
+    step(holding, 0)  # 25 rows held here, none on the other replica
+    votes = [holding.decision.vote(), empty.decision.vote()]  # type: ignore[union-attr]
+    assert votes == [{"0": [12.5, 25.0]}, {"0": [0.0, 0.0]}]
+    scores = GroupScores.combine(votes, 25)
+    assert scores == GroupScores({"0": 0.5}, 25)
+
+    closed = [pool.close_decision(100, scores) for pool in (holding, empty)]
+    for outcome in closed:
+        assert [(e.kind, e.expert, e.sample, e.scores) for e in outcome.events] == [
+            ("spawn", "1", 100, {"0": 0.5})
+        ]
+    assert [(c.expert, c.x.shape[0]) for c in closed[0].learned] == [("1", 16), ("1", 9)]
+    assert (closed[1].learned, closed[1].steps) == ([], 0)
+    assert holding.active_id == empty.active_id == "1" and not empty.deciding
+
+
+def test_group_scores_average_over_the_replicas_that_scored_each_expert() -> None:
+    votes = [
+        {"0": [10.0, 20.0], "1": [4.0, 20.0]},
+        {"0": [30.0, 40.0], "1": [0.0, 0.0]},  # "1" not scored here (off its shortlist)
+        {"0": [0.0, 0.0], "1": [0.0, 0.0]},  # nothing held here
+    ]
+    scores = GroupScores.combine(votes, 60)
+    assert scores.means == {"0": 40.0 / 60.0, "1": 0.2} and scores.count == 60
+    assert GroupScores.combine([{"0": [0.0, 0.0]}], 0).means == {"0": math.inf}
+
+
+def test_a_window_rekeyed_to_the_groups_experts_leaves_the_unscored_out_of_its_vote() -> None:
+    decision = Decision(0, ["0", "1"])
+    decision.loss_sums, decision.count = {"0": 3.0, "1": math.inf}, 6
+    decision.rekeyed(["0", "1", "2"])
+    assert decision.vote() == {"0": [3.0, 6.0], "1": [0.0, 0.0], "2": [0.0, 0.0]}

@@ -7,7 +7,8 @@ adapter and the model version and so must act on it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,28 @@ class PoolStep:
     learned: list[Learned] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class GroupScores:
+    """A decision window held by a group of replicas (docs/scaling.md): each expert's mean
+    loss over every held sample that scored it, and how many samples the group held."""
+
+    means: dict[str, float]
+    count: int
+
+    @classmethod
+    def combine(cls, votes: Sequence[Mapping[str, list[float]]], count: int) -> GroupScores:
+        """From every replica's :meth:`Decision.vote`; an expert scored nowhere is never
+        chosen."""
+        sums: dict[str, float] = {}
+        scored: dict[str, float] = {}
+        for vote in votes:
+            for e, (loss, n) in vote.items():
+                sums[e] = sums.get(e, 0.0) + loss
+                scored[e] = scored.get(e, 0.0) + n
+        means = {e: sums[e] / scored[e] if scored[e] else math.inf for e in sums}
+        return cls(means, count)
+
+
 class Decision:
     """The samples held after a drift and every expert's summed loss on them."""
 
@@ -60,6 +83,20 @@ class Decision:
 
     def means(self) -> dict[str, float]:
         return {e: s / max(self.count, 1) for e, s in self.loss_sums.items()}
+
+    def rekeyed(self, experts: list[str]) -> Decision:
+        """This window over another set of experts (a group's, after a sync round): an
+        expert it did not score here is out of its vote."""
+        self.loss_sums = {e: self.loss_sums.get(e, math.inf) for e in experts}
+        return self
+
+    def vote(self) -> dict[str, list[float]]:
+        """Each expert's [loss sum, samples scored] for a group's decision (JSON-safe: an
+        expert that could not be scored here counts no samples)."""
+        return {
+            e: [s, float(self.count)] if math.isfinite(s) else [0.0, 0.0]
+            for e, s in self.loss_sums.items()
+        }
 
     def state_dict(self) -> StateDict:
         return {

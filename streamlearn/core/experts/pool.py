@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from streamlearn.core.errors import CheckpointError
 from streamlearn.core.experts.band import LossBand
-from streamlearn.core.experts.decision import Decision, Learned, PoolStep
+from streamlearn.core.experts.decision import Decision, GroupScores, Learned, PoolStep
 from streamlearn.core.experts.guard import finite_or
 from streamlearn.core.experts.headed import HeadExpert
 from streamlearn.core.experts.member import Member, PoolEvent
@@ -93,6 +93,10 @@ class ExpertPool:
         self.active_id = ""
         self.next_id = 0
         self.decision: Decision | None = None
+        # False in a group of replicas that decides together: a decision closes at a sync
+        # round, on every replica's held samples' scores (docs/scaling.md), not when this
+        # replica's window is full.
+        self.closes_at_window = True
         # Steps the experts' guards skipped or undone, by reason, since last taken.
         self.skips: Counter[str] = Counter()
         self.scaler = scaler  # raw inputs -> the experts' inputs, with today's statistics
@@ -157,7 +161,7 @@ class ExpertPool:
                 losses, held=False, steps=1, learned=[Learned(self.active_id, x_train, y)]
             )
         outcome = PoolStep(finite_or(self.hold(x_test, x_train, raw, y), scored), held=True)
-        if self.decision.count >= self.settings.decision_window:
+        if self.closes_at_window and self.decision.count >= self.settings.decision_window:
             self._close(sample + y.shape[0], outcome)
         return outcome
 
@@ -197,10 +201,16 @@ class ExpertPool:
         taken, self.skips = dict(self.skips), Counter()
         return taken
 
-    def close_decision(self, sample: int) -> PoolStep:
-        """Close an open decision now, on the samples held so far: a replica that does not
-        decide holds nothing across a sync round (docs/scaling.md)."""
+    def close_decision(self, sample: int, group: GroupScores | None = None) -> PoolStep:
+        """Close an open decision now, on the samples held so far, or on a group's scores
+        (docs/scaling.md): every replica's pool, alike before, makes the same choice from
+        them and learns the samples it holds itself."""
         outcome = PoolStep(torch.zeros(0), held=True)
+        if self.decision is not None and group is not None and group.count:
+            self.decision.loss_sums = {
+                e: group.means.get(e, math.inf) * group.count for e in self.members
+            }
+            self.decision.count = group.count
         if self.decision is not None and self.decision.count:
             self._close(sample, outcome)
         self.decision = None
@@ -256,6 +266,8 @@ class ExpertPool:
         step, all at the decision's position."""
         events, x, y, raw = self._decide(sample)
         outcome.events += events
+        if x is None:
+            return
         size = self.relearn_batch
         for start in range(0, x.shape[0], size):
             rows = slice(start, start + size)
@@ -263,8 +275,9 @@ class ExpertPool:
             outcome.learned.append(Learned(self.active_id, x[rows], y[rows]))
         outcome.steps += len(outcome.learned)
 
-    def _decide(self, sample: int) -> tuple[list[PoolEvent], Tensor, Tensor, Tensor]:
-        """End the decision: the events, and the held samples the chosen expert must learn."""
+    def _decide(self, sample: int) -> tuple[list[PoolEvent], Tensor | None, Tensor, Tensor]:
+        """End the decision: the events, and the held samples the chosen expert must learn
+        (None: this replica of a group held none)."""
         assert self.decision is not None
         decision, self.decision = self.decision, None
         scores = decision.means()
@@ -291,6 +304,8 @@ class ExpertPool:
             events += dropped
             events.append(self._event("spawn", chosen, previous, sample, scores))
         self.active_id = chosen
+        if not decision.x:
+            return events, None, torch.zeros(0), torch.zeros(0)
         return (events, torch.cat(decision.x), torch.cat(decision.y), torch.cat(decision.raw))
 
     # -- what the engine hands on ----------------------------------------------------------
