@@ -118,7 +118,8 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
             if _take_round(replica):
                 sync_s += time.perf_counter() - t
                 rounds += 1
-            rounds += _keep_pace(replica, step, world)
+            if not args["no_pace"]:
+                rounds += _keep_pace(replica, step, world)
     if replica is not None:
         rounds += _finish(replica, world)
     wall = time.perf_counter() - began
@@ -201,8 +202,10 @@ def run_once(
     whole_batch: bool = False,
     follow_decisions: bool = False,
     decisions: str = "group",
+    no_pace: bool = False,
 ) -> dict[str, Any]:
     args = {
+        "no_pace": no_pace,
         "follow_decisions": follow_decisions,
         "decisions": decisions,
         "whole_batch": whole_batch,
@@ -270,6 +273,11 @@ def main() -> None:
     parser.add_argument(
         "--decisions", choices=["group", "rank0"], default="group", help="sync.decisions"
     )
+    parser.add_argument(
+        "--no-pace",
+        action="store_true",
+        help="replicas run free between rounds, as on a backlog (the throughput row)",
+    )
     parser.add_argument("--no-pool", action="store_true", help="experts.enabled: false")
     parser.add_argument("--out", type=Path, default=RESULTS / "scaleout.json")
     args = parser.parse_args()
@@ -291,6 +299,7 @@ def main() -> None:
                 args.whole_batch,
                 args.follow_decisions,
                 args.decisions,
+                args.no_pace,
             )
             for s in args.seeds
         ]
@@ -318,6 +327,7 @@ def main() -> None:
         "pool": not args.no_pool,
         "follow_decisions": args.follow_decisions,
         "decisions": args.decisions,
+        "paced": not args.no_pace,
         "batch_per_replica": "batch" if args.whole_batch else "batch / replicas",
         "cpus": os.cpu_count(),
         "load_average_before": load_before,
