@@ -172,10 +172,15 @@ class Checkpointer:
             )
         )
 
+    @property
+    def ready(self) -> bool:
+        """A checkpoint is due and the backoff after a failed one has passed."""
+        return self.due and time.monotonic() >= self._next_try
+
     def maybe_checkpoint(self) -> None:
         if self.coordinated:
             return  # the next sync round takes it, on every replica at once
-        if self.due and time.monotonic() >= self._next_try:
+        if self.ready:
             self.checkpoint("revoke" if self._revoked else "interval")
 
     def checkpoint(

@@ -215,7 +215,9 @@ class Replica:
         due = (
             self._steps >= self.settings.every_steps
             or (self._steps > 0 and now - self._since >= self.settings.every_seconds)
-            or self.checkpointer.due
+            # Past the backoff only: a replica that cannot save (a full disk) would
+            # otherwise ask for a checkpoint round at every turn of its loop.
+            or self.checkpointer.ready
             or self.decisions.due(group.world_size)
         )
         if due:
@@ -254,7 +256,7 @@ class Replica:
         if not engine.decides:
             # What it held is learned before the average: a round holds every update.
             engine.close_decision()
-        flags = group.all_gather_ints(self._flags(int(self.checkpointer.due)))
+        flags = group.all_gather_ints(self._flags(int(self.checkpointer.ready)))
         shared = self.decisions.gather(group) if engine.decides_at_rounds else None
         nbytes = self._average(flags)
         checkpoint = self.round % self.settings.checkpoint_every_rounds == 0 or any(

@@ -75,6 +75,8 @@ def test_a_failing_save_backs_off_instead_of_retrying_every_step(tmp_path: Path)
     daemon.store.save = disk_full  # type: ignore[method-assign]
     daemon.step()  # the first try
     assert len(attempts) == 1
+    # Due, but not ready until the backoff passed: a replica asks for no checkpoint round.
+    assert daemon.checkpointer.due and not daemon.checkpointer.ready
     while time.monotonic() - attempts[0] < 1.6:
         daemon.step()
     # Tries at about 0, 0.3, 0.9 (0.3 then 0.6, the cap) and 1.5 s: never one per step.
@@ -86,6 +88,7 @@ def test_a_failing_save_backs_off_instead_of_retrying_every_step(tmp_path: Path)
     # The real save is put back (a method assigned on the instance again).
     daemon.store.save = FileCheckpointStore.save.__get__(daemon.store)  # type: ignore[method-assign]
     time.sleep(0.7)
+    assert daemon.checkpointer.ready
     daemon.step()
     assert counted(daemon, "streamlearn_checkpoints_total", result="ok") == 1
     assert source.committed_offsets == {TP0: 400}
