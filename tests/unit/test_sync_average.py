@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 import torch
-from torch.multiprocessing.spawn import spawn
 
 from streamlearn.app.embedded import free_port
 from streamlearn.core.errors import SettingsError
 from streamlearn.sync.average import Averager, floating, replaced
 from streamlearn.sync.group import Group, rendezvous
 from streamlearn.sync.settings import SyncSettings
+from tests.support.replicas import run_pair
 
 
 def _state(rank: int, value: float) -> dict[str, Any]:
@@ -75,9 +75,7 @@ def _assert_same(one: Any, other: Any) -> None:
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """Two replicas, spawned once: each round's result on each rank."""
-    out = tmp_path_factory.mktemp("sync")
-    spawn(_replica, args=(free_port(), str(out)), nprocs=2, join=True)  # type: ignore[no-untyped-call]
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return run_pair(_replica, (free_port(),), tmp_path_factory.mktemp("sync"))
 
 
 def test_plain_average_is_the_mean_and_the_rest_is_the_template(

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import torch
-from torch.multiprocessing.spawn import spawn
 
 from streamlearn.app.embedded import free_port
 from streamlearn.checkpoint import FileCheckpointStore
@@ -23,6 +22,7 @@ from streamlearn.sources import MemorySource
 from streamlearn.sources.base import AssignmentListener
 from streamlearn.sync.average import floating
 from streamlearn.sync.replica import split_batch
+from tests.support.replicas import run_pair
 
 N = 150  # records per replica's partition
 
@@ -123,9 +123,7 @@ def _replica(rank: int, ports: list[int], out: str) -> None:
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
     out = tmp_path_factory.mktemp("replicas")
-    ports = [free_port(), free_port()]
-    spawn(_replica, args=(ports, str(out)), nprocs=2, join=True)  # type: ignore[no-untyped-call]
-    return out, [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return out, run_pair(_replica, ([free_port(), free_port()],), out)
 
 
 def _assert_same(one: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import torch
-from torch.multiprocessing.spawn import spawn
 
 from streamlearn.app.embedded import free_port
 from streamlearn.core.engine import Engine, StepResult
@@ -23,6 +22,7 @@ from streamlearn.metrics import Metrics
 from streamlearn.settings import load_settings
 from streamlearn.sync.average import floating
 from streamlearn.sync.replica import Replica
+from tests.support.replicas import run_pair
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -114,9 +114,7 @@ def _last_round(replica: Replica) -> None:
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    out = tmp_path_factory.mktemp("decisions")
-    spawn(_replica, args=(free_port(), str(out)), nprocs=2, join=True)  # type: ignore[no-untyped-call]
-    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return run_pair(_replica, (free_port(),), tmp_path_factory.mktemp("decisions"))
 
 
 def test_the_group_detects_the_change_and_spawns_once_everywhere(

@@ -1,0 +1,49 @@
+"""A replica commits a checkpoint id's offsets to Kafka only once every replica saved it
+(docs/scaling.md, "Coordinated checkpoints"): a commit ahead of the id the group restores
+would look like another lineage's on a broker that drops commit metadata, and the restore
+would skip to it. The group is a stub here: what the other replica says is given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The daemon before its replica: streamlearn.daemon's package imports the loop, which
+# imports streamlearn.sync.replica.
+from streamlearn.daemon import Daemon
+from streamlearn.sync.replica import Replica
+from tests.unit.test_daemon import TP0, Source, drain, make, records
+
+
+class OtherReplica:
+    """The collectives of a group of two, where the other replica reports ``saved``."""
+
+    def __init__(self, saved: bool) -> None:
+        self.saved = saved
+
+    def all_gather_json(self, value: Any) -> list[Any]:
+        return [value, []]  # the other reads no partition
+
+    def all_gather_ints(self, values: list[int]) -> list[list[int]]:
+        return [values, [int(self.saved)]]
+
+
+@pytest.mark.parametrize(("other_saved", "committed"), [(True, {TP0: 40}), (False, {})])
+def test_an_id_is_committed_only_once_every_replica_saved_it(
+    tmp_path: Path, other_saved: bool, committed: dict[Any, int]
+) -> None:
+    source = Source("in", [records(40)])
+    daemon: Daemon = make(tmp_path, source)[0]
+    daemon.start()
+    drain(daemon, source)
+    daemon.checkpointer.coordinated = True  # a replica's: saves only at a round's barrier
+    replica = Replica(
+        daemon.settings.sync, daemon.engine, daemon.checkpointer, daemon.metrics, lambda: None
+    )
+    replica.group = OtherReplica(other_saved)  # type: ignore[assignment]  # a stub group
+    replica.round = 1
+    replica._checkpoint()
+    assert daemon.checkpointer.checkpoints == 1  # saved here either way
+    assert source.committed_offsets == committed
