@@ -186,7 +186,7 @@ def _costs(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--heads", nargs="+", default=["sgd", "rls", "kalman", "prototype"])
+    parser.add_argument("--heads", nargs="*", default=["sgd", "rls", "kalman", "prototype"])
     parser.add_argument("--streams", nargs="+", default=STREAMS)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--segment", type=int, default=1000, help="samples per visit")

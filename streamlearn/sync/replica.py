@@ -34,7 +34,7 @@ from streamlearn.checkpoint.store import load_file
 from streamlearn.core.engine import Engine, StepResult
 from streamlearn.core.errors import CheckpointError
 from streamlearn.core.logging import get_logger
-from streamlearn.core.types import Offsets, TopicPartition
+from streamlearn.core.types import LoadedCheckpoint, Offsets, TopicPartition
 from streamlearn.daemon.checkpointer import Barrier, Checkpointer
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
@@ -119,7 +119,9 @@ class Replica:
 
     def restore(self, apply: Apply) -> None:
         """Every replica loads the last checkpoint id that all holders of any have; the
-        lowest rank holding it broadcasts it. None: rank 0's fresh state, so all start equal."""
+        lowest rank holding it broadcasts it. Where no replica holds an id but one holds a
+        checkpoint of a single process (sync was just turned on), the lowest such rank
+        seeds the group with its newest. Else rank 0's fresh state, so all start equal."""
         with self._lost_on_failure("restore"):
             self._restore(apply)
 
@@ -127,33 +129,51 @@ class Replica:
         group = self._group()
         held = self._held_ids()
         by_rank = group.all_gather_json(sorted(held))
-        holders = [set(ids) for ids in by_rank if ids]
-        common = set.intersection(*holders) if holders else set()
-        agreed = max(common) if common else None
-        if holders and agreed is None:
-            log.warning("sync_no_common_checkpoint", ids=by_rank, action="group cold start")
-        source = min((r for r, ids in enumerate(by_rank) if agreed in ids), default=0)
+        agreed = _last_complete(by_rank)
+        single = self._single_process() if not any(by_rank) else None
+        seeders = [bool(has) for (has,) in group.all_gather_ints([int(single is not None)])]
+        seeded = agreed is None and any(seeders)
+        if agreed is not None:
+            source = min(r for r, ids in enumerate(by_rank) if agreed in ids)
+        else:
+            source = seeders.index(True) if seeded else 0
         mine: dict[str, Any] | None = None
         if group.rank == source:
-            mine = self._fresh() if agreed is None else load_file(held[agreed])
+            if agreed is not None:
+                mine = load_file(held[agreed])
+            else:
+                mine = single.state if single is not None else self._fresh()
         state = group.broadcast_state(mine, source)
-        self.round = agreed or 0
-        # Rounds are counted from the restored id; a store that outlived the group (torchrun's
-        # agent's) holds an older generation's count. Set, then meet, so all read it after.
-        if group.rank == 0:
-            group.store.set(_REQUESTED, str(self.round))
-        group.all_gather_ints([self.round])
-        if agreed is None:
+        self._start_rounds_at(agreed or 0)
+        if agreed is None and not seeded:
             self._load_engine(state["engine"])
             self.checkpointer.lineage = str(state["lineage"])
-            self.decisions.restored()
-            log.info("sync_restored", checkpoint_id=None, source=source, ids=by_rank)
-            return
-        restored = CheckpointState.from_dict(state)
-        apply(restored, Path(f"<sync checkpoint {agreed} of rank {source}>"))
-        self.averager.load_state_dict((restored.sync or {})["averager"])
+        else:
+            restored = CheckpointState.from_dict(state)
+            what = f"sync checkpoint {agreed}" if agreed else "newest checkpoint, the seed"
+            apply(restored, Path(f"<{what} of rank {source}>"))
+            if agreed is not None:
+                self.averager.load_state_dict((restored.sync or {})["averager"])
         self.decisions.restored()
-        log.info("sync_restored", checkpoint_id=agreed, source=source, ids=by_rank)
+        if seeded:
+            path = single.path if single is not None else None
+            log.info("sync_seeded", source=source, path=str(path) if path else None)
+        else:
+            log.info("sync_restored", checkpoint_id=agreed, source=source, ids=by_rank)
+
+    def _start_rounds_at(self, round_: int) -> None:
+        """Rounds are counted from the restored id; a store that outlived the group (torchrun's
+        agent's) holds an older generation's count. Set, then meet, so all read it after."""
+        group = self._group()
+        self.round = round_
+        if group.rank == 0:
+            group.store.set(_REQUESTED, str(round_))
+        group.all_gather_ints([round_])
+
+    def _single_process(self) -> LoadedCheckpoint | None:
+        """This replica's newest valid checkpoint written without sync (none holds a round)."""
+        store = self.checkpointer.store
+        return store.load_latest() if store is not None else None
 
     def _held_ids(self) -> dict[int, Path]:
         """The checkpoint ids this replica holds, each with its file (damaged files skipped)."""
@@ -362,6 +382,15 @@ class Replica:
     def _group(self) -> Group:
         assert self.group is not None, "join() first"
         return self.group
+
+
+def _last_complete(by_rank: list[list[int]]) -> int | None:
+    """The newest id every replica that holds any holds (None: no such id)."""
+    holders = [set(ids) for ids in by_rank if ids]
+    common = set.intersection(*holders) if holders else set()
+    if holders and not common:
+        log.warning("sync_no_common_checkpoint", ids=by_rank, action="group cold start")
+    return max(common) if common else None
 
 
 def _handoff_key(tp: TopicPartition) -> str:
