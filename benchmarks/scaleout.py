@@ -44,7 +44,7 @@ import torch
 from torch.multiprocessing.spawn import ProcessRaisedException, spawn
 
 from streamlearn.app.embedded import free_port
-from streamlearn.core.engine import Engine
+from streamlearn.core.engine import Engine, StepResult
 from streamlearn.core.logging import configure_logging
 from streamlearn.core.types import Sample
 from streamlearn.daemon.buffer import InputBuffer
@@ -96,23 +96,36 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
         [Sample(s["x"], s["y"]) for s in stream[i : i + batch]]
         for i in range(0, len(stream), batch)
     ]
+    tally = {"correct": 0, "labeled": 0}
+
+    def learn(chunk: list[Sample]) -> StepResult:
+        result = engine.process(chunk)
+        tally["correct"] += result.correct
+        tally["labeled"] += result.labeled
+        return result
+
+    def learn_held(held: list[Sample], origins: list[Any]) -> None:
+        learn(held)
+
     replica = None
     if synced:
         metrics = Metrics()
         checkpointer = Checkpointer(
             settings, metrics, engine, InputBuffer(batch, 0.0), Endpoints(), lambda: None
         )
-        replica = Replica(settings.sync, engine, checkpointer, metrics, lambda: None)
+        # A sample of a class without a slot waits for the round (sync/labels.py).
+        replica = Replica(
+            settings.sync, engine, checkpointer, metrics, lambda: None, learn=learn_held
+        )
         replica.join()
         replica.restore(lambda state, path: None)  # no checkpoints: rank 0's start for all
-    correct = labeled = rounds = 0
+    rounds = 0
     sync_s = 0.0
     began = time.perf_counter()
     for step, batch in enumerate(batches, 1):
-        result = engine.process(batch)
-        correct += result.correct
-        labeled += result.labeled
+        result = learn(batch)
         if replica is not None:
+            replica.pending.hold(result.rejections, batch, [None] * len(batch))
             replica.stepped()
             t = time.perf_counter()
             if _take_round(replica):
@@ -133,8 +146,8 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
     Path(out, f"{rank}.json").write_text(
         json.dumps(
             {
-                "correct": correct,
-                "labeled": labeled,
+                "correct": tally["correct"],
+                "labeled": tally["labeled"],
                 "wall_s": wall,
                 "sync_s": sync_s,
                 "rounds": rounds,

@@ -53,6 +53,7 @@ class FileCheckpointStore:
         # Test hook only: widens the window between writing and renaming, so crash tests
         # can land a SIGKILL inside a checkpoint write.
         self._write_delay_s = write_delay_s
+        self._protected: Path | None = None
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def files(self) -> list[Path]:
@@ -104,9 +105,13 @@ class FileCheckpointStore:
         assert match is not None
         return int(match.group(1)) + 1
 
+    def protect(self, path: Path | None) -> None:
+        self._protected = None if path is None else Path(path)
+
     def _prune(self) -> None:
         for path in self.files()[: -self.keep]:
-            path.unlink(missing_ok=True)
+            if path != self._protected:
+                path.unlink(missing_ok=True)
 
 
 if (

@@ -9,14 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from streamlearn.core.experts.guard import bad_rows
 from streamlearn.core.fastdecode import FLOAT32_MAX
-from streamlearn.core.preprocess import LabelError, LabelIndex
-from streamlearn.core.types import Sample
+from streamlearn.core.preprocess import LabelError, LabelIndex, show
+from streamlearn.core.types import Label, Sample
+
+# A labeled sample whose class has no output slot yet, refused while a replica of a group
+# waits for the group's round to agree on slots (docs/scaling.md, "Class slots"): the
+# replica holds it and learns it at that round; never a dead letter.
+LABEL_PENDING = "label_pending"
+# What admission does with a label that has no slot: give it one (one learner), refuse it
+# as pending (a replica between rounds), or refuse it for good (a replica learning its
+# held samples after the round: a label the group could give no slot).
+UnknownLabels = Literal["add", "defer", "refuse"]
 
 
 @dataclass(slots=True)
@@ -53,6 +63,7 @@ class Admission:
         self.labels = labels
         self.is_classifier = is_classifier
         self.max_features = max_features
+        self.unknown_labels: UnknownLabels = "add"
 
     def admit(
         self, samples: Sequence[Sample], n_features: int | None, rejections: list[Rejection]
@@ -109,8 +120,20 @@ class Admission:
         if sample.y is None:
             return None
         if self.is_classifier:
+            if self.unknown_labels != "add" and self.labels.find(sample.y) is None:
+                self._refuse_unknown(sample.y)
             return self.labels.encode(sample.y)
         target = float(sample.y)
         if not abs(target) <= FLOAT32_MAX:
             raise LabelError("non_finite", f"y: {target:g} is beyond float32's range")
         return target
+
+    def _refuse_unknown(self, label: Label) -> None:
+        self.labels.check_kind(label)  # a label of the wrong kind is refused as ever
+        if self.unknown_labels == "defer":
+            raise LabelError(LABEL_PENDING, f"y: {show(label)} waits for a class slot")
+        raise LabelError(
+            "too_many_classes",
+            f"y: {show(label)} got no class slot at the group's round "
+            f"(model.max_classes={self.labels.capacity})",
+        )

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from streamlearn.core.adapt import Adapter, AdaptReport
 from streamlearn.core.adapt.settings import AdaptSettings
-from streamlearn.core.admission import Admission, Admitted, Rejection, infer_width
+from streamlearn.core.admission import Admission, Admitted, Rejection, UnknownLabels, infer_width
 from streamlearn.core.drift.input_watch import InputWatch
 from streamlearn.core.drift.monitor import DriftEvent, DriftMonitor
 from streamlearn.core.drift.settings import DriftSettings
@@ -206,6 +206,17 @@ class Engine:
         if isinstance(expert, StepScaling):
             expert.scale_step(self.step_factor)
         return expert
+
+    @property
+    def unknown_labels(self) -> UnknownLabels:
+        """What a labeled sample of a class with no slot meets: ``add`` (a slot, as one
+        learner gives it), ``defer`` or ``refuse`` (a replica of a group, whose slots are
+        agreed at rounds: streamlearn.sync.labels)."""
+        return self._admission.unknown_labels
+
+    @unknown_labels.setter
+    def unknown_labels(self, mode: UnknownLabels) -> None:
+        self._admission.unknown_labels = mode
 
     def scoring_loss(self, out: Tensor, y: Tensor) -> Tensor:
         """Per-sample loss of an expert's outputs: what the pool compares experts with."""

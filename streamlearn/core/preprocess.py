@@ -137,6 +137,16 @@ class LabelIndex:
         index = self._index.get(label)
         return index if index is not None and type(label) is type(self.labels[index]) else None
 
+    def add(self, label: Label) -> int:
+        """The label's slot, given one if it is new, counting no sample (a group of
+        replicas agreeing on slots at a round); raises :class:`LabelError`."""
+        index = self.find(label)
+        return index if index is not None else self._add(label)
+
+    def check_kind(self, label: Label) -> None:
+        """Raises :class:`LabelError` unless ``label`` could be one of this model's classes."""
+        self._check_kind(label)
+
     def decode(self, index: int) -> Label:
         return self.labels[index]
 
@@ -156,7 +166,7 @@ class LabelIndex:
         if victim is None:
             raise LabelError(
                 "too_many_classes",
-                f"y: {_show(label)} would be class "
+                f"y: {show(label)} would be class "
                 f"{self.capacity + 1} > model.max_classes={self.capacity}",
             )
         old = self.labels[victim]
@@ -184,7 +194,7 @@ class LabelIndex:
             raise LabelError(
                 "bad_label",
                 f"y: class labels are integers or strings, got "
-                f"{type(label).__name__} {_show(label)}",
+                f"{type(label).__name__} {show(label)}",
             )
         if self.labels:
             first = _KINDS.get(type(self.labels[0]))
@@ -192,7 +202,7 @@ class LabelIndex:
                 raise LabelError(
                     "bad_label",
                     f"y: this model's classes are {first}s; got "
-                    f"the {kind} {_show(label)} (the first label learned "
+                    f"the {kind} {show(label)} (the first label learned "
                     "decides: integers or strings, never both)",
                 )
 
@@ -223,7 +233,7 @@ UNKNOWN_COUNT = -1
 _KINDS: dict[type, str] = {int: "integer", str: "string"}
 
 
-def _show(label: Label) -> str:
+def show(label: Label) -> str:
     """A label for a message: hostile ones are long."""
     text = repr(label)
     return text if len(text) <= 40 else f"{text[:40]}... ({len(text)} chars)"

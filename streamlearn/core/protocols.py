@@ -210,6 +210,11 @@ class CheckpointStore(Protocol):
         """Delete what interrupted saves left behind; returns what was removed."""
         ...
 
+    def protect(self, path: Path | None) -> None:
+        """Keep ``path`` past pruning until another is protected (None: none is): a group of
+        replicas keeps its last complete checkpoint id while newer ones are not complete."""
+        ...
+
 
 class AdaptMethod(Protocol):
     """A test-time adaptation method for one expert's network.

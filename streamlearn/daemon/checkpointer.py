@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from streamlearn.checkpoint import FileCheckpointStore
@@ -273,7 +274,12 @@ class Checkpointer:
         return True
 
     def commit_group(self, offsets: Offsets) -> None:
-        """Commit a complete checkpoint id's offsets of the partitions assigned here."""
+        """The checkpoint just saved is a complete id (every replica saved it): commit its
+        offsets of the partitions assigned here, and keep its file past pruning until the
+        next complete id, so a replica that fails to save for longer than
+        ``checkpoint.keep`` rounds still finds this id held everywhere."""
+        if self.store is not None and self.last_path is not None:
+            self.store.protect(Path(self.last_path))
         mine = {tp: o for tp, o in offsets.items() if tp in self.positions}
         if self.endpoints.source is not None and mine:
             self.endpoints.source.commit(mine, self.lineage)

@@ -144,6 +144,7 @@ class Daemon:
                 self._publish_snapshot,
                 # The group's drift and pool events, reported where a step's are.
                 report=lambda result: self.reporter.publish(result),
+                learn=self._learn_held,
             )
             if settings.sync.enabled
             else None
@@ -490,9 +491,17 @@ class Daemon:
         self.batching.observe(len(chunk), took)
         self.metrics.learn_latency.observe(took)
         self.metrics.batch_size.observe(len(chunk))
+        if self.replica is not None:  # a new class waits for the group's slot
+            result.rejections = self.replica.pending.hold(result.rejections, chunk, origins)
         dead += self.reporter.rejected(result, chunk, origins)
         self.reporter.publish(result)
         return result, self.challenger.shadow(chunk)
+
+    def _learn_held(self, samples: list[Sample], origins: list[tuple[Record, int | None]]) -> None:
+        """A replica's samples held for their class slots, learned at the round that gave
+        them (streamlearn/sync/labels.py); their offsets moved on when they were read."""
+        with self.checkpointer.learning():
+            self._learn_samples(samples, origins, [])
 
     def _resize_batch(self) -> None:
         """Grow or shrink the learning step with the backlog (``daemon/batching.py``).

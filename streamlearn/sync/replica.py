@@ -8,10 +8,13 @@ touches the engine. docs/scaling.md is the design; this module is its daemon sid
   store key ``sync/requested`` from ``r`` with ``compare_set`` (two askers make one round);
   every replica enters the round when it sees the key, so all enter the collectives in order;
 - **what**: the deciding replica's engine state is the template; the rest is averaged
-  (``average.py``); every replica loads the result and publishes a snapshot;
+  (``average.py``); every replica loads the result and publishes a snapshot; new classes
+  get their slots there (``labels.py``: the learner hands its held samples to
+  ``Replica.pending``, and they are learned at the round through ``learn``);
 - **checkpoints**: at a round that is due, every replica saves with the round as its id and
   the group's offsets, and commits them to Kafka once every replica saved; on start the
-  group restores the last id every holder has;
+  group restores the last id every holder has (none anywhere: a single process's newest
+  seeds the group);
 - **failures**: a lost member (a collective or the store fails, or the member joins again)
   ends this learner with :class:`GroupLostError`; the supervisor starts it again, and it rejoins
   and restores with the new generation of the group;
@@ -34,13 +37,14 @@ from streamlearn.checkpoint.store import load_file
 from streamlearn.core.engine import Engine, StepResult
 from streamlearn.core.errors import CheckpointError
 from streamlearn.core.logging import get_logger
-from streamlearn.core.types import LoadedCheckpoint, Offsets, TopicPartition
+from streamlearn.core.types import Label, LoadedCheckpoint, Offsets, Sample, TopicPartition
 from streamlearn.daemon.checkpointer import Barrier, Checkpointer
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 from streamlearn.sync.average import Averager
 from streamlearn.sync.decisions import GroupDecisions
 from streamlearn.sync.group import Group, GroupLostError, rendezvous
+from streamlearn.sync.labels import PendingLabels, agree
 from streamlearn.sync.settings import SyncSettings
 
 log = get_logger(__name__)
@@ -50,6 +54,9 @@ _REQUESTED = "sync/requested"
 _CHECK_EVERY_S = 0.02
 
 Apply = Callable[[CheckpointState, Path], None]  # restore a checkpoint's state (and its path)
+# Learn samples a replica held for their class slots, each with where it came from (the
+# daemon's: its record and index, for dead letters).
+LearnHeld = Callable[[list[Sample], list[Any]], None]
 
 
 def split_batch(settings: Settings) -> Settings:
@@ -78,9 +85,14 @@ class Replica:
         metrics: Metrics,
         publish: Callable[[], None],
         report: Callable[[StepResult], None] = lambda result: None,
+        learn: LearnHeld | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
+        # Samples whose class waits for the group's slot (labels.py), and how they are
+        # learned at the round: by default straight through the engine.
+        self.pending: PendingLabels[Any] = PendingLabels()
+        self.learn: LearnHeld = learn or (lambda samples, _: report(engine.process(samples)))
         self.checkpointer = checkpointer
         self.metrics = metrics
         self.publish = publish
@@ -107,6 +119,7 @@ class Replica:
         together = self.settings.decisions == "group"
         self.engine.decides = together or self.group.rank == 0
         self.engine.decides_at_rounds = together
+        self.engine.unknown_labels = "defer"  # class slots are given at rounds (labels.py)
         if self.engine.pool is not None:
             self.engine.pool.closes_at_window = not together
         self.metrics.sync_rank.set(self.group.rank)
@@ -154,6 +167,7 @@ class Replica:
             apply(restored, Path(f"<{what} of rank {source}>"))
             if agreed is not None:
                 self.averager.load_state_dict((restored.sync or {})["averager"])
+                self._protect(held.get(agreed))
         self.decisions.restored()
         if seeded:
             path = single.path if single is not None else None
@@ -169,6 +183,11 @@ class Replica:
         if group.rank == 0:
             group.store.set(_REQUESTED, str(round_))
         group.all_gather_ints([round_])
+
+    def _protect(self, path: Path | None) -> None:
+        """The restored id is the group's last complete one: its file outlives pruning."""
+        if self.checkpointer.store is not None:
+            self.checkpointer.store.protect(path)
 
     def _single_process(self) -> LoadedCheckpoint | None:
         """This replica's newest valid checkpoint written without sync (none holds a round)."""
@@ -239,6 +258,7 @@ class Replica:
             # otherwise ask for a checkpoint round at every turn of its loop.
             or self.checkpointer.ready
             or self.decisions.due(group.world_size)
+            or len(self.pending) > 0  # a new class waits for its slot
         )
         if due:
             group.store.compare_set(_REQUESTED, str(self.round), str(self.round + 1))
@@ -278,12 +298,19 @@ class Replica:
             engine.close_decision()
         flags = group.all_gather_ints(self._flags(int(self.checkpointer.ready)))
         shared = self.decisions.gather(group) if engine.decides_at_rounds else None
+        new_labels = group.all_gather_json(self.pending.new_labels())
         nbytes = self._average(flags)
         checkpoint = self.round % self.settings.checkpoint_every_rounds == 0 or any(
             f[1] for f in flags
         )
         position = flags[0][3]  # rank 0's: the template's bookkeeping counts in it
-        if shared is not None and self.decisions.settle(shared, position, checkpoint, group.rank):
+        learned = shared is not None and self.decisions.settle(
+            shared, position, checkpoint, group.rank
+        )
+        if any(new_labels):
+            self._learn_pending(new_labels)
+            learned = True
+        if learned:
             # What each replica just learned from its held samples joins the group's model
             # before anything is served or saved.
             nbytes += self._average(group.all_gather_ints(self._flags(0)))
@@ -294,6 +321,19 @@ class Replica:
         took = time.perf_counter() - began
         self.metrics.sync_done(self.round, took, nbytes, self.averager.divergence)
         log.debug("sync_round", round=self.round, seconds=round(took, 4))
+
+    def _learn_pending(self, new_labels: list[list[Label]]) -> None:
+        """Slots for the group's new classes, the same on every replica; then this
+        replica's held samples are learned (a class that got none refused for good)."""
+        agree(self.engine.labels, new_labels)
+        samples, origins = self.pending.take()
+        if not samples:
+            return
+        self.engine.unknown_labels = "refuse"
+        try:
+            self.learn(samples, origins)
+        finally:
+            self.engine.unknown_labels = "defer"
 
     def _flags(self, checkpoint_due: int) -> list[int]:
         """What a round gathers from each replica first."""

@@ -15,7 +15,9 @@
   the next save becomes the latest;
 - **fallback**: a newest file with a flipped byte, or cut short (a torn write), is skipped,
   reported in ``skipped``, and the previous one loaded; with every file damaged
-  ``load_latest`` is None while ``files`` still lists them.
+  ``load_latest`` is None while ``files`` still lists them;
+- **protect**: a protected file outlives more saves than the store keeps, and is pruned
+  again once another is protected (a group's last complete id, docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ def check_checkpoint_store(make: Callable[[Path], CheckpointStore], root: Path) 
     for damage in (_flip_a_byte, _cut_short):
         with promise(f"fallback ({damage.__doc__})"):
             _damaged_newest_falls_back(make(_fresh(root, damage.__name__)), damage)
+    with promise("protect"):
+        _protected_outlives_pruning(make(_fresh(root, "protect")))
 
 
 def _state(n: int) -> StateDict:
@@ -162,3 +166,19 @@ def _damaged_newest_falls_back(store: CheckpointStore, damage: Callable[[Path], 
 
 
 __all__ = ["check_checkpoint_store"]
+
+
+# More saves than any store here keeps (the shipped checkpoint.keep is 3).
+_MANY_SAVES = 12
+
+
+def _protected_outlives_pruning(store: CheckpointStore) -> None:
+    kept = store.save(_state(1))
+    store.protect(kept)
+    for n in range(2, _MANY_SAVES):
+        store.save(_state(n))
+    assert kept in store.files(), f"the protected {kept.name} was pruned"
+    store.protect(store.files()[-1])
+    for n in range(_MANY_SAVES, 2 * _MANY_SAVES):
+        store.save(_state(n))
+    assert kept not in store.files(), f"{kept.name}, no longer protected, was never pruned"

@@ -1,14 +1,26 @@
 """Two replicas of a sync test, each its own process on loopback gloo: spawned once, and
-what each saved (``rank<r>.pt`` in the output directory) loaded weights-only."""
+what each saved (``rank<r>.pt`` in the output directory) loaded weights-only; an engine
+joined as a replica, and the last round both take."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.multiprocessing.spawn import spawn
+
+# The daemon before its replica: streamlearn.daemon's package imports the loop, which
+# imports streamlearn.sync.replica.
+from streamlearn.core.engine import Engine, StepResult
+from streamlearn.daemon.buffer import InputBuffer
+from streamlearn.daemon.checkpointer import Checkpointer
+from streamlearn.daemon.endpoints import Endpoints
+from streamlearn.metrics import Metrics
+from streamlearn.settings import Settings
+from streamlearn.sync.replica import Replica
 
 
 def run_pair(
@@ -17,3 +29,39 @@ def run_pair(
     """Run ``replica(rank, *args, str(out))`` on ranks 0 and 1; each rank's saved result."""
     spawn(replica, args=(*args, str(out)), nprocs=2, join=True)  # type: ignore[no-untyped-call]
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def engine_replica(
+    settings: Settings, batch: int, report: Callable[[StepResult], None] | None = None
+) -> tuple[Engine, Replica]:
+    """An engine joined to its group as a replica with no checkpoints (the group's start
+    from rank 0's fresh state): what a replica test drives, as the daemon would."""
+    engine = Engine(
+        settings.model, settings.engine, settings.drift, settings.experts, settings.adapt
+    )
+    checkpointer = Checkpointer(
+        settings, Metrics(), engine, InputBuffer(batch, 0.0), Endpoints(), lambda: None
+    )
+    extra = {} if report is None else {"report": report}
+    replica = Replica(settings.sync, engine, checkpointer, Metrics(), lambda: None, **extra)
+    replica.join()
+    replica.restore(lambda state, path: None)
+    return engine, replica
+
+
+def last_round(replica: Replica) -> None:
+    """Take the rounds the other asks for until both are done, then one more for both."""
+    assert replica.group is not None
+    store = replica.group.store
+    store.add("test/done", 1)
+    while int(store.add("test/done", 0)) < 2:
+        replica._checked = 0.0
+        replica.maybe_sync()
+        time.sleep(0.001)
+    if replica.group.rank == 0:
+        store.compare_set("sync/requested", str(replica.round), str(replica.round + 1))
+        store.set("test/final", str(replica.round + 1))
+    while not store.check(["test/final"]) or replica.round < int(store.get("test/final")):
+        replica._checked = 0.0
+        replica.maybe_sync()
+        time.sleep(0.001)

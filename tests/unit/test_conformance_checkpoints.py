@@ -70,6 +70,11 @@ class SilentFallback(FileCheckpointStore):
         return None if loaded is None else LoadedCheckpoint(loaded.path, loaded.state, [])
 
 
+class IgnoresProtection(FileCheckpointStore):
+    def protect(self, path: Path | None) -> None:
+        pass
+
+
 TWINS: list[tuple[type[FileCheckpointStore], str]] = [
     (LosesLineage, r"^round trip: the loaded state lacks 'lineage'"),
     (Amnesiac, r"^round trip: load_latest\(\) is None after a save"),
@@ -78,6 +83,7 @@ TWINS: list[tuple[type[FileCheckpointStore], str]] = [
     (KeepsLeftovers, r"^atomic: remove_partial\(\) found nothing after a crashed save"),
     (NoFallback, r"^fallback \(a flipped byte\): raised CheckpointError: checksum mismatch"),
     (SilentFallback, r"^fallback \(a flipped byte\): skipped \[\], not the damaged"),
+    (IgnoresProtection, r"^protect: the protected ckpt-000000000001.slck was pruned"),
 ]
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from streamlearn.checkpoint import FileCheckpointStore
+
 # The daemon before its replica: streamlearn.daemon's package imports the loop, which
 # imports streamlearn.sync.replica.
 from streamlearn.daemon import Daemon
@@ -47,3 +49,29 @@ def test_an_id_is_committed_only_once_every_replica_saved_it(
     replica._checkpoint()
     assert daemon.checkpointer.checkpoints == 1  # saved here either way
     assert source.committed_offsets == committed
+
+
+def test_the_last_complete_id_outlives_pruning_while_newer_ones_are_not_complete(
+    tmp_path: Path,
+) -> None:
+    source = Source("in", [records(40)])
+    daemon: Daemon = make(tmp_path, source)[0]
+    daemon.start()
+    drain(daemon, source)
+    daemon.checkpointer.coordinated = True
+    assert isinstance(daemon.checkpointer.store, FileCheckpointStore)
+    daemon.checkpointer.store.keep = 1  # checkpoint.keep: 1
+    replica = Replica(
+        daemon.settings.sync, daemon.engine, daemon.checkpointer, daemon.metrics, lambda: None
+    )
+    other = OtherReplica(saved=True)
+    replica.group = other  # type: ignore[assignment]  # a stub group
+    rounds_held = []
+    for round_, other_saved in [(1, True), (2, False), (3, False), (4, True), (5, True)]:
+        other.saved = other_saved
+        replica.round = round_
+        replica._checkpoint()
+        rounds_held.append(sorted(replica._held_ids()))
+    # keep 1: the newest file, and the last id both saved: an id is known complete only
+    # after its save, so the one before it goes at the next save.
+    assert rounds_held == [[1], [1, 2], [1, 3], [1, 4], [4, 5]]
