@@ -55,6 +55,13 @@ class Metrics:
         self.predictions = Counter(
             "streamlearn_predictions", "Predictions made.", ["kind"], registry=r
         )
+        # Right answers among the prequential ones: summed over replicas, over the summed
+        # prequential predictions, it is a group's accuracy (each replica's gauge is its own).
+        self.prequential_correct = Counter(
+            "streamlearn_prequential_correct",
+            "Prequential (labeled) predictions that were right, classifiers only.",
+            registry=r,
+        )
         self.learn_latency = Histogram(
             "streamlearn_learn_latency_seconds",
             "Time to predict, score and learn one micro-batch.",

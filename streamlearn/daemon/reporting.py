@@ -65,6 +65,7 @@ class Reporter:
         if result.labeled:
             self.metrics.samples_learned.inc(result.labeled)
             self.metrics.predictions.labels(kind="prequential").inc(result.labeled)
+            self.metrics.prequential_correct.inc(result.correct)
         if result.predictions:
             sink.predictions(result.predictions)
             self.metrics.predictions.labels(kind="unlabeled").inc(len(result.predictions))

@@ -359,14 +359,17 @@ class Replica:
         return nbytes
 
     def _load_engine(self, state: dict[str, Any]) -> None:
-        """Load the group's state; this replica's own counts and held samples stay its own.
+        """Load the group's state; this replica's own counts, prequential scores and held
+        samples stay its own.
         With ``sync.decisions: rank0`` a decision rank 0 holds open stays its own: another
         replica learns on meanwhile, or, with ``sync.follow_decisions``, holds and scores
         its own samples in a window of its own."""
         learned, predicted = self.engine.samples_learned, self.engine.samples_predicted
+        stats = self.engine.stats.state_dict()  # its own scores: the gauges are per replica
         before = self.engine.pool
         held = before.decision if before is not None else None
         self.engine.load_state_dict(state)
+        self.engine.stats.load_state_dict(stats)
         pool = self.engine.pool
         if self.engine.decides_at_rounds and pool is not None:
             pool.decision = held.rekeyed(list(pool.members)) if held is not None else None

@@ -13,7 +13,7 @@ import torch
 
 from streamlearn.app.embedded import free_port
 from streamlearn.core.admission import LABEL_PENDING, Rejection
-from streamlearn.core.engine import Engine
+from streamlearn.core.engine import Engine, StepResult
 from streamlearn.core.preprocess import LabelIndex
 from streamlearn.core.types import Sample
 from streamlearn.settings import load_settings
@@ -108,11 +108,22 @@ def _replica(rank: int, port: int, out: str) -> None:
         },
     )
     engine, replica = engine_replica(settings, BATCH)
+    correct = [0]  # right answers of every step here, held samples' included
+
+    def learn(chunk: list[Sample]) -> StepResult:
+        result = engine.process(chunk)
+        correct[0] += result.correct
+        return result
+
+    def learn_held(held: list[Sample], origins: list[Any]) -> None:
+        learn(held)
+
+    replica.learn = learn_held
     rejected = 0
     mine = _samples(SEEN[rank], PER_REPLICA, seed=rank)
     for start in range(0, len(mine), BATCH):
         chunk = mine[start : start + BATCH]
-        result = engine.process(chunk)
+        result = learn(chunk)
         rejected += len(replica.pending.hold(result.rejections, chunk, [None] * len(chunk)))
         replica.stepped()
         replica._checked = 0.0  # every step looks for a round, as a busy loop would
@@ -128,6 +139,8 @@ def _replica(rank: int, port: int, out: str) -> None:
             "labels": list(engine.labels.labels),
             "learned": engine.samples_learned,
             "rejected": rejected,
+            "correct": correct[0],
+            "scored": engine.stats.state_dict(),
             "accuracy": sum(p == s.y for p, s in zip(predicted, test, strict=True)) / len(test),
             "weights": floating(engine.state_dict()["pool"]["members"]),
         },
@@ -151,6 +164,14 @@ def test_replicas_seeing_different_classes_agree_on_one_slot_each(
     assert [r["rejected"] for r in ranks] == [0, 0]
     for path, tensor in zero["weights"].items():
         assert torch.equal(tensor, one["weights"][path]), path
+
+
+def test_each_replica_keeps_its_own_prequential_scores(ranks: list[dict[str, Any]]) -> None:
+    # The rounds load the template's engine state; the scores behind the accuracy gauges
+    # stay each replica's own.
+    for seen in ranks:
+        assert seen["scored"]["count"] == PER_REPLICA
+        assert seen["scored"]["sums"]["correct"] == seen["correct"]
 
 
 def test_the_group_model_tells_every_class_apart(ranks: list[dict[str, Any]]) -> None:
