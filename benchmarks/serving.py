@@ -109,8 +109,10 @@ class Service:
         bootstrap: str,
         topic: str,
         settings: dict[str, dict[str, Any]] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
-        """``settings``: sections' fields set beside (or over) the ones below."""
+        """``settings``: sections' fields set beside (or over) the ones below; ``env``:
+        variables set beside this process's (a replica's rendezvous)."""
         self.http_port, self.grpc_port, self.metrics_port = free_port(), free_port(), free_port()
         workdir.mkdir(parents=True)
         config = workdir / "config.yaml"
@@ -140,6 +142,7 @@ class Service:
             [sys.executable, "-m", "streamlearn", "run", "--config", str(config)],
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
         )
         self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=10)
 

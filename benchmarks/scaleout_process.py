@@ -1,0 +1,199 @@
+"""Scale-out as a user runs it: N replicas of ``streamlearn run``, each its own process
+tree, in one consumer group on the embedded broker, against one ``streamlearn run``.
+
+    python benchmarks/scaleout_process.py [--samples 12000] [--replicas 1 2 3]
+        [--seeds 0 1 2] [--rate 1000] [--partitions 4] [--segment 2000]
+        [--sync key=value ...] [--out benchmarks/results/scaleout_process.json]
+
+The stream is the in-process benchmark's (``benchmarks/scaleout.py``): Agrawal with a
+concept change every ``--segment`` samples, seeded by ``--seeds``; record i goes to
+partition ``i % --partitions``. Every daemon runs at the shipped defaults
+(``config/default.yaml``) apart from ports, a checkpoint directory and the group's short
+timeouts (as the serving benchmark's); replicas add ``sync.enabled`` (and ``--sync``'s
+settings, a second row's) and torchrun's variables (``RANK``, ``WORLD_SIZE``,
+``MASTER_ADDR``, ``MASTER_PORT``), as the StatefulSet and Compose files set them. One
+replica is a plain ``streamlearn run``.
+
+A producer in a process of its own sends one record per partition first and waits until the
+group learned them (the first step builds the model: seconds, once per process), then the
+rest at ``--rate`` records per second by the wall clock (a live stream), or all at once
+with ``--rate 0`` (a backlog). What is read is what a user reads off each replica's metrics
+endpoint: accuracy = the summed ``streamlearn_prequential_correct_total`` over the summed
+prequential predictions, every record counted once over the group; samples/s from the
+group's first learned sample after the warm-up to its last (a backlog's throughput; a live
+stream's is its rate while the group keeps up), and how far behind the group ended.
+Figures are medians over seeds; results go to benchmarks/results/scaleout_process.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamlearn.app.embedded import EmbeddedBroker, create_topics, free_port
+from streamlearn.app.producer import connect
+from streamlearn.streams.synthetic import take
+
+sys.path.insert(0, str(Path(__file__).parent))
+if TYPE_CHECKING:  # mypy knows the folder as a package; the script imports the siblings
+    from benchmarks.serving import Service
+else:
+    from serving import Service
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scaleout_process.json"
+POLL_S = 0.1
+# Bounds against a hang, not targets: a group forms in seconds, and 12,000 samples take
+# under a minute on 2 cores.
+FORM_S, LEARN_S = 240.0, 900.0
+
+
+def scrape(metrics_port: int) -> dict[str, float]:
+    """One replica's counters."""
+    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+    out = {"learned": 0.0, "scored": 0.0, "correct": 0.0, "rounds": 0.0}
+    names = {
+        "streamlearn_samples_learned_total": "learned",
+        "streamlearn_prequential_correct_total": "correct",
+        "streamlearn_sync_rounds_total": "rounds",
+    }
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name in names:
+                out[names[sample.name]] += sample.value
+            elif sample.name == "streamlearn_predictions_total":
+                out["scored"] += sample.value if sample.labels["kind"] == "prequential" else 0.0
+    return out
+
+
+def group(services: list[Service]) -> dict[str, float]:
+    """The counters summed over the replicas."""
+    figures = [scrape(s.metrics_port) for s in services]
+    return {k: sum(f[k] for f in figures) for k in figures[0]}
+
+
+def produce(
+    bootstrap: str, topic: str, samples: list[dict[str, Any]], spec: dict[str, Any]
+) -> None:
+    """Records from ``spec["first"]`` on, record i to partition i % partitions, paced."""
+    producer = connect(bootstrap)
+    began = time.monotonic()
+    first, rate, partitions = spec["first"], spec["rate"], spec["partitions"]
+    for i in range(first, len(samples)):
+        if rate:
+            delay = began + (i - first) / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        value = json.dumps(samples[i]).encode()
+        producer.send(topic, value=value, partition=i % partitions)
+    producer.flush()
+    producer.close()
+
+
+def _wait(services: list[Service], done: Any, timeout: float, what: str) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for service in services:
+            if service.proc.poll() is not None:
+                raise RuntimeError(f"a replica exited with {service.proc.returncode}: {what}")
+        try:
+            figures = group(services)
+        except httpx.TransportError:
+            figures = None
+        if figures is not None and done(figures):
+            return figures
+        time.sleep(POLL_S)
+    raise RuntimeError(f"timed out waiting for {what}")
+
+
+def _start(
+    broker: EmbeddedBroker, workdir: Path, topic: str, n: int, overrides: dict[str, Any]
+) -> list[Service]:
+    port = free_port()
+    services = []
+    for rank in range(n):
+        sync = {"sync": {"enabled": True, **overrides}} if n > 1 else {}
+        env = {"RANK": str(rank), "WORLD_SIZE": str(n)} if n > 1 else {}
+        env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)} if n > 1 else {}
+        services.append(Service(workdir / f"replica{rank}", broker.bootstrap, topic, sync, env))
+    return services
+
+
+def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> dict[str, Any]:
+    samples = take("agrawal", args.samples, seed=seed, segment=args.segment)
+    topic = f"scale-{n}-{seed}-{time.monotonic_ns()}"
+    create_topics(broker.bootstrap, {topic: args.partitions})
+    services = _start(broker, workdir / topic, topic, n, args.overrides)
+    spawn = multiprocessing.get_context("spawn")
+    warm = {"first": 0, "rate": 0, "partitions": args.partitions}
+    try:
+        warm_up = samples[: args.partitions]
+        producer = spawn.Process(target=produce, args=(broker.bootstrap, topic, warm_up, warm))
+        producer.start()
+        producer.join()
+        _wait(services, lambda f: f["learned"] >= args.partitions, FORM_S, "the group")
+        rest = {"first": args.partitions, "rate": args.rate, "partitions": args.partitions}
+        producer = spawn.Process(target=produce, args=(broker.bootstrap, topic, samples, rest))
+        began = time.monotonic()
+        producer.start()
+        _wait(services, lambda f: f["learned"] > args.partitions, LEARN_S, "learning")
+        first_learned = time.monotonic()
+        producer.join()
+        sent = time.monotonic()
+        final = _wait(services, lambda f: f["learned"] >= len(samples), LEARN_S, "every sample")
+        done = time.monotonic()
+    finally:
+        for service in services:
+            service.stop()
+    return {
+        "accuracy": final["correct"] / final["scored"],
+        "learned": final["learned"],
+        "scored": final["scored"],
+        "samples_per_s": (len(samples) - args.partitions) / (done - first_learned),
+        "behind_s_at_end": done - sent,
+        "wall_s": done - began,
+        "rounds_per_replica": final["rounds"] / n,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=12_000)
+    parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rate", type=float, default=1000.0, help="records/s; 0: a backlog")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--segment", type=int, default=2_000, help="samples per concept")
+    parser.add_argument("--sync", nargs="*", default=[], help="key=value: sync settings")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    args.overrides = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.sync)}
+    report: dict[str, Any] = {"command": " ".join(sys.argv), "results": {}}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        for n in args.replicas:
+            runs = []
+            for seed in args.seeds:
+                runs.append(run(broker, Path(tmp), n, seed, args))
+                print(f"replicas {n} seed {seed}: {json.dumps(runs[-1])}", flush=True)
+            medians = {
+                f"median_{k}": statistics.median(r[k] for r in runs)
+                for k in ("accuracy", "samples_per_s", "behind_s_at_end", "rounds_per_replica")
+            }
+            report["results"][str(n)] = {"runs": runs, **medians}
+            print(f"replicas {n}: {json.dumps(medians)}", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
