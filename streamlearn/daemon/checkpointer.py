@@ -69,10 +69,12 @@ class Barrier:
 
 class Handoff(Protocol):
     """Partitions moving between replicas of one group (docs/scaling.md): a revoked
-    partition's next offset is left for the replica that is assigned it next."""
+    partition's next offset is left for the replica that is assigned it next, which waits
+    for it where the last holder has not left the partition yet (streamlearn/sync/handoff.py)."""
 
     def left(self, positions: Offsets) -> None: ...
-    def resumes(self, partitions: list[TopicPartition]) -> Offsets: ...
+    def resumes(self, partitions: list[TopicPartition]) -> tuple[Offsets, set[TopicPartition]]: ...
+    def arrived(self, waiting: list[TopicPartition]) -> Offsets: ...
 
 
 class Checkpointer:
@@ -116,6 +118,9 @@ class Checkpointer:
         self.handoff: Handoff | None = None  # set by a replica of a group
         self._resuming: Offsets = {}  # assigned at a known offset, not yet checked
         self._unread: set[TopicPartition] = set()  # assigned with no offset of the lineage's
+        # Assigned while another replica still holds them: no record is learned until its
+        # handoff comes; the offset each must not start below (its checkpoint's).
+        self._awaiting: Offsets = {}
         self.checkpoints = 0  # saved since start
         self.last_path: str | None = None
         self._dirty = False
@@ -294,13 +299,15 @@ class Checkpointer:
         assert source is not None
         seek = {tp: self.known.pop(tp) for tp in partitions if tp in self.known}
         if self.handoff is not None:
-            for tp, offset in self.handoff.resumes(partitions).items():
+            ready, waiting = self.handoff.resumes(partitions)
+            for tp, offset in ready.items():
                 seek[tp] = max(seek.get(tp, 0), offset)
+            self._awaiting.update({tp: seek.pop(tp, 0) for tp in waiting})
         if seek:
             source.seek(seek)
             self.positions.update(seek)
             self._resuming.update(seek)
-        self._unread.update(tp for tp in partitions if tp not in seek)
+        self._unread.update(tp for tp in partitions if tp not in seek and tp not in self._awaiting)
         self.metrics.rebalances.labels(kind="assigned").inc()
         log.info(
             "partitions_assigned",
@@ -313,6 +320,7 @@ class Checkpointer:
         for tp in partitions:
             self._resuming.pop(tp, None)
             self._unread.discard(tp)
+            self._awaiting.pop(tp, None)
             if tp in self.positions:
                 self.known[tp] = self.positions.pop(tp)
             self.metrics.forget_partition(tp.topic, tp.partition)
@@ -328,6 +336,8 @@ class Checkpointer:
         """After a poll, on the learner thread: a partition assigned at this lineage's offset
         moves on to the group's commit if another lineage committed further on. The poll's
         records of such a partition are dropped: the seek fetches them again from there."""
+        if self._awaiting:
+            records = self._await_handoffs(records)
         if not (self._resuming or self._unread):
             return records
         source = self.endpoints.source
@@ -357,6 +367,19 @@ class Checkpointer:
         source.seek(moved)
         self.positions.update(moved)
         return [r for r in records if r.tp not in moved]
+
+    def _await_handoffs(self, records: list[Record]) -> list[Record]:
+        """Partitions another replica still held when assigned here: those whose handoff
+        came seek to it; the records polled of any of them are dropped (the seek, or the
+        next, fetches them again)."""
+        assert self.handoff is not None and self.endpoints.source is not None
+        arrived = self.handoff.arrived(list(self._awaiting))
+        moved = {tp: max(self._awaiting.pop(tp), offset) for tp, offset in arrived.items()}
+        if moved:
+            self.endpoints.source.seek(moved)
+            self.positions.update(moved)
+        stale = set(moved) | set(self._awaiting)
+        return [r for r in records if r.tp not in stale]
 
 
 def _named(offsets: Offsets) -> dict[str, int]:

@@ -18,9 +18,11 @@ touches the engine. docs/scaling.md is the design; this module is its daemon sid
 - **failures**: a lost member (a collective or the store fails, or the member joins again)
   ends this learner with :class:`GroupLostError`; the supervisor starts it again, and it rejoins
   and restores with the new generation of the group;
-- **handoff**: a partition revoked from one replica and assigned to another goes on from
-  where the first stopped, not from the checkpoint (the first's updates are in the group's
-  model at the next round): each revoke leaves its next offsets in the store.
+- **handoff** (``handoff.py``): a partition revoked from one replica and assigned to another
+  goes on from where the first stopped, not from the checkpoint (the first's updates are in
+  the group's model at the next round): each revoke leaves its next offsets in the store,
+  and a replica assigned a partition that another still held at the last round waits for
+  them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from streamlearn.settings import Settings
 from streamlearn.sync.average import Averager
 from streamlearn.sync.decisions import GroupDecisions
 from streamlearn.sync.group import Group, GroupLostError, rendezvous
+from streamlearn.sync.handoff import Handoffs
 from streamlearn.sync.labels import PendingLabels, agree
 from streamlearn.sync.settings import SyncSettings
 
@@ -113,7 +116,8 @@ class Replica:
     def join(self) -> None:
         with self._lost_on_failure("join"):
             self.group = Group(self.settings, self.engine.device)
-        self.checkpointer.handoff = self
+        self.handoffs = Handoffs(self.group.store, self.group.rank)
+        self.checkpointer.handoff = self.handoffs
         # One lineage of pool decisions: the group's, made at rounds (decisions.py), or rank
         # 0's, which the others take at rounds while they learn on.
         together = self.settings.decisions == "group"
@@ -179,7 +183,7 @@ class Replica:
         """Rounds are counted from the restored id; a store that outlived the group (torchrun's
         agent's) holds an older generation's count. Set, then meet, so all read it after."""
         group = self._group()
-        self.round = round_
+        self.round = self.handoffs.round = round_
         if group.rank == 0:
             group.store.set(_REQUESTED, str(round_))
         group.all_gather_ints([round_])
@@ -298,7 +302,9 @@ class Replica:
             engine.close_decision()
         flags = group.all_gather_ints(self._flags(int(self.checkpointer.ready)))
         shared = self.decisions.gather(group) if engine.decides_at_rounds else None
-        new_labels = group.all_gather_json(self.pending.new_labels())
+        told = group.all_gather_json(self._told())
+        self.handoffs.held(self.round, [t["held"] for t in told])
+        new_labels = [t["labels"] for t in told]
         nbytes = self._average(flags)
         checkpoint = self.round % self.settings.checkpoint_every_rounds == 0 or any(
             f[1] for f in flags
@@ -321,6 +327,12 @@ class Replica:
         took = time.perf_counter() - began
         self.metrics.sync_done(self.round, took, nbytes, self.averager.divergence)
         log.debug("sync_round", round=self.round, seconds=round(took, 4))
+
+    def _told(self) -> dict[str, Any]:
+        """What a round tells the others besides the model: the classes this replica holds
+        samples of (labels.py) and the partitions it holds (handoff.py)."""
+        held = [[tp.topic, tp.partition] for tp in self.checkpointer.positions]
+        return {"labels": self.pending.new_labels(), "held": held}
 
     def _learn_pending(self, new_labels: list[list[Label]]) -> None:
         """Slots for the group's new classes, the same on every replica; then this
@@ -405,23 +417,6 @@ class Replica:
         if all(ok for (ok,) in self._group().all_gather_ints([int(saved)])):
             self.checkpointer.commit_group(offsets)
 
-    # -- handoff (the checkpointer's rebalance callbacks, on the learner thread) ------------
-
-    def left(self, positions: Offsets) -> None:
-        """Revoked partitions' next offsets, for whichever replica is assigned them."""
-        store = self._group().store
-        try:
-            for tp, offset in positions.items():
-                store.set(_handoff_key(tp), str(offset))
-        except RuntimeError as exc:  # the group is gone (its next generation starts afresh)
-            log.info("sync_handoff_skipped", error=str(exc))
-
-    def resumes(self, partitions: list[TopicPartition]) -> Offsets:
-        """Where another replica of this generation stopped reading these partitions."""
-        store = self._group().store
-        keys = {tp: _handoff_key(tp) for tp in partitions}
-        return {tp: int(store.get(k)) for tp, k in keys.items() if store.check([k])}
-
     def _group(self) -> Group:
         assert self.group is not None, "join() first"
         return self.group
@@ -434,7 +429,3 @@ def _last_complete(by_rank: list[list[int]]) -> int | None:
     if holders and not common:
         log.warning("sync_no_common_checkpoint", ids=by_rank, action="group cold start")
     return max(common) if common else None
-
-
-def _handoff_key(tp: TopicPartition) -> str:
-    return f"sync/handoff/{tp.topic}/{tp.partition}"
