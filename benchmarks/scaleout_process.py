@@ -3,14 +3,16 @@ tree, in one consumer group on the embedded broker, against one ``streamlearn ru
 
     python benchmarks/scaleout_process.py [--samples 12000] [--replicas 1 2 3]
         [--seeds 0 1 2] [--rate 1000] [--partitions 4] [--segment 2000]
-        [--sync key=value ...] [--out benchmarks/results/scaleout_process.json]
+        [--sync key=value ...] [--set section.key=value ...]
+        [--out benchmarks/results/scaleout_process.json]
 
 The stream is the in-process benchmark's (``benchmarks/scaleout.py``): Agrawal with a
 concept change every ``--segment`` samples, seeded by ``--seeds``; record i goes to
 partition ``i % --partitions``. Every daemon runs at the shipped defaults
 (``config/default.yaml``) apart from ports, a checkpoint directory and the group's short
 timeouts (as the serving benchmark's); replicas add ``sync.enabled`` (and ``--sync``'s
-settings, a second row's) and torchrun's variables (``RANK``, ``WORLD_SIZE``,
+settings, a second row's; ``--set`` sets any section's field on every daemon) and torchrun's
+variables (``RANK``, ``WORLD_SIZE``,
 ``MASTER_ADDR``, ``MASTER_PORT``), as the StatefulSet and Compose files set them. One
 replica is a plain ``streamlearn run``.
 
@@ -116,24 +118,30 @@ def _wait(services: list[Service], done: Any, timeout: float, what: str) -> dict
     raise RuntimeError(f"timed out waiting for {what}")
 
 
-def _start(
-    broker: EmbeddedBroker, workdir: Path, topic: str, n: int, overrides: dict[str, Any]
-) -> list[Service]:
+def _start(broker: EmbeddedBroker, workdir: Path, topic: str, n: int, args: Any) -> list[Service]:
     port = free_port()
     services = []
     for rank in range(n):
-        sync = {"sync": {"enabled": True, **overrides}} if n > 1 else {}
+        replica = {"sync": {"enabled": True, **args.overrides}} if n > 1 else {}
+        settings = _merged(replica, args.sections)
         env = {"RANK": str(rank), "WORLD_SIZE": str(n)} if n > 1 else {}
         env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)} if n > 1 else {}
-        services.append(Service(workdir / f"replica{rank}", broker.bootstrap, topic, sync, env))
+        services.append(Service(workdir / f"replica{rank}", broker.bootstrap, topic, settings, env))
     return services
+
+
+def _merged(base: dict[str, Any], sections: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    out = {k: dict(v) for k, v in base.items()}
+    for section, fields in sections.items():
+        out.setdefault(section, {}).update(fields)
+    return out
 
 
 def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> dict[str, Any]:
     samples = take("agrawal", args.samples, seed=seed, segment=args.segment)
     topic = f"scale-{n}-{seed}-{time.monotonic_ns()}"
     create_topics(broker.bootstrap, {topic: args.partitions})
-    services = _start(broker, workdir / topic, topic, n, args.overrides)
+    services = _start(broker, workdir / topic, topic, n, args)
     spawn = multiprocessing.get_context("spawn")
     warm = {"first": 0, "rate": 0, "partitions": args.partitions}
     try:
@@ -175,9 +183,15 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--segment", type=int, default=2_000, help="samples per concept")
     parser.add_argument("--sync", nargs="*", default=[], help="key=value: sync settings")
+    parser.add_argument("--set", nargs="*", default=[], help="section.key=value: every daemon")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     args.overrides = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.sync)}
+    args.sections = {}
+    for text in args.set:
+        path, _, value = text.partition("=")
+        section, _, key = path.partition(".")
+        args.sections.setdefault(section, {})[key] = yaml.safe_load(value)
     report: dict[str, Any] = {"command": " ".join(sys.argv), "results": {}}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
         for n in args.replicas:

@@ -139,9 +139,14 @@ class LabelIndex:
 
     def add(self, label: Label) -> int:
         """The label's slot, given one if it is new, counting no sample (a group of
-        replicas agreeing on slots at a round); raises :class:`LabelError`."""
+        replicas agreeing on slots at a round); raises :class:`LabelError`. A slot given
+        is used in the current batch: no later label of it takes the slot back."""
         index = self.find(label)
-        return index if index is not None else self._add(label)
+        if index is None:
+            index = self._add(label)
+            self.tick += 1
+            self.last[index] = self.tick
+        return index
 
     def check_kind(self, label: Label) -> None:
         """Raises :class:`LabelError` unless ``label`` could be one of this model's classes."""

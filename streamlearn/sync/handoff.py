@@ -24,6 +24,7 @@ from torch.distributed.distributed_c10d import Store
 
 from streamlearn.core.logging import get_logger
 from streamlearn.core.types import Offsets, TopicPartition
+from streamlearn.sync.group import GroupLostError
 
 log = get_logger(__name__)
 
@@ -67,17 +68,26 @@ class Handoffs:
             )
         return ready, waiting
 
-    def arrived(self, waiting: Iterable[TopicPartition]) -> Offsets:
-        """The waiting partitions whose holder has left them since, and where. Only a
-        handoff ends a wait: a holder that reported a partition leaves it when it is
-        revoked, or is lost, and then the group re-forms."""
-        ready, _ = self._split(waiting)
+    def arrived(self, waiting: list[TopicPartition]) -> Offsets:
+        """The waiting partitions whose holder has left them since, and where (called
+        after each poll; a store that fails ends this generation of the group). A holder
+        that reported a partition leaves it when it is revoked, or is lost and the group
+        re-forms; one that a later round shows holding it no more, with nothing left,
+        would be a bug: the partition goes on from the checkpoint's offset (offset 0 here)
+        rather than wait for ever, with a warning."""
+        try:
+            ready, still = self._split(waiting)
+        except RuntimeError as exc:
+            raise GroupLostError(f"the store, reading a handoff: {exc}") from exc
+        unheld = [tp for tp in waiting if tp not in ready and tp not in still]
+        if unheld:
+            log.warning("partitions_handoff_missing", partitions=_names(unheld))
         if ready:
             log.info(
                 "partitions_handed_over",
                 offsets={f"{tp.topic}/{tp.partition}": o for tp, o in ready.items()},
             )
-        return ready
+        return {**ready, **dict.fromkeys(unheld, 0)}
 
     def _split(self, partitions: Iterable[TopicPartition]) -> tuple[Offsets, set[TopicPartition]]:
         ready: Offsets = {}

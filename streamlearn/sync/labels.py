@@ -68,6 +68,7 @@ def agree(labels: LabelIndex, gathered: Sequence[Sequence[Label]]) -> list[Label
     replica must call it on the same index with the same ``gathered``); the labels given
     one. A label the index has no room for gets none, everywhere alike."""
     given = []
+    labels.new_batch()  # the round's labels are one batch: none takes another's new slot
     for label in dict.fromkeys(label for new in gathered for label in new):
         try:
             labels.add(label)

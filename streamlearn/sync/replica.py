@@ -44,7 +44,7 @@ from streamlearn.daemon.checkpointer import Barrier, Checkpointer
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 from streamlearn.sync.average import Averager
-from streamlearn.sync.decisions import GroupDecisions
+from streamlearn.sync.decisions import GroupDecisions, Shared
 from streamlearn.sync.group import Group, GroupLostError, rendezvous
 from streamlearn.sync.handoff import Handoffs
 from streamlearn.sync.labels import PendingLabels, agree
@@ -136,9 +136,9 @@ class Replica:
 
     def restore(self, apply: Apply) -> None:
         """Every replica loads the last checkpoint id that all holders of any have; the
-        lowest rank holding it broadcasts it. Where no replica holds an id but one holds a
-        checkpoint of a single process (sync was just turned on), the lowest such rank
-        seeds the group with its newest. Else rank 0's fresh state, so all start equal."""
+        lowest rank holding it broadcasts it. Where no replica holds an id but some hold
+        checkpoints of a single process (sync was just turned on), the newest of those
+        seeds the group. Else rank 0's fresh state, so all start equal."""
         with self._lost_on_failure("restore"):
             self._restore(apply)
 
@@ -148,12 +148,12 @@ class Replica:
         by_rank = group.all_gather_json(sorted(held))
         agreed = _last_complete(by_rank)
         single = self._single_process() if not any(by_rank) else None
-        seeders = [bool(has) for (has,) in group.all_gather_ints([int(single is not None)])]
-        seeded = agreed is None and any(seeders)
+        made = group.all_gather_json(_made_at(single))  # per rank: its newest's time, or None
+        seeded = agreed is None and any(m is not None for m in made)
         if agreed is not None:
             source = min(r for r, ids in enumerate(by_rank) if agreed in ids)
         else:
-            source = seeders.index(True) if seeded else 0
+            source = _newest(made) if seeded else 0
         mine: dict[str, Any] | None = None
         if group.rank == source:
             if agreed is not None:
@@ -310,13 +310,7 @@ class Replica:
             f[1] for f in flags
         )
         position = flags[0][3]  # rank 0's: the template's bookkeeping counts in it
-        learned = shared is not None and self.decisions.settle(
-            shared, position, checkpoint, group.rank
-        )
-        if any(new_labels):
-            self._learn_pending(new_labels)
-            learned = True
-        if learned:
+        if self._decide_and_learn(shared, new_labels, position, checkpoint):
             # What each replica just learned from its held samples joins the group's model
             # before anything is served or saved.
             nbytes += self._average(group.all_gather_ints(self._flags(0)))
@@ -334,6 +328,30 @@ class Replica:
         held = [[tp.topic, tp.partition] for tp in self.checkpointer.positions]
         return {"labels": self.pending.new_labels(), "held": held}
 
+    def _decide_and_learn(
+        self,
+        shared: list[Shared] | None,
+        new_labels: list[list[Label]],
+        position: int,
+        checkpoint: bool,
+    ) -> bool:
+        """The group's decision, then the samples held for their classes. True when this
+        replica learned what the group's model does not hold yet: the round averages again.
+        Every branch turns on what every replica gathered alike (collectives stay in step)."""
+        group = self._group()
+        learned = shared is not None and self.decisions.settle(
+            shared, position, checkpoint, group.rank
+        )
+        if not any(new_labels):
+            return learned
+        self._learn_pending(new_labels)
+        if self.engine.decides_at_rounds:
+            # Held samples may have gone into a window: the group settles again, so a
+            # checkpoint round closes it and never saves one with samples in it.
+            again = self.decisions.gather(group)
+            self.decisions.settle(again, position, checkpoint, group.rank)
+        return True
+
     def _learn_pending(self, new_labels: list[list[Label]]) -> None:
         """Slots for the group's new classes, the same on every replica; then this
         replica's held samples are learned (a class that got none refused for good)."""
@@ -346,6 +364,10 @@ class Replica:
             self.learn(samples, origins)
         finally:
             self.engine.unknown_labels = "defer"
+        if not self.engine.decides:
+            # sync.decisions: rank0: a window a follower opened holds them; the next load
+            # drops it, so they are learned now, as at the round's start.
+            self.engine.close_decision()
 
     def _flags(self, checkpoint_due: int) -> list[int]:
         """What a round gathers from each replica first."""
@@ -420,6 +442,15 @@ class Replica:
     def _group(self) -> Group:
         assert self.group is not None, "join() first"
         return self.group
+
+
+def _made_at(single: LoadedCheckpoint | None) -> float | None:
+    return None if single is None else float(single.state.get("created_at", 0.0))
+
+
+def _newest(made: list[float | None]) -> int:
+    """The rank whose single-process checkpoint is the newest (the lowest among equals)."""
+    return max((r for r, m in enumerate(made) if m is not None), key=lambda r: (made[r] or 0.0, -r))
 
 
 def _last_complete(by_rank: list[list[int]]) -> int | None:

@@ -85,3 +85,12 @@ def test_a_partition_another_replica_still_holds_waits_for_its_handoff(tmp_path:
     drain(daemon, source)
     assert daemon.engine.samples_learned == 60  # 20..29: each record once over the two
     assert daemon.checkpointer.positions[TP1] == 30
+
+
+def test_a_wait_whose_holder_holds_the_partition_no_more_ends_at_the_checkpoint() -> None:
+    store = DictStore()
+    mine = handoffs(store, 0)
+    mine.held(3, [[], [["in", 1]]])
+    assert mine.resumes([TP1]) == ({}, {TP1})
+    mine.held(4, [[], []])  # a later round: nobody holds it, and nothing was left
+    assert mine.arrived([TP1]) == {TP1: 0}  # the checkpointer's floor then decides

@@ -55,6 +55,16 @@ def test_a_class_the_index_has_no_room_for_gets_no_slot_anywhere() -> None:
     assert index.labels == ["a", "b"]
 
 
+def test_a_slot_given_at_the_round_is_not_taken_back_by_the_next_new_class() -> None:
+    index = LabelIndex(3, rare=5)
+    for label in ["a"] * 5 + ["b"] * 5 + ["c"]:
+        index.encode(label)
+    # c is rare: x takes its slot; y finds no rare slot but x's, just given.
+    assert agree(index, [["x"], ["y"]]) == ["x"]
+    assert index.labels == ["a", "b", "x"]
+    assert [(r.index, r.old, r.new) for r in index.take_recycled()] == [(2, "c", "x")]
+
+
 def test_a_replica_defers_a_new_class_and_refuses_it_for_good_after_the_round() -> None:
     settings = load_settings(None, model={"hidden": [4], "max_classes": 2})
     engine = Engine(settings.model, settings.engine)
