@@ -42,8 +42,9 @@ def engine_replica(
     checkpointer = Checkpointer(
         settings, Metrics(), engine, InputBuffer(batch, 0.0), Endpoints(), lambda: None
     )
-    extra = {} if report is None else {"report": report}
-    replica = Replica(settings.sync, engine, checkpointer, Metrics(), lambda: None, **extra)
+    replica = Replica(
+        settings.sync, engine, checkpointer, Metrics(), lambda: None, report or (lambda r: None)
+    )
     replica.join()
     replica.restore(lambda state, path: None)
     return engine, replica
