@@ -186,6 +186,11 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="section.key=value: every daemon")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    bad = [t for t in args.sync if "=" not in t] + [
+        t for t in args.set if "=" not in t or "." not in t.partition("=")[0]
+    ]
+    if bad:
+        parser.error(f"expected key=value (--sync) or section.key=value (--set), got {bad}")
     args.overrides = {k: yaml.safe_load(v) for k, _, v in (o.partition("=") for o in args.sync)}
     args.sections = {}
     for text in args.set:

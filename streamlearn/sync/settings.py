@@ -7,6 +7,8 @@ a Kubernetes StatefulSet (rank from the pod's ordinal) or Compose.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from streamlearn.core.section import Section
@@ -31,7 +33,7 @@ class SyncSettings(Section):
     # experts.decision_window samples every replica makes the same choice from the summed
     # scores and learns its own held samples. rank0: rank 0 decides on its share of the
     # stream alone, and the others take its decisions at rounds.
-    decisions: str = Field("group", pattern="^(group|rank0)$")
+    decisions: Literal["group", "rank0"] = "group"
     # With decisions: rank0. While rank 0 holds a decision open, the others hold their
     # samples too and score them, instead of teaching the active expert a concept the pool
     # may give to another; each closes its window at the next round at the latest (nothing

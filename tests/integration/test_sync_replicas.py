@@ -33,6 +33,16 @@ def _learned(daemon: DaemonProcess) -> float:
     return daemon.metric("streamlearn_samples_learned_total") or 0.0
 
 
+def _own_scores(daemon: DaemonProcess) -> bool:
+    metrics = daemon.metrics()
+    scored = metrics.get('streamlearn_predictions_total{kind="prequential"}')
+    accuracy = metrics.get('streamlearn_prequential_accuracy{window="cumulative"}')
+    correct = metrics.get("streamlearn_prequential_correct_total")
+    if scored is None or accuracy is None or correct is None or scored != _learned(daemon):
+        return False
+    return 0 < correct <= scored and abs(accuracy * scored - correct) < 1e-6 * scored
+
+
 def test_two_replicas_learn_every_record_once_and_answer_alike_after_a_sync(
     tmp_path: Path, broker: EmbeddedBroker
 ) -> None:
@@ -79,6 +89,9 @@ def test_two_replicas_learn_every_record_once_and_answer_alike_after_a_sync(
         assert versions[0] == versions[1], versions
         rounds = [lambda r=r: r.metric("streamlearn_sync_rounds_total") or 0 for r in replicas]
         wait_for(lambda: rounds[0]() == rounds[1]() >= 1, 30, "the same rounds on both")
+        # Each replica's accuracy gauge is its own (a round loads the template's engine
+        # state): times its prequential count, it is its own count of right answers.
+        wait_for(lambda: all(_own_scores(r) for r in replicas), 30, "each replica's own scores")
         for replica in replicas:
             assert replica.proc is not None and replica.proc.poll() is None, replica.log_text()
     finally:

@@ -14,7 +14,9 @@ from torch.multiprocessing.spawn import spawn
 
 # The daemon before its replica: streamlearn.daemon's package imports the loop, which
 # imports streamlearn.sync.replica.
+from streamlearn.core.admission import Rejection
 from streamlearn.core.engine import Engine, StepResult
+from streamlearn.core.types import Sample
 from streamlearn.daemon.buffer import InputBuffer
 from streamlearn.daemon.checkpointer import Checkpointer
 from streamlearn.daemon.endpoints import Endpoints
@@ -48,6 +50,20 @@ def engine_replica(
     replica.join()
     replica.restore(lambda state, path: None)
     return engine, replica
+
+
+def step(
+    replica: Replica, chunk: list[Sample], learn: Callable[[list[Sample]], StepResult]
+) -> list[Rejection]:
+    """One learning step as the daemon's loop takes it: learn, hold what waits for a class
+    slot, count the step, and take a round if one is due or asked for (looking at once, as
+    a busy loop would). The other rejections."""
+    result = learn(chunk)
+    others = replica.pending.hold(result.rejections, chunk, [None] * len(chunk))
+    replica.stepped()
+    replica._checked = 0.0
+    replica.maybe_sync()
+    return others
 
 
 def last_round(replica: Replica) -> None:

@@ -16,7 +16,7 @@ from streamlearn.core.engine import StepResult
 from streamlearn.core.types import Sample
 from streamlearn.settings import load_settings
 from streamlearn.sync.average import floating
-from tests.support.replicas import engine_replica, last_round, run_pair
+from tests.support.replicas import engine_replica, last_round, run_pair, step
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,12 +56,7 @@ def _replica(rank: int, port: int, out: str) -> None:
     engine, replica = engine_replica(settings, BATCH, reported.append)
     mine = _stream()[rank::2]
     for start in range(0, len(mine), BATCH):
-        chunk = mine[start : start + BATCH]
-        # A sample of a class without a slot waits for the round, as the daemon holds it.
-        replica.pending.hold(engine.process(chunk).rejections, chunk, [None] * len(chunk))
-        replica.stepped()
-        replica._checked = 0.0  # every step looks for a round, as a busy loop would
-        replica.maybe_sync()
+        step(replica, mine[start : start + BATCH], engine.process)
     last_round(replica)
     assert engine.pool is not None and engine.drift is not None
     torch.save(

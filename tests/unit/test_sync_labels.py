@@ -19,7 +19,7 @@ from streamlearn.core.types import Sample
 from streamlearn.settings import load_settings
 from streamlearn.sync.average import floating
 from streamlearn.sync.labels import PendingLabels, agree
-from tests.support.replicas import engine_replica, last_round, run_pair
+from tests.support.replicas import engine_replica, last_round, run_pair, step
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -132,12 +132,7 @@ def _replica(rank: int, port: int, out: str) -> None:
     rejected = 0
     mine = _samples(SEEN[rank], PER_REPLICA, seed=rank)
     for start in range(0, len(mine), BATCH):
-        chunk = mine[start : start + BATCH]
-        result = learn(chunk)
-        rejected += len(replica.pending.hold(result.rejections, chunk, [None] * len(chunk)))
-        replica.stepped()
-        replica._checked = 0.0  # every step looks for a round, as a busy loop would
-        replica.maybe_sync()
+        rejected += len(step(replica, mine[start : start + BATCH], learn))
     last_round(replica)
     test = _samples(("a", "b", "c"), 300, seed=7)
     x = torch.tensor([s.x for s in test])
