@@ -2,7 +2,7 @@
 
     python benchmarks/scaleout.py [--samples 12000] [--replicas 1 2 3] [--seeds 0 1 2]
         [--every-steps 10] [--segment 2000] [--lr-per-replica] [--self-sync]
-        [--momentum 0.0] [--batch 32] [--whole-batch] [--no-pool]
+        [--momentum 0.0] [--batch 32] [--whole-batch] [--no-pool] [--no-scale-lr]
         [--out benchmarks/results/scaleout.json]
 
 One drifting agrawal stream (a concept change every ``--segment`` samples) is split
@@ -53,7 +53,7 @@ from streamlearn.daemon.endpoints import Endpoints
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings, load_settings
 from streamlearn.streams.synthetic import take
-from streamlearn.sync.replica import Replica
+from streamlearn.sync.replica import Replica, replica_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -67,6 +67,8 @@ def _settings(rank: int, world: int, port: int, args: dict[str, Any], synced: bo
         sync={
             "enabled": synced,
             "every_steps": args["every_steps"],
+            "split_batch": not args["whole_batch"],
+            "scale_learning_rate": not args["no_scale_lr"],
             "server_lr": float(world) if args["lr_per_replica"] else 1.0,
             "momentum": args["momentum"],
             "follow_decisions": args["follow_decisions"],
@@ -84,7 +86,8 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
     torch.set_num_threads(1)  # 2 cores shared: one thread per replica, all runs alike
     configure_logging("warning")
     synced = world > 1 or args["self_sync"]
-    settings = _settings(rank, world, port, args, synced)
+    # As the daemon's: with Adam, sqrt(N) times the learning rate (sync.scale_learning_rate).
+    settings = replica_settings(_settings(rank, world, port, args, synced))
     # sync.split_batch, as the daemon does: each replica learns in steps of batch / N.
     batch = args["batch"] if args["whole_batch"] else max(1, args["batch"] // world)
     engine = Engine(
@@ -216,8 +219,10 @@ def run_once(
     follow_decisions: bool = False,
     decisions: str = "group",
     no_pace: bool = False,
+    no_scale_lr: bool = False,
 ) -> dict[str, Any]:
     args = {
+        "no_scale_lr": no_scale_lr,
         "no_pace": no_pace,
         "follow_decisions": follow_decisions,
         "decisions": decisions,
@@ -292,6 +297,11 @@ def main() -> None:
         help="replicas run free between rounds, as on a backlog (the throughput row)",
     )
     parser.add_argument("--no-pool", action="store_true", help="experts.enabled: false")
+    parser.add_argument(
+        "--no-scale-lr",
+        action="store_true",
+        help="sync.scale_learning_rate: false (Adam at the configured rate on every replica)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "scaleout.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
@@ -313,6 +323,7 @@ def main() -> None:
                 args.follow_decisions,
                 args.decisions,
                 args.no_pace,
+                args.no_scale_lr,
             )
             for s in args.seeds
         ]

@@ -63,11 +63,12 @@ FORM_S, LEARN_S = 240.0, 900.0
 def scrape(metrics_port: int) -> dict[str, float]:
     """One replica's counters."""
     text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
-    out = {"learned": 0.0, "scored": 0.0, "correct": 0.0, "rounds": 0.0}
+    out = {"learned": 0.0, "scored": 0.0, "correct": 0.0, "rounds": 0.0, "steps": 0.0}
     names = {
         "streamlearn_samples_learned_total": "learned",
         "streamlearn_prequential_correct_total": "correct",
         "streamlearn_sync_rounds_total": "rounds",
+        "streamlearn_batch_samples_count": "steps",  # learning steps (micro-batches)
     }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -171,6 +172,8 @@ def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> 
         "behind_s_at_end": done - sent,
         "wall_s": done - began,
         "rounds_per_replica": final["rounds"] / n,
+        # What a replica's step learned on average: the batches follow the clock live.
+        "samples_per_step": final["learned"] / final["steps"] if final["steps"] else 0.0,
     }
 
 
@@ -206,7 +209,13 @@ def main() -> None:
                 print(f"replicas {n} seed {seed}: {json.dumps(runs[-1])}", flush=True)
             medians = {
                 f"median_{k}": statistics.median(r[k] for r in runs)
-                for k in ("accuracy", "samples_per_s", "behind_s_at_end", "rounds_per_replica")
+                for k in (
+                    "accuracy",
+                    "samples_per_s",
+                    "behind_s_at_end",
+                    "rounds_per_replica",
+                    "samples_per_step",
+                )
             }
             report["results"][str(n)] = {"runs": runs, **medians}
             print(f"replicas {n}: {json.dumps(medians)}", flush=True)

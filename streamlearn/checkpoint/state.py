@@ -32,6 +32,16 @@ _ADDED_LATER = {"norm": "none", "architecture": "mlp", "image_shape": None}
 
 
 @dataclass(frozen=True, slots=True)
+class Barrier:
+    """A coordinated checkpoint inside a sync round: the round is its id, ``offsets`` the
+    group's (every replica's partitions), ``sync`` the momentum state (docs/scaling.md)."""
+
+    round: int
+    offsets: Offsets
+    sync: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class CheckpointState:
     """``offsets``: the next offset of every partition this lineage has read. ``lineage``:
     names the model's line of descent in the metadata of its Kafka commits, so that a

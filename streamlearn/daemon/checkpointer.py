@@ -39,12 +39,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from streamlearn.checkpoint import FileCheckpointStore
-from streamlearn.checkpoint.state import CheckpointState
+from streamlearn.checkpoint.state import Barrier, CheckpointState
 from streamlearn.core.engine import Engine
 from streamlearn.core.logging import get_logger
 from streamlearn.core.protocols import CheckpointStore
@@ -55,16 +54,6 @@ from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 
 log = get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class Barrier:
-    """A coordinated checkpoint inside a sync round: the round is its id, ``offsets`` the
-    group's (every replica's partitions), ``sync`` the momentum state (docs/scaling.md)."""
-
-    round: int
-    offsets: Offsets
-    sync: dict[str, Any]
 
 
 class Handoff(Protocol):

@@ -51,7 +51,7 @@ from streamlearn.metrics import Metrics
 from streamlearn.serve.board import SnapshotBoard
 from streamlearn.serve.inbox import HTTP_RECORD, Inbox
 from streamlearn.settings import Settings
-from streamlearn.sync.replica import Replica, split_batch
+from streamlearn.sync.replica import Replica, replica_settings
 
 log = get_logger(__name__)
 
@@ -87,7 +87,7 @@ class Daemon:
         snapshots: SnapshotPublisher | None = None,
     ) -> None:
         # A replica of a group learns in smaller steps (sync.split_batch; docs/scaling.md).
-        settings = split_batch(settings)
+        settings = replica_settings(settings)
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.engine = Engine(
@@ -458,8 +458,14 @@ class Daemon:
         samples: list[Sample],
         origins: list[tuple[Record, int | None]],
         dead: list[DeadLetter],
+        held: bool = False,
     ) -> None:
-        """Learn in micro-batches; ``origins[i]`` names where sample i came from."""
+        """Learn in micro-batches; ``origins[i]`` names where sample i came from.
+
+        ``held``: a replica's samples learned inside a sync round. The round publishes the
+        group's model once it averaged them in: a snapshot of this replica's own model in
+        between would serve an answer no other replica gives. They counted towards
+        ``checkpoint.every_samples`` when they were read."""
         step = self.batching.size
         for start in range(0, len(samples), step):
             chunk = samples[start : start + step]
@@ -468,11 +474,12 @@ class Daemon:
             joined = self.late_labels.answered(chunk, result, origins[start : start + step], rivals)
             if joined:
                 self._process(joined, [(self.late_labels.origin, None)] * len(joined), dead)
-            self._maybe_publish_snapshot()  # a long backlog must not freeze serving
+            if not held:
+                self._maybe_publish_snapshot()  # a long backlog must not freeze serving
         if dead:
             self.reporter.dead_letter(dead)
         self._sync_codec()
-        self.checkpointer.mark_dirty(len(samples) + len(dead))
+        self.checkpointer.mark_dirty(0 if held else len(samples) + len(dead))
         self._resize_batch()
 
     def _process(
@@ -501,7 +508,7 @@ class Daemon:
         """A replica's samples held for their class slots, learned at the round that gave
         them (streamlearn/sync/labels.py); their offsets moved on when they were read."""
         with self.checkpointer.learning():
-            self._learn_samples(samples, origins, [])
+            self._learn_samples(samples, origins, [], held=True)
 
     def _resize_batch(self) -> None:
         """Grow or shrink the learning step with the backlog (``daemon/batching.py``).

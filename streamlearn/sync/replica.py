@@ -27,20 +27,20 @@ touches the engine. docs/scaling.md is the design; this module is its daemon sid
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from streamlearn.checkpoint.state import CheckpointState
+from streamlearn.checkpoint.state import Barrier, CheckpointState
 from streamlearn.checkpoint.store import load_file
 from streamlearn.core.engine import Engine, StepResult
 from streamlearn.core.errors import CheckpointError
 from streamlearn.core.logging import get_logger
 from streamlearn.core.types import Label, LoadedCheckpoint, Offsets, Sample, TopicPartition
-from streamlearn.daemon.checkpointer import Barrier, Checkpointer
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 from streamlearn.sync.average import Averager
@@ -49,6 +49,9 @@ from streamlearn.sync.group import Group, GroupLostError, rendezvous
 from streamlearn.sync.handoff import Handoffs
 from streamlearn.sync.labels import PendingLabels, agree
 from streamlearn.sync.settings import SyncSettings
+
+if TYPE_CHECKING:  # the daemon's package imports this module: no cycle at run time
+    from streamlearn.daemon.checkpointer import Checkpointer
 
 log = get_logger(__name__)
 
@@ -62,19 +65,30 @@ Apply = Callable[[CheckpointState, Path], None]  # restore a checkpoint's state 
 LearnHeld = Callable[[list[Sample], list[Any]], None]
 
 
-def split_batch(settings: Settings) -> Settings:
-    """The settings one replica learns with: ``engine.max_batch`` and the backlog's
-    ``engine.max_adaptive_batch`` divided by the world size when ``sync.split_batch`` (the
-    group then steps as often per sample as one learner, a backlog included)."""
+def replica_settings(settings: Settings) -> Settings:
+    """The settings one replica learns with. With ``sync.split_batch``: ``engine.max_batch``
+    and the backlog's ``engine.max_adaptive_batch`` divided by the world size (the group
+    then steps as often per sample as one learner, a backlog included), and with Adam
+    ``model.learning_rate`` times sqrt(world size) (``sync.scale_learning_rate``: each step
+    then moves as far as one learner's on the whole batch)."""
     sync = settings.sync
     if not (sync.enabled and sync.split_batch):
         return settings
     world = rendezvous(sync, os.environ)[3]
-    engine = settings.engine
-    batch = max(1, engine.max_batch // world)
-    adaptive = max(batch, engine.max_adaptive_batch // world)
-    split = {"max_batch": batch, "max_adaptive_batch": adaptive}
-    return settings.model_copy(update={"engine": engine.model_copy(update=split)})
+    batch = max(1, settings.engine.max_batch // world)
+    adaptive = max(batch, settings.engine.max_adaptive_batch // world)
+    engine = settings.engine.model_copy(update={"max_batch": batch, "max_adaptive_batch": adaptive})
+    model = settings.model
+    if sync.scale_learning_rate and model.optimizer == "adam":
+        model = model.model_copy(update={"learning_rate": model.learning_rate * math.sqrt(world)})
+    log.info(
+        "sync_replica_settings",
+        world_size=world,
+        max_batch=batch,
+        max_adaptive_batch=adaptive,
+        learning_rate=model.learning_rate,
+    )
+    return settings.model_copy(update={"engine": engine, "model": model})
 
 
 class Replica:

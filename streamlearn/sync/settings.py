@@ -27,6 +27,16 @@ class SyncSettings(Section):
     # take 1/N of the steps, which on a drifting stream costs more accuracy than the
     # averaging itself (docs/benchmarks.md, scale-out). False: engine.max_batch as set.
     split_batch: bool = True
+    # With split_batch and model.optimizer adam: each replica's learning rate times
+    # sqrt(N). Adam divides a step by the root of its squared-gradient average, and a batch
+    # N times smaller has N times the gradient's variance: where noise dominates, each
+    # replica's steps are 1/sqrt(N) as long as one learner's, the averaged group learns a
+    # new concept slower, and the pool's decisions part from one learner's (2 replicas: 6
+    # points down on a drifting stream, docs/benchmarks.md). This is the square-root rule
+    # the backlog's bigger batches follow too (the two compose: a replica's backlog factor
+    # is on its own share of the batch). SGD's steps follow the mean gradient: no change.
+    # False: model.learning_rate as set.
+    scale_learning_rate: bool = True
     # Who makes the pool's decisions after a drift (keep, switch, spawn), one lineage of
     # them either way. group: a drift on any replica opens a decision window on every one;
     # each holds and scores its own samples, and at the first round where the group holds

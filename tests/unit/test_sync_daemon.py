@@ -21,7 +21,7 @@ from streamlearn.sinks import MemorySink
 from streamlearn.sources import MemorySource
 from streamlearn.sources.base import AssignmentListener
 from streamlearn.sync.average import floating
-from streamlearn.sync.replica import split_batch
+from streamlearn.sync.replica import replica_settings
 from tests.support.replicas import run_pair
 
 N = 150  # records per replica's partition
@@ -186,5 +186,27 @@ def test_a_replica_learns_in_its_share_of_the_batch_a_backlog_included(
     sync: dict[str, Any] = {"enabled": True, "rank": 0, "world_size": world}
     sync |= {"split_batch": split, "master_addr": "127.0.0.1", "master_port": 1}
     settings = load_settings(sync=sync, engine={"max_batch": 32})
-    engine = split_batch(settings).engine
+    engine = replica_settings(settings).engine
     assert (engine.max_batch, engine.max_adaptive_batch) == expected
+
+
+@pytest.mark.parametrize(
+    ("world", "optimizer", "split", "scale", "expected"),
+    [
+        (1, "adam", True, True, 0.003),
+        (2, "adam", True, True, 0.003 * 2**0.5),
+        (3, "adam", True, True, 0.003 * 3**0.5),
+        (2, "adam", True, False, 0.003),  # sync.scale_learning_rate: false
+        (2, "adam", False, True, 0.003),  # a whole batch each: Adam's steps are one learner's
+        (2, "sgd", True, True, 0.003),  # SGD follows the mean gradient at any batch
+    ],
+)
+def test_with_adam_a_replica_learns_its_share_at_sqrt_n_times_the_rate(
+    world: int, optimizer: str, split: bool, scale: bool, expected: float
+) -> None:
+    sync: dict[str, Any] = {"enabled": True, "rank": 0, "world_size": world}
+    sync |= {"split_batch": split, "scale_learning_rate": scale}
+    sync |= {"master_addr": "127.0.0.1", "master_port": 1}
+    model = {"optimizer": optimizer, "learning_rate": 0.003}
+    settings = load_settings(sync=sync, model=model)
+    assert replica_settings(settings).model.learning_rate == pytest.approx(expected, rel=1e-12)

@@ -15,11 +15,12 @@ from streamlearn.app.embedded import free_port
 from streamlearn.core.admission import LABEL_PENDING, Rejection
 from streamlearn.core.engine import Engine, StepResult
 from streamlearn.core.preprocess import LabelIndex
-from streamlearn.core.types import Sample
+from streamlearn.core.types import Record, Sample
 from streamlearn.settings import load_settings
 from streamlearn.sync.average import floating
 from streamlearn.sync.labels import PendingLabels, agree
 from tests.support.replicas import engine_replica, last_round, run_pair, step
+from tests.unit.test_daemon import Source, drain, make, records
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -182,3 +183,40 @@ def test_each_replica_keeps_its_own_prequential_scores(ranks: list[dict[str, Any
 def test_the_group_model_tells_every_class_apart(ranks: list[dict[str, Any]]) -> None:
     # Classes 4 sd apart: a model whose output rows mix two classes scores near 2/3 here.
     assert all(r["accuracy"] >= 0.95 for r in ranks), [r["accuracy"] for r in ranks]
+
+
+class _Published:
+    """A snapshot publisher that notes the model version of each snapshot."""
+
+    def __init__(self) -> None:
+        self.versions: list[int] = []
+
+    def publish_from(self, engine: Engine) -> None:
+        self.versions.append(engine.version)
+
+
+def test_held_samples_learned_in_a_round_publish_no_snapshot_and_count_once(
+    tmp_path: Path,
+) -> None:
+    """Inside a round the replica's own model is not the group's until the round averages
+    it again and publishes: a snapshot in between would serve an answer no other replica
+    gives. The held samples counted towards checkpoint.every_samples when they were read."""
+    source = Source("in", [records(20)])
+    daemon, _ = make(tmp_path, source)
+    assert daemon.start()
+    drain(daemon, source)
+    published = _Published()
+    daemon.snapshots = published
+    held = [Sample([1.0, 2.0], 1), Sample([2.0, 0.0], 0)]
+    origins: list[tuple[Record, int | None]] = [
+        (Record("in", 0, 100 + i, b"{}"), None) for i in range(2)
+    ]
+    since, version = daemon.checkpointer._since_checkpoint, daemon.engine.version
+    daemon._last_publish = float("-inf")  # a snapshot is due
+    daemon._learn_held(held, origins)
+    assert daemon.engine.version > version  # learned
+    assert published.versions == []
+    assert daemon.checkpointer._since_checkpoint == since
+    daemon._learn_samples(held, origins, [])  # read and learned as a step: both
+    assert published.versions == [daemon.engine.version]
+    assert daemon.checkpointer._since_checkpoint == since + 2
