@@ -82,3 +82,21 @@ def last_round(replica: Replica) -> None:
         replica._checked = 0.0
         replica.maybe_sync()
         time.sleep(0.001)
+
+
+def keep_pace(replica: Replica, steps: int) -> None:
+    """Wait, taking any round asked for, until both replicas took ``steps`` learning steps:
+    a round asked after a step is then taken by both before either takes the next, so what
+    each round holds does not depend on the machine's load (set ``sync.every_seconds``
+    high too: a round by the clock would)."""
+    assert replica.group is not None
+    store = replica.group.store
+    store.set(f"test/steps/{replica.group.rank}", str(steps))
+    while any(_steps_of(store, rank) < steps for rank in range(2)):
+        replica._checked = 0.0
+        replica.maybe_sync()
+
+
+def _steps_of(store: Any, rank: int) -> int:
+    key = f"test/steps/{rank}"
+    return int(store.get(key)) if store.check([key]) else 0
