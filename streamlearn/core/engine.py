@@ -108,7 +108,8 @@ class Engine:
         # A replica of a group that decides together (sync.decisions: group): its losses
         # wait in ``unwatched`` for the round, where every replica's feed the detectors,
         # and a decision closes at the round where the group holds enough, not here. Its
-        # own detectors, fed meanwhile, only say when to ask for a round (``suspects``).
+        # own detectors, fed meanwhile, say when to ask for a round (``suspects``) and
+        # open a tentative window until then.
         self.decides_at_rounds = False
         self.unwatched: list[Tensor] = []
         self.suspects = False
@@ -396,7 +397,7 @@ class Engine:
         position = self.samples_learned
         outcome = self.pool.step(x_test, x_train, raw, y, scored, position)
         self._follow(outcome, result)
-        if not outcome.held:
+        if not outcome.held or outcome.tentative:
             self._watch(errors if self._watch_errors else outcome.losses, position, result)
         self.version += outcome.steps  # after the watch: its events name the version before
         losses = outcome.losses
@@ -432,6 +433,11 @@ class Engine:
             self.unwatched.append(values.detach().float().cpu())
             assert self.pool is not None
             events = self.drift.observe(self.pool.active_id, values, position, self.version)
+            if events and self.experts_settings.enabled:
+                # Held from here until the round the alarm asks for tests the group's
+                # losses: a window the group opens then holds them already, and the active
+                # expert has not learned the new concept meanwhile (docs/scaling.md).
+                self.pool.begin_decision(position + len(values), tentative=True)
             self.suspects |= bool(events)
             return
         self.watch(values, position, result)
@@ -470,6 +476,16 @@ class Engine:
         if self.pool is not None and self.pool.deciding:
             at = self.samples_learned if sample is None else sample
             outcome = self.pool.close_decision(at, group)
+            self._follow(outcome, result)
+            self.version += outcome.steps
+        return result
+
+    def withdraw_decision(self) -> StepResult:
+        """A window this replica opened on its own alarm, which its group did not confirm:
+        the active expert learns what it held."""
+        result = StepResult()
+        if self.pool is not None and self.pool.deciding:
+            outcome = self.pool.withdraw_decision(self.samples_learned)
             self._follow(outcome, result)
             self.version += outcome.steps
         return result

@@ -8,13 +8,18 @@ active expert a concept the pool may give to another: the pool's reuse of expert
 point on recurring concepts, is lost. So the group watches and decides as one learner would:
 
 1. at a round every replica feeds the group's losses since the last round (all replicas',
-   in rank order) to its detectors, restored first to their state at the last round: alike
-   before, they stay alike and alarm on every replica at once, having seen the whole
-   stream. Between rounds each replica feeds its own losses too, but only to know when to
-   ask for a round: an alarm on its own share asks at once, so the group's test runs within
-   a turn of the loop, not at the next scheduled round;
-2. a drift opens a decision window on every replica; each holds and scores its own samples
-   with every expert, as the pool does;
+   merged by their place in each share: ``interleave``) to its detectors, restored first
+   to their state at the last round: alike before, they stay alike and alarm on every
+   replica at once, having seen the whole stream. Between rounds each replica feeds its
+   own losses too, to know when to ask for a round: an alarm on its own share (a warning
+   too) asks at once, so the group's test runs within a turn of the loop, not at the next
+   scheduled round;
+2. that alarm also opens a tentative window on the replica: it holds and scores its
+   samples from there, as the pool does after a drift, and the active expert does not learn
+   the new concept while the round is on its way. At the round a drift in the group's
+   losses (or a window open anywhere) confirms it, keeping every sample it held, and opens
+   a window on every other replica; otherwise the active expert learns what it held and
+   the round averages again;
 3. at the first round where the group holds ``experts.decision_window`` samples (a replica
    that holds its share asks for one), each sends its per-expert loss sums, and every
    replica makes the same choice (keep, switch or spawn, and what a spawn drops) from the
@@ -77,15 +82,20 @@ class GroupDecisions:
 
     def gather(self, group: Group) -> list[Shared]:
         """Every replica's window and kept losses (collective)."""
+        return group.all_gather_json(self.share())
+
+    def share(self) -> Shared:
+        """This replica's window and the losses it kept since the last round."""
         pool = self.engine.pool
         decision = pool.decision if pool is not None else None
         mine: Shared = {
             "held": decision.count if decision is not None else -1,
+            "tentative": decision is not None and decision.tentative,
             "vote": decision.vote() if decision is not None else {},
             "losses": self.engine.take_unwatched(),
         }
         self.engine.suspects = False
-        return group.all_gather_json(mine)
+        return mine
 
     def settle(self, shared: list[Shared], sample: int, close: bool, rank: int) -> bool:
         """After the round's load: the detectors see the group's losses; a window opens on
@@ -98,17 +108,22 @@ class GroupDecisions:
         if pool is None:
             return False  # nothing learned anywhere yet
         result = StepResult()
-        self._replay([v for s in shared for v in s["losses"]], sample, result)
-        held = sum(max(int(s["held"]), 0) for s in shared)
-        if pool.deciding or any(s["held"] >= 0 for s in shared):
-            pool.begin_decision(sample)
+        opened = any(s["held"] >= 0 and not s["tentative"] for s in shared)
+        self._replay([] if opened else interleave([s["losses"] for s in shared]), sample, result)
+        if opened or (pool.decision is not None and not pool.decision.tentative):
+            pool.begin_decision(sample)  # open on every replica (the replay's drift did here)
+            held = sum(max(int(s["held"]), 0) for s in shared)
             if held >= pool.settings.decision_window or (close and held):
                 scores = GroupScores.combine([s["vote"] for s in shared], held)
                 result.pool_events += engine.close_decision(scores, sample).pool_events
+            withdrawn = False
+        else:
+            engine.withdraw_decision()  # an alarm of its own the group's losses did not bear out
+            withdrawn = any(s["tentative"] and s["held"] > 0 for s in shared)
         self.restored()  # the state every replica now shares
         if rank == 0 and (result.drift_events or result.pool_events):
             self.report(result)
-        return bool(result.pool_events)
+        return bool(result.pool_events) or withdrawn
 
     def _replay(self, losses: list[float], sample: int, result: StepResult) -> None:
         """What each replica's own losses moved since the last round goes back to the
@@ -123,9 +138,26 @@ class GroupDecisions:
             engine.drift.load_state_dict(self._detectors)
         if self._band is not None and self._band[0] == pool.active_id:
             pool.active.band.load_state_dict(self._band[1])
-        if not losses or pool.deciding:
+        if not losses:
             return
         values = torch.tensor(losses)
         if not engine.watches_errors:
             pool.active.band.update(values)
         engine.watch(values, sample, result)
+
+
+def interleave(per_rank: list[list[float]]) -> list[float]:
+    """The replicas' losses since the last round as one stream: each replica's in its own
+    order, merged by how far through its share each value lies (ties in rank order).
+
+    Every replica read its share over the same stretch of the stream, so a value's
+    fraction of its list stands for its place in time. Laid end to end instead, a change
+    of concept shows in the tail of every list, parted by the next replica's older values:
+    the detectors saw one replica's evidence at a time, and the group's drift came
+    hundreds of samples after one learner's (docs/scaling.md)."""
+    keyed = [
+        ((i + 0.5) / len(values), rank, v)
+        for rank, values in enumerate(per_rank)
+        for i, v in enumerate(values)
+    ]
+    return [v for _, _, v in sorted(keyed, key=lambda k: (k[0], k[1]))]

@@ -170,6 +170,35 @@ def test_a_group_window_stays_open_past_its_size_until_the_round_closes_it() -> 
     assert pool.deciding and pool.decision is not None and pool.decision.count == 3 * BATCH
 
 
+def test_a_tentative_window_holds_as_the_active_expert_answers_and_withdraws_into_it() -> None:
+    # A replica's own alarm, before its group's round confirms it (docs/scaling.md).
+    pool = tiny_pool()
+    pool.closes_at_window = False
+    step(pool, 0)
+    pool.begin_decision(BATCH, tentative=True)
+    held = step(pool, BATCH, target=0.75)
+    assert (held.held, held.tentative, held.steps, held.learned) == (True, True, 0, [])
+    assert held.losses.tolist() == [0.75] * BATCH  # the active expert's: the detectors' feed
+    assert pool.answerers(torch.zeros(3, 2)) == ["0", "0", "0"]
+    withdrawn = pool.withdraw_decision(2 * BATCH)
+    assert not pool.deciding and withdrawn.events == []
+    assert [(c.expert, c.x.shape[0]) for c in withdrawn.learned] == [("0", 16), ("0", 9)]
+    assert withdrawn.steps == 2 and tiny(pool, "0").learned == [BATCH, 16, 9]
+    assert list(pool.members) == ["0"] and pool.members["0"].samples_learned == 2 * BATCH
+
+
+def test_a_confirmed_tentative_window_decides_on_every_sample_it_held() -> None:
+    pool = tiny_pool()
+    pool.begin_decision(0, tentative=True)
+    step(pool, 0)
+    pool.begin_decision(BATCH)  # the group's round: the same window, no longer tentative
+    assert pool.decision is not None and not pool.decision.tentative
+    assert pool.decision.count == BATCH and pool.decision.sample == 0
+    closing = step(pool, BATCH)
+    assert [(e.kind, e.expert) for e in closing.events] == [("spawn", "1")]
+    assert sum(c.x.shape[0] for c in closing.learned) == 2 * BATCH
+
+
 def test_replicas_closing_on_the_groups_scores_choose_alike_and_learn_their_own_rows() -> None:
     holding, empty = tiny_pool(), tiny_pool()  # alike, as every replica's after a round
     for pool in (holding, empty):

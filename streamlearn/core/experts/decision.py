@@ -38,6 +38,10 @@ class PoolStep:
 
     losses: Tensor  # per sample: the learner's before its step; the leader's while held
     held: bool
+    # Held in a window a replica of a group opened on its own alarm, before the group
+    # confirmed it (docs/scaling.md): ``losses`` are the active expert's, and the detectors
+    # are fed them as if learned (the group's test needs them).
+    tentative: bool = False
     steps: int = 0  # optimizer steps taken: the model version moves by as many
     events: list[PoolEvent] = field(default_factory=list)  # from a decision that closed
     learned: list[Learned] = field(default_factory=list)
@@ -68,8 +72,12 @@ class GroupScores:
 class Decision:
     """The samples held after a drift and every expert's summed loss on them."""
 
-    def __init__(self, sample: int, experts: list[str]) -> None:
+    def __init__(self, sample: int, experts: list[str], tentative: bool = False) -> None:
         self.sample = sample
+        # Opened by a replica of a group on its own alarm: the next sync round confirms it
+        # or hands the samples back to the active expert. Never saved: a round that
+        # checkpoints settles it first.
+        self.tentative = tentative
         self.x: list[Tensor] = []
         self.raw: list[Tensor] = []  # the same inputs unscaled, for the selector
         self.y: list[Tensor] = []

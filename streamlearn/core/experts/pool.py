@@ -127,8 +127,9 @@ class ExpertPool:
 
     def answerers(self, x: Tensor) -> list[str]:
         """Which expert answers each labeled row before it is learned: the active one; while
-        deciding, the selector's pick (the regime is unknown then), else the leader."""
-        if self.decision is None:
+        deciding, the selector's pick (the regime is unknown then), else the leader; in a
+        replica's tentative window the active one still."""
+        if self.decision is None or self.decision.tentative:
             return [self.active_id] * x.shape[0]
         return self.selector.route(x, self._ids_by_slot(), self.leader().id, self._nearest())
 
@@ -160,7 +161,9 @@ class ExpertPool:
             return PoolStep(
                 losses, held=False, steps=1, learned=[Learned(self.active_id, x_train, y)]
             )
-        outcome = PoolStep(finite_or(self.hold(x_test, x_train, raw, y), scored), held=True)
+        tentative = self.decision.tentative
+        losses = finite_or(self.hold(x_test, x_train, raw, y), scored)
+        outcome = PoolStep(losses, held=True, tentative=tentative)
         if self.closes_at_window and self.decision.count >= self.settings.decision_window:
             self._close(sample + y.shape[0], outcome)
         return outcome
@@ -216,10 +219,24 @@ class ExpertPool:
         self.decision = None
         return outcome
 
-    def begin_decision(self, sample: int) -> None:
-        """Hold the next ``decision_window`` samples to decide on (a drift was detected)."""
+    def begin_decision(self, sample: int, tentative: bool = False) -> None:
+        """Hold the next ``decision_window`` samples to decide on (a drift was detected).
+        ``tentative``: a replica's own alarm, until its group confirms it; a window open
+        already is confirmed by a call without it."""
         if self.decision is None:
-            self.decision = Decision(sample, list(self.members))
+            self.decision = Decision(sample, list(self.members), tentative)
+        elif not tentative:
+            self.decision.tentative = False
+
+    def withdraw_decision(self, sample: int) -> PoolStep:
+        """Close an open decision without deciding: the active expert learns the held
+        samples, as if never held (a replica's alarm its group did not confirm)."""
+        outcome = PoolStep(torch.zeros(0), held=True)
+        decision, self.decision = self.decision, None
+        if decision is not None and decision.x:
+            x, y = torch.cat(decision.x), torch.cat(decision.y)
+            self._relearn(x, y, torch.cat(decision.raw), sample, outcome)
+        return outcome
 
     def hold(self, x_test: Tensor, x_train: Tensor, raw: Tensor, y: Tensor) -> Tensor:
         """Keep a labeled batch for the decision, scored by every expert on ``x_test``;
@@ -240,6 +257,8 @@ class ExpertPool:
         self.decision.raw.append(raw)
         self.decision.y.append(y)
         self.decision.count += x_train.shape[0]
+        if self.decision.tentative and self.active_id in scored:  # nothing decided yet
+            return scored[self.active_id]
         return scored[self.decision.leader(self.active_id)]
 
     def _contenders(self, x: Tensor, y: Tensor) -> list[str]:
@@ -266,8 +285,11 @@ class ExpertPool:
         step, all at the decision's position."""
         events, x, y, raw = self._decide(sample)
         outcome.events += events
-        if x is None:
-            return
+        if x is not None:
+            self._relearn(x, y, raw, sample, outcome)
+
+    def _relearn(self, x: Tensor, y: Tensor, raw: Tensor, sample: int, outcome: PoolStep) -> None:
+        """The active expert learns held samples, ``relearn_batch`` rows a step."""
         size = self.relearn_batch
         for start in range(0, x.shape[0], size):
             rows = slice(start, start + size)
