@@ -23,7 +23,9 @@ with ``--rate 0`` (a backlog). What is read is what a user reads off each replic
 endpoint: accuracy = the summed ``streamlearn_prequential_correct_total`` over the summed
 prequential predictions, every record counted once over the group; samples/s from the
 group's first learned sample after the warm-up to its last (a backlog's throughput; a live
-stream's is its rate while the group keeps up), and how far behind the group ended.
+stream's is its rate while the group keeps up), how far behind the group ended, and the
+rounds' time (``streamlearn_sync_duration_seconds``: per round, and as a share of each
+replica's time).
 Figures are medians over seeds; results go to benchmarks/results/scaleout_process.json.
 """
 
@@ -64,11 +66,13 @@ def scrape(metrics_port: int) -> dict[str, float]:
     """One replica's counters."""
     text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
     out = {"learned": 0.0, "scored": 0.0, "correct": 0.0, "rounds": 0.0, "steps": 0.0}
+    out["sync_s"] = 0.0
     names = {
         "streamlearn_samples_learned_total": "learned",
         "streamlearn_prequential_correct_total": "correct",
         "streamlearn_sync_rounds_total": "rounds",
         "streamlearn_batch_samples_count": "steps",  # learning steps (micro-batches)
+        "streamlearn_sync_duration_seconds_sum": "sync_s",  # rounds, waits for peers included
     }
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -172,6 +176,9 @@ def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> 
         "behind_s_at_end": done - sent,
         "wall_s": done - began,
         "rounds_per_replica": final["rounds"] / n,
+        "sync_s_per_round": final["sync_s"] / final["rounds"] if final["rounds"] else 0.0,
+        # The share of a replica's time spent in rounds, out of learning.
+        "sync_share": final["sync_s"] / n / (done - first_learned),
         # What a replica's step learned on average: the batches follow the clock live.
         "samples_per_step": final["learned"] / final["steps"] if final["steps"] else 0.0,
     }
@@ -214,6 +221,8 @@ def main() -> None:
                     "samples_per_s",
                     "behind_s_at_end",
                     "rounds_per_replica",
+                    "sync_s_per_round",
+                    "sync_share",
                     "samples_per_step",
                 )
             }

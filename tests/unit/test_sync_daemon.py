@@ -14,6 +14,7 @@ import torch
 from streamlearn.app.embedded import free_port
 from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.store import load_file
+from streamlearn.core.experts.expert import NeuralExpert
 from streamlearn.daemon import Daemon
 from streamlearn.metrics import Metrics
 from streamlearn.settings import load_settings
@@ -111,10 +112,13 @@ def _replica(rank: int, ports: list[int], out: str) -> None:
     restarted, _ = _daemon(rank, ports[1], directory)
     restarted.restore()
     assert restarted.replica is not None
+    expert = restarted.engine.pool.active_expert if restarted.engine.pool else None
+    assert isinstance(expert, NeuralExpert)
     second = {
         "round": restarted.replica.round,
         "known": {f"{tp.topic}/{tp.partition}": o for tp, o in restarted.known.items()},
         "weights": floating(restarted.engine.state_dict()["pool"]),
+        "lr": [g["lr"] for g in expert.optimizer.param_groups],
     }
     restarted.replica.close()
     torch.save({"first": first, "second": second}, Path(out) / f"rank{rank}.pt")
@@ -168,6 +172,11 @@ def test_restart_restores_the_last_id_every_replica_holds(
     }
     expected = {f"{t}/{p}": o for (t, p), o in saved.items()}
     assert second[0]["known"] == second[1]["known"] == expected
+    # The restored expert steps at the replica's rate, sqrt(2) times the configured one:
+    # the checkpoint's saved rate (already scaled) is not scaled again.
+    configured = load_settings(None).model.learning_rate
+    for rank in second:
+        assert rank["lr"] == [pytest.approx(configured * 2**0.5, rel=1e-12)]
 
 
 def _file_of(directory: Path, round_: int) -> Path:

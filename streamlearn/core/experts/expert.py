@@ -19,7 +19,14 @@ from streamlearn.core.experts.guard import StepGuard
 from streamlearn.core.experts.headed import HeadExpert, solver_for
 from streamlearn.core.experts.hyper import configured_groups, load_keeping_configured
 from streamlearn.core.extensions import require_members
-from streamlearn.core.models import ImageCnn, build_mlp, load_factory, predict_with, training
+from streamlearn.core.models import (
+    ImageCnn,
+    build_mlp,
+    load_factory,
+    predict_with,
+    seed_weights,
+    training,
+)
 from streamlearn.core.models.heads import HeadedNetwork, Link, headed
 from streamlearn.core.models.settings import ModelSettings
 from streamlearn.core.protocols import Expert, StateDict, StepScaling
@@ -110,7 +117,7 @@ def build_network(
     """The network the settings describe, without an optimizer (what serving rebuilds), or
     the whole Expert a user's factory returned."""
     n_outputs = settings.max_classes if settings.task == "classification" else 1
-    torch.manual_seed(settings.seed if seed is None else seed)
+    seed_weights(settings.seed if seed is None else seed)
     if settings.factory is not None:
         built = load_factory(settings.factory)(
             n_features=n_features, n_outputs=n_outputs, settings=settings

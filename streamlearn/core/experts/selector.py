@@ -39,7 +39,7 @@ from streamlearn.core.experts.guard import StepGuard
 from streamlearn.core.experts.prototypes import nearest
 from streamlearn.core.experts.replay import PairMemory, Reservoir
 from streamlearn.core.experts.settings import SelectorSettings
-from streamlearn.core.models import build_mlp
+from streamlearn.core.models import build_mlp, seed_weights
 from streamlearn.core.prequential import RollingMean
 from streamlearn.core.protocols import StateDict
 
@@ -124,7 +124,7 @@ class Selector:
         self.device = device
         self.scaler = scaler  # pairs keep raw inputs: scaled when drawn
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            seed_weights(seed)
             # Linear layers and activations only: nothing acts differently in training, so the
             # network is never switched between train and eval mode (each switch walks every
             # module: about 70 us here, as much as a forward pass).
@@ -201,7 +201,7 @@ class Selector:
         self.memory.forget(slot)
         last = self._output_layer()
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed + slot)
+            seed_weights(self.seed + slot)
             fresh = nn.Linear(last.in_features, last.out_features).to(last.weight.device)
             last.weight[slot] = fresh.weight[slot]
             last.bias[slot] = fresh.bias[slot]

@@ -2,7 +2,7 @@
 
 from streamlearn.core.models.cnn import ImageCnn
 from streamlearn.core.models.factory import load_factory
-from streamlearn.core.models.mlp import build_mlp
+from streamlearn.core.models.mlp import build_mlp, seed_weights
 from streamlearn.core.models.norm import (
     batch_norms,
     evaluating,
@@ -19,5 +19,6 @@ __all__ = [
     "load_factory",
     "norm_affine_parameters",
     "predict_with",
+    "seed_weights",
     "training",
 ]
