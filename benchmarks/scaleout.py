@@ -53,6 +53,7 @@ from streamlearn.daemon.endpoints import Endpoints
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings, load_settings
 from streamlearn.streams.synthetic import take
+from streamlearn.sync.lockstep import finish, keep_pace, take_round
 from streamlearn.sync.replica import Replica, replica_settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -131,13 +132,13 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
             replica.pending.hold(result.rejections, batch, [None] * len(batch))
             replica.stepped()
             t = time.perf_counter()
-            if _take_round(replica):
+            if take_round(replica):
                 sync_s += time.perf_counter() - t
                 rounds += 1
             if not args["no_pace"]:
-                rounds += _keep_pace(replica, step, world)
+                rounds += keep_pace(replica, step)
     if replica is not None:
-        rounds += _finish(replica, world)
+        rounds += finish(replica)
     wall = time.perf_counter() - began
     nbytes = (
         int(replica.metrics.registry.get_sample_value("streamlearn_sync_bytes") or 0)
@@ -159,49 +160,6 @@ def _replica(rank: int, world: int, port: int, args: dict[str, Any], out: str) -
             }
         )
     )
-
-
-def _take_round(replica: Replica) -> bool:
-    """As the daemon's loop does after a step: ask for a round if due, take one if asked."""
-    replica._checked = 0.0  # the loop's throttle on store reads; here every step reads
-    return replica.maybe_sync()
-
-
-def _keep_pace(replica: Replica, step: int, world: int) -> int:
-    """Wait (taking any round asked for) until every replica took ``step`` steps: the
-    replicas of a live stream read their partitions at the same pace, so a concept change
-    reaches them together. Unpaced, one replica runs steps ahead of another between rounds
-    and a decision window mixes one's old concept with the other's new one."""
-    assert replica.group is not None
-    store = replica.group.store
-    store.set(f"bench/step/{replica.group.rank}", str(step))
-    rounds = 0
-    while any(_steps_of(store, r) < step for r in range(world)):
-        rounds += _take_round(replica)
-    return rounds
-
-
-def _steps_of(store: Any, rank: int) -> int:
-    key = f"bench/step/{rank}"
-    return int(store.get(key)) if store.check([key]) else 0
-
-
-def _finish(replica: Replica, world: int) -> int:
-    """Take the rounds the others ask for until every replica is done, then one last."""
-    assert replica.group is not None
-    store = replica.group.store
-    store.add("bench/done", 1)
-    rounds = 0
-    while int(store.add("bench/done", 0)) < world:
-        rounds += _take_round(replica)
-        time.sleep(0.001)
-    if replica.group.rank == 0:  # the last steps reach the model: one round for all
-        store.compare_set("sync/requested", str(replica.round), str(replica.round + 1))
-        store.set("bench/final", str(replica.round + 1))
-    while not store.check(["bench/final"]) or replica.round < int(store.get("bench/final")):
-        rounds += _take_round(replica)
-        time.sleep(0.001)
-    return rounds
 
 
 def run_once(

@@ -234,11 +234,13 @@ class Replica:
         """One learning step was taken."""
         self._steps += 1
 
-    def maybe_sync(self) -> bool:
+    def maybe_sync(self, at_once: bool = False) -> bool:
         """Ask for a round if this replica's is due; take the round if one was asked for.
-        Raises :class:`GroupLostError` when the group lost a member."""
+        ``at_once``: look at the store now, not at most every ``_CHECK_EVERY_S`` (a driver
+        that paces replicas step by step: sync/lockstep.py). Raises
+        :class:`GroupLostError` when the group lost a member."""
         now = time.monotonic()
-        if now - self._checked < _CHECK_EVERY_S:
+        if not at_once and now - self._checked < _CHECK_EVERY_S:
             return False
         self._checked = now
         with self._lost_on_failure("round"):
@@ -279,13 +281,17 @@ class Replica:
             or len(self.pending) > 0  # a new class waits for its slot
         )
         if due:
-            group.store.compare_set(_REQUESTED, str(self.round), str(self.round + 1))
+            self.ask_round()
         if int(group.store.get(_REQUESTED)) > self.round:
             self.sync()
             self._moved = [time.monotonic()] * len(self._moved)  # all were in the round
             return True
         self._watch_peers(now)
         return False
+
+    def ask_round(self) -> None:
+        """Ask the group for a round: every replica takes it at its next look."""
+        self._group().store.compare_set(_REQUESTED, str(self.round), str(self.round + 1))
 
     def _watch_peers(self, now: float) -> None:
         timeout = self.settings.peer_timeout_s

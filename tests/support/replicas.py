@@ -1,10 +1,10 @@
 """Two replicas of a sync test, each its own process on loopback gloo: spawned once, and
 what each saved (``rank<r>.pt`` in the output directory) loaded weights-only; an engine
-joined as a replica, and the last round both take."""
+joined as a replica, and its learning step as the daemon's loop takes it (pacing and the
+last round: streamlearn/sync/lockstep.py)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from streamlearn.daemon.checkpointer import Checkpointer
 from streamlearn.daemon.endpoints import Endpoints
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
+from streamlearn.sync.lockstep import take_round
 from streamlearn.sync.replica import Replica
 
 
@@ -61,42 +62,5 @@ def step(
     result = learn(chunk)
     others = replica.pending.hold(result.rejections, chunk, [None] * len(chunk))
     replica.stepped()
-    replica._checked = 0.0
-    replica.maybe_sync()
+    take_round(replica)
     return others
-
-
-def last_round(replica: Replica) -> None:
-    """Take the rounds the other asks for until both are done, then one more for both."""
-    assert replica.group is not None
-    store = replica.group.store
-    store.add("test/done", 1)
-    while int(store.add("test/done", 0)) < 2:
-        replica._checked = 0.0
-        replica.maybe_sync()
-        time.sleep(0.001)
-    if replica.group.rank == 0:
-        store.compare_set("sync/requested", str(replica.round), str(replica.round + 1))
-        store.set("test/final", str(replica.round + 1))
-    while not store.check(["test/final"]) or replica.round < int(store.get("test/final")):
-        replica._checked = 0.0
-        replica.maybe_sync()
-        time.sleep(0.001)
-
-
-def keep_pace(replica: Replica, steps: int) -> None:
-    """Wait, taking any round asked for, until both replicas took ``steps`` learning steps:
-    a round asked after a step is then taken by both before either takes the next, so what
-    each round holds does not depend on the machine's load (set ``sync.every_seconds``
-    high too: a round by the clock would)."""
-    assert replica.group is not None
-    store = replica.group.store
-    store.set(f"test/steps/{replica.group.rank}", str(steps))
-    while any(_steps_of(store, rank) < steps for rank in range(2)):
-        replica._checked = 0.0
-        replica.maybe_sync()
-
-
-def _steps_of(store: Any, rank: int) -> int:
-    key = f"test/steps/{rank}"
-    return int(store.get(key)) if store.check([key]) else 0

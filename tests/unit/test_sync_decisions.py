@@ -16,7 +16,8 @@ from streamlearn.core.engine import StepResult
 from streamlearn.core.types import Sample
 from streamlearn.settings import load_settings
 from streamlearn.sync.average import floating
-from tests.support.replicas import engine_replica, last_round, run_pair, step
+from streamlearn.sync.lockstep import finish
+from tests.support.replicas import engine_replica, run_pair, step
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,7 +58,7 @@ def _replica(rank: int, port: int, out: str) -> None:
     mine = _stream()[rank::2]
     for start in range(0, len(mine), BATCH):
         step(replica, mine[start : start + BATCH], engine.process)
-    last_round(replica)
+    finish(replica)
     assert engine.pool is not None and engine.drift is not None
     torch.save(
         {

@@ -19,7 +19,8 @@ from streamlearn.core.types import Record, Sample
 from streamlearn.settings import load_settings
 from streamlearn.sync.average import floating
 from streamlearn.sync.labels import PendingLabels, agree
-from tests.support.replicas import engine_replica, last_round, run_pair, step
+from streamlearn.sync.lockstep import finish
+from tests.support.replicas import engine_replica, run_pair, step
 from tests.unit.test_daemon import Source, drain, make, records
 
 pytestmark = pytest.mark.timeout(120)
@@ -134,7 +135,7 @@ def _replica(rank: int, port: int, out: str) -> None:
     mine = _samples(SEEN[rank], PER_REPLICA, seed=rank)
     for start in range(0, len(mine), BATCH):
         rejected += len(step(replica, mine[start : start + BATCH], learn))
-    last_round(replica)
+    finish(replica)
     test = _samples(("a", "b", "c"), 300, seed=7)
     x = torch.tensor([s.x for s in test])
     assert engine.scaler is not None and engine.pool is not None

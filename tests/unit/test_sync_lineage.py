@@ -22,8 +22,9 @@ from streamlearn.core.engine import Engine, StepResult
 from streamlearn.core.types import Sample
 from streamlearn.settings import Settings, load_settings
 from streamlearn.streams.synthetic import take
+from streamlearn.sync.lockstep import finish, keep_pace
 from streamlearn.sync.replica import replica_settings
-from tests.support.replicas import engine_replica, keep_pace, last_round, run_pair, step
+from tests.support.replicas import engine_replica, run_pair, step
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -61,7 +62,7 @@ def _replica(rank: int, port: int, out: str) -> None:
     for steps, i in enumerate(range(0, len(mine), BATCH // 2), 1):
         step(replica, mine[i : i + BATCH // 2], engine.process)
         keep_pace(replica, steps)
-    last_round(replica)
+    finish(replica)
     replica.close()
     torch.save({"decisions": events}, Path(out) / f"rank{rank}.pt")
 
