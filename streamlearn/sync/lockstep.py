@@ -33,7 +33,7 @@ def keep_pace(replica: Replica, steps: int) -> int:
     store, rank, world = _store(replica)
     store.set(f"{_PREFIX}/steps/{rank}", str(steps))
     rounds = 0
-    while any(_steps_of(replica, r) < steps for r in range(world)):
+    while any(_steps_of(store, r) < steps for r in range(world)):
         rounds += take_round(replica)
     return rounds
 
@@ -63,7 +63,6 @@ def _store(replica: Replica) -> tuple[Store, int, int]:
     return group.store, group.rank, group.world_size
 
 
-def _steps_of(replica: Replica, rank: int) -> int:
-    store = _store(replica)[0]
+def _steps_of(store: Store, rank: int) -> int:
     key = f"{_PREFIX}/steps/{rank}"
     return int(store.get(key)) if store.check([key]) else 0

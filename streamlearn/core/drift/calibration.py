@@ -51,8 +51,8 @@ def log_warmup_penalty(b: float, k: float, warmup: int) -> float:
     return (2 + 4 * k * k) * b * b / warmup if warmup > 1 else 0.0
 
 
-# The search costs about 4 ms, and a detector is made for every expert at every sync round
-# (the group's state is loaded whole): a fifth of a round's time before this cache.
+# The search costs about 1 ms, and a detector is made for every expert at every sync round
+# (the group's state is loaded whole; docs/scaling.md, "Time per round").
 @lru_cache(maxsize=256)
 def cusum_threshold(k: float, arl0: float, warmup: int) -> float:
     """The smallest h whose penalized in-control run length reaches ``arl0``.

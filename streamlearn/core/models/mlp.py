@@ -12,11 +12,14 @@ _NORMS: dict[str, type[nn.Module]] = {"batch": nn.BatchNorm1d, "layer": nn.Layer
 
 
 def seed_weights(seed: int) -> None:
-    """Seed the generator that initializes a network's weights: the CPU's, where every
-    network is built before it moves to its device. ``torch.manual_seed`` also seeds every
-    accelerator's generator, and on a build without one each of those lazy calls formats a
-    stack trace: 3 ms a call, and a sync round rebuilds every expert (a tenth of it)."""
+    """Seed the generators a network's weights may be drawn from: the CPU's, and CUDA's
+    where there is CUDA (a user's factory may build on the GPU). ``torch.manual_seed`` does
+    the same and also queues a seed for every other accelerator torch knows (XPU, MTIA),
+    each of which formats a stack trace on a machine without one: 3 ms a call, and a sync
+    round rebuilds every expert (docs/scaling.md, "Time per round")."""
     torch.default_generator.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
 
 
 def build_mlp(
