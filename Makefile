@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/defaults/sweep.py --grid lr_batch --quick
 	$(BIN)/python benchmarks/defaults/report.py
 	$(BIN)/python benchmarks/tta/run.py
+	$(BIN)/python benchmarks/tta/process.py --orders abrupt abrupt_mixed standard
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache checkpoints
