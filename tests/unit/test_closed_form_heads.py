@@ -285,3 +285,30 @@ def test_the_engine_forgets_from_the_named_expert_and_refuses_what_it_cannot() -
         sgd = _engine(head="sgd")
         sgd.process(samples[:8])
         sgd.forget(samples[:1])
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_the_body_learns_on_squared_error_plus_weighted_cross_entropy(weight: float) -> None:
+    settings = ModelSettings(head="kalman", hidden=[8], closed_form={"body_cross_entropy": weight})
+    expert = build_expert(settings, 3, torch.device("cpu"))
+    assert isinstance(expert, HeadExpert)
+    expert.n_seen = 2  # the third output is a class not seen yet: left out of both terms
+    scores = torch.tensor([[0.9, 0.2, 5.0], [0.1, 0.4, -5.0]])
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    y = torch.tensor([0, 1])
+    squared = ((0.1**2 + 0.2**2) + (0.1**2 + 0.6**2)) / 2
+    logits = torch.tensor([[0.9, 0.2], [0.1, 0.4]])
+    cross_entropy = -(logits.log_softmax(dim=1)[[0, 1], [0, 1]]).mean()
+    expected = squared + weight * float(cross_entropy)
+    assert float(expert._body_loss(scores, targets, y)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_regression_body_learns_on_squared_error_alone() -> None:
+    settings = ModelSettings(
+        task="regression", head="kalman", hidden=[8], closed_form={"body_cross_entropy": 2.0}
+    )
+    expert = build_expert(settings, 3, torch.device("cpu"))
+    assert isinstance(expert, HeadExpert)
+    scores, y = torch.tensor([[1.5], [-0.5]]), torch.tensor([1.0, 0.0])
+    loss = expert._body_loss(scores, y.reshape(-1, 1), y)
+    assert float(loss) == pytest.approx((0.5**2 + 0.5**2) / 2)

@@ -144,7 +144,14 @@ def _head_expert(settings: ModelSettings, module: HeadedNetwork) -> Expert:
     optimizer = _optimizer(settings, module) if learns else None
     n_outputs = module.n_outputs
     solver = solver_for(settings, module.width, n_outputs)
-    return HeadExpert(module, optimizer, settings.task, solver, settings.closed_form.body_samples)
+    return HeadExpert(
+        module,
+        optimizer,
+        settings.task,
+        solver,
+        settings.closed_form.body_samples,
+        settings.closed_form.body_cross_entropy,
+    )
 
 
 if TYPE_CHECKING:  # mypy holds NeuralExpert to Expert (see streamlearn.core.protocols)

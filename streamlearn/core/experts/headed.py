@@ -8,7 +8,9 @@ network with its last linear layer replaced by buffers the head's solver writes.
    (before anything learns, as for the SGD head);
 2. while the body learns (``model.closed_form.body_samples``; null: always) it takes one
    optimizer step on the head's squared error against the targets (one-hot for classes),
-   the head's weights held fixed: the body learns features the linear head can use;
+   plus, for classes, ``closed_form.body_cross_entropy`` times the cross-entropy of the
+   head's scores as logits; the head's weights held fixed: the body learns features the
+   linear head can use;
 3. the solver takes the features (float64, a bias column appended) and the targets and
    updates in closed form (no learning rate); its solve is copied into the module.
 
@@ -58,12 +60,14 @@ class HeadExpert:
         task: Literal["classification", "regression"],
         solver: Solver,
         body_samples: int | None,
+        body_cross_entropy: float = 0.0,
     ) -> None:
         self.module: HeadedNetwork = module  # the Expert protocol's: what serving runs
         self.optimizer = optimizer  # None: the body has no parameters
         self.task = task
         self.solver = solver
         self.body_samples = body_samples
+        self.body_cross_entropy = body_cross_entropy
         self.n_seen = 0  # classes seen: outputs [0, n_seen) are scored
         self.samples = 0  # labeled samples learned
         # The optimizer steps the body only: the guard watches (and restores) that, not the
@@ -100,9 +104,7 @@ class HeadExpert:
         self.skipped = None
         if body_learns:
             assert self.guard is not None
-            columns = max(self.n_seen, 1)
-            error = nn.functional.mse_loss(scores[:, :columns], targets[:, :columns])
-            self.skipped = self.guard.step(error)
+            self.skipped = self.guard.step(self._body_loss(scores, targets, y))
         rows = with_bias(features.detach())
         if bool(torch.isfinite(rows).all()):
             if not self._update(rows, targets.to(rows)):
@@ -200,6 +202,16 @@ class HeadExpert:
             self.n_seen = max(self.n_seen, int(y.max()) + 1)
         width = self.module.n_outputs
         return nn.functional.one_hot(y, width).float()
+
+    def _body_loss(self, scores: Tensor, targets: Tensor, y: Tensor) -> Tensor:
+        """Each row's squared error over the seen columns, mean over rows; for classes plus
+        the weighted cross-entropy of the scores as logits (the module docstring)."""
+        columns = max(self.n_seen, 1)
+        seen = scores[:, :columns]
+        error = (seen - targets[:, :columns]).square().sum(dim=1).mean()
+        if self.task == "classification" and self.body_cross_entropy > 0:
+            error = error + self.body_cross_entropy * nn.functional.cross_entropy(seen, y)
+        return error
 
     def _losses(self, out: Tensor, y: Tensor) -> Tensor:
         if self.task == "classification":
