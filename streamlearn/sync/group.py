@@ -12,6 +12,14 @@ counts the joins of this generation: a replica that joins a store whose group is
 (its host has not yet noticed that a member died) waits for the host's successor, and the
 members of that stale group see the count pass the world size and leave it (:meth:`lost`).
 Under torchrun the agent's store outlives the workers; each restart attempt gets a prefix.
+
+**One protocol per group.** A rolling update (a StatefulSet's default) restarts one replica
+at a time on the new version, so a group re-forms with mixed versions. Before any collective
+every member announces :data:`SYNC_PROTOCOL` in the store; a group whose members differ does
+not form (each leaves with :class:`GroupLostError`, its learner is started again after the
+supervisor's backoff, and the group forms once every replica runs one protocol). Collectives
+of two protocols would pair the wrong messages: a crash at best, a silently wrong average at
+worst.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.distributed_c10d import PrefixStore, Store
 
+from streamlearn._version import __version__
 from streamlearn.checkpoint.format import FORMAT_VERSION, decode, encode
 from streamlearn.core.errors import SettingsError
 from streamlearn.core.logging import get_logger
@@ -37,6 +46,11 @@ log = get_logger(__name__)
 _MEMBERS = "sync/members"  # joins of this generation of the group
 _REJOIN_WAIT_S = 0.5
 _BEAT = "sync/beat"  # per rank: heartbeats counted by the learner loop
+_PROTOCOL = "sync/protocol"  # per rank: the protocol and version it runs
+# Bump when what replicas exchange changes shape: a round's flags, the decisions' shares,
+# the engine state that is averaged or broadcast. Replicas of two protocols never form a
+# group (module docstring).
+SYNC_PROTOCOL = 1
 
 
 class GroupLostError(RuntimeError):
@@ -62,6 +76,33 @@ def rendezvous(settings: SyncSettings, env: Mapping[str, str]) -> tuple[str, int
     return addr, port, rank, world
 
 
+def agree_on_protocol(
+    store: Store, rank: int, world_size: int, timeout_s: float, protocol: int = SYNC_PROTOCOL
+) -> None:
+    """Announce this replica's protocol in the generation's store and read every member's:
+    :class:`GroupLostError` where they differ, or where a member announced none within
+    ``timeout_s`` (a version from before the announcement, or a member that died)."""
+    mine = {"protocol": protocol, "version": __version__}
+    store.set(f"{_PROTOCOL}/{rank}", json.dumps(mine))
+    keys = [f"{_PROTOCOL}/{r}" for r in range(world_size)]
+    try:
+        store.wait(keys, timedelta(seconds=timeout_s))
+    except RuntimeError as exc:  # the store's timeout (DistStoreError) or a lost host
+        raise GroupLostError(
+            f"not every member announced its sync protocol within sync.timeout_s={timeout_s}:"
+            f" a replica older than streamlearn {__version__}, or one that died ({exc})"
+        ) from exc
+    members = {r: json.loads(store.get(key)) for r, key in enumerate(keys)}
+    if any(m["protocol"] != protocol for m in members.values()):
+        log.error("sync_protocol_mismatch", rank=rank, members=members, action="rejoin")
+        versions = ", ".join(f"rank {r}: {m['version']}" for r, m in members.items())
+        raise GroupLostError(
+            f"the replicas run different sync protocols ({versions}): a group forms once"
+            " every replica runs one version (a rolling update pauses learning until its"
+            " last replica is updated)"
+        )
+
+
 class Group:
     """This replica's place in the group, and the few collectives the sync needs."""
 
@@ -74,6 +115,7 @@ class Group:
             backend = "nccl" if device.type == "cuda" else "gloo"
         self.last_bytes = 0  # of the last broadcast state
         self.device = device if backend == "nccl" else torch.device("cpu")
+        agree_on_protocol(self.store, self.rank, self.world_size, self.timeout_s)
         dist.init_process_group(
             backend,
             store=self.store,

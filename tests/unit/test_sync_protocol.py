@@ -1,0 +1,63 @@
+"""Replicas of two sync protocols never form a group: a rolling update mixes versions, and
+collectives of two protocols would pair the wrong messages. Each member announces its
+protocol in the generation's store before any collective (``agree_on_protocol``)."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+import torch.distributed as dist
+from torch.distributed.distributed_c10d import Store
+
+from streamlearn.app.embedded import free_port
+from streamlearn.sync.group import SYNC_PROTOCOL, GroupLostError, agree_on_protocol
+
+
+def _stores(world: int) -> list[Store]:
+    port = free_port()
+    timeout = timedelta(seconds=10)
+    master = dist.TCPStore(  # type: ignore[attr-defined]
+        "127.0.0.1", port, world, is_master=True, timeout=timeout, wait_for_workers=False
+    )
+    others = [
+        dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=timeout)  # type: ignore[attr-defined]
+        for _ in range(world - 1)
+    ]
+    return [master, *others]
+
+
+def _agree(stores: list[Store], protocols: list[int]) -> list[BaseException | None]:
+    """Each rank's outcome, every rank announcing at once as the replicas of a group do."""
+    outcomes: list[BaseException | None] = [None] * len(stores)
+
+    def member(rank: int) -> None:
+        try:
+            agree_on_protocol(stores[rank], rank, len(stores), 5.0, protocols[rank])
+        except GroupLostError as exc:
+            outcomes[rank] = exc
+
+    threads = [threading.Thread(target=member, args=(r,)) for r in range(len(stores))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_members_of_one_protocol_form_the_group() -> None:
+    assert _agree(_stores(3), [SYNC_PROTOCOL] * 3) == [None, None, None]
+
+
+def test_members_of_two_protocols_all_leave_naming_the_versions() -> None:
+    outcomes = _agree(_stores(2), [SYNC_PROTOCOL, SYNC_PROTOCOL + 1])
+    assert all(isinstance(o, GroupLostError) for o in outcomes)
+    assert "different sync protocols (rank 0: " in str(outcomes[0])
+    assert str(outcomes[0]) == str(outcomes[1])
+
+
+def test_a_member_that_announces_nothing_ends_the_wait_with_a_clear_error() -> None:
+    stores = _stores(2)  # rank 1 is a replica from before the announcement: it never sets one
+    with pytest.raises(GroupLostError, match="not every member announced its sync protocol"):
+        agree_on_protocol(stores[0], 0, 2, 0.5)
