@@ -58,13 +58,23 @@ if TYPE_CHECKING:  # mypy knows the folders as packages; the script imports its 
         ORDERS,
         SOURCE_PASSES,
         _flat,
-        _visits,
-        arrange,
+        _switches,
+        corrupted,
+        pass_orders,
     )
 else:
     import digits_c
     from late_labels_process import read_all
-    from run import ABRUPT, DIGITS_MODEL, ORDERS, SOURCE_PASSES, _flat, _visits, arrange
+    from run import (
+        ABRUPT,
+        DIGITS_MODEL,
+        ORDERS,
+        SOURCE_PASSES,
+        _flat,
+        _switches,
+        corrupted,
+        pass_orders,
+    )
     from serving import Service, _topic
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "tta_process.json"
@@ -74,21 +84,11 @@ ASK_ROWS = 1000  # rows per HTTP request for the source model's answers
 def stream(order: str, seed: int) -> dict[str, np.ndarray]:
     """The teaching rows and the order's unlabeled rows, as :func:`run.run_digits` has them."""
     x_train, y_train, x_test, y_test = digits_c.load_split(seed)
-    rng = np.random.default_rng(seed + 1)
-    if order in ABRUPT:
-        x, y, names = _visits(ABRUPT[order], x_test, y_test, seed, rng)
-    else:
-        domains = [
-            (f"{c}-{s}", _flat(digits_c.corrupt(x_test, c, s, rng)), y_test)
-            for c in digits_c.CORRUPTIONS
-            for s in digits_c.SEVERITIES
-        ]
-        x, y, names = arrange(domains, order, seed)
-    teach = np.random.default_rng(seed)
-    passes = [teach.permutation(len(y_train)) for _ in range(SOURCE_PASSES)]
+    x, y, names = corrupted(order, x_test, y_test, seed)
+    taught = np.concatenate(pass_orders(len(y_train), SOURCE_PASSES, seed))
     return {
-        "teach_x": _flat(x_train)[np.concatenate(passes)],
-        "teach_y": y_train[np.concatenate(passes)],
+        "teach_x": _flat(x_train)[taught],
+        "teach_y": y_train[taught],
         "x": x,
         "y": y,
         "names": names,
@@ -152,17 +152,36 @@ def ask(http: httpx.Client, x: np.ndarray) -> tuple[np.ndarray, set[str]]:
     return np.array(out), versions
 
 
-def wait_for_served(service: Service, at_least: int) -> Any:
-    """Once the learner has learned ``at_least`` samples: the version serving answers with,
-    once two looks a publish interval apart agree (the snapshot holds all of it)."""
+def wait_for_served(service: Service, at_least: int) -> str:
+    """Once the learner has learned ``at_least`` samples: the version serving answers with.
+    Serving takes a snapshot every ``serve.publish_interval_ms`` (500 ms by default): two
+    looks a second apart that agree mean the snapshot holds everything learned."""
     service.wait(lambda: service.learned() >= at_least, 600, "the teaching rows to be learned")
     previous = None
-    while True:
-        time.sleep(1.0)  # twice serve.publish_interval_ms's default
-        version = service.status()["served_version"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        version = str(service.status()["served_version"])
         if version == previous:
             return version
         previous = version
+    raise RuntimeError("serving's version kept changing with nothing left to learn")
+
+
+def answers_by_id(bootstrap: str, topic: str, rows: int) -> tuple[dict[str, Any], int]:
+    """Each row's answer on the predictions topic by id, read until every id answered (or
+    nothing came for a while), and how many answers repeated an id already seen."""
+    found: dict[str, Any] = {}
+    repeated = 0
+    for record in read_all(bootstrap, topic, 10**9, idle_s=5.0):
+        key = record.get("id")
+        if key in found:
+            repeated += 1
+        elif key is not None:
+            found[key] = record["prediction"]
+        if len(found) == rows:
+            break
+    return found, repeated
 
 
 def per_domain(wrong: np.ndarray, names: np.ndarray) -> dict[str, float]:
@@ -207,32 +226,36 @@ def run(
         )
         answered_s = time.monotonic() - began
         after = totals(service.metrics_port)
-        predictions = read_all(broker.bootstrap, topics["predictions"], rows)
+        answers, repeated = answers_by_id(broker.bootstrap, topics["predictions"], rows)
         published = read_all(broker.bootstrap, topics["events"], 10**6, idle_s=3.0)
     finally:
         service.stop()
-    answers = {p["id"]: p["prediction"] for p in predictions if "id" in p}
-    adapted = np.array([int(answers.get(str(i), -1)) for i in range(rows)])
-    first_row = len(data["teach_y"])  # the detector counts every row, the labeled ones too
+    if len(answers) != rows or versions != {version}:
+        raise RuntimeError(f"{rows - len(answers)} rows unanswered; served {versions}")
+    adapted = np.array([int(answers[str(i)]) for i in range(rows)])
+    # The detector counts every row it watched, the labeled ones too: with no redelivery
+    # (one consumer, no rebalance) exactly the teaching rows came before the first.
+    first_row = len(data["teach_y"])
     return {
         "order": order,
         "seed": seed,
         "rows": rows,
         "answered": len(answers),
+        "answers_repeated": repeated,
         "taught_version": version,
         "source_versions": sorted(versions),
         "clean_error_before": float((clean != data["clean_y"]).mean()),
         "none": per_domain(source != data["y"], data["names"]),
         "default": per_domain(adapted != data["y"], data["names"]),
-        "switches": [int(i) for i in np.flatnonzero(data["names"][1:] != data["names"][:-1]) + 1],
+        "switches": _switches(data["names"]),
         "shifts_detected": [
             int(e["sample"]) - first_row for e in published if e.get("kind") == "input_shift"
         ],
         "counts": {
             key: after.get(key, 0.0) - before.get(key, 0.0)
             for key in sorted(after)
-            if key.startswith(("streamlearn_tta_", "streamlearn_input_shift_events"))
-            and "_created" not in key
+            if "_total" in key  # counters (not gauges): what the run added
+            and key.startswith(("streamlearn_tta_", "streamlearn_input_shift_events"))
         },
         "experts": after.get("streamlearn_experts_alive"),
         "teach_s": round(taught_s, 1),

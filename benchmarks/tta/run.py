@@ -150,10 +150,14 @@ def build(model: dict[str, Any], variant: str, seed: int) -> Engine:
     )
 
 
-def learn(engine: Engine, x: np.ndarray, y: np.ndarray, passes: int, seed: int) -> None:
+def pass_orders(n: int, passes: int, seed: int) -> list[np.ndarray]:
+    """The row order of each labeled pass over the source data."""
     rng = np.random.default_rng(seed)
-    for _ in range(passes):
-        order = rng.permutation(len(y))
+    return [rng.permutation(n) for _ in range(passes)]
+
+
+def learn(engine: Engine, x: np.ndarray, y: np.ndarray, passes: int, seed: int) -> None:
+    for order in pass_orders(len(y), passes, seed):
         rows, labels = x[order].tolist(), y[order].tolist()
         for start in range(0, len(rows), BATCH):
             engine.process(
@@ -210,22 +214,28 @@ def run_digits(method: str, order: str, seed: int) -> dict[str, Any]:
     engine = build(DIGITS_MODEL, method, seed)
     learn(engine, _flat(x_train), y_train, SOURCE_PASSES, seed)
     clean_before = _error(answer(frozen_copy(engine), _flat(x_test), Counter()), y_test)
-    rng = np.random.default_rng(seed + 1)
-    if order in ABRUPT:
-        x, y, names = _visits(ABRUPT[order], x_test, y_test, seed, rng)
-    else:
-        domains = [
-            (f"{c}-{s}", _flat(digits_c.corrupt(x_test, c, s, rng)), y_test)
-            for c in digits_c.CORRUPTIONS
-            for s in digits_c.SEVERITIES
-        ]
-        x, y, names = arrange(domains, order, seed)
+    x, y, names = corrupted(order, x_test, y_test, seed)
     return _stream(engine, x, y, names, _flat(x_test), y_test, clean_before) | {
         "benchmark": "digits_c",
         "method": method,
         "order": order,
         "seed": seed,
     }
+
+
+def corrupted(
+    order: str, x_test: np.ndarray, y_test: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The unlabeled Digits-C stream of ``order``: rows (model inputs), labels, domains."""
+    rng = np.random.default_rng(seed + 1)
+    if order in ABRUPT:
+        return _visits(ABRUPT[order], x_test, y_test, seed, rng)
+    domains = [
+        (f"{c}-{s}", _flat(digits_c.corrupt(x_test, c, s, rng)), y_test)
+        for c in digits_c.CORRUPTIONS
+        for s in digits_c.SEVERITIES
+    ]
+    return arrange(domains, order, seed)
 
 
 def _visits(

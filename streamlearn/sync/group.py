@@ -77,30 +77,39 @@ def rendezvous(settings: SyncSettings, env: Mapping[str, str]) -> tuple[str, int
 
 
 def agree_on_protocol(
-    store: Store, rank: int, world_size: int, timeout_s: float, protocol: int = SYNC_PROTOCOL
+    store: Store, rank: int, world_size: int, timeout_s: float, protocol: int
 ) -> None:
     """Announce this replica's protocol in the generation's store and read every member's:
     :class:`GroupLostError` where they differ, or where a member announced none within
-    ``timeout_s`` (a version from before the announcement, or a member that died)."""
+    ``timeout_s`` (a version from before the announcement, or a member that died). The
+    announcement's shape, ``{"protocol": int, "version": str}``, never changes: it is how
+    two versions recognise each other."""
     mine = {"protocol": protocol, "version": __version__}
     store.set(f"{_PROTOCOL}/{rank}", json.dumps(mine))
     keys = [f"{_PROTOCOL}/{r}" for r in range(world_size)]
     try:
         store.wait(keys, timedelta(seconds=timeout_s))
-    except RuntimeError as exc:  # the store's timeout (DistStoreError) or a lost host
+        members = {r: json.loads(store.get(key)) for r, key in enumerate(keys)}
+    except RuntimeError as exc:  # the store's timeout (DistStoreError) or its host gone
+        silent = [r for r, key in enumerate(keys) if not _announced(store, key)]
         raise GroupLostError(
-            f"not every member announced its sync protocol within sync.timeout_s={timeout_s}:"
-            f" a replica older than streamlearn {__version__}, or one that died ({exc})"
+            f"ranks {silent} announced no sync protocol within sync.timeout_s={timeout_s}: a"
+            f" streamlearn from before the announcement, or a replica that died ({exc})"
         ) from exc
-    members = {r: json.loads(store.get(key)) for r, key in enumerate(keys)}
     if any(m["protocol"] != protocol for m in members.values()):
         log.error("sync_protocol_mismatch", rank=rank, members=members, action="rejoin")
         versions = ", ".join(f"rank {r}: {m['version']}" for r, m in members.items())
         raise GroupLostError(
             f"the replicas run different sync protocols ({versions}): a group forms once"
-            " every replica runs one version (a rolling update pauses learning until its"
-            " last replica is updated)"
+            " every replica runs one version"
         )
+
+
+def _announced(store: Store, key: str) -> bool:
+    try:
+        return bool(store.check([key]))
+    except RuntimeError:  # the store itself is gone: nobody can be told apart
+        return False
 
 
 class Group:
@@ -115,7 +124,7 @@ class Group:
             backend = "nccl" if device.type == "cuda" else "gloo"
         self.last_bytes = 0  # of the last broadcast state
         self.device = device if backend == "nccl" else torch.device("cpu")
-        agree_on_protocol(self.store, self.rank, self.world_size, self.timeout_s)
+        agree_on_protocol(self.store, self.rank, self.world_size, self.timeout_s, SYNC_PROTOCOL)
         dist.init_process_group(
             backend,
             store=self.store,

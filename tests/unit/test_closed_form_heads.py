@@ -312,3 +312,23 @@ def test_a_regression_body_learns_on_squared_error_alone() -> None:
     scores, y = torch.tensor([[1.5], [-0.5]]), torch.tensor([1.0, 0.0])
     loss = expert._body_loss(scores, y.reshape(-1, 1), y)
     assert float(loss) == pytest.approx((0.5**2 + 0.5**2) / 2)
+
+
+@pytest.mark.parametrize(("task", "moves"), [("classification", True), ("regression", False)])
+def test_the_cross_entropy_weight_reaches_the_body_step_for_classes_only(
+    task: str, moves: bool
+) -> None:
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(8, 5, generator=g)
+    y = torch.randint(0, 3, (8,), generator=g) if task == "classification" else torch.randn(8)
+    bodies = []
+    for weight in (0.0, 2.0):
+        settings = ModelSettings(
+            task=task, head="kalman", hidden=[8], closed_form={"body_cross_entropy": weight}
+        )
+        expert = build_expert(settings, 5, torch.device("cpu"))
+        assert isinstance(expert, HeadExpert)
+        expert.learn(x, y)
+        expert.learn(x, y)  # the first step's head is all zeros: no cross-entropy gradient
+        bodies.append(torch.cat([p.flatten() for p in expert.module.body.parameters()]))
+    assert (not torch.equal(bodies[0], bodies[1])) is moves

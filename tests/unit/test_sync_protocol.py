@@ -4,15 +4,18 @@ protocol in the generation's store before any collective (``agree_on_protocol``)
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
 
 import pytest
+import torch
 import torch.distributed as dist
 from torch.distributed.distributed_c10d import Store
 
 from streamlearn.app.embedded import free_port
-from streamlearn.sync.group import SYNC_PROTOCOL, GroupLostError, agree_on_protocol
+from streamlearn.sync.group import SYNC_PROTOCOL, Group, GroupLostError, agree_on_protocol
+from streamlearn.sync.settings import SyncSettings
 
 
 def _stores(world: int) -> list[Store]:
@@ -59,5 +62,32 @@ def test_members_of_two_protocols_all_leave_naming_the_versions() -> None:
 
 def test_a_member_that_announces_nothing_ends_the_wait_with_a_clear_error() -> None:
     stores = _stores(2)  # rank 1 is a replica from before the announcement: it never sets one
-    with pytest.raises(GroupLostError, match="not every member announced its sync protocol"):
-        agree_on_protocol(stores[0], 0, 2, 0.5)
+    with pytest.raises(GroupLostError, match=r"ranks \[1\] announced no sync protocol"):
+        agree_on_protocol(stores[0], 0, 2, 0.5, SYNC_PROTOCOL)
+
+
+def test_a_replica_meeting_another_protocol_leaves_before_any_collective() -> None:
+    port = free_port()
+    settings = SyncSettings(
+        enabled=True, master_addr="127.0.0.1", master_port=port, rank=0, world_size=2, timeout_s=5
+    )
+    outcome: list[BaseException] = []
+
+    def rank_zero() -> None:  # hosts the generation's store, as rank 0's learner does
+        try:
+            Group(settings, torch.device("cpu"))
+        except GroupLostError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=rank_zero)
+    thread.start()
+    # Rank 1, a replica of another version: it joins the store as Group does, and announces.
+    rank_one = dist.TCPStore(  # type: ignore[attr-defined]
+        "127.0.0.1", port, 2, is_master=False, timeout=timedelta(seconds=10)
+    )
+    rank_one.add("sync/members", 1)
+    rank_one.set("sync/protocol/1", json.dumps({"protocol": SYNC_PROTOCOL + 1, "version": "9.9"}))
+    thread.join()
+    assert len(outcome) == 1
+    assert "rank 1: 9.9" in str(outcome[0])
+    assert not dist.is_initialized()  # no collective was ever set up with it

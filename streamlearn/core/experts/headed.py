@@ -60,7 +60,7 @@ class HeadExpert:
         task: Literal["classification", "regression"],
         solver: Solver,
         body_samples: int | None,
-        body_cross_entropy: float = 0.0,
+        body_cross_entropy: float,
     ) -> None:
         self.module: HeadedNetwork = module  # the Expert protocol's: what serving runs
         self.optimizer = optimizer  # None: the body has no parameters
@@ -205,7 +205,9 @@ class HeadExpert:
 
     def _body_loss(self, scores: Tensor, targets: Tensor, y: Tensor) -> Tensor:
         """Each row's squared error over the seen columns, mean over rows; for classes plus
-        the weighted cross-entropy of the scores as logits (the module docstring)."""
+        the weighted cross-entropy of the raw scores as logits (the module docstring). Not
+        the link's outputs the losses are read from: the rls and kalman link floors scores
+        at 0.01 before the log, and a floored score passes no gradient to the body."""
         columns = max(self.n_seen, 1)
         seen = scores[:, :columns]
         error = (seen - targets[:, :columns]).square().sum(dim=1).mean()

@@ -25,16 +25,19 @@ class ClosedFormSettings(Section):
     forgetting_min: float = Field(0.9, gt=0, lt=1)
     forgetting_max: float = Field(0.99999, gt=0, lt=1)
     forgetting_rate: float = Field(0.5, ge=0)
-    # Labeled samples the body learns by gradient (on the head's squared error) before it
-    # freezes; null: it never freezes. Exact unlearning needs the body frozen.
+    # Labeled samples the body learns by gradient (on the loss below) before it freezes;
+    # null: it never freezes. Exact unlearning needs the body frozen.
     body_samples: int | None = Field(None, ge=0)
-    # For classes, the body's loss is each row's squared error against the one-hot targets
-    # (what the head solves) plus this weight times the cross-entropy of the head's scores
-    # taken as logits. Squared error alone fits flipped labels as hard as real ones; the
-    # cross-entropy's pull saturates on them (Kalman on Hyperplane: 0.853 against the SGD
-    # head's 0.860, 0.857 with 0.5). More of it makes the newest class win too often (with
-    # cross-entropy alone, 5 shots of a new class took the old classes from 0.85 to 0.64).
-    # 0: squared error alone. docs/benchmarks.md, "Closed-form heads, the body's loss".
+    # The body's loss is each row's squared error against the targets (one-hot for classes:
+    # what the head solves), summed over the outputs, and for classes plus this weight times
+    # the cross-entropy of the head's scores taken as logits. Squared error alone fits
+    # flipped labels as hard as real ones; the cross-entropy's pull saturates on them
+    # (Kalman on Hyperplane, seeds 0-2: 0.853 against the SGD head's 0.860; 0.857 with 0.5
+    # and noise 1.5). More of it lets each new class win too often (with cross-entropy
+    # alone, 5-shot classes took the old ones from 0.85 to 0.64). 0: squared error alone
+    # (a mean over the outputs before this weight existed: the same steps with Adam, the
+    # number of classes times longer ones with optimizer sgd). docs/benchmarks.md,
+    # "Closed-form heads, the body's loss".
     body_cross_entropy: float = Field(0.5, ge=0)
     # The most features a closed-form head reads: its update costs width^2 per row.
     max_width: int = Field(256, ge=1)
