@@ -52,29 +52,11 @@ if TYPE_CHECKING:  # mypy knows the folders as packages; the script imports its 
     from benchmarks.late_labels_process import read_all
     from benchmarks.serving import Service, _topic
     from benchmarks.tta import digits_c
-    from benchmarks.tta.run import (
-        ABRUPT,
-        DIGITS_MODEL,
-        ORDERS,
-        SOURCE_PASSES,
-        _flat,
-        _switches,
-        corrupted,
-        pass_orders,
-    )
+    from benchmarks.tta import run as offline
 else:
     import digits_c
+    import run as offline  # the in-process driver: its streams, network and orders
     from late_labels_process import read_all
-    from run import (
-        ABRUPT,
-        DIGITS_MODEL,
-        ORDERS,
-        SOURCE_PASSES,
-        _flat,
-        _switches,
-        corrupted,
-        pass_orders,
-    )
     from serving import Service, _topic
 
 RESULTS = Path(__file__).resolve().parents[1] / "results" / "tta_process.json"
@@ -84,15 +66,15 @@ ASK_ROWS = 1000  # rows per HTTP request for the source model's answers
 def stream(order: str, seed: int) -> dict[str, np.ndarray]:
     """The teaching rows and the order's unlabeled rows, as :func:`run.run_digits` has them."""
     x_train, y_train, x_test, y_test = digits_c.load_split(seed)
-    x, y, names = corrupted(order, x_test, y_test, seed)
-    taught = np.concatenate(pass_orders(len(y_train), SOURCE_PASSES, seed))
+    x, y, names = offline.corrupted(order, x_test, y_test, seed)
+    taught = np.concatenate(offline.pass_orders(len(y_train), offline.SOURCE_PASSES, seed))
     return {
-        "teach_x": _flat(x_train)[taught],
+        "teach_x": offline._flat(x_train)[taught],
         "teach_y": y_train[taught],
         "x": x,
         "y": y,
         "names": names,
-        "clean_x": _flat(x_test),
+        "clean_x": offline._flat(x_test),
         "clean_y": y_test,
     }
 
@@ -195,7 +177,7 @@ def run(
     topics = {k: _topic(broker, f"tta-{order}-{seed}-{k}") for k in ("in", "predictions", "events")}
     settings: dict[str, dict[str, Any]] = {
         "kafka": {"predictions_topic": topics["predictions"], "events_topic": topics["events"]},
-        "model": DIGITS_MODEL | {"seed": seed},
+        "model": offline.DIGITS_MODEL | {"seed": seed},
     }
     service = Service(workdir / f"{order}-{seed}", broker.bootstrap, topics["in"], settings)
     rows = len(data["y"])
@@ -247,7 +229,7 @@ def run(
         "clean_error_before": float((clean != data["clean_y"]).mean()),
         "none": per_domain(source != data["y"], data["names"]),
         "default": per_domain(adapted != data["y"], data["names"]),
-        "switches": _switches(data["names"]),
+        "switches": offline._switches(data["names"]),
         "shifts_detected": [
             int(e["sample"]) - first_row for e in published if e.get("kind") == "input_shift"
         ],
@@ -293,7 +275,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--orders", nargs="+", default=list(ABRUPT), choices=ORDERS)
+    parser.add_argument("--orders", nargs="+", default=list(offline.ABRUPT), choices=offline.ORDERS)
     parser.add_argument(
         "--rate", type=float, default=500.0, help="unlabeled rows sent per second (0: a backlog)"
     )

@@ -89,7 +89,7 @@ def agree_on_protocol(
     keys = [f"{_PROTOCOL}/{r}" for r in range(world_size)]
     try:
         store.wait(keys, timedelta(seconds=timeout_s))
-        members = {r: json.loads(store.get(key)) for r, key in enumerate(keys)}
+        members = {r: _announcement(r, store.get(key)) for r, key in enumerate(keys)}
     except RuntimeError as exc:  # the store's timeout (DistStoreError) or its host gone
         silent = [r for r, key in enumerate(keys) if not _announced(store, key)]
         raise GroupLostError(
@@ -103,6 +103,17 @@ def agree_on_protocol(
             f"the replicas run different sync protocols ({versions}): a group forms once"
             " every replica runs one version"
         )
+
+
+def _announcement(rank: int, raw: bytes) -> dict[str, Any]:
+    """A member's announcement, or GroupLostError naming the rank whose one is unreadable."""
+    try:
+        found = json.loads(raw)
+        if isinstance(found, dict) and isinstance(found["protocol"], int):
+            return {"protocol": found["protocol"], "version": str(found.get("version"))}
+    except (ValueError, KeyError) as exc:
+        raise GroupLostError(f"rank {rank}'s sync protocol announcement is unreadable") from exc
+    raise GroupLostError(f"rank {rank}'s sync protocol announcement is unreadable")
 
 
 def _announced(store: Store, key: str) -> bool:

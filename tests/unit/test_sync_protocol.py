@@ -91,3 +91,11 @@ def test_a_replica_meeting_another_protocol_leaves_before_any_collective() -> No
     assert len(outcome) == 1
     assert "rank 1: 9.9" in str(outcome[0])
     assert not dist.is_initialized()  # no collective was ever set up with it
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", '{"version": "9.9"}', '{"protocol": "1"}'])
+def test_an_unreadable_announcement_ends_the_wait_naming_its_rank(raw: str) -> None:
+    stores = _stores(2)
+    stores[1].set("sync/protocol/1", raw)
+    with pytest.raises(GroupLostError, match="rank 1's sync protocol announcement is unreadable"):
+        agree_on_protocol(stores[0], 0, 2, 5.0, SYNC_PROTOCOL)
