@@ -175,7 +175,7 @@ class Replica:
             else:
                 mine = single.state if single is not None else self._fresh()
         state = group.broadcast_state(mine, source)
-        self._start_rounds_at(agreed or 0)
+        self._start_rounds_at(_newest_id(by_rank))
         if agreed is None and not seeded:
             self._load_engine(state["engine"])
             self.checkpointer.lineage = str(state["lineage"])
@@ -191,11 +191,21 @@ class Replica:
             path = single.path if single is not None else None
             log.info("sync_seeded", source=source, path=str(path) if path else None)
         else:
-            log.info("sync_restored", checkpoint_id=agreed, source=source, ids=by_rank)
+            log.info(
+                "sync_restored",
+                checkpoint_id=agreed,
+                source=source,
+                ids=by_rank,
+                next_id=self.round + 1,
+            )
 
     def _start_rounds_at(self, round_: int) -> None:
-        """Rounds are counted from the restored id; a store that outlived the group (torchrun's
-        agent's) holds an older generation's count. Set, then meet, so all read it after."""
+        """Rounds are counted on from ``round_``, the newest id any replica holds, not the
+        restored one: an id a failure left on some replicas only (saved before a peer died)
+        is never given to another state, so two files of one id always hold one state and a
+        replica's newest file holds its newest id. A store that outlived the group
+        (torchrun's agent's) holds an older generation's count. Set, then meet, so all read
+        it after."""
         group = self._group()
         self.round = self.handoffs.round = round_
         if group.rank == 0:
@@ -471,6 +481,11 @@ def _made_at(single: LoadedCheckpoint | None) -> float | None:
 def _newest(made: list[float | None]) -> int:
     """The rank whose single-process checkpoint is the newest (the lowest among equals)."""
     return max((r for r, m in enumerate(made) if m is not None), key=lambda r: (made[r] or 0.0, -r))
+
+
+def _newest_id(by_rank: list[list[int]]) -> int:
+    """The newest checkpoint id any replica holds (0: none holds one)."""
+    return max((i for ids in by_rank for i in ids), default=0)
 
 
 def _last_complete(by_rank: list[list[int]]) -> int | None:

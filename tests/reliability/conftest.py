@@ -124,6 +124,23 @@ class ReliableDaemon(DaemonProcess):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def timeline(self, last: int = 60) -> str:
+        """The last events of every start, one line each, without the per-round and
+        per-checkpoint ones: what a failed test's report shows of this daemon."""
+        lines = []
+        for start in range(1, self.starts + 1):
+            for e in self.events(start):
+                if e.get("event") in _ROUTINE:
+                    continue
+                rest = {k: v for k, v in e.items() if k not in ("timestamp", "event", "level")}
+                stamp = str(e.get("timestamp", ""))[11:23]
+                lines.append(f"[{start}] {stamp} {e.get('event')} {json.dumps(rest)[:300]}")
+        return "\n".join(lines[-last:])
+
+
+# Events too frequent to help read a failure.
+_ROUTINE = {"sync_round", "checkpoint_saved", "input_shift_detected"}
+
 
 def timestamp(event: dict[str, Any]) -> float:
     """An event's time as seconds since the epoch (the log's ISO timestamps are UTC)."""
@@ -175,3 +192,5 @@ def reliable_daemon(
     yield make
     for daemon in made:
         daemon.stop()
+        # pytest shows a test's teardown output only when the test failed.
+        print(f"--- daemon {daemon.workdir.name}: its last events ---\n{daemon.timeline()}")

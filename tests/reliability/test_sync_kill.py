@@ -61,6 +61,21 @@ def _final(daemon: ReliableDaemon, producer: SequenceProducer) -> dict[str, Any]
     return state if ends == sent else None
 
 
+def _progress(replicas: list[ReliableDaemon], producer: SequenceProducer) -> str:
+    """Each replica's newest checkpoint id and offsets against what was sent."""
+    sent = {f"{producer.topic}/{p}": n for p, n in producer.sent_to().items()}
+    newest = []
+    for rank, replica in enumerate(replicas):
+        held = _held(replica.checkpoint_dir)
+        if not held:
+            newest.append(f"rank {rank}: no checkpoint")
+            continue
+        state = load_file(held[max(held)])
+        ends = {f"{tp.topic}/{tp.partition}": o for tp, o in _offsets(state).items()}
+        newest.append(f"rank {rank}: id {max(held)} at {ends}")
+    return f"sent {sent}; " + "; ".join(newest)
+
+
 def _offsets(state: dict[str, Any]) -> dict[Any, int]:
     from streamlearn.checkpoint.state import CheckpointState
 
@@ -151,11 +166,14 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
         assert _restored(victim)[0] == common
         assert common in _restored(survivor)[1:], (_restored(survivor), common)
         producer.join(60)
-        wait_for(
-            lambda: all(_final(r, producer) is not None for r in replicas),
-            60,
-            "a checkpoint of both replicas that holds every record",
-        )
+        try:
+            wait_for(
+                lambda: all(_final(r, producer) is not None for r in replicas),
+                60,
+                "a checkpoint of both replicas that holds every record",
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {_progress(replicas, producer)}") from None
         states = [_final(r, producer) for r in replicas]
         counts = [applied(s) for s in states if s is not None]
         assert torch.equal(counts[0], counts[1]), "the replicas' models differ"

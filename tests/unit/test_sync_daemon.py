@@ -165,8 +165,12 @@ def test_restart_restores_the_last_id_every_replica_holds(
     out, ranks = replicas
     last = ranks[0]["first"]["round"]
     second = [r["second"] for r in ranks]
-    assert second[0]["round"] == second[1]["round"] == last - 1
+    # The group restores id last - 1 and numbers its rounds on from last, the id rank 0
+    # holds alone: the next checkpoint is id last + 1, never a second state under id last.
+    assert second[0]["round"] == second[1]["round"] == last
     _assert_same(second[0]["weights"], second[1]["weights"])
+    restored = floating(load_file(_file_of(out / "rank1", last - 1))["engine"]["pool"])
+    _assert_same(second[1]["weights"], restored)
     saved = {
         tuple(row[:2]): row[2] for row in load_file(_file_of(out / "rank0", last - 1))["offsets"]
     }
