@@ -2,8 +2,9 @@
 group on the embedded broker; one is SIGKILLed mid-stream. The survivor must not wait on the
 dead peer forever: its learner leaves the group (a failed collective, a store gone, or the
 dead replica joining again), the supervisor starts it again, the two form a new group and
-both restore the last checkpoint id they both hold. At the end every record's update is in
-the group's model exactly once (tests/support/seqcounts.py: ``applied * 2 == 1`` on every
+both restore the last checkpoint id they both hold. The kill lands inside a checkpoint write
+of the victim's, so the survivor holds a newer id alone. At the end every record's update is
+in the group's model exactly once (tests/support/seqcounts.py: ``applied * 2 == 1`` on every
 record sent, 0 elsewhere), on both replicas."""
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def _held(checkpoint_dir: Path) -> dict[int, Path]:
         except Exception:  # a file cut short by the kill is not a checkpoint
             continue
     return held
+
+
+def _writing(checkpoint_dir: Path) -> bool:
+    """A checkpoint write is under way (its ``.tmp`` file is there)."""
+    return any(checkpoint_dir.glob(".ckpt-*.tmp"))
 
 
 def _restored(daemon: ReliableDaemon) -> list[int | None]:
@@ -105,6 +111,11 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
             "SEQ_MAX": str(RECORDS // KEYS + 1),
             "SEQ_LOG": str(tmp_path / "applied.log"),
         }
+        if rank == victim_rank:
+            # Its checkpoint writes take this long, and the kill lands inside one: the
+            # survivor then holds the newest id alone, and the re-formed group must never
+            # give that id to another state (docs/scaling.md, "Coordinated checkpoints").
+            env["CKPT_WRITE_DELAY_S"] = "0.2"
         settings = {
             "sync": {
                 "enabled": True,
@@ -148,6 +159,7 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
             60,
             "both replicas learning, with checkpoints, mid-stream",
         )
+        wait_for(lambda: _writing(victim.checkpoint_dir), 30, "a checkpoint write of the victim")
         assert producer.running, "the stream ended before the kill"
         victim.kill()
         # The survivor's learner leaves the group and waits for a new one.
@@ -156,6 +168,7 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
         # Read once the survivor has left: until then it may still finish the file of a
         # round the victim completed before it died.
         common = max(set(_held(survivor.checkpoint_dir)) & set(_held(victim.checkpoint_dir)))
+        assert max(_held(survivor.checkpoint_dir)) > common, "the survivor saved the cut id"
         assert survivor.alive()
         victim.start()
         wait_for(lambda: len(_restored(survivor)) >= 2, 60, "the survivor's learner rejoined")

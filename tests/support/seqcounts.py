@@ -8,7 +8,8 @@ a record learned twice ``2/N``, a lost one 0: so ``applied * N == 1`` on every r
 and 0 elsewhere, is exactly-once of the group's model. Sums of 1/2 are exact in float64.
 
 ``SEQ_LOG`` (optional): append ``key seq pid`` for every update applied, in any process.
-The tensor's size comes from ``SEQ_KEYS`` and ``SEQ_MAX``.
+The tensor's size comes from ``SEQ_KEYS`` and ``SEQ_MAX``. ``CKPT_WRITE_DELAY_S`` widens
+checkpoint writes as :mod:`tests.support.seqlineage` does.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from tests.support.seqlineage import widen_checkpoint_writes
 
 
 class CountingExpert:
@@ -56,6 +59,9 @@ class CountingExpert:
 
 
 def build(n_features: int, n_outputs: int, settings: Any) -> CountingExpert:
+    delay = float(os.environ.get("CKPT_WRITE_DELAY_S", "0"))
+    if delay:
+        widen_checkpoint_writes(delay)
     return CountingExpert(
         int(os.environ["SEQ_KEYS"]), int(os.environ["SEQ_MAX"]), os.environ.get("SEQ_LOG")
     )

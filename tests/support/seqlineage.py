@@ -105,11 +105,12 @@ class LineageExpert:
 def build(n_features: int, n_outputs: int, settings: Any) -> LineageExpert:
     delay = float(os.environ.get("CKPT_WRITE_DELAY_S", "0"))
     if delay:
-        _widen_checkpoint_writes(delay)
+        widen_checkpoint_writes(delay)
     return LineageExpert(os.environ.get("SEQ_LOG"), float(os.environ.get("SEQ_LEARN_SLEEP_S", "0")))
 
 
-def _widen_checkpoint_writes(delay_s: float) -> None:
+def widen_checkpoint_writes(delay_s: float) -> None:
+    """Pause ``delay_s`` inside every checkpoint write of this process (``CKPT_WRITE_DELAY_S``)."""
     from streamlearn.checkpoint.store import FileCheckpointStore
 
     if getattr(FileCheckpointStore.save, "widened", False):
