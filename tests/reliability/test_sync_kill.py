@@ -12,38 +12,34 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
 
-from streamlearn.app.embedded import EmbeddedBroker, free_port
-from streamlearn.checkpoint.store import FileCheckpointStore, load_file
+from streamlearn.app.embedded import EmbeddedBroker
 from tests.reliability.conftest import ReliableDaemon
-from tests.support.seqcounts import applied, read_log
+from tests.support.seqcounts import read_log
 from tests.support.seqproducer import SequenceProducer
+from tests.support.syncgroup import assert_exactly_once, held, pair, wait_for_final
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 PARTITIONS, KEYS, RECORDS = 4, 8, 4_000
-MODEL = {
-    "task": "regression",
-    "standardize": False,
-    "n_features": 2,
-    "factory": "tests.support.seqcounts:build",
+SETTINGS = {
+    "sync": {
+        "enabled": True,
+        "every_steps": 20,
+        "every_seconds": 0.5,
+        "checkpoint_every_rounds": 5,
+        # The survivor of a dead peer gives up on a collective after this long (gloo
+        # usually sees the closed socket at once) and rejoins.
+        "timeout_s": 20,
+        # A dead peer with idle partitions is seen by its heartbeat standing still.
+        "peer_timeout_s": 5,
+    },
+    # A round also falls due with a checkpoint: the stream's end reaches one.
+    "checkpoint": {"every_samples": 400, "every_seconds": 1.0},
 }
-
-
-def _held(checkpoint_dir: Path) -> dict[int, Path]:
-    """Checkpoint id (sync round) -> file, of the valid coordinated checkpoints."""
-    held = {}
-    for path in FileCheckpointStore(checkpoint_dir).files():
-        try:
-            held[int(load_file(path)["sync"]["round"])] = path
-        except Exception:  # a file cut short by the kill is not a checkpoint
-            continue
-    return held
 
 
 def _writing(checkpoint_dir: Path) -> bool:
@@ -54,38 +50,6 @@ def _writing(checkpoint_dir: Path) -> bool:
 def _restored(daemon: ReliableDaemon) -> list[int | None]:
     """The checkpoint id each learner of this start restored, in order (None: a fresh group)."""
     return [e["checkpoint_id"] for e in daemon.events() if e.get("event") == "sync_restored"]
-
-
-def _final(daemon: ReliableDaemon, producer: SequenceProducer) -> dict[str, Any] | None:
-    """The newest checkpoint's state if it holds every record sent, else None."""
-    held = _held(daemon.checkpoint_dir)
-    if not held:
-        return None
-    state = load_file(held[max(held)])
-    ends = {f"{tp.topic}/{tp.partition}": o for tp, o in _offsets(state).items()}
-    sent = {f"{producer.topic}/{p}": n for p, n in producer.sent_to().items()}
-    return state if ends == sent else None
-
-
-def _progress(replicas: list[ReliableDaemon], producer: SequenceProducer) -> str:
-    """Each replica's newest checkpoint id and offsets against what was sent."""
-    sent = {f"{producer.topic}/{p}": n for p, n in producer.sent_to().items()}
-    newest = []
-    for rank, replica in enumerate(replicas):
-        held = _held(replica.checkpoint_dir)
-        if not held:
-            newest.append(f"rank {rank}: no checkpoint")
-            continue
-        state = load_file(held[max(held)])
-        ends = {f"{tp.topic}/{tp.partition}": o for tp, o in _offsets(state).items()}
-        newest.append(f"rank {rank}: id {max(held)} at {ends}")
-    return f"sent {sent}; " + "; ".join(newest)
-
-
-def _offsets(state: dict[str, Any]) -> dict[Any, int]:
-    from streamlearn.checkpoint.state import CheckpointState
-
-    return dict(CheckpointState.from_dict(state).offsets)
 
 
 # Rank 0 also hosts the store and makes the pool's decisions; rank 1 is any other replica.
@@ -99,50 +63,19 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
 ) -> None:
     topics = seq_topics(PARTITIONS)
     producer = SequenceProducer(broker.bootstrap, topics["input"], keys=KEYS, partitions=PARTITIONS)
-    port, group = free_port(), f"g-sync-kill-{free_port()}"
-    replicas = []
-    for rank in range(2):
-        env = {
-            "RANK": str(rank),
-            "WORLD_SIZE": "2",
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-            "SEQ_KEYS": str(KEYS),
-            "SEQ_MAX": str(RECORDS // KEYS + 1),
-            "SEQ_LOG": str(tmp_path / "applied.log"),
-        }
-        if rank == victim_rank:
-            # Its checkpoint writes take this long, and the kill lands inside one: the
-            # survivor then holds the newest id alone, and the re-formed group must never
-            # give that id to another state (docs/scaling.md, "Coordinated checkpoints").
-            env["CKPT_WRITE_DELAY_S"] = "0.2"
-        settings = {
-            "sync": {
-                "enabled": True,
-                "every_steps": 20,
-                "every_seconds": 0.5,
-                "checkpoint_every_rounds": 5,
-                # The survivor of a dead peer gives up on a collective after this long (gloo
-                # usually sees the closed socket at once) and rejoins.
-                "timeout_s": 20,
-                # A dead peer with idle partitions is seen by its heartbeat standing still.
-                "peer_timeout_s": 5,
-            },
-            # A round also falls due with a checkpoint: the stream's end reaches one.
-            "checkpoint": {"every_samples": 400, "every_seconds": 1.0},
-        }
-        replicas.append(
-            reliable_daemon(
-                topics,
-                group=group,
-                model=MODEL,
-                # With serving on, `streamlearn run` supervises its learner process: the
-                # supervisor starts a learner that left its group again.
-                serve={"workers": 1},
-                env=env,
-                settings=settings,
-            )
-        )
+    # Its checkpoint writes take this long, and the kill lands inside one: the survivor
+    # then holds the newest id alone, and the re-formed group must never give that id to
+    # another state (docs/scaling.md, "Coordinated checkpoints").
+    widened = {"CKPT_WRITE_DELAY_S": "0.2"}
+    replicas = pair(
+        reliable_daemon,
+        topics,
+        SETTINGS,
+        KEYS,
+        RECORDS // KEYS + 1,
+        tmp_path / "applied.log",
+        env=lambda rank: widened if rank == victim_rank else {},
+    )
     try:
         # Each waits at the rendezvous for the other: start them together.
         with ThreadPoolExecutor(2) as pool:
@@ -154,7 +87,7 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
         wait_for(
             lambda: (
                 min(r.metric("streamlearn_samples_learned_total") or 0 for r in replicas) >= 200
-                and min(len(_held(r.checkpoint_dir)) for r in replicas) >= 2
+                and min(len(held(r.checkpoint_dir)) for r in replicas) >= 2
             ),
             60,
             "both replicas learning, with checkpoints, mid-stream",
@@ -167,8 +100,8 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
         # The last complete checkpoint: the newest id both hold (the kill may cut a write).
         # Read once the survivor has left: until then it may still finish the file of a
         # round the victim completed before it died.
-        common = max(set(_held(survivor.checkpoint_dir)) & set(_held(victim.checkpoint_dir)))
-        assert max(_held(survivor.checkpoint_dir)) > common, "the survivor saved the cut id"
+        common = max(set(held(survivor.checkpoint_dir)) & set(held(victim.checkpoint_dir)))
+        assert max(held(survivor.checkpoint_dir)) > common, "the survivor saved the cut id"
         assert survivor.alive()
         victim.start()
         wait_for(lambda: len(_restored(survivor)) >= 2, 60, "the survivor's learner rejoined")
@@ -179,22 +112,7 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
         assert _restored(victim)[0] == common
         assert common in _restored(survivor)[1:], (_restored(survivor), common)
         producer.join(60)
-        try:
-            wait_for(
-                lambda: all(_final(r, producer) is not None for r in replicas),
-                60,
-                "a checkpoint of both replicas that holds every record",
-            )
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}; {_progress(replicas, producer)}") from None
-        states = [_final(r, producer) for r in replicas]
-        counts = [applied(s) for s in states if s is not None]
-        assert torch.equal(counts[0], counts[1]), "the replicas' models differ"
-        expected = torch.zeros_like(counts[0])
-        for key, last in producer.expected().items():
-            expected[key, 1 : last + 1] = 0.5  # one update of 2 replicas' average
-        wrong = (counts[0] != expected).nonzero().tolist()
-        assert not wrong, [(k, s, float(counts[0][k, s]) * 2) for k, s in wrong[:20]]
+        assert_exactly_once(wait_for_final(replicas, producer), producer)
         # Kafka holds only ids both replicas saved: no restore found a commit ahead of it
         # (tansu drops commit metadata, so one would look like another lineage's: a skip).
         for replica in replicas:

@@ -31,6 +31,8 @@ class SequenceProducer:
     partitions: int
     per_record: int = 1
     unlabeled_every: int = 0
+    # Write only these partitions (None: all): keys of the others are skipped.
+    only: frozenset[int] | None = None
     next_seq: dict[int, int] = field(default_factory=dict)
     unlabeled_ids: list[str] = field(default_factory=list)
     records_sent: int = 0
@@ -75,6 +77,8 @@ class SequenceProducer:
             partition = len(self.unlabeled_ids) % self.partitions
             self._sent_to[partition] = self._sent_to.get(partition, 0) + 1
             return partition, json.dumps({"x": [-1.0, -1.0], "id": ident}).encode()
+        while self.only is not None and self._key % self.partitions not in self.only:
+            self._key = (self._key + 1) % self.keys
         key = self._key
         self._key = (self._key + 1) % self.keys
         first = self.next_seq[key]

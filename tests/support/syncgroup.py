@@ -1,0 +1,145 @@
+"""Two replicas of ``streamlearn run`` learning the counting expert of
+:mod:`tests.support.seqcounts` as one group, and what their coordinated checkpoints hold:
+the reliability tests of issue 18 (a kill, a stall) share them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import torch
+
+from streamlearn.app.embedded import free_port
+from streamlearn.checkpoint.state import CheckpointState
+from streamlearn.checkpoint.store import FileCheckpointStore, load_file
+from tests.support.seqcounts import applied
+from tests.support.seqproducer import SequenceProducer
+from tests.support.waiting import wait_for
+
+MODEL = {
+    "task": "regression",
+    "standardize": False,
+    "n_features": 2,
+    "factory": "tests.support.seqcounts:build",
+}
+
+
+R = TypeVar("R")
+
+
+class Replica(Protocol):
+    checkpoint_dir: Path
+
+
+def pair(
+    make: Callable[..., R],
+    topics: dict[str, str],
+    settings: dict[str, Any],
+    keys: int,
+    seq_max: int,
+    log: Path,
+    env: Callable[[int], dict[str, str]] = lambda rank: {},
+) -> list[R]:
+    """Ranks 0 and 1 of one group (``make``: the reliability suite's ``reliable_daemon``),
+    meeting at a free port, the counting expert sized ``keys`` x ``seq_max`` and logging
+    its updates to ``log``; ``env(rank)`` adds to a rank's environment."""
+    port, group = free_port(), f"g-sync-{free_port()}"
+    return [
+        make(
+            topics,
+            group=group,
+            model=MODEL,
+            # With serving on, `streamlearn run` supervises its learner process: the
+            # supervisor starts a learner that left its group again.
+            serve={"workers": 1},
+            env={
+                "RANK": str(rank),
+                "WORLD_SIZE": "2",
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "SEQ_KEYS": str(keys),
+                "SEQ_MAX": str(seq_max),
+                "SEQ_LOG": str(log),
+                **env(rank),
+            },
+            settings=settings,
+        )
+        for rank in range(2)
+    ]
+
+
+def held(checkpoint_dir: Path) -> dict[int, Path]:
+    """Checkpoint id (sync round) -> file, of the valid coordinated checkpoints."""
+    found = {}
+    for path in FileCheckpointStore(checkpoint_dir).files():
+        try:
+            found[int(load_file(path)["sync"]["round"])] = path
+        except Exception:  # a file cut short by a kill is not a checkpoint
+            continue
+    return found
+
+
+def _newest(replica: Replica) -> tuple[int, dict[str, Any], dict[str, int]] | None:
+    """(id, state, next offset by ``topic/partition``) of the newest checkpoint."""
+    ids = held(replica.checkpoint_dir)
+    if not ids:
+        return None
+    state = load_file(ids[max(ids)])
+    offsets = CheckpointState.from_dict(state).offsets
+    return max(ids), state, {f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()}
+
+
+def checkpoint_offsets(replica: Replica) -> dict[str, int]:
+    """The newest checkpoint's next offset by ``topic/partition`` ({}: no checkpoint)."""
+    newest = _newest(replica)
+    return newest[2] if newest is not None else {}
+
+
+def _sent(producer: SequenceProducer) -> dict[str, int]:
+    return {f"{producer.topic}/{p}": n for p, n in producer.sent_to().items()}
+
+
+def final(replica: Replica, producer: SequenceProducer) -> dict[str, Any] | None:
+    """The newest checkpoint's state if it holds every record sent, else None."""
+    newest = _newest(replica)
+    return newest[1] if newest is not None and newest[2] == _sent(producer) else None
+
+
+def _progress(replicas: Sequence[Replica], producer: SequenceProducer) -> str:
+    """Each replica's newest checkpoint id and offsets against what was sent."""
+    rows = []
+    for rank, replica in enumerate(replicas):
+        newest = _newest(replica)
+        rows.append(f"rank {rank}: " + (f"id {newest[0]} at {newest[2]}" if newest else "none"))
+    return f"sent {_sent(producer)}; " + "; ".join(rows)
+
+
+def wait_for_final(
+    replicas: Sequence[Replica], producer: SequenceProducer, timeout: float = 60
+) -> list[dict[str, Any]]:
+    """Every replica's checkpoint that holds every record sent (the wait names where each
+    stands if it times out)."""
+    try:
+        wait_for(
+            lambda: all(final(r, producer) is not None for r in replicas),
+            timeout,
+            "a checkpoint of every replica that holds every record",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; {_progress(replicas, producer)}") from None
+    states = [final(r, producer) for r in replicas]
+    return [s for s in states if s is not None]
+
+
+def assert_exactly_once(states: Sequence[dict[str, Any]], producer: SequenceProducer) -> None:
+    """The replicas hold one model, and in it every record sent was learned exactly once:
+    ``applied * 2 == 1`` on every record sent (one update of two replicas' average), 0
+    elsewhere."""
+    counts = [applied(s) for s in states]
+    assert all(torch.equal(counts[0], c) for c in counts[1:]), "the replicas' models differ"
+    expected = torch.zeros_like(counts[0])
+    for key, last in producer.expected().items():
+        expected[key, 1 : last + 1] = 0.5
+    wrong = (counts[0] != expected).nonzero().tolist()
+    assert not wrong, [(k, s, float(counts[0][k, s]) * 2) for k, s in wrong[:20]]
