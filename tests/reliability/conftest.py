@@ -48,6 +48,10 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Events too frequent to help read a failure (ReliableDaemon.timeline leaves them out).
+_ROUTINE = {"sync_round", "checkpoint_saved", "input_shift_detected"}
+
+
 class ReliableDaemon(DaemonProcess):
     """:class:`DaemonProcess` with any settings overridden (``settings``, merged into its
     config file) and the log events of each start read on their own. Given a fork server
@@ -136,10 +140,6 @@ class ReliableDaemon(DaemonProcess):
                 stamp = str(e.get("timestamp", ""))[11:23]
                 lines.append(f"[{start}] {stamp} {e.get('event')} {json.dumps(rest)[:300]}")
         return "\n".join(lines[-last:])
-
-
-# Events too frequent to help read a failure.
-_ROUTINE = {"sync_round", "checkpoint_saved", "input_shift_detected"}
 
 
 def timestamp(event: dict[str, Any]) -> float:

@@ -27,7 +27,7 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 PARTITIONS, KEYS = 4, 8
-FIRST, UNCHECKPOINTED, STALLED, REST = 240, 80, 80, 400
+FIRST, UNCHECKPOINTED, STALLED, REST = 240, 80, 80, 400  # FIRST: checkpoint.every_samples
 RECORDS = FIRST + UNCHECKPOINTED + STALLED + REST
 SETTINGS = {
     "sync": {
@@ -39,9 +39,9 @@ SETTINGS = {
         "timeout_s": 120,
         "peer_timeout_s": 120,
     },
-    # Checkpoints only by time, rarely: the records learned after the first one stay out
-    # of every checkpoint until well after the stall.
-    "checkpoint": {"every_samples": 10**9, "every_seconds": 12.0},
+    # The first records make a checkpoint; the next ones stay out of every checkpoint
+    # until well after the stall (then time reaches one that holds the stream's end).
+    "checkpoint": {"every_samples": 240, "every_seconds": 20.0},
 }
 
 
@@ -51,15 +51,24 @@ def _assigned(daemon: ReliableDaemon) -> list[int]:
     return [int(name.rsplit("/", 1)[1]) for name in found[-1]["partitions"]] if found else []
 
 
-def _quiet(replicas: list[ReliableDaemon], learned: float, for_s: float = 1.5) -> bool:
-    """The stalling replica learned ``learned`` samples and no round ran for ``for_s``
-    seconds: none is due or under way (a round under way at the stall would hold the other
-    replica in a collective, away from its poll)."""
-    if (replicas[1].metric("streamlearn_samples_learned_total") or 0) < learned:
+def _quiet(stalling: ReliableDaemon, both: list[ReliableDaemon], learned: float) -> bool:
+    """``stalling`` learned ``learned`` samples and no round ran for 1.5 s: none is due or
+    under way (a round under way at the stall would hold the other replica in a
+    collective, away from its poll)."""
+    if (stalling.metric("streamlearn_samples_learned_total") or 0) < learned:
         return False
-    before = [r.metric("streamlearn_sync_rounds_total") for r in replicas]
-    time.sleep(for_s)
-    return [r.metric("streamlearn_sync_rounds_total") for r in replicas] == before
+    before = [r.metric("streamlearn_sync_rounds_total") for r in both]
+    time.sleep(1.5)
+    return [r.metric("streamlearn_sync_rounds_total") for r in both] == before
+
+
+def _handed_over(daemon: ReliableDaemon) -> dict[str, int]:
+    """Every offset handed over to ``daemon`` so far (a handoff may come in parts)."""
+    found: dict[str, int] = {}
+    for e in daemon.events():
+        if e.get("event") == "partitions_handed_over":
+            found.update(e["offsets"])
+    return found
 
 
 def _learner_pid(daemon: ReliableDaemon) -> int:
@@ -90,8 +99,10 @@ def test_a_stalled_replicas_partitions_go_on_from_where_it_stopped(
         wait_for_final(replicas, producer)
         at_checkpoint = checkpoint_offsets(other)
         producer.send(UNCHECKPOINTED)
-        wait_for(lambda: _quiet(replicas, FIRST + UNCHECKPOINTED), 30, "a quiet group")
+        wait_for(lambda: _quiet(stalled, replicas, FIRST + UNCHECKPOINTED), 30, "a quiet group")
         learned = producer.sent_to()  # all learned by the stalled replica, none checkpointed
+        assert checkpoint_offsets(other) == at_checkpoint
+        assert other.event("partitions_awaiting_handoff") is None
         pid = _learner_pid(stalled)
         os.kill(pid, signal.SIGSTOP)
         try:
@@ -105,15 +116,21 @@ def test_a_stalled_replicas_partitions_go_on_from_where_it_stopped(
         finally:
             os.kill(pid, signal.SIGCONT)
         assert sorted(awaiting["partitions"]) == sorted(names.values())
-        handed = other.wait_event("partitions_handed_over", timeout=60)
+        wait_for(lambda: set(names.values()) <= set(_handed_over(other)), 60, "the handoff")
+        handed = _handed_over(other)
         for partition, name in names.items():
             # Where the stalled replica stopped: past what it learned before the stall (it
             # may have learned more on waking, before it saw its partitions go).
-            assert handed["offsets"][name] >= learned[partition] > at_checkpoint[name], handed
+            assert handed[name] >= learned[partition] > at_checkpoint[name], handed
         producer.only = None
         producer.send(REST)
         assert_exactly_once(wait_for_final(replicas, producer, timeout=90), producer)
         for replica in replicas:
+            # One learner all along: none left the group (a lost group that never reached
+            # a round would show only as the learner's exit).
+            started = [e for e in replica.events() if e.get("event") == "learner_started"]
+            assert len(started) == 1, replica.timeline()
+            assert replica.event("learner_exited") is None, replica.timeline()
             assert replica.event("sync_group_lost") is None, replica.timeline()
             assert replica.event("partitions_handoff_missing") is None, replica.timeline()
             assert replica.alive(), replica.log_text()

@@ -9,6 +9,8 @@ record sent, 0 elsewhere), on both replicas."""
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,6 +47,22 @@ SETTINGS = {
 def _writing(checkpoint_dir: Path) -> bool:
     """A checkpoint write is under way (its ``.tmp`` file is there)."""
     return any(checkpoint_dir.glob(".ckpt-*.tmp"))
+
+
+def _killed_writing(victim: ReliableDaemon) -> bool:
+    """SIGKILL the victim if its learner is inside a checkpoint write. The learner is
+    stopped first, so the write cannot finish between the look and the kill."""
+    if not _writing(victim.checkpoint_dir):
+        return False
+    started = [e for e in victim.events() if e.get("event") == "learner_started"]
+    learner = int(started[-1]["pid"])
+    os.kill(learner, signal.SIGSTOP)
+    if not _writing(victim.checkpoint_dir):
+        os.kill(learner, signal.SIGCONT)
+        return False
+    os.kill(learner, signal.SIGKILL)
+    victim.kill()
+    return True
 
 
 def _restored(daemon: ReliableDaemon) -> list[int | None]:
@@ -92,16 +110,16 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
             60,
             "both replicas learning, with checkpoints, mid-stream",
         )
-        wait_for(lambda: _writing(victim.checkpoint_dir), 30, "a checkpoint write of the victim")
         assert producer.running, "the stream ended before the kill"
-        victim.kill()
+        wait_for(lambda: _killed_writing(victim), 30, "a checkpoint write of the victim to kill")
         # The survivor's learner leaves the group and waits for a new one.
         wait_for(lambda: survivor.event("sync_group_lost") is not None, 30, "the survivor sees it")
         # The last complete checkpoint: the newest id both hold (the kill may cut a write).
         # Read once the survivor has left: until then it may still finish the file of a
         # round the victim completed before it died.
         common = max(set(held(survivor.checkpoint_dir)) & set(held(victim.checkpoint_dir)))
-        assert max(held(survivor.checkpoint_dir)) > common, "the survivor saved the cut id"
+        newest = max(held(survivor.checkpoint_dir))
+        assert newest > common, "the survivor saved the cut id"
         assert survivor.alive()
         victim.start()
         wait_for(lambda: len(_restored(survivor)) >= 2, 60, "the survivor's learner rejoined")
@@ -111,6 +129,9 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
         # group are newer).
         assert _restored(victim)[0] == common
         assert common in _restored(survivor)[1:], (_restored(survivor), common)
+        # ... and numbers its rounds past the cut id: no id is given to a second state.
+        rejoined = next(e for e in victim.events() if e.get("event") == "sync_restored")
+        assert rejoined["next_id"] > newest, (rejoined, newest)
         producer.join(60)
         assert_exactly_once(wait_for_final(replicas, producer), producer)
         # Kafka holds only ids both replicas saved: no restore found a commit ahead of it

@@ -9,7 +9,7 @@ and 0 elsewhere, is exactly-once of the group's model. Sums of 1/2 are exact in 
 
 ``SEQ_LOG`` (optional): append ``key seq pid`` for every update applied, in any process.
 The tensor's size comes from ``SEQ_KEYS`` and ``SEQ_MAX``. ``CKPT_WRITE_DELAY_S`` widens
-checkpoint writes as :mod:`tests.support.seqlineage` does.
+checkpoint writes (:mod:`tests.support.ckptdelay`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tests.support.seqlineage import widen_checkpoint_writes
+from tests.support.ckptdelay import widen_from_env
 
 
 class CountingExpert:
@@ -59,9 +59,7 @@ class CountingExpert:
 
 
 def build(n_features: int, n_outputs: int, settings: Any) -> CountingExpert:
-    delay = float(os.environ.get("CKPT_WRITE_DELAY_S", "0"))
-    if delay:
-        widen_checkpoint_writes(delay)
+    widen_from_env()
     return CountingExpert(
         int(os.environ["SEQ_KEYS"]), int(os.environ["SEQ_MAX"]), os.environ.get("SEQ_LOG")
     )

@@ -19,10 +19,7 @@ Optional, from the environment of the process that builds it:
 - ``SEQ_LOG``: append ``key seq step pid`` for every applied update (all processes, lost
   updates included) — what :func:`read_log` reads;
 - ``SEQ_LEARN_SLEEP_S``: sleep this long in every ``learn`` call (a slow learning step);
-- ``CKPT_WRITE_DELAY_S``: turn on the checkpoint store's test hook (``write_delay_s``: a
-  pause between writing the ``.tmp`` file and renaming it), so that a SIGKILL lands inside
-  a checkpoint write more often. The daemon has no setting for it; the factory, which runs
-  in the learner process, is the one place a test reaches into it.
+- ``CKPT_WRITE_DELAY_S``: widen every checkpoint write (:mod:`tests.support.ckptdelay`).
 """
 
 from __future__ import annotations
@@ -35,6 +32,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from tests.support.ckptdelay import widen_from_env
 
 MAX_VIOLATIONS = 1_000
 
@@ -103,26 +102,8 @@ class LineageExpert:
 
 
 def build(n_features: int, n_outputs: int, settings: Any) -> LineageExpert:
-    delay = float(os.environ.get("CKPT_WRITE_DELAY_S", "0"))
-    if delay:
-        widen_checkpoint_writes(delay)
+    widen_from_env()
     return LineageExpert(os.environ.get("SEQ_LOG"), float(os.environ.get("SEQ_LEARN_SLEEP_S", "0")))
-
-
-def widen_checkpoint_writes(delay_s: float) -> None:
-    """Pause ``delay_s`` inside every checkpoint write of this process (``CKPT_WRITE_DELAY_S``)."""
-    from streamlearn.checkpoint.store import FileCheckpointStore
-
-    if getattr(FileCheckpointStore.save, "widened", False):
-        return
-    save = FileCheckpointStore.save
-
-    def widened(self: Any, state: dict[str, Any]) -> Any:
-        self._write_delay_s = delay_s
-        return save(self, state)
-
-    widened.widened = True  # type: ignore[attr-defined]
-    FileCheckpointStore.save = widened  # type: ignore[method-assign]
 
 
 def read_log(path: str | Path) -> list[tuple[int, int, int, int]]:

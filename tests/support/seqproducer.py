@@ -77,6 +77,8 @@ class SequenceProducer:
             partition = len(self.unlabeled_ids) % self.partitions
             self._sent_to[partition] = self._sent_to.get(partition, 0) + 1
             return partition, json.dumps({"x": [-1.0, -1.0], "id": ident}).encode()
+        if self.only is not None:
+            assert any(k % self.partitions in self.only for k in range(self.keys)), self.only
         while self.only is not None and self._key % self.partitions not in self.only:
             self._key = (self._key + 1) % self.keys
         key = self._key

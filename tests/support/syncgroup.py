@@ -28,7 +28,7 @@ MODEL = {
 R = TypeVar("R")
 
 
-class Replica(Protocol):
+class HasCheckpoints(Protocol):
     checkpoint_dir: Path
 
 
@@ -80,7 +80,7 @@ def held(checkpoint_dir: Path) -> dict[int, Path]:
     return found
 
 
-def _newest(replica: Replica) -> tuple[int, dict[str, Any], dict[str, int]] | None:
+def _newest(replica: HasCheckpoints) -> tuple[int, dict[str, Any], dict[str, int]] | None:
     """(id, state, next offset by ``topic/partition``) of the newest checkpoint."""
     ids = held(replica.checkpoint_dir)
     if not ids:
@@ -90,7 +90,7 @@ def _newest(replica: Replica) -> tuple[int, dict[str, Any], dict[str, int]] | No
     return max(ids), state, {f"{tp.topic}/{tp.partition}": o for tp, o in offsets.items()}
 
 
-def checkpoint_offsets(replica: Replica) -> dict[str, int]:
+def checkpoint_offsets(replica: HasCheckpoints) -> dict[str, int]:
     """The newest checkpoint's next offset by ``topic/partition`` ({}: no checkpoint)."""
     newest = _newest(replica)
     return newest[2] if newest is not None else {}
@@ -100,13 +100,13 @@ def _sent(producer: SequenceProducer) -> dict[str, int]:
     return {f"{producer.topic}/{p}": n for p, n in producer.sent_to().items()}
 
 
-def final(replica: Replica, producer: SequenceProducer) -> dict[str, Any] | None:
+def final(replica: HasCheckpoints, producer: SequenceProducer) -> dict[str, Any] | None:
     """The newest checkpoint's state if it holds every record sent, else None."""
     newest = _newest(replica)
     return newest[1] if newest is not None and newest[2] == _sent(producer) else None
 
 
-def _progress(replicas: Sequence[Replica], producer: SequenceProducer) -> str:
+def _progress(replicas: Sequence[HasCheckpoints], producer: SequenceProducer) -> str:
     """Each replica's newest checkpoint id and offsets against what was sent."""
     rows = []
     for rank, replica in enumerate(replicas):
@@ -116,7 +116,7 @@ def _progress(replicas: Sequence[Replica], producer: SequenceProducer) -> str:
 
 
 def wait_for_final(
-    replicas: Sequence[Replica], producer: SequenceProducer, timeout: float = 60
+    replicas: Sequence[HasCheckpoints], producer: SequenceProducer, timeout: float = 60
 ) -> list[dict[str, Any]]:
     """Every replica's checkpoint that holds every record sent (the wait names where each
     stands if it times out)."""
@@ -129,7 +129,9 @@ def wait_for_final(
     except AssertionError as exc:
         raise AssertionError(f"{exc}; {_progress(replicas, producer)}") from None
     states = [final(r, producer) for r in replicas]
-    return [s for s in states if s is not None]
+    found = [s for s in states if s is not None]
+    assert len(found) == len(replicas), _progress(replicas, producer)  # none moved back
+    return found
 
 
 def assert_exactly_once(states: Sequence[dict[str, Any]], producer: SequenceProducer) -> None:

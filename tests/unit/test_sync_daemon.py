@@ -166,7 +166,7 @@ def test_restart_restores_the_last_id_every_replica_holds(
     last = ranks[0]["first"]["round"]
     second = [r["second"] for r in ranks]
     # The group restores id last - 1 and numbers its rounds on from last, the id rank 0
-    # holds alone: the next checkpoint is id last + 1, never a second state under id last.
+    # holds alone: the next round is last + 1, so no second state is ever saved as id last.
     assert second[0]["round"] == second[1]["round"] == last
     _assert_same(second[0]["weights"], second[1]["weights"])
     restored = floating(load_file(_file_of(out / "rank1", last - 1))["engine"]["pool"])
