@@ -431,7 +431,7 @@ class Metrics:
         self.sync_lost = Counter(
             "streamlearn_sync_lost",
             "Times this replica's group lost a member (a dead peer or store): the learner "
-            "exits, rejoins and restores the last complete checkpoint.",
+            "exits, rejoins and restores the group's newest checkpoint.",
             registry=r,
         )
         self._last_sync = time.monotonic()

@@ -212,7 +212,7 @@ class CheckpointStore(Protocol):
 
     def protect(self, path: Path | None) -> None:
         """Keep ``path`` past pruning until another is protected (None: none is): a group of
-        replicas keeps its last complete checkpoint id while newer ones are not complete."""
+        replicas keeps the last id every replica saved while newer ones are not saved by all."""
         ...
 
 

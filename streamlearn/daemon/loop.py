@@ -262,7 +262,7 @@ class Daemon:
         return True
 
     def restore(self) -> None:
-        """The newest valid checkpoint; a replica restores the group's last complete one."""
+        """The newest valid checkpoint; a replica restores the newest id its group holds."""
         if self.store is not None:
             removed = self.store.remove_partial()
             if removed:
@@ -325,7 +325,7 @@ class Daemon:
             )
         if self.source is not None:
             # Commit only what the last checkpoint holds; never ahead of it (a replica's
-            # last one may be ahead of the group's last complete id: it commits none).
+            # last one may be an id not every replica saved: it commits none).
             held = not (self.checkpointer.dirty or self.checkpointer.coordinated)
             self.source.close(commit=dict(self.positions) if held else None)
         if self.sink is not None:

@@ -12,7 +12,7 @@ replica assigned a partition that another held at round ``r`` waits for a handof
 round ``r`` or later: until it comes, the partition's records are dropped after each poll
 (``Checkpointer.reconcile``), and the partition seeks to the handoff's offset once it does.
 The wait cannot outlast the holder: a holder that does not come back is a lost peer, and
-the group re-forms from its last complete checkpoint (replica.py).
+the group re-forms from its newest checkpoint (replica.py).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ touches the engine. docs/scaling.md is the design; this module is its daemon sid
   ``Replica.pending``, and they are learned at the round through ``learn``);
 - **checkpoints**: at a round that is due, every replica saves with the round as its id and
   the group's offsets, and commits them to Kafka once every replica saved; on start the
-  group restores the last id every holder has (none anywhere: a single process's newest
-  seeds the group);
+  group restores the newest id any member holds (one file is the whole group's state: see
+  :meth:`Replica.restore`; none anywhere: a single process's newest seeds the group);
 - **failures**: a lost member (a collective or the store fails, or the member joins again)
   ends this learner with :class:`GroupLostError`; the supervisor starts it again, and it rejoins
   and restores with the new generation of the group;
@@ -149,10 +149,15 @@ class Replica:
     # -- restore ---------------------------------------------------------------------------
 
     def restore(self, apply: Apply) -> None:
-        """Every replica loads the last checkpoint id that all holders of any have; the
-        lowest rank holding it broadcasts it. Where no replica holds an id but some hold
-        checkpoints of a single process (sync was just turned on), the newest of those
-        seeds the group. Else rank 0's fresh state, so all start equal."""
+        """Every replica loads the newest checkpoint id any member holds; the lowest rank
+        holding it broadcasts it. One replica's file of an id is the group's whole state at
+        that round: the model averaged after every member entered the round, and every
+        partition's offset gathered from every member in it, so a file its peers lack (one
+        died while saving; a disk lost its last write; a replica scaled back in holds only
+        old ids) is still a consistent cut, and the group loses the least by taking the
+        newest. Where no replica holds an id but some hold checkpoints of a single process
+        (sync was just turned on), the newest of those seeds the group. Else rank 0's fresh
+        state, so all start equal."""
         with self._lost_on_failure("restore"):
             self._restore(apply)
 
@@ -160,7 +165,8 @@ class Replica:
         group = self._group()
         held = self._held_ids()
         by_rank = group.all_gather_json(sorted(held))
-        agreed = _last_complete(by_rank)
+        newest = _newest_id(by_rank)
+        agreed = newest or None
         single = self._single_process() if not any(by_rank) else None
         made = group.all_gather_json(_made_at(single))  # per rank: its newest's time, or None
         seeded = agreed is None and any(m is not None for m in made)
@@ -175,7 +181,7 @@ class Replica:
             else:
                 mine = single.state if single is not None else self._fresh()
         state = group.broadcast_state(mine, source)
-        self._start_rounds_at(_newest_id(by_rank))
+        self._start_rounds_at(newest)
         if agreed is None and not seeded:
             self._load_engine(state["engine"])
             self.checkpointer.lineage = str(state["lineage"])
@@ -200,12 +206,11 @@ class Replica:
             )
 
     def _start_rounds_at(self, round_: int) -> None:
-        """Rounds are counted on from ``round_``, the newest id any replica holds, not the
-        restored one: an id a failure left on some replicas only (saved before a peer died)
-        is never given to another state, so two files of one id always hold one state and a
-        replica's newest file holds its newest id. A store that outlived the group
-        (torchrun's agent's) holds an older generation's count. Set, then meet, so all read
-        it after."""
+        """Rounds are counted on from ``round_``, the newest id any replica holds (the
+        restored one): an id is never given to a second state, so two files of one id
+        always hold one state and a replica's newest file holds its newest id. A store that
+        outlived the group (torchrun's agent's) holds an older generation's count. Set,
+        then meet, so all read it after."""
         group = self._group()
         self.round = self.handoffs.round = round_
         if group.rank == 0:
@@ -213,7 +218,7 @@ class Replica:
         group.all_gather_ints([round_])
 
     def _protect(self, path: Path | None) -> None:
-        """The restored id is the group's last complete one: its file outlives pruning."""
+        """The restored id outlives pruning here until the group completes a newer one."""
         if self.checkpointer.store is not None:
             self.checkpointer.store.protect(path)
 
@@ -486,12 +491,3 @@ def _newest(made: list[float | None]) -> int:
 def _newest_id(by_rank: list[list[int]]) -> int:
     """The newest checkpoint id any replica holds (0: none holds one)."""
     return max((i for ids in by_rank for i in ids), default=0)
-
-
-def _last_complete(by_rank: list[list[int]]) -> int | None:
-    """The newest id every replica that holds any holds (None: no such id)."""
-    holders = [set(ids) for ids in by_rank if ids]
-    common = set.intersection(*holders) if holders else set()
-    if holders and not common:
-        log.warning("sync_no_common_checkpoint", ids=by_rank, action="group cold start")
-    return max(common) if common else None

@@ -63,7 +63,7 @@ class SyncSettings(Section):
     rank: int | None = Field(None, ge=0)
     world_size: int | None = Field(None, ge=1)
     # How long a collective (and the rendezvous) waits for a peer before the replica exits,
-    # so that the group re-forms from the last complete checkpoint.
+    # so that the group re-forms from its newest checkpoint.
     timeout_s: float = Field(120.0, gt=0)
     # A replica whose heartbeat (counted by its learner loop, through the store) stood
     # still this long is lost: the others leave the group and form it again. Above the

@@ -17,7 +17,7 @@
   reported in ``skipped``, and the previous one loaded; with every file damaged
   ``load_latest`` is None while ``files`` still lists them;
 - **protect**: a protected file outlives more saves than the store keeps, and is pruned
-  again once another is protected (a group's last complete id, docs/scaling.md).
+  again once another is protected (the last id a whole group saved, docs/scaling.md).
 """
 
 from __future__ import annotations

@@ -2,15 +2,19 @@
 group on the embedded broker; one is SIGKILLed mid-stream. The survivor must not wait on the
 dead peer forever: its learner leaves the group (a failed collective, a store gone, or the
 dead replica joining again), the supervisor starts it again, the two form a new group and
-both restore the last checkpoint id they both hold. The kill lands inside a checkpoint write
-of the victim's, so the survivor holds a newer id alone. At the end every record's update is
-in the group's model exactly once (tests/support/seqcounts.py: ``applied * 2 == 1`` on every
-record sent, 0 elsewhere), on both replicas."""
+both restore the newest checkpoint id either holds. Killed inside one of its checkpoint
+writes, the victim leaves the survivor holding that id alone, and restores it from the
+survivor's file (one file is the group's whole state): nothing is learned twice. Killed
+while learning, the updates since that id are lost and learned again, once. At the end every
+record's update is in the group's model exactly once (tests/support/seqcounts.py:
+``applied * 2 == 1`` on every record sent, 0 elsewhere), on both replicas, and the log of
+applied updates holds every record once plus exactly the updates lost."""
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,7 +25,13 @@ from streamlearn.app.embedded import EmbeddedBroker
 from tests.reliability.conftest import ReliableDaemon
 from tests.support.seqcounts import read_log
 from tests.support.seqproducer import SequenceProducer
-from tests.support.syncgroup import assert_exactly_once, held, pair, wait_for_final
+from tests.support.syncgroup import (
+    assert_exactly_once,
+    held,
+    pair,
+    restore_point,
+    wait_for_final,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -49,13 +59,17 @@ def _writing(checkpoint_dir: Path) -> bool:
     return any(checkpoint_dir.glob(".ckpt-*.tmp"))
 
 
-def _killed_writing(victim: ReliableDaemon) -> bool:
+def _learner(daemon: ReliableDaemon) -> int:
+    started = [e for e in daemon.events() if e.get("event") == "learner_started"]
+    return int(started[-1]["pid"])
+
+
+def _killed_writing(victim: ReliableDaemon, replicas: list[ReliableDaemon], log: Path) -> bool:
     """SIGKILL the victim if its learner is inside a checkpoint write. The learner is
     stopped first, so the write cannot finish between the look and the kill."""
     if not _writing(victim.checkpoint_dir):
         return False
-    started = [e for e in victim.events() if e.get("event") == "learner_started"]
-    learner = int(started[-1]["pid"])
+    learner = _learner(victim)
     os.kill(learner, signal.SIGSTOP)
     if not _writing(victim.checkpoint_dir):
         os.kill(learner, signal.SIGCONT)
@@ -65,15 +79,40 @@ def _killed_writing(victim: ReliableDaemon) -> bool:
     return True
 
 
+def _killed_learning(victim: ReliableDaemon, replicas: list[ReliableDaemon], log: Path) -> bool:
+    """SIGKILL the victim outside any checkpoint write, once the group applied updates that
+    no checkpoint holds. The learner is stopped first and the survivor given time to finish
+    a write of the round it may be in, so the restore point is read as it will stay."""
+    if _writing(victim.checkpoint_dir):
+        return False
+    learner = _learner(victim)
+    os.kill(learner, signal.SIGSTOP)
+    time.sleep(0.5)
+    _, covered = restore_point(replicas)
+    if _writing(victim.checkpoint_dir) or len(read_log(log)) <= covered:
+        os.kill(learner, signal.SIGCONT)
+        return False
+    os.kill(learner, signal.SIGKILL)
+    victim.kill()
+    return True
+
+
+KILLS = {"writing": _killed_writing, "learning": _killed_learning}
+
+
 def _restored(daemon: ReliableDaemon) -> list[int | None]:
     """The checkpoint id each learner of this start restored, in order (None: a fresh group)."""
     return [e["checkpoint_id"] for e in daemon.events() if e.get("event") == "sync_restored"]
 
 
 # Rank 0 also hosts the store and makes the pool's decisions; rank 1 is any other replica.
-@pytest.mark.parametrize("victim_rank", [1, 0])
+# Killed writing, rank 0 leaves the newest id on rank 1 alone: the group restores from it.
+@pytest.mark.parametrize(
+    ("victim_rank", "moment"), [(1, "writing"), (0, "writing"), (0, "learning")]
+)
 def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
     victim_rank: int,
+    moment: str,
     broker: EmbeddedBroker,
     seq_topics: Callable[[int], dict[str, str]],
     reliable_daemon: Callable[..., ReliableDaemon],
@@ -82,16 +121,17 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
     topics = seq_topics(PARTITIONS)
     producer = SequenceProducer(broker.bootstrap, topics["input"], keys=KEYS, partitions=PARTITIONS)
     # Its checkpoint writes take this long, and the kill lands inside one: the survivor
-    # then holds the newest id alone, and the re-formed group must never give that id to
-    # another state (docs/scaling.md, "Coordinated checkpoints").
-    widened = {"CKPT_WRITE_DELAY_S": "0.2"}
+    # then holds the newest id alone, the re-formed group restores it on both, and never
+    # gives that id to another state (docs/scaling.md, "Coordinated checkpoints").
+    widened = {"CKPT_WRITE_DELAY_S": "0.2"} if moment == "writing" else {}
+    log = tmp_path / "applied.log"
     replicas = pair(
         reliable_daemon,
         topics,
         SETTINGS,
         KEYS,
         RECORDS // KEYS + 1,
-        tmp_path / "applied.log",
+        log,
         env=lambda rank: widened if rank == victim_rank else {},
     )
     try:
@@ -111,25 +151,33 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
             "both replicas learning, with checkpoints, mid-stream",
         )
         assert producer.running, "the stream ended before the kill"
-        wait_for(lambda: _killed_writing(victim), 30, "a checkpoint write of the victim to kill")
+        kill = KILLS[moment]
+        wait_for(lambda: kill(victim, replicas, log), 30, f"the victim {moment}, to kill")
         # The survivor's learner leaves the group and waits for a new one.
         wait_for(lambda: survivor.event("sync_group_lost") is not None, 30, "the survivor sees it")
-        # The last complete checkpoint: the newest id both hold (the kill may cut a write).
         # Read once the survivor has left: until then it may still finish the file of a
-        # round the victim completed before it died.
+        # round the victim completed before it died. No update is applied until the group
+        # re-forms; those past the restore point are lost.
+        newest, covered = restore_point(replicas)
+        lost = len(read_log(log)) - covered
         common = max(set(held(survivor.checkpoint_dir)) & set(held(victim.checkpoint_dir)))
-        newest = max(held(survivor.checkpoint_dir))
-        assert newest > common, "the survivor saved the cut id"
+        if moment == "writing":
+            # The kill cut the victim's write of the survivor's newest id, which holds every
+            # update made before it.
+            assert newest == max(held(survivor.checkpoint_dir)) > common, (newest, common)
+            assert lost == 0, lost
+        else:
+            assert lost > 0, (newest, covered)
         assert survivor.alive()
         victim.start()
         wait_for(lambda: len(_restored(survivor)) >= 2, 60, "the survivor's learner rejoined")
         wait_for(lambda: len(_restored(victim)) >= 1, 30, "the restarted replica rejoined")
-        # Both restored the last complete checkpoint id (the survivor's learner may have
-        # rejoined more than once while the victim was down; only checkpoints of the new
-        # group are newer).
-        assert _restored(victim)[0] == common
-        assert common in _restored(survivor)[1:], (_restored(survivor), common)
-        # ... and numbers its rounds past the cut id: no id is given to a second state.
+        # Both restored the survivor's newest id, the one the victim never finished (the
+        # survivor's learner may have rejoined more than once while the victim was down;
+        # only checkpoints of the new group are newer) ...
+        assert _restored(victim)[0] == newest
+        assert newest in _restored(survivor)[1:], (_restored(survivor), newest)
+        # ... and number their rounds past it: no id is given to a second state.
         rejoined = next(e for e in victim.events() if e.get("event") == "sync_restored")
         assert rejoined["next_id"] > newest, (rejoined, newest)
         producer.join(60)
@@ -140,9 +188,9 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
             for start in range(1, replica.starts + 1):
                 jumped = replica.event("partitions_resumed_from_group", start)
                 assert jumped is None, (start, jumped)
-        # Some updates were applied and lost with the kill (the dead replica's, and the
-        # survivor's since the last checkpoint), and learned again after the restore.
-        assert len(read_log(tmp_path / "applied.log")) > RECORDS
+        # The updates lost with the kill (the dead replica's, and the survivor's since the
+        # restore point) were learned again after the restore, once; none other twice.
+        assert len(read_log(log)) == RECORDS + lost, (len(read_log(log)), lost)
         for replica in replicas:
             assert replica.alive(), replica.log_text()
     finally:

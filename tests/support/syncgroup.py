@@ -96,6 +96,17 @@ def checkpoint_offsets(replica: HasCheckpoints) -> dict[str, int]:
     return newest[2] if newest is not None else {}
 
 
+def restore_point(replicas: Sequence[HasCheckpoints]) -> tuple[int, int]:
+    """The id a group of ``replicas`` restores (the newest any holds, 0: none) and how many
+    records its file covers (the sum of its next offsets)."""
+    files = {i: p for r in replicas for i, p in held(r.checkpoint_dir).items()}
+    if not files:
+        return 0, 0
+    newest = max(files)
+    offsets = CheckpointState.from_dict(load_file(files[newest])).offsets
+    return newest, sum(offsets.values())
+
+
 def _sent(producer: SequenceProducer) -> dict[str, int]:
     return {f"{producer.topic}/{p}": n for p, n in producer.sent_to().items()}
 

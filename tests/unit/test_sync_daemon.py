@@ -1,15 +1,17 @@
 """Two daemons as replicas (2 processes, loopback gloo, in-memory sources): sync rounds make
-their models identical, checkpoints are coordinated, and a restart restores the last id that
-every replica holds."""
+their models identical, checkpoints are coordinated, a restart restores the newest id any
+replica holds, and a group scaled down to one replica goes on from it."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from structlog.testing import capture_logs
 
 from streamlearn.app.embedded import free_port
 from streamlearn.checkpoint import FileCheckpointStore
@@ -42,7 +44,7 @@ def _records(rank: int) -> list[bytes]:
     return [json.dumps({"x": r.tolist(), "y": int(c)}).encode() for r, c in zip(x, y, strict=True)]
 
 
-def _daemon(rank: int, port: int, directory: Path) -> tuple[Daemon, Source]:
+def _daemon(rank: int, port: int, directory: Path, world_size: int = 2) -> tuple[Daemon, Source]:
     partitions = [_records(0), []] if rank == 0 else [[], _records(1)]
     source = Source("in", partitions)
     settings = load_settings(
@@ -57,7 +59,7 @@ def _daemon(rank: int, port: int, directory: Path) -> tuple[Daemon, Source]:
             "master_addr": "127.0.0.1",
             "master_port": port,
             "rank": rank,
-            "world_size": 2,
+            "world_size": world_size,
             "timeout_s": 60,
         },
     )
@@ -110,24 +112,40 @@ def _replica(rank: int, ports: list[int], out: str) -> None:
     if rank == 1:
         held[-1].unlink()
     restarted, _ = _daemon(rank, ports[1], directory)
-    restarted.restore()
+    with capture_logs() as logs:
+        restarted.restore()
     assert restarted.replica is not None
-    expert = restarted.engine.pool.active_expert if restarted.engine.pool else None
-    assert isinstance(expert, NeuralExpert)
-    second = {
-        "round": restarted.replica.round,
-        "known": {f"{tp.topic}/{tp.partition}": o for tp, o in restarted.known.items()},
-        "weights": floating(restarted.engine.state_dict()["pool"]),
-        "lr": [g["lr"] for g in expert.optimizer.param_groups],
-    }
+    second = _restored(restarted, logs)
     restarted.replica.close()
-    torch.save({"first": first, "second": second}, Path(out) / f"rank{rank}.pt")
+    scaled: dict[str, Any] = {}
+    if rank == 0:  # the group scaled down to one replica (WORLD_SIZE 1)
+        alone, _ = _daemon(rank, ports[2], directory, world_size=1)
+        with capture_logs() as logs:
+            alone.restore()
+        scaled = _restored(alone, logs)
+        assert alone.replica is not None
+        alone.replica.close()
+    torch.save({"first": first, "second": second, "scaled": scaled}, Path(out) / f"rank{rank}.pt")
+
+
+def _restored(daemon: Daemon, logs: list[MutableMapping[str, Any]]) -> dict[str, Any]:
+    assert daemon.replica is not None
+    restored = next(e for e in logs if e["event"] == "sync_restored")
+    expert = daemon.engine.pool.active_expert if daemon.engine.pool else None
+    assert isinstance(expert, NeuralExpert)
+    return {
+        "lr": [g["lr"] for g in expert.optimizer.param_groups],
+        "id": restored["checkpoint_id"],
+        "round": daemon.replica.round,
+        "known": {f"{tp.topic}/{tp.partition}": o for tp, o in daemon.known.items()},
+        "weights": floating(daemon.engine.state_dict()["pool"]),
+    }
 
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
     out = tmp_path_factory.mktemp("replicas")
-    return out, run_pair(_replica, ([free_port(), free_port()],), out)
+    return out, run_pair(_replica, ([free_port(), free_port(), free_port()],), out)
 
 
 def _assert_same(one: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> None:
@@ -159,28 +177,42 @@ def test_every_replica_checkpoints_each_round_with_the_groups_offsets(
     assert [r["first"]["committed"] for r in ranks] == [{"in/0": N}, {"in/1": N}]
 
 
-def test_restart_restores_the_last_id_every_replica_holds(
+def test_restart_restores_the_newest_id_any_replica_holds(
     replicas: tuple[Path, list[dict[str, Any]]],
 ) -> None:
     out, ranks = replicas
     last = ranks[0]["first"]["round"]
     second = [r["second"] for r in ranks]
-    # The group restores id last - 1 and numbers its rounds on from last, the id rank 0
-    # holds alone: the next round is last + 1, so no second state is ever saved as id last.
+    # Rank 1 lost its file of id last; rank 0's is the group's whole state at that round:
+    # both load it and number their rounds on from it (the next round is last + 1).
+    assert [s["id"] for s in second] == [last, last]
     assert second[0]["round"] == second[1]["round"] == last
     _assert_same(second[0]["weights"], second[1]["weights"])
-    restored = floating(load_file(_file_of(out / "rank1", last - 1))["engine"]["pool"])
+    restored = floating(load_file(_file_of(out / "rank0", last))["engine"]["pool"])
     _assert_same(second[1]["weights"], restored)
-    saved = {
-        tuple(row[:2]): row[2] for row in load_file(_file_of(out / "rank0", last - 1))["offsets"]
-    }
-    expected = {f"{t}/{p}": o for (t, p), o in saved.items()}
-    assert second[0]["known"] == second[1]["known"] == expected
+    # Every partition goes on where the group stopped, the one rank 1 read included.
+    assert second[0]["known"] == second[1]["known"] == {"in/0": N, "in/1": N}
     # The restored expert steps at the replica's rate, sqrt(2) times the configured one:
     # the checkpoint's saved rate (already scaled) is not scaled again.
     configured = load_settings(None).model.learning_rate
     for rank in second:
         assert rank["lr"] == [pytest.approx(configured * 2**0.5, rel=1e-12)]
+
+
+def test_a_group_scaled_down_goes_on_from_its_newest_id(
+    replicas: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    """WORLD_SIZE 2 -> 1 (a StatefulSet scaled down): the replica left restores the group's
+    model and the offsets of the partitions the other replica read, so Kafka's reassignment
+    goes on where the group stopped, learning nothing twice."""
+    _, ranks = replicas
+    last = ranks[0]["first"]["round"]
+    scaled = ranks[0]["scaled"]
+    assert scaled["id"] == scaled["round"] == last
+    _assert_same(scaled["weights"], ranks[0]["first"]["weights"])
+    assert scaled["known"] == {"in/0": N, "in/1": N}
+    # It learns alone at the configured rate, not at the group of two's sqrt(2) times it.
+    assert scaled["lr"] == [pytest.approx(load_settings(None).model.learning_rate, rel=1e-12)]
 
 
 def _file_of(directory: Path, round_: int) -> Path:
