@@ -179,18 +179,34 @@ class Checkpointer:
             self.checkpoint("revoke" if self._revoked else "interval")
 
     def checkpoint(
-        self, reason: str, flush_timeout_s: float | None = None, barrier: Barrier | None = None
+        self,
+        reason: str,
+        flush_timeout_s: float | None = None,
+        barrier: Barrier | None = None,
+        landed: bool = False,
     ) -> bool:
         """Flush outputs, save state durably, then commit offsets. False if it did not.
 
-        A replica (``coordinated``) saves only at a ``barrier``, and then always: the
-        checkpoint id is complete only when every replica wrote its file."""
+        A replica (``coordinated``) saves only at a ``barrier``, once every replica's
+        outputs landed (``landed``: the round checked them on all, replica.py)."""
         sink = self.endpoints.sink
         if self.coordinated and barrier is None:
             log.info("checkpoint_at_next_sync", reason=reason)
             return False
         if (not self._dirty and barrier is None) or sink is None:
             self._revoked = False
+            return True
+        if not (landed or self.landed(reason, flush_timeout_s)):
+            return False
+        if self.store is None:
+            return self._commit()
+        return self._save(reason, barrier)
+
+    def landed(self, reason: str, flush_timeout_s: float | None = None) -> bool:
+        """Whether the state may be saved now: no record is half learned and every output
+        of the records learned has landed. False is counted, logged and backed off."""
+        sink = self.endpoints.sink
+        if sink is None:
             return True
         if self._open_spans:
             self.metrics.checkpoints.labels(result="mid_record").inc()
@@ -200,12 +216,13 @@ class Checkpointer:
                 why="a record was only partly learned; the last checkpoint stands",
             )
             return False
-        timeout = flush_timeout_s or self.settings.kafka.flush_timeout_s
-        if not sink.flush(timeout):
+        if not sink.flush(flush_timeout_s or self.settings.kafka.flush_timeout_s):
             return self._failed("outputs_pending", reason, "outputs not yet landed")
-        if self.store is None:
-            return self._commit()
-        return self._save(reason, barrier)
+        return True
+
+    def deferred(self, reason: str, why: str) -> None:
+        """This checkpoint waits for something outside this process (a peer's outputs)."""
+        self._failed("outputs_pending", reason, why)
 
     def _save(self, reason: str, barrier: Barrier | None) -> bool:
         assert self.store is not None
@@ -268,10 +285,10 @@ class Checkpointer:
         return True
 
     def commit_group(self, offsets: Offsets) -> None:
-        """The checkpoint just saved is a complete id (every replica saved it): commit its
-        offsets of the partitions assigned here, and keep its file past pruning until the
-        next complete id, so a replica that fails to save for longer than
-        ``checkpoint.keep`` rounds still finds this id held everywhere."""
+        """Every replica saved the checkpoint just saved: commit its offsets of the
+        partitions assigned here, and keep its file past pruning until the next such id, so
+        the newest id Kafka's commits reach stays held while a replica fails to save for
+        longer than ``checkpoint.keep`` rounds."""
         if self.store is not None and self.last_path is not None:
             self.store.protect(Path(self.last_path))
         mine = {tp: o for tp, o in offsets.items() if tp in self.positions}

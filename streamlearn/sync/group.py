@@ -50,7 +50,7 @@ _PROTOCOL = "sync/protocol"  # per rank: the protocol and version it runs
 # Bump when what replicas exchange changes shape: a round's flags, the decisions' shares,
 # the engine state that is averaged or broadcast. Replicas of two protocols never form a
 # group (module docstring).
-SYNC_PROTOCOL = 1
+SYNC_PROTOCOL = 2  # 2: a checkpoint round gathers whether every replica's outputs landed
 
 
 class GroupLostError(RuntimeError):

@@ -166,7 +166,7 @@ class Replica:
         held = self._held_ids()
         by_rank = group.all_gather_json(sorted(held))
         newest = _newest_id(by_rank)
-        agreed = newest or None
+        agreed = _restore_point(by_rank, decider=self.settings.decisions == "rank0")
         single = self._single_process() if not any(by_rank) else None
         made = group.all_gather_json(_made_at(single))  # per rank: its newest's time, or None
         seeded = agreed is None and any(m is not None for m in made)
@@ -191,7 +191,8 @@ class Replica:
             apply(restored, Path(f"<{what} of rank {source}>"))
             if agreed is not None:
                 self.averager.load_state_dict((restored.sync or {})["averager"])
-                self._protect(held.get(agreed))
+                if agreed in held:
+                    self._protect(held[agreed])
         self.decisions.restored()
         if seeded:
             path = single.path if single is not None else None
@@ -460,7 +461,16 @@ class Replica:
                 tp = TopicPartition(topic, int(partition))
                 offsets[tp] = max(offsets.get(tp, 0), int(offset))
         barrier = Barrier(self.round, offsets, {"averager": self.averager.state_dict()})
-        saved = self.checkpointer.checkpoint("sync", barrier=barrier)
+        # A file of this id covers every replica's records (the offsets above), so it is
+        # written only once every replica's outputs of them landed: a restore of it never
+        # skips a prediction that a replica's failed flush (or death inside it) lost.
+        landed = self.checkpointer.landed("sync")
+        if all(ok for (ok,) in self._group().all_gather_ints([int(landed)])):
+            saved = self.checkpointer.checkpoint("sync", barrier=barrier, landed=True)
+        else:
+            saved = False
+            if landed:
+                self.checkpointer.deferred("sync", "another replica's outputs have not landed")
         if saved:
             # Where the group stopped in the partitions other replicas read: a partition
             # assigned here next seeks there.
@@ -491,3 +501,12 @@ def _newest(made: list[float | None]) -> int:
 def _newest_id(by_rank: list[list[int]]) -> int:
     """The newest checkpoint id any replica holds (0: none holds one)."""
     return max((i for ids in by_rank for i in ids), default=0)
+
+
+def _restore_point(by_rank: list[list[int]], decider: bool) -> int | None:
+    """The id the group restores: the newest any replica holds (None: none). With
+    ``decider`` (``sync.decisions: rank0``) rank 0's newest where it holds one: only its
+    file holds the decision window it keeps open across rounds, with its held samples."""
+    if decider and by_rank[0]:
+        return max(by_rank[0])
+    return _newest_id(by_rank) or None

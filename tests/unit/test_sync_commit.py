@@ -1,7 +1,9 @@
-"""A replica commits a checkpoint id's offsets to Kafka only once every replica saved it
-(docs/scaling.md, "Coordinated checkpoints"): a commit ahead of the id the group restores
-would look like another lineage's on a broker that drops commit metadata, and the restore
-would skip to it. The group is a stub here: what the other replica says is given."""
+"""A replica writes a checkpoint id only once every replica's outputs landed, and commits
+its offsets to Kafka only once every replica saved it (docs/scaling.md, "Coordinated
+checkpoints"): a file covers every replica's records, so a restore of it would skip the
+outputs a peer's failed flush lost; and a commit ahead of the id the group restores would
+look like another lineage's on a broker that drops commit metadata, and the restore would
+skip to it. The group is a stub here: what the other replica says is given."""
 
 from __future__ import annotations
 
@@ -20,16 +22,20 @@ from tests.unit.test_daemon import TP0, Source, drain, make, records
 
 
 class OtherReplica:
-    """The collectives of a group of two, where the other replica reports ``saved``."""
+    """The collectives of a group of two, where the other replica's outputs ``landed``
+    (the first flag a checkpoint round gathers) and it ``saved`` (the second)."""
 
-    def __init__(self, saved: bool) -> None:
-        self.saved = saved
+    def __init__(self, saved: bool, landed: bool = True) -> None:
+        self.saved, self.landed = saved, landed
+        self._asked = 0
 
     def all_gather_json(self, value: Any) -> list[Any]:
         return [value, []]  # the other reads no partition
 
     def all_gather_ints(self, values: list[int]) -> list[list[int]]:
-        return [values, [int(self.saved)]]
+        self._asked += 1
+        first = self._asked % 2 == 1
+        return [values, [int(self.landed if first else self.saved)]]
 
 
 @pytest.mark.parametrize(("other_saved", "committed"), [(True, {TP0: 40}), (False, {})])
@@ -49,6 +55,28 @@ def test_an_id_is_committed_only_once_every_replica_saved_it(
     replica._checkpoint()
     assert daemon.checkpointer.checkpoints == 1  # saved here either way
     assert source.committed_offsets == committed
+
+
+def test_no_replica_writes_an_id_while_another_replicas_outputs_are_pending(
+    tmp_path: Path,
+) -> None:
+    source = Source("in", [records(40)])
+    daemon: Daemon = make(tmp_path, source)[0]
+    daemon.start()
+    drain(daemon, source)
+    daemon.checkpointer.coordinated = True
+    replica = Replica(
+        daemon.settings.sync, daemon.engine, daemon.checkpointer, daemon.metrics, lambda: None
+    )
+    replica.group = OtherReplica(saved=False, landed=False)  # type: ignore[assignment]
+    replica.round = 1
+    replica._checkpoint()
+    # This replica's outputs landed, but a file of id 1 would hold the other's offsets too.
+    assert daemon.checkpointer.checkpoints == 0 and replica._held_ids() == {}
+    assert source.committed_offsets == {}
+    deferred = daemon.metrics.checkpoints.labels(result="outputs_pending")._value.get()
+    assert deferred == 1
+    assert daemon.checkpointer.dirty  # what it learned still waits for a checkpoint
 
 
 def test_the_last_complete_id_outlives_pruning_while_newer_ones_are_not_complete(

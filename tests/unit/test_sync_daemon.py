@@ -5,6 +5,7 @@ replica holds, and a group scaled down to one replica goes on from it."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ from streamlearn.sinks import MemorySink
 from streamlearn.sources import MemorySource
 from streamlearn.sources.base import AssignmentListener
 from streamlearn.sync.average import floating
-from streamlearn.sync.replica import replica_settings
+from streamlearn.sync.replica import _restore_point, replica_settings
 from tests.support.replicas import run_pair
 
 N = 150  # records per replica's partition
+MORE = 10  # records per partition sent after the group scaled down
 
 
 class Source(MemorySource):
@@ -36,16 +38,23 @@ class Source(MemorySource):
         return self
 
 
-def _records(rank: int) -> list[bytes]:
+def _records(rank: int, n: int = N) -> list[bytes]:
     """Each replica's partition: the same concept, different samples."""
     gen = torch.Generator().manual_seed(rank)
-    x = torch.randn(N, 3, generator=gen)
+    x = torch.randn(n, 3, generator=gen)
     y = (x[:, 0] + x[:, 1] > 0).long()
     return [json.dumps({"x": r.tolist(), "y": int(c)}).encode() for r, c in zip(x, y, strict=True)]
 
 
-def _daemon(rank: int, port: int, directory: Path, world_size: int = 2) -> tuple[Daemon, Source]:
-    partitions = [_records(0), []] if rank == 0 else [[], _records(1)]
+def _daemon(
+    rank: int,
+    port: int,
+    directory: Path,
+    world_size: int = 2,
+    partitions: list[list[bytes]] | None = None,
+) -> tuple[Daemon, Source]:
+    if partitions is None:
+        partitions = [_records(0), []] if rank == 0 else [[], _records(1)]
     source = Source("in", partitions)
     settings = load_settings(
         None,
@@ -118,11 +127,17 @@ def _replica(rank: int, ports: list[int], out: str) -> None:
     second = _restored(restarted, logs)
     restarted.replica.close()
     scaled: dict[str, Any] = {}
-    if rank == 0:  # the group scaled down to one replica (WORLD_SIZE 1)
-        alone, _ = _daemon(rank, ports[2], directory, world_size=1)
+    if rank == 0:  # the group scaled down to one replica (WORLD_SIZE 1), both partitions its
+        both = [_records(r, N + MORE) for r in (0, 1)]
+        kept = shutil.copytree(directory, Path(out) / "scaled")  # the pair's files stay
+        alone, source = _daemon(rank, ports[2], kept, world_size=1, partitions=both)
         with capture_logs() as logs:
-            alone.restore()
+            assert alone.start()
         scaled = _restored(alone, logs)
+        restored_count = alone.engine.samples_learned
+        while not (source.exhausted() and len(alone.buffer) == 0):
+            alone.step()
+        scaled["learned_after"] = alone.engine.samples_learned - restored_count
         assert alone.replica is not None
         alone.replica.close()
     torch.save({"first": first, "second": second, "scaled": scaled}, Path(out) / f"rank{rank}.pt")
@@ -138,7 +153,7 @@ def _restored(daemon: Daemon, logs: list[MutableMapping[str, Any]]) -> dict[str,
         "id": restored["checkpoint_id"],
         "round": daemon.replica.round,
         "known": {f"{tp.topic}/{tp.partition}": o for tp, o in daemon.known.items()},
-        "weights": floating(daemon.engine.state_dict()["pool"]),
+        "weights": {k: v.clone() for k, v in floating(daemon.engine.state_dict()["pool"]).items()},
     }
 
 
@@ -211,8 +226,27 @@ def test_a_group_scaled_down_goes_on_from_its_newest_id(
     assert scaled["id"] == scaled["round"] == last
     _assert_same(scaled["weights"], ranks[0]["first"]["weights"])
     assert scaled["known"] == {"in/0": N, "in/1": N}
+    # Assigned both partitions, it learns only the records past where the group stopped.
+    assert scaled["learned_after"] == 2 * MORE
     # It learns alone at the configured rate, not at the group of two's sqrt(2) times it.
     assert scaled["lr"] == [pytest.approx(load_settings(None).model.learning_rate, rel=1e-12)]
+
+
+@pytest.mark.parametrize(
+    ("by_rank", "decider", "expected"),
+    [
+        ([[3, 5], [3, 5, 6]], False, 6),  # rank 0 died inside its write of 6
+        ([[3, 5], [3, 5, 6]], True, 5),  # rank0 decisions: its file holds its open window
+        ([[], [4]], True, 4),
+        ([[80, 90], [80, 90], [30, 40]], False, 90),  # a volume scaled back in, old ids
+        ([[5], [3]], False, 5),  # no id in common
+        ([[], []], False, None),
+    ],
+)
+def test_the_group_restores_the_newest_id_any_replica_holds(
+    by_rank: list[list[int]], decider: bool, expected: int | None
+) -> None:
+    assert _restore_point(by_rank, decider) == expected
 
 
 def _file_of(directory: Path, round_: int) -> Path:
