@@ -128,6 +128,11 @@ class ReliableDaemon(DaemonProcess):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def learners_started(self) -> list[int]:
+        """The pid of each learner process ``streamlearn run``'s supervisor started in
+        the current start, in order."""
+        return [int(e["pid"]) for e in self.events() if e.get("event") == "learner_started"]
+
     def timeline(self, last: int = 60) -> str:
         """The last events of every start, one line each, without the per-round and
         per-checkpoint ones: what a failed test's report shows of this daemon."""

@@ -71,11 +71,6 @@ def _handed_over(daemon: ReliableDaemon) -> dict[str, int]:
     return found
 
 
-def _learner_pid(daemon: ReliableDaemon) -> int:
-    started = [e for e in daemon.events() if e.get("event") == "learner_started"]
-    return int(started[-1]["pid"])
-
-
 def test_a_stalled_replicas_partitions_go_on_from_where_it_stopped(
     broker: EmbeddedBroker,
     seq_topics: Callable[[int], dict[str, str]],
@@ -103,7 +98,7 @@ def test_a_stalled_replicas_partitions_go_on_from_where_it_stopped(
         learned = producer.sent_to()  # all learned by the stalled replica, none checkpointed
         assert checkpoint_offsets(other) == at_checkpoint
         assert other.event("partitions_awaiting_handoff") is None
-        pid = _learner_pid(stalled)
+        pid = stalled.learners_started()[-1]
         os.kill(pid, signal.SIGSTOP)
         try:
             producer.send(STALLED)
@@ -128,8 +123,7 @@ def test_a_stalled_replicas_partitions_go_on_from_where_it_stopped(
         for replica in replicas:
             # One learner all along: none left the group (a lost group that never reached
             # a round would show only as the learner's exit).
-            started = [e for e in replica.events() if e.get("event") == "learner_started"]
-            assert len(started) == 1, replica.timeline()
+            assert len(replica.learners_started()) == 1, replica.timeline()
             assert replica.event("learner_exited") is None, replica.timeline()
             assert replica.event("sync_group_lost") is None, replica.timeline()
             assert replica.event("partitions_handoff_missing") is None, replica.timeline()

@@ -59,42 +59,36 @@ def _writing(checkpoint_dir: Path) -> bool:
     return any(checkpoint_dir.glob(".ckpt-*.tmp"))
 
 
-def _learner(daemon: ReliableDaemon) -> int:
-    started = [e for e in daemon.events() if e.get("event") == "learner_started"]
-    return int(started[-1]["pid"])
-
-
-def _killed_writing(victim: ReliableDaemon, replicas: list[ReliableDaemon], log: Path) -> bool:
-    """SIGKILL the victim if its learner is inside a checkpoint write. The learner is
-    stopped first, so the write cannot finish between the look and the kill."""
-    if not _writing(victim.checkpoint_dir):
-        return False
-    learner = _learner(victim)
+def _killed_if(victim: ReliableDaemon, stopped_right: Callable[[], bool]) -> bool:
+    """Stop the victim's learner; if ``stopped_right()`` then, SIGKILL it and its
+    supervisor, else let it go on. Stopped first, it cannot move on between look and kill."""
+    learner = victim.learners_started()[-1]
     os.kill(learner, signal.SIGSTOP)
-    if not _writing(victim.checkpoint_dir):
+    if not stopped_right():
         os.kill(learner, signal.SIGCONT)
         return False
     os.kill(learner, signal.SIGKILL)
     victim.kill()
     return True
+
+
+def _killed_writing(victim: ReliableDaemon, replicas: list[ReliableDaemon], log: Path) -> bool:
+    """SIGKILL the victim if its learner is inside a checkpoint write."""
+    folder = victim.checkpoint_dir
+    return _writing(folder) and _killed_if(victim, lambda: _writing(folder))
 
 
 def _killed_learning(victim: ReliableDaemon, replicas: list[ReliableDaemon], log: Path) -> bool:
     """SIGKILL the victim outside any checkpoint write, once the group applied updates that
-    no checkpoint holds. The learner is stopped first and the survivor given time to finish
-    a write of the round it may be in, so the restore point is read as it will stay."""
-    if _writing(victim.checkpoint_dir):
-        return False
-    learner = _learner(victim)
-    os.kill(learner, signal.SIGSTOP)
-    time.sleep(0.5)
-    _, covered = restore_point(replicas)
-    if _writing(victim.checkpoint_dir) or len(read_log(log)) <= covered:
-        os.kill(learner, signal.SIGCONT)
-        return False
-    os.kill(learner, signal.SIGKILL)
-    victim.kill()
-    return True
+    no checkpoint holds. The survivor is given time to finish a write of the round it may
+    be in, so the restore point is read as it will stay."""
+
+    def past_the_restore_point() -> bool:
+        time.sleep(0.5)
+        _, covered = restore_point(replicas)
+        return not _writing(victim.checkpoint_dir) and len(read_log(log)) > covered
+
+    return not _writing(victim.checkpoint_dir) and _killed_if(victim, past_the_restore_point)
 
 
 KILLS = {"writing": _killed_writing, "learning": _killed_learning}

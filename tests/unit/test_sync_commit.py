@@ -38,18 +38,25 @@ class OtherReplica:
         return [values, [int(self.landed if first else self.saved)]]
 
 
-@pytest.mark.parametrize(("other_saved", "committed"), [(True, {TP0: 40}), (False, {})])
-def test_an_id_is_committed_only_once_every_replica_saved_it(
-    tmp_path: Path, other_saved: bool, committed: dict[Any, int]
-) -> None:
+def _replica_of_40_learned(tmp_path: Path) -> tuple[Source, Daemon, Replica]:
+    """A daemon that learned 40 records of one partition, as a replica (it saves only at a
+    round's barrier), its group not set yet."""
     source = Source("in", [records(40)])
     daemon: Daemon = make(tmp_path, source)[0]
     daemon.start()
     drain(daemon, source)
-    daemon.checkpointer.coordinated = True  # a replica's: saves only at a round's barrier
+    daemon.checkpointer.coordinated = True
     replica = Replica(
         daemon.settings.sync, daemon.engine, daemon.checkpointer, daemon.metrics, lambda: None
     )
+    return source, daemon, replica
+
+
+@pytest.mark.parametrize(("other_saved", "committed"), [(True, {TP0: 40}), (False, {})])
+def test_an_id_is_committed_only_once_every_replica_saved_it(
+    tmp_path: Path, other_saved: bool, committed: dict[Any, int]
+) -> None:
+    source, daemon, replica = _replica_of_40_learned(tmp_path)
     replica.group = OtherReplica(other_saved)  # type: ignore[assignment]  # a stub group
     replica.round = 1
     replica._checkpoint()
@@ -60,14 +67,7 @@ def test_an_id_is_committed_only_once_every_replica_saved_it(
 def test_no_replica_writes_an_id_while_another_replicas_outputs_are_pending(
     tmp_path: Path,
 ) -> None:
-    source = Source("in", [records(40)])
-    daemon: Daemon = make(tmp_path, source)[0]
-    daemon.start()
-    drain(daemon, source)
-    daemon.checkpointer.coordinated = True
-    replica = Replica(
-        daemon.settings.sync, daemon.engine, daemon.checkpointer, daemon.metrics, lambda: None
-    )
+    source, daemon, replica = _replica_of_40_learned(tmp_path)
     replica.group = OtherReplica(saved=False, landed=False)  # type: ignore[assignment]
     replica.round = 1
     replica._checkpoint()
@@ -82,16 +82,9 @@ def test_no_replica_writes_an_id_while_another_replicas_outputs_are_pending(
 def test_the_last_complete_id_outlives_pruning_while_newer_ones_are_not_complete(
     tmp_path: Path,
 ) -> None:
-    source = Source("in", [records(40)])
-    daemon: Daemon = make(tmp_path, source)[0]
-    daemon.start()
-    drain(daemon, source)
-    daemon.checkpointer.coordinated = True
+    _, daemon, replica = _replica_of_40_learned(tmp_path)
     assert isinstance(daemon.checkpointer.store, FileCheckpointStore)
     daemon.checkpointer.store.keep = 1  # checkpoint.keep: 1
-    replica = Replica(
-        daemon.settings.sync, daemon.engine, daemon.checkpointer, daemon.metrics, lambda: None
-    )
     other = OtherReplica(saved=True)
     replica.group = other  # type: ignore[assignment]  # a stub group
     rounds_held = []
