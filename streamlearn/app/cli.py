@@ -180,12 +180,9 @@ def _run(args: argparse.Namespace) -> int:
             port = service.serve_metrics(settings.metrics.host, settings.metrics.port)
             log.info("metrics_listening", host=settings.metrics.host, port=port)
     except OSError as exc:
-        raise StreamlearnError(
-            f"serve: cannot listen on {settings.serve.host} "
-            f"(http_port {settings.serve.http_port}, grpc_port "
-            f"{settings.serve.grpc_port}, metrics port "
-            f"{settings.metrics.port}): {exc}"
-        ) from None
+        # the error names the port's setting, its address and why: "serve.http_port
+        # 127.0.0.1:8080: Address already in use"
+        raise StreamlearnError(f"cannot listen on {exc.strerror}") from None
     _install_signal_handlers(service.request_stop, service.kill)
     return service.run()
 
@@ -194,13 +191,19 @@ def _run_learner_only(settings: Any) -> int:
     """No serving: the learner alone, in this process, as one needs nothing else."""
     from streamlearn.daemon import kafka_daemon
     from streamlearn.runtime.launch import EXIT_CRASHED, limit_torch_threads
+    from streamlearn.runtime.sockets import binding
     from streamlearn.sync.group import GroupLostError
 
     limit_torch_threads(settings.engine.torch_threads)
     daemon = kafka_daemon(settings)
     if settings.metrics.enabled:
-        port, _ = daemon.metrics.serve(settings.metrics.host, settings.metrics.port)
-        log.info("metrics_listening", host=settings.metrics.host, port=port)
+        host = settings.metrics.host
+        try:
+            with binding("metrics.port", host, settings.metrics.port):
+                port, _ = daemon.metrics.serve(host, settings.metrics.port)
+        except OSError as exc:
+            raise StreamlearnError(f"cannot listen on {exc.strerror}") from None
+        log.info("metrics_listening", host=host, port=port)
     _install_signal_handlers(daemon.request_stop)
     try:
         daemon.run()

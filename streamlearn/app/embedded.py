@@ -7,11 +7,13 @@ what it holds is gone when it stops, which is what a demo and a test want.
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from types import TracebackType
 
 from kafka import KafkaAdminClient
@@ -40,10 +42,46 @@ def find_tansu() -> str:
         raise BrokerError(str(exc)) from None
 
 
+# The kernel takes ports for itself (a bind to port 0, every outgoing connection's local end)
+# from its ephemeral range. A port picked there by binding to 0 is free only until the next
+# connection anyone opens: in CI two replicas' gloo connections took one between the pick and
+# the daemon's bind. A port picked below that range is taken only by someone who asks for it.
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PICKED = 10_000  # below lie the well-known and commonly registered services' ports
+_PICK_TRIES = 64
+_handed_out: set[int] = set()
+# Not the global generator: a caller that seeds it must not make two processes pick alike.
+_PICKER = random.SystemRandom()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
+    """A port on ``host`` that nobody listens on, outside the kernel's ephemeral range
+    where it has one, and not handed out before by this process."""
+    ports = _below_ephemeral()
+    for port in _PICKER.sample(ports, min(len(ports), _PICK_TRIES)):
+        if port not in _handed_out and _bindable(host, port):
+            _handed_out.add(port)
+            return port
+    with socket.socket() as sock:  # no range to pick from, or all tries taken
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _below_ephemeral() -> range:
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(_LOWEST_PICKED, max(low, _LOWEST_PICKED))
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 class EmbeddedBroker:

@@ -72,9 +72,11 @@ class Service:
         serve = self.settings.serve
         self.runtime = RuntimeDir.create()
         try:
-            self.http_socket = listen_socket(serve.host, serve.http_port)
+            self.http_socket = listen_socket(serve.host, serve.http_port, "serve.http_port")
             self._grpc_reservation = (
-                reserve_port(serve.host, serve.grpc_port) if serve.grpc_enabled else None
+                reserve_port(serve.host, serve.grpc_port, "serve.grpc_port")
+                if serve.grpc_enabled
+                else None
             )
         except OSError:
             self.runtime.remove()

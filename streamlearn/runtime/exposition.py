@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from streamlearn.runtime.ipc import LearnerLink, LinkClosedError
+from streamlearn.runtime.sockets import binding
 
 
 class Exposition:
@@ -58,7 +59,8 @@ def serve_exposition(exposition: Exposition, host: str, port: int) -> ThreadingH
         def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes are counted by Prometheus, not logged line by line
 
-    server = ThreadingHTTPServer((host, port), Handler)
+    with binding("metrics.port", host, port):
+        server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -294,3 +294,37 @@ def test_run_refuses_a_weak_token_file_with_exit_code_2(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "serve.auth_token_file" in proc.stderr and str(token) in proc.stderr.replace("\n", "")
     assert "file-tok-3e8" not in (proc.stderr + proc.stdout).replace("\n", "")
+
+
+@pytest.mark.parametrize(
+    ("setting", "env_name", "enabled"),
+    [
+        ("serve.http_port", "STREAMLEARN_SERVE__HTTP_PORT", "true"),
+        ("serve.grpc_port", "STREAMLEARN_SERVE__GRPC_PORT", "true"),
+        ("metrics.port", "STREAMLEARN_METRICS__PORT", "true"),
+        ("metrics.port", "STREAMLEARN_METRICS__PORT", "false"),  # the learner alone
+    ],
+)
+def test_a_port_in_use_stops_the_start_with_exit_code_1_naming_its_setting(
+    setting: str, env_name: str, enabled: str
+) -> None:
+    import socket
+
+    from streamlearn.app.embedded import free_port
+
+    with socket.create_server(("127.0.0.1", free_port())) as taken:
+        port = taken.getsockname()[1]
+        env = {
+            "STREAMLEARN_SERVE__ENABLED": enabled,
+            "STREAMLEARN_SERVE__HOST": "127.0.0.1",
+            "STREAMLEARN_SERVE__HTTP_PORT": str(free_port()),
+            "STREAMLEARN_SERVE__GRPC_PORT": str(free_port()),
+            "STREAMLEARN_METRICS__HOST": "127.0.0.1",
+            "STREAMLEARN_METRICS__PORT": str(free_port()),
+            "STREAMLEARN_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            env_name: str(port),
+        }
+        proc = run_cli("run", env=env)
+    assert proc.returncode == 1, proc.stderr
+    assert f"{setting} 127.0.0.1:{port}: Address already in use" in proc.stderr
+    assert "Traceback" not in proc.stderr
