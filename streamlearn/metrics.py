@@ -421,7 +421,20 @@ class Metrics:
             "The last sync round (= coordinated checkpoint id).",
             registry=r,
         )
-        self.sync_rank = Gauge("streamlearn_sync_rank", "This replica's rank.", registry=r)
+        self.sync_rank = Gauge(
+            "streamlearn_sync_rank", "This replica's rank in its generation.", registry=r
+        )
+        self.sync_members = Gauge(
+            "streamlearn_sync_members",
+            "Replicas in this replica's generation of the group: below "
+            "streamlearn_sync_world_size while one that left has not come back.",
+            registry=r,
+        )
+        self.sync_world_size = Gauge(
+            "streamlearn_sync_world_size",
+            "The group's full size (sync.world_size or WORLD_SIZE).",
+            registry=r,
+        )
         self.sync_dropped = Counter(
             "streamlearn_sync_dropped",
             "Local tensors dropped at a round because the deciding replica's pool lacks them "

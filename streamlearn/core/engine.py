@@ -134,6 +134,16 @@ class Engine:
         if (count := model.feature_count()) is not None:
             self._build(count)
 
+    def reconfigure(self, model: ModelSettings, engine: EngineSettings) -> None:
+        """Other step settings (batch, learning rate) before anything is learned: a
+        scale-out replica's, once its group formed smaller than planned. A network already
+        built is built again from them."""
+        if self.samples_learned or self.version:
+            raise ModelError("the engine's settings change only before it learns")
+        self.settings, self.engine_settings = model, engine
+        if self.n_features is not None:
+            self._build(self.n_features)
+
     @property
     def is_classifier(self) -> bool:
         return self.settings.task == "classification"

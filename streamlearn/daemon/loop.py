@@ -86,7 +86,9 @@ class Daemon:
         *,
         snapshots: SnapshotPublisher | None = None,
     ) -> None:
-        # A replica of a group learns in smaller steps (sync.split_batch; docs/scaling.md).
+        # A replica of a group learns in smaller steps (sync.split_batch; docs/scaling.md),
+        # sized for the whole group until the one it joins says otherwise (restore).
+        self._unsplit = settings
         settings = replica_settings(settings)
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -268,7 +270,9 @@ class Daemon:
             if removed:
                 log.warning("checkpoint_partial_removed", files=[str(p) for p in removed])
         if self.replica is not None:
-            self.replica.join()
+            size = self.replica.join()
+            if size != self.replica.world_max:
+                self._learn_as_one_of(size)
             self.replica.restore(self._apply_checkpoint)
             return
         if self.store is None:
@@ -282,6 +286,21 @@ class Daemon:
             return
         state = CheckpointState.from_dict(loaded.state)
         self._apply_checkpoint(state, loaded.path, skipped=len(loaded.skipped))
+
+    def _learn_as_one_of(self, size: int) -> None:
+        """Step settings for a group that formed with ``size`` of its replicas (some did
+        not come within sync.form_wait_s): the group then steps per sample as one learner
+        would, as a whole one does. Nothing is learned yet: the network is built again."""
+        settings = replica_settings(self._unsplit, size)
+        self.settings = settings
+        self.engine.reconfigure(settings.model, settings.engine)
+        self.buffer.max_batch = settings.engine.max_batch
+        self.batching = AdaptiveBatch(
+            settings.engine.max_batch,
+            settings.engine.max_adaptive_batch,
+            settings.engine.lag_budget_s,
+        )
+        self.metrics.batch_target.set(self.batching.size)
 
     def _apply_checkpoint(self, state: CheckpointState, path: Path, skipped: int = 0) -> None:
         check_compatible(state, self.settings.model, path)

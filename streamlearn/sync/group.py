@@ -7,11 +7,13 @@ bytes in the checkpoint format (loaded with ``weights_only=True``), never pickle
 
 **Generations.** A group lives as long as its members' learner processes: when one dies, the
 others' collectives (or, if it hosted the store, their store reads) fail, their learners exit
-and the supervisor starts them again, and they form a new group. The store's ``sync/members``
-counts the joins of this generation: a replica that joins a store whose group is already whole
-(its host has not yet noticed that a member died) waits for the host's successor, and the
-members of that stale group see the count pass the world size and leave it (:meth:`lost`).
-Under torchrun the agent's store outlives the workers; each restart attempt gets a prefix.
+and the supervisor starts them again, and they form a new group. Who is in a generation is
+``membership.py``'s: the others take seats at rank 0's store in join order (a seat is a
+rank), and rank 0 closes the generation once all ``world_size`` sit or ``sync.form_wait_s``
+passed with ``sync.min_replicas``. A replica that sits down after the close (one coming
+back, one added) waits for the next generation, and its seat tells the members to end this
+one (:meth:`lost`). Under torchrun the agent's store outlives the workers; each restart
+attempt gets a prefix.
 
 **One protocol per group.** A rolling update (a StatefulSet's default) restarts one replica
 at a time on the new version, so a group re-forms with mixed versions. Before any collective
@@ -39,18 +41,26 @@ from streamlearn._version import __version__
 from streamlearn.checkpoint.format import FORMAT_VERSION, decode, encode
 from streamlearn.core.errors import SettingsError
 from streamlearn.core.logging import get_logger
+from streamlearn.sync.membership import (
+    LateForGenerationError,
+    NoQuorumError,
+    close_generation,
+    grown,
+    take_seat,
+)
 from streamlearn.sync.settings import SyncSettings
 
 log = get_logger(__name__)
 
-_MEMBERS = "sync/members"  # joins of this generation of the group
 _REJOIN_WAIT_S = 0.5
 _BEAT = "sync/beat"  # per rank: heartbeats counted by the learner loop
 _PROTOCOL = "sync/protocol"  # per rank: the protocol and version it runs
 # Bump when what replicas exchange changes shape: a round's flags, the decisions' shares,
 # the engine state that is averaged or broadcast. Replicas of two protocols never form a
 # group (module docstring).
-SYNC_PROTOCOL = 2  # 2: a checkpoint round gathers whether every replica's outputs landed
+# 2: a checkpoint round gathers whether every replica's outputs landed. 3: ranks are seats
+# taken at the store, and a generation may form short (membership.py).
+SYNC_PROTOCOL = 3
 
 
 class GroupLostError(RuntimeError):
@@ -73,6 +83,10 @@ def rendezvous(settings: SyncSettings, env: Mapping[str, str]) -> tuple[str, int
     world = int(pick(settings.world_size, "WORLD_SIZE"))
     if rank >= world:
         raise SettingsError([f"sync.rank: {rank} must be below the world size {world}"])
+    if settings.min_replicas > world:
+        raise SettingsError(
+            [f"sync.min_replicas: {settings.min_replicas} must be at most the world size {world}"]
+        )
     return addr, port, rank, world
 
 
@@ -127,9 +141,12 @@ class Group:
     """This replica's place in the group, and the few collectives the sync needs."""
 
     def __init__(self, settings: SyncSettings, device: torch.device) -> None:
-        addr, port, self.rank, self.world_size = rendezvous(settings, os.environ)
+        addr, port, configured_rank, self.world_max = rendezvous(settings, os.environ)
         self.timeout_s = settings.timeout_s
-        self.store = self._join_store(addr, port)
+        # Under torchrun the agent hosts the store at MASTER_PORT; otherwise rank 0 does.
+        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        self.hosts = configured_rank == 0
+        self.store, self.rank, self.world_size = self._join(settings, addr, port, agent)
         backend = settings.backend
         if backend == "auto":
             backend = "nccl" if device.type == "cuda" else "gloo"
@@ -143,34 +160,60 @@ class Group:
             world_size=self.world_size,
             timeout=timedelta(seconds=self.timeout_s),
         )
-        log.info("sync_joined", rank=self.rank, world_size=self.world_size, backend=backend)
+        log.info(
+            "sync_joined",
+            rank=self.rank,
+            world_size=self.world_size,
+            world_max=self.world_max,
+            backend=backend,
+        )
 
-    def _join_store(self, addr: str, port: int) -> Store:
-        """The store of a generation this replica is a member of (a whole one's is not)."""
+    def _join(
+        self, settings: SyncSettings, addr: str, port: int, agent: bool
+    ) -> tuple[Store, int, int]:
+        """(store, rank, size) of the generation this replica is a member of
+        (membership.py): rank 0 closes one; the others sit in one not yet closed."""
         timeout = timedelta(seconds=self.timeout_s)
-        deadline = time.monotonic() + self.timeout_s
-        # Under torchrun the agent hosts the store at MASTER_PORT; otherwise rank 0 does.
-        agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+        deadline = time.monotonic() + settings.form_wait_s + self.timeout_s
         while True:
             store: Store = dist.TCPStore(  # type: ignore[attr-defined]
-                addr, port, self.world_size, is_master=self.rank == 0 and not agent, timeout=timeout
+                addr,
+                port,
+                is_master=self.hosts and not agent,
+                timeout=timeout,
+                wait_for_workers=False,
             )
             if agent:
                 attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
                 store = PrefixStore(f"streamlearn/attempt_{attempt}", store)
-            joined = store.add(_MEMBERS, 1)
-            if joined <= self.world_size:
-                return store
-            # A stale generation (its members are about to see this join and leave).
-            log.info("sync_group_stale", rank=self.rank, joins=joined, retry_in_s=_REJOIN_WAIT_S)
+            try:
+                if self.hosts:
+                    size = close_generation(
+                        store,
+                        self.world_max,
+                        settings.min_replicas,
+                        settings.form_wait_s,
+                        self.timeout_s,
+                    )
+                    return store, 0, size
+                return (store, *take_seat(store, settings.form_wait_s, self.timeout_s))
+            except NoQuorumError as exc:
+                raise GroupLostError(str(exc)) from None
+            except LateForGenerationError as exc:
+                # Its members see this seat and leave; the next generation seats this one.
+                log.info("sync_group_stale", why=str(exc), retry_in_s=_REJOIN_WAIT_S)
             del store
             if time.monotonic() >= deadline:
-                raise GroupLostError(f"no new group formed within sync.timeout_s={self.timeout_s}")
+                raise GroupLostError(
+                    f"no new group formed within sync.form_wait_s + sync.timeout_s ="
+                    f" {settings.form_wait_s + self.timeout_s} s"
+                )
             time.sleep(_REJOIN_WAIT_S)
 
     def lost(self) -> bool:
-        """Whether this generation is over: a member joined again (so one was lost)."""
-        return int(self.store.add(_MEMBERS, 0)) > self.world_size
+        """Whether this generation is over: a replica sat down after it closed (one that
+        died came back, or one was added)."""
+        return grown(self.store, self.world_size)
 
     def beat(self) -> list[int]:
         """Count this replica's heartbeat; every replica's count, by rank (0: none yet)."""

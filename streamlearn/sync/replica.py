@@ -65,16 +65,17 @@ Apply = Callable[[CheckpointState, Path], None]  # restore a checkpoint's state 
 LearnHeld = Callable[[list[Sample], list[Any]], None]
 
 
-def replica_settings(settings: Settings) -> Settings:
+def replica_settings(settings: Settings, world: int | None = None) -> Settings:
     """The settings one replica learns with. With ``sync.split_batch``: ``engine.max_batch``
     and the backlog's ``engine.max_adaptive_batch`` divided by the world size (the group
     then steps as often per sample as one learner, a backlog included), and with Adam
     ``model.learning_rate`` times sqrt(world size) (``sync.scale_learning_rate``: each step
-    then moves as far as one learner's on the whole batch)."""
+    then moves as far as one learner's on the whole batch). ``world``: the size of the
+    group as it formed; the configured world size unless given."""
     sync = settings.sync
     if not (sync.enabled and sync.split_batch):
         return settings
-    world = rendezvous(sync, os.environ)[3]
+    world = world or rendezvous(sync, os.environ)[3]
     batch = max(1, settings.engine.max_batch // world)
     adaptive = max(batch, settings.engine.max_adaptive_batch // world)
     engine = settings.engine.model_copy(update={"max_batch": batch, "max_adaptive_batch": adaptive})
@@ -127,7 +128,13 @@ class Replica:
         self._moved: list[float] = []
         self._beaten = 0.0
 
-    def join(self) -> None:
+    @property
+    def world_max(self) -> int:
+        """The group's size when whole: the configured world size."""
+        return self._group().world_max
+
+    def join(self) -> int:
+        """Join this generation of the group; its size (at most :attr:`world_max`)."""
         with self._lost_on_failure("join"):
             self.group = Group(self.settings, self.engine.device)
         self.handoffs = Handoffs(self.group.store, self.group.rank)
@@ -141,6 +148,9 @@ class Replica:
         if self.engine.pool is not None:
             self.engine.pool.closes_at_window = not together
         self.metrics.sync_rank.set(self.group.rank)
+        self.metrics.sync_members.set(self.group.world_size)
+        self.metrics.sync_world_size.set(self.group.world_max)
+        return self.group.world_size
 
     def close(self) -> None:
         if self.group is not None:

@@ -62,6 +62,15 @@ class SyncSettings(Section):
     master_port: int | None = Field(None, ge=1, le=65535)
     rank: int | None = Field(None, ge=0)
     world_size: int | None = Field(None, ge=1)
+    # A new generation of the group (at the start, and after a replica died or joined)
+    # waits this long for all world_size replicas, then forms with those there if they are
+    # at least min_replicas: a replica that does not come back costs this wait, not the
+    # group's learning, and it joins again when it comes (docs/scaling.md, "Membership
+    # changes"). Above a replica's usual restart (a learner's start: seconds; a pod's,
+    # image pulled: tens of seconds), so a restart rejoins the group it left instead of
+    # making it form twice. min_replicas = world_size: the group learns only when whole.
+    min_replicas: int = Field(1, ge=1)
+    form_wait_s: float = Field(60.0, ge=0)
     # How long a collective (and the rendezvous) waits for a peer before the replica exits,
     # so that the group re-forms from its newest checkpoint.
     timeout_s: float = Field(120.0, gt=0)

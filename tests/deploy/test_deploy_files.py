@@ -45,7 +45,7 @@ def promtool(*args: str, cwd: Path = DEPLOY) -> str:
 
 def test_prometheus_config_and_rules_pass_promtool() -> None:
     promtool("check", "config", "prometheus/prometheus.yml")
-    assert "SUCCESS: 10 rules found" in promtool("check", "rules", "prometheus/rules.yml")
+    assert "SUCCESS: 11 rules found" in promtool("check", "rules", "prometheus/rules.yml")
 
 
 def test_every_alert_fires_on_its_failure_and_not_before() -> None:
@@ -100,6 +100,8 @@ def test_dashboard_covers_what_operators_watch_and_is_provisioned() -> None:
         "tta_resets_total",
         "input_shift_statistic",
         "input_shift_events_total",
+        "sync_lost_total",
+        "sync_members",
     ):
         assert f"streamlearn_{metric}" in text, metric
     assert "streamlearn_drift_events_total" in board["annotations"]["list"][0]["expr"]

@@ -99,12 +99,19 @@ def checkpoint_offsets(replica: HasCheckpoints) -> dict[str, int]:
 def restore_point(replicas: Sequence[HasCheckpoints]) -> tuple[int, int]:
     """The id a group of ``replicas`` restores (the newest any holds, 0: none) and how many
     records its file covers (the sum of its next offsets)."""
+    newest, offsets = restore_offsets(replicas)
+    return newest, sum(offsets.values())
+
+
+def restore_offsets(replicas: Sequence[HasCheckpoints]) -> tuple[int, dict[int, int]]:
+    """The id a group of ``replicas`` restores (0: none) and its next offset by partition
+    (of the one input topic)."""
     files = {i: p for r in replicas for i, p in held(r.checkpoint_dir).items()}
     if not files:
-        return 0, 0
+        return 0, {}
     newest = max(files)
     offsets = CheckpointState.from_dict(load_file(files[newest])).offsets
-    return newest, sum(offsets.values())
+    return newest, {tp.partition: o for tp, o in offsets.items()}
 
 
 def _sent(producer: SequenceProducer) -> dict[str, int]:
@@ -149,10 +156,22 @@ def assert_exactly_once(states: Sequence[dict[str, Any]], producer: SequenceProd
     """The replicas hold one model, and in it every record sent was learned exactly once:
     ``applied * 2 == 1`` on every record sent (one update of two replicas' average), 0
     elsewhere."""
+    assert_learned_once(states, producer, lambda key, seq: 0.5)
+
+
+def assert_learned_once(
+    states: Sequence[dict[str, Any]],
+    producer: SequenceProducer,
+    weight: Callable[[int, int], float],
+) -> None:
+    """The replicas hold one model, and in it each record sent was learned exactly once,
+    by a generation of the group whose average gives its update ``weight(key, seq)`` (1/N
+    of a group of N), and nothing else was learned."""
     counts = [applied(s) for s in states]
     assert all(torch.equal(counts[0], c) for c in counts[1:]), "the replicas' models differ"
     expected = torch.zeros_like(counts[0])
     for key, last in producer.expected().items():
-        expected[key, 1 : last + 1] = 0.5
+        for seq in range(1, last + 1):
+            expected[key, seq] = weight(key, seq)
     wrong = (counts[0] != expected).nonzero().tolist()
-    assert not wrong, [(k, s, float(counts[0][k, s]) * 2) for k, s in wrong[:20]]
+    assert not wrong, [(k, s, float(counts[0][k, s]), float(expected[k, s])) for k, s in wrong[:20]]

@@ -1,6 +1,7 @@
 """Two daemons as replicas (2 processes, loopback gloo, in-memory sources): sync rounds make
 their models identical, checkpoints are coordinated, a restart restores the newest id any
-replica holds, and a group scaled down to one replica goes on from it."""
+replica holds, a group planned for 3 forms with the 2 that came, and a group scaled down to
+one replica goes on from it."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def _daemon(
     directory: Path,
     world_size: int = 2,
     partitions: list[list[bytes]] | None = None,
+    sync: dict[str, Any] | None = None,
 ) -> tuple[Daemon, Source]:
     if partitions is None:
         partitions = [_records(0), []] if rank == 0 else [[], _records(1)]
@@ -70,6 +72,7 @@ def _daemon(
             "rank": rank,
             "world_size": world_size,
             "timeout_s": 60,
+            **(sync or {}),
         },
     )
     sink = MemorySink()
@@ -126,6 +129,19 @@ def _replica(rank: int, ports: list[int], out: str) -> None:
     assert restarted.replica is not None
     second = _restored(restarted, logs)
     restarted.replica.close()
+    # Planned as a group of 3, the third never comes: after form_wait_s the two form it.
+    short, _ = _daemon(
+        rank, ports[3], directory, world_size=3, sync={"min_replicas": 2, "form_wait_s": 1.0}
+    )
+    with capture_logs() as logs:
+        short.restore()
+    assert short.replica is not None and short.replica.group is not None
+    shorted = _restored(short, logs) | {
+        "rank": short.replica.group.rank,
+        "size": short.replica.group.world_size,
+        "batch": (short.settings.engine.max_batch, short.buffer.max_batch),
+    }
+    short.replica.close()
     scaled: dict[str, Any] = {}
     if rank == 0:  # the group scaled down to one replica (WORLD_SIZE 1), both partitions its
         both = [_records(r, N + MORE) for r in (0, 1)]
@@ -140,7 +156,10 @@ def _replica(rank: int, ports: list[int], out: str) -> None:
         scaled["learned_after"] = alone.engine.samples_learned - restored_count
         assert alone.replica is not None
         alone.replica.close()
-    torch.save({"first": first, "second": second, "scaled": scaled}, Path(out) / f"rank{rank}.pt")
+    torch.save(
+        {"first": first, "second": second, "short": shorted, "scaled": scaled},
+        Path(out) / f"rank{rank}.pt",
+    )
 
 
 def _restored(daemon: Daemon, logs: list[MutableMapping[str, Any]]) -> dict[str, Any]:
@@ -160,7 +179,7 @@ def _restored(daemon: Daemon, logs: list[MutableMapping[str, Any]]) -> dict[str,
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
     out = tmp_path_factory.mktemp("replicas")
-    return out, run_pair(_replica, ([free_port(), free_port(), free_port()],), out)
+    return out, run_pair(_replica, ([free_port() for _ in range(4)],), out)
 
 
 def _assert_same(one: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -> None:
@@ -211,6 +230,26 @@ def test_restart_restores_the_newest_id_any_replica_holds(
     # the checkpoint's saved rate (already scaled) is not scaled again.
     configured = load_settings(None).model.learning_rate
     for rank in second:
+        assert rank["lr"] == [pytest.approx(configured * 2**0.5, rel=1e-12)]
+
+
+def test_a_group_short_of_a_replica_forms_without_it_and_steps_as_a_group_of_its_size(
+    replicas: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    """world_size 3, min_replicas 2, the third never joins: after sync.form_wait_s the two
+    form a generation of 2 (ranks 0 and 1), restore the group's newest id, and learn in
+    halves of the batch at sqrt(2) times the rate, as a group of 2 planned so would."""
+    _, ranks = replicas
+    last = ranks[0]["first"]["round"]
+    short = [r["short"] for r in ranks]
+    assert [(s["rank"], s["size"]) for s in short] == [(0, 2), (1, 2)]
+    assert [s["id"] for s in short] == [last, last]
+    _assert_same(short[0]["weights"], ranks[0]["second"]["weights"])
+    configured = load_settings(None).model.learning_rate
+    halves = load_settings(None).engine.max_batch // 2  # not thirds
+    assert halves != load_settings(None).engine.max_batch // 3
+    for rank in short:
+        assert rank["batch"] == (halves, halves)
         assert rank["lr"] == [pytest.approx(configured * 2**0.5, rel=1e-12)]
 
 

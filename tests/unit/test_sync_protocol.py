@@ -85,7 +85,7 @@ def test_a_replica_meeting_another_protocol_leaves_before_any_collective() -> No
     rank_one = dist.TCPStore(  # type: ignore[attr-defined]
         "127.0.0.1", port, 2, is_master=False, timeout=timedelta(seconds=10)
     )
-    rank_one.add("sync/members", 1)
+    rank_one.add("sync/seats", 1)  # it takes a seat: rank 0 closes the group of 2
     rank_one.set("sync/protocol/1", json.dumps({"protocol": SYNC_PROTOCOL + 1, "version": "9.9"}))
     thread.join()
     assert len(outcome) == 1
