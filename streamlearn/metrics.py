@@ -443,8 +443,9 @@ class Metrics:
         )
         self.sync_lost = Counter(
             "streamlearn_sync_lost",
-            "Times this replica's group lost a member (a dead peer or store): the learner "
-            "exits, rejoins and restores the group's newest checkpoint.",
+            "Times this replica's generation of the group ended (a dead peer or store, or a "
+            "last round as a replica left or joined): the learner exits, rejoins and "
+            "restores the group's newest checkpoint.",
             registry=r,
         )
         self._last_sync = time.monotonic()

@@ -190,7 +190,7 @@ def _run(args: argparse.Namespace) -> int:
 def _run_learner_only(settings: Any) -> int:
     """No serving: the learner alone, in this process, as one needs nothing else."""
     from streamlearn.daemon import kafka_daemon
-    from streamlearn.runtime.launch import EXIT_CRASHED, limit_torch_threads
+    from streamlearn.runtime.launch import EXIT_REJOIN, limit_torch_threads
     from streamlearn.runtime.sockets import binding
     from streamlearn.sync.group import GroupLostError
 
@@ -210,10 +210,10 @@ def _run_learner_only(settings: Any) -> int:
     except GroupLostError as exc:
         # No supervisor here to start the learner again: exit, for the orchestrator to
         # restart this replica into the group's next generation (docs/scaling.md).
-        log.error(
-            "learner_exited", exit_code=EXIT_CRASHED, reason="sync group lost", error=str(exc)
+        log.warning(
+            "learner_exited", exit_code=EXIT_REJOIN, reason="sync group re-forms", error=str(exc)
         )
-        return EXIT_CRASHED
+        return EXIT_REJOIN
     return 0
 
 

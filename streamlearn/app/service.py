@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, cast
 from streamlearn.core.logging import get_logger
 from streamlearn.runtime.exposition import Exposition, learner_metrics_text, serve_exposition
 from streamlearn.runtime.ipc import LearnerLink
-from streamlearn.runtime.launch import EXIT_FAILED, EXIT_USAGE
+from streamlearn.runtime.launch import EXIT_FAILED, EXIT_REJOIN, EXIT_USAGE
 from streamlearn.runtime.paths import RuntimeDir
 from streamlearn.runtime.processes import (
     Backoff,
@@ -159,11 +159,13 @@ class Service:
             return False
         if self._learner_backoff.due is None:
             delay = self._learner_backoff.exited()
-            log.error(
+            rejoins = code == EXIT_REJOIN  # its sync group re-forms: expected, not a crash
+            log.log(
+                30 if rejoins else 40,
                 "learner_exited",
                 exit_code=code,
                 restart_in_s=delay,
-                action="serving stays up, not ready",
+                action="rejoining the sync group" if rejoins else "serving stays up, not ready",
             )
         if self._learner_backoff.ready():
             self.learner.start(self.runtime)

@@ -318,6 +318,13 @@ class Daemon:
             **self.late_labels.restored(),
         )
 
+    def _last_checkpoint(self) -> bool:
+        """The shutdown's checkpoint: a replica's is its group's last round (every replica
+        saves in it), a single learner's its own."""
+        if self.replica is not None and self.replica.group is not None:
+            return self.replica.leave()
+        return self.checkpoint("shutdown", flush_timeout_s=_SHUTDOWN_FLUSH_S)
+
     def _connect(self) -> bool:
         delay = 0.5
         while not self._stop.is_set():
@@ -335,7 +342,7 @@ class Daemon:
         """Learn what serving queued, checkpoint (outputs flushed first), commit, close."""
         if self.sink is not None:
             self._serve_inbox()
-        if not self.checkpoint("shutdown", flush_timeout_s=_SHUTDOWN_FLUSH_S):
+        if not self._last_checkpoint():
             log.warning(
                 "checkpoint_skipped",
                 reason="shutdown",

@@ -30,6 +30,9 @@ _PR_SET_PDEATHSIG = 1
 # failure (bad settings, a checkpoint from other settings: a restart would fail the same
 # way) and restarts the learner on anything else (a bug, SIGKILL, out of memory).
 EXIT_FAILED, EXIT_USAGE, EXIT_CRASHED = 1, 2, 70
+# A scale-out replica's generation of its group ended (a peer lost, left or joined): the
+# learner starts again and joins the next (docs/scaling.md). sysexits' EX_TEMPFAIL.
+EXIT_REJOIN = 75
 
 
 def settings_document(settings: Settings) -> dict[str, Any]:

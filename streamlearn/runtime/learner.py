@@ -31,7 +31,7 @@ from streamlearn.core.logging import get_logger
 from streamlearn.core.types import Sample
 from streamlearn.daemon import Daemon
 from streamlearn.runtime.ipc import LearnerPort, Message, Reply
-from streamlearn.runtime.launch import EXIT_CRASHED, EXIT_FAILED, EXIT_USAGE
+from streamlearn.runtime.launch import EXIT_CRASHED, EXIT_FAILED, EXIT_REJOIN, EXIT_USAGE
 from streamlearn.runtime.paths import RuntimeDir
 from streamlearn.runtime.snapshots import SnapshotWriter
 
@@ -185,6 +185,7 @@ def main() -> int:
     from streamlearn.daemon import kafka_daemon
     from streamlearn.runtime.launch import limit_torch_threads, read_launch, watch_parent
     from streamlearn.settings import Settings
+    from streamlearn.sync.group import GroupLostError
 
     launch = read_launch()
     watch_parent()
@@ -208,6 +209,9 @@ def main() -> int:
     except StreamlearnError as exc:
         _print_error(str(exc))
         return EXIT_FAILED
+    except GroupLostError as exc:
+        log.warning("learner_rejoining", reason=str(exc))
+        return EXIT_REJOIN
     except Exception:
         log.exception("learner_crashed")
         return EXIT_CRASHED

@@ -59,7 +59,8 @@ _PROTOCOL = "sync/protocol"  # per rank: the protocol and version it runs
 # the engine state that is averaged or broadcast. Replicas of two protocols never form a
 # group (module docstring).
 # 2: a checkpoint round gathers whether every replica's outputs landed. 3: ranks are seats
-# taken at the store, and a generation may form short (membership.py).
+# taken at the store, a generation may form short (membership.py), and a round's flags say
+# whether a replica asks the generation to end with it (a last round).
 SYNC_PROTOCOL = 3
 
 

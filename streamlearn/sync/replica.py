@@ -118,6 +118,14 @@ class Replica:
         self.averager = Averager(settings.momentum, settings.server_lr)
         self.group: Group | None = None
         self.round = 0  # the last round taken (= the newest checkpoint id it may have)
+        # In a generation that can take another round: from the join until a failure, or
+        # until a last round ended the generation.
+        self.live = False
+        # This replica asks the generation to end at its next round (it stops, or a replica
+        # sat down late): every replica saves in that last round, then they form the next.
+        self._ending = False
+        self._saved_round = 0  # the last round whose checkpoint this replica saved
+        self._ended_saved = False  # a last round ended the generation, saved here
         self._steps = 0  # learning steps since the last round
         self._since = time.monotonic()
         self._checked = 0.0
@@ -137,6 +145,7 @@ class Replica:
         """Join this generation of the group; its size (at most :attr:`world_max`)."""
         with self._lost_on_failure("join"):
             self.group = Group(self.settings, self.engine.device)
+        self.live = True
         self.handoffs = Handoffs(self.group.store, self.group.rank)
         self.checkpointer.handoff = self.handoffs
         # One lineage of pool decisions: the group's, made at rounds (decisions.py), or rank
@@ -280,6 +289,7 @@ class Replica:
         try:
             yield
         except RuntimeError as exc:
+            self.live = False
             self.metrics.sync_lost.inc()
             log.warning(
                 "sync_group_lost", during=during, round=self.round, error=str(exc), action="rejoin"
@@ -292,8 +302,11 @@ class Replica:
 
     def _maybe_sync(self, now: float) -> bool:
         group = self._group()
-        if group.lost():
-            raise GroupLostError("a member joined again: this generation of the group is over")
+        if not self._ending and group.lost():
+            # A replica sat down after the close (one came back, or was added): the group
+            # saves in a last round and forms again with it, losing nothing it learned.
+            log.info("sync_group_grew", round=self.round, action="last round, then rejoin")
+            self._ending = True
         # A checkpoint that fell due (every_samples/every_seconds, a revoke) asks for a
         # round too: checkpoints are taken only in rounds, and the last learning steps of a
         # stream must reach one.
@@ -305,15 +318,37 @@ class Replica:
             or self.checkpointer.ready
             or self.decisions.due(group.world_size)
             or len(self.pending) > 0  # a new class waits for its slot
+            or self._ending
         )
         if due:
             self.ask_round()
         if int(group.store.get(_REQUESTED)) > self.round:
             self.sync()
+            if not self.live:
+                raise GroupLostError(
+                    f"round {self.round} ended this generation of the group (a replica left"
+                    " or joined): it forms again"
+                )
             self._moved = [time.monotonic()] * len(self._moved)  # all were in the round
             return True
         self._watch_peers(now)
         return False
+
+    def leave(self) -> bool:
+        """This replica stops (SIGTERM): the group takes a last round, where every replica
+        saves, and this generation ends with it; the others form the next, with this
+        replica if it is back within ``sync.form_wait_s``. True if this replica saved it;
+        False where no round could be taken (the group was lost already)."""
+        if not self.live:
+            return self._ended_saved
+        self._ending = True
+        try:
+            with self._lost_on_failure("leave"):
+                self.ask_round()
+                self.sync()
+        except GroupLostError:
+            return False
+        return self._saved_round == self.round
 
     def ask_round(self) -> None:
         """Ask the group for a round: every replica takes it at its next look."""
@@ -347,13 +382,16 @@ class Replica:
             # What it held is learned before the average: a round holds every update.
             engine.close_decision()
         flags = group.all_gather_ints(self._flags(int(self.checkpointer.ready)))
+        last = any(f[4] for f in flags)  # a replica asked this generation to end
         shared = self.decisions.gather(group) if engine.decides_at_rounds else None
         told = group.all_gather_json(self._told())
         self.handoffs.held(self.round, [t["held"] for t in told])
         new_labels = [t["labels"] for t in told]
         nbytes = self._average(flags)
-        checkpoint = self.round % self.settings.checkpoint_every_rounds == 0 or any(
-            f[1] for f in flags
+        checkpoint = (
+            self.round % self.settings.checkpoint_every_rounds == 0
+            or any(f[1] for f in flags)
+            or last
         )
         position = flags[0][3]  # rank 0's: the template's bookkeeping counts in it
         if self._decide_and_learn(shared, new_labels, position, checkpoint):
@@ -364,6 +402,10 @@ class Replica:
         self.publish()
         if checkpoint:
             self._checkpoint()
+        if last:
+            self.live = False
+            self._ended_saved = self._saved_round == self.round
+            log.info("sync_generation_ended", round=self.round, saved=self._ended_saved)
         took = time.perf_counter() - began
         self.metrics.sync_done(self.round, took, nbytes, self.averager.divergence)
         log.debug("sync_round", round=self.round, seconds=round(took, 4))
@@ -419,7 +461,7 @@ class Replica:
         """What a round gathers from each replica first."""
         engine = self.engine
         built = int(engine.n_features is not None)
-        return [built, checkpoint_due, engine.version, engine.samples_learned]
+        return [built, checkpoint_due, engine.version, engine.samples_learned, int(self._ending)]
 
     def _average(self, flags: list[list[int]]) -> int:
         """Broadcast the template, average, load (collective); the bytes it moved."""
@@ -482,6 +524,7 @@ class Replica:
             if landed:
                 self.checkpointer.deferred("sync", "another replica's outputs have not landed")
         if saved:
+            self._saved_round = self.round
             # Where the group stopped in the partitions other replicas read: a partition
             # assigned here next seeks there.
             for tp, offset in offsets.items():

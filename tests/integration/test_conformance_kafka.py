@@ -95,6 +95,47 @@ def test_the_broker_keeps_commit_metadata(
         source.close()
 
 
+def _assigned(members: list[Any], timeout_s: float) -> bool:
+    """Poll every member until the first has partitions, or ``timeout_s`` passed."""
+    deadline = time.monotonic() + timeout_s
+    while not members[0].assignment() and time.monotonic() < deadline:
+        for member in members:
+            member.poll(10, 0.1)
+    return bool(members[0].assignment())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="tansu 0.6 keeps a group's leader that left while a rebalance was pending: the"
+    " next member is told to wait for its assignment, and never gets one",
+)
+def test_a_member_is_assigned_after_every_member_left_during_a_rebalance(
+    broker: EmbeddedBroker, topics: dict[str, str]
+) -> None:
+    """A follower leaves (a rebalance is now pending), then the leader leaves before it
+    rejoined: what a scale-out group's consumers do when a replica stops and the others'
+    learners start again (docs/scaling.md). Kafka empties the group, and the next member
+    gets every partition."""
+    settings = KafkaSettings(
+        bootstrap_servers=broker.bootstrap,
+        group_id=f"leave-{uuid.uuid4().hex[:8]}",
+        input_topic=topics["input"],
+        **FAST_GROUP,
+    )
+    leader = KafkaSource(settings, NoListener())
+    assert _assigned([leader], 30)
+    follower = KafkaSource(settings, NoListener())
+    assert _assigned([follower, leader], 30)
+    follower.close()
+    leader.close()
+    newcomer = KafkaSource(settings, NoListener())
+    try:
+        assert _assigned([newcomer], 20), "no partition assigned within 20 s"
+    finally:
+        newcomer.close()
+
+
 class Assigned:
     """Notes each assignment."""
 
