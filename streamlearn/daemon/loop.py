@@ -55,7 +55,8 @@ from streamlearn.sync.replica import Replica, replica_settings
 
 log = get_logger(__name__)
 
-# On shutdown the broker may be gone: bound every wait so SIGTERM finishes inside 10 s.
+# On shutdown the broker may be gone: bound every wait so SIGTERM finishes inside 10 s
+# (a scale-out replica's last round also waits for its peers: docs/operations.md, Shutdown).
 _SHUTDOWN_FLUSH_S = 3.0
 _SHUTDOWN_CLOSE_S = 2.0
 # Polling more often than this between micro-batches buys nothing (heartbeats run on the

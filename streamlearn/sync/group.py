@@ -46,6 +46,7 @@ from streamlearn.sync.membership import (
     NoQuorumError,
     close_generation,
     grown,
+    returned,
     take_seat,
 )
 from streamlearn.sync.settings import SyncSettings
@@ -147,6 +148,7 @@ class Group:
         # Under torchrun the agent hosts the store at MASTER_PORT; otherwise rank 0 does.
         agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
         self.hosts = configured_rank == 0
+        self.configured_rank = configured_rank
         self.store, self.rank, self.world_size = self._join(settings, addr, port, agent)
         backend = settings.backend
         if backend == "auto":
@@ -197,7 +199,8 @@ class Group:
                         self.timeout_s,
                     )
                     return store, 0, size
-                return (store, *take_seat(store, settings.form_wait_s, self.timeout_s))
+                seat = take_seat(store, self.configured_rank, settings.form_wait_s, self.timeout_s)
+                return (store, *seat)
             except NoQuorumError as exc:
                 raise GroupLostError(str(exc)) from None
             except LateForGenerationError as exc:
@@ -215,6 +218,10 @@ class Group:
         """Whether this generation is over: a replica sat down after it closed (one that
         died came back, or one was added)."""
         return grown(self.store, self.world_size)
+
+    def returned(self) -> list[int | None]:
+        """Members (by configured rank) that sat down again after the close: they died."""
+        return returned(self.store, self.world_size)
 
     def beat(self) -> list[int]:
         """Count this replica's heartbeat; every replica's count, by rank (0: none yet)."""

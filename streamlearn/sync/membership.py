@@ -34,6 +34,7 @@ log = get_logger(__name__)
 
 _SEATS = "sync/seats"  # seats taken by replicas other than rank 0, in join order
 _FORMED = "sync/formed"  # the generation's size, set by rank 0 when it closes the group
+_WHO = "sync/who"  # per seat: the configured rank of the replica that took it
 # How often rank 0 counts the seats while it waits: a loopback read each time.
 _COUNT_EVERY_S = 0.05
 
@@ -50,6 +51,7 @@ def close_generation(
     store: Store, world_max: int, min_replicas: int, form_wait_s: float, timeout_s: float
 ) -> int:
     """Rank 0: wait for the others to sit, then close the generation; its size."""
+    store.set(f"{_WHO}/0", "0")
     started = time.monotonic()
     while True:
         present = 1 + int(store.add(_SEATS, 0))
@@ -74,10 +76,13 @@ def close_generation(
         time.sleep(_COUNT_EVERY_S)
 
 
-def take_seat(store: Store, form_wait_s: float, timeout_s: float) -> tuple[int, int]:
+def take_seat(
+    store: Store, configured_rank: int, form_wait_s: float, timeout_s: float
+) -> tuple[int, int]:
     """Any other replica: its rank in this generation and the generation's size, once
     rank 0 closed it. :class:`LateForGenerationError` if it closed before this seat."""
     seat = int(store.add(_SEATS, 1))
+    store.set(f"{_WHO}/{seat}", str(configured_rank))
     store.wait([_FORMED], timedelta(seconds=form_wait_s + timeout_s))
     size = int(store.get(_FORMED))
     if seat >= size:
@@ -88,3 +93,22 @@ def take_seat(store: Store, form_wait_s: float, timeout_s: float) -> tuple[int, 
 def grown(store: Store, size: int) -> bool:
     """Whether a replica sat down after the close: the generation must end for it."""
     return 1 + int(store.add(_SEATS, 0)) > size
+
+
+def returned(store: Store, size: int) -> list[int | None]:
+    """The configured ranks of this generation's members that sat down again after the
+    close: each died (its learner started again before the others noticed), so no last
+    round can be taken with it. A late seat whose rank cannot be read within a second is
+    listed as None and counts as returned: failing at once is what a dead member needs,
+    and costs a new one only the last round."""
+    members = {_rank_at(store, seat) for seat in range(size)}
+    late = [_rank_at(store, seat) for seat in range(size, 1 + int(store.add(_SEATS, 0)))]
+    return [rank for rank in late if rank is None or rank in members]
+
+
+def _rank_at(store: Store, seat: int) -> int | None:
+    try:
+        store.wait([f"{_WHO}/{seat}"], timedelta(seconds=1))
+        return int(store.get(f"{_WHO}/{seat}"))
+    except (RuntimeError, ValueError):
+        return None

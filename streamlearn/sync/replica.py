@@ -299,12 +299,23 @@ class Replica:
             if isinstance(exc, GroupLostError):
                 raise
             raise GroupLostError(str(exc)) from exc
+        except BaseException:
+            # Any other error out of a round leaves it half-way, its peers inside
+            # collectives this replica will not enter: no last round can follow.
+            self.live = False
+            raise
 
     def _maybe_sync(self, now: float) -> bool:
         group = self._group()
         if not self._ending and group.lost():
-            # A replica sat down after the close (one came back, or was added): the group
-            # saves in a last round and forms again with it, losing nothing it learned.
+            if back := group.returned():
+                raise GroupLostError(
+                    f"replicas of rank {back} sat down again: they died, and no last round"
+                    " can be taken with them"
+                )
+            # A replica sat down after the close (one was added, or came back after the
+            # others formed without it): the group saves in a last round and forms again
+            # with it, losing nothing it learned.
             log.info("sync_group_grew", round=self.round, action="last round, then rejoin")
             self._ending = True
         # A checkpoint that fell due (every_samples/every_seconds, a revoke) asks for a

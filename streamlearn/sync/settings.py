@@ -70,7 +70,7 @@ class SyncSettings(Section):
     # image pulled: tens of seconds), so a restart rejoins the group it left instead of
     # making it form twice. min_replicas = world_size: the group learns only when whole.
     min_replicas: int = Field(1, ge=1)
-    form_wait_s: float = Field(60.0, ge=0)
+    form_wait_s: float = Field(60.0, ge=1)
     # How long a collective (and the rendezvous) waits for a peer before the replica exits,
     # so that the group re-forms from its newest checkpoint.
     timeout_s: float = Field(120.0, gt=0)

@@ -17,6 +17,7 @@ from streamlearn.sync.membership import (
     NoQuorumError,
     close_generation,
     grown,
+    returned,
     take_seat,
 )
 
@@ -51,7 +52,7 @@ def _seated(generation: _Generation, count: int, wait_s: float) -> list[tuple[in
     clients = [generation.client() for _ in range(count)]
 
     def sit(i: int) -> None:
-        seats[i] = take_seat(clients[i], wait_s, 10.0)
+        seats[i] = take_seat(clients[i], 10 + i, wait_s, 10.0)
 
     threads = []
     for i in range(count):
@@ -92,7 +93,7 @@ def test_a_group_short_of_a_replica_forms_after_the_wait_and_a_late_one_ends_it(
     assert not grown(generation.host, 2)
     # The third comes back after the close: not a member, and the members see the group grew.
     with pytest.raises(LateForGenerationError, match="seat 2 in a generation of 2"):
-        take_seat(generation.client(), 0.5, 10.0)
+        take_seat(generation.client(), 12, 0.5, 10.0)
     assert grown(generation.host, 2)
 
 
@@ -100,3 +101,21 @@ def test_fewer_than_min_replicas_form_no_group() -> None:
     generation = _Generation()
     with pytest.raises(NoQuorumError, match=r"1 of the sync\.min_replicas=2 replicas joined"):
         close_generation(generation.host, 3, 2, 0.2, 0.3)
+
+
+def test_a_member_that_sits_down_again_is_told_apart_from_a_new_replica() -> None:
+    """A member whose learner died and started again before the others noticed sits late
+    under its configured rank: no last round can be taken with it. A new replica's late
+    seat is another rank: the group saves in a last round and forms again with it."""
+    generation = _Generation()
+    closer = threading.Thread(target=close_generation, args=(generation.host, 3, 1, 60.0, 10.0))
+    closer.start()
+    assert _seated(generation, 2, 60.0) == [(1, 3), (2, 3)]  # configured ranks 10 and 11
+    closer.join()
+    with pytest.raises(LateForGenerationError):
+        take_seat(generation.client(), 12, 1.0, 10.0)  # a replica added
+    assert grown(generation.host, 3)
+    assert returned(generation.host, 3) == []
+    with pytest.raises(LateForGenerationError):
+        take_seat(generation.client(), 11, 1.0, 10.0)  # rank 11 again: it died
+    assert returned(generation.host, 3) == [11]
