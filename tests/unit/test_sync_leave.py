@@ -32,7 +32,9 @@ def _replica(rank: int, port: int, out: str) -> None:
         assert daemon.replica is not None and daemon.replica.group is not None
         store = daemon.replica.group.store
         store.set(f"drained/{rank}", "1")
-        store.wait(["drained/0", "drained/1"])
+        # Stepping meanwhile: a round the other asks for must find this replica in it.
+        while not store.check(["drained/0", "drained/1"]):
+            daemon.step()
         result: dict[str, Any] = {}
         if rank == 1:  # it stops: its shutdown's checkpoint is the group's last round
             result["left_saved"] = daemon.replica.leave()
