@@ -16,7 +16,6 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,10 @@ from tests.reliability.conftest import ReliableDaemon
 from tests.support.seqcounts import read_log
 from tests.support.seqproducer import SequenceProducer
 from tests.support.syncgroup import (
+    KILL_SETTINGS,
     assert_exactly_once,
     held,
+    learning_mid_stream,
     pair,
     restore_point,
     wait_for_final,
@@ -37,21 +38,6 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 PARTITIONS, KEYS, RECORDS = 4, 8, 4_000
-SETTINGS = {
-    "sync": {
-        "enabled": True,
-        "every_steps": 20,
-        "every_seconds": 0.5,
-        "checkpoint_every_rounds": 5,
-        # The survivor of a dead peer gives up on a collective after this long (gloo
-        # usually sees the closed socket at once) and rejoins.
-        "timeout_s": 20,
-        # A dead peer with idle partitions is seen by its heartbeat standing still.
-        "peer_timeout_s": 5,
-    },
-    # A round also falls due with a checkpoint: the stream's end reaches one.
-    "checkpoint": {"every_samples": 400, "every_seconds": 1.0},
-}
 
 
 def _writing(checkpoint_dir: Path) -> bool:
@@ -122,29 +108,16 @@ def test_a_replica_killed_mid_stream_leaves_every_update_in_the_model_once(
     replicas = pair(
         reliable_daemon,
         topics,
-        SETTINGS,
+        KILL_SETTINGS,
         KEYS,
         RECORDS // KEYS + 1,
         log,
         env=lambda rank: widened if rank == victim_rank else {},
     )
     try:
-        # Each waits at the rendezvous for the other: start them together.
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(ReliableDaemon.start, replicas))
-        producer.start(RECORDS, per_second=RECORDS / 20)  # about 20 s of stream
+        learning_mid_stream(replicas, producer, RECORDS, 20)
         victim = replicas[victim_rank]
         survivor = replicas[1 - victim_rank]
-        # Mid-stream: both learning, with coordinated checkpoints on both.
-        wait_for(
-            lambda: (
-                min(r.metric("streamlearn_samples_learned_total") or 0 for r in replicas) >= 200
-                and min(len(held(r.checkpoint_dir)) for r in replicas) >= 2
-            ),
-            60,
-            "both replicas learning, with checkpoints, mid-stream",
-        )
-        assert producer.running, "the stream ended before the kill"
         kill = KILLS[moment]
         wait_for(lambda: kill(victim, replicas, log), 30, f"the victim {moment}, to kill")
         # The survivor's learner leaves the group and waits for a new one.

@@ -23,18 +23,19 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from streamlearn.app.embedded import EmbeddedBroker
-from tests.reliability.conftest import ReliableDaemon
+from tests.reliability.conftest import ReliableDaemon, deep_merge
 from tests.support.seqcounts import read_log
 from tests.support.seqproducer import SequenceProducer
 from tests.support.syncgroup import (
+    KILL_SETTINGS,
     assert_learned_once,
     held,
+    learning_mid_stream,
     pair,
     restore_offsets,
     wait_for_final,
@@ -44,19 +45,9 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 PARTITIONS, KEYS, RECORDS = 4, 8, 5_000
-SETTINGS = {
-    "sync": {
-        "enabled": True,
-        "every_steps": 20,
-        "every_seconds": 0.5,
-        "checkpoint_every_rounds": 5,
-        # The test's only change to the membership defaults: a wait shorter than 60 s.
-        "form_wait_s": 3.0,
-        "timeout_s": 20,
-        "peer_timeout_s": 5,
-    },
-    "checkpoint": {"every_samples": 400, "every_seconds": 1.0},
-}
+# The kill tests' group, with the only change to the membership defaults: a wait shorter
+# than 60 s.
+SETTINGS = deep_merge(KILL_SETTINGS, {"sync": {"form_wait_s": 3.0}})
 
 
 def _events(daemon: ReliableDaemon, name: str) -> list[dict[str, object]]:
@@ -85,18 +76,7 @@ def test_a_replica_that_stays_down_leaves_the_group_learning_and_rejoins_when_ba
     replicas = pair(reliable_daemon, topics, SETTINGS, KEYS, RECORDS // KEYS + 1, log)
     rank0, rank1 = replicas
     try:
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(ReliableDaemon.start, replicas))
-        producer.start(RECORDS, per_second=RECORDS / 40)  # about 40 s of stream
-        wait_for(
-            lambda: (
-                min(r.metric("streamlearn_samples_learned_total") or 0 for r in replicas) >= 200
-                and min(len(held(r.checkpoint_dir)) for r in replicas) >= 2
-            ),
-            60,
-            "both replicas learning, with checkpoints, mid-stream",
-        )
-        assert producer.running, "the stream ended before the kill"
+        learning_mid_stream(replicas, producer, RECORDS, 40)
         os.kill(rank1.learners_started()[-1], signal.SIGKILL)
         rank1.kill()
         wait_for(lambda: len(_events(rank0, "sync_group_lost")) >= 1, 30, "rank 0 sees it gone")

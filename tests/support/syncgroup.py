@@ -5,6 +5,7 @@ the reliability tests of issue 18 (a kill, a stall) share them."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -25,11 +26,36 @@ MODEL = {
 }
 
 
+# The kill tests' group (test_sync_kill, test_sync_short): rounds and checkpoints often, so
+# a kill lands between coordinated checkpoints, and a dead peer is seen within seconds.
+KILL_SETTINGS: dict[str, Any] = {
+    "sync": {
+        "enabled": True,
+        "every_steps": 20,
+        "every_seconds": 0.5,
+        "checkpoint_every_rounds": 5,
+        # The survivor of a dead peer gives up on a collective after this long (gloo
+        # usually sees the closed socket at once) and rejoins.
+        "timeout_s": 20,
+        # A dead peer with idle partitions is seen by its heartbeat standing still.
+        "peer_timeout_s": 5,
+    },
+    # A round also falls due with a checkpoint: the stream's end reaches one.
+    "checkpoint": {"every_samples": 400, "every_seconds": 1.0},
+}
+
 R = TypeVar("R")
 
 
 class HasCheckpoints(Protocol):
     checkpoint_dir: Path
+
+
+class Replicating(HasCheckpoints, Protocol):
+    """A replica process a test starts and reads metrics of (the reliability suite's)."""
+
+    def start(self) -> Any: ...
+    def metric(self, name: str) -> float | None: ...
 
 
 def pair(
@@ -67,6 +93,26 @@ def pair(
         )
         for rank in range(2)
     ]
+
+
+def learning_mid_stream(
+    replicas: Sequence[Replicating], producer: SequenceProducer, records: int, seconds: float
+) -> None:
+    """Start the replicas together (each waits at the rendezvous for the other), stream
+    ``records`` over about ``seconds``, and return once both learn with coordinated
+    checkpoints and the stream still runs."""
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        list(pool.map(lambda replica: replica.start(), replicas))
+    producer.start(records, per_second=records / seconds)
+    wait_for(
+        lambda: (
+            min(r.metric("streamlearn_samples_learned_total") or 0 for r in replicas) >= 200
+            and min(len(held(r.checkpoint_dir)) for r in replicas) >= 2
+        ),
+        60,
+        "both replicas learning, with checkpoints, mid-stream",
+    )
+    assert producer.running, "the stream ended before the kill"
 
 
 def held(checkpoint_dir: Path) -> dict[int, Path]:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 from structlog.testing import capture_logs
+from torch.distributed.distributed_c10d import Store
 
 from streamlearn.app.embedded import free_port
 from streamlearn.checkpoint import FileCheckpointStore
@@ -82,19 +83,27 @@ def _daemon(
     return daemon, source
 
 
-def _run(daemon: Daemon, source: Source, rank: int) -> None:
-    """Learn the whole partition (taking the rounds asked for), then three more rounds asked
-    for through the store as the daemon does (never a collective one replica would not
-    enter): at least three checkpoint ids, every round checkpointing here."""
+def drain_and_meet(daemon: Daemon, source: Source, rank: int) -> Store:
+    """Start, learn the whole partition (taking the rounds asked for), and step on until
+    both replicas drained: a round the other asks for meanwhile finds this one in it."""
     assert daemon.start()
     while not (source.exhausted() and len(daemon.buffer) == 0):
         daemon.step()
     assert daemon.replica is not None and daemon.replica.group is not None
     store = daemon.replica.group.store
     store.set(f"drained/{rank}", "1")
+    while not store.check(["drained/0", "drained/1"]):
+        daemon.step()
+    return store
+
+
+def _run(daemon: Daemon, source: Source, rank: int) -> None:
+    """Learn the whole partition (taking the rounds asked for), then three more rounds asked
+    for through the store as the daemon does (never a collective one replica would not
+    enter): at least three checkpoint ids, every round checkpointing here."""
+    store = drain_and_meet(daemon, source, rank)
+    assert daemon.replica is not None
     if rank == 0:
-        while not store.check(["drained/0", "drained/1"]):
-            daemon.step()
         while True:  # another replica's request may move the count meanwhile: retry
             now = store.get("sync/requested").decode()
             final = str(int(now) + 3)

@@ -19,22 +19,15 @@ from streamlearn.checkpoint import FileCheckpointStore
 from streamlearn.checkpoint.store import load_file
 from streamlearn.sync.group import GroupLostError
 from tests.support.replicas import run_pair
-from tests.unit.test_sync_daemon import N, _daemon
+from tests.unit.test_sync_daemon import N, _daemon, drain_and_meet
 
 
 def _replica(rank: int, port: int, out: str) -> None:
     directory = Path(out) / f"rank{rank}"
     daemon, source = _daemon(rank, port, directory)
     with capture_logs() as logs:
-        assert daemon.start()
-        while not (source.exhausted() and len(daemon.buffer) == 0):
-            daemon.step()
-        assert daemon.replica is not None and daemon.replica.group is not None
-        store = daemon.replica.group.store
-        store.set(f"drained/{rank}", "1")
-        # Stepping meanwhile: a round the other asks for must find this replica in it.
-        while not store.check(["drained/0", "drained/1"]):
-            daemon.step()
+        drain_and_meet(daemon, source, rank)
+        assert daemon.replica is not None
         result: dict[str, Any] = {}
         if rank == 1:  # it stops: its shutdown's checkpoint is the group's last round
             result["left_saved"] = daemon.replica.leave()

@@ -119,3 +119,19 @@ def test_a_member_that_sits_down_again_is_told_apart_from_a_new_replica() -> Non
     with pytest.raises(LateForGenerationError):
         take_seat(generation.client(), 11, 1.0, 10.0)  # rank 11 again: it died
     assert returned(generation.host, 3) == [11]
+
+
+def test_a_quorum_above_the_world_size_or_no_wait_is_refused_naming_the_field() -> None:
+    from pydantic import ValidationError
+
+    from streamlearn.core.errors import SettingsError
+    from streamlearn.sync.group import rendezvous
+    from streamlearn.sync.settings import SyncSettings
+
+    settings = SyncSettings(
+        enabled=True, master_addr="h", master_port=1, rank=0, world_size=2, min_replicas=3
+    )
+    with pytest.raises(SettingsError, match=r"sync\.min_replicas: 3 must be at most the world"):
+        rendezvous(settings, {})
+    with pytest.raises(ValidationError, match="form_wait_s"):
+        SyncSettings(form_wait_s=0)
