@@ -12,9 +12,10 @@ touches the engine. docs/scaling.md is the design; this module is its daemon sid
   get their slots there (``labels.py``: the learner hands its held samples to
   ``Replica.pending``, and they are learned at the round through ``learn``);
 - **checkpoints**: at a round that is due, every replica saves with the round as its id and
-  the group's offsets, and commits them to Kafka once every replica saved; on start the
-  group restores the newest id any member holds (one file is the whole group's state: see
-  :meth:`Replica.restore`; none anywhere: a single process's newest seeds the group);
+  the group's offsets, and commits them to Kafka once every replica saved (``barrier.py``
+  writes the order down); on start the group restores the newest id any member holds (one
+  file is the whole group's state; none anywhere: a single process's newest seeds the
+  group; ``restore.py``);
 - **failures**: a lost member (a collective or the store fails, or the member joins again)
   ends this learner with :class:`GroupLostError`; the supervisor starts it again, and it rejoins
   and restores with the new generation of the group;
@@ -35,19 +36,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streamlearn.checkpoint.state import Barrier, CheckpointState
+from streamlearn.checkpoint.state import CheckpointState
 from streamlearn.checkpoint.store import load_file
 from streamlearn.core.engine import Engine, StepResult
-from streamlearn.core.errors import CheckpointError
 from streamlearn.core.logging import get_logger
-from streamlearn.core.types import Label, LoadedCheckpoint, Offsets, Sample, TopicPartition
+from streamlearn.core.types import Label, Sample
 from streamlearn.metrics import Metrics
 from streamlearn.settings import Settings
 from streamlearn.sync.average import Averager
+from streamlearn.sync.barrier import save_round
 from streamlearn.sync.decisions import GroupDecisions, Shared
 from streamlearn.sync.group import Group, GroupLostError, rendezvous
 from streamlearn.sync.handoff import Handoffs
 from streamlearn.sync.labels import PendingLabels, agree
+from streamlearn.sync.restore import held_ids, made_at, plan
 from streamlearn.sync.settings import SyncSettings
 
 if TYPE_CHECKING:  # the daemon's package imports this module: no cycle at run time
@@ -168,59 +170,51 @@ class Replica:
     # -- restore ---------------------------------------------------------------------------
 
     def restore(self, apply: Apply) -> None:
-        """Every replica loads the newest checkpoint id any member holds; the lowest rank
-        holding it broadcasts it. One replica's file of an id is the group's whole state at
-        that round: the model averaged after every member entered the round, and every
-        partition's offset gathered from every member in it, so a file its peers lack (one
-        died while saving; a disk lost its last write; a replica scaled back in holds only
-        old ids) is still a consistent cut, and the group loses the least by taking the
-        newest. Where no replica holds an id but some hold checkpoints of a single process
-        (sync was just turned on), the newest of those seeds the group. Else rank 0's fresh
-        state, so all start equal."""
+        """Every replica loads what the group restores (``restore.py``: the newest
+        checkpoint id any member holds, else the newest single-process checkpoint, else
+        rank 0's fresh state), broadcast by the replica that holds it."""
         with self._lost_on_failure("restore"):
             self._restore(apply)
 
     def _restore(self, apply: Apply) -> None:
         group = self._group()
-        held = self._held_ids()
+        store = self.checkpointer.store
+        held = held_ids(store)
         by_rank = group.all_gather_json(sorted(held))
-        newest = _newest_id(by_rank)
-        agreed = _restore_point(by_rank, decider=self.settings.decisions == "rank0")
-        single = self._single_process() if not any(by_rank) else None
-        made = group.all_gather_json(_made_at(single))  # per rank: its newest's time, or None
-        seeded = agreed is None and any(m is not None for m in made)
-        if agreed is not None:
-            source = min(r for r, ids in enumerate(by_rank) if agreed in ids)
-        else:
-            source = _newest(made) if seeded else 0
+        single = store.load_latest() if store is not None and not any(by_rank) else None
+        made = group.all_gather_json(made_at(single))  # per rank: its newest's time, or None
+        chosen = plan(by_rank, made, decider=self.settings.decisions == "rank0")
+        agreed = chosen.checkpoint_id
         mine: dict[str, Any] | None = None
-        if group.rank == source:
+        if group.rank == chosen.source:
             if agreed is not None:
                 mine = load_file(held[agreed])
             else:
                 mine = single.state if single is not None else self._fresh()
-        state = group.broadcast_state(mine, source)
-        self._start_rounds_at(newest)
-        if agreed is None and not seeded:
+        state = group.broadcast_state(mine, chosen.source)
+        self._start_rounds_at(chosen.newest_id)
+        if agreed is None and not chosen.seeded:
             self._load_engine(state["engine"])
             self.checkpointer.lineage = str(state["lineage"])
         else:
             restored = CheckpointState.from_dict(state)
             what = f"sync checkpoint {agreed}" if agreed else "newest checkpoint, the seed"
-            apply(restored, Path(f"<{what} of rank {source}>"))
+            apply(restored, Path(f"<{what} of rank {chosen.source}>"))
             if agreed is not None:
                 self.averager.load_state_dict((restored.sync or {})["averager"])
-                if agreed in held:
-                    self._protect(held[agreed])
+                if agreed in held and store is not None:
+                    # The restored id outlives pruning here until the group completes a
+                    # newer one.
+                    store.protect(held[agreed])
         self.decisions.restored()
-        if seeded:
+        if chosen.seeded:
             path = single.path if single is not None else None
-            log.info("sync_seeded", source=source, path=str(path) if path else None)
+            log.info("sync_seeded", source=chosen.source, path=str(path) if path else None)
         else:
             log.info(
                 "sync_restored",
                 checkpoint_id=agreed,
-                source=source,
+                source=chosen.source,
                 ids=by_rank,
                 next_id=self.round + 1,
             )
@@ -236,29 +230,6 @@ class Replica:
         if group.rank == 0:
             group.store.set(_REQUESTED, str(round_))
         group.all_gather_ints([round_])
-
-    def _protect(self, path: Path | None) -> None:
-        """The restored id outlives pruning here until the group completes a newer one."""
-        if self.checkpointer.store is not None:
-            self.checkpointer.store.protect(path)
-
-    def _single_process(self) -> LoadedCheckpoint | None:
-        """This replica's newest valid checkpoint written without sync (none holds a round)."""
-        store = self.checkpointer.store
-        return store.load_latest() if store is not None else None
-
-    def _held_ids(self) -> dict[int, Path]:
-        """The checkpoint ids this replica holds, each with its file (damaged files skipped)."""
-        store = self.checkpointer.store
-        held: dict[int, Path] = {}
-        for path in store.files() if store is not None else []:
-            try:
-                sync = load_file(path).get("sync")
-            except CheckpointError:
-                continue
-            if sync is not None:
-                held[int(sync["round"])] = path
-        return held
 
     def _fresh(self) -> dict[str, Any]:
         return {"engine": self.engine.state_dict(), "lineage": self.checkpointer.lineage}
@@ -514,63 +485,12 @@ class Replica:
         self.engine.samples_learned, self.engine.samples_predicted = learned, predicted
 
     def _checkpoint(self) -> None:
-        """Every replica saves this round's state with the group's offsets (one id): for
-        each partition the furthest any replica read, since a partition handed over goes on
-        from where its last owner stopped."""
-        mine = [[tp.topic, tp.partition, o] for tp, o in self.checkpointer.offsets().items()]
-        offsets: Offsets = {}
-        for rows in self._group().all_gather_json(mine):
-            for topic, partition, offset in rows:
-                tp = TopicPartition(topic, int(partition))
-                offsets[tp] = max(offsets.get(tp, 0), int(offset))
-        barrier = Barrier(self.round, offsets, {"averager": self.averager.state_dict()})
-        # A file of this id covers every replica's records (the offsets above), so it is
-        # written only once every replica's outputs of them landed: a restore of it never
-        # skips a prediction that a replica's failed flush (or death inside it) lost.
-        landed = self.checkpointer.landed("sync")
-        if all(ok for (ok,) in self._group().all_gather_ints([int(landed)])):
-            saved = self.checkpointer.checkpoint("sync", barrier=barrier, landed=True)
-        else:
-            saved = False
-            if landed:
-                self.checkpointer.deferred("sync", "another replica's outputs have not landed")
-        if saved:
+        """Every replica saves this round's state with the group's offsets, under the
+        round's id (``barrier.py``)."""
+        sync_state = {"averager": self.averager.state_dict()}
+        if save_round(self._group(), self.checkpointer, self.round, sync_state):
             self._saved_round = self.round
-            # Where the group stopped in the partitions other replicas read: a partition
-            # assigned here next seeks there.
-            for tp, offset in offsets.items():
-                if tp not in self.checkpointer.positions:
-                    self.checkpointer.known[tp] = offset
-        # Kafka gets an id's offsets only once every replica saved it: the group never
-        # restores an older id then, so no commit lies ahead of a restore (on a broker that
-        # drops commit metadata, as tansu does, such a commit would look like another
-        # lineage's, and the restore would skip to it).
-        if all(ok for (ok,) in self._group().all_gather_ints([int(saved)])):
-            self.checkpointer.commit_group(offsets)
 
     def _group(self) -> Group:
         assert self.group is not None, "join() first"
         return self.group
-
-
-def _made_at(single: LoadedCheckpoint | None) -> float | None:
-    return None if single is None else float(single.state.get("created_at", 0.0))
-
-
-def _newest(made: list[float | None]) -> int:
-    """The rank whose single-process checkpoint is the newest (the lowest among equals)."""
-    return max((r for r, m in enumerate(made) if m is not None), key=lambda r: (made[r] or 0.0, -r))
-
-
-def _newest_id(by_rank: list[list[int]]) -> int:
-    """The newest checkpoint id any replica holds (0: none holds one)."""
-    return max((i for ids in by_rank for i in ids), default=0)
-
-
-def _restore_point(by_rank: list[list[int]], decider: bool) -> int | None:
-    """The id the group restores: the newest any replica holds (None: none). With
-    ``decider`` (``sync.decisions: rank0``) rank 0's newest where it holds one: only its
-    file holds the decision window it keeps open across rounds, with its held samples."""
-    if decider and by_rank[0]:
-        return max(by_rank[0])
-    return _newest_id(by_rank) or None

@@ -18,6 +18,7 @@ from streamlearn.checkpoint import FileCheckpointStore
 # imports streamlearn.sync.replica.
 from streamlearn.daemon import Daemon
 from streamlearn.sync.replica import Replica
+from streamlearn.sync.restore import held_ids
 from tests.unit.test_daemon import TP0, Source, drain, make, records
 
 
@@ -72,7 +73,7 @@ def test_no_replica_writes_an_id_while_another_replicas_outputs_are_pending(
     replica.round = 1
     replica._checkpoint()
     # This replica's outputs landed, but a file of id 1 would hold the other's offsets too.
-    assert daemon.checkpointer.checkpoints == 0 and replica._held_ids() == {}
+    assert daemon.checkpointer.checkpoints == 0 and held_ids(daemon.checkpointer.store) == {}
     assert source.committed_offsets == {}
     deferred = daemon.metrics.checkpoints.labels(result="outputs_pending")._value.get()
     assert deferred == 1
@@ -92,7 +93,7 @@ def test_the_last_complete_id_outlives_pruning_while_newer_ones_are_not_complete
         other.saved = other_saved
         replica.round = round_
         replica._checkpoint()
-        rounds_held.append(sorted(replica._held_ids()))
+        rounds_held.append(sorted(held_ids(daemon.checkpointer.store)))
     # keep 1: the newest file, and the last id both saved: an id is known complete only
     # after its save, so the one before it goes at the next save.
     assert rounds_held == [[1], [1, 2], [1, 3], [1, 4], [4, 5]]

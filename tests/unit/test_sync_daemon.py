@@ -27,7 +27,7 @@ from streamlearn.sinks import MemorySink
 from streamlearn.sources import MemorySource
 from streamlearn.sources.base import AssignmentListener
 from streamlearn.sync.average import floating
-from streamlearn.sync.replica import _restore_point, replica_settings
+from streamlearn.sync.replica import replica_settings
 from tests.support.replicas import run_pair
 
 N = 150  # records per replica's partition
@@ -278,23 +278,6 @@ def test_a_group_scaled_down_goes_on_from_its_newest_id(
     assert scaled["learned_after"] == 2 * MORE
     # It learns alone at the configured rate, not at the group of two's sqrt(2) times it.
     assert scaled["lr"] == [pytest.approx(load_settings(None).model.learning_rate, rel=1e-12)]
-
-
-@pytest.mark.parametrize(
-    ("by_rank", "decider", "expected"),
-    [
-        ([[3, 5], [3, 5, 6]], False, 6),  # rank 0 died inside its write of 6
-        ([[3, 5], [3, 5, 6]], True, 5),  # rank0 decisions: its file holds its open window
-        ([[], [4]], True, 4),
-        ([[80, 90], [80, 90], [30, 40]], False, 90),  # a volume scaled back in, old ids
-        ([[5], [3]], False, 5),  # no id in common
-        ([[], []], False, None),
-    ],
-)
-def test_the_group_restores_the_newest_id_any_replica_holds(
-    by_rank: list[list[int]], decider: bool, expected: int | None
-) -> None:
-    assert _restore_point(by_rank, decider) == expected
 
 
 def _file_of(directory: Path, round_: int) -> Path:
