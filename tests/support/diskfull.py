@@ -6,9 +6,10 @@ renames it. With that name a symbolic link to ``/dev/full``, ``open`` succeeds a
 write fails with ENOSPC, "No space left on device", exactly as on a full volume, and only
 for the checkpoint directory (snapshots in /dev/shm, logs and everything else still
 write, as they would beside a full checkpoint volume). Links for the next few seqs stand
-in case a checkpoint lands between reading the directory and making them, and a keeper
-thread puts back any that a restart's cleanup of stray ``.tmp`` files removes, so the disk
-stays full until :meth:`free`. Works for any user, root included (a read-only directory
+in case a checkpoint lands between reading the directory and making them; a checkpoint
+already being written as the disk fills lands first; and a keeper thread puts back any
+link that a restart's cleanup of stray ``.tmp`` files removes, so the disk stays full until
+:meth:`free`. Works for any user, root included (a read-only directory
 does not stop root; a small tmpfs needs root; RLIMIT_FSIZE would also fail the daemon's
 other files).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 _COMPLETE = re.compile(r"^ckpt-(\d{12})\.slck$")
@@ -44,16 +46,30 @@ class FullDisk:
             self.directory / f".ckpt-{seq:012d}.tmp" for seq in range(first, first + self.ahead)
         ]
 
+    def _linked(self) -> bool:
+        """Link the next seqs' names; False while a checkpoint being written holds one (its
+        ``.tmp`` is a real file: it is let land, never unlinked under its writer, which
+        would then rename the link into place as a complete checkpoint)."""
+        for link in self._links():
+            if link.is_symlink():
+                continue
+            try:
+                os.symlink(FULL_DEVICE, link)
+            except FileExistsError:
+                return False
+        return True
+
     def _keep(self) -> None:
         while not self._stop.wait(0.01):
-            for link in self._links():
-                if not link.is_symlink():
-                    link.unlink(missing_ok=True)
-                    os.symlink(FULL_DEVICE, link)
+            self._linked()
 
-    def fill(self) -> FullDisk:
-        for link in self._links():
-            os.symlink(FULL_DEVICE, link)
+    def fill(self, timeout_s: float = 10.0) -> FullDisk:
+        """The disk is full from the return on: a checkpoint being written meanwhile lands
+        first, so the newest complete file stays the newest until :meth:`free`."""
+        deadline = time.monotonic() + timeout_s
+        while not self._linked():
+            assert time.monotonic() < deadline, f"a checkpoint write held on for {timeout_s} s"
+            time.sleep(0.005)
         self._stop.clear()
         self._thread = threading.Thread(target=self._keep, name="full-disk", daemon=True)
         self._thread.start()
