@@ -25,18 +25,21 @@ from tests.unit.test_sync_daemon import N, _daemon, drain_and_meet
 def _replica(rank: int, port: int, out: str) -> None:
     directory = Path(out) / f"rank{rank}"
     daemon, source = _daemon(rank, port, directory)
+    result: dict[str, Any] = {}
     with capture_logs() as logs:
-        drain_and_meet(daemon, source, rank)
-        assert daemon.replica is not None
-        result: dict[str, Any] = {}
         if rank == 1:  # it stops: its shutdown's checkpoint is the group's last round
+            drain_and_meet(daemon, source, rank)
+            assert daemon.replica is not None
             result["left_saved"] = daemon.replica.leave()
         else:  # it learns on, and leaves the generation after the round rank 1 asked for
+            # (which may come while it still waits to meet: rank 1 drained and met first)
             try:
+                drain_and_meet(daemon, source, rank)
                 while True:
                     daemon.step()
             except GroupLostError as exc:
                 result["lost"] = str(exc)
+    assert daemon.replica is not None
     ended = [e for e in logs if e["event"] == "sync_generation_ended"]
     result |= {"ended": [(e["round"], e["saved"]) for e in ended], "round": daemon.replica.round}
     result["live"] = daemon.replica.live
