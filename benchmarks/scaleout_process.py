@@ -25,7 +25,7 @@ prequential predictions, every record counted once over the group; samples/s fro
 group's first learned sample after the warm-up to its last (a backlog's throughput; a live
 stream's is its rate while the group keeps up), how far behind the group ended, and the
 rounds' time (``streamlearn_sync_duration_seconds``: per round, and as a share of each
-replica's time).
+replica's time), and each replica's own share of the stream and accuracy.
 Figures are medians over seeds; results go to benchmarks/results/scaleout_process.json.
 """
 
@@ -165,6 +165,7 @@ def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> 
         sent = time.monotonic()
         final = _wait(services, lambda f: f["learned"] >= len(samples), LEARN_S, "every sample")
         done = time.monotonic()
+        each = [scrape(s.metrics_port) for s in services]
     finally:
         for service in services:
             service.stop()
@@ -181,6 +182,10 @@ def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> 
         "sync_share": final["sync_s"] / n / (done - first_learned),
         # What a replica's step learned on average: the batches follow the clock live.
         "samples_per_step": final["learned"] / final["steps"] if final["steps"] else 0.0,
+        # Each replica's own share and score, in rank order: a consumer group splits
+        # partitions unevenly where the replicas do not divide them (4 over 3: 2, 1, 1).
+        "replica_scored": [f["scored"] for f in each],
+        "replica_accuracy": [f["correct"] / f["scored"] if f["scored"] else 0.0 for f in each],
     }
 
 
