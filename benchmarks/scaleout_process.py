@@ -60,6 +60,8 @@ POLL_S = 0.1
 # Bounds against a hang, not targets: a group forms in seconds, and 12,000 samples take
 # under a minute on 2 cores.
 FORM_S, LEARN_S = 240.0, 900.0
+# Accuracy is also reported per eighth of a concept (250 samples at the shipped segment).
+STRETCHES_PER_SEGMENT = 8
 
 
 def scrape(metrics_port: int) -> dict[str, float]:
@@ -105,9 +107,19 @@ def produce(
         producer.send(topic, value=value, partition=i % partitions)
     producer.flush()
     producer.close()
+    if "sent" in spec:
+        spec["sent"].value = time.monotonic()  # one clock for every process on the host
 
 
-def _wait(services: list[Service], done: Any, timeout: float, what: str) -> dict[str, float]:
+def _wait(
+    services: list[Service],
+    done: Any,
+    timeout: float,
+    what: str,
+    trace: list[tuple[float, float]] | None = None,
+) -> dict[str, float]:
+    """Poll the group's counters until ``done`` holds; ``trace`` collects (scored, correct)
+    at each poll."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for service in services:
@@ -117,6 +129,8 @@ def _wait(services: list[Service], done: Any, timeout: float, what: str) -> dict
             figures = group(services)
         except httpx.TransportError:
             figures = None
+        if figures is not None and trace is not None:
+            trace.append((figures["scored"], figures["correct"]))
         if figures is not None and done(figures):
             return figures
         time.sleep(POLL_S)
@@ -156,15 +170,19 @@ def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> 
         producer.join()
         _wait(services, lambda f: f["learned"] >= args.partitions, FORM_S, "the group")
         rest = {"first": args.partitions, "rate": args.rate, "partitions": args.partitions}
+        rest["sent"] = spawn.Value("d", 0.0)  # when its last record was sent (monotonic)
         producer = spawn.Process(target=produce, args=(broker.bootstrap, topic, samples, rest))
         began = time.monotonic()
         producer.start()
         _wait(services, lambda f: f["learned"] > args.partitions, LEARN_S, "learning")
         first_learned = time.monotonic()
-        producer.join()
-        sent = time.monotonic()
-        final = _wait(services, lambda f: f["learned"] >= len(samples), LEARN_S, "every sample")
+        # Polled while the producer sends: the trace follows the stream as it is scored.
+        trace: list[tuple[float, float]] = []
+        learned_all = lambda f: f["learned"] >= len(samples)  # noqa: E731
+        final = _wait(services, learned_all, LEARN_S, "every sample", trace)
         done = time.monotonic()
+        producer.join()
+        sent = rest["sent"].value
         each = [scrape(s.metrics_port) for s in services]
     finally:
         for service in services:
@@ -186,7 +204,24 @@ def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> 
         # partitions unevenly where the replicas do not divide them (4 over 3: 2, 1, 1).
         "replica_scored": [f["scored"] for f in each],
         "replica_accuracy": [f["correct"] / f["scored"] if f["scored"] else 0.0 for f in each],
+        "accuracy_by_stretch": by_stretch(trace, args.segment // STRETCHES_PER_SEGMENT),
     }
+
+
+def by_stretch(trace: list[tuple[float, float]], stretch: int) -> list[float]:
+    """The group's accuracy on each ``stretch`` of the stream, in order, from the polled
+    counters (a poll's predictions go to the stretch its count ends in). Whether replicas
+    lose to one learner just after a concept change (adapting, deciding) or all along (the
+    averaged model) shows here."""
+    bins: dict[int, list[float]] = {}
+    last_scored = last_correct = 0.0
+    for scored, correct in trace:
+        if scored > last_scored:
+            b = bins.setdefault(int(scored - 1) // stretch, [0.0, 0.0])
+            b[0] += scored - last_scored
+            b[1] += correct - last_correct
+        last_scored, last_correct = scored, correct
+    return [round(bins[k][1] / bins[k][0], 4) for k in sorted(bins)]
 
 
 def main() -> None:
