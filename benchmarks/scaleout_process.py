@@ -60,6 +60,9 @@ POLL_S = 0.1
 # Bounds against a hang, not targets: a group forms in seconds, and 12,000 samples take
 # under a minute on 2 cores.
 FORM_S, LEARN_S = 240.0, 900.0
+# While the stream is sent the counters are read this often: every 0.1 s the scrapes took
+# a noticeable share of 2 cores from the replicas they measure.
+TRACE_S = 0.5
 # Accuracy is also reported per eighth of a concept (250 samples at the shipped segment).
 STRETCHES_PER_SEGMENT = 8
 
@@ -137,6 +140,19 @@ def _wait(
     raise RuntimeError(f"timed out waiting for {what}")
 
 
+def _follow(services: list[Service], producer: Any) -> list[tuple[float, float]]:
+    """The group's (scored, correct) every ``TRACE_S`` while the producer sends."""
+    trace: list[tuple[float, float]] = []
+    while producer.is_alive():
+        try:
+            figures = group(services)
+            trace.append((figures["scored"], figures["correct"]))
+        except httpx.TransportError:
+            pass
+        producer.join(TRACE_S)
+    return trace
+
+
 def _start(broker: EmbeddedBroker, workdir: Path, topic: str, n: int, args: Any) -> list[Service]:
     port = free_port()
     services = []
@@ -176,13 +192,11 @@ def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> 
         producer.start()
         _wait(services, lambda f: f["learned"] > args.partitions, LEARN_S, "learning")
         first_learned = time.monotonic()
-        # Polled while the producer sends: the trace follows the stream as it is scored.
-        trace: list[tuple[float, float]] = []
+        trace = _follow(services, producer)
+        sent = rest["sent"].value
         learned_all = lambda f: f["learned"] >= len(samples)  # noqa: E731
         final = _wait(services, learned_all, LEARN_S, "every sample", trace)
         done = time.monotonic()
-        producer.join()
-        sent = rest["sent"].value
         each = [scrape(s.metrics_port) for s in services]
     finally:
         for service in services:
@@ -210,18 +224,43 @@ def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> 
 
 def by_stretch(trace: list[tuple[float, float]], stretch: int) -> list[float]:
     """The group's accuracy on each ``stretch`` of the stream, in order, from the polled
-    counters (a poll's predictions go to the stretch its count ends in). Whether replicas
+    counters (a poll's predictions spread over the stretches they span). Whether replicas
     lose to one learner just after a concept change (adapting, deciding) or all along (the
     averaged model) shows here."""
     bins: dict[int, list[float]] = {}
     last_scored = last_correct = 0.0
     for scored, correct in trace:
         if scored > last_scored:
-            b = bins.setdefault(int(scored - 1) // stretch, [0.0, 0.0])
-            b[0] += scored - last_scored
-            b[1] += correct - last_correct
+            _spread(bins, stretch, last_scored, scored, (correct - last_correct))
         last_scored, last_correct = scored, correct
     return [round(bins[k][1] / bins[k][0], 4) for k in sorted(bins)]
+
+
+def by_place(stretches_by_run: list[list[float]]) -> list[float]:
+    """The mean accuracy at each eighth of a concept, over runs and over every concept after
+    the first (the first eighth after a change is where a learner adapts and its pool
+    decides)."""
+    places: list[list[float]] = [[] for _ in range(STRETCHES_PER_SEGMENT)]
+    for stretches in stretches_by_run:
+        for i, accuracy in enumerate(stretches[STRETCHES_PER_SEGMENT:]):
+            places[i % STRETCHES_PER_SEGMENT].append(accuracy)
+    return [round(statistics.fmean(p), 4) if p else 0.0 for p in places]
+
+
+def _spread(
+    bins: dict[int, list[float]], stretch: int, begin: float, end: float, correct: float
+) -> None:
+    """One poll's predictions (``begin`` to ``end`` of the stream, ``correct`` right) over
+    the stretches they span, in proportion."""
+    rate = correct / (end - begin)
+    at = begin
+    while at < end:
+        index = int(at // stretch)
+        upto = min(end, (index + 1) * stretch)
+        b = bins.setdefault(index, [0.0, 0.0])
+        b[0] += upto - at
+        b[1] += (upto - at) * rate
+        at = upto
 
 
 def main() -> None:
@@ -266,6 +305,9 @@ def main() -> None:
                     "samples_per_step",
                 )
             }
+            medians["mean_accuracy_by_place_in_concept"] = by_place(
+                [r["accuracy_by_stretch"] for r in runs]
+            )
             report["results"][str(n)] = {"runs": runs, **medians}
             print(f"replicas {n}: {json.dumps(medians)}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
