@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +156,9 @@ class Daemon:
         self.ready = threading.Event()  # connected to the broker and learning
         # Restored and published: what serves this learner may answer for it from now on.
         self.restored = threading.Event()
+        # Called on the thread that runs the daemon once it restored, before it connects
+        # (the learner process installs its graceful stop there).
+        self.on_restored: Callable[[], None] = lambda: None
         # Serving's two windows into the learner: snapshots out, samples and requests in.
         self.snapshots: SnapshotPublisher = (
             SnapshotBoard(self.metrics) if snapshots is None else snapshots
@@ -254,6 +258,7 @@ class Daemon:
         self._publish_snapshot()  # serving answers from the restored model, broker or not
         self._publish_progress()
         self.restored.set()
+        self.on_restored()
         if not self._connect():
             return False
         self.ready.set()

@@ -198,10 +198,11 @@ def main() -> int:
     limit_torch_threads(settings.engine.torch_threads)
     if settings.engine.nice:
         os.nice(settings.engine.nice)  # serving first where both want the CPU
+    _end_on_signals()
     try:
         daemon = kafka_daemon(settings)
         host = LearnerHost(daemon, RuntimeDir(Path(launch["runtime"])))
-        _stop_on_signals(host)
+        daemon.on_restored = lambda: _stop_on_signals(host)
         host.run()
     except SettingsError as exc:
         _print_error(str(exc))
@@ -218,7 +219,21 @@ def main() -> int:
     return 0
 
 
+def _end_on_signals() -> None:
+    """Until the daemon restored, SIGTERM and SIGINT end the learner at once: it has learned
+    nothing and not reached the broker, so a stop has nothing to save, and joining a sync
+    group blocks in torch's C++ (connecting to rank 0's store, waiting for the group to
+    form) where a Python handler runs only once the call returns, up to ``sync.timeout_s``
+    later: past the supervisor's wait, and past a pod's grace period."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop_on_signals(host: LearnerHost) -> None:
+    """From the restore on, a signal asks for the graceful stop: learn what is queued,
+    checkpoint, commit."""
     import signal
 
     def handler(signum: int, frame: object) -> None:

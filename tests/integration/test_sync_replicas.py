@@ -97,3 +97,35 @@ def test_two_replicas_learn_every_record_once_and_answer_alike_after_a_sync(
     finally:
         for replica in replicas:
             replica.stop()
+
+
+def test_a_replica_stopped_while_it_waits_for_its_group_stops_without_being_killed(
+    tmp_path: Path, broker: EmbeddedBroker
+) -> None:
+    """SIGTERM while the learner joins: rank 0's store is not up (nothing listens on its
+    port), so torch's store connect blocks in C++, where a Python signal handler runs only
+    once it returns (``sync.timeout_s``, 120 s). A learner that has not restored has nothing
+    to save: it ends on the signal, and the service stops without killing it (before, the
+    supervisor waited 60 s and then killed it; in a pod, the grace period ran out first)."""
+    topics = fresh_topics(broker.bootstrap, input_partitions=2)
+    env = {
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "STREAMLEARN_SYNC__ENABLED": "true",
+    }
+    workdir = tmp_path / "replica1"
+    workdir.mkdir()
+    replica = DaemonProcess(workdir, broker, topics, "g-waiting", env=env)
+    try:
+        replica.start()
+        wait_for(lambda: "sync_replica_settings" in replica.log_text(), 60, "the learner built")
+        # A bound against a hang, not a target: the supervisor kills a learner after 60 s.
+        code, _ = replica.terminate(timeout=90)
+        log = replica.log_text()
+        assert code == 0, log
+        assert "learner_killed" not in log, log
+        assert "sync_joined" not in log, "the group cannot form without rank 0"
+    finally:
+        replica.stop()
