@@ -159,7 +159,8 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self) -> DaemonProcess:
+    def start(self, wait_for_metrics: bool = True) -> DaemonProcess:
+        """Start; by default, return once its metrics answer (the learner restored)."""
         self.starts += 1
         log = open(self.workdir / f"daemon-{self.starts}.log", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -169,6 +170,8 @@ class DaemonProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        if not wait_for_metrics:
+            return self
         wait_for(
             lambda: any(k.startswith("streamlearn_info") for k in self.metrics()) or self._dead(),
             60,

@@ -119,7 +119,7 @@ def test_a_replica_stopped_while_it_waits_for_its_group_stops_without_being_kill
     workdir.mkdir()
     replica = DaemonProcess(workdir, broker, topics, "g-waiting", env=env)
     try:
-        replica.start()
+        replica.start(wait_for_metrics=False)  # they answer once the learner restored
         wait_for(lambda: "sync_replica_settings" in replica.log_text(), 60, "the learner built")
         # A bound against a hang, not a target: the supervisor kills a learner after 60 s.
         code, _ = replica.terminate(timeout=90)
