@@ -23,9 +23,12 @@ with ``--rate 0`` (a backlog). What is read is what a user reads off each replic
 endpoint: accuracy = the summed ``streamlearn_prequential_correct_total`` over the summed
 prequential predictions, every record counted once over the group; samples/s from the
 group's first learned sample after the warm-up to its last (a backlog's throughput; a live
-stream's is its rate while the group keeps up), how far behind the group ended, and the
-rounds' time (``streamlearn_sync_duration_seconds``: per round, and as a share of each
-replica's time), and each replica's own share of the stream and accuracy.
+stream's is its rate while the group keeps up), how far behind the group ended (from the
+producer's last send to the last sample learned), the rounds' time
+(``streamlearn_sync_duration_seconds``: per round, and as a share of each replica's time),
+each replica's own share of the stream and accuracy, and the group's accuracy per eighth of
+a concept (read every 0.5 s while the stream is sent; the mean by place in a concept shows
+whether replicas lose to one learner just after a change or all along).
 Figures are medians over seeds; results go to benchmarks/results/scaleout_process.json.
 """
 
