@@ -20,7 +20,12 @@ class SyncSettings(Section):
     enabled: bool = False
     # A sync round starts when any replica has taken this many learning steps since the
     # last one, or this many seconds passed with something learned (whichever first).
-    every_steps: int = Field(50, ge=1)
+    # Between rounds each replica predicts with its own model, which drifts from the
+    # group's with every small, noisy step; with 3 replicas a round every 50 steps left the
+    # group about a point below one learner at every place in a concept, every 25 steps
+    # closed it, at a quarter of a replica's time in rounds (docs/benchmarks.md, "Where 3
+    # replicas lose to one").
+    every_steps: int = Field(25, ge=1)
     every_seconds: float = Field(5.0, gt=0)
     # Each of N replicas learns in steps of engine.max_batch / N samples, so the group takes
     # as many optimizer steps per sample as one learner would: at the same batch, N replicas
@@ -55,8 +60,9 @@ class SyncSettings(Section):
     # the replica count adds the replicas' updates (each took 1/N of the stream's steps).
     server_lr: float = Field(1.0, gt=0)
     # Checkpoints are taken at a sync round (a barrier): every this many rounds, or sooner
-    # when a replica's checkpoint.every_samples / every_seconds fell due.
-    checkpoint_every_rounds: int = Field(20, ge=1)
+    # when a replica's checkpoint.every_samples / every_seconds fell due. 40 rounds of 25
+    # steps: a checkpoint every 1,000 steps, as 20 rounds of 50 took before.
+    checkpoint_every_rounds: int = Field(40, ge=1)
     # Rendezvous; None: from the environment torchrun sets.
     master_addr: str | None = None
     master_port: int | None = Field(None, ge=1, le=65535)
