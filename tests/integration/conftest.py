@@ -213,9 +213,15 @@ class DaemonProcess:
         return "\n".join(p.read_text()[-4000:] for p in sorted(self.workdir.glob("daemon-*.log")))
 
     def kill(self) -> None:
+        """SIGKILL the supervisor; return once its children are gone too. They die of their
+        parent's death (``PR_SET_PDEATHSIG``) a moment after it: a start at once could find
+        the HTTP port still held by a dying serving process (CI saw "Address already in
+        use")."""
         assert self.proc is not None
+        children = descendants(self.proc.pid)
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
+        wait_for(lambda: all(exited(pid) for pid in children), 10, "the children's exit")
 
     def terminate(self, timeout: float = 15.0) -> tuple[int, float]:
         """SIGTERM; returns (exit code, seconds to exit)."""
@@ -229,6 +235,24 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux's /proc children lists)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [p for child in children for p in (int(child), *descendants(int(child)))]
+
+
+def exited(pid: int) -> bool:
+    """Gone, or a zombie: its sockets are closed either way."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 @pytest.fixture
