@@ -197,8 +197,9 @@ def run(broker: EmbeddedBroker, workdir: Path, n: int, seed: int, args: Any) -> 
         first_learned = time.monotonic()
         trace = _follow(services, producer)
         sent = rest["sent"].value
-        learned_all = lambda f: f["learned"] >= len(samples)  # noqa: E731
-        final = _wait(services, learned_all, LEARN_S, "every sample", trace)
+        final = _wait(
+            services, lambda f: f["learned"] >= len(samples), LEARN_S, "every sample", trace
+        )
         done = time.monotonic()
         each = [scrape(s.metrics_port) for s in services]
     finally:
